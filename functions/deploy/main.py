@@ -1,0 +1,13 @@
+"""deploy: a message on the model-blessed topic."""
+
+import functions_framework
+from cloudevents.http import CloudEvent
+
+from cascade.function_adapter import run_pubsub_event
+from cascade.messages import ModelBlessed
+from cascade.steps.deploy import handle_model_blessed
+
+
+@functions_framework.cloud_event
+def on_model_blessed(event: CloudEvent) -> None:
+    run_pubsub_event(event, ModelBlessed, handle_model_blessed)

@@ -1,0 +1,18 @@
+"""validate: a data file was finalized in the landing bucket (Eventarc storage trigger)."""
+
+import functions_framework
+from cloudevents.http import CloudEvent
+
+from cascade.events import StorageObjectEvent
+from cascade.function_adapter import run_cloudevent
+from cascade.steps.validate import handle_object_finalized
+
+
+@functions_framework.cloud_event
+def on_object_finalized(event: CloudEvent) -> None:
+    run_cloudevent(
+        event,
+        lambda ctx, attributes, data: handle_object_finalized(
+            ctx, StorageObjectEvent.from_cloudevent(attributes, data)
+        ),
+    )

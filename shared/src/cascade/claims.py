@@ -1,0 +1,121 @@
+"""Create-only claims: at most one delivery of an event does a step's work.
+
+A claim is ``runs/<run_id>/claims/<step>.json``, created with ``if_generation_match=0``.
+It carries a lease (the function timeout): a delivery that finds a live claim held by
+another delivery raises StepInProgressError, so the event is redelivered later rather
+than acknowledged; once the lease has expired (the owner died) the next delivery takes
+the claim over with a generation precondition and resumes from what the claim recorded
+(``submitted``: e.g. the training job it created), so work is resumed, never repeated.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field
+
+from cascade.errors import ConcurrentUpdateError, StepInProgressError
+from cascade.paths import RunPaths
+from cascade.store import ArtifactStore
+
+__all__ = ["Claim", "ClaimHandle", "ClaimStore"]
+
+
+class Claim(BaseModel):
+    run_id: str
+    step: str
+    owner: str
+    state: Literal["in_progress", "done"] = "in_progress"
+    outcome: str | None = None
+    takeovers: int = 0
+    claimed_at: datetime
+    lease_expires_at: datetime
+    submitted: dict[str, Any] = Field(default_factory=dict)
+
+
+class ClaimHandle:
+    """A claim this delivery holds; every write is conditional on its generation."""
+
+    def __init__(self, store: ArtifactStore, path: str, claim: Claim, generation: int) -> None:
+        self._store = store
+        self._path = path
+        self.claim = claim
+        self.generation = generation
+
+    @property
+    def resumed(self) -> bool:
+        """True when an earlier, dead owner started this step."""
+        return self.claim.takeovers > 0
+
+    def record_submission(self, **submitted: Any) -> None:
+        """Persist what this step has created outside Cascade (a job name, a version)."""
+        self.claim.submitted.update(submitted)
+        self._write()
+
+    def complete(self, outcome: str) -> None:
+        self.claim.state = "done"
+        self.claim.outcome = outcome
+        self._write()
+
+    def release(self) -> None:
+        """Give the claim up after a transient failure so a retry can start at once."""
+        self._store.delete(self._path, if_generation_match=self.generation)
+
+    def _write(self) -> None:
+        generation = self._store.write_json(
+            self._path, self.claim, if_generation_match=self.generation
+        )
+        if generation is None:
+            raise ConcurrentUpdateError(
+                f"claim {self._path} was taken over by another delivery (lease expired)"
+            )
+        self.generation = generation
+
+
+class ClaimStore:
+    def __init__(self, store: ArtifactStore) -> None:
+        self._store = store
+
+    def acquire(
+        self, run_id: str, step: str, *, owner: str, now: datetime, lease: timedelta
+    ) -> ClaimHandle | Claim:
+        """Claim ``step`` of ``run_id``.
+
+        Returns a ClaimHandle when this delivery must do the work, or the finished
+        Claim when the step is already done (a duplicate delivery: do nothing).
+        Raises StepInProgressError while another delivery holds a live lease.
+        """
+        path = RunPaths(run_id).claim(step)
+        fresh = Claim(
+            run_id=run_id, step=step, owner=owner, claimed_at=now, lease_expires_at=now + lease
+        )
+        for _ in range(3):
+            generation = self._store.create(path, fresh.model_dump_json(indent=2).encode())
+            if generation is not None:
+                return ClaimHandle(self._store, path, fresh, generation)
+            found = self._store.read_model(path, Claim)
+            if found is None:
+                continue  # released between our create and read
+            existing, existing_generation = found
+            if existing.state == "done":
+                return existing
+            if existing.lease_expires_at > now:
+                raise StepInProgressError(
+                    f"{step} of run {run_id} is in progress by {existing.owner} "
+                    f"until {existing.lease_expires_at.isoformat()}"
+                )
+            taken = existing.model_copy(
+                update={
+                    "owner": owner,
+                    "claimed_at": now,
+                    "lease_expires_at": now + lease,
+                    "takeovers": existing.takeovers + 1,
+                }
+            )
+            generation = self._store.write_json(
+                path, taken, if_generation_match=existing_generation
+            )
+            if generation is not None:
+                return ClaimHandle(self._store, path, taken, generation)
+        raise StepInProgressError(f"{step} of run {run_id}: claim contended, retry later")

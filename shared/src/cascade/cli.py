@@ -1,0 +1,155 @@
+"""The ``cascade`` command line. Every option is also an environment variable."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import click
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
+
+from cascade.localcloud import control
+from cascade.localcloud.client import LocalCloudClient
+from cascade.localcloud.settings import LocalCloudSettings
+from cascade.messages import TrainRequest
+from cascade.runs import RunRecord
+
+__all__ = ["main"]
+
+console = Console()
+
+
+def _local() -> LocalCloudSettings:
+    return LocalCloudSettings().absolute()
+
+
+@click.group()
+def cli() -> None:
+    """Cascade: event-driven continuous training for Google Cloud (and your laptop)."""
+
+
+@cli.command()
+def up() -> None:
+    """Start the local cloud (idempotent): emulators, functions, event router."""
+    try:
+        state = control.up(_local())
+    except (control.LocalCloudError, RuntimeError) as error:
+        console.print(f"[red]cascade up failed:[/red] {escape(str(error))}")
+        sys.exit(1)
+    _print_components(state)
+
+
+@cli.command()
+def down() -> None:
+    """Stop the local cloud and every process it started. Data stays in .cascade/."""
+    stopped = control.down(_local())
+    console.print("local cloud stopped" if stopped else "local cloud was not running")
+
+
+@cli.command()
+def status() -> None:
+    """Show the local cloud's processes and the latest runs."""
+    local = _local()
+    state = control.status(local)
+    if state is None:
+        console.print("local cloud is not running (start it with `cascade up`)")
+        sys.exit(3)
+    _print_components(state)
+    client = LocalCloudClient(local.runtime_settings())
+    _print_runs(latest_runs(client, limit=10))
+
+
+@cli.command()
+@click.argument("dataset")
+@click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+def upload(dataset: str, file: Path) -> None:
+    """Upload FILE to the landing bucket as DATASET/<file name>."""
+    client = LocalCloudClient(_local().runtime_settings())
+    name = f"{dataset}/{file.name}"
+    generation = client.upload(name, file.read_bytes())
+    console.print(f"uploaded gs://{client.settings.landing_bucket}/{name}#{generation}; "
+                  f"run {client.run_id_for(name, generation)}")
+
+
+@cli.command()
+@click.argument("dataset")
+@click.option("--request-id", required=True, help="Idempotency key: the same id, one run.")
+@click.option("--tune/--no-tune", default=False, help="Run hyperparameter tuning.")
+def train(dataset: str, request_id: str, tune: bool) -> None:
+    """Publish a retrain request for DATASET to the train-requests topic."""
+    client = LocalCloudClient(_local().runtime_settings())
+    message_id = client.publish(TrainRequest(
+        dataset=dataset, request_id=request_id, tune=tune, reason="cascade train"))
+    console.print(f"published train request {request_id} (message {message_id})")
+
+
+@cli.command()
+@click.argument("run_id")
+def run(run_id: str) -> None:
+    """Show one run's steps, timings and outputs."""
+    client = LocalCloudClient(_local().runtime_settings())
+    record = client.ledger.get(run_id)
+    if record is None:
+        console.print(f"no run {run_id}")
+        sys.exit(1)
+    print_run(record)
+
+
+@cli.command()
+@click.option("--rows", default=2000, show_default=True, help="Rows in the sample file.")
+def demo(rows: int) -> None:
+    """Start the local cloud and walk a sample file through every step."""
+    from cascade.demo import run_demo
+
+    sys.exit(run_demo(_local(), rows=rows, console=console))
+
+
+def latest_runs(client: LocalCloudClient, limit: int) -> list[RunRecord]:
+    records = []
+    for name in client.artifacts.list_names("runs/"):
+        if name.endswith("/run.json"):
+            record = client.ledger.get(name.split("/")[1])
+            if record is not None:
+                records.append(record)
+    return sorted(records, key=lambda r: r.created_at, reverse=True)[:limit]
+
+
+def _print_components(state: control.CloudState) -> None:
+    table = Table(title=f"local cloud: {state.status}")
+    for column in ("process", "status", "pid", "restarts", "log"):
+        table.add_column(column)
+    for name, component in state.components.items():
+        table.add_row(name, component.status, str(component.pid), str(component.restarts),
+                      component.log)
+    console.print(table)
+
+
+def _print_runs(records: list[RunRecord]) -> None:
+    table = Table(title="latest runs")
+    for column in ("run", "dataset", "trigger", "state", "steps"):
+        table.add_column(column)
+    for record in records:
+        steps = ", ".join(
+            f"{name} {step.state} {step.duration_s or 0:.2f}s" for name, step in record.steps.items()
+        )
+        table.add_row(record.run_id, record.dataset, record.trigger.kind, record.state, steps)
+    console.print(table)
+
+
+def print_run(record: RunRecord) -> None:
+    table = Table(title=f"run {record.run_id} ({record.dataset}): {record.state}")
+    for column in ("step", "state", "attempts", "duration", "outputs / error"):
+        table.add_column(column)
+    for name, step in record.steps.items():
+        detail = step.error or ", ".join(f"{k}={v}" for k, v in step.outputs.items())
+        duration = "" if step.duration_s is None else f"{step.duration_s:.3f}s"
+        table.add_row(name, step.state, str(step.attempts), duration, detail)
+    console.print(table)
+    if record.error:
+        console.print(f"[red]error:[/red] {record.error}")
+
+
+def main() -> None:
+    cli()

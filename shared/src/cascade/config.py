@@ -1,0 +1,73 @@
+"""Runtime settings, read once at the edge from the environment.
+
+Terraform sets these variables on every deployed function; the local cloud sets the
+same ones on every process it starts. Library code receives a ``Settings`` object and
+never reads ``os.environ`` itself.
+"""
+
+from __future__ import annotations
+
+import re
+from functools import cache
+
+from pydantic import AliasChoices, Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+__all__ = ["DATASET_NAME_PATTERN", "Settings", "load_settings"]
+
+DATASET_NAME_PATTERN = re.compile(r"^[a-z][a-z0-9_-]{0,62}$")
+
+
+class Settings(BaseSettings):
+    """Where Cascade runs: project, region, bucket and topic names, limits."""
+
+    model_config = SettingsConfigDict(env_prefix="CASCADE_", frozen=True, extra="ignore")
+
+    project: str = Field("cascade-local", description="Google Cloud project id.")
+    region: str = Field("us-central1", description="Region of functions, jobs, endpoints.")
+    landing_bucket: str = Field("cascade-landing", description="Bucket where data lands.")
+    artifacts_bucket: str = Field("cascade-artifacts", description="Run records, models.")
+    topic_prefix: str = Field("cascade-", description="Topic id = prefix + logical name.")
+    function_name: str = Field(
+        "local",
+        validation_alias=AliasChoices("CASCADE_FUNCTION_NAME", "K_SERVICE"),
+        description="Which function this process serves (Cloud Run sets K_SERVICE).",
+    )
+    function_timeout_s: int = Field(540, gt=0, description="Also the claim lease length.")
+    max_event_age_s: int = Field(86400, gt=0, description="Older events are dropped.")
+    run_update_attempts: int = Field(20, gt=0, description="Optimistic-update retries.")
+    publish_timeout_s: float = Field(30.0, gt=0)
+    storage_emulator_host: str | None = Field(
+        None, validation_alias=AliasChoices("STORAGE_EMULATOR_HOST")
+    )
+    pubsub_emulator_host: str | None = Field(
+        None, validation_alias=AliasChoices("PUBSUB_EMULATOR_HOST")
+    )
+
+    @field_validator("landing_bucket", "artifacts_bucket")
+    @classmethod
+    def _valid_bucket_name(cls, value: str) -> str:
+        if not re.fullmatch(r"[a-z0-9][a-z0-9._-]{1,61}[a-z0-9]", value):
+            raise ValueError(f"not a valid bucket name: {value!r}")
+        return value
+
+    def topic_id(self, logical_name: str) -> str:
+        """The real topic id of a logical topic from the topology."""
+        return f"{self.topic_prefix}{logical_name}"
+
+    def topic_path(self, logical_name: str) -> str:
+        return f"projects/{self.project}/topics/{self.topic_id(logical_name)}"
+
+    def bucket_for(self, logical_name: str) -> str:
+        """The real bucket name of a logical bucket from the topology."""
+        names = {"landing": self.landing_bucket, "artifacts": self.artifacts_bucket}
+        try:
+            return names[logical_name]
+        except KeyError:
+            raise ValueError(f"unknown logical bucket {logical_name!r}") from None
+
+
+@cache
+def load_settings() -> Settings:
+    """The process's settings, read from the environment once."""
+    return Settings()

@@ -1,0 +1,55 @@
+"""Everything a step needs, built once per function instance and passed down."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+
+from google.cloud import storage
+
+from cascade.bus import MessageBus
+from cascade.claims import ClaimStore
+from cascade.clients import make_publisher, make_storage_client
+from cascade.config import Settings
+from cascade.runs import RunLedger
+from cascade.store import ArtifactStore
+
+__all__ = ["StepContext", "utc_now"]
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+@dataclass
+class StepContext:
+    settings: Settings
+    storage_client: storage.Client
+    artifacts: ArtifactStore
+    ledger: RunLedger
+    claims: ClaimStore
+    bus: MessageBus
+    clock: Callable[[], datetime] = field(default=utc_now)
+
+    @property
+    def claim_lease(self) -> timedelta:
+        """A claim outlives its owner by at most the function timeout."""
+        return timedelta(seconds=self.settings.function_timeout_s)
+
+    def landing_store(self) -> ArtifactStore:
+        return ArtifactStore(self.storage_client, self.settings.landing_bucket)
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> StepContext:
+        """Real clients for ``settings`` (the emulators when their hosts are set)."""
+        storage_client = make_storage_client(settings)
+        artifacts = ArtifactStore(storage_client, settings.artifacts_bucket)
+        return cls(
+            settings=settings,
+            storage_client=storage_client,
+            artifacts=artifacts,
+            ledger=RunLedger(artifacts, max_attempts=settings.run_update_attempts),
+            claims=ClaimStore(artifacts),
+            bus=MessageBus(make_publisher(settings), settings),
+        )

@@ -1,0 +1,73 @@
+"""A client of a running local cloud: upload data, publish requests, follow runs."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+from google.cloud import storage
+
+from cascade.bus import MessageBus
+from cascade.clients import make_publisher, make_storage_client
+from cascade.config import Settings
+from cascade.messages import StepMessage
+from cascade.runs import RunLedger, RunRecord, run_id_for_object
+from cascade.steps.validate import dataset_of_object
+from cascade.store import ArtifactStore
+
+__all__ = ["LocalCloudClient", "RunTimeoutError"]
+
+
+class RunTimeoutError(TimeoutError):
+    """A run did not reach the awaited state in time; carries the last record seen."""
+
+    def __init__(self, message: str, last: RunRecord | None) -> None:
+        super().__init__(message)
+        self.last = last
+
+
+class LocalCloudClient:
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.storage_client: storage.Client = make_storage_client(settings)
+        self.artifacts = ArtifactStore(self.storage_client, settings.artifacts_bucket)
+        self.landing = ArtifactStore(self.storage_client, settings.landing_bucket)
+        self.ledger = RunLedger(self.artifacts)
+        self._bus: MessageBus | None = None
+
+    @property
+    def bus(self) -> MessageBus:
+        if self._bus is None:
+            self._bus = MessageBus(make_publisher(self.settings), self.settings)
+        return self._bus
+
+    def upload(self, name: str, data: bytes, content_type: str = "text/csv") -> int:
+        """Upload to the landing bucket; returns the object's generation."""
+        blob = self.storage_client.bucket(self.settings.landing_bucket).blob(name)
+        blob.upload_from_string(data, content_type=content_type)
+        return int(blob.generation or 0)
+
+    def run_id_for(self, name: str, generation: int) -> str:
+        return run_id_for_object(
+            dataset_of_object(name), self.settings.landing_bucket, name, generation
+        )
+
+    def publish(self, message: StepMessage) -> str:
+        return self.bus.publish(message)
+
+    def wait_for_run(
+        self,
+        run_id: str,
+        until: Callable[[RunRecord], bool] = lambda run: run.state != "running",
+        timeout: float = 60,
+        interval: float = 0.1,
+    ) -> RunRecord:
+        """Poll the run record until ``until(record)`` holds."""
+        deadline = time.monotonic() + timeout
+        record = None
+        while time.monotonic() < deadline:
+            record = self.ledger.get(run_id)
+            if record is not None and until(record):
+                return record
+            time.sleep(interval)
+        raise RunTimeoutError(f"run {run_id} not done after {timeout}s: {record}", record)

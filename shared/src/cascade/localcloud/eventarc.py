@@ -1,0 +1,114 @@
+"""CloudEvents in the shapes Eventarc delivers them, built from Pub/Sub messages.
+
+The router plays Eventarc: a GCS notification becomes a binary-mode
+``google.cloud.storage.object.v1.finalized`` event whose data is the object resource,
+and a topic message becomes ``google.cloud.pubsub.topic.v1.messagePublished`` whose
+data is ``{"message": {...}, "subscription": ...}``. The emulator's object JSON is
+normalised to what Cloud Storage sends (string int64s, ``bucket/name/generation`` ids,
+selfLink/mediaLink, metageneration, etag).
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+from datetime import datetime
+from typing import Any
+from urllib.parse import quote
+
+from cascade.topology import PUBSUB_PUBLISHED, STORAGE_FINALIZED
+
+__all__ = ["CloudEventRequest", "message_published_event", "object_finalized_event"]
+
+_INT64_FIELDS = ("generation", "metageneration", "size")
+
+
+class CloudEventRequest:
+    """Headers and body of one binary-mode CloudEvent HTTP request."""
+
+    def __init__(self, headers: dict[str, str], body: bytes) -> None:
+        self.headers = headers
+        self.body = body
+
+
+def _rfc3339(moment: datetime) -> str:
+    return moment.isoformat(timespec="microseconds").replace("+00:00", "Z")
+
+
+def normalise_object_resource(resource: dict[str, Any]) -> dict[str, Any]:
+    """The emulator's object JSON as Cloud Storage's StorageObjectData."""
+    data = dict(resource)
+    bucket, name = str(data["bucket"]), str(data["name"])
+    generation = str(data.get("generation") or "")
+    data["kind"] = "storage#object"
+    data["id"] = f"{bucket}/{name}/{generation}"
+    data.setdefault("metageneration", "1")
+    for field in _INT64_FIELDS:
+        if field in data and data[field] is not None:
+            data[field] = str(data[field])
+    encoded = quote(name, safe="")
+    data.setdefault("selfLink", f"https://www.googleapis.com/storage/v1/b/{bucket}/o/{encoded}")
+    data.setdefault(
+        "mediaLink",
+        f"https://storage.googleapis.com/download/storage/v1/b/{bucket}/o/{encoded}"
+        f"?generation={generation}&alt=media",
+    )
+    if "etag" not in data and data.get("md5Hash"):
+        data["etag"] = str(data["md5Hash"])
+    data.setdefault("timeStorageClassUpdated", data.get("timeCreated"))
+    return data
+
+
+def object_finalized_event(
+    *, message_id: str, object_resource: dict[str, Any], fallback_time: datetime
+) -> CloudEventRequest:
+    """The Eventarc CloudEvent for a finalized object."""
+    data = normalise_object_resource(object_resource)
+    bucket = str(data["bucket"])
+    headers = {
+        "Content-Type": "application/json",
+        "ce-specversion": "1.0",
+        "ce-id": message_id,
+        "ce-type": STORAGE_FINALIZED,
+        "ce-source": f"//storage.googleapis.com/projects/_/buckets/{bucket}",
+        "ce-subject": f"objects/{data['name']}",
+        "ce-time": str(data.get("updated") or data.get("timeCreated") or _rfc3339(fallback_time)),
+        "ce-bucket": bucket,
+    }
+    return CloudEventRequest(headers, json.dumps(data).encode())
+
+
+def message_published_event(
+    *,
+    project: str,
+    topic_id: str,
+    subscription_id: str,
+    message_id: str,
+    data: bytes,
+    attributes: dict[str, str],
+    publish_time: datetime,
+) -> CloudEventRequest:
+    """The Eventarc CloudEvent for a message published to a topic."""
+    published = _rfc3339(publish_time)
+    message: dict[str, Any] = {
+        "data": base64.b64encode(data).decode(),
+        "messageId": message_id,
+        "message_id": message_id,
+        "publishTime": published,
+        "publish_time": published,
+    }
+    if attributes:
+        message["attributes"] = dict(attributes)
+    body = {
+        "message": message,
+        "subscription": f"projects/{project}/subscriptions/{subscription_id}",
+    }
+    headers = {
+        "Content-Type": "application/json",
+        "ce-specversion": "1.0",
+        "ce-id": message_id,
+        "ce-type": PUBSUB_PUBLISHED,
+        "ce-source": f"//pubsub.googleapis.com/projects/{project}/topics/{topic_id}",
+        "ce-time": published,
+    }
+    return CloudEventRequest(headers, json.dumps(body).encode())

@@ -1,0 +1,238 @@
+"""The event router: Eventarc for the local cloud.
+
+For every event-triggered function of the topology it streams the function's
+subscription and POSTs each message to the function as a binary-mode CloudEvent.
+A 2xx response acknowledges the message. Anything else is retried with the
+topology's exponential backoff (scaled by ``backoff_scale``) until
+``max_delivery_attempts``; then the message is published to the dead-letter topic with
+the attributes Pub/Sub itself adds to dead letters, logged, and acknowledged.
+
+A message is acknowledged only after it was delivered or dead-lettered, so a router
+that dies mid-retry loses nothing: the emulator redelivers after the ack deadline.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import signal
+import sys
+import threading
+import time
+from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+import requests
+from google.cloud import pubsub_v1
+from google.cloud.pubsub_v1.subscriber.message import Message
+from google.cloud.pubsub_v1.subscriber.scheduler import ThreadScheduler
+
+from cascade.config import Settings
+from cascade.localcloud.eventarc import (
+    CloudEventRequest,
+    message_published_event,
+    object_finalized_event,
+)
+from cascade.localcloud.pubsub_admin import Route, routes_of
+from cascade.localcloud.settings import LOOPBACK, LocalCloudSettings
+from cascade.topology import FunctionSpec, StorageTrigger, Topology, load_topology
+
+__all__ = ["EventRouter", "main"]
+
+_log = logging.getLogger("cascade.localcloud.router")
+
+
+class EventRouter:
+    def __init__(
+        self,
+        local: LocalCloudSettings,
+        topology: Topology,
+        subscriber: pubsub_v1.SubscriberClient,
+        publisher: pubsub_v1.PublisherClient,
+    ) -> None:
+        self._local = local
+        self._settings: Settings = local.runtime_settings()
+        self._topology = topology
+        self._subscriber = subscriber
+        self._publisher = publisher
+        self._http = requests.Session()
+        self._streams: list[Any] = []
+        self.stats: Counter[str] = Counter()
+        self._stats_lock = threading.Lock()
+        self.routes = routes_of(topology, self._settings, local.notifications_topic)
+        self.urls = function_urls(local, topology)
+
+    def start(self) -> None:
+        executor = ThreadPoolExecutor(max_workers=64, thread_name_prefix="deliver")
+        for route in self.routes:
+            path = self._subscriber.subscription_path(self._settings.project, route.subscription_id)
+            flow = pubsub_v1.types.FlowControl(max_messages=16)
+            future = self._subscriber.subscribe(
+                path,
+                callback=lambda message, route=route: self.handle(route, message),
+                flow_control=flow,
+                scheduler=ThreadScheduler(executor),
+            )
+            self._streams.append(future)
+
+    def healthy(self) -> bool:
+        return bool(self._streams) and not any(stream.done() for stream in self._streams)
+
+    def stop(self) -> None:
+        for stream in self._streams:
+            stream.cancel()
+
+    def count(self, key: str) -> None:
+        with self._stats_lock:
+            self.stats[key] += 1
+
+    def handle(self, route: Route, message: Message) -> None:
+        """Deliver one message with retries; ack once delivered or dead-lettered."""
+        spec = self._topology.functions[route.function_name]
+        request = self._cloudevent(route, spec, message)
+        if request is None:
+            message.ack()
+            return
+        attempts, error = 0, ""
+        while True:
+            attempts += 1
+            error = self._post(spec, request)
+            if not error:
+                self.count(f"{spec.name}.delivered")
+                message.ack()
+                return
+            self.count(f"{spec.name}.failed_attempts")
+            _log.warning("%s: delivery %d of %s failed: %s", spec.name, attempts,
+                         message.message_id, error)
+            if spec.retry.policy == "do_not_retry" or attempts >= spec.retry.max_delivery_attempts:
+                break
+            time.sleep(spec.retry.backoff_s(attempts) * self._local.backoff_scale)
+        self._dead_letter(route, spec, message, attempts, error)
+        message.ack()
+
+    def _cloudevent(
+        self, route: Route, spec: FunctionSpec, message: Message
+    ) -> CloudEventRequest | None:
+        if isinstance(spec.trigger, StorageTrigger):
+            attributes = message.attributes
+            bucket = self._settings.bucket_for(spec.trigger.bucket)
+            if attributes.get("eventType") != "OBJECT_FINALIZE" or attributes.get(
+                "bucketId"
+            ) != bucket:
+                return None
+            return object_finalized_event(
+                message_id=message.message_id,
+                object_resource=json.loads(message.data),
+                fallback_time=message.publish_time,
+            )
+        return message_published_event(
+            project=self._settings.project,
+            topic_id=route.topic_id,
+            subscription_id=route.subscription_id,
+            message_id=message.message_id,
+            data=message.data,
+            attributes=dict(message.attributes),
+            publish_time=message.publish_time,
+        )
+
+    def _post(self, spec: FunctionSpec, request: CloudEventRequest) -> str:
+        """POST the event; the empty string on 2xx, else what went wrong."""
+        try:
+            response = self._http.post(
+                self.urls[spec.name],
+                headers=request.headers,
+                data=request.body,
+                timeout=spec.timeout_s + 5,
+            )
+        except requests.RequestException as error:
+            return f"{type(error).__name__}: {error}"
+        if 200 <= response.status_code < 300:
+            return ""
+        return f"HTTP {response.status_code}: {response.text[:300]}"
+
+    def _dead_letter(
+        self, route: Route, spec: FunctionSpec, message: Message, attempts: int, error: str
+    ) -> None:
+        topic = self._settings.topic_path(spec.dead_letter_topic)
+        attributes = {
+            **message.attributes,
+            "CloudPubSubDeadLetterSourceDeliveryCount": str(attempts),
+            "CloudPubSubDeadLetterSourceSubscription": route.subscription_id,
+            "CloudPubSubDeadLetterSourceSubscriptionProject": self._settings.project,
+            "CloudPubSubDeadLetterSourceTopicPublishTime": message.publish_time.isoformat(),
+            "cascade_function": spec.name,
+            "cascade_last_error": error[:1000],
+        }
+        self._publisher.publish(topic, message.data, **attributes).result(timeout=30)
+        self.count(f"{spec.name}.dead_lettered")
+        _log.error("%s: message %s dead-lettered after %d attempts: %s",
+                   spec.name, message.message_id, attempts, error)
+
+
+def function_ports(local: LocalCloudSettings, topology: Topology) -> dict[str, int]:
+    """Each function's local port: the topology's order, counted from the base port."""
+    return {name: local.functions_base_port + i for i, name in enumerate(topology.functions)}
+
+
+def function_urls(local: LocalCloudSettings, topology: Topology) -> dict[str, str]:
+    return {name: f"http://{LOOPBACK}:{port}/" for name, port in function_ports(
+        local, topology).items()}
+
+
+class _HealthHandler(BaseHTTPRequestHandler):
+    router: EventRouter
+
+    def do_GET(self) -> None:  # noqa: N802 - http.server's naming
+        if self.path == "/healthz":
+            healthy = self.router.healthy()
+            self._reply(200 if healthy else 503, {"healthy": healthy})
+        elif self.path == "/stats":
+            self._reply(200, dict(self.router.stats))
+        else:
+            self._reply(404, {"error": "not found"})
+
+    def _reply(self, status: int, body: dict[str, Any]) -> None:
+        payload = json.dumps(body).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(payload)))
+        self.end_headers()
+        self.wfile.write(payload)
+
+    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
+        return
+
+
+def main() -> int:
+    logging.basicConfig(level=logging.INFO, stream=sys.stdout,
+                        format='{"severity": "%(levelname)s", "message": "%(message)s", '
+                               '"time": "%(asctime)s", "logger": "%(name)s"}')
+    local = LocalCloudSettings().absolute()
+    router = EventRouter(
+        local,
+        load_topology(local.topology_file),
+        pubsub_v1.SubscriberClient(),
+        pubsub_v1.PublisherClient(),
+    )
+    router.start()
+    handler = type("Handler", (_HealthHandler,), {"router": router})
+    server = ThreadingHTTPServer((LOOPBACK, local.router_port), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    stopping = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stopping.set())
+    signal.signal(signal.SIGINT, lambda *_: stopping.set())
+    _log.info("routing %d triggers at %s", len(router.routes), datetime.now(UTC).isoformat())
+    while not stopping.wait(0.5):
+        if not router.healthy():
+            _log.error("a subscription stream ended; exiting so the supervisor restarts me")
+            return 1
+    router.stop()
+    server.shutdown()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

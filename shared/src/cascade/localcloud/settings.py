@@ -1,0 +1,94 @@
+"""Settings of the local cloud: where its state lives, its ports, its speed-ups."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from cascade.config import Settings
+
+__all__ = ["LocalCloudSettings"]
+
+LOOPBACK = "127.0.0.1"
+
+
+class LocalCloudSettings(BaseSettings):
+    """Every field is also an environment variable ``CASCADE_LOCAL_<FIELD>``."""
+
+    model_config = SettingsConfigDict(env_prefix="CASCADE_LOCAL_", frozen=True, extra="ignore")
+
+    state_dir: Path = Field(Path(".cascade"), description="Logs, pids, emulator data.")
+    repo_root: Path = Field(Path("."), description="Where functions/ and infra/ are.")
+    topology_file: Path = Field(Path("infra/topology.yaml"))
+    project: str = "cascade-local"
+    pubsub_port: int = Field(8085, gt=0, lt=65536)
+    gcs_port: int = Field(9023, gt=0, lt=65536)
+    router_port: int = Field(8790, gt=0, lt=65536)
+    functions_base_port: int = Field(8800, gt=0, lt=65000)
+    backoff_scale: float = Field(
+        0.05, gt=0, le=1, description="Multiplies the topology's retry backoff (10 s -> 0.5 s)."
+    )
+    ready_timeout_s: float = Field(60, gt=0)
+    max_restarts: int = Field(5, ge=0, description="Restarts of one process within a minute.")
+
+    @property
+    def gcs_url(self) -> str:
+        return f"http://{LOOPBACK}:{self.gcs_port}"
+
+    @property
+    def pubsub_host(self) -> str:
+        return f"{LOOPBACK}:{self.pubsub_port}"
+
+    @property
+    def notifications_topic(self) -> str:
+        """Where the GCS emulator publishes object notifications (Eventarc's input)."""
+        return "cascade-gcs-notifications"
+
+    def absolute(self) -> LocalCloudSettings:
+        """A copy whose paths are absolute (children run in other directories)."""
+        root = self.repo_root.resolve()
+        return self.model_copy(
+            update={
+                "repo_root": root,
+                "state_dir": (self.state_dir if self.state_dir.is_absolute()
+                              else Path.cwd() / self.state_dir).resolve(),
+                "topology_file": (self.topology_file if self.topology_file.is_absolute()
+                                  else root / self.topology_file),
+            }
+        )
+
+    def runtime_settings(self) -> Settings:
+        """The Settings every local process runs with, as Terraform sets them in the cloud."""
+        return Settings(
+            project=self.project,
+            landing_bucket="cascade-landing",
+            artifacts_bucket="cascade-artifacts",
+            topic_prefix="cascade-",
+            storage_emulator_host=self.gcs_url,
+            pubsub_emulator_host=self.pubsub_host,
+        )
+
+    def runtime_environment(self) -> dict[str, str]:
+        """Environment variables that make ``load_settings()`` return runtime_settings()."""
+        settings = self.runtime_settings()
+        return {
+            "CASCADE_PROJECT": settings.project,
+            "CASCADE_REGION": settings.region,
+            "CASCADE_LANDING_BUCKET": settings.landing_bucket,
+            "CASCADE_ARTIFACTS_BUCKET": settings.artifacts_bucket,
+            "CASCADE_TOPIC_PREFIX": settings.topic_prefix,
+            "STORAGE_EMULATOR_HOST": self.gcs_url,
+            "PUBSUB_EMULATOR_HOST": self.pubsub_host,
+            "GOOGLE_CLOUD_PROJECT": settings.project,
+        }
+
+    def child_environment(self) -> dict[str, str]:
+        """The environment of every child: ours, plus the runtime and local-cloud settings."""
+        local = {
+            f"CASCADE_LOCAL_{name.upper()}": str(value)
+            for name, value in self.model_dump().items()
+        }
+        return {**os.environ, **self.runtime_environment(), **local, "PYTHONUNBUFFERED": "1"}

@@ -1,0 +1,181 @@
+"""The supervisor: starts the local cloud in order, keeps it running, stops it cleanly.
+
+Order matters: the Pub/Sub emulator first; then every topic and subscription (so no
+event is published into a topic nobody subscribes to); then the GCS emulator, whose
+notifications need their topic; then the buckets, the functions and the router.
+A child that dies is restarted (at most ``max_restarts`` a minute, then marked failed
+instead of crash-looping); after a Pub/Sub emulator restart the topology is provisioned
+again and the router reconnects. SIGTERM stops every child by process group.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import signal
+import sys
+import threading
+import time
+
+from google.api_core import exceptions as gexc
+from google.cloud import pubsub_v1
+
+from cascade.clients import make_storage_client
+from cascade.localcloud.components import (
+    check_prerequisites,
+    function_specs,
+    gcs_spec,
+    pubsub_spec,
+    router_spec,
+)
+from cascade.localcloud.processes import ManagedProcess
+from cascade.localcloud.pubsub_admin import provision_pubsub
+from cascade.localcloud.settings import LocalCloudSettings
+from cascade.localcloud.state import CloudState, ComponentState, read_state, write_state
+from cascade.topology import Topology, load_topology
+
+__all__ = ["Supervisor", "main"]
+
+_log = logging.getLogger("cascade.localcloud.supervisor")
+RESTART_WINDOW_S = 60.0
+
+
+class Supervisor:
+    def __init__(self, local: LocalCloudSettings, topology: Topology) -> None:
+        self.local = local
+        self.topology = topology
+        env = local.child_environment()
+        self.pubsub = ManagedProcess(pubsub_spec(local, env))
+        self.gcs = ManagedProcess(gcs_spec(local, env))
+        self.functions = [ManagedProcess(spec) for spec in function_specs(local, topology, env)]
+        self.router = ManagedProcess(router_spec(local, env))
+        self.state = CloudState(supervisor_pid=os.getpid(), environment=local.runtime_environment())
+        self.stopping = threading.Event()
+        self.failed: set[str] = set()
+
+    @property
+    def processes(self) -> list[ManagedProcess]:
+        return [self.pubsub, self.gcs, *self.functions, self.router]
+
+    def start(self) -> None:
+        self._start(self.pubsub)
+        self.provision_pubsub()
+        self._start(self.gcs)
+        self.provision_buckets()
+        for function in self.functions:
+            function.start()
+        for function in self.functions:
+            function.wait_ready(self.local.ready_timeout_s)
+            self._record(function, "running")
+        self._start(self.router)
+        self.state.status = "ready"
+        self.save()
+
+    def _start(self, process: ManagedProcess) -> None:
+        self._record(process, "starting")
+        process.start()
+        process.wait_ready(self.local.ready_timeout_s)
+        self._record(process, "running")
+
+    def provision_pubsub(self) -> None:
+        provision_pubsub(
+            self.topology,
+            self.local.runtime_settings(),
+            self.local.notifications_topic,
+            pubsub_v1.PublisherClient(),
+            pubsub_v1.SubscriberClient(),
+        )
+
+    def provision_buckets(self) -> None:
+        settings = self.local.runtime_settings()
+        client = make_storage_client(settings)
+        for name in (settings.landing_bucket, settings.artifacts_bucket):
+            with contextlib.suppress(gexc.Conflict):
+                client.create_bucket(name)
+
+    def monitor(self) -> None:
+        while not self.stopping.wait(0.25):
+            for process in self.processes:
+                if process.exited() and process.spec.name not in self.failed:
+                    self.restart(process)
+
+    def restart(self, process: ManagedProcess) -> None:
+        now = time.monotonic()
+        process.restarts = [t for t in process.restarts if now - t < RESTART_WINDOW_S]
+        name = process.spec.name
+        if len(process.restarts) >= self.local.max_restarts:
+            _log.error("%s keeps exiting; not restarting it again", name)
+            self.failed.add(name)
+            self._record(process, "failed")
+            return
+        _log.warning("%s exited with %s; restarting", name, process.process and
+                     process.process.returncode)
+        process.restarts.append(now)
+        self._record(process, "restarting")
+        try:
+            process.start()
+            process.wait_ready(self.local.ready_timeout_s)
+            if process is self.pubsub:
+                self.provision_pubsub()
+                self.router.stop()  # its streams died with the emulator; it reconnects
+        except Exception as error:  # noqa: BLE001 - keep supervising the others
+            _log.error("restarting %s failed: %s", name, error)
+            return
+        self._record(process, "running")
+
+    def stop(self) -> None:
+        self.state.status = "stopping"
+        self.save()
+        for process in reversed(self.processes):
+            process.stop()
+            self._record(process, "stopped")
+
+    def _record(self, process: ManagedProcess, status: str) -> None:
+        component = self.state.components.setdefault(process.spec.name, ComponentState())
+        component.pid = process.pid
+        component.log = str(process.spec.log_path)
+        component.restarts = len(process.restarts)
+        component.status = status  # type: ignore[assignment]
+        self.save()
+
+    def save(self) -> None:
+        write_state(self.local.state_dir, self.state)
+
+
+def main() -> int:
+    logging.basicConfig(level=logging.INFO, stream=sys.stdout,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    local = LocalCloudSettings().absolute()
+    local.state_dir.mkdir(parents=True, exist_ok=True)
+    existing = read_state(local.state_dir)
+    if existing is not None and existing.supervisor_pid != os.getpid():
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(existing.supervisor_pid, 0)
+            _log.error("another supervisor (pid %d) owns %s", existing.supervisor_pid,
+                       local.state_dir)
+            return 2
+    supervisor = Supervisor(local, load_topology(local.topology_file))
+    signal.signal(signal.SIGTERM, lambda *_: supervisor.stopping.set())
+    signal.signal(signal.SIGINT, lambda *_: supervisor.stopping.set())
+    try:
+        check_prerequisites()
+        supervisor.start()
+        _log.info("local cloud ready")
+        supervisor.monitor()
+    except Exception as error:  # noqa: BLE001 - reported through the state file
+        _log.exception("local cloud failed")
+        supervisor.state.status = "failed"
+        supervisor.state.error = str(error)
+        supervisor.save()
+        supervisor.stop()
+        supervisor.state.status = "failed"
+        supervisor.save()
+        return 1
+    supervisor.stop()
+    (local.state_dir / "state.json").unlink(missing_ok=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

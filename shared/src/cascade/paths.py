@@ -1,0 +1,69 @@
+"""Object names in the artifacts bucket (the run record layout of docs/design.md).
+
+Every name is built here, from validated parts, so no other module formats paths.
+"""
+
+from __future__ import annotations
+
+from cascade.config import DATASET_NAME_PATTERN
+from cascade.errors import BadRequestError
+
+__all__ = ["DatasetPaths", "RunPaths", "check_dataset_name"]
+
+
+def check_dataset_name(dataset: str) -> str:
+    """Return ``dataset`` if it is a valid dataset name, else raise BadRequestError."""
+    if not DATASET_NAME_PATTERN.fullmatch(dataset):
+        raise BadRequestError(
+            f"invalid dataset name {dataset!r}: use lowercase letters, digits, '-' or '_', "
+            "starting with a letter, at most 63 characters"
+        )
+    return dataset
+
+
+class RunPaths:
+    def __init__(self, run_id: str) -> None:
+        self.run_id = run_id
+        self.root = f"runs/{run_id}"
+
+    @property
+    def record(self) -> str:
+        return f"{self.root}/run.json"
+
+    def claim(self, step: str) -> str:
+        return f"{self.root}/claims/{step}.json"
+
+    def step_dir(self, step: str) -> str:
+        return f"{self.root}/{step}"
+
+
+class DatasetPaths:
+    def __init__(self, dataset: str) -> None:
+        self.dataset = check_dataset_name(dataset)
+        self.root = f"datasets/{dataset}"
+
+    @property
+    def pipeline_config(self) -> str:
+        return f"{self.root}/pipeline.yaml"
+
+    @property
+    def schema(self) -> str:
+        return f"{self.root}/schema.pbtxt"
+
+    @property
+    def baseline_stats(self) -> str:
+        return f"{self.root}/baseline_stats.pb"
+
+    def accepted_manifest(self, file_id: str) -> str:
+        return f"{self.root}/accepted/{file_id}.json"
+
+    @property
+    def accepted_prefix(self) -> str:
+        return f"{self.root}/accepted/"
+
+    def quarantine(self, run_id: str) -> str:
+        return f"quarantine/{self.dataset}/{run_id}"
+
+    @property
+    def serving(self) -> str:
+        return f"models/{self.dataset}/serving.json"

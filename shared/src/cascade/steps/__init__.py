@@ -1,0 +1,1 @@
+"""The pipeline's steps; each module has one public entry per trigger."""

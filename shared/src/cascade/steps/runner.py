@@ -1,0 +1,145 @@
+"""What a step *is*, apart from what it does: claim, record, publish, complete.
+
+``execute_step`` wraps a step body with the run record and claim bookkeeping that
+make at-least-once delivery safe:
+
+1. the run record exists (created on first sight, found again on redelivery);
+2. the step's claim is taken, or the delivery is a duplicate of finished work (no-op),
+   or another delivery is working (StepInProgressError: redeliver later);
+3. the body runs; a PermanentError is recorded on the run, alerted and acknowledged;
+   any other error releases the claim and propagates so the trigger retries;
+4. the body's messages are published before the step is marked done, so a crash in
+   between is redelivered and republished (the next step's claim absorbs duplicates).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from cascade.claims import Claim, ClaimHandle
+from cascade.context import StepContext
+from cascade.errors import PermanentError
+from cascade.messages import Alert, StepMessage
+from cascade.observability import RunLogger, run_logger
+from cascade.runs import RunRecord, RunState, StepRecord
+
+__all__ = ["StepOutcome", "execute_step"]
+
+
+@dataclass
+class StepOutcome:
+    """What a step body produced. ``run_state`` ends the run when set."""
+
+    state: Literal["succeeded", "rejected"] = "succeeded"
+    summary: str = ""
+    outputs: dict[str, Any] = field(default_factory=dict)
+    messages: list[StepMessage] = field(default_factory=list)
+    run_state: RunState | None = None
+    lineage: dict[str, Any] = field(default_factory=dict)
+
+
+StepBody = Callable[[ClaimHandle, RunLogger], StepOutcome]
+
+
+def execute_step(
+    ctx: StepContext, *, run: RunRecord, step: str, owner: str, body: StepBody
+) -> StepOutcome | None:
+    """Run ``body`` as ``step`` of ``run`` exactly once in effect; None for a duplicate."""
+    log = run_logger(f"cascade.steps.{step}", run_id=run.run_id, step=step, dataset=run.dataset)
+    ctx.ledger.ensure(run)
+    acquired = ctx.claims.acquire(
+        run.run_id, step, owner=owner, now=ctx.clock(), lease=ctx.claim_lease
+    )
+    if isinstance(acquired, Claim):
+        log.info("duplicate delivery: %s already %s", step, acquired.outcome)
+        return None
+    _mark_started(ctx, run.run_id, step)
+    try:
+        outcome = body(acquired, log)
+    except PermanentError as error:
+        _record_permanent_failure(ctx, run, step, error, log)
+        acquired.complete("failed")
+        return StepOutcome(state="rejected", summary=str(error), run_state="failed")
+    except Exception as error:
+        log.warning("%s attempt failed, will be retried: %s", step, error)
+        _record_attempt_error(ctx, run.run_id, step, error)
+        acquired.release()
+        raise
+    for message in outcome.messages:
+        ctx.bus.publish(message)
+    _mark_finished(ctx, run.run_id, step, outcome)
+    acquired.complete(outcome.state)
+    log.info("%s %s: %s", step, outcome.state, outcome.summary)
+    return outcome
+
+
+def _mark_started(ctx: StepContext, run_id: str, step: str) -> None:
+    now = ctx.clock()
+
+    def mutate(record: RunRecord) -> None:
+        previous = record.steps.get(step)
+        attempts = previous.attempts + 1 if previous else 1
+        record.steps[step] = StepRecord(state="running", attempts=attempts, started_at=now)
+        record.updated_at = now
+
+    ctx.ledger.update(run_id, mutate)
+
+
+def _mark_finished(ctx: StepContext, run_id: str, step: str, outcome: StepOutcome) -> None:
+    now = ctx.clock()
+
+    def mutate(record: RunRecord) -> None:
+        step_record = record.steps[step]
+        step_record.state = outcome.state
+        step_record.finished_at = now
+        step_record.duration_s = round((now - step_record.started_at).total_seconds(), 3)
+        step_record.outputs = outcome.outputs
+        step_record.error = None
+        record.lineage.update(outcome.lineage)
+        if outcome.run_state is not None:
+            record.state = outcome.run_state
+            if outcome.state == "rejected":
+                record.error = outcome.summary
+        record.updated_at = now
+
+    ctx.ledger.update(run_id, mutate)
+
+
+def _record_attempt_error(ctx: StepContext, run_id: str, step: str, error: Exception) -> None:
+    def mutate(record: RunRecord) -> None:
+        record.steps[step].error = f"attempt failed (will retry): {error}"
+
+    try:
+        ctx.ledger.update(run_id, mutate)
+    except Exception:  # best effort: the original error is what matters
+        return
+
+
+def _record_permanent_failure(
+    ctx: StepContext, run: RunRecord, step: str, error: PermanentError, log: RunLogger
+) -> None:
+    now = ctx.clock()
+    log.error("%s failed permanently: %s", step, error)
+
+    def mutate(record: RunRecord) -> None:
+        step_record = record.steps[step]
+        step_record.state = "failed"
+        step_record.error = str(error)
+        step_record.finished_at = now
+        step_record.duration_s = round((now - step_record.started_at).total_seconds(), 3)
+        record.state = "failed"
+        record.error = f"{step}: {error}"
+        record.updated_at = now
+
+    ctx.ledger.update(run.run_id, mutate)
+    alert = Alert(
+        dataset=run.dataset,
+        run_id=run.run_id,
+        step=step,
+        severity="ERROR",
+        summary=f"{step} failed: {error}",
+        at=now,
+    )
+    ctx.bus.publish(alert)
