@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import grpc
 from google.auth.credentials import AnonymousCredentials
 from google.cloud import pubsub_v1, storage
+from google.pubsub_v1.services.publisher.transports import PublisherGrpcTransport
+from google.pubsub_v1.services.subscriber.transports import SubscriberGrpcTransport
 
 from cascade.config import Settings
 
@@ -22,10 +25,17 @@ def make_storage_client(settings: Settings) -> storage.Client:
 
 def make_publisher(settings: Settings) -> pubsub_v1.PublisherClient:
     """A publisher that sends each message at once (steps publish one or two)."""
-    # PUBSUB_EMULATOR_HOST, when set, is honoured by the client library itself.
     batch = pubsub_v1.types.BatchSettings(max_messages=100, max_latency=0.001)
+    if settings.pubsub_emulator_host:
+        channel = grpc.insecure_channel(settings.pubsub_emulator_host)
+        return pubsub_v1.PublisherClient(
+            batch_settings=batch, transport=PublisherGrpcTransport(channel=channel)
+        )
     return pubsub_v1.PublisherClient(batch_settings=batch)
 
 
 def make_subscriber(settings: Settings) -> pubsub_v1.SubscriberClient:
+    if settings.pubsub_emulator_host:
+        channel = grpc.insecure_channel(settings.pubsub_emulator_host)
+        return pubsub_v1.SubscriberClient(transport=SubscriberGrpcTransport(channel=channel))
     return pubsub_v1.SubscriberClient()

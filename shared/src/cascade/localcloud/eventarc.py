@@ -35,6 +35,21 @@ def _rfc3339(moment: datetime) -> str:
     return moment.isoformat(timespec="microseconds").replace("+00:00", "Z")
 
 
+def _varint(value: int) -> bytes:
+    out = bytearray()
+    while True:
+        low, value = value & 0x7F, value >> 7
+        out.append(low | (0x80 if value else 0))
+        if not value:
+            return bytes(out)
+
+
+def _etag(generation: int, metageneration: int) -> str:
+    """Cloud Storage's etag: base64 of the protobuf (generation=1, metageneration=2)."""
+    encoded = b"\x08" + _varint(generation) + b"\x10" + _varint(metageneration)
+    return base64.b64encode(encoded).decode()
+
+
 def normalise_object_resource(resource: dict[str, Any]) -> dict[str, Any]:
     """The emulator's object JSON as Cloud Storage's StorageObjectData."""
     data = dict(resource)
@@ -53,8 +68,7 @@ def normalise_object_resource(resource: dict[str, Any]) -> dict[str, Any]:
         f"https://storage.googleapis.com/download/storage/v1/b/{bucket}/o/{encoded}"
         f"?generation={generation}&alt=media",
     )
-    if "etag" not in data and data.get("md5Hash"):
-        data["etag"] = str(data["md5Hash"])
+    data.setdefault("etag", _etag(int(generation or 0), int(data["metageneration"])))
     data.setdefault("timeStorageClassUpdated", data.get("timeCreated"))
     return data
 

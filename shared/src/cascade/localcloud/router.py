@@ -30,6 +30,7 @@ from google.cloud import pubsub_v1
 from google.cloud.pubsub_v1.subscriber.message import Message
 from google.cloud.pubsub_v1.subscriber.scheduler import ThreadScheduler
 
+from cascade.clients import make_publisher, make_subscriber
 from cascade.config import Settings
 from cascade.localcloud.eventarc import (
     CloudEventRequest,
@@ -214,8 +215,8 @@ def main() -> int:
     router = EventRouter(
         local,
         load_topology(local.topology_file),
-        pubsub_v1.SubscriberClient(),
-        pubsub_v1.PublisherClient(),
+        make_subscriber(local.runtime_settings()),
+        make_publisher(local.runtime_settings()),
     )
     router.start()
     handler = type("Handler", (_HealthHandler,), {"router": router})

@@ -19,9 +19,8 @@ import threading
 import time
 
 from google.api_core import exceptions as gexc
-from google.cloud import pubsub_v1
 
-from cascade.clients import make_storage_client
+from cascade.clients import make_publisher, make_storage_client, make_subscriber
 from cascade.localcloud.components import (
     check_prerequisites,
     function_specs,
@@ -83,8 +82,8 @@ class Supervisor:
             self.topology,
             self.local.runtime_settings(),
             self.local.notifications_topic,
-            pubsub_v1.PublisherClient(),
-            pubsub_v1.SubscriberClient(),
+            make_publisher(self.local.runtime_settings()),
+            make_subscriber(self.local.runtime_settings()),
         )
 
     def provision_buckets(self) -> None:

@@ -1,0 +1,144 @@
+"""The event router delivers real CloudEvents, retries with backoff and dead-letters."""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from cascade.clients import make_subscriber
+from cascade.localcloud.pubsub_admin import archive_subscription_id
+from cascade.sample_data import sample_csv
+from tests.conftest import REPO_ROOT, LocalCloud
+
+pytestmark = pytest.mark.integration
+
+GOLDEN = REPO_ROOT / "tests" / "data"
+
+
+def _golden(name: str) -> dict[str, Any]:
+    return json.loads((GOLDEN / name).read_text())
+
+
+def _wait_for_records(folder: Path, predicate: Any, timeout: float = 20) -> list[dict[str, Any]]:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        records = [json.loads(p.read_text()) for p in folder.glob("*.json")] if folder.exists() else []
+        matching = [record for record in records if predicate(record)]
+        if matching:
+            return matching
+        time.sleep(0.05)
+    raise AssertionError(f"no matching event recorded in {folder} within {timeout}s")
+
+
+def _ce_headers(golden: dict[str, Any]) -> dict[str, str]:
+    return {k.removeprefix("ce-"): v for k, v in golden["headers"].items() if k.startswith("ce-")}
+
+
+def test_upload_reaches_function_as_storage_cloudevent(local_cloud: LocalCloud) -> None:
+    golden = _golden("storage_object_finalized.json")
+    name = f"ds{uuid.uuid4().hex[:8]}/orders 2026+q1.csv"
+
+    generation = local_cloud.upload(name, sample_csv(5))
+
+    [record] = _wait_for_records(local_cloud.record_dir / "recorder-storage",
+                                 lambda r: r["data"]["name"] == name)
+    attributes, data = record["attributes"], record["data"]
+    bucket = local_cloud.settings.landing_bucket
+    assert set(_ce_headers(golden)) <= set(attributes)
+    assert attributes["type"] == "google.cloud.storage.object.v1.finalized"
+    assert attributes["source"] == f"//storage.googleapis.com/projects/_/buckets/{bucket}"
+    assert attributes["subject"] == f"objects/{name}"
+    assert attributes["specversion"] == "1.0"
+    assert attributes["bucket"] == bucket
+    assert set(data) == set(golden["data"])
+    assert data["generation"] == str(generation)
+    assert data["id"] == f"{bucket}/{name}/{generation}"
+    assert data["selfLink"].endswith("/o/" + name.replace("/", "%2F").replace(" ", "%20")
+                                     .replace("+", "%2B"))
+    assert all(isinstance(data[k], str) for k in ("generation", "metageneration", "size"))
+
+
+def test_publish_reaches_function_as_pubsub_cloudevent(local_cloud: LocalCloud) -> None:
+    golden = _golden("pubsub_message_published.json")
+    marker = uuid.uuid4().hex
+    publisher = local_cloud.bus._publisher  # the same client the steps use
+
+    message_id = publisher.publish(
+        local_cloud.settings.topic_path("test-recorded"), b'{"hello": "world"}', marker=marker
+    ).result(timeout=10)
+
+    [record] = _wait_for_records(
+        local_cloud.record_dir / "recorder-topic",
+        lambda r: r["data"]["message"].get("attributes", {}).get("marker") == marker,
+    )
+    attributes, data = record["attributes"], record["data"]
+    topic = local_cloud.settings.topic_id("test-recorded")
+    project = local_cloud.settings.project
+    assert set(_ce_headers(golden)) <= set(attributes)
+    assert attributes["type"] == "google.cloud.pubsub.topic.v1.messagePublished"
+    assert attributes["source"] == f"//pubsub.googleapis.com/projects/{project}/topics/{topic}"
+    assert attributes["id"] == message_id
+    assert set(data) == set(golden["data"])
+    assert set(data["message"]) == set(golden["data"]["message"])
+    assert data["message"]["messageId"] == data["message"]["message_id"] == message_id
+    assert data["message"]["data"] == "eyJoZWxsbyI6ICJ3b3JsZCJ9"
+    assert data["subscription"] == f"projects/{project}/subscriptions/eventarc-recorder-topic"
+
+
+def _flaky_attempts(local_cloud: LocalCloud, message_id: str, expected: int) -> list[float]:
+    log = local_cloud.record_dir / "flaky" / f"{message_id}.jsonl"
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        lines = log.read_text().splitlines() if log.exists() else []
+        if len(lines) >= expected:
+            time.sleep(0.5)  # would a further (wrong) attempt arrive?
+            return [json.loads(line)["at"] for line in log.read_text().splitlines()]
+        time.sleep(0.05)
+    raise AssertionError(f"{message_id}: fewer than {expected} attempts")
+
+
+def _publish_flaky(local_cloud: LocalCloud, fail_times: int) -> str:
+    publisher = local_cloud.bus._publisher
+    topic = local_cloud.settings.topic_path("test-flaky")
+    return str(publisher.publish(topic, b"{}", fail_times=str(fail_times)).result(timeout=10))
+
+
+def test_failing_function_is_retried_with_exponential_backoff(local_cloud: LocalCloud) -> None:
+    message_id = _publish_flaky(local_cloud, fail_times=3)
+
+    attempts = _flaky_attempts(local_cloud, message_id, expected=4)
+
+    assert len(attempts) == 4  # three failures, then success; no further delivery
+    gaps = [later - earlier for earlier, later in zip(attempts, attempts[1:], strict=False)]
+    # topology backoff 10 s doubling, scaled by 0.01 in tests: 0.1 s, 0.2 s, 0.4 s
+    assert gaps[0] >= 0.09 and gaps[1] >= 0.19 and gaps[2] >= 0.39
+    assert gaps[2] > gaps[0]
+
+
+def test_exhausted_retries_go_to_the_dead_letter_topic(local_cloud: LocalCloud) -> None:
+    subscriber = make_subscriber(local_cloud.settings)
+    dead_letters = subscriber.subscription_path(
+        local_cloud.settings.project, archive_subscription_id(local_cloud.settings, "dead-letter")
+    )
+
+    message_id = _publish_flaky(local_cloud, fail_times=100)
+
+    attempts = _flaky_attempts(local_cloud, message_id, expected=5)
+    assert len(attempts) == 5  # max_delivery_attempts from the topology
+    found = None
+    deadline = time.monotonic() + 20
+    while found is None and time.monotonic() < deadline:
+        response = subscriber.pull(subscription=dead_letters, max_messages=50, timeout=5)
+        for received in response.received_messages:
+            subscriber.acknowledge(subscription=dead_letters, ack_ids=[received.ack_id])
+            if received.message.attributes.get("cascade_function") == "flaky":
+                found = received.message
+    assert found is not None, "the message never reached the dead-letter topic"
+    assert found.attributes["CloudPubSubDeadLetterSourceDeliveryCount"] == "5"
+    assert found.attributes["CloudPubSubDeadLetterSourceSubscription"] == "eventarc-flaky"
+    assert found.attributes["cascade_last_error"].startswith("HTTP 500")

@@ -1,0 +1,100 @@
+"""The same event delivered twice, or twice at once, has one effect."""
+
+from __future__ import annotations
+
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime
+
+import pytest
+import requests
+
+from cascade.localcloud.eventarc import object_finalized_event
+from cascade.localcloud.router import function_urls
+from cascade.messages import TrainRequest
+from cascade.runs import RunRecord, run_id_for_request
+from cascade.sample_data import sample_csv
+from cascade.topology import load_topology
+from tests.conftest import LocalCloud
+
+pytestmark = pytest.mark.integration
+
+
+def _finished(run: RunRecord) -> bool:
+    return run.state != "running" and "deploy" in run.steps
+
+
+def _validate_url(local_cloud: LocalCloud) -> str:
+    topology = load_topology(local_cloud.local.topology_file)
+    return function_urls(local_cloud.local, topology)["validate"]
+
+
+def _finalize_event_for(local_cloud: LocalCloud, name: str) -> tuple[dict[str, str], bytes]:
+    blob = local_cloud.storage_client.bucket(local_cloud.settings.landing_bucket).get_blob(name)
+    assert blob is not None
+    resource = dict(blob._properties)
+    event = object_finalized_event(
+        message_id=f"redelivery-{uuid.uuid4().hex}", object_resource=resource,
+        fallback_time=datetime.now(UTC),
+    )
+    return event.headers, event.body
+
+
+def _assert_each_step_ran_once(run: RunRecord) -> None:
+    assert run.state == "succeeded", run.error
+    assert {step: record.attempts for step, record in run.steps.items()} == {
+        "validate": 1, "transform": 1, "train": 1, "evaluate": 1, "deploy": 1,
+    }
+
+
+def test_redelivered_object_event_has_one_effect(local_cloud: LocalCloud) -> None:
+    name = f"ds{uuid.uuid4().hex[:8]}/part-1.csv"
+    generation = local_cloud.upload(name, sample_csv(20))
+    run_id = local_cloud.run_id_for(name, generation)
+    local_cloud.wait_for_run(run_id, _finished)
+    headers, body = _finalize_event_for(local_cloud, name)
+
+    second = requests.post(_validate_url(local_cloud), headers=headers, data=body, timeout=30)
+
+    assert second.status_code == 200
+    run = local_cloud.wait_for_run(run_id, _finished)
+    _assert_each_step_ran_once(run)
+
+
+def test_concurrent_duplicate_deliveries_have_one_effect(local_cloud: LocalCloud) -> None:
+    name = f"ds{uuid.uuid4().hex[:8]}/part-1.csv"
+    generation = local_cloud.upload(name, sample_csv(20))
+    run_id = local_cloud.run_id_for(name, generation)
+    headers, body = _finalize_event_for(local_cloud, name)
+    url = _validate_url(local_cloud)
+
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        statuses = list(pool.map(
+            lambda _: requests.post(url, headers=headers, data=body, timeout=30).status_code,
+            range(4),
+        ))
+
+    # Losers of the race either see the finished claim (200, no-op) or a live claim
+    # (500: retry later); a retry after the winner finished is a no-op.
+    assert set(statuses) <= {200, 500}
+    run = local_cloud.wait_for_run(run_id, _finished)
+    retry = requests.post(url, headers=headers, data=body, timeout=30)
+    assert retry.status_code == 200
+    _assert_each_step_ran_once(local_cloud.wait_for_run(run_id, _finished))
+    assert run.trigger.generation == generation
+
+
+def test_train_request_published_twice_starts_one_run(local_cloud: LocalCloud) -> None:
+    dataset = f"ds{uuid.uuid4().hex[:8]}"
+    request = TrainRequest(dataset=dataset, request_id="retrain-1", reason="test")
+
+    local_cloud.publish(request)
+    local_cloud.publish(request)
+
+    run_id = run_id_for_request(dataset, "retrain-1")
+    run = local_cloud.wait_for_run(run_id, _finished)
+    assert run.state == "succeeded"
+    assert {step: record.attempts for step, record in run.steps.items()} == {
+        "train": 1, "evaluate": 1, "deploy": 1,
+    }
+    assert run.trigger.kind == "request" and run.trigger.request_id == "retrain-1"
