@@ -20,16 +20,22 @@ from cascade.localcloud.state import CloudState
 REPO_ROOT = Path(__file__).resolve().parents[1]
 TEST_FUNCTIONS: dict[str, dict[str, Any]] = {
     "recorder-storage": {
-        "source": "tests/functions/recorder", "entry_point": "record",
-        "signature": "cloudevent", "trigger": {"type": "storage", "bucket": "landing"},
+        "source": "tests/functions/recorder",
+        "entry_point": "record",
+        "signature": "cloudevent",
+        "trigger": {"type": "storage", "bucket": "landing"},
     },
     "recorder-topic": {
-        "source": "tests/functions/recorder", "entry_point": "record",
-        "signature": "cloudevent", "trigger": {"type": "topic", "topic": "test-recorded"},
+        "source": "tests/functions/recorder",
+        "entry_point": "record",
+        "signature": "cloudevent",
+        "trigger": {"type": "topic", "topic": "test-recorded"},
     },
     "flaky": {
-        "source": "tests/functions/flaky", "entry_point": "flaky",
-        "signature": "cloudevent", "trigger": {"type": "topic", "topic": "test-flaky"},
+        "source": "tests/functions/flaky",
+        "entry_point": "flaky",
+        "signature": "cloudevent",
+        "trigger": {"type": "topic", "topic": "test-flaky"},
     },
 }
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import time
 import uuid
@@ -27,7 +28,9 @@ def _golden(name: str) -> dict[str, Any]:
 def _wait_for_records(folder: Path, predicate: Any, timeout: float = 20) -> list[dict[str, Any]]:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        records = [json.loads(p.read_text()) for p in folder.glob("*.json")] if folder.exists() else []
+        records = (
+            [json.loads(p.read_text()) for p in folder.glob("*.json")] if folder.exists() else []
+        )
         matching = [record for record in records if predicate(record)]
         if matching:
             return matching
@@ -45,8 +48,9 @@ def test_upload_reaches_function_as_storage_cloudevent(local_cloud: LocalCloud) 
 
     generation = local_cloud.upload(name, sample_csv(5))
 
-    [record] = _wait_for_records(local_cloud.record_dir / "recorder-storage",
-                                 lambda r: r["data"]["name"] == name)
+    [record] = _wait_for_records(
+        local_cloud.record_dir / "recorder-storage", lambda r: r["data"]["name"] == name
+    )
     attributes, data = record["attributes"], record["data"]
     bucket = local_cloud.settings.landing_bucket
     assert set(_ce_headers(golden)) <= set(attributes)
@@ -58,8 +62,9 @@ def test_upload_reaches_function_as_storage_cloudevent(local_cloud: LocalCloud) 
     assert set(data) == set(golden["data"])
     assert data["generation"] == str(generation)
     assert data["id"] == f"{bucket}/{name}/{generation}"
-    assert data["selfLink"].endswith("/o/" + name.replace("/", "%2F").replace(" ", "%20")
-                                     .replace("+", "%2B"))
+    assert data["selfLink"].endswith(
+        "/o/" + name.replace("/", "%2F").replace(" ", "%20").replace("+", "%2B")
+    )
     assert all(isinstance(data[k], str) for k in ("generation", "metageneration", "size"))
 
 
@@ -114,9 +119,11 @@ def test_failing_function_is_retried_with_exponential_backoff(local_cloud: Local
     attempts = _flaky_attempts(local_cloud, message_id, expected=4)
 
     assert len(attempts) == 4  # three failures, then success; no further delivery
-    gaps = [later - earlier for earlier, later in zip(attempts, attempts[1:], strict=False)]
+    gaps = [later - earlier for earlier, later in itertools.pairwise(attempts)]
     # topology backoff 10 s doubling, scaled by 0.01 in tests: 0.1 s, 0.2 s, 0.4 s
-    assert gaps[0] >= 0.09 and gaps[1] >= 0.19 and gaps[2] >= 0.39
+    assert gaps[0] >= 0.09
+    assert gaps[1] >= 0.19
+    assert gaps[2] >= 0.39
     assert gaps[2] > gaps[0]
 
 

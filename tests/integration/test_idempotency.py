@@ -34,7 +34,8 @@ def _finalize_event_for(local_cloud: LocalCloud, name: str) -> tuple[dict[str, s
     assert blob is not None
     resource = dict(blob._properties)
     event = object_finalized_event(
-        message_id=f"redelivery-{uuid.uuid4().hex}", object_resource=resource,
+        message_id=f"redelivery-{uuid.uuid4().hex}",
+        object_resource=resource,
         fallback_time=datetime.now(UTC),
     )
     return event.headers, event.body
@@ -43,7 +44,11 @@ def _finalize_event_for(local_cloud: LocalCloud, name: str) -> tuple[dict[str, s
 def _assert_each_step_ran_once(run: RunRecord) -> None:
     assert run.state == "succeeded", run.error
     assert {step: record.attempts for step, record in run.steps.items()} == {
-        "validate": 1, "transform": 1, "train": 1, "evaluate": 1, "deploy": 1,
+        "validate": 1,
+        "transform": 1,
+        "train": 1,
+        "evaluate": 1,
+        "deploy": 1,
     }
 
 
@@ -69,10 +74,12 @@ def test_concurrent_duplicate_deliveries_have_one_effect(local_cloud: LocalCloud
     url = _validate_url(local_cloud)
 
     with ThreadPoolExecutor(max_workers=4) as pool:
-        statuses = list(pool.map(
-            lambda _: requests.post(url, headers=headers, data=body, timeout=30).status_code,
-            range(4),
-        ))
+        statuses = list(
+            pool.map(
+                lambda _: requests.post(url, headers=headers, data=body, timeout=30).status_code,
+                range(4),
+            )
+        )
 
     # Losers of the race either see the finished claim (200, no-op) or a live claim
     # (500: retry later); a retry after the winner finished is a no-op.
@@ -95,6 +102,9 @@ def test_train_request_published_twice_starts_one_run(local_cloud: LocalCloud) -
     run = local_cloud.wait_for_run(run_id, _finished)
     assert run.state == "succeeded"
     assert {step: record.attempts for step, record in run.steps.items()} == {
-        "train": 1, "evaluate": 1, "deploy": 1,
+        "train": 1,
+        "evaluate": 1,
+        "deploy": 1,
     }
-    assert run.trigger.kind == "request" and run.trigger.request_id == "retrain-1"
+    assert run.trigger.kind == "request"
+    assert run.trigger.request_id == "retrain-1"

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+import google.cloud.pubsub_v1 as pubsub_v1
 from google.api_core import exceptions as gexc
-from google.cloud import pubsub_v1
 
 from cascade.config import Settings
 from cascade.errors import TransientError

@@ -13,6 +13,7 @@ from rich.table import Table
 from cascade.localcloud import control
 from cascade.localcloud.client import LocalCloudClient
 from cascade.localcloud.settings import LocalCloudSettings
+from cascade.localcloud.state import CloudState
 from cascade.messages import TrainRequest
 from cascade.runs import RunRecord
 
@@ -69,8 +70,10 @@ def upload(dataset: str, file: Path) -> None:
     client = LocalCloudClient(_local().runtime_settings())
     name = f"{dataset}/{file.name}"
     generation = client.upload(name, file.read_bytes())
-    console.print(f"uploaded gs://{client.settings.landing_bucket}/{name}#{generation}; "
-                  f"run {client.run_id_for(name, generation)}")
+    console.print(
+        f"uploaded gs://{client.settings.landing_bucket}/{name}#{generation}; "
+        f"run {client.run_id_for(name, generation)}"
+    )
 
 
 @cli.command()
@@ -80,8 +83,9 @@ def upload(dataset: str, file: Path) -> None:
 def train(dataset: str, request_id: str, tune: bool) -> None:
     """Publish a retrain request for DATASET to the train-requests topic."""
     client = LocalCloudClient(_local().runtime_settings())
-    message_id = client.publish(TrainRequest(
-        dataset=dataset, request_id=request_id, tune=tune, reason="cascade train"))
+    message_id = client.publish(
+        TrainRequest(dataset=dataset, request_id=request_id, tune=tune, reason="cascade train")
+    )
     console.print(f"published train request {request_id} (message {message_id})")
 
 
@@ -116,13 +120,14 @@ def latest_runs(client: LocalCloudClient, limit: int) -> list[RunRecord]:
     return sorted(records, key=lambda r: r.created_at, reverse=True)[:limit]
 
 
-def _print_components(state: control.CloudState) -> None:
+def _print_components(state: CloudState) -> None:
     table = Table(title=f"local cloud: {state.status}")
     for column in ("process", "status", "pid", "restarts", "log"):
         table.add_column(column)
     for name, component in state.components.items():
-        table.add_row(name, component.status, str(component.pid), str(component.restarts),
-                      component.log)
+        table.add_row(
+            name, component.status, str(component.pid), str(component.restarts), component.log
+        )
     console.print(table)
 
 
@@ -132,7 +137,8 @@ def _print_runs(records: list[RunRecord]) -> None:
         table.add_column(column)
     for record in records:
         steps = ", ".join(
-            f"{name} {step.state} {step.duration_s or 0:.2f}s" for name, step in record.steps.items()
+            f"{name} {step.state} {step.duration_s or 0:.2f}s"
+            for name, step in record.steps.items()
         )
         table.add_row(record.run_id, record.dataset, record.trigger.kind, record.state, steps)
     console.print(table)

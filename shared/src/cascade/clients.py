@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import google.cloud.pubsub_v1 as pubsub_v1
+import google.cloud.storage as storage
 import grpc
 from google.auth.credentials import AnonymousCredentials
-from google.cloud import pubsub_v1, storage
 from google.pubsub_v1.services.publisher.transports import PublisherGrpcTransport
 from google.pubsub_v1.services.subscriber.transports import SubscriberGrpcTransport
 

@@ -6,7 +6,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
-from google.cloud import storage
+import google.cloud.storage as storage
 
 from cascade.bus import MessageBus
 from cascade.claims import ClaimStore

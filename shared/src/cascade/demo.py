@@ -47,8 +47,9 @@ def run_demo(local: LocalCloudSettings, *, rows: int, console: Console) -> int:
             key = f"{step}:{step_record.state}"
             if key not in seen and step_record.state != "running":
                 seen.add(key)
-                console.print(f"  {step:<10} {step_record.state:<10} "
-                              f"{step_record.duration_s or 0:.3f}s")
+                console.print(
+                    f"  {step:<10} {step_record.state:<10} {step_record.duration_s or 0:.3f}s"
+                )
         return record.state != "running"
 
     try:
@@ -58,6 +59,8 @@ def run_demo(local: LocalCloudSettings, *, rows: int, console: Console) -> int:
         return 1
     print_run(record)
     console.print(f"upload to finished run: {time.perf_counter() - upload_started:.2f}s")
-    console.print("next: `cascade status`, `cascade run <run id>`, logs in .cascade/logs/, "
-                  "`cascade down` to stop")
+    console.print(
+        "next: `cascade status`, `cascade run <run id>`, logs in .cascade/logs/, "
+        "`cascade down` to stop"
+    )
     return 0 if record.state == "succeeded" else 1

@@ -101,8 +101,11 @@ def run_http_train_request(
     except TransientError as error:
         return {"error": f"try again: {error}"}, 503
     status = "duplicate" if outcome is None else outcome.state
-    return {"request_id": train_request.request_id, "dataset": train_request.dataset,
-            "status": status}, 200
+    return {
+        "request_id": train_request.request_id,
+        "dataset": train_request.dataset,
+        "status": status,
+    }, 200
 
 
 def _acknowledge_permanent(
@@ -111,7 +114,9 @@ def _acknowledge_permanent(
     """An event no retry can fix: log it and raise an alert, then acknowledge it."""
     event_id = str(attributes.get("id"))
     _log.error(
-        "event %s rejected: %s", event_id, error,
+        "event %s rejected: %s",
+        event_id,
+        error,
         extra={"labels": {"event_id": event_id, "source": str(attributes.get("source"))}},
     )
     alert = Alert(
@@ -119,7 +124,10 @@ def _acknowledge_permanent(
         step=ctx.settings.function_name,
         severity="ERROR",
         summary=f"event {event_id} rejected: {error}",
-        details={"source": str(attributes.get("source")), "subject": str(attributes.get("subject"))},
+        details={
+            "source": str(attributes.get("source")),
+            "subject": str(attributes.get("subject")),
+        },
         at=ctx.clock(),
     )
     ctx.bus.publish(alert)

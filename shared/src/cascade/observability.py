@@ -25,7 +25,7 @@ def configure_logging(*, function_name: str, project: str, level: int = logging.
     global _configured
     if _configured:
         return
-    handler = StructuredLogHandler(
+    handler = StructuredLogHandler(  # type: ignore[no-untyped-call]
         labels={"function": function_name}, stream=sys.stdout, project_id=project
     )
     root = logging.getLogger("cascade")

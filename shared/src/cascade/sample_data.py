@@ -15,8 +15,18 @@ import random
 __all__ = ["COLUMNS", "sample_csv"]
 
 COLUMNS = (
-    "customer_id", "age", "income", "loan_amount", "term_months", "credit_score",
-    "employment", "home_ownership", "purpose", "region", "num_late_payments", "defaulted",
+    "customer_id",
+    "age",
+    "income",
+    "loan_amount",
+    "term_months",
+    "credit_score",
+    "employment",
+    "home_ownership",
+    "purpose",
+    "region",
+    "num_late_payments",
+    "defaulted",
 )
 _EMPLOYMENT = ("salaried", "self_employed", "unemployed", "retired")
 _HOME = ("rent", "mortgage", "own")
@@ -33,14 +43,25 @@ def _row(rng: random.Random, index: int, drift: bool) -> list[object]:
     region = rng.choice((*_REGION, "overseas", "unknown") if drift else _REGION)
     risk = -3.0 + 0.00004 * loan - 0.000004 * income - 0.01 * (score - 660) + 0.45 * late
     defaulted = int(rng.random() < 1 / (1 + math.exp(-risk)))
-    return [f"c{index:08d}", age, income, loan, rng.choice((12, 24, 36, 60)), score,
-            rng.choice(_EMPLOYMENT), rng.choice(_HOME), rng.choice(_PURPOSE), region, late,
-            defaulted]
+    return [
+        f"c{index:08d}",
+        age,
+        income,
+        loan,
+        rng.choice((12, 24, 36, 60)),
+        score,
+        rng.choice(_EMPLOYMENT),
+        rng.choice(_HOME),
+        rng.choice(_PURPOSE),
+        region,
+        late,
+        defaulted,
+    ]
 
 
 def sample_csv(rows: int, *, seed: int = 7, drift: bool = False) -> bytes:
     """``rows`` rows of CSV with a header line."""
-    rng = random.Random(seed)
+    rng = random.Random(seed)  # noqa: S311 - reproducible synthetic data, not secrets
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
     writer.writerow(COLUMNS)

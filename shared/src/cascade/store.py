@@ -12,8 +12,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
+import google.cloud.storage as storage
 from google.api_core import exceptions as gexc
-from google.cloud import storage
 from pydantic import BaseModel
 
 from cascade.errors import TransientError
@@ -93,7 +93,11 @@ class ArtifactStore:
         return int(blob.generation or 0)
 
     def write_json(
-        self, name: str, value: BaseModel | dict[str, Any], *, if_generation_match: int | None = None
+        self,
+        name: str,
+        value: BaseModel | dict[str, Any],
+        *,
+        if_generation_match: int | None = None,
     ) -> int | None:
         if isinstance(value, BaseModel):
             payload = value.model_dump_json(indent=2).encode()
@@ -103,7 +107,9 @@ class ArtifactStore:
             name, payload, content_type="application/json", if_generation_match=if_generation_match
         )
 
-    def create(self, name: str, data: bytes, *, content_type: str = "application/json") -> int | None:
+    def create(
+        self, name: str, data: bytes, *, content_type: str = "application/json"
+    ) -> int | None:
         """Create-only write: the generation if this call created it, else None."""
         return self.write(name, data, content_type=content_type, if_generation_match=0)
 

@@ -20,8 +20,8 @@ __all__ = [
     "HttpTrigger",
     "RetryPolicy",
     "StorageTrigger",
-    "Topology",
     "TopicTrigger",
+    "Topology",
     "load_topology",
 ]
 
@@ -48,13 +48,17 @@ class RetryPolicy(_Strict):
 class StorageTrigger(_Strict):
     type: Literal["storage"]
     bucket: str
-    event_type: Literal["google.cloud.storage.object.v1.finalized"] = STORAGE_FINALIZED
+    event_type: Literal["google.cloud.storage.object.v1.finalized"] = (
+        "google.cloud.storage.object.v1.finalized"
+    )
 
 
 class TopicTrigger(_Strict):
     type: Literal["topic"]
     topic: str
-    event_type: Literal["google.cloud.pubsub.topic.v1.messagePublished"] = PUBSUB_PUBLISHED
+    event_type: Literal["google.cloud.pubsub.topic.v1.messagePublished"] = (
+        "google.cloud.pubsub.topic.v1.messagePublished"
+    )
 
 
 class HttpTrigger(_Strict):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 
-from google.cloud import storage
+import google.cloud.storage as storage
 
 from cascade.bus import MessageBus
 from cascade.clients import make_publisher, make_storage_client

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import shutil
 import sys
 from importlib import resources
@@ -67,9 +68,17 @@ def pubsub_spec(local: LocalCloudSettings, env: dict[str, str]) -> ProcessSpec:
     data_dir.mkdir(parents=True, exist_ok=True)
     return ProcessSpec(
         name="pubsub-emulator",
-        argv=[gcloud, "beta", "emulators", "pubsub", "start", "--quiet",
-              f"--host-port={local.pubsub_host}", f"--project={local.project}",
-              f"--data-dir={data_dir}"],
+        argv=[
+            gcloud,
+            "beta",
+            "emulators",
+            "pubsub",
+            "start",
+            "--quiet",
+            f"--host-port={local.pubsub_host}",
+            f"--project={local.project}",
+            f"--data-dir={data_dir}",
+        ],
         env=env,
         log_path=local.state_dir / "logs" / "pubsub-emulator.log",
         ready=lambda: _http_ok(f"http://{local.pubsub_host}/v1/projects/{local.project}/topics"),
@@ -80,14 +89,33 @@ def gcs_spec(local: LocalCloudSettings, env: dict[str, str]) -> ProcessSpec:
     settings = local.runtime_settings()
     return ProcessSpec(
         name="gcs-emulator",
-        argv=[str(fake_gcs_binary()), "-scheme", "http", "-host", LOOPBACK,
-              "-port", str(local.gcs_port), "-backend", "filesystem",
-              "-filesystem-root", str(local.state_dir / "gcs"),
-              "-public-host", f"{LOOPBACK}:{local.gcs_port}", "-external-url", local.gcs_url,
-              "-event.pubsub-project-id", local.project,
-              "-event.pubsub-topic", local.notifications_topic,
-              "-event.bucket", settings.landing_bucket, "-event.list", "finalize",
-              "-log-level", "warn"],
+        argv=[
+            str(fake_gcs_binary()),
+            "-scheme",
+            "http",
+            "-host",
+            LOOPBACK,
+            "-port",
+            str(local.gcs_port),
+            "-backend",
+            "filesystem",
+            "-filesystem-root",
+            str(local.state_dir / "gcs"),
+            "-public-host",
+            f"{LOOPBACK}:{local.gcs_port}",
+            "-external-url",
+            local.gcs_url,
+            "-event.pubsub-project-id",
+            local.project,
+            "-event.pubsub-topic",
+            local.notifications_topic,
+            "-event.bucket",
+            settings.landing_bucket,
+            "-event.list",
+            "finalize",
+            "-log-level",
+            "warn",
+        ],
         env={**env, "PUBSUB_EMULATOR_HOST": local.pubsub_host},
         log_path=local.state_dir / "logs" / "gcs-emulator.log",
         ready=lambda: _http_ok(f"{local.gcs_url}/storage/v1/b"),
@@ -101,19 +129,35 @@ def function_specs(
     specs = []
     for name, function in topology.functions.items():
         port = ports[name]
-        specs.append(ProcessSpec(
-            name=f"function:{name}",
-            argv=[sys.executable, "-m", "functions_framework",
-                  "--target", function.entry_point, "--signature-type", function.signature,
-                  "--source", str(local.repo_root / function.source / "main.py"),
-                  "--host", LOOPBACK, "--port", str(port)],
-            env={**env, "CASCADE_FUNCTION_NAME": name,
-                 "CASCADE_FUNCTION_TIMEOUT_S": str(function.timeout_s),
-                 "CASCADE_MAX_EVENT_AGE_S": str(function.max_event_age_s)},
-            log_path=local.state_dir / "logs" / f"function-{name}.log",
-            ready=lambda port=port: port_accepts(LOOPBACK, port),
-            cwd=local.repo_root / function.source,
-        ))
+        specs.append(
+            ProcessSpec(
+                name=f"function:{name}",
+                argv=[
+                    sys.executable,
+                    "-m",
+                    "functions_framework",
+                    "--target",
+                    function.entry_point,
+                    "--signature-type",
+                    function.signature,
+                    "--source",
+                    str(local.repo_root / function.source / "main.py"),
+                    "--host",
+                    LOOPBACK,
+                    "--port",
+                    str(port),
+                ],
+                env={
+                    **env,
+                    "CASCADE_FUNCTION_NAME": name,
+                    "CASCADE_FUNCTION_TIMEOUT_S": str(function.timeout_s),
+                    "CASCADE_MAX_EVENT_AGE_S": str(function.max_event_age_s),
+                },
+                log_path=local.state_dir / "logs" / f"function-{name}.log",
+                ready=functools.partial(port_accepts, LOOPBACK, port),
+                cwd=local.repo_root / function.source,
+            )
+        )
     return specs
 
 

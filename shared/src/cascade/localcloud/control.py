@@ -38,7 +38,7 @@ def up(local: LocalCloudSettings, *, timeout_s: float = 180) -> CloudState:
     local.state_dir.mkdir(parents=True, exist_ok=True)
     state_path(local.state_dir).unlink(missing_ok=True)
     with (local.state_dir / "supervisor.log").open("ab") as log:
-        supervisor = subprocess.Popen(  # noqa: S603 - our own module
+        supervisor = subprocess.Popen(
             [sys.executable, "-m", "cascade.localcloud.supervisor"],
             env=local.child_environment(),
             stdin=subprocess.DEVNULL,

@@ -8,11 +8,11 @@ from __future__ import annotations
 
 import contextlib
 
+import google.cloud.pubsub_v1 as pubsub_v1
 from google.api_core import exceptions as gexc
-from google.cloud import pubsub_v1
 
 from cascade.config import Settings
-from cascade.topology import StorageTrigger, Topology, TopicTrigger
+from cascade.topology import StorageTrigger, TopicTrigger, Topology
 
 __all__ = ["ARCHIVED_TOPICS", "Route", "provision_pubsub", "routes_of"]
 
@@ -57,8 +57,9 @@ def provision_pubsub(
     for topic_id in topic_ids:
         with contextlib.suppress(gexc.AlreadyExists):
             publisher.create_topic(name=f"projects/{settings.project}/topics/{topic_id}")
-    subscriptions = [(r.topic_id, r.subscription_id) for r in routes_of(
-        topology, settings, notifications_topic)]
+    subscriptions = [
+        (r.topic_id, r.subscription_id) for r in routes_of(topology, settings, notifications_topic)
+    ]
     subscriptions += [
         (settings.topic_id(t), archive_subscription_id(settings, t)) for t in ARCHIVED_TOPICS
     ]

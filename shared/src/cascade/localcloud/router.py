@@ -25,8 +25,8 @@ from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
+import google.cloud.pubsub_v1 as pubsub_v1
 import requests
-from google.cloud import pubsub_v1
 from google.cloud.pubsub_v1.subscriber.message import Message
 from google.cloud.pubsub_v1.subscriber.scheduler import ThreadScheduler
 
@@ -106,8 +106,9 @@ class EventRouter:
                 message.ack()
                 return
             self.count(f"{spec.name}.failed_attempts")
-            _log.warning("%s: delivery %d of %s failed: %s", spec.name, attempts,
-                         message.message_id, error)
+            _log.warning(
+                "%s: delivery %d of %s failed: %s", spec.name, attempts, message.message_id, error
+            )
             if spec.retry.policy == "do_not_retry" or attempts >= spec.retry.max_delivery_attempts:
                 break
             time.sleep(spec.retry.backoff_s(attempts) * self._local.backoff_scale)
@@ -120,9 +121,10 @@ class EventRouter:
         if isinstance(spec.trigger, StorageTrigger):
             attributes = message.attributes
             bucket = self._settings.bucket_for(spec.trigger.bucket)
-            if attributes.get("eventType") != "OBJECT_FINALIZE" or attributes.get(
-                "bucketId"
-            ) != bucket:
+            if (
+                attributes.get("eventType") != "OBJECT_FINALIZE"
+                or attributes.get("bucketId") != bucket
+            ):
                 return None
             return object_finalized_event(
                 message_id=message.message_id,
@@ -169,8 +171,13 @@ class EventRouter:
         }
         self._publisher.publish(topic, message.data, **attributes).result(timeout=30)
         self.count(f"{spec.name}.dead_lettered")
-        _log.error("%s: message %s dead-lettered after %d attempts: %s",
-                   spec.name, message.message_id, attempts, error)
+        _log.error(
+            "%s: message %s dead-lettered after %d attempts: %s",
+            spec.name,
+            message.message_id,
+            attempts,
+            error,
+        )
 
 
 def function_ports(local: LocalCloudSettings, topology: Topology) -> dict[str, int]:
@@ -179,14 +186,15 @@ def function_ports(local: LocalCloudSettings, topology: Topology) -> dict[str, i
 
 
 def function_urls(local: LocalCloudSettings, topology: Topology) -> dict[str, str]:
-    return {name: f"http://{LOOPBACK}:{port}/" for name, port in function_ports(
-        local, topology).items()}
+    return {
+        name: f"http://{LOOPBACK}:{port}/" for name, port in function_ports(local, topology).items()
+    }
 
 
 class _HealthHandler(BaseHTTPRequestHandler):
     router: EventRouter
 
-    def do_GET(self) -> None:  # noqa: N802 - http.server's naming
+    def do_GET(self) -> None:
         if self.path == "/healthz":
             healthy = self.router.healthy()
             self._reply(200 if healthy else 503, {"healthy": healthy})
@@ -208,9 +216,12 @@ class _HealthHandler(BaseHTTPRequestHandler):
 
 
 def main() -> int:
-    logging.basicConfig(level=logging.INFO, stream=sys.stdout,
-                        format='{"severity": "%(levelname)s", "message": "%(message)s", '
-                               '"time": "%(asctime)s", "logger": "%(name)s"}')
+    logging.basicConfig(
+        level=logging.INFO,
+        stream=sys.stdout,
+        format='{"severity": "%(levelname)s", "message": "%(message)s", '
+        '"time": "%(asctime)s", "logger": "%(name)s"}',
+    )
     local = LocalCloudSettings().absolute()
     router = EventRouter(
         local,

@@ -53,10 +53,14 @@ class LocalCloudSettings(BaseSettings):
         return self.model_copy(
             update={
                 "repo_root": root,
-                "state_dir": (self.state_dir if self.state_dir.is_absolute()
-                              else Path.cwd() / self.state_dir).resolve(),
-                "topology_file": (self.topology_file if self.topology_file.is_absolute()
-                                  else root / self.topology_file),
+                "state_dir": (
+                    self.state_dir if self.state_dir.is_absolute() else Path.cwd() / self.state_dir
+                ).resolve(),
+                "topology_file": (
+                    self.topology_file
+                    if self.topology_file.is_absolute()
+                    else root / self.topology_file
+                ),
             }
         )
 
@@ -88,7 +92,6 @@ class LocalCloudSettings(BaseSettings):
     def child_environment(self) -> dict[str, str]:
         """The environment of every child: ours, plus the runtime and local-cloud settings."""
         local = {
-            f"CASCADE_LOCAL_{name.upper()}": str(value)
-            for name, value in self.model_dump().items()
+            f"CASCADE_LOCAL_{name.upper()}": str(value) for name, value in self.model_dump().items()
         }
         return {**os.environ, **self.runtime_environment(), **local, "PYTHONUNBUFFERED": "1"}

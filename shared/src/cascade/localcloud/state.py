@@ -8,7 +8,7 @@ from typing import Literal
 
 from pydantic import BaseModel, Field
 
-__all__ = ["ComponentState", "CloudState", "read_state", "write_state"]
+__all__ = ["CloudState", "ComponentState", "read_state", "write_state"]
 
 
 class ComponentState(BaseModel):

@@ -108,8 +108,9 @@ class Supervisor:
             self.failed.add(name)
             self._record(process, "failed")
             return
-        _log.warning("%s exited with %s; restarting", name, process.process and
-                     process.process.returncode)
+        _log.warning(
+            "%s exited with %s; restarting", name, process.process and process.process.returncode
+        )
         process.restarts.append(now)
         self._record(process, "restarting")
         try:
@@ -143,16 +144,20 @@ class Supervisor:
 
 
 def main() -> int:
-    logging.basicConfig(level=logging.INFO, stream=sys.stdout,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=logging.INFO,
+        stream=sys.stdout,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
     local = LocalCloudSettings().absolute()
     local.state_dir.mkdir(parents=True, exist_ok=True)
     existing = read_state(local.state_dir)
     if existing is not None and existing.supervisor_pid != os.getpid():
         with contextlib.suppress(ProcessLookupError):
             os.kill(existing.supervisor_pid, 0)
-            _log.error("another supervisor (pid %d) owns %s", existing.supervisor_pid,
-                       local.state_dir)
+            _log.error(
+                "another supervisor (pid %d) owns %s", existing.supervisor_pid, local.state_dir
+            )
             return 2
     supervisor = Supervisor(local, load_topology(local.topology_file))
     signal.signal(signal.SIGTERM, lambda *_: supervisor.stopping.set())

@@ -113,7 +113,7 @@ def _record_attempt_error(ctx: StepContext, run_id: str, step: str, error: Excep
 
     try:
         ctx.ledger.update(run_id, mutate)
-    except Exception:  # best effort: the original error is what matters
+    except Exception:  # noqa: BLE001 - best effort: the original error is what matters
         return
 
 

@@ -1,0 +1,64 @@
+# Cascade: `make demo` runs the pipeline on the local cloud, `make test` runs every check.
+# Both create .venv and install what they need on first use.
+
+PYTHON ?= python3.11
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+RUFF   := $(BIN)/ruff --config shared/pyproject.toml
+PY_SOURCES := shared functions tests bench
+
+.PHONY: help setup demo test lint format typecheck unit integration up down status bench clean
+
+help:
+	@echo "make demo       start the local cloud and run a sample file through the pipeline"
+	@echo "make test       lint, type-check and run every test (unit, integration, infra)"
+	@echo "make up|down|status   control the local cloud"
+	@echo "make bench      run the benchmarks in bench/"
+
+$(STAMP): requirements.txt shared/pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -r requirements.txt
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check --no-deps -e shared
+	touch $@
+
+setup: $(STAMP)
+
+demo: setup
+	$(BIN)/cascade demo
+
+up: setup
+	$(BIN)/cascade up
+
+down: setup
+	$(BIN)/cascade down
+
+status: setup
+	$(BIN)/cascade status
+
+lint: setup
+	$(RUFF) check $(PY_SOURCES)
+	$(RUFF) format --check $(PY_SOURCES)
+
+format: setup
+	$(RUFF) check --fix $(PY_SOURCES)
+	$(RUFF) format $(PY_SOURCES)
+
+typecheck: setup
+	cd shared && ../$(BIN)/mypy
+
+unit: setup
+	$(BIN)/pytest -c shared/pyproject.toml --rootdir . -m "not integration" tests
+
+integration: setup
+	$(BIN)/pytest -c shared/pyproject.toml --rootdir . -m integration tests
+
+test: lint typecheck
+	$(BIN)/pytest -c shared/pyproject.toml --rootdir . tests
+
+bench: setup
+	$(BIN)/python bench/event_latency.py
+
+clean:
+	-$(BIN)/cascade down
+	rm -rf .cascade build
