@@ -38,26 +38,29 @@ def up(local: LocalCloudSettings, *, timeout_s: float = 180) -> CloudState:
     local.state_dir.mkdir(parents=True, exist_ok=True)
     state_path(local.state_dir).unlink(missing_ok=True)
     with (local.state_dir / "supervisor.log").open("ab") as log:
-        supervisor = subprocess.Popen(
-            [sys.executable, "-m", "cascade.localcloud.supervisor"],
+        launcher = subprocess.run(
+            [sys.executable, "-m", "cascade.localcloud.supervisor", "--detach"],
             env=local.child_environment(),
             stdin=subprocess.DEVNULL,
             stdout=log,
             stderr=subprocess.STDOUT,
-            start_new_session=True,
+            check=False,
+            timeout=60,
         )
+    if launcher.returncode != 0:
+        raise LocalCloudError(f"could not launch the supervisor; see {local.state_dir}")
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         state = read_state(local.state_dir)
         if state is not None and state.status == "ready":
             return state
         if state is not None and state.status == "failed":
-            supervisor.wait(timeout=60)
+            supervisor_pid = state.supervisor_pid
+            wait_until(lambda: not pid_alive(supervisor_pid), 60)
             raise LocalCloudError(f"local cloud failed to start: {state.error}")
-        if supervisor.poll() is not None:
+        if state is not None and not pid_alive(state.supervisor_pid):
             raise LocalCloudError(
-                f"supervisor exited with {supervisor.returncode}; see "
-                f"{local.state_dir / 'supervisor.log'}"
+                f"the supervisor exited; see {local.state_dir / 'supervisor.log'}"
             )
         time.sleep(0.2)
     down(local)

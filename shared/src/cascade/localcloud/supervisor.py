@@ -143,7 +143,16 @@ class Supervisor:
         write_state(self.local.state_dir, self.state)
 
 
+def detach() -> None:
+    """Become a daemon: the launching process returns at once, we run on in a new session."""
+    if os.fork() > 0:
+        os._exit(0)
+    os.setsid()
+
+
 def main() -> int:
+    if "--detach" in sys.argv[1:]:
+        detach()
     logging.basicConfig(
         level=logging.INFO,
         stream=sys.stdout,

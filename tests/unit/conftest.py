@@ -1,0 +1,43 @@
+"""Unit-test fixtures: a StepContext over in-memory fakes and a controllable clock."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from cascade.claims import ClaimStore
+from cascade.config import Settings
+from cascade.context import StepContext
+from cascade.runs import RunLedger
+from cascade.testing import MemoryArtifactStore, RecordingBus
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = datetime(2026, 11, 27, 12, 0, tzinfo=UTC)
+
+    def __call__(self) -> datetime:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += timedelta(seconds=seconds)
+
+
+@pytest.fixture
+def clock() -> Clock:
+    return Clock()
+
+
+@pytest.fixture
+def step_context(clock: Clock) -> StepContext:
+    artifacts = MemoryArtifactStore("cascade-artifacts")
+    return StepContext(
+        settings=Settings(function_timeout_s=60),
+        storage_client=None,  # type: ignore[arg-type]  # steps under unit test read no data
+        artifacts=artifacts,
+        ledger=RunLedger(artifacts),
+        claims=ClaimStore(artifacts),
+        bus=RecordingBus(),
+        clock=clock,
+    )

@@ -1,0 +1,217 @@
+"""execute_step: claims, run record and publication under at-least-once delivery."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import pytest
+
+from cascade.claims import Claim
+from cascade.context import StepContext
+from cascade.errors import BadInputError, StepInProgressError, TransientError
+from cascade.messages import Alert, DataValidated, ObjectRef
+from cascade.paths import RunPaths
+from cascade.runs import RunRecord, Trigger
+from cascade.steps.runner import StepOutcome, execute_step
+from cascade.testing import MemoryArtifactStore, RecordingBus
+from tests.unit.conftest import Clock
+
+RUN_ID = "credit-0123456789abcdef"
+
+
+def _run(clock: Clock) -> RunRecord:
+    return RunRecord(
+        run_id=RUN_ID,
+        dataset="credit",
+        trigger=Trigger(kind="object", uri="gs://b/credit/a"),
+        created_at=clock.now,
+        updated_at=clock.now,
+    )
+
+
+def _message() -> DataValidated:
+    return DataValidated(
+        dataset="credit", run_id=RUN_ID, source=ObjectRef(bucket="b", name="credit/a", generation=1)
+    )
+
+
+def _succeeding_body(calls: list[str]):  # type: ignore[no-untyped-def]
+    def body(claim, log):  # type: ignore[no-untyped-def]
+        calls.append(claim.claim.owner)
+        return StepOutcome(summary="ok", outputs={"rows": 3}, messages=[_message()])
+
+    return body
+
+
+def test_first_delivery_runs_the_body_records_and_publishes(
+    step_context: StepContext, clock: Clock
+) -> None:
+    calls: list[str] = []
+
+    outcome = execute_step(
+        step_context,
+        run=_run(clock),
+        step="validate",
+        owner="event-1",
+        body=_succeeding_body(calls),
+    )
+
+    assert outcome is not None
+    assert calls == ["event-1"]
+    record = step_context.ledger.get(RUN_ID)
+    assert record is not None
+    assert record.steps["validate"].state == "succeeded"
+    assert record.steps["validate"].outputs == {"rows": 3}
+    assert record.steps["validate"].attempts == 1
+    assert isinstance(step_context.bus, RecordingBus)
+    assert step_context.bus.published == [_message()]
+
+
+def test_duplicate_delivery_after_completion_is_a_no_op(
+    step_context: StepContext, clock: Clock
+) -> None:
+    calls: list[str] = []
+    execute_step(
+        step_context,
+        run=_run(clock),
+        step="validate",
+        owner="event-1",
+        body=_succeeding_body(calls),
+    )
+
+    again = execute_step(
+        step_context,
+        run=_run(clock),
+        step="validate",
+        owner="event-1-again",
+        body=_succeeding_body(calls),
+    )
+
+    assert again is None
+    assert calls == ["event-1"]
+    assert isinstance(step_context.bus, RecordingBus)
+    assert len(step_context.bus.published) == 1
+
+
+def _hold_live_claim(step_context: StepContext, clock: Clock, owner: str) -> None:
+    step_context.ledger.ensure(_run(clock))
+    step_context.claims.acquire(
+        RUN_ID, "validate", owner=owner, now=clock.now, lease=step_context.claim_lease
+    )
+
+
+def test_delivery_during_a_live_claim_is_retried_later(
+    step_context: StepContext, clock: Clock
+) -> None:
+    _hold_live_claim(step_context, clock, owner="event-1")
+    calls: list[str] = []
+
+    with pytest.raises(StepInProgressError, match="in progress by event-1"):
+        execute_step(
+            step_context,
+            run=_run(clock),
+            step="validate",
+            owner="event-2",
+            body=_succeeding_body(calls),
+        )
+    assert calls == []
+
+
+def test_expired_claim_of_a_dead_owner_is_taken_over_and_resumed(
+    step_context: StepContext, clock: Clock
+) -> None:
+    _hold_live_claim(step_context, clock, owner="crashed-event")
+    clock.advance(step_context.settings.function_timeout_s + 1)
+    calls: list[str] = []
+
+    outcome = execute_step(
+        step_context,
+        run=_run(clock),
+        step="validate",
+        owner="redelivery",
+        body=_succeeding_body(calls),
+    )
+
+    assert outcome is not None
+    assert calls == ["redelivery"]
+    found = step_context.artifacts.read_model(RunPaths(RUN_ID).claim("validate"), Claim)
+    assert found is not None
+    assert found[0].takeovers == 1
+    assert found[0].state == "done"
+
+
+def test_permanent_error_is_recorded_alerted_and_acknowledged(
+    step_context: StepContext, clock: Clock
+) -> None:
+    def body(claim, log):  # type: ignore[no-untyped-def]
+        raise BadInputError("ragged row", uri="gs://b/credit/a.csv", location="row 7")
+
+    outcome = execute_step(
+        step_context, run=_run(clock), step="validate", owner="event-1", body=body
+    )
+
+    assert outcome is not None
+    assert outcome.run_state == "failed"
+    record = step_context.ledger.get(RUN_ID)
+    assert record is not None
+    assert record.state == "failed"
+    assert record.steps["validate"].error == "gs://b/credit/a.csv row 7: ragged row"
+    assert isinstance(step_context.bus, RecordingBus)
+    [alert] = step_context.bus.published
+    assert isinstance(alert, Alert)
+    assert alert.severity == "ERROR"
+    assert "row 7" in alert.summary
+    again = execute_step(
+        step_context, run=_run(clock), step="validate", owner="event-1b", body=body
+    )
+    assert again is None  # not retried into a loop
+
+
+def test_transient_error_releases_the_claim_so_a_retry_runs_at_once(
+    step_context: StepContext, clock: Clock
+) -> None:
+    def failing(claim, log):  # type: ignore[no-untyped-def]
+        raise TransientError("storage 503")
+
+    with pytest.raises(TransientError):
+        execute_step(step_context, run=_run(clock), step="validate", owner="event-1", body=failing)
+    calls: list[str] = []
+    outcome = execute_step(
+        step_context,
+        run=_run(clock),
+        step="validate",
+        owner="event-1",
+        body=_succeeding_body(calls),
+    )
+
+    assert outcome is not None
+    record = step_context.ledger.get(RUN_ID)
+    assert record is not None
+    assert record.steps["validate"].attempts == 2
+    assert record.steps["validate"].error is None
+
+
+def test_concurrent_run_updates_do_not_lose_each_other() -> None:
+    store = MemoryArtifactStore()
+    from cascade.runs import RunLedger
+
+    ledger = RunLedger(store)
+    now = datetime(2026, 1, 1, tzinfo=UTC)
+    ledger.ensure(
+        RunRecord(
+            run_id="r", dataset="d", trigger=Trigger(kind="request"), created_at=now, updated_at=now
+        )
+    )
+    interleaved = {"done": False}
+
+    def first(record: RunRecord) -> None:
+        record.lineage["first"] = True
+        if not interleaved["done"]:  # another writer sneaks in between read and write
+            interleaved["done"] = True
+            ledger.update("r", lambda other: other.lineage.update(second=True))
+
+    ledger.update("r", first)
+
+    record = ledger.get("r")
+    assert record is not None
+    assert record.lineage == {"first": True, "second": True}

@@ -1,0 +1,75 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from cascade.errors import InvalidConfigError
+from cascade.topology import (
+    HttpTrigger,
+    StorageTrigger,
+    TopicTrigger,
+    load_topology,
+    parse_topology,
+)
+
+REPO_TOPOLOGY = Path(__file__).resolve().parents[2] / "infra" / "topology.yaml"
+
+
+def _document() -> dict[str, object]:
+    return yaml.safe_load(REPO_TOPOLOGY.read_text())
+
+
+def test_repository_topology_wires_the_event_chain() -> None:
+    topology = load_topology(REPO_TOPOLOGY)
+
+    triggers = {name: spec.trigger for name, spec in topology.functions.items()}
+    assert triggers["validate"] == StorageTrigger(type="storage", bucket="landing")
+    assert triggers["transform"] == TopicTrigger(type="topic", topic="data-validated")
+    assert triggers["train"] == TopicTrigger(type="topic", topic="train-requests")
+    assert isinstance(triggers["train-http"], HttpTrigger)
+    assert triggers["evaluate"] == TopicTrigger(type="topic", topic="model-trained")
+    assert triggers["evaluate-job-events"] == TopicTrigger(type="topic", topic="job-events")
+    assert triggers["deploy"] == TopicTrigger(type="topic", topic="model-blessed")
+
+
+def test_defaults_apply_unless_a_function_overrides_them() -> None:
+    topology = load_topology(REPO_TOPOLOGY)
+
+    assert topology.functions["validate"].memory == "2Gi"
+    assert topology.functions["train"].memory == topology.defaults.memory
+    assert topology.functions["deploy"].retry == topology.defaults.retry
+    assert topology.functions["deploy"].dead_letter_topic == "dead-letter"
+
+
+def test_backoff_doubles_from_the_minimum_and_stops_at_the_maximum() -> None:
+    retry = load_topology(REPO_TOPOLOGY).defaults.retry
+
+    delays = [retry.backoff_s(attempt) for attempt in range(1, 9)]
+
+    assert delays == [10, 20, 40, 80, 160, 320, 600, 600]
+
+
+def test_unknown_topic_is_rejected_with_the_function_name() -> None:
+    document = _document()
+    document["functions"]["transform"]["trigger"]["topic"] = "no-such-topic"  # type: ignore[index]
+
+    with pytest.raises(InvalidConfigError, match="transform: unknown topic 'no-such-topic'"):
+        parse_topology(document)
+
+
+def test_http_signature_requires_an_http_trigger() -> None:
+    document = _document()
+    document["functions"]["train-http"]["signature"] = "cloudevent"  # type: ignore[index]
+
+    with pytest.raises(InvalidConfigError, match="train-http"):
+        parse_topology(document)
+
+
+def test_max_delivery_attempts_follow_pubsub_bounds() -> None:
+    document = _document()
+    document["defaults"]["retry"]["max_delivery_attempts"] = 3  # type: ignore[index]
+
+    with pytest.raises(InvalidConfigError, match="max_delivery_attempts"):
+        parse_topology(document)
