@@ -2,20 +2,24 @@
 
 Registered on the main ``cascade`` group from ``infra_commands``. This module is an
 edge: it reads settings and builds the Google Cloud clients; the logic lives in
-``cascade.packaging`` and ``cascade.deployment_check``.
+``cascade.packaging`` and ``cascade.deployment_check`` (imported only when the check
+runs, so importing the CLI does not need google-cloud-functions).
 """
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
 from cascade.config import Settings, load_settings
-from cascade.deployment_check import DeploymentTarget, verify_deployment
 from cascade.errors import InvalidConfigError
 from cascade.packaging import RepositoryLayout, package_functions, read_pins
 from cascade.topology import load_topology
+
+if TYPE_CHECKING:
+    from cascade.deployment_check import DeploymentTarget
 
 __all__ = ["infra_commands", "package_functions_command", "verify_deployment_command"]
 
@@ -73,6 +77,8 @@ def package_functions_command(
 
 
 def _target_from(settings: Settings, name_prefix: str | None) -> DeploymentTarget:
+    from cascade.deployment_check import DeploymentTarget
+
     return DeploymentTarget(
         project=settings.project,
         region=settings.region,
@@ -94,8 +100,11 @@ def verify_deployment_command(topology_path: Path, name_prefix: str | None) -> N
     Project, region and bucket names come from the CASCADE_* environment (the
     `runtime_environment` output of Terraform). Exits 1 when anything differs.
     """
+    # Imported here so that the rest of the CLI works without google-cloud-functions.
     from google.cloud.functions_v2 import FunctionServiceClient
     from google.pubsub_v1 import PublisherClient, SubscriberClient
+
+    from cascade.deployment_check import verify_deployment
 
     try:
         topology = load_topology(topology_path)

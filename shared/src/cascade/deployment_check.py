@@ -166,12 +166,12 @@ def _check_dead_letter(
     backoff = subscription.retry_policy
     yield from _expect(
         backoff.minimum_backoff.total_seconds(),
-        spec.retry.minimum_backoff_s,
+        float(spec.retry.minimum_backoff_s),
         f"{where} minimum backoff (s)",
     )
     yield from _expect(
         backoff.maximum_backoff.total_seconds(),
-        spec.retry.maximum_backoff_s,
+        float(spec.retry.maximum_backoff_s),
         f"{where} maximum backoff (s)",
     )
 
@@ -302,7 +302,6 @@ def verify_deployment(
     clients = _Clients(functions_client, subscriber_client, publisher_client)
     return DeploymentReport(
         tuple(
-            _check_function(spec, topology, target, clients)
-            for spec in topology.functions.values()
+            _check_function(spec, topology, target, clients) for spec in topology.functions.values()
         )
     )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import subprocess
 import sys
 import time
@@ -55,8 +56,7 @@ def up(local: LocalCloudSettings, *, timeout_s: float = 180) -> CloudState:
         if state is not None and state.status == "ready":
             return state
         if state is not None and state.status == "failed":
-            supervisor_pid = state.supervisor_pid
-            wait_until(lambda: not pid_alive(supervisor_pid), 60)
+            wait_until(functools.partial(_exited, state.supervisor_pid), 60)
             raise LocalCloudError(f"local cloud failed to start: {state.error}")
         if state is not None and not pid_alive(state.supervisor_pid):
             raise LocalCloudError(
@@ -65,6 +65,10 @@ def up(local: LocalCloudSettings, *, timeout_s: float = 180) -> CloudState:
         time.sleep(0.2)
     down(local)
     raise LocalCloudError(f"local cloud not ready after {timeout_s:.0f}s")
+
+
+def _exited(pid: int) -> bool:
+    return not pid_alive(pid)
 
 
 def down(local: LocalCloudSettings, *, timeout_s: float = 60) -> bool:
