@@ -215,3 +215,27 @@ def test_concurrent_run_updates_do_not_lose_each_other() -> None:
     record = ledger.get("r")
     assert record is not None
     assert record.lineage == {"first": True, "second": True}
+
+
+def test_failure_to_publish_the_alert_is_retried_not_lost(
+    step_context: StepContext, clock: Clock
+) -> None:
+    class UnavailableBus(RecordingBus):
+        def publish(self, message):  # type: ignore[no-untyped-def]
+            raise TransientError("pubsub unavailable")
+
+    step_context.bus = UnavailableBus()
+
+    def body(claim, log):  # type: ignore[no-untyped-def]
+        raise BadInputError("empty file", uri="gs://b/credit/a.csv")
+
+    with pytest.raises(TransientError):
+        execute_step(step_context, run=_run(clock), step="validate", owner="event-1", body=body)
+    step_context.bus = RecordingBus()
+    outcome = execute_step(
+        step_context, run=_run(clock), step="validate", owner="event-1", body=body
+    )
+
+    assert outcome is not None
+    assert outcome.state == "failed"
+    assert [type(m) for m in step_context.bus.published] == [Alert]

@@ -47,7 +47,7 @@ def handle_job_event(ctx: StepContext, message: JobEvent, *, event_id: str) -> S
 
     def body(claim: ClaimHandle, log: RunLogger) -> StepOutcome:
         return StepOutcome(
-            state="rejected",
+            state="failed",
             summary=f"training job {message.job_name} {message.state}: {message.error}",
             outputs={"job_name": message.job_name, "job_state": message.state},
             run_state="failed",

@@ -6,8 +6,9 @@ make at-least-once delivery safe:
 1. the run record exists (created on first sight, found again on redelivery);
 2. the step's claim is taken, or the delivery is a duplicate of finished work (no-op),
    or another delivery is working (StepInProgressError: redeliver later);
-3. the body runs; a PermanentError is recorded on the run, alerted and acknowledged;
-   any other error releases the claim and propagates so the trigger retries;
+3. the body runs; a PermanentError fails the step and the run and raises an alert,
+   and the event is acknowledged; any other error (also while publishing or recording)
+   releases the claim and propagates so the trigger retries;
 4. the body's messages are published before the step is marked done, so a crash in
    between is redelivered and republished (the next step's claim absorbs duplicates).
 """
@@ -32,7 +33,7 @@ __all__ = ["StepOutcome", "execute_step"]
 class StepOutcome:
     """What a step body produced. ``run_state`` ends the run when set."""
 
-    state: Literal["succeeded", "rejected"] = "succeeded"
+    state: Literal["succeeded", "rejected", "failed"] = "succeeded"
     summary: str = ""
     outputs: dict[str, Any] = field(default_factory=dict)
     messages: list[StepMessage] = field(default_factory=list)
@@ -57,22 +58,37 @@ def execute_step(
         return None
     _mark_started(ctx, run.run_id, step)
     try:
-        outcome = body(acquired, log)
-    except PermanentError as error:
-        _record_permanent_failure(ctx, run, step, error, log)
-        acquired.complete("failed")
-        return StepOutcome(state="rejected", summary=str(error), run_state="failed")
+        try:
+            outcome = body(acquired, log)
+        except PermanentError as error:
+            log.error("%s failed permanently: %s", step, error)
+            outcome = _failure_outcome(ctx, run, step, error)
+        for message in outcome.messages:
+            ctx.bus.publish(message)
+        _mark_finished(ctx, run.run_id, step, outcome)
     except Exception as error:
         log.warning("%s attempt failed, will be retried: %s", step, error)
         _record_attempt_error(ctx, run.run_id, step, error)
         acquired.release()
         raise
-    for message in outcome.messages:
-        ctx.bus.publish(message)
-    _mark_finished(ctx, run.run_id, step, outcome)
     acquired.complete(outcome.state)
     log.info("%s %s: %s", step, outcome.state, outcome.summary)
     return outcome
+
+
+def _failure_outcome(
+    ctx: StepContext, run: RunRecord, step: str, error: PermanentError
+) -> StepOutcome:
+    """A permanent error fails the step and the run, with an alert for people."""
+    alert = Alert(
+        dataset=run.dataset,
+        run_id=run.run_id,
+        step=step,
+        severity="ERROR",
+        summary=f"{step} failed: {error}",
+        at=ctx.clock(),
+    )
+    return StepOutcome(state="failed", summary=str(error), messages=[alert], run_state="failed")
 
 
 def _mark_started(ctx: StepContext, run_id: str, step: str) -> None:
@@ -96,12 +112,12 @@ def _mark_finished(ctx: StepContext, run_id: str, step: str, outcome: StepOutcom
         step_record.finished_at = now
         step_record.duration_s = round((now - step_record.started_at).total_seconds(), 3)
         step_record.outputs = outcome.outputs
-        step_record.error = None
+        step_record.error = outcome.summary if outcome.state == "failed" else None
         record.lineage.update(outcome.lineage)
         if outcome.run_state is not None:
             record.state = outcome.run_state
-            if outcome.state == "rejected":
-                record.error = outcome.summary
+            if outcome.state != "succeeded":
+                record.error = f"{step}: {outcome.summary}"
         record.updated_at = now
 
     ctx.ledger.update(run_id, mutate)
@@ -115,31 +131,3 @@ def _record_attempt_error(ctx: StepContext, run_id: str, step: str, error: Excep
         ctx.ledger.update(run_id, mutate)
     except Exception:  # noqa: BLE001 - best effort: the original error is what matters
         return
-
-
-def _record_permanent_failure(
-    ctx: StepContext, run: RunRecord, step: str, error: PermanentError, log: RunLogger
-) -> None:
-    now = ctx.clock()
-    log.error("%s failed permanently: %s", step, error)
-
-    def mutate(record: RunRecord) -> None:
-        step_record = record.steps[step]
-        step_record.state = "failed"
-        step_record.error = str(error)
-        step_record.finished_at = now
-        step_record.duration_s = round((now - step_record.started_at).total_seconds(), 3)
-        record.state = "failed"
-        record.error = f"{step}: {error}"
-        record.updated_at = now
-
-    ctx.ledger.update(run.run_id, mutate)
-    alert = Alert(
-        dataset=run.dataset,
-        run_id=run.run_id,
-        step=step,
-        severity="ERROR",
-        summary=f"{step} failed: {error}",
-        at=now,
-    )
-    ctx.bus.publish(alert)
