@@ -5,10 +5,11 @@ PYTHON ?= python3.11
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
+INFRA_STAMP := .venv-infra/.installed
 RUFF   := $(BIN)/ruff --config shared/pyproject.toml
 PY_SOURCES := shared functions tests bench
 
-.PHONY: help setup demo test lint format typecheck unit integration up down status bench clean
+.PHONY: help setup demo test lint format typecheck checkov unit integration up down status bench clean
 
 help:
 	@echo "make demo       start the local cloud and run a sample file through the pipeline"
@@ -23,6 +24,12 @@ $(STAMP): requirements.txt shared/pyproject.toml
 	touch $@
 
 setup: $(STAMP)
+
+# checkov has its own venv so that its dependencies cannot move the project's pins.
+$(INFRA_STAMP): infra/requirements-checkov.txt
+	$(PYTHON) -m venv .venv-infra
+	.venv-infra/bin/python -m pip install --quiet --disable-pip-version-check -r infra/requirements-checkov.txt
+	touch $@
 
 demo: setup
 	$(BIN)/cascade demo
@@ -47,13 +54,16 @@ format: setup
 typecheck: setup
 	cd shared && ../$(BIN)/mypy
 
+checkov: $(INFRA_STAMP)
+	.venv-infra/bin/checkov --quiet --compact --config-file infra/.checkov.yaml
+
 unit: setup
 	$(BIN)/pytest -c shared/pyproject.toml --rootdir . -m "not integration" tests
 
 integration: setup
 	$(BIN)/pytest -c shared/pyproject.toml --rootdir . -m integration tests
 
-test: lint typecheck
+test: lint typecheck checkov
 	$(BIN)/pytest -c shared/pyproject.toml --rootdir . tests
 
 bench: setup

@@ -9,7 +9,7 @@ import pytest
 
 from cascade.errors import BadRequestError, StaleEventError
 from cascade.events import PubSubEnvelope, StorageObjectEvent, check_event_age, decode_message
-from cascade.messages import TrainRequest
+from cascade.messages import DataValidated, TrainRequest
 
 GOLDEN = Path(__file__).resolve().parents[1] / "data"
 
@@ -64,8 +64,8 @@ def test_invalid_message_body_names_the_bad_field() -> None:
     attributes, data = _cloudevent("pubsub_message_published.json")
     envelope = PubSubEnvelope.from_cloudevent(attributes, data)
 
-    with pytest.raises(BadRequestError, match="invalid TrainRequest: request_id: Field required"):
-        decode_message(envelope, TrainRequest)
+    with pytest.raises(BadRequestError, match="invalid DataValidated: run_id: Field required"):
+        decode_message(envelope, DataValidated)
 
 
 def test_dataset_names_are_checked_in_messages() -> None:

@@ -10,6 +10,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from cascade.cli_infra import infra_commands
 from cascade.localcloud import control
 from cascade.localcloud.client import LocalCloudClient
 from cascade.localcloud.settings import LocalCloudSettings
@@ -155,6 +156,10 @@ def print_run(record: RunRecord) -> None:
     console.print(table)
     if record.error:
         console.print(f"[red]error:[/red] {record.error}")
+
+
+for _command in infra_commands:
+    cli.add_command(_command)
 
 
 def main() -> None:

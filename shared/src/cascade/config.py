@@ -37,6 +37,8 @@ class Settings(BaseSettings):
     max_event_age_s: int = Field(86400, gt=0, description="Older events are dropped.")
     run_update_attempts: int = Field(20, gt=0, description="Optimistic-update retries.")
     publish_timeout_s: float = Field(30.0, gt=0)
+    trainer_image: str = Field("", description="Container image of the trainer (Vertex AI).")
+    jobs_service_account: str = Field("", description="Service account Vertex AI jobs run as.")
     storage_emulator_host: str | None = Field(
         None, validation_alias=AliasChoices("STORAGE_EMULATOR_HOST")
     )

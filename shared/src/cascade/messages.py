@@ -62,10 +62,16 @@ class DataValidated(StepMessage):
 
 
 class TrainRequest(StepMessage):
-    """A request to (re)train a dataset, from transform, a user, a scheduler or CI."""
+    """A request to (re)train a dataset, from transform, a user, a scheduler or CI.
+
+    ``request_id`` is the idempotency key; without one (e.g. Cloud Scheduler's periodic
+    message) the train step uses the Pub/Sub message id, stable across redeliveries.
+    """
 
     TOPIC: ClassVar[str] = "train-requests"
-    request_id: str = Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9._:-]+$")
+    request_id: str | None = Field(
+        None, min_length=1, max_length=128, pattern=r"^[A-Za-z0-9._:-]+$"
+    )
     run_id: str | None = None
     hyperparameters: dict[str, float | int | str | bool] = Field(default_factory=dict)
     tune: bool = False

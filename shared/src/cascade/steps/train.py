@@ -22,12 +22,13 @@ STEP = "train"
 def handle_train_request(
     ctx: StepContext, request: TrainRequest, *, event_id: str
 ) -> StepOutcome | None:
-    run_id = request.run_id or run_id_for_request(request.dataset, request.request_id)
+    request_id = request.request_id or f"message:{event_id}"
+    run_id = request.run_id or run_id_for_request(request.dataset, request_id)
     now = ctx.clock()
     run = ctx.ledger.get(run_id) or RunRecord(
         run_id=run_id,
         dataset=request.dataset,
-        trigger=Trigger(kind="request", request_id=request.request_id, event_id=event_id),
+        trigger=Trigger(kind="request", request_id=request_id, event_id=event_id),
         created_at=now,
         updated_at=now,
     )
@@ -35,7 +36,7 @@ def handle_train_request(
     def body(claim: ClaimHandle, log: RunLogger) -> StepOutcome:
         return StepOutcome(
             summary="no training job yet (training capability not built)",
-            outputs={"job": "none", "request_id": request.request_id},
+            outputs={"job": "none", "request_id": request_id},
             messages=[ModelTrained(dataset=request.dataset, run_id=run_id)],
         )
 

@@ -1,0 +1,83 @@
+# Vertex AI job failures as job events, and an alert on dead letters.
+
+locals {
+  job_events_topic     = "job-events"
+  train_requests_topic = "train-requests"
+
+  # Vertex AI custom and tuning jobs log under resource.type "ml_job". The service writes
+  # an ERROR entry when a job fails ("Job failed" / a replica "exited with a non-zero
+  # status"); the trainer's own error lines do not match. Each matching entry arrives on
+  # the job-events topic as a LogEntry JSON whose resource.labels.job_id names the job.
+  default_job_failure_log_filter = join(" AND ", [
+    "resource.type=\"ml_job\"",
+    "severity>=ERROR",
+    "(textPayload:\"Job failed\" OR textPayload:\"non-zero status\" OR jsonPayload.message:\"Job failed\")",
+  ])
+}
+
+resource "google_logging_project_sink" "job_failures" {
+  name        = "${var.name_prefix}job-failures"
+  description = "Vertex AI job failures become messages on the job-events topic (evaluate-job-events records them on the run)."
+  destination = "pubsub.googleapis.com/${google_pubsub_topic.this[local.job_events_topic].id}"
+  filter      = coalesce(var.job_failure_log_filter, local.default_job_failure_log_filter)
+
+  unique_writer_identity = true
+
+  lifecycle {
+    precondition {
+      condition     = contains(keys(local.topology.topics), local.job_events_topic)
+      error_message = "topology.yaml must define the job-events topic that the job-failure log sink writes to."
+    }
+  }
+}
+
+resource "google_pubsub_topic_iam_member" "job_failures_sink_publisher" {
+  topic  = google_pubsub_topic.this[local.job_events_topic].id
+  role   = "roles/pubsub.publisher"
+  member = google_logging_project_sink.job_failures.writer_identity
+}
+
+# Dead letters waiting in a review subscription page whoever var.dead_letter_alert names.
+resource "google_monitoring_alert_policy" "dead_letters" {
+  for_each = var.dead_letter_alert.enabled ? local.dead_letter_topics : toset([])
+
+  display_name          = "Cascade dead letters on ${local.topic_ids[each.key]}"
+  combiner              = "OR"
+  notification_channels = var.dead_letter_alert.notification_channels
+  severity              = "ERROR"
+
+  conditions {
+    display_name = "Undelivered dead letters in ${google_pubsub_subscription.review[each.key].name}"
+
+    condition_threshold {
+      filter          = "resource.type = \"pubsub_subscription\" AND resource.labels.subscription_id = \"${google_pubsub_subscription.review[each.key].name}\" AND metric.type = \"pubsub.googleapis.com/subscription/num_undelivered_messages\""
+      comparison      = "COMPARISON_GT"
+      threshold_value = var.dead_letter_alert.threshold
+      duration        = "${var.dead_letter_alert.duration_s}s"
+
+      aggregations {
+        alignment_period   = "60s"
+        per_series_aligner = "ALIGN_MAX"
+      }
+
+      trigger {
+        count = 1
+      }
+    }
+  }
+
+  alert_strategy {
+    auto_close = "86400s"
+  }
+
+  documentation {
+    mime_type = "text/markdown"
+    content   = <<-EOT
+      An event could not be delivered to its Cascade function after the topology's
+      max_delivery_attempts and was moved to `${local.topic_ids[each.key]}`.
+      Read it with `gcloud pubsub subscriptions pull ${google_pubsub_subscription.review[each.key].name} --limit=10`
+      (the attribute CloudPubSubDeadLetterSourceSubscription names the function), fix the
+      cause, republish the message to its original topic, then acknowledge it.
+    EOT
+  }
+}

@@ -1,0 +1,313 @@
+"""cascade.packaging: staging, vendoring, pinned requirements, content-hashed zips."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import zipfile
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from cascade.cli_infra import package_functions_command
+from cascade.packaging import (
+    PackagingError,
+    RepositoryLayout,
+    build_requirements,
+    deterministic_zip,
+    package_functions,
+    read_pins,
+)
+from cascade.topology import Topology, parse_topology
+
+PYPROJECT = """\
+[project]
+name = "cascade"
+version = "0.1.0"
+dependencies = [
+  "google-cloud-storage>=3.4,<4",
+  "PyYAML>=6,<7",
+  "pydantic>=2.10,<3",
+]
+"""
+
+LOCK = """\
+# exact pins
+google-cloud-storage==3.4.1
+pyyaml==6.0.3  # normalized name differs from the pyproject spelling
+functions-framework==3.10.2
+requests>=2  # a range, not a pin: ignored
+-e ./shared
+"""
+
+
+def _write(path: Path, text: str) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def _topology(**functions: dict[str, object]) -> Topology:
+    return parse_topology(
+        {
+            "runtime": "python311",
+            "buckets": {"landing": {}, "artifacts": {}},
+            "topics": {"train-requests": {}, "dead-letter": {}},
+            "defaults": {
+                "retry": {},
+                "dead_letter_topic": "dead-letter",
+                "timeout_s": 540,
+                "memory": "512Mi",
+                "cpu": "1",
+                "max_instances": 10,
+                "max_event_age_s": 86400,
+            },
+            "functions": functions,
+        }
+    )
+
+
+def _topic_function(source: str, entry_point: str) -> dict[str, object]:
+    return {
+        "source": source,
+        "entry_point": entry_point,
+        "signature": "cloudevent",
+        "trigger": {"type": "topic", "topic": "train-requests"},
+    }
+
+
+def _http_function(source: str, entry_point: str) -> dict[str, object]:
+    return {
+        "source": source,
+        "entry_point": entry_point,
+        "signature": "http",
+        "trigger": {"type": "http"},
+    }
+
+
+@pytest.fixture
+def repo(tmp_path: Path) -> Path:
+    root = tmp_path / "repo"
+    _write(root / "functions/train/main.py", "def on_train_request(event):\n    return None\n")
+    _write(root / "functions/train/__pycache__/main.cpython-311.pyc", "bytecode")
+    _write(root / "shared/pyproject.toml", PYPROJECT)
+    _write(root / "shared/src/cascade/__init__.py", '"""cascade."""\n')
+    _write(root / "shared/src/cascade/steps/train.py", "VALUE = 1\n")
+    _write(root / "shared/src/cascade/steps/__pycache__/train.cpython-311.pyc", "bytecode")
+    _write(root / "shared/src/cascade/py.typed", "")
+    return root
+
+
+@pytest.fixture
+def topology() -> Topology:
+    return _topology(
+        train=_topic_function("functions/train", "on_train_request"),
+        **{"train-http": _http_function("functions/train", "on_http_train_request")},
+    )
+
+
+def _zip_names(path: Path) -> list[str]:
+    with zipfile.ZipFile(path) as archive:
+        return archive.namelist()
+
+
+def _zip_text(path: Path, member: str) -> str:
+    with zipfile.ZipFile(path) as archive:
+        return archive.read(member).decode("utf-8")
+
+
+def test_zip_holds_main_requirements_and_vendored_package(repo: Path, topology: Topology) -> None:
+    packages = package_functions(topology, RepositoryLayout(root=repo), repo / "build/functions")
+
+    train = next(p for p in packages if p.function == "train")
+    assert _zip_names(train.zip_path) == [
+        "cascade/__init__.py",
+        "cascade/py.typed",
+        "cascade/steps/train.py",
+        "main.py",
+        "requirements.txt",
+    ]
+    assert (train.staging_dir / "cascade/steps/train.py").read_text() == "VALUE = 1\n"
+    assert train.staging_dir == repo / "build/functions/train"
+
+
+def test_zip_is_named_by_its_content_hash(repo: Path, topology: Topology) -> None:
+    packages = package_functions(topology, RepositoryLayout(root=repo), repo / "build/functions")
+
+    for package in packages:
+        digest = hashlib.sha256(package.zip_path.read_bytes()).hexdigest()
+        assert package.sha256 == digest
+        assert package.zip_path.name == f"{package.function}-{digest[:16]}.zip"
+
+
+def test_requirements_are_pinned_from_the_lock_file(
+    repo: Path, topology: Topology, tmp_path: Path
+) -> None:
+    pins = read_pins(_write(tmp_path / "requirements.txt", LOCK))
+
+    packages = package_functions(
+        topology, RepositoryLayout(root=repo), repo / "build/functions", pins=pins
+    )
+
+    requirements = _zip_text(packages[0].zip_path, "requirements.txt").splitlines()
+    assert requirements[1:] == [
+        "functions-framework==3.10.2",
+        "google-cloud-storage==3.4.1",
+        "pydantic>=2.10,<3",
+        "pyyaml==6.0.3",
+    ]
+
+
+def test_read_pins_keeps_only_exact_pins(tmp_path: Path) -> None:
+    pins = read_pins(_write(tmp_path / "requirements.txt", LOCK))
+
+    assert pins == {
+        "google-cloud-storage": "3.4.1",
+        "pyyaml": "6.0.3",
+        "functions-framework": "3.10.2",
+    }
+
+
+def test_function_requirements_are_added_after_shared_ones() -> None:
+    text = build_requirements(
+        ["pydantic>=2.10,<3"],
+        {"numpy": "2.1.0"},
+        function_requirements=["numpy>=2", "Pydantic==1.0  # shadowed by shared", "-r x.txt"],
+    )
+
+    assert text.splitlines()[1:] == [
+        "functions-framework>=3.10,<4",
+        "numpy==2.1.0",
+        "pydantic>=2.10,<3",
+    ]
+
+
+def test_repackaging_an_unchanged_tree_changes_nothing(repo: Path, topology: Topology) -> None:
+    layout = RepositoryLayout(root=repo)
+    output = repo / "build/functions"
+    first = package_functions(topology, layout, output)
+    manifest_before = (output / "manifest.json").read_bytes()
+    os.utime(repo / "functions/train/main.py", (1_900_000_000, 1_900_000_000))
+
+    second = package_functions(topology, layout, output)
+
+    assert [(p.zip_path, p.sha256) for p in second] == [(p.zip_path, p.sha256) for p in first]
+    assert (output / "manifest.json").read_bytes() == manifest_before
+
+
+def test_a_code_change_gives_a_new_zip_and_drops_the_old_one(
+    repo: Path, topology: Topology
+) -> None:
+    layout = RepositoryLayout(root=repo)
+    output = repo / "build/functions"
+    before = {p.function: p for p in package_functions(topology, layout, output)}
+    _write(repo / "shared/src/cascade/steps/train.py", "VALUE = 2\n")
+
+    after = {p.function: p for p in package_functions(topology, layout, output)}
+
+    assert after["train"].sha256 != before["train"].sha256
+    assert not before["train"].zip_path.exists()
+    assert sorted(path.name for path in output.glob("*.zip")) == sorted(
+        [after["train"].zip_path.name, after["train-http"].zip_path.name]
+    )
+
+
+def test_a_deleted_source_file_leaves_the_staging_dir(repo: Path, topology: Topology) -> None:
+    layout = RepositoryLayout(root=repo)
+    output = repo / "build/functions"
+    extra = _write(repo / "functions/train/helpers.py", "X = 1\n")
+    package_functions(topology, layout, output)
+    extra.unlink()
+
+    package_functions(topology, layout, output)
+
+    assert not (output / "train/helpers.py").exists()
+
+
+def test_manifest_lists_every_function_for_terraform(repo: Path, topology: Topology) -> None:
+    packages = package_functions(topology, RepositoryLayout(root=repo), repo / "build/functions")
+
+    manifest = json.loads((repo / "build/functions/manifest.json").read_text())
+    by_name = {p.function: p for p in packages}
+    assert manifest == {
+        "functions": {
+            name: {
+                "zip": package.zip_path.name,
+                "sha256": package.sha256,
+                "source": "functions/train",
+                "entry_point": package.entry_point,
+            }
+            for name, package in by_name.items()
+        }
+    }
+    assert set(manifest["functions"]) == {"train", "train-http"}
+
+
+def test_missing_main_py_is_a_packaging_error(repo: Path) -> None:
+    topology = _topology(deploy=_topic_function("functions/deploy", "on_model_blessed"))
+
+    with pytest.raises(PackagingError, match=r"functions/deploy/main\.py"):
+        package_functions(topology, RepositoryLayout(root=repo), repo / "build/functions")
+
+
+def test_missing_shared_package_is_a_packaging_error(repo: Path, topology: Topology) -> None:
+    layout = RepositoryLayout(root=repo, shared_package=Path("shared/src/nowhere"))
+
+    with pytest.raises(PackagingError, match="shared package not found"):
+        package_functions(topology, layout, repo / "build/functions")
+
+
+def test_deterministic_zip_ignores_timestamps_and_modes(tmp_path: Path) -> None:
+    first = _write(tmp_path / "a/main.py", "print('x')\n").parent
+    second = _write(tmp_path / "b/main.py", "print('x')\n").parent
+    os.utime(second / "main.py", (1_000_000_000, 1_000_000_000))
+    (second / "main.py").chmod(0o755)
+
+    assert deterministic_zip(first) == deterministic_zip(second)
+
+
+def test_package_functions_command_writes_zips_and_manifest(repo: Path, tmp_path: Path) -> None:
+    topology_file = _write(
+        tmp_path / "topology.yaml",
+        "runtime: python311\n"
+        "buckets: {landing: {}, artifacts: {}}\n"
+        "topics: {train-requests: {}, dead-letter: {}}\n"
+        "defaults: {retry: {}, dead_letter_topic: dead-letter, timeout_s: 60, memory: 256Mi,\n"
+        "  cpu: '1', max_instances: 1, max_event_age_s: 60}\n"
+        "functions:\n"
+        "  train: {source: functions/train, entry_point: on_train_request,\n"
+        "    signature: cloudevent, trigger: {type: topic, topic: train-requests}}\n",
+    )
+    output = tmp_path / "out"
+
+    result = CliRunner().invoke(
+        package_functions_command,
+        ["--topology", str(topology_file), "--repo-root", str(repo), "--output", str(output)],
+    )
+
+    assert result.exit_code == 0, result.output
+    manifest = json.loads((output / "manifest.json").read_text())
+    assert list(manifest["functions"]) == ["train"]
+    assert (output / manifest["functions"]["train"]["zip"]).is_file()
+    assert result.output.split() == ["train", str(output / manifest["functions"]["train"]["zip"])]
+
+
+def test_package_functions_command_reports_a_missing_source(repo: Path, tmp_path: Path) -> None:
+    (repo / "functions/train/main.py").unlink()
+
+    result = CliRunner().invoke(
+        package_functions_command,
+        [
+            "--topology",
+            str(Path(__file__).resolve().parents[2] / "infra/topology.yaml"),
+            "--repo-root",
+            str(repo),
+            "--output",
+            str(tmp_path / "out"),
+        ],
+    )
+
+    assert result.exit_code == 1
+    assert "main.py does not exist" in result.output
