@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import requests
 import yaml
 
 from cascade.localcloud import control
@@ -84,6 +85,11 @@ class LocalCloud(LocalCloudClient):
         self.local = local
         self.state = state
         self.record_dir = record_dir
+
+    def router_stats(self) -> dict[str, int]:
+        """Delivery counters of the event router (delivered, failed attempts, dead letters)."""
+        url = f"http://127.0.0.1:{self.local.router_port}/stats"
+        return dict(requests.get(url, timeout=5).json())
 
     def refresh_state(self) -> CloudState:
         state = control.status(self.local)

@@ -9,6 +9,7 @@ import uuid
 
 import pytest
 
+from cascade.localcloud import control
 from cascade.localcloud.processes import pid_alive, wait_until
 from cascade.runs import RunRecord
 from cascade.sample_data import sample_csv
@@ -72,3 +73,12 @@ def test_event_sent_while_function_is_down_is_retried_until_it_is_back(
 
     run = local_cloud.wait_for_run(local_cloud.run_id_for(name, generation), timeout=60)
     assert run.state == "succeeded", run.error
+
+
+def test_up_is_idempotent(local_cloud: LocalCloud) -> None:
+    before = local_cloud.refresh_state()
+
+    again = control.up(local_cloud.local)
+
+    assert again.supervisor_pid == before.supervisor_pid
+    assert again.status == "ready"
