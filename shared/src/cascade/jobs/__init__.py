@@ -1,0 +1,1 @@
+"""Training and tuning jobs behind one interface: Vertex AI, or the local job runner."""
