@@ -1,0 +1,135 @@
+"""Validation settings of one dataset: the ``validation`` section of its pipeline config.
+
+Thresholds here seed the schema inferred from a dataset's first accepted file (drift
+comparators, presence, domains); after that the stored schema is the source of truth
+for per-feature constraints, and a user edits the schema to change them. Severities
+always come from here: they decide which anomalies block a file.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+__all__ = ["Check", "Severities", "Severity", "ValidationConfig"]
+
+MIB = 1024 * 1024
+GIB = 1024 * MIB
+
+
+class Severity(StrEnum):
+    """What an anomaly of a check does: ``error`` rejects the file, ``warning`` notes it."""
+
+    ERROR = "error"
+    WARNING = "warning"
+    IGNORE = "ignore"
+
+
+class Check(StrEnum):
+    """The families of anomalies, each with one configurable severity."""
+
+    MISSING_FEATURE = "missing_feature"
+    UNEXPECTED_FEATURE = "unexpected_feature"
+    TYPE = "type"
+    PRESENCE = "presence"
+    VALUE_COUNT = "value_count"
+    DOMAIN = "domain"
+    RANGE = "range"
+    NAN_INF = "nan_inf"
+    DRIFT = "drift"
+    EXAMPLE_COUNT = "example_count"
+
+
+class Severities(BaseModel):
+    """Severity per check. Defaults block what breaks training and note what may not."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    missing_feature: Severity = Severity.ERROR
+    unexpected_feature: Severity = Severity.WARNING
+    type: Severity = Severity.ERROR
+    presence: Severity = Severity.ERROR
+    value_count: Severity = Severity.ERROR
+    domain: Severity = Severity.ERROR
+    range: Severity = Severity.ERROR
+    nan_inf: Severity = Severity.ERROR
+    drift: Severity = Severity.ERROR
+    example_count: Severity = Severity.WARNING
+
+    def of(self, check: Check) -> Severity:
+        severity: Severity = getattr(self, check.value)
+        return severity
+
+
+class ValidationConfig(BaseModel):
+    """How files are read, summarised and judged."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    max_file_size_bytes: int = Field(
+        2 * GIB, gt=0, description="Larger objects are rejected before any byte is read."
+    )
+    max_uncompressed_bytes: int = Field(
+        20 * GIB, gt=0, description="Limit on the decompressed size of a gzip file."
+    )
+    read_block_bytes: int = Field(
+        8 * MIB,
+        ge=64 * 1024,
+        le=256 * MIB,
+        description="CSV/NDJSON bytes parsed per batch: bounds memory, whatever the file size.",
+    )
+    parquet_batch_rows: int = Field(65536, ge=1024, description="Rows per Parquet batch.")
+    csv_delimiter: str = Field(",", min_length=1, max_length=1)
+    csv_newlines_in_values: bool = Field(
+        False,
+        description="Allow quoted values that contain newlines (slower, single-threaded parse).",
+    )
+    max_tracked_values: int = Field(
+        10000,
+        ge=10,
+        description="Distinct string values counted exactly per feature; beyond, counts are "
+        "the most frequent values only and the feature is marked truncated.",
+    )
+    top_values: int = Field(20, ge=1, description="Top values listed in statistics.")
+    histogram_buckets: int = Field(10, ge=2, description="Buckets of the standard histogram.")
+    drift_min_examples: int = Field(
+        200, ge=1, description="Files with fewer examples skip drift checks: too noisy to judge."
+    )
+    drift_bins: int = Field(
+        20, ge=2, description="Quantile bins of the baseline used for Jensen-Shannon divergence."
+    )
+    jensen_shannon_threshold: float = Field(
+        0.1, gt=0, le=1, description="Numeric drift limit (base-2 JS divergence, 0..1)."
+    )
+    l_infinity_threshold: float = Field(
+        0.1, gt=0, le=1, description="Categorical drift limit (largest change in a share)."
+    )
+    max_domain_size: int = Field(
+        100, ge=1, description="String features with at most this many values get a domain."
+    )
+    domain_min_values: int = Field(
+        100, ge=1, description="A domain is only inferred from at least this many values."
+    )
+    max_domain_unique_ratio: float = Field(
+        0.5, gt=0, le=1, description="...and at most this many distinct values per value."
+    )
+    min_domain_mass: float = Field(
+        0.99, gt=0, le=1, description="Share of values that must be in the domain."
+    )
+    presence_tolerance: float = Field(
+        0.05, ge=0, le=1, description="Inferred min presence = first file's presence - this."
+    )
+    example_count_min_ratio: float = Field(
+        0.1, gt=0, description="Fewer examples than this x the mean accepted file: anomaly."
+    )
+    example_count_max_ratio: float = Field(
+        10.0, gt=0, description="More examples than this x the mean accepted file: anomaly."
+    )
+    severities: Severities = Field(default_factory=Severities)
+
+    @model_validator(mode="after")
+    def _ratios_ordered(self) -> ValidationConfig:
+        if self.example_count_min_ratio >= self.example_count_max_ratio:
+            raise ValueError("example_count_min_ratio must be below example_count_max_ratio")
+        return self

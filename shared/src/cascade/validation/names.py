@@ -1,0 +1,80 @@
+"""Which landed object names are acceptable, and which file format a name declares.
+
+Object names are data: they are checked here so that names with ``..``, control
+characters or other oddities are refused with a clear error instead of being carried
+into quarantine names, reports and logs.
+"""
+
+from __future__ import annotations
+
+import re
+from enum import StrEnum
+
+from cascade.errors import BadInputError
+
+__all__ = ["FileFormat", "check_landed_name", "file_format_of"]
+
+MAX_NAME_LENGTH = 1024
+_SAFE_SEGMENT = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._=+@-]{0,254}$")
+
+
+class FileFormat(StrEnum):
+    CSV = "csv"
+    CSV_GZIP = "csv.gz"
+    PARQUET = "parquet"
+    NDJSON = "ndjson"
+    NDJSON_GZIP = "ndjson.gz"
+
+    @property
+    def gzipped(self) -> bool:
+        return self.value.endswith(".gz")
+
+
+_SUFFIXES: tuple[tuple[str, FileFormat], ...] = (
+    (".csv.gz", FileFormat.CSV_GZIP),
+    (".csv.gzip", FileFormat.CSV_GZIP),
+    (".csv", FileFormat.CSV),
+    (".parquet", FileFormat.PARQUET),
+    (".pq", FileFormat.PARQUET),
+    (".ndjson.gz", FileFormat.NDJSON_GZIP),
+    (".jsonl.gz", FileFormat.NDJSON_GZIP),
+    (".ndjson", FileFormat.NDJSON),
+    (".jsonl", FileFormat.NDJSON),
+)
+
+
+def check_landed_name(object_name: str, *, uri: str = "") -> str:
+    """Return ``object_name`` if every path segment is a plain file or folder name.
+
+    Refused: ``..`` or ``.`` segments, empty segments (``a//b``), a leading or trailing
+    ``/``, backslashes, whitespace or control characters, and names over 1024 bytes.
+    """
+    where = uri or repr(object_name)
+    if len(object_name.encode("utf-8", "surrogatepass")) > MAX_NAME_LENGTH:
+        raise BadInputError(f"object name longer than {MAX_NAME_LENGTH} bytes", uri=where)
+    for position, segment in enumerate(object_name.split("/"), start=1):
+        if segment in ("", ".", ".."):
+            raise BadInputError(
+                f"object name has an empty, '.' or '..' path segment (segment {position})",
+                uri=where,
+            )
+        if not _SAFE_SEGMENT.fullmatch(segment):
+            raise BadInputError(
+                f"object name segment {position} ({segment!r}) has characters other than "
+                "letters, digits and . _ = + @ - (or starts with one of those symbols)",
+                uri=where,
+            )
+    return object_name
+
+
+def file_format_of(object_name: str, *, uri: str = "") -> FileFormat:
+    """The format the name's extension declares (case-insensitive)."""
+    lowered = object_name.lower()
+    for suffix, file_format in _SUFFIXES:
+        if lowered.endswith(suffix):
+            return file_format
+    accepted = ", ".join(suffix for suffix, _ in _SUFFIXES)
+    raise BadInputError(
+        f"unsupported file extension: name the file with one of {accepted}",
+        uri=uri or repr(object_name),
+    )

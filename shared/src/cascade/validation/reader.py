@@ -1,0 +1,127 @@
+"""Record batches of a data file in any supported format, in bounded memory.
+
+CSV (also gzip) is parsed in blocks of whole lines (``csv_reader``), newline-delimited
+JSON with Arrow's streaming JSON reader, Parquet row group by row group. The size
+limit is checked before the first byte is read. Every problem with the bytes becomes
+a BadInputError naming the file and, where it can be known, the line and column.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+
+import pyarrow as pa  # type: ignore[import-untyped,unused-ignore]
+import pyarrow.json as pajson  # type: ignore[import-untyped,unused-ignore]
+import pyarrow.parquet as pq  # type: ignore[import-untyped,unused-ignore]
+
+from cascade.errors import BadInputError
+from cascade.validation.config import ValidationConfig
+from cascade.validation.csv_reader import read_csv_batches
+from cascade.validation.diagnostics import check_text_start
+from cascade.validation.names import FileFormat
+from cascade.validation.source import (
+    NETWORK_ERRORS,
+    BlockStream,
+    DataSource,
+    line_blocks,
+    open_byte_stream,
+    prepend,
+)
+
+__all__ = ["check_size", "read_batches"]
+
+
+def check_size(source: DataSource, config: ValidationConfig) -> None:
+    """Refuse a file over ``max_file_size_bytes`` (or of size 0) before reading it."""
+    if source.size is None:
+        return
+    if source.size == 0:
+        raise BadInputError("the file is empty (0 bytes)", uri=source.uri)
+    if source.size > config.max_file_size_bytes:
+        raise BadInputError(
+            f"the file is {source.size} bytes, over the {config.max_file_size_bytes}-byte "
+            "limit (validation.max_file_size_bytes)",
+            uri=source.uri,
+        )
+
+
+def read_batches(
+    source: DataSource,
+    config: ValidationConfig,
+    column_types: dict[str, pa.DataType] | None = None,
+) -> Iterator[pa.RecordBatch]:
+    """The file's rows as record batches; ``column_types`` fixes CSV column types."""
+    check_size(source, config)
+    if source.file_format in (FileFormat.CSV, FileFormat.CSV_GZIP):
+        return read_csv_batches(source, config, dict(column_types or {}))
+    if source.file_format is FileFormat.PARQUET:
+        return _read_parquet(source, config)
+    return _read_ndjson(source, config)
+
+
+def _read_parquet(source: DataSource, config: ValidationConfig) -> Iterator[pa.RecordBatch]:
+    with source.open() as raw:
+        try:
+            parquet = pq.ParquetFile(raw)
+        except NETWORK_ERRORS:
+            raise
+        except (pa.ArrowException, OSError) as error:
+            raise BadInputError(f"not a valid Parquet file: {error}", uri=source.uri) from error
+        if parquet.metadata.num_rows == 0:
+            raise BadInputError("the Parquet file has no rows", uri=source.uri)
+        try:
+            yield from parquet.iter_batches(batch_size=config.parquet_batch_rows)
+        except NETWORK_ERRORS:
+            raise
+        except (pa.ArrowException, OSError) as error:
+            raise BadInputError(f"cannot read Parquet data: {error}", uri=source.uri) from error
+
+
+def _read_ndjson(source: DataSource, config: ValidationConfig) -> Iterator[pa.RecordBatch]:
+    rows = 0
+    with open_byte_stream(source, config.max_uncompressed_bytes) as stream:
+        blocks = line_blocks(stream, config.read_block_bytes, uri=source.uri)
+        first_block = next(blocks, memoryview(b""))
+        check_text_start(bytes(first_block[:65536]), uri=source.uri)
+        try:
+            reader = pajson.open_json(
+                pa.PythonFile(BlockStream(prepend(first_block, blocks)), mode="r"),
+                read_options=pajson.ReadOptions(block_size=config.read_block_bytes),
+            )
+            for batch in reader:
+                rows += batch.num_rows
+                yield batch
+        except pa.ArrowInvalid as error:
+            raise _locate_json_error(source, config, error) from error
+    if rows == 0:
+        raise BadInputError("the file has no JSON records", uri=source.uri)
+
+
+def _locate_json_error(
+    source: DataSource, config: ValidationConfig, error: pa.ArrowInvalid
+) -> BadInputError:
+    """Re-read the file line by line to find the first line that is not a JSON object."""
+    line_number = 0
+    with open_byte_stream(source, config.max_uncompressed_bytes) as stream:
+        for block in line_blocks(stream, config.read_block_bytes, uri=source.uri):
+            for line in bytes(block).splitlines():
+                line_number += 1
+                problem = _json_line_problem(line)
+                if problem:
+                    return BadInputError(problem, uri=source.uri, location=f"line {line_number}")
+    return BadInputError(f"cannot read newline-delimited JSON: {error}", uri=source.uri)
+
+
+def _json_line_problem(line: bytes) -> str:
+    if not line.strip():
+        return ""
+    try:
+        value = json.loads(line)
+    except UnicodeDecodeError:
+        return "the line is not valid UTF-8"
+    except ValueError as error:
+        return f"not valid JSON: {error}"
+    if not isinstance(value, dict):
+        return f"each line must be a JSON object, got {type(value).__name__}"
+    return ""

@@ -1,0 +1,94 @@
+"""Validation on the local cloud: good data flows on to transform, drifted data stops."""
+
+from __future__ import annotations
+
+import csv
+import io
+import time
+import uuid
+
+import pytest
+from google.protobuf import text_format
+
+from cascade.paths import RunPaths
+from cascade.runs import RunRecord
+from cascade.sample_data import sample_csv
+from cascade.validation.tfmd import anomalies_pb2
+from tests.conftest import LocalCloud
+
+pytestmark = pytest.mark.integration
+
+Type = anomalies_pb2.AnomalyInfo
+
+
+def _dataset() -> str:
+    return f"ds{uuid.uuid4().hex[:8]}"
+
+
+def _without_and_with_column(data: bytes, dropped: str, added: str) -> bytes:
+    """The CSV with column ``dropped`` removed and a new column ``added``."""
+    rows = list(csv.reader(io.StringIO(data.decode())))
+    index = rows[0].index(dropped)
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    for number, row in enumerate(rows):
+        kept = row[:index] + row[index + 1 :]
+        writer.writerow([*kept, added if number == 0 else "web"])
+    return out.getvalue().encode()
+
+
+def _accept(local_cloud: LocalCloud, name: str, data: bytes) -> RunRecord:
+    generation = local_cloud.upload(name, data)
+
+    def transformed(run: RunRecord) -> bool:
+        step = run.steps.get("transform")
+        return run.state != "running" or (step is not None and step.state == "succeeded")
+
+    return local_cloud.wait_for_run(local_cloud.run_id_for(name, generation), transformed)
+
+
+def test_good_file_is_accepted_and_triggers_transform(local_cloud: LocalCloud) -> None:
+    name = f"{_dataset()}/day-1.csv"
+
+    run = _accept(local_cloud, name, sample_csv(600, seed=1))
+
+    assert run.steps["validate"].state == "succeeded", run.error
+    assert run.steps["transform"].state == "succeeded", run.error
+    stats = local_cloud.artifacts.read(f"{RunPaths(run.run_id).step_dir('validation')}/stats.pb")
+    assert stats is not None
+
+
+def test_drifted_file_is_rejected_with_its_anomalies_and_nothing_runs_after(
+    local_cloud: LocalCloud,
+) -> None:
+    dataset = _dataset()
+    first = _accept(local_cloud, f"{dataset}/day-1.csv", sample_csv(600, seed=1))
+    assert first.steps["validate"].state == "succeeded", first.error
+    drifted = _without_and_with_column(
+        sample_csv(600, seed=2, drift=True), dropped="term_months", added="channel"
+    )
+    name = f"{dataset}/day-2.csv"
+
+    generation = local_cloud.upload(name, drifted)
+    run = local_cloud.wait_for_run(
+        local_cloud.run_id_for(name, generation), lambda record: record.state != "running"
+    )
+
+    assert run.state == "rejected"
+    assert "term_months" in (run.error or "")
+    folder = RunPaths(run.run_id).step_dir("validation")
+    stored = local_cloud.artifacts.read(f"{folder}/anomalies.pbtxt")
+    assert stored is not None
+    anomalies = text_format.Parse(stored.data.decode(), anomalies_pb2.Anomalies())
+    reasons = {
+        name: {reason.type for reason in info.reason}
+        for name, info in anomalies.anomaly_info.items()
+    }
+    assert Type.SCHEMA_MISSING_COLUMN in reasons["term_months"]
+    assert Type.SCHEMA_NEW_COLUMN in reasons["channel"]
+    assert Type.ENUM_TYPE_UNEXPECTED_STRING_VALUES in reasons["region"]
+    assert Type.COMPARATOR_JENSEN_SHANNON_DIVERGENCE_HIGH in reasons["income"]
+    time.sleep(3)
+    settled = local_cloud.ledger.get(run.run_id)
+    assert settled is not None
+    assert set(settled.steps) == {"validate"}

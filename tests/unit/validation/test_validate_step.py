@@ -1,0 +1,272 @@
+"""The validate step over an in-memory Cloud Storage: accept, reject, resume, race."""
+
+from __future__ import annotations
+
+import random
+from datetime import timedelta
+
+import pytest
+from google.protobuf import text_format
+
+from cascade.claims import ClaimStore
+from cascade.config import Settings
+from cascade.context import StepContext
+from cascade.events import StorageObjectEvent
+from cascade.messages import Alert, DataValidated
+from cascade.paths import DatasetPaths, RunPaths
+from cascade.runs import RunLedger
+from cascade.steps.validate import handle_object_finalized
+from cascade.store import ArtifactStore
+from cascade.testing import RecordingBus
+from cascade.validation.baseline_store import BaselineStore
+from cascade.validation.config import ValidationConfig
+from cascade.validation.tfmd import anomalies_pb2, statistics_pb2
+from tests.unit.conftest import Clock
+from tests.unit.validation.builders import summary_of
+from tests.unit.validation.fake_storage import FakeStorageClient
+
+LANDING, ARTIFACTS, DATASET = "cascade-landing", "cascade-artifacts", "credit"
+
+
+@pytest.fixture
+def storage() -> FakeStorageClient:
+    return FakeStorageClient()
+
+
+@pytest.fixture
+def ctx(storage: FakeStorageClient, clock: Clock) -> StepContext:
+    artifacts = ArtifactStore(storage, ARTIFACTS)  # type: ignore[arg-type]
+    return StepContext(
+        settings=Settings(
+            landing_bucket=LANDING, artifacts_bucket=ARTIFACTS, function_timeout_s=60
+        ),
+        storage_client=storage,  # type: ignore[arg-type]
+        artifacts=artifacts,
+        ledger=RunLedger(artifacts),
+        claims=ClaimStore(artifacts),
+        bus=RecordingBus(),
+        clock=clock,
+    )
+
+
+def _csv(
+    seed: int,
+    rows: int = 600,
+    shift: float = 0.0,
+    cities: tuple[str, ...] = ("a", "b"),
+    columns: tuple[str, ...] = ("amount", "age", "city"),
+) -> bytes:
+    generator = random.Random(seed)
+    values = {
+        "amount": lambda: f"{generator.gauss(100 + shift, 10):.3f}",
+        "age": lambda: str(generator.randint(20, 60)),
+        "city": lambda: generator.choice(cities),
+        "extra": lambda: "1",
+    }
+    lines = [",".join(columns)]
+    lines += [",".join(values[name]() for name in columns) for _ in range(rows)]
+    return ("\n".join(lines) + "\n").encode()
+
+
+def _land(
+    storage: FakeStorageClient, name: str, data: bytes, event_id: str = ""
+) -> StorageObjectEvent:
+    generation = storage.put(LANDING, name, data)
+    return StorageObjectEvent(
+        event_id=event_id or f"event-{name}-{generation}",
+        bucket=LANDING,
+        name=name,
+        generation=generation,
+        size=len(data),
+    )
+
+
+def _bus(ctx: StepContext) -> RecordingBus:
+    assert isinstance(ctx.bus, RecordingBus)
+    return ctx.bus
+
+
+def test_first_good_file_is_accepted_and_sets_schema_baseline_and_manifest(
+    ctx: StepContext, storage: FakeStorageClient
+) -> None:
+    event = _land(storage, f"{DATASET}/day-1.csv", _csv(1))
+
+    outcome = handle_object_finalized(ctx, event)
+
+    assert outcome is not None
+    assert outcome.state == "succeeded"
+    [message] = _bus(ctx).of_type(DataValidated)
+    assert message.source.name == event.name
+    assert message.source.generation == event.generation
+    paths = DatasetPaths(DATASET)
+    assert ctx.artifacts.read(paths.schema) is not None
+    stored = BaselineStore(storage, ARTIFACTS, DATASET).load()  # type: ignore[arg-type]
+    assert stored is not None
+    assert stored.files == 1
+    assert stored.summary.num_examples == 600
+    run_id = message.run_id
+    assert ctx.artifacts.read(paths.accepted_manifest(run_id)) is not None
+    folder = RunPaths(run_id).step_dir("validation")
+    stats = ctx.artifacts.read(f"{folder}/stats.pb")
+    anomalies = ctx.artifacts.read(f"{folder}/anomalies.pbtxt")
+    assert stats is not None
+    assert anomalies is not None
+    parsed = statistics_pb2.DatasetFeatureStatisticsList.FromString(stats.data)
+    assert parsed.datasets[0].num_examples == 600
+    assert not text_format.Parse(anomalies.data.decode(), anomalies_pb2.Anomalies()).anomaly_info
+    assert b"ACCEPTED" in (ctx.artifacts.read(f"{folder}/report.html") or stats).data
+
+
+def test_second_good_file_is_merged_into_the_baseline(
+    ctx: StepContext, storage: FakeStorageClient
+) -> None:
+    handle_object_finalized(ctx, _land(storage, f"{DATASET}/day-1.csv", _csv(1)))
+
+    handle_object_finalized(ctx, _land(storage, f"{DATASET}/day-2.csv", _csv(2, rows=400)))
+
+    stored = BaselineStore(storage, ARTIFACTS, DATASET).load()  # type: ignore[arg-type]
+    assert stored is not None
+    assert stored.files == 2
+    assert stored.summary.num_examples == 1000
+    assert len(_bus(ctx).of_type(DataValidated)) == 2
+
+
+def test_drifted_file_is_rejected_quarantined_and_alerted(
+    ctx: StepContext, storage: FakeStorageClient
+) -> None:
+    handle_object_finalized(ctx, _land(storage, f"{DATASET}/day-1.csv", _csv(1)))
+    drifted = _csv(3, shift=30.0, cities=("a", "b", "z", "y"), columns=("amount", "city", "extra"))
+    event = _land(storage, f"{DATASET}/day-2.csv", drifted)
+
+    outcome = handle_object_finalized(ctx, event)
+
+    assert outcome is not None
+    assert outcome.state == "rejected"
+    run = ctx.ledger.get(_bus(ctx).of_type(Alert)[0].run_id or "")
+    assert run is not None
+    assert run.state == "rejected"
+    assert "Column dropped" in (run.error or "")
+    assert len(_bus(ctx).of_type(DataValidated)) == 1
+    errors = outcome.outputs["errors"]
+    assert any(e.startswith("feature 'age': Column dropped") for e in errors)
+    assert any(e.startswith("feature 'city': Unexpected string values") for e in errors)
+    assert any(e.startswith("feature 'amount': High approximate Jensen-Shannon") for e in errors)
+    assert any("'extra'" in warning for warning in outcome.outputs["warnings"])
+    prefix = DatasetPaths(DATASET).quarantine(run.run_id)
+    assert storage.bucket(ARTIFACTS).objects[f"{prefix}/day-2.csv"].data == drifted
+    assert f"{prefix}/anomalies.pbtxt" in storage.bucket(ARTIFACTS).objects
+    stored = BaselineStore(storage, ARTIFACTS, DATASET).load()  # type: ignore[arg-type]
+    assert stored is not None
+    assert stored.files == 1
+
+
+def test_redelivered_event_does_nothing_the_second_time(
+    ctx: StepContext, storage: FakeStorageClient
+) -> None:
+    event = _land(storage, f"{DATASET}/day-1.csv", _csv(1))
+    handle_object_finalized(ctx, event)
+
+    assert handle_object_finalized(ctx, event) is None
+
+    stored = BaselineStore(storage, ARTIFACTS, DATASET).load()  # type: ignore[arg-type]
+    assert stored is not None
+    assert stored.files == 1
+
+
+def test_resumed_step_after_a_crash_does_not_merge_the_file_twice(
+    ctx: StepContext, storage: FakeStorageClient, clock: Clock
+) -> None:
+    handle_object_finalized(ctx, _land(storage, f"{DATASET}/day-1.csv", _csv(1)))
+    event = _land(storage, f"{DATASET}/day-2.csv", _csv(2))
+    # A first delivery merged the baseline, then died before its manifest and claim update.
+    handle_object_finalized(ctx, event)
+    run_id = _bus(ctx).of_type(DataValidated)[-1].run_id
+    manifest = DatasetPaths(DATASET).accepted_manifest(run_id)
+    ctx.artifacts.delete(manifest)
+    claim_path = RunPaths(run_id).claim("validate")
+    ctx.artifacts.delete(claim_path)
+    ctx.claims.acquire(run_id, "validate", owner="dead", now=clock.now, lease=timedelta(seconds=60))
+    clock.advance(120)
+
+    outcome = handle_object_finalized(ctx, event)
+
+    assert outcome is not None
+    assert outcome.state == "succeeded"
+    stored = BaselineStore(storage, ARTIFACTS, DATASET).load()  # type: ignore[arg-type]
+    assert stored is not None
+    assert stored.files == 2
+    assert stored.summary.num_examples == 1200
+    assert ctx.artifacts.read(manifest) is not None
+
+
+def test_concurrent_accepts_do_not_lose_each_others_statistics(storage: FakeStorageClient) -> None:
+    config = ValidationConfig()
+    store = BaselineStore(storage, ARTIFACTS, DATASET)  # type: ignore[arg-type]
+    store.merge_file("file-1", summary_of({"x": [1, 2, 3]}), config)
+    original_load = store.load
+    raced = []
+
+    def load_then_lose_a_race():  # type: ignore[no-untyped-def]
+        current = original_load()
+        if not raced:
+            raced.append(True)
+            BaselineStore(storage, ARTIFACTS, DATASET).merge_file(  # type: ignore[arg-type]
+                "file-2", summary_of({"x": [4, 5]}), config
+            )
+        return current
+
+    store.load = load_then_lose_a_race  # type: ignore[method-assign]
+
+    merged = store.merge_file("file-3", summary_of({"x": [6]}), config)
+
+    assert merged.files == 3
+    assert merged.summary.num_examples == 6
+    assert set(merged.recent_files) == {"file-1", "file-2", "file-3"}
+
+
+def test_user_edited_schema_wins_over_inference(
+    ctx: StepContext, storage: FakeStorageClient
+) -> None:
+    schema_text = (
+        'feature { name: "amount" type: FLOAT }\n'
+        'feature { name: "age" type: INT int_domain { min: 18 max: 30 } }\n'
+        'feature { name: "city" type: BYTES }\n'
+    )
+    ctx.artifacts.write(DatasetPaths(DATASET).schema, schema_text.encode())
+
+    outcome = handle_object_finalized(ctx, _land(storage, f"{DATASET}/day-1.csv", _csv(1)))
+
+    assert outcome is not None
+    assert outcome.state == "rejected"
+    assert any("Out-of-range values" in error for error in outcome.outputs["errors"])
+    stored = ctx.artifacts.read(DatasetPaths(DATASET).schema)
+    assert stored is not None
+    assert stored.data.decode() == schema_text
+
+
+def test_bad_input_fails_the_run_with_the_location_and_alerts(
+    ctx: StepContext, storage: FakeStorageClient
+) -> None:
+    event = _land(storage, f"{DATASET}/broken.csv", b"a,b\n1,2\n3\n")
+
+    outcome = handle_object_finalized(ctx, event)
+
+    assert outcome is not None
+    assert outcome.run_state == "failed"
+    [alert] = _bus(ctx).of_type(Alert)
+    assert "row 2 (line 3)" in alert.summary
+    assert "gs://cascade-landing/credit/broken.csv" in alert.summary
+    assert _bus(ctx).of_type(DataValidated) == []
+
+
+def test_odd_object_name_is_recorded_as_bad_input(
+    ctx: StepContext, storage: FakeStorageClient
+) -> None:
+    event = _land(storage, f"{DATASET}/bad name;rm.csv", _csv(1))
+
+    outcome = handle_object_finalized(ctx, event)
+
+    assert outcome is not None
+    assert outcome.run_state == "failed"
+    assert "object name segment 2" in outcome.summary
+    assert event.name not in storage.downloads
