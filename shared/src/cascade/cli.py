@@ -6,16 +6,19 @@ import sys
 from pathlib import Path
 
 import click
+import yaml
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
 from cascade.cli_infra import infra_commands
+from cascade.errors import BadRequestError, InvalidConfigError
 from cascade.localcloud import control
 from cascade.localcloud.client import LocalCloudClient
 from cascade.localcloud.settings import LocalCloudSettings
 from cascade.localcloud.state import CloudState
 from cascade.messages import TrainRequest
+from cascade.pipeline_config import load_pipeline_config, push_pipeline_config
 from cascade.runs import RunRecord
 
 __all__ = ["main"]
@@ -88,6 +91,34 @@ def train(dataset: str, request_id: str, tune: bool) -> None:
         TrainRequest(dataset=dataset, request_id=request_id, tune=tune, reason="cascade train")
     )
     console.print(f"published train request {request_id} (message {message_id})")
+
+
+@cli.group()
+def config() -> None:
+    """Read and write a dataset's pipeline config (datasets/<dataset>/pipeline.yaml)."""
+
+
+@config.command("push")
+@click.argument("dataset")
+@click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+def config_push(dataset: str, file: Path) -> None:
+    """Validate FILE as DATASET's pipeline config and store it."""
+    client = LocalCloudClient(_local().runtime_settings())
+    try:
+        uri = push_pipeline_config(client.artifacts, dataset, file.read_bytes(), where=str(file))
+    except (InvalidConfigError, BadRequestError) as error:
+        console.print(f"[red]invalid config:[/red] {escape(str(error))}")
+        sys.exit(1)
+    console.print(f"stored {uri}")
+
+
+@config.command("show")
+@click.argument("dataset")
+def config_show(dataset: str) -> None:
+    """Print DATASET's effective pipeline config (defaults filled in)."""
+    client = LocalCloudClient(_local().runtime_settings())
+    effective = load_pipeline_config(client.artifacts, dataset)
+    console.print(yaml.safe_dump(effective.model_dump(mode="json"), sort_keys=False))
 
 
 @cli.command()

@@ -11,7 +11,9 @@ from rich.markup import escape
 from cascade.localcloud import control
 from cascade.localcloud.client import LocalCloudClient, RunTimeoutError
 from cascade.localcloud.settings import LocalCloudSettings
-from cascade.sample_data import sample_csv
+from cascade.paths import DatasetPaths
+from cascade.pipeline_config import push_pipeline_config
+from cascade.sample_data import SAMPLE_PIPELINE_CONFIG, sample_csv
 
 __all__ = ["run_demo"]
 
@@ -31,6 +33,11 @@ def run_demo(local: LocalCloudSettings, *, rows: int, console: Console) -> int:
             return 1
     console.print(f"local cloud ready in {time.perf_counter() - started:.1f}s")
     client = LocalCloudClient(local.runtime_settings())
+    if client.artifacts.read(DatasetPaths(DEMO_DATASET).pipeline_config) is None:
+        uri = push_pipeline_config(
+            client.artifacts, DEMO_DATASET, SAMPLE_PIPELINE_CONFIG.encode(), where="sample config"
+        )
+        console.print(f"stored the sample pipeline config at {uri}")
     name = f"{DEMO_DATASET}/{datetime.now(UTC):%Y%m%dT%H%M%S%f}.csv"
     upload_started = time.perf_counter()
     generation = client.upload(name, sample_csv(rows))

@@ -19,7 +19,13 @@ from cascade.store import ArtifactStore
 from cascade.training_config import TrainingConfig, TransformConfig, TuningConfig
 from cascade.validation.config import ValidationConfig
 
-__all__ = ["PipelineConfig", "ProblemType", "load_pipeline_config", "parse_pipeline_config"]
+__all__ = [
+    "PipelineConfig",
+    "ProblemType",
+    "load_pipeline_config",
+    "parse_pipeline_config",
+    "push_pipeline_config",
+]
 
 ProblemType = Literal["binary", "multiclass", "regression"]
 
@@ -69,3 +75,11 @@ def load_pipeline_config(artifacts: ArtifactStore, dataset: str) -> PipelineConf
     if stored is None:
         return PipelineConfig()
     return parse_pipeline_config(stored.data, where=artifacts.uri(name))
+
+
+def push_pipeline_config(artifacts: ArtifactStore, dataset: str, text: bytes, *, where: str) -> str:
+    """Validate ``text`` and store it as the dataset's config; returns its URI."""
+    parse_pipeline_config(text, where=where)
+    name = DatasetPaths(dataset).pipeline_config
+    artifacts.write(name, text, content_type="application/yaml")
+    return artifacts.uri(name)

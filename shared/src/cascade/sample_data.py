@@ -12,7 +12,7 @@ import io
 import math
 import random
 
-__all__ = ["COLUMNS", "sample_csv"]
+__all__ = ["COLUMNS", "SAMPLE_PIPELINE_CONFIG", "sample_csv"]
 
 COLUMNS = (
     "customer_id",
@@ -28,6 +28,20 @@ COLUMNS = (
     "num_late_payments",
     "defaulted",
 )
+SAMPLE_PIPELINE_CONFIG = """\
+# Pipeline config of the sample credit dataset (datasets/credit/pipeline.yaml).
+label: defaulted
+problem_type: binary
+transform:
+  key_column: customer_id   # split by customer, and pass the id through at serving
+  exclude: [customer_id]
+  bucketize: {age: [25, 35, 50, 65]}
+training:
+  epochs: 5
+  batch_size: 256
+  slice_features: [region, employment]
+"""
+
 _EMPLOYMENT = ("salaried", "self_employed", "unemployed", "retired")
 _HOME = ("rent", "mortgage", "own")
 _PURPOSE = ("car", "education", "home_improvement", "debt_consolidation", "other")
