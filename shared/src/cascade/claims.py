@@ -19,7 +19,14 @@ from cascade.errors import ConcurrentUpdateError, StepInProgressError
 from cascade.paths import RunPaths
 from cascade.store import ArtifactStore
 
-__all__ = ["Claim", "ClaimHandle", "ClaimStore"]
+__all__ = ["Claim", "ClaimHandle", "ClaimStore", "PublishedMessage"]
+
+
+class PublishedMessage(BaseModel):
+    """A message a finished step published, kept so reconciliation can publish it again."""
+
+    type: str
+    body: dict[str, Any]
 
 
 class Claim(BaseModel):
@@ -32,6 +39,8 @@ class Claim(BaseModel):
     claimed_at: datetime
     lease_expires_at: datetime
     submitted: dict[str, Any] = Field(default_factory=dict)
+    published: list[PublishedMessage] = Field(default_factory=list)
+
 
 
 class ClaimHandle:
@@ -53,9 +62,10 @@ class ClaimHandle:
         self.claim.submitted.update(submitted)
         self._write()
 
-    def complete(self, outcome: str) -> None:
+    def complete(self, outcome: str, published: list[PublishedMessage] | None = None) -> None:
         self.claim.state = "done"
         self.claim.outcome = outcome
+        self.claim.published = published or []
         self._write()
 
     def release(self) -> None:
@@ -76,6 +86,10 @@ class ClaimHandle:
 class ClaimStore:
     def __init__(self, store: ArtifactStore) -> None:
         self._store = store
+
+    def get(self, run_id: str, step: str) -> Claim | None:
+        found = self._store.read_model(RunPaths(run_id).claim(step), Claim)
+        return None if found is None else found[0]
 
     def acquire(
         self, run_id: str, step: str, *, owner: str, now: datetime, lease: timedelta

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from datetime import timedelta
 from pathlib import Path
 
 import click
@@ -12,13 +13,17 @@ from rich.markup import escape
 from rich.table import Table
 
 from cascade.cli_infra import infra_commands
+from cascade.config import load_settings
+from cascade.context import StepContext
 from cascade.errors import BadRequestError, InvalidConfigError
 from cascade.localcloud import control
 from cascade.localcloud.client import LocalCloudClient
+from cascade.localcloud.logs import run_log_entries
 from cascade.localcloud.settings import LocalCloudSettings
 from cascade.localcloud.state import CloudState
 from cascade.messages import TrainRequest
 from cascade.pipeline_config import load_pipeline_config, push_pipeline_config
+from cascade.reconcile import reconcile as reconcile_runs
 from cascade.runs import RunRecord
 
 __all__ = ["main"]
@@ -91,6 +96,38 @@ def train(dataset: str, request_id: str, tune: bool) -> None:
         TrainRequest(dataset=dataset, request_id=request_id, tune=tune, reason="cascade train")
     )
     console.print(f"published train request {request_id} (message {message_id})")
+
+
+@cli.command()
+@click.option("--stale-after", default=600, show_default=True, help="Seconds without progress.")
+@click.option("--dataset", default=None, help="Only this dataset.")
+@click.option("--from-env", is_flag=True, help="Use CASCADE_* settings (a real project).")
+def reconcile(stale_after: int, dataset: str | None, from_env: bool) -> None:
+    """Resume landed files and runs that lost an event or a process."""
+    settings = load_settings() if from_env else _local().runtime_settings()
+    ctx = StepContext.from_settings(settings)
+    report = reconcile_runs(ctx, stale_after=timedelta(seconds=stale_after), dataset=dataset)
+    console.print(
+        f"checked {report.objects_seen} landed objects and {report.runs_checked} runs; "
+        f"started {len(report.uploads_started)} runs, resumed {len(report.runs_resumed)}, "
+        f"republished {report.messages_republished} messages"
+    )
+    for run_id in report.uploads_started + report.runs_resumed:
+        console.print(f"  {run_id}")
+
+
+@cli.command()
+@click.argument("run_id")
+def logs(run_id: str) -> None:
+    """Print the structured logs of every local process for RUN_ID, in time order."""
+    entries = run_log_entries(_local().state_dir / "logs", run_id)
+    if not entries:
+        console.print(f"no log lines for {run_id}")
+    for entry in entries:
+        console.print(
+            f"{entry.timestamp} {entry.process:<24} {entry.severity:<8} {entry.step:<10} "
+            f"{escape(entry.message)}"
+        )
 
 
 @cli.group()

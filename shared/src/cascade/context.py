@@ -31,6 +31,7 @@ class StepContext:
     claims: ClaimStore
     bus: MessageBus
     clock: Callable[[], datetime] = field(default=utc_now)
+    landing: ArtifactStore | None = None
 
     @property
     def claim_lease(self) -> timedelta:
@@ -38,7 +39,9 @@ class StepContext:
         return timedelta(seconds=self.settings.function_timeout_s)
 
     def landing_store(self) -> ArtifactStore:
-        return ArtifactStore(self.storage_client, self.settings.landing_bucket)
+        if self.landing is None:
+            self.landing = ArtifactStore(self.storage_client, self.settings.landing_bucket)
+        return self.landing
 
     @classmethod
     def from_settings(cls, settings: Settings) -> StepContext:

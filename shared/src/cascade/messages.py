@@ -14,6 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from cascade.paths import check_dataset_name
 
 __all__ = [
+    "MESSAGE_TYPES",
     "Alert",
     "DataValidated",
     "JobEvent",
@@ -109,3 +110,9 @@ class Alert(StepMessage):
     summary: str
     details: dict[str, Any] = Field(default_factory=dict)
     at: datetime
+
+
+MESSAGE_TYPES: dict[str, type[StepMessage]] = {
+    message_type.__name__: message_type
+    for message_type in (DataValidated, TrainRequest, ModelTrained, JobEvent, ModelBlessed, Alert)
+}

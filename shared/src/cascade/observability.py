@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import sys
 from collections.abc import MutableMapping
+from datetime import UTC, datetime
 from typing import Any
 
 from google.cloud.logging_v2.handlers import StructuredLogHandler
@@ -28,11 +29,22 @@ def configure_logging(*, function_name: str, project: str, level: int = logging.
     handler = StructuredLogHandler(  # type: ignore[no-untyped-call]
         labels={"function": function_name}, stream=sys.stdout, project_id=project
     )
+    handler.addFilter(_add_timestamp)
     root = logging.getLogger("cascade")
     root.addHandler(handler)
     root.setLevel(level)
     root.propagate = False
     _configured = True
+
+
+def _add_timestamp(record: logging.LogRecord) -> bool:
+    """Put the record's time in the entry (Cloud Logging reads ``timestamp``)."""
+    fields = dict(getattr(record, "json_fields", None) or {})
+    fields.setdefault(
+        "timestamp", datetime.fromtimestamp(record.created, UTC).isoformat(timespec="microseconds")
+    )
+    record.json_fields = fields
+    return True
 
 
 class RunLogger(logging.LoggerAdapter[logging.Logger]):

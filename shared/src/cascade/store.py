@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any, TypeVar
 
 import google.cloud.storage as storage
@@ -18,7 +19,7 @@ from pydantic import BaseModel
 
 from cascade.errors import TransientError
 
-__all__ = ["ArtifactStore", "StoredObject"]
+__all__ = ["ArtifactStore", "ObjectInfo", "StoredObject"]
 
 ModelT = TypeVar("ModelT", bound=BaseModel)
 
@@ -38,6 +39,16 @@ class StoredObject:
     name: str
     data: bytes
     generation: int
+
+
+@dataclass(frozen=True)
+class ObjectInfo:
+    """An object's metadata from a listing (no content)."""
+
+    name: str
+    generation: int
+    size: int
+    updated: datetime | None
 
 
 class ArtifactStore:
@@ -124,8 +135,17 @@ class ArtifactStore:
         return True
 
     def list_names(self, prefix: str) -> Iterator[str]:
+        for info in self.list_objects(prefix):
+            yield info.name
+
+    def list_objects(self, prefix: str) -> Iterator[ObjectInfo]:
         try:
             for blob in self._bucket.client.list_blobs(self._bucket, prefix=prefix):
-                yield blob.name
+                yield ObjectInfo(
+                    name=blob.name,
+                    generation=int(blob.generation or 0),
+                    size=int(blob.size or 0),
+                    updated=blob.updated,
+                )
         except _TRANSIENT as error:
             raise TransientError(f"listing {self.uri(prefix)}: {error}") from error

@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import itertools
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from datetime import datetime
 
 from cascade.bus import MessageBus
 from cascade.messages import StepMessage
-from cascade.store import ArtifactStore, StoredObject
+from cascade.context import utc_now
+from cascade.store import ArtifactStore, ObjectInfo, StoredObject
 
 __all__ = ["MemoryArtifactStore", "RecordingBus"]
 
@@ -24,13 +26,17 @@ class _Version:
     data: bytes
     generation: int
     content_type: str
+    updated: datetime
 
 
 class MemoryArtifactStore(ArtifactStore):
     """An ArtifactStore over a dict, with Cloud Storage's generation preconditions."""
 
-    def __init__(self, bucket_name: str = "memory-bucket") -> None:
+    def __init__(
+        self, bucket_name: str = "memory-bucket", clock: Callable[[], datetime] = utc_now
+    ) -> None:
         self.bucket_name = bucket_name
+        self.clock = clock
         self.objects: dict[str, _Version] = {}
         self._generations = itertools.count(1_000_001)
         self._lock = threading.Lock()
@@ -56,7 +62,7 @@ class MemoryArtifactStore(ArtifactStore):
             if if_generation_match is not None and if_generation_match != current_generation:
                 return None
             generation = next(self._generations)
-            self.objects[name] = _Version(bytes(data), generation, content_type)
+            self.objects[name] = _Version(bytes(data), generation, content_type, self.clock())
             return generation
 
     def delete(self, name: str, *, if_generation_match: int | None = None) -> bool:
@@ -69,10 +75,13 @@ class MemoryArtifactStore(ArtifactStore):
             del self.objects[name]
             return True
 
-    def list_names(self, prefix: str) -> Iterator[str]:
+    def list_objects(self, prefix: str) -> Iterator[ObjectInfo]:
         with self._lock:
-            names = sorted(name for name in self.objects if name.startswith(prefix))
-        yield from names
+            found = sorted(
+                (name, version) for name, version in self.objects.items() if name.startswith(prefix)
+            )
+        for name, version in found:
+            yield ObjectInfo(name, version.generation, len(version.data), version.updated)
 
 
 class RecordingBus(MessageBus):

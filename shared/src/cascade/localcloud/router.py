@@ -60,30 +60,41 @@ class EventRouter:
         self._subscriber = subscriber
         self._publisher = publisher
         self._http = requests.Session()
-        self._streams: list[Any] = []
+        self._streams: dict[str, Any] = {}
         self.stats: Counter[str] = Counter()
         self._stats_lock = threading.Lock()
         self.routes = routes_of(topology, self._settings, local.notifications_topic)
         self.urls = function_urls(local, topology)
 
     def start(self) -> None:
-        executor = ThreadPoolExecutor(max_workers=64, thread_name_prefix="deliver")
         for route in self.routes:
-            path = self._subscriber.subscription_path(self._settings.project, route.subscription_id)
-            flow = pubsub_v1.types.FlowControl(max_messages=16)
-            future = self._subscriber.subscribe(
-                path,
-                callback=lambda message, route=route: self.handle(route, message),
-                flow_control=flow,
-                scheduler=ThreadScheduler(executor),
-            )
-            self._streams.append(future)
+            self._subscribe(route)
+
+    def _subscribe(self, route: Route) -> None:
+        path = self._subscriber.subscription_path(self._settings.project, route.subscription_id)
+        self._streams[route.subscription_id] = self._subscriber.subscribe(
+            path,
+            callback=lambda message, route=route: self.handle(route, message),
+            flow_control=pubsub_v1.types.FlowControl(max_messages=16),
+            # One pool per stream: a stream that ends shuts its scheduler's pool down.
+            scheduler=ThreadScheduler(
+                ThreadPoolExecutor(max_workers=16, thread_name_prefix=route.subscription_id)
+            ),
+        )
+
+    def resubscribe_ended_streams(self) -> int:
+        """Open again every stream that ended (emulator restart, subscription recreated)."""
+        ended = [r for r in self.routes if self._streams[r.subscription_id].done()]
+        for route in ended:
+            _log.warning("stream of %s ended; subscribing again", route.subscription_id)
+            self._subscribe(route)
+        return len(ended)
 
     def healthy(self) -> bool:
-        return bool(self._streams) and not any(stream.done() for stream in self._streams)
+        return bool(self._streams) and not any(s.done() for s in self._streams.values())
 
     def stop(self) -> None:
-        for stream in self._streams:
+        for stream in self._streams.values():
             stream.cancel()
 
     def count(self, key: str) -> None:
@@ -238,9 +249,8 @@ def main() -> int:
     signal.signal(signal.SIGINT, lambda *_: stopping.set())
     _log.info("routing %d triggers at %s", len(router.routes), datetime.now(UTC).isoformat())
     while not stopping.wait(0.5):
-        if not router.healthy():
-            _log.error("a subscription stream ended; exiting so the supervisor restarts me")
-            return 1
+        if router.resubscribe_ended_streams():
+            stopping.wait(1.0)  # back off while the emulator or a subscription is missing
     router.stop()
     server.shutdown()
     return 0

@@ -19,7 +19,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from cascade.claims import Claim, ClaimHandle
+from cascade.claims import Claim, ClaimHandle, PublishedMessage
 from cascade.context import StepContext
 from cascade.errors import PermanentError
 from cascade.messages import Alert, StepMessage
@@ -71,7 +71,13 @@ def execute_step(
         _record_attempt_error(ctx, run.run_id, step, error)
         acquired.release()
         raise
-    acquired.complete(outcome.state)
+    acquired.complete(
+        outcome.state,
+        published=[
+            PublishedMessage(type=type(message).__name__, body=message.model_dump(mode="json"))
+            for message in outcome.messages
+        ],
+    )
     log.info("%s %s: %s", step, outcome.state, outcome.summary)
     return outcome
 
