@@ -13,6 +13,7 @@ from typing import Literal, Protocol
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 __all__ = [
+    "TERMINAL_STATES",
     "HyperparameterValue",
     "JobRunner",
     "JobState",
@@ -73,6 +74,12 @@ class TrainingJobSpec(_Strict):
     transform_spec_uri: str
     output_dir: str = Field(description="gs:// base: model/, metrics.json, tensorboard/.")
     hyperparameters: dict[str, HyperparameterValue] = Field(default_factory=dict)
+    epochs: int = Field(10, ge=1, description="Most epochs (training.epochs).")
+    batch_size: int = Field(256, ge=1, description="Examples per replica and step.")
+    early_stopping_patience: int = Field(3, ge=1)
+    slice_features: list[str] = Field(
+        default_factory=list, description="Categorical features to report metrics per value."
+    )
     baseline_model_uri: str | None = Field(
         None, description="The deployed model, evaluated on the same eval split."
     )
@@ -89,8 +96,19 @@ class TrainingJobSpec(_Strict):
     def tensorboard_dir(self) -> str:
         return f"{self.output_dir}/tensorboard"
 
+    @property
+    def job_spec_uri(self) -> str:
+        """Where the train step writes this spec; the trainer's ``--job-spec-uri``."""
+        return f"{self.output_dir}/job_spec.json"
+
+    @property
+    def replica_count(self) -> int:
+        """Processes per training run: the chief plus every worker."""
+        return self.chief.replica_count + (self.workers.replica_count if self.workers else 0)
+
 
 JobState = Literal["queued", "running", "succeeded", "failed", "cancelled"]
+TERMINAL_STATES: frozenset[str] = frozenset({"succeeded", "failed", "cancelled"})
 
 
 class JobStatus(_Strict):
@@ -101,6 +119,12 @@ class JobStatus(_Strict):
     best_hyperparameters: dict[str, HyperparameterValue] | None = None
     created_at: datetime | None = None
     finished_at: datetime | None = None
+    best_trial_id: str | None = None
+    best_metric: float | None = None
+
+    @property
+    def finished(self) -> bool:
+        return self.state in TERMINAL_STATES
 
 
 class JobRunner(Protocol):
@@ -113,3 +137,9 @@ class JobRunner(Protocol):
     def get(self, name: str) -> JobStatus: ...
 
     def cancel(self, name: str) -> None: ...
+
+    @property
+    def publishes_tuning_result(self) -> bool:
+        """True when the runner itself publishes ``model-trained`` for a tuning job's best
+        trial (the local runner); False when ``handle_job_event`` must (Vertex AI)."""
+        ...

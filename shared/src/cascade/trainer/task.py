@@ -1,0 +1,319 @@
+"""``python -m cascade.trainer.task``: one training run, as Vertex AI or the local runner starts it.
+
+args → strategy (first: TensorFlow requires it before any other op) → job spec and
+transform spec → data → model → fit → export (every worker, as multi-worker saving
+requires; only the chief's copy is kept and uploaded) → eval metrics of the candidate
+and the baseline (chief) → tuning metric (tuning runs) → load-and-probe check in a fresh
+process (chief) → postcondition: the model dir has ``saved_model.pb`` →
+``model-trained`` (chief; not for tuning trials, whose best one the tuner picks).
+
+Exit status 0 on success; 1 with a one-line reason on stderr when the run failed.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+import tempfile
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pyarrow as pa
+import tensorflow as tf
+
+from cascade.bus import MessageBus
+from cascade.errors import BadInputError, CascadeError, InvalidConfigError, PermanentError
+from cascade.jobs.spec import TrainingJobSpec
+from cascade.messages import ModelTrained
+from cascade.observability import RunLogger, run_logger
+from cascade.trainer.args import TrainerArgs
+from cascade.trainer.data import download_shards
+from cascade.trainer.evaluation import (
+    EvaluationReport,
+    ModelMetrics,
+    ServingModel,
+    evaluate_model,
+    load_eval_table,
+)
+from cascade.trainer.export import export_serving_model
+from cascade.trainer.fit import FitPlan, FitResult, fit_model
+from cascade.trainer.hyperparameters import Hyperparameters, resolve_hyperparameters
+from cascade.trainer.model import TrainerModel, build_model
+from cascade.trainer.probe import InfraCheck, run_probe_in_subprocess
+from cascade.trainer.storage import TrainerStorage, join_uri
+from cascade.trainer.strategy import StrategyChoice, choose_strategy
+from cascade.trainer.tuning import report_tuning_metric
+from cascade.transform.spec import TransformSpec
+
+__all__ = ["OutputLocations", "TrainingResult", "main", "output_locations", "read_specs", "run"]
+
+MODEL_FILE = "saved_model.pb"
+DEFAULT_TUNING_METRIC = "eval_loss"
+ProbeRunner = Callable[[Path, Path], InfraCheck]
+
+
+@dataclass(frozen=True)
+class OutputLocations:
+    """Where a run writes: the model, metrics.json, infra_check.json, TensorBoard logs."""
+
+    output_dir: str
+    model_dir: str
+    tensorboard_dir: str
+
+    @property
+    def metrics_uri(self) -> str:
+        return join_uri(self.output_dir, "metrics.json")
+
+    @property
+    def infra_check_uri(self) -> str:
+        return join_uri(self.output_dir, "infra_check.json")
+
+
+@dataclass(frozen=True)
+class TrainingResult:
+    job_spec: TrainingJobSpec
+    locations: OutputLocations
+    is_chief: bool
+    fit: FitResult
+    trained: TrainerModel
+    report: EvaluationReport | None = None
+    infra_check: InfraCheck | None = None
+    tuning_metric: tuple[str, float] | None = None
+    message_id: str | None = None
+
+
+def output_locations(args: TrainerArgs, job_spec: TrainingJobSpec) -> OutputLocations:
+    """``AIP_MODEL_DIR`` wins, and its parent is the output dir when it ends in ``/model``
+    (Vertex AI's layout, per trial under tuning); a trial without it writes under
+    ``<output_dir>/trials/<trial_id>``, so trials never overwrite each other."""
+    output_dir = job_spec.output_dir.rstrip("/")
+    if args.trial_id:
+        output_dir = join_uri(output_dir, "trials", args.trial_id)
+    model_dir = join_uri(output_dir, "model")
+    if args.model_dir:
+        model_dir = args.model_dir.rstrip("/")
+        if model_dir.endswith("/model"):
+            output_dir = model_dir.removesuffix("/model")
+    tensorboard_dir = (args.tensorboard_dir or join_uri(output_dir, "tensorboard")).rstrip("/")
+    return OutputLocations(output_dir, model_dir, tensorboard_dir)
+
+
+def read_specs(storage: TrainerStorage, job_spec_uri: str) -> tuple[TrainingJobSpec, TransformSpec]:
+    try:
+        job_spec = TrainingJobSpec.model_validate_json(storage.read_bytes(job_spec_uri))
+        spec = TransformSpec.model_validate_json(storage.read_bytes(job_spec.transform_spec_uri))
+    except ValueError as error:
+        raise InvalidConfigError(f"invalid job or transform spec: {error}") from None
+    return job_spec, spec
+
+
+@dataclass(frozen=True)
+class _Run:
+    """What every stage of one run needs."""
+
+    args: TrainerArgs
+    storage: TrainerStorage
+    job_spec: TrainingJobSpec
+    spec: TransformSpec
+    hparams: Hyperparameters
+    locations: OutputLocations
+    work: Path
+    log: RunLogger
+
+
+def run(
+    args: TrainerArgs,
+    *,
+    storage: TrainerStorage,
+    bus: MessageBus | None,
+    probe: ProbeRunner = run_probe_in_subprocess,
+    work_dir: Path | None = None,
+) -> TrainingResult:
+    """One training run. ``bus`` may be None when nothing is to be published (trials,
+    non-chief workers); ``probe`` runs the infra check on the local export directory."""
+    choice = choose_strategy(args.cluster)
+    job_spec, spec = read_specs(storage, args.job_spec_uri)
+    hparams = resolve_hyperparameters(job_spec, args.hyperparameter_overrides)
+    locations = output_locations(args, job_spec)
+    log = run_logger("cascade.trainer", run_id=job_spec.run_id, step="train", dataset=spec.dataset)
+    log.info(
+        "training %s with %s (%s, %d replicas)",
+        spec.dataset,
+        hparams.model_dump(),
+        choice.kind,
+        choice.replicas,
+    )
+    with tempfile.TemporaryDirectory(prefix="cascade-trainer-", dir=work_dir) as scratch:
+        ctx = _Run(args, storage, job_spec, spec, hparams, locations, Path(scratch), log)
+        fitted, trained = _train(ctx, choice)
+        export_dir = export_serving_model(trained.model, spec, ctx.work / "export")
+        if not args.is_chief:
+            return TrainingResult(job_spec, locations, False, fitted, trained)
+        storage.upload_tree(export_dir, locations.model_dir)
+        report = _evaluate(ctx, fitted)
+        tuning_metric = _report_tuning_metric(ctx, report, fitted)
+        check = _probe(ctx, probe, export_dir)
+    _check_postcondition(storage, locations)
+    message_id = None
+    if bus is not None and not args.is_tuning_trial:
+        message = ModelTrained(
+            dataset=spec.dataset,
+            run_id=job_spec.run_id,
+            job_name=args.job_name,
+            model_uri=locations.model_dir,
+            metrics_uri=locations.metrics_uri,
+        )
+        message_id = bus.publish(message)
+        log.info("published model-trained for %s", locations.model_dir)
+    return TrainingResult(
+        job_spec, locations, True, fitted, trained, report, check, tuning_metric, message_id
+    )
+
+
+def _train(ctx: _Run, choice: StrategyChoice) -> tuple[FitResult, TrainerModel]:
+    data_dir = ctx.work / "data"
+    plan = FitPlan(
+        train_files=download_shards(ctx.storage, ctx.spec.train_files, data_dir, "train"),
+        eval_files=download_shards(ctx.storage, ctx.spec.eval_files, data_dir, "eval"),
+        tensorboard_local_dir=ctx.work / "tensorboard",
+        tensorboard_uri=ctx.locations.tensorboard_dir if ctx.args.is_chief else None,
+        checkpoint_dir=ctx.args.checkpoint_dir,
+    )
+    with choice.strategy.scope():
+        built = build_model(ctx.spec, ctx.hparams)
+    fitted = fit_model(
+        built.model,
+        plan,
+        ctx.spec,
+        ctx.hparams,
+        choice,
+        storage=ctx.storage,
+        log=ctx.log,
+        is_chief=ctx.args.is_chief,
+        gcs_reachable_by_tensorflow=not ctx.args.storage_emulated,
+    )
+    ctx.log.info("trained %d epochs, %d steps", fitted.epochs_trained, fitted.steps)
+    return fitted, built
+
+
+def _evaluate(ctx: _Run, fitted: FitResult) -> EvaluationReport:
+    spec, job_spec = ctx.spec, ctx.job_spec
+    table = load_eval_table(sorted((ctx.work / "data").glob("eval-*.parquet")), spec.label)
+    candidate = ServingModel.load(ctx.work / "export", ctx.locations.model_dir)
+    slices = job_spec.slice_features
+    baseline, baseline_error = None, None
+    if job_spec.baseline_model_uri:
+        try:
+            baseline = _evaluate_baseline(ctx, job_spec.baseline_model_uri, table)
+        except (CascadeError, ValueError, OSError) as error:
+            baseline_error = f"{type(error).__name__}: {error}"
+            ctx.log.warning("baseline %s not evaluated: %s", job_spec.baseline_model_uri, error)
+    report = EvaluationReport(
+        dataset=spec.dataset,
+        run_id=job_spec.run_id,
+        problem_type=spec.label.problem_type,
+        eval_examples=table.num_rows,
+        slice_features=list(slices),
+        candidate=evaluate_model(candidate, table, spec, slices),
+        baseline=baseline,
+        baseline_error=baseline_error,
+        hyperparameters=ctx.hparams.model_dump(),
+        epochs_trained=fitted.epochs_trained,
+        trial_id=ctx.args.trial_id,
+        created_at=datetime.now(UTC),
+    )
+    ctx.storage.write_bytes(
+        ctx.locations.metrics_uri,
+        report.model_dump_json(indent=2).encode(),
+        content_type="application/json",
+    )
+    ctx.log.info(
+        "eval metrics %s written to %s", report.candidate.overall.metrics, ctx.locations.metrics_uri
+    )
+    return report
+
+
+def _evaluate_baseline(ctx: _Run, uri: str, table: pa.Table) -> ModelMetrics:
+    local = ctx.storage.download_tree(uri, ctx.work / "baseline")
+    try:
+        baseline = ServingModel.load(local, uri)
+        return evaluate_model(baseline, table, ctx.spec, ctx.job_spec.slice_features)
+    except tf.errors.OpError as error:
+        raise BadInputError(f"baseline model failed: {error.message}", uri=uri) from None
+
+
+def _report_tuning_metric(
+    ctx: _Run, report: EvaluationReport, fitted: FitResult
+) -> tuple[str, float] | None:
+    """Tuning runs (a trial id, a metric file or a tuning spec) report their metric."""
+    args, tuning = ctx.args, ctx.job_spec.tuning
+    if not (args.trial_id or args.hp_metric_file or tuning):
+        return None
+    tag = args.hp_metric_tag or (tuning.metric if tuning else DEFAULT_TUNING_METRIC)
+    value = report.metric(tag)
+    report_tuning_metric(
+        tag,
+        value,
+        global_step=fitted.steps,
+        metric_file=args.hp_metric_file,
+        trial_id=args.trial_id,
+    )
+    ctx.log.info("reported tuning metric %s=%s", tag, value)
+    return tag, value
+
+
+def _probe(ctx: _Run, probe: ProbeRunner, export_dir: Path) -> InfraCheck:
+    check = probe(export_dir, ctx.work / "infra_check.json")
+    check = check.model_copy(update={"model_dir": ctx.locations.model_dir})
+    uri = ctx.locations.infra_check_uri
+    ctx.storage.write_bytes(
+        uri, check.model_dump_json(indent=2).encode(), content_type="application/json"
+    )
+    if not check.passed:
+        raise BadInputError(
+            "the exported model failed its load-and-probe check: " + "; ".join(check.reasons),
+            uri=uri,
+        )
+    ctx.log.info("infra check passed (%s)", check.latency)
+    return check
+
+
+def _check_postcondition(storage: TrainerStorage, locations: OutputLocations) -> None:
+    if MODEL_FILE not in storage.list_tree(locations.model_dir):
+        raise PermanentError(f"postcondition failed: no {MODEL_FILE} in {locations.model_dir}")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """The entry point, and the only place that reads the environment."""
+    from cascade.clients import make_publisher, make_storage_client
+    from cascade.config import load_settings
+    from cascade.observability import configure_logging
+
+    log = logging.getLogger("cascade.trainer")
+    try:
+        settings = load_settings()
+        configure_logging(function_name="trainer", project=settings.project)
+        args = TrainerArgs.from_command_line(sys.argv[1:] if argv is None else argv, os.environ)
+        storage = TrainerStorage.from_client_factory(lambda: make_storage_client(settings))
+        bus = None
+        if args.is_chief and not args.is_tuning_trial:
+            bus = MessageBus(make_publisher(settings), settings)
+        result = run(args, storage=storage, bus=bus)
+    except CascadeError as error:
+        kind = "permanent" if isinstance(error, PermanentError) else "transient"
+        log.error("training failed (%s): %s", kind, error)
+        sys.stderr.write(f"trainer: training failed ({kind}): {error}\n")
+        return 1
+    except Exception as error:
+        log.exception("training failed unexpectedly")
+        sys.stderr.write(f"trainer: training failed: {type(error).__name__}: {error}\n")
+        return 1
+    log.info("training finished: model at %s", result.locations.model_dir)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
