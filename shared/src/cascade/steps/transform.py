@@ -1,41 +1,200 @@
-"""transform: data was accepted; build the training snapshot and ask for training.
+"""transform: data was accepted; fit the transform, write the split, ask for training.
 
-Bookkeeping only for now (issue 4 brings the real transform): the step is claimed and
-recorded, and a train request for the run is published.
+On ``data-validated`` for a run:
+
+1. the data snapshot: every accepted file of the dataset at its validated generation,
+   stored once per run (``runs/<run_id>/transform/snapshot.json``);
+2. the transform, fitted from the dataset's merged baseline statistics and its
+   pipeline config (label, problem type, ``transform`` section);
+3. the deterministic train/eval split as Parquet shards under
+   ``runs/<run_id>/transform/{train,eval}/``, streamed file by file;
+4. ``transform.json`` (the TransformSpec), the dataset's latest-transform pointer, and
+   a ``TrainRequest`` for the run.
+
+A redelivery of finished work is a no-op (the claim); a resumed step reuses the stored
+snapshot and, once ``transform.json`` exists, only republishes the request. A missing
+label or problem type is an InvalidConfigError, recorded on the run and alerted.
 """
 
 from __future__ import annotations
 
+from typing import Any
+
+from google.protobuf.message import DecodeError  # type: ignore[import-untyped,unused-ignore]
+
 from cascade.claims import ClaimHandle
 from cascade.context import StepContext
-from cascade.errors import BadRequestError
+from cascade.errors import BadInputError, BadRequestError, TransientError
 from cascade.messages import DataValidated, TrainRequest
 from cascade.observability import RunLogger
+from cascade.paths import DatasetPaths
+from cascade.pipeline_config import PipelineConfig, load_pipeline_config
+from cascade.runs import RunRecord
 from cascade.steps.runner import StepOutcome, execute_step
+from cascade.transform.build import write_split_shards
+from cascade.transform.catalog import (
+    TransformPointer,
+    advance_latest_transform,
+    read_transform,
+    snapshot_name,
+    transform_folder,
+    transform_spec_name,
+)
+from cascade.transform.columns import shard_schema
+from cascade.transform.fit import FittedTransform, fit_transform
+from cascade.transform.sections import training_sections
+from cascade.transform.snapshot import GcsObjectOpener, ObjectOpener, load_or_create_snapshot
+from cascade.transform.spec import TransformSpec
+from cascade.validation.statistics import summary_of_statistics
+from cascade.validation.summaries import DatasetSummary
+from cascade.validation.tfmd import statistics_pb2
 
-__all__ = ["handle_data_validated"]
+__all__ = ["handle_data_validated", "transform_run"]
 
 STEP = "transform"
 
 
 def handle_data_validated(
-    ctx: StepContext, message: DataValidated, *, event_id: str
+    ctx: StepContext,
+    message: DataValidated,
+    *,
+    event_id: str,
+    opener: ObjectOpener | None = None,
 ) -> StepOutcome | None:
+    """``opener`` reads landed files (default: the storage client, pinned generations)."""
     run = ctx.ledger.get(message.run_id)
     if run is None:
         raise BadRequestError(f"data-validated for unknown run {message.run_id}")
 
     def body(claim: ClaimHandle, log: RunLogger) -> StepOutcome:
-        request = TrainRequest(
-            dataset=message.dataset,
-            request_id=f"run:{message.run_id}",
-            run_id=message.run_id,
-            reason=f"new data {message.source.uri}",
-        )
-        return StepOutcome(
-            summary="no transform yet (transform capability not built)",
-            outputs={"transform": "none"},
-            messages=[request],
-        )
+        reader = opener if opener is not None else GcsObjectOpener(ctx.storage_client)
+        return transform_run(ctx, run, reader, log)
 
     return execute_step(ctx, run=run, step=STEP, owner=event_id, body=body)
+
+
+def transform_run(
+    ctx: StepContext, run: RunRecord, opener: ObjectOpener, log: RunLogger
+) -> StepOutcome:
+    """The body of the step (also what a resumed delivery runs)."""
+    existing = read_transform(ctx.artifacts, run.run_id)
+    if existing is not None:
+        log.info("resumed after transform.json was written: republishing the train request")
+        return _outcome(ctx, run, existing, skipped={})
+    config = load_pipeline_config(ctx.artifacts, run.dataset)
+    fitted = _fit(ctx, run.dataset, config)
+    snapshot = load_or_create_snapshot(
+        ctx.artifacts,
+        snapshot_name(run.run_id),
+        opener,
+        dataset=run.dataset,
+        run_id=run.run_id,
+        now=ctx.clock(),
+    )
+    if not snapshot.files:
+        raise BadInputError(f"dataset {run.dataset} has no readable accepted files to train on")
+    schema = shard_schema(fitted.label, fitted.features, fitted.passthrough_key)
+    shards = write_split_shards(
+        ctx.artifacts,
+        snapshot.files,
+        opener,
+        schema=schema,
+        split=fitted.split,
+        folder=transform_folder(run.run_id),
+        config=config.validation,
+    )
+    if not shards.train_rows or not shards.eval_rows:
+        raise BadInputError(
+            f"the split of {snapshot.rows} rows left {shards.train_rows} train and "
+            f"{shards.eval_rows} eval rows: upload more data or change transform.eval_fraction"
+        )
+    spec = TransformSpec(
+        dataset=run.dataset,
+        run_id=run.run_id,
+        label=fitted.label,
+        features=fitted.features,
+        passthrough_key=fitted.passthrough_key,
+        split=fitted.split,
+        snapshot=snapshot.files,
+        train_files=[ctx.artifacts.uri(name) for name in shards.train_names],
+        eval_files=[ctx.artifacts.uri(name) for name in shards.eval_names],
+        train_rows=shards.train_rows,
+        eval_rows=shards.eval_rows,
+        created_at=ctx.clock(),
+    )
+    ctx.artifacts.write_json(transform_spec_name(run.run_id), spec)
+    log.info(
+        "transform %s: %d features, %d train / %d eval rows from %d files",
+        spec.fingerprint(),
+        len(spec.features),
+        spec.train_rows,
+        spec.eval_rows,
+        len(spec.snapshot),
+    )
+    return _outcome(ctx, run, spec, skipped=fitted.skipped)
+
+
+def _fit(ctx: StepContext, dataset: str, config: PipelineConfig) -> FittedTransform:
+    return fit_transform(
+        _baseline_summary(ctx, dataset),
+        dataset=dataset,
+        label=config.label,
+        problem_type=config.problem_type,
+        config=training_sections(config).transform,
+    )
+
+
+def _baseline_summary(ctx: StepContext, dataset: str) -> DatasetSummary:
+    name = DatasetPaths(dataset).baseline_stats
+    stored = ctx.artifacts.read(name)
+    if stored is None:
+        raise BadInputError(f"dataset {dataset} has no baseline statistics ({name}) yet")
+    statistics = statistics_pb2.DatasetFeatureStatisticsList()
+    try:
+        statistics.ParseFromString(stored.data)
+    except DecodeError as error:
+        raise TransientError(f"{ctx.artifacts.uri(name)} is not a statistics proto") from error
+    return summary_of_statistics(statistics)
+
+
+def _outcome(
+    ctx: StepContext, run: RunRecord, spec: TransformSpec, *, skipped: dict[str, str]
+) -> StepOutcome:
+    transform_uri = ctx.artifacts.uri(transform_spec_name(run.run_id))
+    pointer = TransformPointer(
+        run_id=run.run_id,
+        transform_uri=transform_uri,
+        files=len(spec.snapshot),
+        rows=spec.train_rows + spec.eval_rows,
+        created_at=spec.created_at,
+    )
+    advance_latest_transform(ctx.artifacts, pointer, run.dataset)
+    outputs: dict[str, Any] = {
+        "transform": transform_uri,
+        "fingerprint": spec.fingerprint(),
+        "snapshot": ctx.artifacts.uri(snapshot_name(run.run_id)),
+        "files": len(spec.snapshot),
+        "train_rows": spec.train_rows,
+        "eval_rows": spec.eval_rows,
+        "features": len(spec.features),
+        "skipped_features": skipped,
+    }
+    request = TrainRequest(
+        dataset=run.dataset,
+        request_id=f"run:{run.run_id}",
+        run_id=run.run_id,
+        reason=f"transform {spec.fingerprint()} of {len(spec.snapshot)} accepted file(s)",
+    )
+    return StepOutcome(
+        summary=(
+            f"{len(spec.features)} features, {spec.train_rows} train / {spec.eval_rows} "
+            f"eval rows from {len(spec.snapshot)} file(s)"
+        ),
+        outputs=outputs,
+        messages=[request],
+        lineage={
+            "transform": transform_uri,
+            "transform_fingerprint": spec.fingerprint(),
+            "snapshot": [f"{file.uri}#{file.generation}" for file in spec.snapshot],
+        },
+    )

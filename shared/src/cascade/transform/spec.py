@@ -76,8 +76,9 @@ class LabelSpec(_Frozen):
     name: str
     problem_type: Literal["binary", "multiclass", "regression"]
     classes: list[str] | None = Field(
-        None, description="Class names in index order (classification); the label's "
-        "values as strings map to these indices."
+        None,
+        description="Class names in index order (classification); the label's "
+        "values as strings map to these indices.",
     )
 
     @model_validator(mode="after")

@@ -1,0 +1,201 @@
+"""The local job service: Vertex AI's stand-in, HTTP on loopback (``LocalJobRunner``'s server).
+
+``python -m cascade.localcloud.job_service`` serves ``/v1/jobs`` on
+``127.0.0.1:<CASCADE_LOCAL_JOB_SERVICE_PORT>`` and runs each job's trainer processes
+(``cascade.jobs.local_jobs``) with the entry point and environment Vertex AI uses.
+Jobs persist under ``<state_dir>/jobs/``: a restarted service resumes the jobs it had
+not finished and announces those whose end it had not announced.
+
+How a job's end is announced on ``job-events`` (and ``model-trained``):
+
+- failed / cancelled: a ``JobEvent``;
+- a tuning job's success: ``model-trained`` for the best trial's model (the trials are
+  tuning trials, so the trainer does not publish), then the success log entry;
+- a training job's success: the trainer published ``model-trained`` itself; the
+  service forwards the success log entry, as the cloud's log sink does, so the train
+  side releases the dataset's training lock.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+import sys
+import threading
+import uuid
+from datetime import UTC, datetime
+from http import HTTPStatus
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+import google.cloud.pubsub_v1 as pubsub_v1
+from pydantic import ValidationError
+
+from cascade.bus import MessageBus
+from cascade.clients import make_publisher
+from cascade.config import Settings, load_settings
+from cascade.jobs.events import job_success_log_entry
+from cascade.jobs.local import SubmitJobRequest
+from cascade.jobs.local_jobs import LocalJob, LocalJobExecutor, LocalJobStore
+from cascade.localcloud.settings import LOOPBACK, LocalCloudSettings
+from cascade.messages import JobEvent, ModelTrained
+
+__all__ = ["JobServiceHandler", "PubSubJobNotifier", "main", "serve"]
+
+_log = logging.getLogger("cascade.localcloud.job_service")
+_JOB_PATH = re.compile(r"^/v1/jobs/([0-9a-f]{16})(:cancel)?$")
+_ERROR_CHARS = 4000
+_ANNOUNCE_RETRY_S = 2.0
+
+
+class PubSubJobNotifier:
+    """Announces job ends on the emulator's topics, as Vertex AI plus a log sink would."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        publisher: pubsub_v1.PublisherClient,
+        bus: MessageBus | None = None,
+    ) -> None:
+        """``bus`` publishes step messages (default: over ``publisher``); log entries
+        are not step messages and go through ``publisher`` directly."""
+        self._settings = settings
+        self._publisher = publisher
+        self._bus = bus if bus is not None else MessageBus(publisher, settings)
+
+    def job_ended(self, job: LocalJob) -> None:
+        spec = job.spec
+        if job.state in ("failed", "cancelled"):
+            self._bus.publish(
+                JobEvent(
+                    dataset=spec.dataset,
+                    run_id=spec.run_id,
+                    job_name=job.name,
+                    state="cancelled" if job.state == "cancelled" else "failed",
+                    error=job.error[-_ERROR_CHARS:],
+                )
+            )
+            return
+        if job.kind == "tuning" and job.model_dir:
+            base = job.model_dir.removesuffix("/model")
+            self._bus.publish(
+                ModelTrained(
+                    dataset=spec.dataset,
+                    run_id=spec.run_id,
+                    job_name=job.name,
+                    model_uri=job.model_dir,
+                    metrics_uri=f"{base}/metrics.json",
+                )
+            )
+        self._publish_log_entry(job)
+
+    def _publish_log_entry(self, job: LocalJob) -> None:
+        finished = job.finished_at or datetime.now(UTC)
+        entry = job_success_log_entry(
+            project=self._settings.project,
+            job_id=job.job_id,
+            job_name=job.name,
+            timestamp=finished.isoformat().replace("+00:00", "Z"),
+            insert_id=uuid.uuid4().hex,
+        )
+        topic = self._settings.topic_path("job-events")
+        future = self._publisher.publish(topic, json.dumps(entry).encode())
+        future.result(timeout=self._settings.publish_timeout_s)
+
+
+class JobServiceHandler(BaseHTTPRequestHandler):
+    executor: LocalJobExecutor  # set on the subclass ``serve`` builds
+
+    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - the base's name
+        _log.debug(format, *args)
+
+    def _reply(self, status: HTTPStatus, payload: dict[str, Any]) -> None:
+        body = json.dumps(payload).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def _job_reply(self, job: LocalJob | None) -> None:
+        if job is None:
+            self._reply(HTTPStatus.NOT_FOUND, {"error": "no such job"})
+        else:
+            self._reply(HTTPStatus.OK, job.model_dump(mode="json"))
+
+    def do_GET(self) -> None:
+        if self.path == "/healthz":
+            self._reply(HTTPStatus.OK, {"status": "ok"})
+        elif self.path == "/v1/jobs":
+            jobs = [job.model_dump(mode="json") for job in self.executor.store.all()]
+            self._reply(HTTPStatus.OK, {"jobs": jobs})
+        elif (match := _JOB_PATH.fullmatch(self.path)) and not match.group(2):
+            self._job_reply(self.executor.store.load(match.group(1)))
+        else:
+            self._reply(HTTPStatus.NOT_FOUND, {"error": f"no route {self.path}"})
+
+    def do_POST(self) -> None:
+        if self.path == "/v1/jobs":
+            self._submit()
+        elif (match := _JOB_PATH.fullmatch(self.path)) and match.group(2):
+            job_id = match.group(1)
+            found = self.executor.store.load(job_id)
+            self._job_reply(None if found is None else self.executor.cancel(job_id))
+        else:
+            self._reply(HTTPStatus.NOT_FOUND, {"error": f"no route {self.path}"})
+
+    def _submit(self) -> None:
+        length = int(self.headers.get("Content-Length") or 0)
+        try:
+            request = SubmitJobRequest.model_validate_json(self.rfile.read(length))
+        except ValidationError as error:
+            self._reply(HTTPStatus.BAD_REQUEST, {"error": str(error)})
+            return
+        self._job_reply(self.executor.submit(request.spec, request.request_id))
+
+
+def serve(executor: LocalJobExecutor, port: int) -> ThreadingHTTPServer:
+    handler = type("BoundJobServiceHandler", (JobServiceHandler,), {"executor": executor})
+    return ThreadingHTTPServer((LOOPBACK, port), handler)
+
+
+def _announce_loop(executor: LocalJobExecutor, stop: threading.Event) -> None:
+    while not stop.wait(_ANNOUNCE_RETRY_S):
+        executor.announce_pending()
+
+
+def main() -> int:
+    logging.basicConfig(
+        level=logging.INFO,
+        stream=sys.stdout,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    logging.getLogger("optuna").setLevel(logging.WARNING)
+    local = LocalCloudSettings().absolute()
+    settings = load_settings()
+    executor = LocalJobExecutor(
+        LocalJobStore(local.state_dir / "jobs"),
+        PubSubJobNotifier(settings, make_publisher(settings)),
+        project=settings.project,
+        trainer_module=local.trainer_module,
+        python=sys.executable,
+        base_environment=dict(os.environ),
+        cwd=local.repo_root,
+    )
+    server = serve(executor, local.job_service_port)
+    stop = threading.Event()
+    threading.Thread(target=_announce_loop, args=(executor, stop), daemon=True).start()
+    executor.resume()
+    _log.info("job service on %s:%d", LOOPBACK, local.job_service_port)
+    try:
+        server.serve_forever()
+    finally:
+        stop.set()
+        server.server_close()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

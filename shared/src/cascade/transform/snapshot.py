@@ -1,0 +1,168 @@
+"""The data snapshot: which accepted files (at which generation) a run trains on.
+
+Built from the accepted-files manifests (``datasets/<d>/accepted/*.json``), ordered by
+acceptance, each file pinned to the generation that was validated, and stored once per
+run (create-only) as ``runs/<run_id>/transform/snapshot.json``: a resumed or re-run
+transform reads exactly the same files. A manifest whose generation no longer exists
+(the object was overwritten without versioning, or deleted) is left out and listed
+under ``skipped``; its replacement, if validated, has a manifest of its own.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import AbstractContextManager, contextmanager
+from datetime import datetime
+from typing import BinaryIO, Protocol
+
+import google.cloud.storage as storage
+from google.api_core import exceptions as gexc
+from pydantic import BaseModel, ConfigDict, Field
+
+from cascade.errors import BadInputError, TransientError
+from cascade.paths import DatasetPaths
+from cascade.store import ArtifactStore
+from cascade.transform.spec import SnapshotFile
+from cascade.validation.manifest import AcceptedFile
+
+__all__ = [
+    "DataSnapshot",
+    "GcsObjectOpener",
+    "ObjectOpener",
+    "SkippedFile",
+    "accepted_files",
+    "build_snapshot",
+    "load_or_create_snapshot",
+    "split_gs_uri",
+]
+
+_READ_CHUNK_BYTES = 8 * 1024 * 1024
+_TRANSIENT = (gexc.ServerError, gexc.TooManyRequests, ConnectionError, TimeoutError)
+
+
+class SkippedFile(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    uri: str
+    generation: int
+    reason: str
+
+
+class DataSnapshot(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    dataset: str
+    run_id: str
+    files: list[SnapshotFile]
+    skipped: list[SkippedFile] = Field(default_factory=list)
+    created_at: datetime
+
+    @property
+    def rows(self) -> int:
+        return sum(file.rows for file in self.files)
+
+
+class ObjectOpener(Protocol):
+    """Reads one generation of an object (the landing bucket's, in production)."""
+
+    def size(self, uri: str, generation: int) -> int | None:
+        """The object's size in bytes, or None when that generation does not exist."""
+        ...
+
+    def open(self, uri: str, generation: int) -> AbstractContextManager[BinaryIO]: ...
+
+
+def split_gs_uri(uri: str) -> tuple[str, str]:
+    """``gs://bucket/name`` as (bucket, name)."""
+    if not uri.startswith("gs://") or "/" not in uri[5:]:
+        raise BadInputError(f"not a gs://bucket/object URI: {uri!r}")
+    bucket, _, name = uri[5:].partition("/")
+    return bucket, name
+
+
+class GcsObjectOpener:
+    """Opens pinned generations through the storage client, streaming in chunks."""
+
+    def __init__(self, client: storage.Client) -> None:
+        self._client = client
+
+    def _blob(self, uri: str, generation: int) -> storage.Blob:
+        bucket, name = split_gs_uri(uri)
+        return self._client.bucket(bucket).blob(name, generation=generation)
+
+    def size(self, uri: str, generation: int) -> int | None:
+        blob = self._blob(uri, generation)
+        try:
+            blob.reload()
+        except gexc.NotFound:
+            return None
+        except _TRANSIENT as error:
+            raise TransientError(f"reading {uri}#{generation}: {error}") from error
+        return int(blob.size or 0)
+
+    def open(self, uri: str, generation: int) -> AbstractContextManager[BinaryIO]:
+        blob = self._blob(uri, generation)
+
+        @contextmanager
+        def reader() -> Iterator[BinaryIO]:
+            with blob.open("rb", chunk_size=_READ_CHUNK_BYTES) as stream:
+                yield stream
+
+        return reader()
+
+
+def accepted_files(store: ArtifactStore, dataset: str) -> list[AcceptedFile]:
+    """Every accepted-file manifest of ``dataset``, in order of acceptance."""
+    manifests = []
+    for name in store.list_names(DatasetPaths(dataset).accepted_prefix):
+        if name.endswith(".json"):
+            found = store.read_model(name, AcceptedFile)
+            if found is not None:
+                manifests.append(found[0])
+    return sorted(manifests, key=lambda manifest: (manifest.accepted_at, manifest.file_id))
+
+
+def build_snapshot(
+    store: ArtifactStore, opener: ObjectOpener, *, dataset: str, run_id: str, now: datetime
+) -> DataSnapshot:
+    files: list[SnapshotFile] = []
+    skipped: list[SkippedFile] = []
+    for manifest in accepted_files(store, dataset):
+        if opener.size(manifest.uri, manifest.generation) is None:
+            skipped.append(
+                SkippedFile(
+                    uri=manifest.uri,
+                    generation=manifest.generation,
+                    reason="this generation no longer exists (overwritten or deleted)",
+                )
+            )
+            continue
+        files.append(
+            SnapshotFile(
+                uri=manifest.uri, generation=manifest.generation, rows=manifest.num_examples
+            )
+        )
+    return DataSnapshot(
+        dataset=dataset, run_id=run_id, files=files, skipped=skipped, created_at=now
+    )
+
+
+def load_or_create_snapshot(
+    store: ArtifactStore,
+    name: str,
+    opener: ObjectOpener,
+    *,
+    dataset: str,
+    run_id: str,
+    now: datetime,
+) -> DataSnapshot:
+    """The run's snapshot: the stored one, or a new one stored create-only."""
+    found = store.read_model(name, DataSnapshot)
+    if found is not None:
+        return found[0]
+    snapshot = build_snapshot(store, opener, dataset=dataset, run_id=run_id, now=now)
+    if store.create(name, snapshot.model_dump_json(indent=2).encode()) is None:
+        stored = store.read_model(name, DataSnapshot)
+        if stored is not None:
+            return stored[0]
+    return snapshot

@@ -1,0 +1,122 @@
+"""A stand-in trainer for job-runner tests: ``python -m tests.unit.jobs.fake_trainer``.
+
+Same command line and environment as ``cascade.trainer.task``, no TensorFlow. Its
+"model" is a JSON file; its tuning metric is a known function of its hyperparameters,
+``(log10(learning_rate) + 2.2)**2 + |hidden_units - 64| / 100`` (best at 0.01 and 64,
+no two of the test grid's points equal),
+reported in cloudml-hypertune's file format. Hyperparameters ``fail=true`` make it exit
+with status 3 and ``sleep_s`` keeps it running. Each replica records what it was told
+under ``<AIP_MODEL_DIR>/../replicas/``. Outside a tuning trial the chief publishes
+``model-trained`` when a Pub/Sub emulator is configured, as the real trainer does.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from cascade.jobs.hypertune import write_trial_metric
+from cascade.jobs.spec import TrainingJobSpec
+
+
+def metric_of(hyperparameters: dict[str, Any]) -> float:
+    learning_rate = float(hyperparameters.get("learning_rate", 0.001))
+    units = float(hyperparameters.get("hidden_units", 64))
+    return (math.log10(learning_rate) + 2.2) ** 2 + abs(units - 64) / 100
+
+
+def _parse(value: str) -> Any:
+    for cast in (int, float):
+        try:
+            return cast(value)
+        except ValueError:
+            continue
+    return {"true": True, "false": False}.get(value.lower(), value)
+
+
+def _read(uri: str) -> bytes:
+    if uri.startswith("gs://"):
+        from google.cloud import storage
+
+        from cascade.clients import make_storage_client
+        from cascade.config import Settings
+
+        client: storage.Client = make_storage_client(Settings())
+        bucket, _, name = uri.removeprefix("gs://").partition("/")
+        return bytes(client.bucket(bucket).blob(name).download_as_bytes())
+    return Path(uri).read_bytes()
+
+
+def _write(uri: str, data: bytes) -> None:
+    if uri.startswith("gs://"):
+        from cascade.clients import make_storage_client
+        from cascade.config import Settings
+
+        bucket, _, name = uri.removeprefix("gs://").partition("/")
+        make_storage_client(Settings()).bucket(bucket).blob(name).upload_from_string(data)
+        return
+    Path(uri).parent.mkdir(parents=True, exist_ok=True)
+    Path(uri).write_bytes(data)
+
+
+def _publish_model_trained(spec: TrainingJobSpec, model_dir: str) -> None:
+    from cascade.bus import MessageBus
+    from cascade.clients import make_publisher
+    from cascade.config import Settings
+    from cascade.messages import ModelTrained
+
+    settings = Settings()
+    MessageBus(make_publisher(settings), settings).publish(
+        ModelTrained(
+            dataset=spec.dataset,
+            run_id=spec.run_id,
+            job_name=os.environ.get("CASCADE_JOB_NAME"),
+            model_uri=model_dir,
+            metrics_uri=f"{model_dir.rstrip('/').removesuffix('/model')}/metrics.json",
+        )
+    )
+
+
+def main(argv: list[str]) -> int:
+    flags = dict(arg.removeprefix("--").split("=", 1) for arg in argv)
+    spec = TrainingJobSpec.model_validate_json(_read(flags.pop("job-spec-uri")))
+    hyperparameters = {**spec.hyperparameters, **{k: _parse(v) for k, v in flags.items()}}
+    model_dir = os.environ["AIP_MODEL_DIR"].rstrip("/")
+    tf_config = json.loads(os.environ.get("TF_CONFIG") or "{}")
+    task = tf_config.get("task", {"type": "chief", "index": 0})
+    told = {
+        "hyperparameters": hyperparameters,
+        "tf_config": tf_config,
+        "trial_id": os.environ.get("CLOUD_ML_TRIAL_ID"),
+        "job_id": os.environ.get("CLOUD_ML_JOB_ID"),
+        "transform_spec_uri": spec.transform_spec_uri,
+    }
+    replicas = f"{model_dir.removesuffix('/model')}/replicas/{task['type']}-{task['index']}.json"
+    _write(replicas, json.dumps(told).encode())
+    time.sleep(float(hyperparameters.get("sleep_s", 0)))
+    if hyperparameters.get("fail"):
+        print("failing as asked", file=sys.stderr)
+        return 3
+    metric = metric_of(hyperparameters)
+    if task["type"] != "chief":
+        return 0
+    _write(f"{model_dir}/model.json", json.dumps({"metric": metric, **told}).encode())
+    metric_file = os.environ.get("CLOUD_ML_HP_METRIC_FILE")
+    if metric_file:
+        tag = os.environ.get("CLOUD_ML_HP_METRIC_TAG", "eval_loss")
+        write_trial_metric(
+            Path(metric_file), tag, metric + 0.5, trial=told["trial_id"] or "", step=1
+        )
+        write_trial_metric(Path(metric_file), tag, metric, trial=told["trial_id"] or "", step=2)
+    elif os.environ.get("PUBSUB_EMULATOR_HOST"):
+        _publish_model_trained(spec, model_dir)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
