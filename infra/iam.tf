@@ -52,6 +52,13 @@ locals {
       project_roles = ["roles/aiplatform.viewer"]
       submits_jobs  = false
     }
+    evaluate-http = {
+      read_buckets  = []
+      write_buckets = ["artifacts"]
+      publish       = ["model-blessed", "alerts"]
+      project_roles = []
+      submits_jobs  = false
+    }
     deploy = {
       read_buckets  = []
       write_buckets = ["artifacts"]

@@ -1,11 +1,14 @@
-"""evaluate: a message on model-trained, or a training-job event on job-events."""
+"""evaluate: a message on model-trained, a training-job event on job-events, or an
+authenticated POST that force-blesses a run (the audited override)."""
 
+import flask
 import functions_framework
 from cloudevents.http import CloudEvent
 
-from cascade.function_adapter import run_pubsub_event
-from cascade.messages import JobEvent, ModelTrained
-from cascade.steps.evaluate import handle_job_event, handle_model_trained
+from cascade.evaluation.http import handle_http_bless
+from cascade.function_adapter import context, run_cloudevent, run_pubsub_event
+from cascade.messages import ModelTrained
+from cascade.steps.evaluate import handle_job_event_data, handle_model_trained
 
 
 @functions_framework.cloud_event
@@ -15,4 +18,9 @@ def on_model_trained(event: CloudEvent) -> None:
 
 @functions_framework.cloud_event
 def on_job_event(event: CloudEvent) -> None:
-    run_pubsub_event(event, JobEvent, handle_job_event)
+    run_cloudevent(event, handle_job_event_data)
+
+
+@functions_framework.http
+def on_http_bless(request: flask.Request) -> tuple[dict[str, object], int]:
+    return handle_http_bless(context(), request)

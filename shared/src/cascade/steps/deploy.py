@@ -1,16 +1,27 @@
-"""deploy: a blessed model goes to the endpoint.
+"""deploy: a blessed model goes to the endpoint, through a canary.
 
-Bookkeeping only for now (issue 5 brings the deployer and model server): the step is
-claimed and recorded and the run marked finished, with nothing deployed.
+The candidate must be blessed in its ``evaluation.json`` (or force-blessed): a model
+that failed a blocking threshold or its load-and-probe check is never deployed, even if
+a ``model-blessed`` message for it arrives. The rollout (``cascade.deploy.rollout``)
+registers the version, gives it the canary share, checks it, and promotes it or rolls
+it back; the deployer is Vertex AI in the cloud and the local model server locally.
 """
 
 from __future__ import annotations
 
+from typing import Any
+
 from cascade.claims import ClaimHandle
 from cascade.context import StepContext
+from cascade.deploy.deployer import Candidate, Deployer, lineage_of
+from cascade.deploy.factory import deployer_for
+from cascade.deploy.rollout import roll_out
+from cascade.deploy.smoke import read_transform_spec, smoke_instances
 from cascade.errors import BadRequestError
-from cascade.messages import ModelBlessed
+from cascade.evaluation.record import EvaluationRecord, evaluation_path
+from cascade.messages import Alert, ModelBlessed
 from cascade.observability import RunLogger
+from cascade.pipeline_config import load_pipeline_config
 from cascade.steps.runner import StepOutcome, execute_step
 
 __all__ = ["handle_model_blessed"]
@@ -18,18 +29,73 @@ __all__ = ["handle_model_blessed"]
 STEP = "deploy"
 
 
+class _ClaimProgress:
+    """The rollout's progress, kept in the claim's ``submitted`` record."""
+
+    def __init__(self, claim: ClaimHandle) -> None:
+        self._claim = claim
+
+    @property
+    def done(self) -> dict[str, Any]:
+        return dict(self._claim.claim.submitted)
+
+    def record(self, **stages: Any) -> None:
+        self._claim.record_submission(**stages)
+
+
+def _blessed_evaluation(ctx: StepContext, message: ModelBlessed) -> EvaluationRecord:
+    found = ctx.artifacts.read_model(evaluation_path(message.run_id), EvaluationRecord)
+    if found is None:
+        raise BadRequestError(f"run {message.run_id} has no evaluation.json; not deploying")
+    record = found[0]
+    if not record.blessed or not record.infra_passed:
+        raise BadRequestError(
+            f"run {message.run_id} is {record.verdict} in its evaluation; not deploying"
+        )
+    return record
+
+
 def handle_model_blessed(
-    ctx: StepContext, message: ModelBlessed, *, event_id: str
+    ctx: StepContext, message: ModelBlessed, *, event_id: str, deployer: Deployer | None = None
 ) -> StepOutcome | None:
     run = ctx.ledger.get(message.run_id)
     if run is None:
         raise BadRequestError(f"model-blessed for unknown run {message.run_id}")
 
     def body(claim: ClaimHandle, log: RunLogger) -> StepOutcome:
+        evaluation = _blessed_evaluation(ctx, message)
+        config = load_pipeline_config(ctx.artifacts, message.dataset).deployment
+        spec = read_transform_spec(ctx.artifacts, message.run_id)
+        candidate = Candidate(
+            dataset=message.dataset,
+            run_id=message.run_id,
+            model_uri=evaluation.model_uri,
+            lineage=lineage_of(message.run_id, spec),
+        )
+        target = deployer or deployer_for(ctx)
+        instances = [] if spec is None else smoke_instances(spec)
+        result = roll_out(target, candidate, config, instances, _ClaimProgress(claim))
+        outputs = {"target": target.target, **result.outputs(), "warnings": message.warnings}
+        if result.promoted:
+            summary = f"version {result.version} serves 100% (canary {result.canary.detail})"
+            return StepOutcome(
+                summary=summary,
+                outputs=outputs,
+                run_state="succeeded",
+                lineage={"deployed_version": result.version},
+            )
+        summary = f"version {result.version} rolled back: canary failed: {result.canary.detail}"
+        alert = Alert(
+            dataset=message.dataset,
+            run_id=message.run_id,
+            step=STEP,
+            severity="ERROR",
+            summary=summary,
+            details=outputs,
+            at=ctx.clock(),
+        )
         return StepOutcome(
-            summary="nothing deployed yet (deployment capability not built)",
-            outputs={"deployed": "none"},
-            run_state="succeeded",
+            state="failed", summary=summary, outputs=outputs, messages=[alert], run_state="failed"
         )
 
     return execute_step(ctx, run=run, step=STEP, owner=event_id, body=body)

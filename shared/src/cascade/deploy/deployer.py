@@ -1,0 +1,107 @@
+"""The one interface both deployers implement, and what flows through it."""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from cascade.deploy.config import DeploymentConfig
+from cascade.serving.state import DeployedVersion
+from cascade.transform.spec import TransformSpec
+
+__all__ = ["CanaryReport", "Candidate", "Deployer", "label_value", "lineage_of"]
+
+
+def label_value(text: str) -> str:
+    """A Google Cloud label value: lowercase letters, digits, ``_`` and ``-``, <= 63 chars
+    (a longer one keeps its head and a hash of the whole)."""
+    cleaned = re.sub(r"[^a-z0-9_-]", "-", text.lower())
+    if len(cleaned) <= 63:
+        return cleaned
+    return f"{cleaned[:46]}-{hashlib.sha256(text.encode()).hexdigest()[:16]}"
+
+
+def lineage_of(run_id: str, spec: TransformSpec | None) -> dict[str, str]:
+    """Run id, data snapshot (a digest of the pinned files) and transform fingerprint."""
+    lineage = {"run_id": run_id}
+    if spec is not None:
+        pinned = "\n".join(f"{item.uri}#{item.generation}" for item in spec.snapshot)
+        lineage["data_snapshot"] = hashlib.sha256(pinned.encode()).hexdigest()[:16]
+        lineage["snapshot_files"] = str(len(spec.snapshot))
+        lineage["transform_fingerprint"] = spec.fingerprint()
+    return lineage
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """A blessed model to deploy."""
+
+    dataset: str
+    run_id: str
+    model_uri: str
+    lineage: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class CanaryReport:
+    passed: bool
+    requests: int
+    errors: int
+    p95_ms: float
+    detail: str
+    answered_by_canary: int = 0
+
+    def as_outputs(self) -> dict[str, Any]:
+        return {
+            "passed": self.passed,
+            "requests": self.requests,
+            "errors": self.errors,
+            "p95_ms": round(self.p95_ms, 3),
+            "answered_by_canary": self.answered_by_canary,
+            "detail": self.detail,
+        }
+
+
+class Deployer(Protocol):
+    """Registers, deploys, checks, promotes and rolls back model versions of a dataset.
+
+    Every method is safe to call again after a crash (the rollout records its progress
+    on the step's claim and resumes).
+    """
+
+    target: str
+
+    def register(self, candidate: Candidate, config: DeploymentConfig) -> DeployedVersion:
+        """Make the candidate a new version of the dataset's model (no traffic yet)."""
+        ...
+
+    def start_canary(
+        self, candidate: Candidate, version: DeployedVersion, config: DeploymentConfig
+    ) -> int:
+        """Deploy ``version`` with the canary share (all traffic when nothing else serves);
+        returns the share it got."""
+        ...
+
+    def check_canary(
+        self, dataset: str, version: str, instances: list[dict[str, Any]], config: DeploymentConfig
+    ) -> CanaryReport:
+        """Send smoke predictions and judge the errors and latency."""
+        ...
+
+    def promote(self, dataset: str, version: str) -> None:
+        """All traffic to ``version``; other versions stay deployed without traffic."""
+        ...
+
+    def roll_back(self, dataset: str, version: str, reason: str) -> None:
+        """Undeploy a failed ``version``; its traffic returns to what served before."""
+        ...
+
+    def retire(self, dataset: str, keep: int) -> list[str]:
+        """Undeploy the oldest versions without traffic beyond ``keep``; their ids."""
+        ...
+
+    def restore_previous(self, dataset: str) -> tuple[str, str]:
+        """Roll back the serving version to the previous one: (rolled back, now serving)."""
+        ...

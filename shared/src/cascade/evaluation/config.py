@@ -1,0 +1,106 @@
+"""The ``evaluation`` section of a dataset's pipeline config: when is a candidate blessed.
+
+    evaluation:
+      first_run: absolute_only        # or manual_approval: no deployed model to compare with
+      min_slice_examples: 30          # smaller slices are reported as skipped, not judged
+      thresholds:
+        - metric: auc
+          tier: blocking              # blocking: not blessed; warning: blessed with an alert
+          lower_bound: 0.70           # absolute bounds on the candidate's value
+          max_regression: 0.01        # at most this much worse than the deployed model
+          slices: true                # also per slice, not only overall
+        - metric: loss
+          tier: warning
+          max_regression: 0.05
+          relative: true              # max_regression is a fraction of the deployed value
+
+A regression is measured in the metric's harmful direction: down for metrics where higher
+is better (``auc``, ``accuracy``...), up for ``loss``, ``mse``, ``mae`` and ``rmse`` (or set
+``higher_is_better``). Both models are evaluated by the trainer on the same eval split.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+__all__ = [
+    "LOWER_IS_BETTER",
+    "EvaluationConfig",
+    "FirstRunPolicy",
+    "MetricThreshold",
+    "Tier",
+]
+
+Tier = Literal["blocking", "warning"]
+FirstRunPolicy = Literal["absolute_only", "manual_approval"]
+LOWER_IS_BETTER = frozenset({"loss", "mse", "mae", "rmse"})
+"""Metric names (optionally prefixed ``eval_``) where a smaller value is better."""
+
+
+class MetricThreshold(BaseModel):
+    """One metric's bounds in one tier; each bound that is set becomes a check."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    metric: str = Field(min_length=1, description="A metric of metrics.json, e.g. auc, loss.")
+    tier: Tier = "blocking"
+    lower_bound: float | None = Field(None, description="The candidate's value must be >= this.")
+    upper_bound: float | None = Field(None, description="The candidate's value must be <= this.")
+    max_regression: float | None = Field(
+        None, ge=0, description="Most the candidate may be worse than the deployed model."
+    )
+    relative: bool = Field(False, description="max_regression is a fraction of the baseline.")
+    higher_is_better: bool | None = Field(
+        None, description="Direction of improvement; inferred from the metric name when unset."
+    )
+    slices: bool = Field(False, description="Also check every slice, not only overall.")
+
+    @model_validator(mode="after")
+    def _some_bound(self) -> MetricThreshold:
+        if self.lower_bound is None and self.upper_bound is None and self.max_regression is None:
+            raise ValueError(
+                f"threshold on {self.metric!r} sets no bound: "
+                "give lower_bound, upper_bound or max_regression"
+            )
+        if (
+            self.lower_bound is not None
+            and self.upper_bound is not None
+            and self.lower_bound > self.upper_bound
+        ):
+            raise ValueError(f"threshold on {self.metric!r}: lower_bound > upper_bound")
+        return self
+
+    @property
+    def metric_name(self) -> str:
+        """The name in metrics.json (``eval_loss`` and ``loss`` are the same metric)."""
+        return self.metric.removeprefix("eval_")
+
+    @property
+    def improves_upward(self) -> bool:
+        if self.higher_is_better is not None:
+            return self.higher_is_better
+        return self.metric_name not in LOWER_IS_BETTER
+
+
+def _default_thresholds() -> list[MetricThreshold]:
+    """Every problem type has ``loss``: block a clear overall regression, warn on slices."""
+    return [
+        MetricThreshold(metric="loss", tier="blocking", max_regression=0.05, relative=True),
+        MetricThreshold(
+            metric="loss", tier="warning", max_regression=0.10, relative=True, slices=True
+        ),
+    ]
+
+
+class EvaluationConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    first_run: FirstRunPolicy = Field(
+        "absolute_only",
+        description="With no deployed model: bless on the absolute bounds alone, or wait "
+        "for a person (`cascade bless <run_id> --reason ...`).",
+    )
+    min_slice_examples: int = Field(30, ge=1, description="Smaller slices are skipped.")
+    thresholds: list[MetricThreshold] = Field(default_factory=_default_thresholds)

@@ -1,0 +1,98 @@
+"""``python -m cascade.serving``: the local model server under gunicorn, on 127.0.0.1.
+
+The Flask app and its ``ModelServer`` are created here, before gunicorn forks, but
+nothing is loaded and no client or thread exists until ``post_worker_init`` runs in each
+worker: TensorFlow and the storage client are created after the fork (a model loaded
+before the fork can hang the worker).
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from typing import Any
+
+from gunicorn.app.base import BaseApplication  # type: ignore[import-untyped]
+
+from cascade.clients import make_storage_client
+from cascade.config import Settings, load_settings
+from cascade.localcloud.settings import LOOPBACK
+from cascade.observability import configure_logging
+from cascade.serving.app import create_app
+from cascade.serving.server import ModelServer
+from cascade.serving.settings import ModelServerSettings
+from cascade.serving.uris import UriReader
+from cascade.store import ArtifactStore
+
+__all__ = ["build_server", "main"]
+
+_log = logging.getLogger("cascade.serving")
+
+
+def build_server(settings: Settings, serving: ModelServerSettings) -> ModelServer:
+    """A ModelServer whose clients are created on first use (in the worker)."""
+    return ModelServer(
+        artifacts=lambda: ArtifactStore(make_storage_client(settings), settings.artifacts_bucket),
+        storage=lambda: _reader(settings),
+        cache_dir=serving.cache_dir.resolve(),
+        poll_interval_s=serving.poll_interval_s,
+    )
+
+
+def _reader(settings: Settings) -> UriReader:
+    client = make_storage_client(settings)
+    return UriReader(lambda bucket: ArtifactStore(client, bucket))
+
+
+class _Gunicorn(BaseApplication):  # type: ignore[misc]
+    def __init__(self, app: Any, options: dict[str, Any]) -> None:
+        self._app = app
+        self._options = options
+        super().__init__()
+
+    def load_config(self) -> None:
+        for key, value in self._options.items():
+            self.cfg.set(key, value)
+
+    def load(self) -> Any:
+        return self._app
+
+
+def _configure_tensorflow(threads: int) -> None:
+    import tensorflow as tf  # after the fork
+
+    tf.config.threading.set_intra_op_parallelism_threads(threads)
+    tf.config.threading.set_inter_op_parallelism_threads(threads)
+
+
+def main() -> int:
+    settings = load_settings()
+    serving = ModelServerSettings()
+    configure_logging(function_name="model-server", project=settings.project)
+    server = build_server(settings, serving)
+
+    def post_worker_init(worker: Any) -> None:
+        _configure_tensorflow(serving.tf_threads)
+        server.start()
+        _log.info("model server worker %s ready: %s", worker.pid, server.datasets)
+
+    options = {
+        "bind": f"{LOOPBACK}:{serving.port}",
+        "workers": serving.workers,
+        "threads": serving.threads,
+        "worker_class": "gthread" if serving.threads > 1 else "sync",
+        "timeout": serving.timeout_s,
+        "graceful_timeout": 10,
+        "keepalive": 5,
+        "accesslog": None,
+        "errorlog": "-",
+        "loglevel": "warning",
+        "post_worker_init": post_worker_init,
+        "proc_name": "cascade-model-server",
+    }
+    _Gunicorn(create_app(server), options).run()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

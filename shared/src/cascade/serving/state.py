@@ -1,0 +1,147 @@
+"""``models/<dataset>/serving.json``: which model versions serve a dataset, and their traffic.
+
+Written by the deployers (local and Vertex AI) with generation preconditions, read by the
+local model server (which loads every deployed version and routes by ``traffic``), by the
+train step (the deployed model is the baseline a candidate is compared with) and by
+``cascade rollback``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import datetime
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from cascade.errors import ConcurrentUpdateError
+from cascade.paths import DatasetPaths
+from cascade.store import ArtifactStore
+
+__all__ = [
+    "DEPLOYED_STATES",
+    "DeployedVersion",
+    "ServingAction",
+    "ServingEvent",
+    "ServingState",
+    "VersionState",
+    "deployed_model_uri",
+    "read_serving_state",
+    "update_serving_state",
+]
+
+VersionState = Literal["canary", "serving", "standby", "rolled_back", "retired"]
+ServingAction = Literal["deploy", "canary", "promote", "rollback", "retire"]
+DEPLOYED_STATES: frozenset[str] = frozenset({"canary", "serving", "standby"})
+"""Versions in these states are deployed (loaded by the model server, on the endpoint)."""
+HISTORY_LIMIT = 100
+
+
+class DeployedVersion(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    version: str = Field(pattern=r"^[0-9]+$", description="1, 2, ... (Vertex: model version id)")
+    run_id: str
+    model_uri: str
+    state: VersionState
+    deployed_at: datetime
+    lineage: dict[str, str] = Field(default_factory=dict)
+    vertex_model: str | None = Field(None, description="Model resource name with @version.")
+    vertex_deployed_model_id: str | None = None
+
+    @property
+    def deployed(self) -> bool:
+        return self.state in DEPLOYED_STATES
+
+
+class ServingEvent(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    at: datetime
+    action: ServingAction
+    version: str
+    detail: str = ""
+
+
+class ServingState(BaseModel):
+    """A dataset's deployed versions and traffic split (percent per version, sums to 100)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    dataset: str
+    target: Literal["local", "vertex"]
+    endpoint: str = Field(description="Local: the model name; Vertex AI: the endpoint name.")
+    versions: list[DeployedVersion] = Field(default_factory=list)
+    traffic: dict[str, int] = Field(default_factory=dict)
+    updated_at: datetime
+    history: list[ServingEvent] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _traffic_is_a_split_of_deployed_versions(self) -> ServingState:
+        deployed = {version.version for version in self.versions if version.deployed}
+        unknown = set(self.traffic) - deployed
+        if unknown:
+            raise ValueError(f"traffic names versions that are not deployed: {sorted(unknown)}")
+        if self.traffic and sum(self.traffic.values()) != 100:
+            raise ValueError(f"traffic must sum to 100, not {sum(self.traffic.values())}")
+        if any(share < 0 for share in self.traffic.values()):
+            raise ValueError("traffic shares must not be negative")
+        return self
+
+    def version(self, version: str) -> DeployedVersion | None:
+        return next((item for item in self.versions if item.version == version), None)
+
+    @property
+    def deployed(self) -> list[DeployedVersion]:
+        return [item for item in self.versions if item.deployed]
+
+    @property
+    def primary(self) -> DeployedVersion | None:
+        """The version with the most traffic (the newest on a tie): the production model."""
+        candidates = [item for item in self.deployed if self.traffic.get(item.version, 0) > 0]
+        if not candidates:
+            return None
+        return max(candidates, key=lambda item: (self.traffic[item.version], int(item.version)))
+
+    def next_version(self) -> str:
+        return str(max((int(item.version) for item in self.versions), default=0) + 1)
+
+    def record(self, at: datetime, action: ServingAction, version: str, detail: str = "") -> None:
+        self.history.append(ServingEvent(at=at, action=action, version=version, detail=detail))
+        del self.history[:-HISTORY_LIMIT]
+        self.updated_at = at
+
+
+def read_serving_state(artifacts: ArtifactStore, dataset: str) -> tuple[ServingState, int] | None:
+    """The dataset's serving state and its generation; None when nothing was ever deployed."""
+    return artifacts.read_model(DatasetPaths(dataset).serving, ServingState)
+
+
+def deployed_model_uri(artifacts: ArtifactStore, dataset: str) -> str | None:
+    """The model serving most of the dataset's traffic (the baseline for the next candidate)."""
+    found = read_serving_state(artifacts, dataset)
+    primary = None if found is None else found[0].primary
+    return None if primary is None else primary.model_uri
+
+
+def update_serving_state(
+    artifacts: ArtifactStore,
+    dataset: str,
+    mutate: Callable[[ServingState | None], ServingState],
+    *,
+    max_attempts: int = 20,
+) -> ServingState:
+    """Read-modify-write ``serving.json`` under a generation precondition.
+
+    ``mutate`` gets the current state (None before the first deployment) and returns the
+    new one; it may run several times (once per lost race) and must not have side effects.
+    """
+    name = DatasetPaths(dataset).serving
+    for _ in range(max_attempts):
+        found = artifacts.read_model(name, ServingState)
+        current, generation = (None, 0) if found is None else found
+        updated = mutate(None if current is None else current.model_copy(deep=True))
+        ServingState.model_validate(updated.model_dump())  # the split must still be valid
+        if artifacts.write_json(name, updated, if_generation_match=generation) is not None:
+            return updated
+    raise ConcurrentUpdateError(f"{name}: lost {max_attempts} update races")

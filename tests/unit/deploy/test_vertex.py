@@ -1,0 +1,288 @@
+"""The Vertex AI deployer's exact SDK calls, against spec'd mocks of aiplatform."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+import pytest
+from google.api_core import exceptions as gexc
+from google.cloud import aiplatform
+from google.cloud.aiplatform.models import Prediction
+from google.cloud.aiplatform_v1.types import DeployedModel
+from pytest_mock import MockerFixture
+
+from cascade.deploy.config import DEFAULT_SERVING_IMAGE, DeploymentConfig
+from cascade.deploy.deployer import Candidate
+from cascade.deploy.rollout import roll_out
+from cascade.deploy.vertex import VertexDeployer
+from cascade.paths import DatasetPaths
+from cascade.serving.state import ServingState, read_serving_state
+from cascade.testing import MemoryArtifactStore
+
+NOW = datetime(2026, 11, 27, tzinfo=UTC)
+WHERE = {"project": "proj", "location": "europe-west4"}
+PARENT = "projects/proj/locations/europe-west4/models/credit"
+ENDPOINT = "projects/proj/locations/europe-west4/endpoints/4242"
+CONFIG = DeploymentConfig(
+    canary_traffic_percent=10,
+    canary_requests=3,
+    machine_type="n1-standard-4",
+    min_replicas=1,
+    max_replicas=3,
+    keep_versions=1,
+)
+
+
+def candidate(run: str) -> Candidate:
+    return Candidate(
+        dataset="credit",
+        run_id=run,
+        model_uri=f"gs://art/runs/{run}/training/model",
+        lineage={"run_id": run, "data_snapshot": "abc123"},
+    )
+
+
+class Sdk:
+    def __init__(self, mocker: MockerFixture) -> None:
+        self.models = mocker.create_autospec(aiplatform.Model)
+        self.endpoints = mocker.create_autospec(aiplatform.Endpoint)
+        self.endpoint = mocker.create_autospec(aiplatform.Endpoint, instance=True)
+        self.endpoint.resource_name = ENDPOINT
+        self.endpoint.traffic_split = {}
+        self.endpoints.return_value = self.endpoint
+        self.endpoints.create.return_value = self.endpoint
+        self.endpoints.list.return_value = []
+        self._mocker = mocker
+
+    def model_version(self, version: str) -> Any:
+        model = self._mocker.create_autospec(aiplatform.Model, instance=True)
+        model.version_id = version
+        model.resource_name = PARENT
+        model.versioned_resource_name = f"{PARENT}@{version}"
+        return model
+
+    def deployed(self, *pairs: tuple[str, str]) -> None:
+        self.endpoint.list_models.return_value = [
+            DeployedModel(id=deployed_id, model=PARENT, model_version_id=version)
+            for deployed_id, version in pairs
+        ]
+
+
+@pytest.fixture
+def sdk(mocker: MockerFixture) -> Sdk:
+    return Sdk(mocker)
+
+
+@pytest.fixture
+def artifacts() -> MemoryArtifactStore:
+    return MemoryArtifactStore("art")
+
+
+@pytest.fixture
+def deployer(sdk: Sdk, artifacts: MemoryArtifactStore) -> VertexDeployer:
+    return VertexDeployer(
+        artifacts,
+        project="proj",
+        region="europe-west4",
+        clock=lambda: NOW,
+        models=sdk.models,
+        endpoints=sdk.endpoints,
+    )
+
+
+def test_the_first_upload_creates_the_model_with_lineage_labels(
+    sdk: Sdk, deployer: VertexDeployer
+) -> None:
+    sdk.models.side_effect = gexc.NotFound("no such model")
+    sdk.models.upload.return_value = sdk.model_version("1")
+
+    version = deployer.register(candidate("credit-aaa"), CONFIG)
+
+    sdk.models.upload.assert_called_once_with(
+        display_name="credit",
+        artifact_uri="gs://art/runs/credit-aaa/training/model",
+        serving_container_image_uri=DEFAULT_SERVING_IMAGE,
+        model_id="credit",
+        parent_model=None,
+        is_default_version=True,
+        version_aliases=["run-credit-aaa"],
+        version_description="Cascade run credit-aaa: data_snapshot=abc123, run_id=credit-aaa",
+        labels={
+            "cascade-dataset": "credit",
+            "cascade-run-id": "credit-aaa",
+            "cascade-data-snapshot": "abc123",
+        },
+        sync=True,
+        **WHERE,
+    )
+    assert (version.version, version.vertex_model) == ("1", f"{PARENT}@1")
+
+
+def test_a_later_upload_is_a_new_version_of_the_parent_model(
+    sdk: Sdk, deployer: VertexDeployer
+) -> None:
+    sdk.models.side_effect = [sdk.model_version("1"), gexc.NotFound("no such alias")]
+    sdk.models.upload.return_value = sdk.model_version("2")
+
+    version = deployer.register(candidate("credit-bbb"), CONFIG)
+
+    assert sdk.models.call_args_list[1].kwargs == {
+        "model_name": f"{PARENT}@run-credit-bbb",
+        **WHERE,
+    }
+    upload = sdk.models.upload.call_args.kwargs
+    assert (upload["parent_model"], upload["model_id"]) == (PARENT, None)
+    assert version.version == "2"
+
+
+def test_a_retried_upload_reuses_the_version_the_alias_names(
+    sdk: Sdk, deployer: VertexDeployer
+) -> None:
+    sdk.models.side_effect = [sdk.model_version("1"), sdk.model_version("2")]
+
+    version = deployer.register(candidate("credit-bbb"), CONFIG)
+
+    sdk.models.upload.assert_not_called()
+    assert version.version == "2"
+
+
+def test_a_first_deployment_creates_the_endpoint_and_takes_all_traffic(
+    sdk: Sdk, deployer: VertexDeployer, artifacts: MemoryArtifactStore
+) -> None:
+    version = sdk.model_version("1")
+    sdk.models.return_value = version
+    sdk.deployed(("111", "1"))
+    registered = deployer._version_of(candidate("credit-aaa"), version)
+
+    share = deployer.start_canary(candidate("credit-aaa"), registered, CONFIG)
+
+    sdk.endpoints.list.assert_called_once_with(filter='labels.cascade-dataset="credit"', **WHERE)
+    sdk.endpoints.create.assert_called_once_with(
+        display_name="credit", labels={"cascade-dataset": "credit"}, sync=True, **WHERE
+    )
+    sdk.endpoint.deploy.assert_called_once_with(
+        model=version,
+        deployed_model_display_name="credit-v1",
+        traffic_percentage=100,
+        machine_type="n1-standard-4",
+        min_replica_count=1,
+        max_replica_count=3,
+        service_account=None,
+        sync=True,
+    )
+    assert share == 100
+    found = read_serving_state(artifacts, "credit")
+    assert found is not None
+    state = found[0]
+    assert (state.endpoint, state.traffic) == (ENDPOINT, {"1": 100})
+    assert state.version("1").vertex_deployed_model_id == "111"  # type: ignore[union-attr]
+
+
+def serving_v1(artifacts: MemoryArtifactStore) -> None:
+    state = ServingState.model_validate(
+        {
+            "dataset": "credit",
+            "target": "vertex",
+            "endpoint": ENDPOINT,
+            "updated_at": NOW,
+            "versions": [
+                {
+                    "version": "1",
+                    "run_id": "credit-aaa",
+                    "model_uri": "gs://art/m1",
+                    "state": "serving",
+                    "deployed_at": NOW,
+                    "vertex_deployed_model_id": "111",
+                    "vertex_model": f"{PARENT}@1",
+                }
+            ],
+            "traffic": {"1": 100},
+        }
+    )
+    artifacts.write_json(DatasetPaths("credit").serving, state)
+
+
+class Progress:
+    def __init__(self) -> None:
+        self.done: dict[str, Any] = {}
+
+    def record(self, **stages: Any) -> None:
+        self.done.update(stages)
+
+
+def test_a_canary_that_answers_is_promoted_and_the_old_version_undeployed(
+    sdk: Sdk, deployer: VertexDeployer, artifacts: MemoryArtifactStore
+) -> None:
+    serving_v1(artifacts)
+    sdk.endpoint.traffic_split = {"111": 100}
+    v2 = sdk.model_version("2")
+    sdk.models.side_effect = [sdk.model_version("1"), gexc.NotFound("alias"), v2]
+    sdk.models.upload.return_value = v2
+    sdk.deployed(("111", "1"), ("222", "2"))
+    sdk.endpoint.predict.side_effect = [
+        Prediction(
+            predictions=[{"classes": "yes"}],
+            deployed_model_id=deployed,
+            metadata=None,
+            model_version_id=None,
+            model_resource_name=PARENT,
+        )
+        for deployed in ("111", "222", "111")
+    ]
+
+    result = roll_out(deployer, candidate("credit-bbb"), CONFIG, [{"age": 30.0}], Progress())
+
+    sdk.endpoints.assert_called_with(endpoint_name=ENDPOINT, **WHERE)
+    sdk.endpoint.deploy.assert_called_once()
+    assert sdk.endpoint.deploy.call_args.kwargs["traffic_percentage"] == 10
+    assert sdk.endpoint.predict.call_count == 3
+    sdk.endpoint.predict.assert_called_with(instances=[{"age": 30.0}])
+    sdk.endpoint.update.assert_called_once_with(traffic_split={"222": 100})
+    sdk.endpoint.undeploy.assert_called_once_with(deployed_model_id="111")
+    assert (result.promoted, result.retired, result.canary.answered_by_canary) == (True, ["1"], 1)
+    state = read_serving_state(artifacts, "credit")[0]  # type: ignore[index]
+    assert state.traffic == {"2": 100}
+    assert [v.state for v in state.versions] == ["retired", "serving"]
+
+
+def test_a_failing_canary_is_undeployed_and_the_old_split_restored(
+    sdk: Sdk, deployer: VertexDeployer, artifacts: MemoryArtifactStore
+) -> None:
+    serving_v1(artifacts)
+    sdk.endpoint.traffic_split = {"111": 100}
+    v2 = sdk.model_version("2")
+    sdk.models.side_effect = [sdk.model_version("1"), gexc.NotFound("alias"), v2]
+    sdk.models.upload.return_value = v2
+    sdk.deployed(("111", "1"), ("222", "2"))
+    sdk.endpoint.predict.side_effect = gexc.InternalServerError("model crashed")
+
+    result = roll_out(deployer, candidate("credit-bbb"), CONFIG, [{"age": 30.0}], Progress())
+
+    sdk.endpoint.undeploy.assert_called_once_with(
+        deployed_model_id="222", traffic_split={"111": 100}
+    )
+    sdk.endpoint.update.assert_not_called()
+    assert not result.promoted
+    assert "3/3 requests failed" in result.canary.detail
+    assert read_serving_state(artifacts, "credit")[0].traffic == {"1": 100}  # type: ignore[index]
+
+
+def test_rollback_sends_traffic_to_the_previous_version_and_undeploys_the_current(
+    sdk: Sdk, deployer: VertexDeployer, artifacts: MemoryArtifactStore
+) -> None:
+    serving_v1(artifacts)
+    state = read_serving_state(artifacts, "credit")[0]  # type: ignore[index]
+    state.versions.append(
+        state.versions[0].model_copy(
+            update={"version": "2", "run_id": "credit-bbb", "vertex_deployed_model_id": "222"}
+        )
+    )
+    state.versions[0].state = "standby"
+    state.traffic = {"2": 100}
+    artifacts.write_json(DatasetPaths("credit").serving, state)
+
+    assert deployer.restore_previous("credit") == ("2", "1")
+
+    sdk.endpoint.update.assert_called_once_with(traffic_split={"111": 100})
+    sdk.endpoint.undeploy.assert_called_once_with(deployed_model_id="222")
