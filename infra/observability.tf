@@ -1,40 +1,41 @@
-# Vertex AI job failures as job events, and an alert on dead letters.
+# Vertex AI job state changes as job events, and an alert on dead letters.
 
 locals {
   job_events_topic     = "job-events"
   train_requests_topic = "train-requests"
 
-  # Vertex AI custom and tuning jobs log under resource.type "ml_job". The service writes
-  # an ERROR entry when a job fails ("Job failed" / a replica "exited with a non-zero
-  # status"); the trainer's own error lines do not match. Each matching entry arrives on
-  # the job-events topic as a LogEntry JSON whose resource.labels.job_id names the job.
-  default_job_failure_log_filter = join(" AND ", [
+  # Vertex AI custom and tuning jobs log under resource.type "ml_job"; the service's own
+  # entries (task_name "service") mark state changes: started, failed, succeeded. Each
+  # arrives on the job-events topic as a LogEntry JSON whose resource.labels.job_id names
+  # the job; evaluate-job-events reads the job's real state from the API, so an entry that
+  # is not an end state is harmless. A failure releases the dataset's training lock and
+  # fails the run; a tuning job's success publishes model-trained for its best trial.
+  default_job_event_log_filter = join(" AND ", [
     "resource.type=\"ml_job\"",
-    "severity>=ERROR",
-    "(textPayload:\"Job failed\" OR textPayload:\"non-zero status\" OR jsonPayload.message:\"Job failed\")",
+    "resource.labels.task_name=\"service\"",
   ])
 }
 
-resource "google_logging_project_sink" "job_failures" {
-  name        = "${var.name_prefix}job-failures"
-  description = "Vertex AI job failures become messages on the job-events topic (evaluate-job-events records them on the run)."
+resource "google_logging_project_sink" "job_events" {
+  name        = "${var.name_prefix}job-events"
+  description = "Vertex AI job state changes become messages on the job-events topic (evaluate-job-events records them on the run)."
   destination = "pubsub.googleapis.com/${google_pubsub_topic.this[local.job_events_topic].id}"
-  filter      = coalesce(var.job_failure_log_filter, local.default_job_failure_log_filter)
+  filter      = coalesce(var.job_event_log_filter, local.default_job_event_log_filter)
 
   unique_writer_identity = true
 
   lifecycle {
     precondition {
       condition     = contains(keys(local.topology.topics), local.job_events_topic)
-      error_message = "topology.yaml must define the job-events topic that the job-failure log sink writes to."
+      error_message = "topology.yaml must define the job-events topic that the job-event log sink writes to."
     }
   }
 }
 
-resource "google_pubsub_topic_iam_member" "job_failures_sink_publisher" {
+resource "google_pubsub_topic_iam_member" "job_events_sink_publisher" {
   topic  = google_pubsub_topic.this[local.job_events_topic].id
   role   = "roles/pubsub.publisher"
-  member = google_logging_project_sink.job_failures.writer_identity
+  member = google_logging_project_sink.job_events.writer_identity
 }
 
 # Dead letters waiting in a review subscription page whoever var.dead_letter_alert names.

@@ -127,8 +127,8 @@ variable "retrain_schedules" {
   }
 }
 
-variable "job_failure_log_filter" {
-  description = "Cloud Logging filter of the Vertex AI job failures that the log sink turns into messages on the job-events topic. Null uses the default in observability.tf."
+variable "job_event_log_filter" {
+  description = "Cloud Logging filter of the Vertex AI job entries that the log sink turns into messages on the job-events topic. Null uses the default in observability.tf."
   type        = string
   default     = null
 }

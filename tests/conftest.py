@@ -17,6 +17,8 @@ from cascade.localcloud import control
 from cascade.localcloud.client import LocalCloudClient
 from cascade.localcloud.settings import LocalCloudSettings
 from cascade.localcloud.state import CloudState
+from cascade.pipeline_config import push_pipeline_config
+from cascade.sample_data import SAMPLE_PIPELINE_CONFIG
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 TEST_FUNCTIONS: dict[str, dict[str, Any]] = {
@@ -85,6 +87,12 @@ class LocalCloud(LocalCloudClient):
         self.local = local
         self.state = state
         self.record_dir = record_dir
+
+    def push_sample_config(self, dataset: str) -> None:
+        """Give ``dataset`` the sample credit pipeline config (label, problem type, ...)."""
+        push_pipeline_config(
+            self.artifacts, dataset, SAMPLE_PIPELINE_CONFIG.encode(), where="sample config"
+        )
 
     def router_stats(self) -> dict[str, int]:
         """Delivery counters of the event router (delivered, failed attempts, dead letters)."""

@@ -494,7 +494,7 @@ def test_example_tfvars_only_sets_declared_variables(terraform: TerraformConfig)
 
 
 def test_log_sink_and_scheduler_publish_to_topology_topics(terraform: TerraformConfig) -> None:
-    sink = terraform.resource("google_logging_project_sink", "job_failures")
+    sink = terraform.resource("google_logging_project_sink", "job_events")
     scheduler = terraform.resource("google_cloud_scheduler_job", "retrain")
 
     assert sink["destination"] == (

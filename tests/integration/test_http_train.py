@@ -29,11 +29,12 @@ def test_post_starts_one_run_per_request_id(local_cloud: LocalCloud) -> None:
     second = requests.post(_url(local_cloud), json=body, timeout=30)
 
     assert first.status_code == 200
-    assert first.json()["status"] == "succeeded"
+    assert first.json()["status"] == "failed"  # recorded on the run: no transformed data yet
     assert second.status_code == 200
     assert second.json()["status"] == "duplicate"
     run = local_cloud.wait_for_run(run_id_for_request(dataset, "nightly-2026-11-27"))
     assert run.steps["train"].attempts == 1
+    assert "no transformed data" in (run.steps["train"].error or "")
 
 
 def test_invalid_request_gets_400_naming_the_field(local_cloud: LocalCloud) -> None:

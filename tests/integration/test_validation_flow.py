@@ -48,7 +48,9 @@ def _accept(local_cloud: LocalCloud, name: str, data: bytes) -> RunRecord:
 
 
 def test_good_file_is_accepted_and_triggers_transform(local_cloud: LocalCloud) -> None:
-    name = f"{_dataset()}/day-1.csv"
+    dataset = _dataset()
+    local_cloud.push_sample_config(dataset)
+    name = f"{dataset}/day-1.csv"
 
     run = _accept(local_cloud, name, sample_csv(600, seed=1))
 

@@ -34,7 +34,7 @@ def step_context(clock: Clock) -> StepContext:
     artifacts = MemoryArtifactStore("cascade-artifacts")
     return StepContext(
         settings=Settings(function_timeout_s=60),
-        storage_client=None,  # type: ignore[arg-type]  # steps under unit test read no data
+        storage_client=None,  # steps under unit test read no data
         artifacts=artifacts,
         ledger=RunLedger(artifacts),
         claims=ClaimStore(artifacts),

@@ -42,7 +42,6 @@ class Claim(BaseModel):
     published: list[PublishedMessage] = Field(default_factory=list)
 
 
-
 class ClaimHandle:
     """A claim this delivery holds; every write is conditional on its generation."""
 

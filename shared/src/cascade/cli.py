@@ -15,6 +15,7 @@ from rich.table import Table
 from cascade.cli_infra import infra_commands
 from cascade.config import load_settings
 from cascade.context import StepContext
+from cascade.deploy.cli import serving_commands
 from cascade.errors import BadRequestError, InvalidConfigError
 from cascade.localcloud import control
 from cascade.localcloud.client import LocalCloudClient
@@ -69,6 +70,7 @@ def status() -> None:
     _print_components(state)
     client = LocalCloudClient(local.runtime_settings())
     _print_runs(latest_runs(client, limit=10))
+    _print_jobs(state)
 
 
 @cli.command()
@@ -213,6 +215,39 @@ def _print_runs(records: list[RunRecord]) -> None:
     console.print(table)
 
 
+def _print_jobs(state: CloudState) -> None:
+    """Training and tuning jobs of the local job service (Vertex AI's stand-in)."""
+    from cascade.errors import TransientError
+    from cascade.jobs.local import LocalJobRunner
+
+    url = state.environment.get("CASCADE_JOB_SERVICE_URL")
+    if not url:
+        return
+    try:
+        jobs = LocalJobRunner(url, timeout_s=5).list_jobs()
+    except TransientError as error:
+        console.print(f"[yellow]job service unreachable:[/yellow] {escape(str(error))}")
+        return
+    table = Table(title="training jobs (local job service)")
+    for column in ("job", "kind", "state", "run", "trials ok/failed", "best", "error"):
+        table.add_column(column)
+    for job in sorted(jobs, key=lambda job: job.created_at, reverse=True)[:10]:
+        best = (
+            "" if job.best_metric is None else f"trial {job.best_trial_id}: {job.best_metric:.4g}"
+        )
+        trials = f"{job.trials_completed}/{job.trials_failed}" if job.kind == "tuning" else ""
+        table.add_row(
+            job.job_id,
+            job.kind,
+            job.state,
+            job.spec.run_id,
+            trials,
+            best,
+            escape(job.error.splitlines()[0] if job.error else ""),
+        )
+    console.print(table)
+
+
 def print_run(record: RunRecord) -> None:
     table = Table(title=f"run {record.run_id} ({record.dataset}): {record.state}")
     for column in ("step", "state", "attempts", "duration", "outputs / error"):
@@ -226,7 +261,7 @@ def print_run(record: RunRecord) -> None:
         console.print(f"[red]error:[/red] {record.error}")
 
 
-for _command in infra_commands:
+for _command in [*infra_commands, *serving_commands]:
     cli.add_command(_command)
 
 

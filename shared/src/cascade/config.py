@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 from functools import cache
+from typing import Literal
 
 from pydantic import AliasChoices, Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -39,6 +40,16 @@ class Settings(BaseSettings):
     publish_timeout_s: float = Field(30.0, gt=0)
     trainer_image: str = Field("", description="Container image of the trainer (Vertex AI).")
     jobs_service_account: str = Field("", description="Service account Vertex AI jobs run as.")
+    job_service_url: str | None = Field(
+        None, description="The local job service (http://127.0.0.1:<port>); unset: Vertex AI."
+    )
+    job_timeout_s: int = Field(
+        7 * 24 * 3600, gt=0, description="Longest a training job may run (Vertex AI timeout)."
+    )
+    deploy_target: Literal["vertex", "local"] = Field(
+        "vertex", description="Where deploy puts models: a Vertex AI endpoint, or the local server."
+    )
+    deploy_model_server_url: str = Field("", description="The local model server (local target).")
     storage_emulator_host: str | None = Field(
         None, validation_alias=AliasChoices("STORAGE_EMULATOR_HOST")
     )

@@ -13,7 +13,9 @@ from typing import Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from cascade.deploy.config import DeploymentConfig
 from cascade.errors import InvalidConfigError
+from cascade.evaluation.config import EvaluationConfig
 from cascade.paths import DatasetPaths
 from cascade.store import ArtifactStore
 from cascade.training_config import TrainingConfig, TransformConfig, TuningConfig
@@ -43,6 +45,8 @@ class PipelineConfig(BaseModel):
     transform: TransformConfig = Field(default_factory=TransformConfig)
     training: TrainingConfig = Field(default_factory=TrainingConfig)
     tuning: TuningConfig = Field(default_factory=TuningConfig)
+    evaluation: EvaluationConfig = Field(default_factory=EvaluationConfig)
+    deployment: DeploymentConfig = Field(default_factory=DeploymentConfig)
 
 
 def _field_errors(error: ValidationError) -> str:

@@ -14,8 +14,8 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from cascade.bus import MessageBus
-from cascade.messages import StepMessage
 from cascade.context import utc_now
+from cascade.messages import StepMessage
 from cascade.store import ArtifactStore, ObjectInfo, StoredObject
 
 __all__ = ["MemoryArtifactStore", "RecordingBus"]

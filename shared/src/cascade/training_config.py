@@ -1,29 +1,29 @@
 """Pipeline-config sections for transform, training and tuning (``pipeline.yaml``).
 
-    transform:
-      key_column: customer_id        # split by key (stable across files) and pass through
-      eval_fraction: 0.2
-      vocabulary_max_size: 1000      # larger string domains are hashed
-      hash_buckets: 1024
-      bucketize: {age: [25, 35, 50, 65]}
-      exclude: [customer_id]
-    training:
-      epochs: 10
-      batch_size: 256
-      hyperparameters: {learning_rate: 0.001, hidden_units: 64, dropout: 0.1}
-      early_stopping_patience: 3
-      workers: 1                     # >1: multi-worker data parallelism
-      machine_type: n1-standard-4
-    tuning:
-      enabled: false
-      metric: eval_loss
-      goal: minimize
-      algorithm: bayesian            # grid | random | bayesian (TPE locally)
-      max_trials: 8
-      parallel_trials: 2
-      parameters:
-        - {name: learning_rate, type: double, min: 0.0001, max: 0.1, scale: log}
-        - {name: hidden_units, type: discrete, values: [32, 64, 128]}
+transform:
+  key_column: customer_id        # split by key (stable across files) and pass through
+  eval_fraction: 0.2
+  vocabulary_max_size: 1000      # larger string domains are hashed
+  hash_buckets: 1024
+  bucketize: {age: [25, 35, 50, 65]}
+  exclude: [customer_id]
+training:
+  epochs: 10
+  batch_size: 256
+  hyperparameters: {learning_rate: 0.001, hidden_units: 64, dropout: 0.1}
+  early_stopping_patience: 3
+  workers: 1                     # >1: multi-worker data parallelism
+  machine_type: n1-standard-4
+tuning:
+  enabled: false
+  metric: eval_loss
+  goal: minimize
+  algorithm: bayesian            # grid | random | bayesian (TPE locally)
+  max_trials: 8
+  parallel_trials: 2
+  parameters:
+    - {name: learning_rate, type: double, min: 0.0001, max: 0.1, scale: log}
+    - {name: hidden_units, type: discrete, values: [32, 64, 128]}
 """
 
 from __future__ import annotations

@@ -20,6 +20,8 @@ __all__ = [
     "check_prerequisites",
     "function_specs",
     "gcs_spec",
+    "job_service_spec",
+    "model_server_spec",
     "pubsub_spec",
     "router_spec",
 ]
@@ -168,4 +170,34 @@ def router_spec(local: LocalCloudSettings, env: dict[str, str]) -> ProcessSpec:
         env=env,
         log_path=local.state_dir / "logs" / "event-router.log",
         ready=lambda: _http_ok(f"http://{LOOPBACK}:{local.router_port}/healthz"),
+    )
+
+
+def job_service_spec(local: LocalCloudSettings, env: dict[str, str]) -> ProcessSpec:
+    """Vertex AI's stand-in: runs trainer processes, from the repository root."""
+    return ProcessSpec(
+        name="job-service",
+        argv=[sys.executable, "-m", "cascade.localcloud.job_service"],
+        env=env,
+        log_path=local.state_dir / "logs" / "job-service.log",
+        ready=lambda: _http_ok(f"{local.job_service_url}/healthz"),
+        cwd=local.repo_root,
+    )
+
+
+def model_server_spec(local: LocalCloudSettings, env: dict[str, str]) -> ProcessSpec:
+    """The endpoint's stand-in: gunicorn serving every deployed model version on loopback."""
+    assert local.model_server_port, "the supervisor chooses the port first"
+    return ProcessSpec(
+        name="model-server",
+        argv=[sys.executable, "-m", "cascade.serving"],
+        env={
+            **env,
+            "CASCADE_SERVING_PORT": str(local.model_server_port),
+            "CASCADE_SERVING_WORKERS": str(local.model_server_workers),
+            "CASCADE_SERVING_CACHE_DIR": str(local.state_dir / "model-cache"),
+            "TF_CPP_MIN_LOG_LEVEL": "2",
+        },
+        log_path=local.state_dir / "logs" / "model-server.log",
+        ready=lambda: _http_ok(f"{local.model_server_url}/healthz"),
     )

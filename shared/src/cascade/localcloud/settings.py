@@ -33,6 +33,16 @@ class LocalCloudSettings(BaseSettings):
     )
     ready_timeout_s: float = Field(60, gt=0)
     max_restarts: int = Field(5, ge=0, description="Restarts of one process within a minute.")
+    job_service_port: int = Field(
+        0, ge=0, lt=65536, description="The local job service; 0: a free port chosen at start."
+    )
+    trainer_module: str = Field(
+        "cascade.trainer.task", description="What the local job service runs as the trainer."
+    )
+    model_server_port: int = Field(
+        0, ge=0, lt=65536, description="The local model server; 0: a free port chosen at start."
+    )
+    model_server_workers: int = Field(2, ge=1, le=16, description="Its gunicorn workers.")
 
     @property
     def gcs_url(self) -> str:
@@ -41,6 +51,16 @@ class LocalCloudSettings(BaseSettings):
     @property
     def pubsub_host(self) -> str:
         return f"{LOOPBACK}:{self.pubsub_port}"
+
+    @property
+    def job_service_url(self) -> str | None:
+        """The local job service (Vertex AI's stand-in), once its port is known."""
+        return f"http://{LOOPBACK}:{self.job_service_port}" if self.job_service_port else None
+
+    @property
+    def model_server_url(self) -> str | None:
+        """The local model server (the endpoint's stand-in), once its port is known."""
+        return f"http://{LOOPBACK}:{self.model_server_port}" if self.model_server_port else None
 
     @property
     def notifications_topic(self) -> str:
@@ -73,12 +93,26 @@ class LocalCloudSettings(BaseSettings):
             topic_prefix="cascade-",
             storage_emulator_host=self.gcs_url,
             pubsub_emulator_host=self.pubsub_host,
+            job_service_url=self.job_service_url,
+            deploy_target="local" if self.model_server_url else "vertex",
+            deploy_model_server_url=self.model_server_url or "",
         )
 
     def runtime_environment(self) -> dict[str, str]:
         """Environment variables that make ``load_settings()`` return runtime_settings()."""
         settings = self.runtime_settings()
+        jobs = {"CASCADE_JOB_SERVICE_URL": self.job_service_url} if self.job_service_url else {}
+        deploy = (
+            {
+                "CASCADE_DEPLOY_TARGET": "local",
+                "CASCADE_DEPLOY_MODEL_SERVER_URL": self.model_server_url,
+            }
+            if self.model_server_url
+            else {}
+        )
         return {
+            **jobs,
+            **deploy,
             "CASCADE_PROJECT": settings.project,
             "CASCADE_REGION": settings.region,
             "CASCADE_LANDING_BUCKET": settings.landing_bucket,

@@ -14,6 +14,7 @@ import contextlib
 import logging
 import os
 import signal
+import socket
 import sys
 import threading
 import time
@@ -25,6 +26,8 @@ from cascade.localcloud.components import (
     check_prerequisites,
     function_specs,
     gcs_spec,
+    job_service_spec,
+    model_server_spec,
     pubsub_spec,
     router_spec,
 )
@@ -40,8 +43,19 @@ _log = logging.getLogger("cascade.localcloud.supervisor")
 RESTART_WINDOW_S = 60.0
 
 
+def free_loopback_port() -> int:
+    """A port nothing listens on now (the job service's, when none is configured)."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
 class Supervisor:
     def __init__(self, local: LocalCloudSettings, topology: Topology) -> None:
+        if not local.job_service_port:
+            local = local.model_copy(update={"job_service_port": free_loopback_port()})
+        if not local.model_server_port:
+            local = local.model_copy(update={"model_server_port": free_loopback_port()})
         self.local = local
         self.topology = topology
         env = local.child_environment()
@@ -49,19 +63,30 @@ class Supervisor:
         self.gcs = ManagedProcess(gcs_spec(local, env))
         self.functions = [ManagedProcess(spec) for spec in function_specs(local, topology, env)]
         self.router = ManagedProcess(router_spec(local, env))
+        self.job_service = ManagedProcess(job_service_spec(local, env))
+        self.model_server = ManagedProcess(model_server_spec(local, env))
         self.state = CloudState(supervisor_pid=os.getpid(), environment=local.runtime_environment())
         self.stopping = threading.Event()
         self.failed: set[str] = set()
 
     @property
     def processes(self) -> list[ManagedProcess]:
-        return [self.pubsub, self.gcs, *self.functions, self.router]
+        return [
+            self.pubsub,
+            self.gcs,
+            self.job_service,
+            self.model_server,
+            *self.functions,
+            self.router,
+        ]
 
     def start(self) -> None:
         self._start(self.pubsub)
         self.provision_pubsub()
         self._start(self.gcs)
         self.provision_buckets()
+        self._start(self.job_service)
+        self._start(self.model_server)
         for function in self.functions:
             function.start()
         for function in self.functions:
