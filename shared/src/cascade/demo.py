@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import json
 import time
 from datetime import UTC, datetime
 
+import requests
 from rich.console import Console
 from rich.markup import escape
 
@@ -18,6 +20,31 @@ from cascade.sample_data import SAMPLE_PIPELINE_CONFIG, sample_csv
 __all__ = ["run_demo"]
 
 DEMO_DATASET = "credit"
+
+
+def _show_a_prediction(local: LocalCloudSettings, console: Console) -> None:
+    """Ask the deployed model about one sample row, as a client of the endpoint would."""
+    state = control.status(local)
+    url = None if state is None else state.environment.get("CASCADE_DEPLOY_MODEL_SERVER_URL")
+    if not url:
+        return
+    header, first_row = sample_csv(1, seed=99).decode().splitlines()[:2]
+    instance: dict[str, object] = dict(zip(header.split(","), first_row.split(","), strict=True))
+    instance.pop("defaulted")
+    for numeric in (
+        "age",
+        "income",
+        "loan_amount",
+        "term_months",
+        "credit_score",
+        "num_late_payments",
+    ):
+        instance[numeric] = float(str(instance[numeric]))
+    body = {"instances": [instance]}
+    response = requests.post(f"{url}/v1/models/{DEMO_DATASET}:predict", json=body, timeout=30)
+    console.print(f"POST {url}/v1/models/{DEMO_DATASET}:predict")
+    console.print(json.dumps(body))
+    console.print(f"-> HTTP {response.status_code} {response.text.strip()}")
 
 
 def run_demo(local: LocalCloudSettings, *, rows: int, console: Console) -> int:
@@ -66,6 +93,8 @@ def run_demo(local: LocalCloudSettings, *, rows: int, console: Console) -> int:
         return 1
     print_run(record)
     console.print(f"upload to finished run: {time.perf_counter() - upload_started:.2f}s")
+    if record.state == "succeeded":
+        _show_a_prediction(local, console)
     console.print(
         "next: `cascade status`, `cascade run <run id>`, logs in .cascade/logs/, "
         "`cascade down` to stop"
