@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import random
 import socket
@@ -106,20 +107,21 @@ class LocalCloud(LocalCloudClient):
         return state
 
 
-@pytest.fixture(scope="session")
-def local_cloud(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCloud]:
-    root = tmp_path_factory.mktemp("local-cloud")
+@contextlib.contextmanager
+def running_test_cloud(root: Path, **overrides: Any) -> Iterator[LocalCloud]:
+    """A private local cloud (free ports, its own state folder, the test topology)."""
     base = free_port_block(len(TEST_FUNCTIONS) + 12)
-    local = LocalCloudSettings(
-        state_dir=root / "state",
-        repo_root=REPO_ROOT,
-        topology_file=write_test_topology(root / "topology.yaml"),
-        pubsub_port=base,
-        gcs_port=base + 1,
-        router_port=base + 2,
-        functions_base_port=base + 3,
-        backoff_scale=0.01,
-    ).absolute()
+    settings: dict[str, Any] = {
+        "state_dir": root / "state",
+        "repo_root": REPO_ROOT,
+        "topology_file": write_test_topology(root / "topology.yaml"),
+        "pubsub_port": base,
+        "gcs_port": base + 1,
+        "router_port": base + 2,
+        "functions_base_port": base + 3,
+        "backoff_scale": 0.01,
+    }
+    local = LocalCloudSettings(**{**settings, **overrides}).absolute()
     record_dir = root / "records"
     saved = dict(os.environ)
     os.environ["CASCADE_TEST_RECORD_DIR"] = str(record_dir)
@@ -132,3 +134,9 @@ def local_cloud(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCloud
         yield LocalCloud(local, state, record_dir)
     finally:
         control.down(local)
+
+
+@pytest.fixture(scope="session")
+def local_cloud(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCloud]:
+    with running_test_cloud(tmp_path_factory.mktemp("local-cloud")) as cloud:
+        yield cloud

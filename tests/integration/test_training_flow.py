@@ -10,7 +10,6 @@ what happens up to it.
 
 from __future__ import annotations
 
-import os
 import time
 import uuid
 from collections.abc import Iterator
@@ -19,55 +18,24 @@ import pytest
 
 from cascade.jobs.local import LocalJobRunner
 from cascade.jobs.lock import follow_up_run_id
-from cascade.localcloud import control
-from cascade.localcloud.settings import LocalCloudSettings
 from cascade.messages import TrainRequest
 from cascade.paths import DatasetPaths
 from cascade.runs import RunRecord, run_id_for_request
 from cascade.sample_data import sample_csv
 from cascade.transform.catalog import read_transform
-from tests.conftest import (
-    REPO_ROOT,
-    TEST_FUNCTIONS,
-    LocalCloud,
-    free_port_block,
-    write_test_topology,
-)
+from tests.conftest import LocalCloud, running_test_cloud
 
 pytestmark = pytest.mark.integration
 
 FAKE_TRAINER = "tests.unit.jobs.fake_trainer"
-JOB_EVENTS_ROUTED = (
-    "handle_job_event_data" in (REPO_ROOT / "functions" / "evaluate" / "main.py").read_text()
-)
 
 
 @pytest.fixture(scope="module")
 def training_cloud(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCloud]:
-    root = tmp_path_factory.mktemp("training-cloud")
-    base = free_port_block(len(TEST_FUNCTIONS) + 12)
-    local = LocalCloudSettings(
-        state_dir=root / "state",
-        repo_root=REPO_ROOT,
-        topology_file=write_test_topology(root / "topology.yaml"),
-        pubsub_port=base,
-        gcs_port=base + 1,
-        router_port=base + 2,
-        functions_base_port=base + 3,
-        backoff_scale=0.01,
-        trainer_module=FAKE_TRAINER,
-    ).absolute()
-    saved = dict(os.environ)
-    os.environ["CASCADE_TEST_RECORD_DIR"] = str(root / "records")
-    try:
-        state = control.up(local)
-    finally:
-        os.environ.clear()
-        os.environ.update(saved)
-    try:
-        yield LocalCloud(local, state, root / "records")
-    finally:
-        control.down(local)
+    with running_test_cloud(
+        tmp_path_factory.mktemp("training-cloud"), trainer_module=FAKE_TRAINER
+    ) as cloud:
+        yield cloud
 
 
 def _jobs(cloud: LocalCloud) -> LocalJobRunner:
@@ -171,11 +139,6 @@ def test_requests_during_a_failing_job_coalesce_into_one_follow_up(
     assert {job.spec.run_id: job.state for job in jobs}[failed.run_id] == "failed"
 
 
-@pytest.mark.skipif(
-    not JOB_EVENTS_ROUTED,
-    reason="functions/evaluate/main.py must route job-events through handle_job_event_data "
-    "for job successes (log entries) to reach the train side",
-)
 def test_a_successful_job_hands_the_lock_to_its_follow_up(training_cloud: LocalCloud) -> None:
     dataset = _new_dataset(training_cloud)
     upload = _upload(training_cloud, dataset)
