@@ -3,16 +3,21 @@
 from __future__ import annotations
 
 import functools
+import logging
 import subprocess
 import sys
 import time
 
 from cascade.localcloud.components import check_prerequisites
+from cascade.localcloud.fingerprint import code_fingerprint
 from cascade.localcloud.processes import pid_alive, stop_process_group, wait_until
 from cascade.localcloud.settings import LocalCloudSettings
 from cascade.localcloud.state import CloudState, read_state, state_path
 
 __all__ = ["LocalCloudError", "down", "status", "up"]
+
+
+_log = logging.getLogger("cascade.localcloud")
 
 
 class LocalCloudError(RuntimeError):
@@ -28,12 +33,18 @@ def status(local: LocalCloudSettings) -> CloudState | None:
 
 
 def up(local: LocalCloudSettings, *, timeout_s: float = 180) -> CloudState:
-    """Start the local cloud, or return the running one (idempotent)."""
+    """Start the local cloud, or return the running one (idempotent).
+
+    A running cloud whose processes started with other code than the working tree's
+    (a pull, an edit) is restarted: processes keep the code they imported.
+    """
     local = local.absolute()
     running = status(local)
     if running is not None and running.status == "ready":
-        return running
-    if running is not None:  # starting, or half-failed: start over cleanly
+        if running.code_fingerprint == code_fingerprint(local):
+            return running
+        _log.warning("the code changed since the local cloud started; restarting it")
+    if running is not None:  # stale code, starting, or half-failed: start over cleanly
         down(local)
     check_prerequisites()
     local.state_dir.mkdir(parents=True, exist_ok=True)

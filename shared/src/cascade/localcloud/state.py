@@ -25,6 +25,7 @@ class CloudState(BaseModel):
     error: str = ""
     components: dict[str, ComponentState] = Field(default_factory=dict)
     environment: dict[str, str] = Field(default_factory=dict)
+    code_fingerprint: str = Field("", description="Of the code the processes started with.")
 
 
 def state_path(state_dir: Path) -> Path:

@@ -31,6 +31,7 @@ from cascade.localcloud.components import (
     pubsub_spec,
     router_spec,
 )
+from cascade.localcloud.fingerprint import code_fingerprint
 from cascade.localcloud.processes import ManagedProcess
 from cascade.localcloud.pubsub_admin import provision_pubsub
 from cascade.localcloud.settings import LocalCloudSettings
@@ -65,7 +66,11 @@ class Supervisor:
         self.router = ManagedProcess(router_spec(local, env))
         self.job_service = ManagedProcess(job_service_spec(local, env))
         self.model_server = ManagedProcess(model_server_spec(local, env))
-        self.state = CloudState(supervisor_pid=os.getpid(), environment=local.runtime_environment())
+        self.state = CloudState(
+            supervisor_pid=os.getpid(),
+            environment=local.runtime_environment(),
+            code_fingerprint=code_fingerprint(local),
+        )
         self.stopping = threading.Event()
         self.failed: set[str] = set()
 
