@@ -8,6 +8,8 @@ trigger redelivers the event with backoff, up to the topology's max delivery att
 
 from __future__ import annotations
 
+from pydantic import ValidationError
+
 __all__ = [
     "BadInputError",
     "BadRequestError",
@@ -18,6 +20,7 @@ __all__ = [
     "StaleEventError",
     "StepInProgressError",
     "TransientError",
+    "describe_validation_error",
 ]
 
 
@@ -65,3 +68,11 @@ class StepInProgressError(TransientError):
     Raised (so the event is redelivered later) instead of acknowledged, so that if the
     owner dies mid-step its lease expires and a redelivery finishes the work.
     """
+
+
+def describe_validation_error(error: ValidationError, *, root: str = "<body>") -> str:
+    """``field.path: message; ...`` for each problem, ``root`` naming a top-level one."""
+    return "; ".join(
+        f"{'.'.join(str(part) for part in item['loc']) or root}: {item['msg']}"
+        for item in error.errors()
+    )

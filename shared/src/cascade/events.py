@@ -13,7 +13,7 @@ from typing import Any, TypeVar
 
 from pydantic import BaseModel, ValidationError
 
-from cascade.errors import BadRequestError, StaleEventError
+from cascade.errors import BadRequestError, StaleEventError, describe_validation_error
 from cascade.topology import PUBSUB_PUBLISHED, STORAGE_FINALIZED
 
 __all__ = [
@@ -125,9 +125,7 @@ def decode_message(envelope: PubSubEnvelope, model: type[MessageT]) -> MessageT:
     try:
         return model.model_validate_json(envelope.data)
     except ValidationError as error:
-        fields = "; ".join(
-            f"{'.'.join(str(p) for p in e['loc']) or '<body>'}: {e['msg']}" for e in error.errors()
-        )
         raise BadRequestError(
-            f"message {envelope.message_id}: invalid {model.__name__}: {fields}"
+            f"message {envelope.message_id}: invalid {model.__name__}: "
+            f"{describe_validation_error(error)}"
         ) from error

@@ -14,7 +14,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from cascade.deploy.config import DeploymentConfig
-from cascade.errors import InvalidConfigError
+from cascade.errors import InvalidConfigError, describe_validation_error
 from cascade.evaluation.config import EvaluationConfig
 from cascade.paths import DatasetPaths
 from cascade.store import ArtifactStore
@@ -49,13 +49,6 @@ class PipelineConfig(BaseModel):
     deployment: DeploymentConfig = Field(default_factory=DeploymentConfig)
 
 
-def _field_errors(error: ValidationError) -> str:
-    return "; ".join(
-        f"{'.'.join(str(part) for part in item['loc']) or '<document>'}: {item['msg']}"
-        for item in error.errors()
-    )
-
-
 def parse_pipeline_config(text: str | bytes, *, where: str) -> PipelineConfig:
     """Parse YAML text; InvalidConfigError names the file and each bad field."""
     try:
@@ -69,7 +62,9 @@ def parse_pipeline_config(text: str | bytes, *, where: str) -> PipelineConfig:
     try:
         return PipelineConfig.model_validate(document)
     except ValidationError as error:
-        raise InvalidConfigError(f"{where}: {_field_errors(error)}") from error
+        raise InvalidConfigError(
+            f"{where}: {describe_validation_error(error, root='<document>')}"
+        ) from error
 
 
 def load_pipeline_config(artifacts: ArtifactStore, dataset: str) -> PipelineConfig:

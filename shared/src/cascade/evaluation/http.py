@@ -18,7 +18,7 @@ import flask
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from cascade.context import StepContext
-from cascade.errors import PermanentError, TransientError
+from cascade.errors import PermanentError, TransientError, describe_validation_error
 from cascade.evaluation.override import CannotBlessError, force_bless
 
 __all__ = ["BlessRequest", "handle_http_bless"]
@@ -60,8 +60,7 @@ def handle_http_bless(ctx: StepContext, request: flask.Request) -> tuple[dict[st
     try:
         bless = BlessRequest.model_validate(body)
     except ValidationError as error:
-        fields = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in error.errors())
-        return {"error": f"invalid bless request: {fields}"}, 400
+        return {"error": f"invalid bless request: {describe_validation_error(error)}"}, 400
     if ctx.ledger.get(bless.run_id) is None:
         return {"error": f"no run {bless.run_id}"}, 404
     try:

@@ -14,7 +14,6 @@ from __future__ import annotations
 import contextlib
 import json
 import signal
-import socket
 import subprocess
 import threading
 from collections.abc import Callable, Mapping
@@ -22,6 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from cascade.jobs.spec import HyperparameterValue, TrainingJobSpec
+from cascade.localcloud.processes import free_loopback_port
 
 __all__ = ["ReplicaPlan", "RunResult", "cluster_addresses", "run_replicas", "trial_arguments"]
 
@@ -63,16 +63,12 @@ def trial_arguments(parameters: Mapping[str, HyperparameterValue]) -> list[str]:
     return [f"--{name}={text(value)}" for name, value in sorted(parameters.items())]
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
 def cluster_addresses(spec: TrainingJobSpec) -> dict[str, list[str]]:
-    cluster = {"chief": [f"127.0.0.1:{_free_port()}"]}
+    cluster = {"chief": [f"127.0.0.1:{free_loopback_port()}"]}
     if spec.workers is not None:
-        cluster["worker"] = [f"127.0.0.1:{_free_port()}" for _ in range(spec.workers.replica_count)]
+        cluster["worker"] = [
+            f"127.0.0.1:{free_loopback_port()}" for _ in range(spec.workers.replica_count)
+        ]
     return cluster
 
 

@@ -15,11 +15,19 @@ from pathlib import Path
 __all__ = [
     "ManagedProcess",
     "ProcessSpec",
+    "free_loopback_port",
     "pid_alive",
     "port_accepts",
     "stop_process_group",
     "wait_until",
 ]
+
+
+def free_loopback_port() -> int:
+    """A loopback port nothing listens on now."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
 
 
 def port_accepts(host: str, port: int, timeout: float = 0.2) -> bool:

@@ -14,7 +14,6 @@ import contextlib
 import logging
 import os
 import signal
-import socket
 import sys
 import threading
 import time
@@ -32,7 +31,7 @@ from cascade.localcloud.components import (
     router_spec,
 )
 from cascade.localcloud.fingerprint import code_fingerprint
-from cascade.localcloud.processes import ManagedProcess
+from cascade.localcloud.processes import ManagedProcess, free_loopback_port
 from cascade.localcloud.pubsub_admin import provision_pubsub
 from cascade.localcloud.settings import LocalCloudSettings
 from cascade.localcloud.state import CloudState, ComponentState, read_state, write_state
@@ -42,13 +41,6 @@ __all__ = ["Supervisor", "main"]
 
 _log = logging.getLogger("cascade.localcloud.supervisor")
 RESTART_WINDOW_S = 60.0
-
-
-def free_loopback_port() -> int:
-    """A port nothing listens on now (the job service's, when none is configured)."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 class Supervisor:

@@ -12,7 +12,7 @@ from collections.abc import Mapping
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from cascade.errors import InvalidConfigError
+from cascade.errors import InvalidConfigError, describe_validation_error
 from cascade.jobs.spec import HyperparameterValue, TrainingJobSpec
 
 __all__ = ["Hyperparameters", "resolve_hyperparameters"]
@@ -44,10 +44,7 @@ def resolve_hyperparameters(
     try:
         return Hyperparameters.model_validate(values)
     except ValidationError as error:
-        problems = "; ".join(
-            f"{'.'.join(str(part) for part in detail['loc'])}: {detail['msg']}"
-            for detail in error.errors()
-        )
+        problems = describe_validation_error(error)
         known = ", ".join(Hyperparameters.model_fields)
         raise InvalidConfigError(
             f"invalid hyperparameters ({problems}); known names: {known}"
