@@ -2,16 +2,23 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+import time
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from cascade.claims import Claim
+from cascade.claims import Claim, ClaimHandle, ClaimStore
+from cascade.config import Settings
 from cascade.context import StepContext
-from cascade.errors import BadInputError, StepInProgressError, TransientError
+from cascade.errors import (
+    BadInputError,
+    ConcurrentUpdateError,
+    StepInProgressError,
+    TransientError,
+)
 from cascade.messages import Alert, DataValidated, ObjectRef
 from cascade.paths import RunPaths
-from cascade.runs import RunRecord, Trigger
+from cascade.runs import RunLedger, RunRecord, Trigger
 from cascade.steps.runner import StepOutcome, execute_step
 from cascade.testing import MemoryArtifactStore, RecordingBus
 from tests.unit.conftest import Clock
@@ -121,7 +128,7 @@ def test_expired_claim_of_a_dead_owner_is_taken_over_and_resumed(
     step_context: StepContext, clock: Clock
 ) -> None:
     _hold_live_claim(step_context, clock, owner="crashed-event")
-    clock.advance(step_context.settings.function_timeout_s + 1)
+    clock.advance(step_context.settings.claim_lease_s + 1)
     calls: list[str] = []
 
     outcome = execute_step(
@@ -239,3 +246,58 @@ def test_failure_to_publish_the_alert_is_retried_not_lost(
     assert outcome is not None
     assert outcome.state == "failed"
     assert [type(m) for m in step_context.bus.published] == [Alert]
+
+
+def _claim_of(step_context: StepContext) -> Claim:
+    found = step_context.artifacts.read_model(RunPaths(RUN_ID).claim("validate"), Claim)
+    assert found is not None
+    return found[0]
+
+
+def test_a_long_step_keeps_its_claim_alive_with_heartbeats(clock: Clock) -> None:
+    artifacts = MemoryArtifactStore("cascade-artifacts")
+    ctx = StepContext(
+        settings=Settings(claim_lease_s=1),
+        storage_client=None,
+        artifacts=artifacts,
+        ledger=RunLedger(artifacts),
+        claims=ClaimStore(artifacts),
+        bus=RecordingBus(),
+        clock=clock,
+    )
+    leases: list[datetime] = []
+
+    def slow_body(claim, log):  # type: ignore[no-untyped-def]
+        for _ in range(3):  # three lease lengths of "work"; the clock moves with it
+            clock.advance(1)
+            time.sleep(0.45)
+            leases.append(_claim_of(ctx).lease_expires_at)
+        with pytest.raises(StepInProgressError):  # a duplicate still finds it live
+            ctx.claims.acquire(
+                RUN_ID, "validate", owner="dup", now=clock.now, lease=ctx.claim_lease
+            )
+        return StepOutcome(summary="ok")
+
+    outcome = execute_step(ctx, run=_run(clock), step="validate", owner="slow", body=slow_body)
+
+    assert outcome is not None
+    assert leases == sorted(leases)
+    assert leases[-1] > leases[0]  # renewed while working
+    assert _claim_of(ctx).takeovers == 0
+    assert _claim_of(ctx).state == "done"
+
+
+def test_a_renewal_after_a_takeover_is_refused(step_context: StepContext, clock: Clock) -> None:
+    step_context.ledger.ensure(_run(clock))
+    held = step_context.claims.acquire(
+        RUN_ID, "validate", owner="stalled", now=clock.now, lease=timedelta(seconds=1)
+    )
+    assert isinstance(held, ClaimHandle)
+    clock.advance(2)
+    step_context.claims.acquire(
+        RUN_ID, "validate", owner="redelivery", now=clock.now, lease=timedelta(seconds=60)
+    )
+
+    with pytest.raises(ConcurrentUpdateError, match="taken over"):
+        held.renew(clock.now, timedelta(seconds=1))
+    assert _claim_of(step_context).owner == "redelivery"

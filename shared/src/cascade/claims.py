@@ -1,15 +1,19 @@
 """Create-only claims: at most one delivery of an event does a step's work.
 
 A claim is ``runs/<run_id>/claims/<step>.json``, created with ``if_generation_match=0``.
-It carries a lease (the function timeout): a delivery that finds a live claim held by
-another delivery raises StepInProgressError, so the event is redelivered later rather
-than acknowledged; once the lease has expired (the owner died) the next delivery takes
-the claim over with a generation precondition and resumes from what the claim recorded
+It carries a short lease that its owner renews while it works (a heartbeat, see
+``steps.runner``): a delivery that finds a live claim held by another delivery raises
+StepInProgressError, so the event is redelivered later rather than acknowledged; once
+the lease has expired (the owner died: no heartbeat) the next delivery takes the claim
+over with a generation precondition and resumes from what the claim recorded
 (``submitted``: e.g. the training job it created), so work is resumed, never repeated.
 """
 
 from __future__ import annotations
 
+import logging
+import threading
+from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import Any, Literal
 
@@ -19,7 +23,9 @@ from cascade.errors import ConcurrentUpdateError, StepInProgressError
 from cascade.paths import RunPaths
 from cascade.store import ArtifactStore
 
-__all__ = ["Claim", "ClaimHandle", "ClaimStore", "PublishedMessage"]
+_log = logging.getLogger("cascade.claims")
+
+__all__ = ["Claim", "ClaimHandle", "ClaimStore", "LeaseHeartbeat", "PublishedMessage"]
 
 
 class PublishedMessage(BaseModel):
@@ -50,6 +56,7 @@ class ClaimHandle:
         self._path = path
         self.claim = claim
         self.generation = generation
+        self._lock = threading.Lock()  # the heartbeat writes from another thread
 
     @property
     def resumed(self) -> bool:
@@ -58,28 +65,77 @@ class ClaimHandle:
 
     def record_submission(self, **submitted: Any) -> None:
         """Persist what this step has created outside Cascade (a job name, a version)."""
-        self.claim.submitted.update(submitted)
-        self._write()
+        self._update(lambda claim: claim.submitted.update(submitted))
 
     def complete(self, outcome: str, published: list[PublishedMessage] | None = None) -> None:
-        self.claim.state = "done"
-        self.claim.outcome = outcome
-        self.claim.published = published or []
-        self._write()
+        def finish(claim: Claim) -> None:
+            claim.state = "done"
+            claim.outcome = outcome
+            claim.published = published or []
+
+        self._update(finish)
+
+    def renew(self, now: datetime, lease: timedelta) -> None:
+        """Extend the lease to ``now + lease`` (ConcurrentUpdateError: it was taken over)."""
+
+        def extend(claim: Claim) -> None:
+            claim.lease_expires_at = now + lease
+
+        self._update(extend)
 
     def release(self) -> None:
         """Give the claim up after a transient failure so a retry can start at once."""
-        self._store.delete(self._path, if_generation_match=self.generation)
+        with self._lock:
+            self._store.delete(self._path, if_generation_match=self.generation)
 
-    def _write(self) -> None:
-        generation = self._store.write_json(
-            self._path, self.claim, if_generation_match=self.generation
-        )
-        if generation is None:
-            raise ConcurrentUpdateError(
-                f"claim {self._path} was taken over by another delivery (lease expired)"
+    def _update(self, mutate: Callable[[Claim], None]) -> None:
+        with self._lock:
+            mutate(self.claim)
+            generation = self._store.write_json(
+                self._path, self.claim, if_generation_match=self.generation
             )
-        self.generation = generation
+            if generation is None:
+                raise ConcurrentUpdateError(
+                    f"claim {self._path} was taken over by another delivery (lease expired)"
+                )
+            self.generation = generation
+
+
+class LeaseHeartbeat:
+    """Renews a held claim's lease every third of the lease while a step works.
+
+    A live owner therefore never loses its claim, however long the step runs, and a
+    dead one (killed instance, crashed process) stops renewing: its claim expires one
+    lease later and the next redelivery takes the step over.
+    """
+
+    def __init__(
+        self, handle: ClaimHandle, *, lease: timedelta, clock: Callable[[], datetime]
+    ) -> None:
+        self._handle = handle
+        self._lease = lease
+        self._clock = clock
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._beat, name="claim-heartbeat", daemon=True)
+
+    def __enter__(self) -> LeaseHeartbeat:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def _beat(self) -> None:
+        interval = self._lease.total_seconds() / 3
+        while not self._stop.wait(interval):
+            try:
+                self._handle.renew(self._clock(), self._lease)
+            except ConcurrentUpdateError as error:
+                _log.error("lost the claim while working: %s", error)
+                return
+            except Exception as error:  # noqa: BLE001 - the next beat tries again
+                _log.warning("could not renew claim lease: %s", error)
 
 
 class ClaimStore:

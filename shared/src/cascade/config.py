@@ -34,7 +34,13 @@ class Settings(BaseSettings):
         validation_alias=AliasChoices("CASCADE_FUNCTION_NAME", "K_SERVICE"),
         description="Which function this process serves (Cloud Run sets K_SERVICE).",
     )
-    function_timeout_s: int = Field(540, gt=0, description="Also the claim lease length.")
+    function_timeout_s: int = Field(540, gt=0, description="A function's request timeout.")
+    claim_lease_s: int = Field(
+        60,
+        gt=0,
+        description="A step's claim outlives its owner's last heartbeat by this much; then "
+        "a redelivery takes the step over (a crashed instance's work resumes).",
+    )
     max_event_age_s: int = Field(86400, gt=0, description="Older events are dropped.")
     run_update_attempts: int = Field(20, gt=0, description="Optimistic-update retries.")
     publish_timeout_s: float = Field(30.0, gt=0)

@@ -35,8 +35,8 @@ class StepContext:
 
     @property
     def claim_lease(self) -> timedelta:
-        """A claim outlives its owner by at most the function timeout."""
-        return timedelta(seconds=self.settings.function_timeout_s)
+        """A claim outlives its owner's last heartbeat by at most this (runner renews it)."""
+        return timedelta(seconds=self.settings.claim_lease_s)
 
     def landing_store(self) -> ArtifactStore:
         if self.landing is None:

@@ -43,6 +43,9 @@ class LocalCloudSettings(BaseSettings):
         0, ge=0, lt=65536, description="The local model server; 0: a free port chosen at start."
     )
     model_server_workers: int = Field(2, ge=1, le=16, description="Its gunicorn workers.")
+    claim_lease_s: int = Field(
+        60, gt=0, description="CASCADE_CLAIM_LEASE_S of every process (crashed-step takeover)."
+    )
 
     @property
     def gcs_url(self) -> str:
@@ -96,6 +99,7 @@ class LocalCloudSettings(BaseSettings):
             job_service_url=self.job_service_url,
             deploy_target="local" if self.model_server_url else "vertex",
             deploy_model_server_url=self.model_server_url or "",
+            claim_lease_s=self.claim_lease_s,
         )
 
     def runtime_environment(self) -> dict[str, str]:
@@ -118,6 +122,7 @@ class LocalCloudSettings(BaseSettings):
             "CASCADE_LANDING_BUCKET": settings.landing_bucket,
             "CASCADE_ARTIFACTS_BUCKET": settings.artifacts_bucket,
             "CASCADE_TOPIC_PREFIX": settings.topic_prefix,
+            "CASCADE_CLAIM_LEASE_S": str(settings.claim_lease_s),
             "STORAGE_EMULATOR_HOST": self.gcs_url,
             "PUBSUB_EMULATOR_HOST": self.pubsub_host,
             "GOOGLE_CLOUD_PROJECT": settings.project,

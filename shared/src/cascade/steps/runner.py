@@ -5,7 +5,9 @@ make at-least-once delivery safe:
 
 1. the run record exists (created on first sight, found again on redelivery);
 2. the step's claim is taken, or the delivery is a duplicate of finished work (no-op),
-   or another delivery is working (StepInProgressError: redeliver later);
+   or another delivery is working (StepInProgressError: redeliver later); while the
+   step works, a heartbeat renews the claim's short lease, so a crashed owner's step
+   is taken over by a redelivery one lease after its last beat;
 3. the body runs; a PermanentError fails the step and the run and raises an alert,
    and the event is acknowledged; any other error (also while publishing or recording)
    releases the claim and propagates so the trigger retries;
@@ -19,7 +21,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from cascade.claims import Claim, ClaimHandle, PublishedMessage
+from cascade.claims import Claim, ClaimHandle, LeaseHeartbeat, PublishedMessage
 from cascade.context import StepContext
 from cascade.errors import PermanentError
 from cascade.messages import Alert, StepMessage
@@ -58,14 +60,15 @@ def execute_step(
         return None
     _mark_started(ctx, run.run_id, step)
     try:
-        try:
-            outcome = body(acquired, log)
-        except PermanentError as error:
-            log.error("%s failed permanently: %s", step, error)
-            outcome = _failure_outcome(ctx, run, step, error)
-        for message in outcome.messages:
-            ctx.bus.publish(message)
-        _mark_finished(ctx, run.run_id, step, outcome)
+        with LeaseHeartbeat(acquired, lease=ctx.claim_lease, clock=ctx.clock):
+            try:
+                outcome = body(acquired, log)
+            except PermanentError as error:
+                log.error("%s failed permanently: %s", step, error)
+                outcome = _failure_outcome(ctx, run, step, error)
+            for message in outcome.messages:
+                ctx.bus.publish(message)
+            _mark_finished(ctx, run.run_id, step, outcome)
     except Exception as error:
         log.warning("%s attempt failed, will be retried: %s", step, error)
         _record_attempt_error(ctx, run.run_id, step, error)
