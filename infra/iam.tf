@@ -66,6 +66,13 @@ locals {
       project_roles = ["roles/aiplatform.user"]
       submits_jobs  = false
     }
+    dead-letters = {
+      read_buckets  = []
+      write_buckets = ["artifacts"]
+      publish       = ["alerts"]
+      project_roles = []
+      submits_jobs  = false
+    }
   }
 
   vertex_jobs_access = {

@@ -77,14 +77,15 @@ locals {
   dead_letter_topics = toset([for fn in local.event_functions : fn.dead_letter_topic])
   triggered_topics   = toset([for fn in local.event_functions : fn.trigger_topic if fn.trigger_topic != null])
 
-  # Topics that no function consumes (alerts, dead-letter) get a pull subscription that
+  # Topics that no function consumes (alerts), and dead-letter topics (which the
+  # dead-letters function records but never re-delivers), get a pull subscription that
   # people and on-call tooling read, so nothing published there is lost. A message that
   # is nacked max times there escalates: dead letters to the escalation topic (alerts),
   # everything else to the topic's dead-letter topic.
   review_topics = {
     for topic, _ in local.topology.topics : topic => (
       contains(local.dead_letter_topics, topic) ? var.review_escalation_topic : local.topology_defaults.dead_letter_topic
-    ) if !contains(local.triggered_topics, topic)
+    ) if !contains(local.triggered_topics, topic) || contains(local.dead_letter_topics, topic)
   }
 }
 

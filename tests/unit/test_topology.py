@@ -32,6 +32,22 @@ def test_repository_topology_wires_the_event_chain() -> None:
     assert triggers["evaluate"] == TopicTrigger(type="topic", topic="model-trained")
     assert triggers["evaluate-job-events"] == TopicTrigger(type="topic", topic="job-events")
     assert triggers["deploy"] == TopicTrigger(type="topic", topic="model-blessed")
+    assert triggers["dead-letters"] == TopicTrigger(type="topic", topic="dead-letter")
+
+
+def test_the_dead_letter_consumer_never_dead_letters_into_its_own_topic() -> None:
+    topology = load_topology(REPO_TOPOLOGY)
+
+    assert topology.functions["dead-letters"].dead_letters_to is None
+    assert topology.functions["transform"].dead_letters_to == "dead-letter"
+
+
+def test_a_retrying_consumer_of_its_own_dead_letter_topic_is_rejected() -> None:
+    document = _document()
+    del document["functions"]["dead-letters"]["retry"]  # type: ignore[index]
+
+    with pytest.raises(InvalidConfigError, match="dead-letters consumes its own dead-letter"):
+        parse_topology(document)
 
 
 def test_defaults_apply_unless_a_function_overrides_them() -> None:

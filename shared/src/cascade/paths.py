@@ -5,10 +5,13 @@ Every name is built here, from validated parts, so no other module formats paths
 
 from __future__ import annotations
 
+import hashlib
+import re
+
 from cascade.config import DATASET_NAME_PATTERN
 from cascade.errors import BadRequestError
 
-__all__ = ["DatasetPaths", "RunPaths", "check_dataset_name"]
+__all__ = ["DatasetPaths", "RunPaths", "check_dataset_name", "dead_letter_record"]
 
 
 def check_dataset_name(dataset: str) -> str:
@@ -67,3 +70,10 @@ class DatasetPaths:
     @property
     def serving(self) -> str:
         return f"models/{self.dataset}/serving.json"
+
+
+def dead_letter_record(message_id: str) -> str:
+    """Where the dead-letter recorder keeps one dead-lettered message (by its id)."""
+    if not re.fullmatch(r"[A-Za-z0-9_-]{1,128}", message_id):
+        message_id = hashlib.sha256(message_id.encode()).hexdigest()[:32]
+    return f"dead-letters/{message_id}.json"

@@ -92,6 +92,13 @@ class FunctionSpec(_Strict):
     max_instances: int
     max_event_age_s: int
 
+    @property
+    def dead_letters_to(self) -> str | None:
+        """Where undeliverable events go; None for the consumer of that very topic."""
+        if isinstance(self.trigger, TopicTrigger) and self.trigger.topic == self.dead_letter_topic:
+            return None
+        return self.dead_letter_topic
+
     @model_validator(mode="after")
     def _signature_matches_trigger(self) -> FunctionSpec:
         is_http = isinstance(self.trigger, HttpTrigger)
@@ -121,6 +128,11 @@ class Topology(_Strict):
                 raise ValueError(f"function {spec.name}: unknown bucket {trigger.bucket!r}")
             if spec.dead_letter_topic not in self.topics:
                 raise ValueError(f"function {spec.name}: unknown dead-letter topic")
+            if spec.dead_letters_to is None and spec.retry.policy == "retry":
+                raise ValueError(
+                    f"function {spec.name} consumes its own dead-letter topic: it must not "
+                    "retry (policy do_not_retry), or its dead letters would loop"
+                )
         return self
 
     def event_functions(self) -> list[FunctionSpec]:

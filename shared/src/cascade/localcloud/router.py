@@ -170,7 +170,11 @@ class EventRouter:
     def _dead_letter(
         self, route: Route, spec: FunctionSpec, message: Message, attempts: int, error: str
     ) -> None:
-        topic = self._settings.topic_path(spec.dead_letter_topic)
+        if spec.dead_letters_to is None:  # the dead-letter consumer itself: do not loop
+            self.count(f"{spec.name}.dropped")
+            _log.error("%s: gave up on message %s: %s", spec.name, message.message_id, error)
+            return
+        topic = self._settings.topic_path(spec.dead_letters_to)
         attributes = {
             **message.attributes,
             "CloudPubSubDeadLetterSourceDeliveryCount": str(attempts),

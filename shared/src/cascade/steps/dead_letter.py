@@ -1,0 +1,149 @@
+"""dead-letters: record a message that exhausted its deliveries, fail its run, alert.
+
+Pub/Sub forwards a message to the dead-letter topic after ``max_delivery_attempts``
+failed deliveries, adding ``CloudPubSubDeadLetterSource*`` attributes. The message keeps
+its own attributes, so a step message still names its run (``run_id``) and a storage
+notification still names its object (``bucketId``/``objectId``/``objectGeneration``).
+This step keeps the dead letter under ``dead-letters/<message id>.json`` (create-only:
+a duplicate delivery does nothing), marks a still-running run failed with the reason,
+and publishes an ERROR alert. The topic's review subscription keeps the message for
+people and replay; nothing here re-delivers it.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import datetime
+from typing import Any
+
+from pydantic import BaseModel
+
+from cascade.context import StepContext
+from cascade.errors import BadRequestError
+from cascade.events import PubSubEnvelope
+from cascade.messages import Alert
+from cascade.paths import check_dataset_name, dead_letter_record
+from cascade.runs import RunRecord, run_id_for_object
+
+__all__ = ["DeadLetter", "handle_dead_letter_data", "record_dead_letter"]
+
+_log = logging.getLogger("cascade.steps.dead_letter")
+
+
+class DeadLetter(BaseModel):
+    """One dead-lettered message, as kept in the artifacts bucket."""
+
+    message_id: str
+    source_subscription: str
+    delivery_attempts: int | None
+    last_error: str
+    message_type: str
+    dataset: str | None
+    run_id: str | None
+    attributes: dict[str, str]
+    data: str
+    recorded_at: datetime
+
+    def reason(self) -> str:
+        attempts = "its" if self.delivery_attempts is None else str(self.delivery_attempts)
+        error = f": {self.last_error}" if self.last_error else ""
+        return (
+            f"{self.message_type} message {self.message_id} was dead-lettered by "
+            f"{self.source_subscription or 'its subscription'} after {attempts} delivery "
+            f"attempts{error}"
+        )
+
+
+def handle_dead_letter_data(ctx: StepContext, attributes: dict[str, Any], data: Any) -> None:
+    """The dead-letter topic's CloudEvent (functions-framework adapter's handle)."""
+    record_dead_letter(ctx, PubSubEnvelope.from_cloudevent(attributes, data))
+
+
+def record_dead_letter(ctx: StepContext, envelope: PubSubEnvelope) -> DeadLetter | None:
+    """Keep, fail the run, alert; None when this dead letter was already recorded."""
+    letter = _describe(envelope, ctx.clock())
+    path = dead_letter_record(letter.message_id)
+    if ctx.artifacts.create(path, letter.model_dump_json(indent=2).encode()) is None:
+        _log.info("dead letter %s already recorded", letter.message_id)
+        return None
+    if letter.run_id is not None:
+        _fail_run(ctx, letter.run_id, letter)
+    if letter.dataset is not None:
+        ctx.bus.publish(
+            Alert(
+                dataset=letter.dataset,
+                run_id=letter.run_id,
+                step="dead-letter",
+                severity="ERROR",
+                summary=letter.reason(),
+                details={
+                    "record": ctx.artifacts.uri(path),
+                    "subscription": letter.source_subscription,
+                    "delivery_attempts": letter.delivery_attempts,
+                },
+                at=letter.recorded_at,
+            )
+        )
+    _log.error(letter.reason(), extra={"labels": {"run_id": letter.run_id or ""}})
+    return letter
+
+
+def _describe(envelope: PubSubEnvelope, now: datetime) -> DeadLetter:
+    attributes = envelope.attributes
+    if not envelope.message_id:
+        raise BadRequestError(f"dead letter event {envelope.event_id} has no message id")
+    count = attributes.get("CloudPubSubDeadLetterSourceDeliveryCount", "")
+    dataset, run_id = _run_of(attributes)
+    return DeadLetter(
+        message_id=envelope.message_id,
+        source_subscription=attributes.get("CloudPubSubDeadLetterSourceSubscription", ""),
+        delivery_attempts=int(count) if count.isdigit() else None,
+        last_error=attributes.get("cascade_last_error", ""),
+        message_type=attributes.get("message_type")
+        or attributes.get("eventType", "unknown").lower(),
+        dataset=dataset,
+        run_id=run_id,
+        attributes=attributes,
+        data=envelope.data.decode("utf-8", errors="replace")[:10_000],
+        recorded_at=now,
+    )
+
+
+def _run_of(attributes: dict[str, str]) -> tuple[str | None, str | None]:
+    """The dataset and run a message belongs to, from a step message's or a storage
+    notification's attributes; (None, None) when they name neither validly."""
+    try:
+        if "run_id" in attributes:
+            return check_dataset_name(attributes.get("dataset", "")), attributes["run_id"]
+        object_name = attributes.get("objectId", "")
+        generation = attributes.get("objectGeneration", "")
+        if "/" in object_name and generation.isdigit():
+            dataset = check_dataset_name(object_name.split("/", 1)[0])
+            bucket = attributes.get("bucketId", "")
+            return dataset, run_id_for_object(dataset, bucket, object_name, int(generation))
+        if "dataset" in attributes:
+            return check_dataset_name(attributes["dataset"]), None
+    except BadRequestError:
+        pass
+    return None, None
+
+
+def _fail_run(ctx: StepContext, run_id: str, letter: DeadLetter) -> None:
+    now = letter.recorded_at
+
+    def mutate(record: RunRecord) -> None:
+        if record.state != "running":
+            return
+        record.state = "failed"
+        record.error = f"dead-lettered: {letter.reason()}"
+        for step in record.steps.values():
+            if step.state == "running":
+                step.state = "failed"
+                step.error = record.error
+                step.finished_at = now
+        record.updated_at = now
+
+    if ctx.ledger.get(run_id) is None:
+        _log.warning("dead letter %s names run %s, which has no record", letter.message_id, run_id)
+        return
+    ctx.ledger.update(run_id, mutate)

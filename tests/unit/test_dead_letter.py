@@ -1,0 +1,130 @@
+"""The dead-letter recorder: keep the letter, fail its run, alert; once per message."""
+
+from __future__ import annotations
+
+from cascade.context import StepContext
+from cascade.events import PubSubEnvelope
+from cascade.messages import Alert
+from cascade.paths import dead_letter_record
+from cascade.runs import RunRecord, Trigger, run_id_for_object
+from cascade.steps.dead_letter import DeadLetter, record_dead_letter
+from cascade.testing import RecordingBus
+from tests.unit.conftest import Clock
+
+FORWARDED = {
+    "CloudPubSubDeadLetterSourceDeliveryCount": "5",
+    "CloudPubSubDeadLetterSourceSubscription": "eventarc-transform",
+    "cascade_last_error": "HTTP 500: boom",
+}
+
+
+def _envelope(attributes: dict[str, str], message_id: str = "1234") -> PubSubEnvelope:
+    return PubSubEnvelope(
+        event_id=f"event-{message_id}",
+        message_id=message_id,
+        subscription="projects/p/subscriptions/eventarc-dead-letters",
+        data=b'{"dataset": "credit"}',
+        attributes={**attributes, **FORWARDED},
+    )
+
+
+def _running(step_context: StepContext, clock: Clock, run_id: str) -> None:
+    step_context.ledger.ensure(
+        RunRecord(
+            run_id=run_id,
+            dataset="credit",
+            trigger=Trigger(kind="object", uri="gs://landing/credit/a.csv"),
+            created_at=clock.now,
+            updated_at=clock.now,
+        )
+    )
+
+
+def _alerts(step_context: StepContext) -> list[Alert]:
+    assert isinstance(step_context.bus, RecordingBus)
+    return [m for m in step_context.bus.published if isinstance(m, Alert)]
+
+
+def test_a_step_message_dead_letter_fails_its_run_and_alerts(
+    step_context: StepContext, clock: Clock
+) -> None:
+    _running(step_context, clock, "credit-run1")
+    envelope = _envelope(
+        {"dataset": "credit", "run_id": "credit-run1", "message_type": "DataValidated"}
+    )
+
+    letter = record_dead_letter(step_context, envelope)
+
+    assert letter is not None
+    run = step_context.ledger.get("credit-run1")
+    assert run is not None
+    assert run.state == "failed"
+    assert run.error == (
+        "dead-lettered: DataValidated message 1234 was dead-lettered by eventarc-transform "
+        "after 5 delivery attempts: HTTP 500: boom"
+    )
+    [alert] = _alerts(step_context)
+    assert (alert.run_id, alert.step, alert.severity) == ("credit-run1", "dead-letter", "ERROR")
+    assert alert.details["delivery_attempts"] == 5
+    stored = step_context.artifacts.read_model(dead_letter_record("1234"), DeadLetter)
+    assert stored is not None
+    assert stored[0].attributes["run_id"] == "credit-run1"
+
+
+def test_a_storage_notification_dead_letter_names_the_run_of_its_object(
+    step_context: StepContext, clock: Clock
+) -> None:
+    run_id = run_id_for_object("credit", "landing", "credit/a.csv", 7)
+    _running(step_context, clock, run_id)
+    envelope = _envelope(
+        {
+            "bucketId": "landing",
+            "objectId": "credit/a.csv",
+            "objectGeneration": "7",
+            "eventType": "OBJECT_FINALIZE",
+        }
+    )
+
+    letter = record_dead_letter(step_context, envelope)
+
+    assert letter is not None
+    assert (letter.dataset, letter.run_id, letter.message_type) == (
+        "credit",
+        run_id,
+        "object_finalize",
+    )
+    assert step_context.ledger.get(run_id).state == "failed"  # type: ignore[union-attr]
+
+
+def test_a_duplicate_delivery_records_and_alerts_once(
+    step_context: StepContext, clock: Clock
+) -> None:
+    _running(step_context, clock, "credit-run1")
+    envelope = _envelope({"dataset": "credit", "run_id": "credit-run1"})
+
+    first = record_dead_letter(step_context, envelope)
+    again = record_dead_letter(step_context, envelope)
+
+    assert first is not None
+    assert again is None
+    assert len(_alerts(step_context)) == 1
+
+
+def test_a_finished_run_is_left_as_it_was(step_context: StepContext, clock: Clock) -> None:
+    _running(step_context, clock, "credit-run1")
+    step_context.ledger.update("credit-run1", lambda run: setattr(run, "state", "succeeded"))
+
+    record_dead_letter(step_context, _envelope({"dataset": "credit", "run_id": "credit-run1"}))
+
+    assert step_context.ledger.get("credit-run1").state == "succeeded"  # type: ignore[union-attr]
+
+
+def test_a_letter_naming_no_dataset_is_kept_without_an_alert(step_context: StepContext) -> None:
+    letter = record_dead_letter(step_context, _envelope({"origin": "somewhere"}, "../x"))
+
+    assert letter is not None
+    assert letter.run_id is None
+    assert _alerts(step_context) == []
+    name = dead_letter_record("../x")
+    assert name.startswith("dead-letters/") and ".." not in name
+    assert step_context.artifacts.read(name) is not None
