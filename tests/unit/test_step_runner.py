@@ -301,3 +301,27 @@ def test_a_renewal_after_a_takeover_is_refused(step_context: StepContext, clock:
     with pytest.raises(ConcurrentUpdateError, match="taken over"):
         held.renew(clock.now, timedelta(seconds=1))
     assert _claim_of(step_context).owner == "redelivery"
+
+
+def test_a_step_that_ends_the_run_writes_its_report(
+    step_context: StepContext, clock: Clock
+) -> None:
+    def last_step(claim, log):  # type: ignore[no-untyped-def]
+        return StepOutcome(summary="deployed", run_state="succeeded")
+
+    execute_step(step_context, run=_run(clock), step="deploy", owner="event-1", body=last_step)
+
+    report = step_context.artifacts.read(RunPaths(RUN_ID).report)
+    assert report is not None
+    assert RUN_ID.encode() in report.data
+    assert b"succeeded" in report.data
+
+
+def test_a_step_that_does_not_end_the_run_writes_no_report(
+    step_context: StepContext, clock: Clock
+) -> None:
+    execute_step(
+        step_context, run=_run(clock), step="validate", owner="e", body=_succeeding_body([])
+    )
+
+    assert step_context.artifacts.read(RunPaths(RUN_ID).report) is None

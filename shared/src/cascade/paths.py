@@ -33,6 +33,11 @@ class RunPaths:
     def record(self) -> str:
         return f"{self.root}/run.json"
 
+    @property
+    def report(self) -> str:
+        """The run's HTML report (``cascade.report``)."""
+        return f"{self.root}/report.html"
+
     def claim(self, step: str) -> str:
         return f"{self.root}/claims/{step}.json"
 

@@ -17,6 +17,7 @@ from cascade.testing import RecordingBus
 from cascade.trainer.args import TrainerArgs
 from cascade.trainer.evaluation import EvaluationReport
 from cascade.trainer.export import MANIFEST_NAME, ServingManifest
+from cascade.trainer.history import TrainingHistory
 from cascade.trainer.preprocessing import transform_features
 from cascade.trainer.probe import InfraCheck, probe_model
 from cascade.trainer.storage import TrainerStorage
@@ -58,6 +59,21 @@ def binary_run(tmp_path_factory: pytest.TempPathFactory) -> TrainedRun:
     return TrainedRun(
         storage, bus, spec, result, storage.download_tree(result.locations.model_dir, local)
     )
+
+
+def test_binary_run_writes_its_per_epoch_history_beside_metrics(binary_run: TrainedRun) -> None:
+    locations, storage = binary_run.result.locations, binary_run.storage
+
+    history = TrainingHistory.model_validate_json(storage.read_bytes(locations.history_uri))
+
+    assert locations.history_uri == f"{locations.output_dir}/history.json"
+    assert history.run_id == "run-1"
+    assert (
+        history.epochs == binary_run.result.fit.epochs_trained == binary_run.report().epochs_trained
+    )
+    assert {"loss", "val_loss", "auc", "val_auc"} <= set(history.metrics)
+    assert history.metrics == binary_run.result.fit.history
+    assert all(len(values) == history.epochs for values in history.metrics.values())
 
 
 def _raw_rows(spec: TransformSpec, count: int) -> dict[str, np.ndarray]:

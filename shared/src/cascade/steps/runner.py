@@ -12,7 +12,9 @@ make at-least-once delivery safe:
    and the event is acknowledged; any other error (also while publishing or recording)
    releases the claim and propagates so the trigger retries;
 4. the body's messages are published before the step is marked done, so a crash in
-   between is redelivered and republished (the next step's claim absorbs duplicates).
+   between is redelivered and republished (the next step's claim absorbs duplicates);
+5. a step that ends the run writes the run's HTML report (best effort: a report that
+   cannot be written is logged, never a reason to redo the step).
 """
 
 from __future__ import annotations
@@ -82,7 +84,18 @@ def execute_step(
         ],
     )
     log.info("%s %s: %s", step, outcome.state, outcome.summary)
+    if outcome.run_state is not None:
+        _write_report(ctx, run.run_id, log)
     return outcome
+
+
+def _write_report(ctx: StepContext, run_id: str, log: RunLogger) -> None:
+    from cascade.report import write_run_report  # rendering is only needed at a run's end
+
+    try:
+        log.info("run report: %s", write_run_report(ctx.artifacts, run_id))
+    except Exception as error:  # noqa: BLE001 - `cascade report` can always rebuild it
+        log.warning("could not write the run report: %s", error)
 
 
 def _failure_outcome(

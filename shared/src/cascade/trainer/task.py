@@ -2,10 +2,11 @@
 
 args → strategy (first: TensorFlow requires it before any other op) → job spec and
 transform spec → data → model → fit → export (every worker, as multi-worker saving
-requires; only the chief's copy is kept and uploaded) → eval metrics of the candidate
-and the baseline (chief) → tuning metric (tuning runs) → load-and-probe check in a fresh
-process (chief) → postcondition: the model dir has ``saved_model.pb`` →
-``model-trained`` (chief; not for tuning trials, whose best one the tuner picks).
+requires; only the chief's copy is kept and uploaded) → per-epoch history
+(``history.json``) and eval metrics of the candidate and the baseline (chief) → tuning
+metric (tuning runs) → load-and-probe check in a fresh process (chief) → postcondition:
+the model dir has ``saved_model.pb`` → ``model-trained`` (chief; not for tuning trials,
+whose best one the tuner picks).
 
 Exit status 0 on success; 1 with a one-line reason on stderr when the run failed.
 """
@@ -40,6 +41,7 @@ from cascade.trainer.evaluation import (
 )
 from cascade.trainer.export import export_serving_model
 from cascade.trainer.fit import FitPlan, FitResult, fit_model
+from cascade.trainer.history import HISTORY_FILE, training_history
 from cascade.trainer.hyperparameters import Hyperparameters, resolve_hyperparameters
 from cascade.trainer.model import TrainerModel, build_model
 from cascade.trainer.probe import InfraCheck, run_probe_in_subprocess
@@ -57,7 +59,8 @@ ProbeRunner = Callable[[Path, Path], InfraCheck]
 
 @dataclass(frozen=True)
 class OutputLocations:
-    """Where a run writes: the model, metrics.json, infra_check.json, TensorBoard logs."""
+    """Where a run writes: the model, metrics.json, history.json, infra_check.json,
+    TensorBoard logs."""
 
     output_dir: str
     model_dir: str
@@ -66,6 +69,10 @@ class OutputLocations:
     @property
     def metrics_uri(self) -> str:
         return join_uri(self.output_dir, "metrics.json")
+
+    @property
+    def history_uri(self) -> str:
+        return join_uri(self.output_dir, HISTORY_FILE)
 
     @property
     def infra_check_uri(self) -> str:
@@ -153,6 +160,7 @@ def run(
         if not args.is_chief:
             return TrainingResult(job_spec, locations, False, fitted, trained)
         storage.upload_tree(export_dir, locations.model_dir)
+        _write_history(ctx, fitted)
         report = _evaluate(ctx, fitted)
         tuning_metric = _report_tuning_metric(ctx, report, fitted)
         check = _probe(ctx, probe, export_dir)
@@ -197,6 +205,15 @@ def _train(ctx: _Run, choice: StrategyChoice) -> tuple[FitResult, TrainerModel]:
     )
     ctx.log.info("trained %d epochs, %d steps", fitted.epochs_trained, fitted.steps)
     return fitted, built
+
+
+def _write_history(ctx: _Run, fitted: FitResult) -> None:
+    history = training_history(ctx.job_spec.run_id, fitted.history, trial_id=ctx.args.trial_id)
+    ctx.storage.write_bytes(
+        ctx.locations.history_uri,
+        history.model_dump_json(indent=2).encode(),
+        content_type="application/json",
+    )
 
 
 def _evaluate(ctx: _Run, fitted: FitResult) -> EvaluationReport:

@@ -1,0 +1,27 @@
+"""The HTML run report: one self-contained page per run, from the run's artifacts.
+
+``write_run_report`` renders it and stores it as ``runs/<run_id>/report.html``;
+``render_run_report`` only renders. ``collect`` reads the artifacts into a typed
+``RunReport`` (summary, validation, training, evaluation, deployment), ``charts`` lays
+out the inline SVG charts, ``render`` fills the Jinja2 template. See
+docs/observability.md.
+"""
+
+from cascade.report.collect import RunNotFoundError, collect_run_report
+from cascade.report.model import RunReport
+from cascade.report.publish import (
+    REPORT_CONTENT_TYPE,
+    render_run_report,
+    store_report_html,
+    write_run_report,
+)
+
+__all__ = [
+    "REPORT_CONTENT_TYPE",
+    "RunNotFoundError",
+    "RunReport",
+    "collect_run_report",
+    "render_run_report",
+    "store_report_html",
+    "write_run_report",
+]

@@ -1,0 +1,234 @@
+"""What a run report shows, section by section, once every artifact has been read.
+
+``collect`` builds a ``RunReport``; ``render`` turns it into HTML. A section whose
+artifacts do not exist carries ``missing`` (a sentence saying why) instead of content,
+so a run rejected at validation still gets a report. Strings here come from data and
+are escaped when rendered; numbers stay numbers until the template formats them.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from cascade.report.charts import SvgChart
+
+__all__ = [
+    "CheckView",
+    "DeploymentSection",
+    "DistributionView",
+    "DriftView",
+    "EvaluationSection",
+    "Fact",
+    "FindingView",
+    "InfraView",
+    "MetricComparison",
+    "MetricCurve",
+    "RunReport",
+    "RunSummary",
+    "ServingEventView",
+    "ShareRow",
+    "StepView",
+    "TrainingSection",
+    "ValidationSection",
+    "VersionView",
+]
+
+
+class _View(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class Fact(_View):
+    """One labelled value of a key/value table."""
+
+    label: str
+    value: str
+
+
+class StepView(_View):
+    name: str
+    state: str
+    attempts: int
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+    duration_s: float | None = None
+    error: str | None = None
+    outputs: list[Fact] = Field(default_factory=list)
+
+
+class RunSummary(_View):
+    state: str
+    trigger: str
+    created_at: datetime
+    updated_at: datetime
+    error: str | None = None
+    steps: list[StepView] = Field(default_factory=list)
+    model_version: str | None = Field(None, description="The serving version this run made.")
+    verdicts: list[Fact] = Field(default_factory=list)
+    lineage: list[Fact] = Field(default_factory=list)
+
+
+class FindingView(_View):
+    """One anomaly; ``feature`` is empty for dataset-level anomalies."""
+
+    feature: str
+    severity: str
+    short_description: str
+    description: str
+
+
+class DriftView(_View):
+    feature: str
+    measure: str
+    value: float
+    threshold: float
+    exceeded: bool
+
+
+class ShareRow(_View):
+    """A bucket (numeric range) or a value (categorical) and its share on each side."""
+
+    label: str
+    baseline: float
+    current: float
+
+
+class DistributionView(_View):
+    feature: str
+    kind: str = Field(description="'numeric' (baseline quantile buckets) or 'categorical'.")
+    drifted: bool
+    rows: list[ShareRow]
+    chart: SvgChart
+
+
+class ValidationSection(_View):
+    missing: str | None = None
+    verdict: str = ""
+    source: str = ""
+    examples: int | None = None
+    findings: list[FindingView] = Field(default_factory=list)
+    drift: list[DriftView] = Field(default_factory=list)
+    drift_chart: SvgChart | None = None
+    distributions: list[DistributionView] = Field(default_factory=list)
+    baseline_note: str = ""
+    artifacts: list[Fact] = Field(default_factory=list)
+
+    @property
+    def errors(self) -> int:
+        return sum(1 for finding in self.findings if finding.severity == "error")
+
+    @property
+    def warnings(self) -> int:
+        return sum(1 for finding in self.findings if finding.severity == "warning")
+
+
+class MetricCurve(_View):
+    """One metric over the epochs: on the train split and (``val_``) on the eval split."""
+
+    metric: str
+    final_train: float | None = None
+    final_validation: float | None = None
+    chart: SvgChart
+
+
+class TrainingSection(_View):
+    missing: str | None = None
+    job: list[Fact] = Field(default_factory=list)
+    epochs_planned: int | None = None
+    epochs_trained: int | None = None
+    curves: list[MetricCurve] = Field(default_factory=list)
+    history_note: str | None = None
+    artifacts: list[Fact] = Field(default_factory=list)
+
+
+class CheckView(_View):
+    name: str
+    kind: str
+    tier: str
+    verdict: str
+    value: float | None = None
+    baseline_value: float | None = None
+    threshold: float | None = None
+    detail: str = ""
+
+
+class MetricComparison(_View):
+    """An overall eval metric of the candidate and of the production (deployed) model."""
+
+    metric: str
+    candidate: float | None = None
+    production: float | None = None
+
+    @property
+    def change(self) -> float | None:
+        if self.candidate is None or self.production is None:
+            return None
+        return self.candidate - self.production
+
+
+class InfraView(_View):
+    passed: bool
+    reasons: list[str] = Field(default_factory=list)
+    cases: list[Fact] = Field(default_factory=list)
+    latency: list[Fact] = Field(default_factory=list)
+    note: str | None = None
+
+
+class EvaluationSection(_View):
+    missing: str | None = None
+    verdict: str = ""
+    summary: str = ""
+    first_run: bool = False
+    first_run_policy: str = ""
+    production_model_uri: str | None = None
+    checks: list[CheckView] = Field(default_factory=list)
+    comparison: list[MetricComparison] = Field(default_factory=list)
+    comparison_note: str | None = None
+    infra: InfraView | None = None
+    override: list[Fact] = Field(default_factory=list)
+    artifacts: list[Fact] = Field(default_factory=list)
+
+
+class VersionView(_View):
+    version: str
+    run_id: str
+    state: str
+    traffic: int
+    deployed_at: datetime
+    model_uri: str
+    this_run: bool
+
+
+class ServingEventView(_View):
+    at: datetime
+    action: str
+    version: str
+    detail: str
+    this_run: bool
+
+
+class DeploymentSection(_View):
+    missing: str | None = None
+    rollout: list[Fact] = Field(default_factory=list)
+    rollout_note: str | None = None
+    serving_missing: str | None = None
+    target: str = ""
+    endpoint: str = ""
+    updated_at: datetime | None = None
+    this_run_version: str | None = None
+    versions: list[VersionView] = Field(default_factory=list)
+    traffic_chart: SvgChart | None = None
+    history: list[ServingEventView] = Field(default_factory=list)
+
+
+class RunReport(_View):
+    run_id: str
+    dataset: str
+    generated_at: datetime
+    summary: RunSummary
+    validation: ValidationSection
+    training: TrainingSection
+    evaluation: EvaluationSection
+    deployment: DeploymentSection

@@ -1,0 +1,57 @@
+"""A ``RunReport`` as one self-contained HTML page.
+
+Jinja2 with autoescaping always on (every string in a report may come from data that
+anyone who can upload a file controls) and ``StrictUndefined`` (a template typo fails
+the tests instead of printing nothing). The template ships as package data in
+``cascade/report/templates/``; CSS and charts are inline, so the file opens offline.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from functools import cache
+
+import jinja2
+
+from cascade.report.model import RunReport
+
+__all__ = ["TEMPLATE_NAME", "render_html"]
+
+TEMPLATE_NAME = "run_report.html.j2"
+_MISSING = "—"
+
+
+def _number(value: float | None) -> str:
+    return _MISSING if value is None else f"{value:.4g}"
+
+
+def _signed(value: float | None) -> str:
+    return _MISSING if value is None else f"{value:+.4g}"
+
+
+def _seconds(value: float | None) -> str:
+    return "" if value is None else f"{value:.3f} s"
+
+
+def _when(value: datetime | None) -> str:
+    if value is None:
+        return ""
+    moment = value.astimezone(UTC) if value.tzinfo is not None else value
+    return moment.strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
+@cache
+def _environment() -> jinja2.Environment:
+    environment = jinja2.Environment(
+        loader=jinja2.PackageLoader("cascade.report", "templates"),
+        autoescape=True,
+        undefined=jinja2.StrictUndefined,
+        keep_trailing_newline=True,
+    )
+    environment.filters.update(num=_number, signed=_signed, seconds=_seconds, when=_when)
+    return environment
+
+
+def render_html(report: RunReport) -> str:
+    """The page of ``report``; every value from data is HTML-escaped."""
+    return _environment().get_template(TEMPLATE_NAME).render(report=report)
