@@ -13,6 +13,9 @@ from rich.markup import escape
 from rich.table import Table
 
 from cascade.cli_infra import infra_commands
+from cascade.cli_report import report_commands
+from cascade.cli_status import latest_runs, runs_table
+from cascade.cli_tensorboard import tensorboard_commands
 from cascade.config import load_settings
 from cascade.context import StepContext
 from cascade.deploy.cli import serving_commands
@@ -60,8 +63,16 @@ def down() -> None:
 
 
 @cli.command()
-def status() -> None:
-    """Show the local cloud's processes and the latest runs."""
+@click.option(
+    "--limit", default=10, show_default=True, type=click.IntRange(min=1), help="Runs shown."
+)
+@click.option("--dataset", default=None, help="Only this dataset's runs.")
+def status(limit: int, dataset: str | None) -> None:
+    """Show the local cloud's processes, the latest runs and the training jobs.
+
+    Per run: its trigger (file or request id), each step's state and duration, the
+    model version it serves as, and the verdicts (validation / evaluation / deploy).
+    """
     local = _local()
     state = control.status(local)
     if state is None:
@@ -69,7 +80,7 @@ def status() -> None:
         sys.exit(3)
     _print_components(state)
     client = LocalCloudClient(local.runtime_settings())
-    _print_runs(latest_runs(client, limit=10))
+    console.print(runs_table(latest_runs(client.artifacts, limit=limit, dataset=dataset)))
     _print_jobs(state)
 
 
@@ -181,16 +192,6 @@ def demo(rows: int) -> None:
     sys.exit(run_demo(_local(), rows=rows, console=console))
 
 
-def latest_runs(client: LocalCloudClient, limit: int) -> list[RunRecord]:
-    records = []
-    for name in client.artifacts.list_names("runs/"):
-        if name.endswith("/run.json"):
-            record = client.ledger.get(name.split("/")[1])
-            if record is not None:
-                records.append(record)
-    return sorted(records, key=lambda r: r.created_at, reverse=True)[:limit]
-
-
 def _print_components(state: CloudState) -> None:
     table = Table(title=f"local cloud: {state.status}")
     for column in ("process", "status", "pid", "restarts", "log"):
@@ -199,19 +200,6 @@ def _print_components(state: CloudState) -> None:
         table.add_row(
             name, component.status, str(component.pid), str(component.restarts), component.log
         )
-    console.print(table)
-
-
-def _print_runs(records: list[RunRecord]) -> None:
-    table = Table(title="latest runs")
-    for column in ("run", "dataset", "trigger", "state", "steps"):
-        table.add_column(column)
-    for record in records:
-        steps = ", ".join(
-            f"{name} {step.state} {step.duration_s or 0:.2f}s"
-            for name, step in record.steps.items()
-        )
-        table.add_row(record.run_id, record.dataset, record.trigger.kind, record.state, steps)
     console.print(table)
 
 
@@ -261,7 +249,7 @@ def print_run(record: RunRecord) -> None:
         console.print(f"[red]error:[/red] {record.error}")
 
 
-for _command in [*infra_commands, *serving_commands]:
+for _command in [*infra_commands, *serving_commands, *tensorboard_commands, *report_commands]:
     cli.add_command(_command)
 
 
