@@ -1,102 +1,158 @@
-"""``cascade demo``: start the local cloud and follow a sample file through the chain."""
+"""``cascade demo``: start the local cloud and show what the pipeline does, in three acts.
+
+1. A sample file lands and runs through every step: validated, transformed, trained,
+   evaluated, deployed.
+2. A drifted file lands: validation rejects it, quarantines it and says which features
+   drifted, by how much, against which threshold.
+3. A retrain request: a model trained on all data accepted so far is evaluated against
+   the production model, and deployed or not.
+
+Then a prediction from the endpoint and where to look next. Every file name and request
+id is new (a timestamp), so the demo runs again on a running local cloud with earlier
+runs; the baseline holds accepted data only, so the drifted file is rejected again.
+"""
 
 from __future__ import annotations
 
-import json
 import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime
 
-import requests
 from rich.console import Console
 from rich.markup import escape
+from rich.rule import Rule
+from rich.table import Table
 
+from cascade.demo_acts import ActOutcome, DemoSession, drift_act, retrain_act, upload_act
+from cascade.demo_explain import show_prediction
+from cascade.demo_follow import RunFollower
 from cascade.localcloud import control
-from cascade.localcloud.client import LocalCloudClient, RunTimeoutError
+from cascade.localcloud.client import LocalCloudClient
 from cascade.localcloud.settings import LocalCloudSettings
 from cascade.paths import DatasetPaths
 from cascade.pipeline_config import push_pipeline_config
-from cascade.sample_data import SAMPLE_PIPELINE_CONFIG, sample_csv
+from cascade.sample_data import SAMPLE_PIPELINE_CONFIG
 
-__all__ = ["run_demo"]
+__all__ = ["DEMO_DATASET", "run_demo"]
 
 DEMO_DATASET = "credit"
+RUN_TIMEOUT_S = 900.0
 
 
-def _show_a_prediction(local: LocalCloudSettings, console: Console) -> None:
-    """Ask the deployed model about one sample row, as a client of the endpoint would."""
-    state = control.status(local)
-    url = None if state is None else state.environment.get("CASCADE_DEPLOY_MODEL_SERVER_URL")
-    if not url:
-        return
-    header, first_row = sample_csv(1, seed=99).decode().splitlines()[:2]
-    instance: dict[str, object] = dict(zip(header.split(","), first_row.split(","), strict=True))
-    instance.pop("defaulted")
-    for numeric in (
-        "age",
-        "income",
-        "loan_amount",
-        "term_months",
-        "credit_score",
-        "num_late_payments",
-    ):
-        instance[numeric] = float(str(instance[numeric]))
-    body = {"instances": [instance]}
-    response = requests.post(f"{url}/v1/models/{DEMO_DATASET}:predict", json=body, timeout=30)
-    console.print(f"POST {url}/v1/models/{DEMO_DATASET}:predict")
-    console.print(json.dumps(body))
-    console.print(f"-> HTTP {response.status_code} {response.text.strip()}")
+@dataclass(frozen=True)
+class _Act:
+    title: str
+    play: Callable[[DemoSession], ActOutcome]
 
 
-def run_demo(local: LocalCloudSettings, *, rows: int, console: Console) -> int:
-    """Returns the process exit code: 0 when the run finished successfully."""
-    from cascade.cli import print_run
+_ACTS = (
+    _Act("act 1: a sample file lands and runs through every step", upload_act),
+    _Act("act 2: a drifted file lands", drift_act),
+    _Act("act 3: a retrain request", retrain_act),
+)
 
+
+def _start_local_cloud(local: LocalCloudSettings, console: Console) -> bool:
     started = time.perf_counter()
     with console.status("starting the local cloud (emulators, functions, router)…"):
         try:
             control.up(local)
         except (control.LocalCloudError, RuntimeError) as error:
             console.print(f"[red]could not start the local cloud:[/red] {escape(str(error))}")
-            return 1
+            return False
     console.print(f"local cloud ready in {time.perf_counter() - started:.1f}s")
-    client = LocalCloudClient(local.runtime_settings())
+    return True
+
+
+def _ensure_sample_config(client: LocalCloudClient, console: Console) -> None:
     if client.artifacts.read(DatasetPaths(DEMO_DATASET).pipeline_config) is None:
         uri = push_pipeline_config(
             client.artifacts, DEMO_DATASET, SAMPLE_PIPELINE_CONFIG.encode(), where="sample config"
         )
         console.print(f"stored the sample pipeline config at {uri}")
-    name = f"{DEMO_DATASET}/{datetime.now(UTC):%Y%m%dT%H%M%S%f}.csv"
-    upload_started = time.perf_counter()
-    generation = client.upload(name, sample_csv(rows))
-    run_id = client.run_id_for(name, generation)
-    console.print(f"uploaded {rows} rows to gs://{client.settings.landing_bucket}/{name}")
-    console.print(f"following run [bold]{run_id}[/bold]")
-    seen: set[str] = set()
 
-    def progress(record: object) -> bool:
-        from cascade.runs import RunRecord
 
-        assert isinstance(record, RunRecord)
-        for step, step_record in record.steps.items():
-            key = f"{step}:{step_record.state}"
-            if key not in seen and step_record.state != "running":
-                seen.add(key)
-                console.print(
-                    f"  {step:<10} {step_record.state:<10} {step_record.duration_s or 0:.3f}s"
-                )
-        return record.state != "running"
+def _play(session: DemoSession) -> list[ActOutcome]:
+    """The acts in order; an act that did not end as expected stops the demo."""
+    outcomes: list[ActOutcome] = []
+    for act in _ACTS:
+        session.console.print(Rule(act.title))
+        started = time.perf_counter()
+        outcome = act.play(session)
+        outcomes.append(outcome)
+        colour = "green" if outcome.ok else "red"
+        session.console.print(
+            f"[{colour}]{escape(outcome.summary)}[/{colour}] ({time.perf_counter() - started:.1f}s)"
+        )
+        if not outcome.ok:
+            break
+    return outcomes
 
-    try:
-        record = client.wait_for_run(run_id, until=progress, timeout=120)
-    except RunTimeoutError as error:
-        console.print(escape(str(error)), style="red")
-        return 1
-    print_run(record)
-    console.print(f"upload to finished run: {time.perf_counter() - upload_started:.2f}s")
-    if record.state == "succeeded":
-        _show_a_prediction(local, console)
-    console.print(
-        "next: `cascade status`, `cascade run <run id>`, logs in .cascade/logs/, "
-        "`cascade down` to stop"
+
+def _prediction(local: LocalCloudSettings, session: DemoSession) -> None:
+    state = control.status(local)
+    url = None if state is None else state.environment.get("CASCADE_DEPLOY_MODEL_SERVER_URL")
+    if not url:
+        return
+    session.console.print(Rule("the deployed model answers"))
+    settings = session.client.settings
+    show_prediction(
+        session.console,
+        url,
+        project=settings.project,
+        region=settings.region,
+        endpoint=DEMO_DATASET,
     )
-    return 0 if record.state == "succeeded" else 1
+
+
+def _where_next(console: Console, outcomes: list[ActOutcome]) -> None:
+    run_ids = {outcome.act: outcome.run_id for outcome in outcomes if outcome.run_id}
+    first = run_ids.get("upload", "<run-id>")
+    drifted = run_ids.get("drift", first)
+    retrained = run_ids.get("retrain", first)
+    table = Table(title="where to look next (.venv/bin/cascade …)", show_header=False, box=None)
+    for command, what in (
+        ("cascade status", "every run: steps, timings, verdicts, model versions"),
+        (f"cascade run {first}", "one run's steps, attempts, outputs and errors"),
+        (f"cascade logs {drifted}", "every process's log lines for one run"),
+        (f"cascade report {drifted}", "a run's report: validation, evaluation, deploy"),
+        (f"cascade tensorboard {retrained}", "the training curves, in TensorBoard"),
+        ("cascade down", "stop the local cloud (data stays in .cascade/)"),
+    ):
+        table.add_row(f"  {command}", what)
+    console.print(table)
+
+
+def _summary(console: Console, outcomes: list[ActOutcome]) -> bool:
+    ok = len(outcomes) == len(_ACTS) and all(outcome.ok for outcome in outcomes)
+    console.print(Rule("demo " + ("[green]done[/green]" if ok else "[red]stopped[/red]")))
+    for outcome in outcomes:
+        mark = "[green]✓[/green]" if outcome.ok else "[red]✗[/red]"
+        console.print(
+            f"  {mark} {outcome.act:<8} {escape(outcome.run_id):<26} {escape(outcome.summary)}"
+        )
+    return ok
+
+
+def run_demo(local: LocalCloudSettings, *, rows: int, console: Console) -> int:
+    """The process exit code: 0 when every act ended as expected."""
+    if not _start_local_cloud(local, console):
+        return 1
+    client = LocalCloudClient(local.runtime_settings())
+    _ensure_sample_config(client, console)
+    session = DemoSession(
+        client=client,
+        console=console,
+        follower=RunFollower(client, console, timeout_s=RUN_TIMEOUT_S),
+        dataset=DEMO_DATASET,
+        rows=rows,
+        stamp=f"{datetime.now(UTC):%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:6]}",
+        gcs_root=local.state_dir / "gcs",
+    )
+    outcomes = _play(session)
+    if outcomes and outcomes[0].ok:
+        _prediction(local, session)
+    _where_next(console, outcomes)
+    return 0 if _summary(console, outcomes) else 1

@@ -2,7 +2,9 @@
 
 Credit-default style rows: numeric and categorical features with a label that depends
 on them (so a model has something to learn), reproducible from a seed. ``drift=True``
-shifts numeric means and introduces unseen categories.
+is the same population some months later, drifted well past the default validation
+thresholds: older, richer customers with lower credit scores (shifted age, income and
+credit_score), a different employment mix (45% unemployed, not 25%) and unseen regions.
 """
 
 from __future__ import annotations
@@ -46,13 +48,20 @@ _EMPLOYMENT = ("salaried", "self_employed", "unemployed", "retired")
 _HOME = ("rent", "mortgage", "own")
 _PURPOSE = ("car", "education", "home_improvement", "debt_consolidation", "other")
 _REGION = ("north", "south", "east", "west")
+_DRIFTED_EMPLOYMENT_WEIGHTS = (0.3, 0.15, 0.45, 0.1)  # uniform before: 0.25 each
+
+
+def _employment(rng: random.Random, drift: bool) -> str:
+    if drift:
+        return rng.choices(_EMPLOYMENT, weights=_DRIFTED_EMPLOYMENT_WEIGHTS)[0]
+    return rng.choice(_EMPLOYMENT)
 
 
 def _row(rng: random.Random, index: int, drift: bool) -> list[object]:
     age = min(max(int(rng.gauss(45 if drift else 40, 12)), 18), 90)
-    income = round(math.exp(rng.gauss(11.2 if drift else 10.8, 0.5)), 2)
+    income = round(math.exp(rng.gauss(11.4 if drift else 10.8, 0.5)), 2)
     loan = round(rng.uniform(1_000, 60_000), 2)
-    score = min(max(int(rng.gauss(660, 70)), 300), 850)
+    score = min(max(int(rng.gauss(590 if drift else 660, 70)), 300), 850)
     late = min(int(rng.expovariate(1.2)), 12)
     region = rng.choice((*_REGION, "overseas", "unknown") if drift else _REGION)
     risk = -3.0 + 0.00004 * loan - 0.000004 * income - 0.01 * (score - 660) + 0.45 * late
@@ -64,7 +73,7 @@ def _row(rng: random.Random, index: int, drift: bool) -> list[object]:
         loan,
         rng.choice((12, 24, 36, 60)),
         score,
-        rng.choice(_EMPLOYMENT),
+        _employment(rng, drift),
         rng.choice(_HOME),
         rng.choice(_PURPOSE),
         region,
