@@ -23,6 +23,7 @@ from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
 
 import google.cloud.pubsub_v1 as pubsub_v1
@@ -61,8 +62,9 @@ class EventRouter:
         self._publisher = publisher
         self._http = requests.Session()
         self._streams: dict[str, Any] = {}
-        self.stats: Counter[str] = Counter()
+        self.stats: Counter[str] = Counter(_load_stats(local))
         self._stats_lock = threading.Lock()
+        self._stats_saved: dict[str, int] = dict(self.stats)
         self.routes = routes_of(topology, self._settings, local.notifications_topic)
         self.urls = function_urls(local, topology)
 
@@ -100,6 +102,18 @@ class EventRouter:
     def count(self, key: str) -> None:
         with self._stats_lock:
             self.stats[key] += 1
+
+    def save_stats(self) -> None:
+        """Keep the counters in the state folder, so a restarted router goes on counting."""
+        with self._stats_lock:
+            current = dict(self.stats)
+        if current == self._stats_saved:
+            return
+        path = stats_path(self._local)
+        temporary = path.with_suffix(".tmp")
+        temporary.write_text(json.dumps(current))
+        temporary.replace(path)
+        self._stats_saved = current
 
     def handle(self, route: Route, message: Message) -> None:
         """Deliver one message with retries; ack once delivered or dead-lettered."""
@@ -157,7 +171,10 @@ class EventRouter:
         try:
             response = self._http.post(
                 self.urls[spec.name],
-                headers=request.headers,
+                # A fresh connection per delivery: functions-framework's gunicorn closes
+                # idle keep-alive connections after 2 s, and a POST on one it is closing
+                # fails without reaching the function, costing a delivery attempt.
+                headers={**request.headers, "Connection": "close"},
                 data=request.body,
                 timeout=spec.timeout_s + 5,
             )
@@ -193,6 +210,18 @@ class EventRouter:
             attempts,
             error,
         )
+
+
+def stats_path(local: LocalCloudSettings) -> Path:
+    return local.state_dir / "router-stats.json"
+
+
+def _load_stats(local: LocalCloudSettings) -> dict[str, int]:
+    try:
+        saved = json.loads(stats_path(local).read_text())
+    except (FileNotFoundError, ValueError):
+        return {}
+    return {str(key): int(value) for key, value in saved.items()}
 
 
 def function_ports(local: LocalCloudSettings, topology: Topology) -> dict[str, int]:
@@ -253,9 +282,11 @@ def main() -> int:
     signal.signal(signal.SIGINT, lambda *_: stopping.set())
     _log.info("routing %d triggers at %s", len(router.routes), datetime.now(UTC).isoformat())
     while not stopping.wait(0.5):
+        router.save_stats()
         if router.resubscribe_ended_streams():
             stopping.wait(1.0)  # back off while the emulator or a subscription is missing
     router.stop()
+    router.save_stats()
     server.shutdown()
     return 0
 
