@@ -62,9 +62,10 @@ def _free(port: int) -> bool:
 
 
 def free_port_block(size: int) -> int:
-    """The first of ``size`` consecutive free loopback ports."""
+    """The first of ``size`` consecutive free loopback ports, below the kernel's ephemeral
+    range (32768+), so no outgoing connection or port-0 listener can take one meanwhile."""
     for _ in range(200):
-        base = random.randint(20000, 60000 - size)
+        base = random.randint(20000, 32700 - size)
         if all(_free(port) for port in range(base, base + size)):
             return base
     raise RuntimeError("no free port block")
@@ -110,7 +111,10 @@ class LocalCloud(LocalCloudClient):
 @contextlib.contextmanager
 def running_test_cloud(root: Path, **overrides: Any) -> Iterator[LocalCloud]:
     """A private local cloud (free ports, its own state folder, the test topology)."""
-    base = free_port_block(len(TEST_FUNCTIONS) + 12)
+    functions = len(
+        yaml.safe_load((REPO_ROOT / "infra" / "topology.yaml").read_text())["functions"]
+    )
+    base = free_port_block(3 + functions + len(TEST_FUNCTIONS))
     settings: dict[str, Any] = {
         "state_dir": root / "state",
         "repo_root": REPO_ROOT,
