@@ -9,11 +9,12 @@ INFRA_STAMP := .venv-infra/.installed
 RUFF   := $(BIN)/ruff --config shared/pyproject.toml
 PY_SOURCES := shared functions tests bench
 
-.PHONY: help setup demo test lint format typecheck checkov unit integration up down status bench clean
+.PHONY: help setup demo test lint format typecheck checkov unit integration e2e up down status bench clean
 
 help:
 	@echo "make demo       start the local cloud and run a sample file through the pipeline"
-	@echo "make test       lint, type-check and run every test (unit, integration, infra)"
+	@echo "make test       lint, type-check and run every test (unit, integration, e2e, infra)"
+	@echo "make e2e        only the end-to-end suite (tests/e2e): the chain under faults"
 	@echo "make up|down|status   control the local cloud"
 	@echo "make bench      run the benchmarks in bench/"
 
@@ -62,6 +63,9 @@ unit: setup
 
 integration: setup
 	$(BIN)/pytest -c shared/pyproject.toml --rootdir . -m integration tests
+
+e2e: setup
+	$(BIN)/pytest -c shared/pyproject.toml --rootdir . tests/e2e
 
 test: lint typecheck checkov
 	$(BIN)/pytest -c shared/pyproject.toml --rootdir . tests

@@ -126,5 +126,6 @@ def test_a_letter_naming_no_dataset_is_kept_without_an_alert(step_context: StepC
     assert letter.run_id is None
     assert _alerts(step_context) == []
     name = dead_letter_record("../x")
-    assert name.startswith("dead-letters/") and ".." not in name
+    assert name.startswith("dead-letters/")
+    assert ".." not in name
     assert step_context.artifacts.read(name) is not None
