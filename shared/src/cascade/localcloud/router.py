@@ -167,19 +167,27 @@ class EventRouter:
         )
 
     def _post(self, spec: FunctionSpec, request: CloudEventRequest) -> str:
-        """POST the event; the empty string on 2xx, else what went wrong."""
-        try:
-            response = self._http.post(
-                self.urls[spec.name],
-                # A fresh connection per delivery: functions-framework's gunicorn closes
-                # idle keep-alive connections after 2 s, and a POST on one it is closing
-                # fails without reaching the function, costing a delivery attempt.
-                headers={**request.headers, "Connection": "close"},
-                data=request.body,
-                timeout=spec.timeout_s + 5,
-            )
-        except requests.RequestException as error:
-            return f"{type(error).__name__}: {error}"
+        """POST the event; the empty string on 2xx, else what went wrong.
+
+        A connection error is tried once more at once, on a new connection, within the
+        same delivery attempt: functions-framework's gunicorn closes idle keep-alive
+        connections after 2 s, and a POST racing that close never reaches the function.
+        Sending it again is at worst a duplicate delivery, which every step absorbs.
+        """
+        for connection_attempt in (1, 2):
+            try:
+                response = self._http.post(
+                    self.urls[spec.name],
+                    headers=request.headers,
+                    data=request.body,
+                    timeout=spec.timeout_s + 5,
+                )
+                break
+            except requests.ConnectionError as error:
+                if connection_attempt == 2:
+                    return f"{type(error).__name__}: {error}"
+            except requests.RequestException as error:
+                return f"{type(error).__name__}: {error}"
         if 200 <= response.status_code < 300:
             return ""
         return f"HTTP {response.status_code}: {response.text[:300]}"
