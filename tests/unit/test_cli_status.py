@@ -127,3 +127,13 @@ def test_the_table_renders_one_column_per_step() -> None:
     for column in ("validate", "transform", "train", "training_job", "evaluate", "deploy"):
         assert column in text
     assert "22.27s" in text
+
+
+def test_a_narrow_terminal_gets_the_steps_in_one_column() -> None:
+    console = Console(width=80, record=True)
+
+    console.print(runs_table([upload_run(steps=deployed_steps())], width=80))
+
+    text = console.export_text()
+    assert "training_job 22.27s" in text
+    assert all(len(line) <= 80 for line in text.splitlines())

@@ -80,7 +80,8 @@ def status(limit: int, dataset: str | None) -> None:
         sys.exit(3)
     _print_components(state)
     client = LocalCloudClient(local.runtime_settings())
-    console.print(runs_table(latest_runs(client.artifacts, limit=limit, dataset=dataset)))
+    records = latest_runs(client.artifacts, limit=limit, dataset=dataset)
+    console.print(runs_table(records, width=console.width))
     _print_jobs(state)
 
 

@@ -107,10 +107,19 @@ def _styled(cell: str) -> str:
     return f"[{style}]{escape(cell)}[/{style}]"
 
 
-def runs_table(records: Iterable[RunRecord], *, title: str = "latest runs") -> Table:
-    """The rows of ``records`` as a rich table, states coloured."""
+WIDE_TABLE_COLUMNS = 150
+"""Narrower terminals get one steps column instead of one column per step."""
+
+
+def runs_table(
+    records: Iterable[RunRecord], *, title: str = "latest runs", width: int | None = None
+) -> Table:
+    """The rows of ``records`` as a rich table, states coloured; ``width``: the terminal's
+    (below WIDE_TABLE_COLUMNS, the steps share one column, a line each)."""
     rows = run_rows(records)
     caption = "training_job: from the job's submission to its end" if rows else "no runs"
+    if width is not None and width < WIDE_TABLE_COLUMNS:
+        return _compact_table(rows, title=title, caption=caption)
     table = Table(title=title, caption=caption)
     for column in ("run", "dataset", "trigger", "state", *STEPS, "model", "verdicts"):
         table.add_column(column, no_wrap=column in ("run", "state"), overflow="fold")
@@ -123,5 +132,24 @@ def runs_table(records: Iterable[RunRecord], *, title: str = "latest runs") -> T
             *(_styled(cell) for cell in row.steps),
             escape(row.model),
             escape(row.verdicts),
+        )
+    return table
+
+
+def _compact_table(rows: list[RunRow], *, title: str, caption: str) -> Table:
+    table = Table(title=title, caption=caption)
+    for column in ("run / trigger", "state", "steps", "model / verdicts"):
+        table.add_column(column, overflow="fold")
+    for row in rows:
+        steps = "\n".join(
+            f"{name} {_styled(cell)}"
+            for name, cell in zip(STEPS, row.steps, strict=True)
+            if cell != "-"
+        )
+        table.add_row(
+            f"{escape(row.run_id)}\n[dim]{escape(row.trigger)}[/dim]",
+            _styled(row.state),
+            steps,
+            f"{escape(row.model)}\n{escape(row.verdicts)}".strip(),
         )
     return table
