@@ -31,9 +31,14 @@ def clock() -> Clock:
 
 @pytest.fixture
 def step_context(clock: Clock) -> StepContext:
+    return memory_step_context(clock, Settings(function_timeout_s=60))
+
+
+def memory_step_context(clock: Clock, settings: Settings) -> StepContext:
+    """A StepContext over an in-memory bucket and a recording bus."""
     artifacts = MemoryArtifactStore("cascade-artifacts")
     return StepContext(
-        settings=Settings(function_timeout_s=60),
+        settings=settings,
         storage_client=None,  # steps under unit test read no data
         artifacts=artifacts,
         ledger=RunLedger(artifacts),

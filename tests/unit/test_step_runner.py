@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from cascade.claims import Claim, ClaimHandle, ClaimStore
+from cascade.claims import Claim, ClaimHandle
 from cascade.config import Settings
 from cascade.context import StepContext
 from cascade.errors import (
@@ -21,7 +21,7 @@ from cascade.paths import RunPaths
 from cascade.runs import RunLedger, RunRecord, Trigger
 from cascade.steps.runner import StepOutcome, execute_step
 from cascade.testing import MemoryArtifactStore, RecordingBus
-from tests.unit.conftest import Clock
+from tests.unit.conftest import Clock, memory_step_context
 
 RUN_ID = "credit-0123456789abcdef"
 
@@ -200,7 +200,6 @@ def test_transient_error_releases_the_claim_so_a_retry_runs_at_once(
 
 def test_concurrent_run_updates_do_not_lose_each_other() -> None:
     store = MemoryArtifactStore()
-    from cascade.runs import RunLedger
 
     ledger = RunLedger(store)
     now = datetime(2026, 1, 1, tzinfo=UTC)
@@ -255,16 +254,7 @@ def _claim_of(step_context: StepContext) -> Claim:
 
 
 def test_a_long_step_keeps_its_claim_alive_with_heartbeats(clock: Clock) -> None:
-    artifacts = MemoryArtifactStore("cascade-artifacts")
-    ctx = StepContext(
-        settings=Settings(claim_lease_s=1),
-        storage_client=None,
-        artifacts=artifacts,
-        ledger=RunLedger(artifacts),
-        claims=ClaimStore(artifacts),
-        bus=RecordingBus(),
-        clock=clock,
-    )
+    ctx = memory_step_context(clock, Settings(claim_lease_s=1))
     leases: list[datetime] = []
 
     def slow_body(claim, log):  # type: ignore[no-untyped-def]
