@@ -26,12 +26,11 @@ from cascade.jobs.local import LocalJobRunner
 from cascade.jobs.local_jobs import LocalJob
 from cascade.messages import StepMessage
 from cascade.runs import RunRecord
-from cascade.sample_data import COLUMNS, sample_csv
+from cascade.sample_data import sample_csv, sample_instance
 from cascade.serving.state import ServingState, read_serving_state
 from tests.conftest import LocalCloud, running_test_cloud
 
 COUNTS_KEY = pytest.StashKey[list[tuple[str, dict[str, int]]]]()
-NUMERIC = ("age", "income", "loan_amount", "term_months", "credit_score", "num_late_payments")
 E2E_PIPELINE = """\
 label: defaulted
 problem_type: binary
@@ -159,14 +158,10 @@ class Scenario:
     def predict(self, seed: int = 99) -> requests.Response:
         """Ask the model server about one sample row, as a client of the endpoint would."""
         url = self.cloud.refresh_state().environment["CASCADE_DEPLOY_MODEL_SERVER_URL"]
-        header, row = sample_csv(1, seed=seed).decode().splitlines()[:2]
-        instance: dict[str, object] = dict(zip(header.split(","), row.split(","), strict=True))
-        assert tuple(instance) == COLUMNS
-        instance.pop("defaulted")
-        for column in NUMERIC:
-            instance[column] = float(str(instance[column]))
         return requests.post(
-            f"{url}/v1/models/{self.dataset}:predict", json={"instances": [instance]}, timeout=30
+            f"{url}/v1/models/{self.dataset}:predict",
+            json={"instances": [sample_instance(seed)]},
+            timeout=30,
         )
 
 

@@ -22,7 +22,7 @@ from cascade.evaluation.record import EvaluationRecord, evaluation_path
 from cascade.paths import RunPaths
 from cascade.run_view import deploy_result
 from cascade.runs import RunRecord
-from cascade.sample_data import sample_csv
+from cascade.sample_data import sample_instance
 from cascade.store import ArtifactStore
 from cascade.validation.tfmd import anomalies_pb2
 
@@ -34,7 +34,6 @@ __all__ = [
     "show_prediction",
 ]
 
-_NUMERIC = ("age", "income", "loan_amount", "term_months", "credit_score", "num_late_payments")
 _MEASURES = {
     anomalies_pb2.DriftSkewInfo.Measurement.JENSEN_SHANNON_DIVERGENCE: "Jensen-Shannon",
     anomalies_pb2.DriftSkewInfo.Measurement.L_INFTY: "L-infinity",
@@ -154,15 +153,6 @@ def print_evaluation(console: Console, artifacts: ArtifactStore, record: RunReco
         console.print("not deployed: the production model keeps serving")
 
 
-def _sample_instance() -> dict[str, object]:
-    header, first_row = sample_csv(1, seed=99).decode().splitlines()[:2]
-    instance: dict[str, object] = dict(zip(header.split(","), first_row.split(","), strict=True))
-    instance.pop("defaulted")
-    for numeric in _NUMERIC:
-        instance[numeric] = float(str(instance[numeric]))
-    return instance
-
-
 def show_prediction(
     console: Console, model_server_url: str, *, project: str, region: str, endpoint: str
 ) -> bool:
@@ -170,7 +160,7 @@ def show_prediction(
     url = (
         f"{model_server_url}/v1/projects/{project}/locations/{region}/endpoints/{endpoint}:predict"
     )
-    body = {"instances": [_sample_instance()]}
+    body = {"instances": [sample_instance()]}
     console.print(f"POST {url}")
     console.print(escape(json.dumps(body)))
     try:

@@ -14,7 +14,7 @@ import io
 import math
 import random
 
-__all__ = ["COLUMNS", "SAMPLE_PIPELINE_CONFIG", "sample_csv"]
+__all__ = ["COLUMNS", "SAMPLE_PIPELINE_CONFIG", "sample_csv", "sample_instance"]
 
 COLUMNS = (
     "customer_id",
@@ -91,3 +91,23 @@ def sample_csv(rows: int, *, seed: int = 7, drift: bool = False) -> bytes:
     for index in range(rows):
         writer.writerow(_row(rng, index, drift))
     return buffer.getvalue().encode()
+
+
+_NUMERIC_COLUMNS = (
+    "age",
+    "income",
+    "loan_amount",
+    "term_months",
+    "credit_score",
+    "num_late_payments",
+)
+
+
+def sample_instance(seed: int = 99) -> dict[str, object]:
+    """One sample row as a prediction request's instance: no label, numbers as floats."""
+    header, first_row = sample_csv(1, seed=seed).decode().splitlines()[:2]
+    instance: dict[str, object] = dict(zip(header.split(","), first_row.split(","), strict=True))
+    instance.pop("defaulted")
+    for column in _NUMERIC_COLUMNS:
+        instance[column] = float(str(instance[column]))
+    return instance
