@@ -248,7 +248,7 @@ def write_serving_state(gcs_url: str, model_dir: Path) -> None:
     from google.auth.credentials import AnonymousCredentials
     from google.cloud import storage
 
-    from cascade.paths import DatasetPaths
+    from cascade.core.paths import DatasetPaths
     from cascade.serving.state import DeployedVersion, ServingState
 
     client = storage.Client(

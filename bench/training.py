@@ -2,7 +2,7 @@
 
     .venv/bin/python bench/training.py [--rows 1000000] [--batch-size 256] [--rounds 2]
 
-Generates ``--rows`` rows with ``cascade.sample_data`` (12 columns), writes them as 8
+Generates ``--rows`` rows with ``cascade.cli.sample_data`` (12 columns), writes them as 8
 Parquet shards, and fits a transform spec to them (z-score, clip and buckets for numeric
 columns, vocabularies with OOV buckets, a hashed id). Both modes then train the very same
 model (``cascade.trainer.model.build_model``: preprocessing layers inside, MLP 2x64,
@@ -39,8 +39,8 @@ import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 import tensorflow as tf
 
-from cascade.observability import run_logger
-from cascade.sample_data import sample_csv
+from cascade.cli.sample_data import sample_csv
+from cascade.core.observability import run_logger
 from cascade.trainer.data import ShardReader
 from cascade.trainer.fit import FitPlan, fit_model
 from cascade.trainer.hyperparameters import Hyperparameters

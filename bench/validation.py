@@ -33,8 +33,8 @@ import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 from google.protobuf import text_format
 
+from cascade.core.validation_config import ValidationConfig
 from cascade.validation.anomalies import Baseline
-from cascade.validation.config import ValidationConfig
 from cascade.validation.names import FileFormat
 from cascade.validation.schema import infer_schema, parse_schema_text, schema_to_text
 from cascade.validation.source import DataSource

@@ -3,7 +3,7 @@ locals {
 
   # ---------------------------------------------------------------- topology
   # The single source of truth for functions and triggers, decoded as is. Defaults are
-  # applied exactly as cascade.topology.parse_topology does: a shallow merge of the
+  # applied exactly as cascade.core.topology.parse_topology does: a shallow merge of the
   # topology's `defaults` with each function, then the RetryPolicy model defaults.
   topology          = yamldecode(file(coalesce(var.topology_path, "${path.module}/topology.yaml")))
   topology_defaults = local.topology.defaults
@@ -88,7 +88,7 @@ locals {
   }
 
   # ---------------------------------------------------------------- runtime settings
-  # The environment every function reads into cascade.config.Settings.
+  # The environment every function reads into cascade.core.settings.Settings.
   common_environment = {
     CASCADE_PROJECT          = var.project_id
     CASCADE_REGION           = var.region

@@ -14,12 +14,12 @@ import pytest
 import requests
 import yaml
 
+from cascade.cli.sample_data import SAMPLE_PIPELINE_CONFIG
+from cascade.core.pipeline_config import push_pipeline_config
 from cascade.localcloud import control
 from cascade.localcloud.client import LocalCloudClient
 from cascade.localcloud.settings import LocalCloudSettings
-from cascade.localcloud.state import CloudState
-from cascade.pipeline_config import push_pipeline_config
-from cascade.sample_data import SAMPLE_PIPELINE_CONFIG
+from cascade.localcloud.state_file import CloudState
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 TEST_FUNCTIONS: dict[str, dict[str, Any]] = {

@@ -3,7 +3,7 @@
 import functions_framework
 from cloudevents.http import CloudEvent
 
-from cascade.function_adapter import run_cloudevent
+from cascade.steps.adapter import run_cloudevent
 from cascade.steps.dead_letter import handle_dead_letter_data
 
 

@@ -5,9 +5,9 @@ import flask
 import functions_framework
 from cloudevents.http import CloudEvent
 
-from cascade.evaluation.http import handle_http_bless
-from cascade.function_adapter import context, run_cloudevent, run_pubsub_event
-from cascade.messages import ModelTrained
+from cascade.core.messages import ModelTrained
+from cascade.steps.adapter import context, run_cloudevent, run_pubsub_event
+from cascade.steps.bless_http import handle_http_bless
 from cascade.steps.evaluate import handle_job_event_data, handle_model_trained
 
 

@@ -4,8 +4,8 @@ import flask
 import functions_framework
 from cloudevents.http import CloudEvent
 
-from cascade.function_adapter import run_http_train_request, run_pubsub_event
-from cascade.messages import TrainRequest
+from cascade.core.messages import TrainRequest
+from cascade.steps.adapter import run_http_train_request, run_pubsub_event
 from cascade.steps.train import handle_train_request
 
 

@@ -3,8 +3,8 @@
 import functions_framework
 from cloudevents.http import CloudEvent
 
-from cascade.function_adapter import run_pubsub_event
-from cascade.messages import DataValidated
+from cascade.core.messages import DataValidated
+from cascade.steps.adapter import run_pubsub_event
 from cascade.steps.transform import handle_data_validated
 
 

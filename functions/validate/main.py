@@ -3,8 +3,8 @@
 import functions_framework
 from cloudevents.http import CloudEvent
 
-from cascade.events import StorageObjectEvent
-from cascade.function_adapter import run_cloudevent
+from cascade.core.events import StorageObjectEvent
+from cascade.steps.adapter import run_cloudevent
 from cascade.steps.validate import handle_object_finalized
 
 

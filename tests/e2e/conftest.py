@@ -22,11 +22,10 @@ from typing import Any
 import pytest
 import requests
 
-from cascade.jobs.local import LocalJobRunner
-from cascade.jobs.local_jobs import LocalJob
-from cascade.messages import StepMessage
-from cascade.runs import RunRecord
-from cascade.sample_data import sample_csv, sample_instance
+from cascade.cli.sample_data import sample_csv, sample_instance
+from cascade.core.messages import StepMessage
+from cascade.core.runs import RunRecord
+from cascade.jobs.local_runner import LocalJob, LocalJobRunner
 from cascade.serving.state import ServingState, read_serving_state
 from tests.conftest import LocalCloud, running_test_cloud
 

@@ -11,11 +11,11 @@ from urllib.parse import quote
 import pytest
 import requests
 
+from cascade.core.messages import TrainRequest
+from cascade.core.runs import run_id_for_request
+from cascade.core.topology import load_topology
 from cascade.localcloud.eventarc import object_finalized_event
 from cascade.localcloud.router import function_urls
-from cascade.messages import TrainRequest
-from cascade.runs import run_id_for_request
-from cascade.topology import load_topology
 from cascade.transform.catalog import latest_transform, read_transform
 from tests.e2e.conftest import E2E_PIPELINE, Scenario
 

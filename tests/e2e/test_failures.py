@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from cascade.messages import TrainRequest
-from cascade.runs import run_id_for_request
+from cascade.core.messages import TrainRequest
+from cascade.core.runs import run_id_for_request
 from tests.e2e.conftest import E2E_PIPELINE, Scenario
 
 pytestmark = [pytest.mark.integration, pytest.mark.e2e]

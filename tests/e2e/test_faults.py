@@ -10,15 +10,15 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from cascade.claims import Claim
-from cascade.clients import make_subscriber
-from cascade.context import StepContext
+from cascade.core.claims import Claim
+from cascade.core.clients import make_subscriber
+from cascade.core.context import StepContext
+from cascade.core.messages import Alert
+from cascade.core.paths import RunPaths
+from cascade.core.runs import RunRecord, Trigger
 from cascade.localcloud.processes import wait_until
 from cascade.localcloud.pubsub_admin import archive_subscription_id
-from cascade.messages import Alert
-from cascade.paths import RunPaths
-from cascade.reconcile import reconcile
-from cascade.runs import RunRecord, Trigger
+from cascade.steps.reconcile import reconcile
 from cascade.transform.catalog import latest_transform
 from tests.conftest import LocalCloud
 from tests.e2e.conftest import Scenario

@@ -16,9 +16,9 @@ from typing import Any
 import hcl2
 import pytest
 
-from cascade.config import Settings
-from cascade.deployment_check import INVOKER_ACCOUNT, DeploymentTarget, delivery_for
-from cascade.topology import Topology, load_topology
+from cascade.cli.verify_deployment import INVOKER_ACCOUNT, DeploymentTarget, delivery_for
+from cascade.core.settings import Settings
+from cascade.core.topology import Topology, load_topology
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 INFRA_DIR = REPO_ROOT / "infra"
@@ -217,7 +217,7 @@ def test_push_subscriptions_take_trigger_and_retry_policy_from_the_topology(
 def test_delivery_rule_matches_the_python_one(
     terraform: TerraformConfig, topology: Topology
 ) -> None:
-    """infra/locals.tf and cascade.deployment_check.delivery_for decide alike."""
+    """infra/locals.tf and cascade.cli.verify_deployment.delivery_for decide alike."""
     rule = terraform.locals["functions"]
 
     assert 'spec.trigger.type == "http" ? "http"' in rule

@@ -8,7 +8,7 @@ import uuid
 
 import pytest
 
-from cascade.clients import make_subscriber
+from cascade.core.clients import make_subscriber
 from cascade.localcloud.pubsub_admin import archive_subscription_id
 from tests.conftest import LocalCloud
 

@@ -13,12 +13,12 @@ from pathlib import Path
 import pytest
 import requests
 
+from cascade.core.messages import ModelTrained
+from cascade.core.paths import DatasetPaths
+from cascade.core.runs import RunRecord, Trigger
+from cascade.core.topology import load_topology
 from cascade.localcloud.router import function_ports
-from cascade.messages import ModelTrained
-from cascade.paths import DatasetPaths
-from cascade.runs import RunRecord, Trigger
 from cascade.serving.state import read_serving_state
-from cascade.topology import load_topology
 from tests.conftest import LocalCloud
 from tests.unit.evaluation.builders import infra_check, metrics_report, model_metrics
 from tests.unit.serving.saved_models import expected_positive, export_tiny_model, upload_model

@@ -11,9 +11,9 @@ from typing import Any
 
 import pytest
 
-from cascade.clients import make_subscriber
+from cascade.cli.sample_data import sample_csv
+from cascade.core.clients import make_subscriber
 from cascade.localcloud.pubsub_admin import archive_subscription_id
-from cascade.sample_data import sample_csv
 from tests.conftest import REPO_ROOT, LocalCloud
 
 pytestmark = pytest.mark.integration

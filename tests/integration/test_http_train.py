@@ -7,9 +7,9 @@ import uuid
 import pytest
 import requests
 
+from cascade.core.runs import run_id_for_request
+from cascade.core.topology import load_topology
 from cascade.localcloud.router import function_urls
-from cascade.runs import run_id_for_request
-from cascade.topology import load_topology
 from tests.conftest import LocalCloud
 
 pytestmark = pytest.mark.integration

@@ -9,12 +9,12 @@ from datetime import UTC, datetime
 import pytest
 import requests
 
+from cascade.cli.sample_data import sample_csv
+from cascade.core.messages import TrainRequest
+from cascade.core.runs import RunRecord, run_id_for_request
+from cascade.core.topology import load_topology
 from cascade.localcloud.eventarc import object_finalized_event
 from cascade.localcloud.router import function_urls
-from cascade.messages import TrainRequest
-from cascade.runs import RunRecord, run_id_for_request
-from cascade.sample_data import sample_csv
-from cascade.topology import load_topology
 from tests.conftest import LocalCloud
 
 pytestmark = pytest.mark.integration

@@ -17,10 +17,10 @@ from google.api_core import exceptions as gexc
 from google.auth.credentials import AnonymousCredentials
 from google.cloud import aiplatform_v1
 
-from cascade.cli import cli
-from cascade.deploy.config import DeploymentConfig
+from cascade.cli.main import cli
+from cascade.core.deployment_config import DeploymentConfig
 from cascade.deploy.deployer import Candidate
-from cascade.deploy.local import LocalDeployer
+from cascade.deploy.local_deployer import LocalDeployer
 from cascade.deploy.rollout import roll_out
 from cascade.serving.state import read_serving_state
 from tests.conftest import LocalCloud

@@ -8,11 +8,11 @@ from datetime import timedelta
 
 import pytest
 
-from cascade.clients import make_subscriber
-from cascade.context import StepContext
-from cascade.reconcile import reconcile
-from cascade.runs import RunRecord
-from cascade.sample_data import sample_csv
+from cascade.cli.sample_data import sample_csv
+from cascade.core.clients import make_subscriber
+from cascade.core.context import StepContext
+from cascade.core.runs import RunRecord
+from cascade.steps.reconcile import reconcile
 from tests.conftest import LocalCloud
 
 pytestmark = pytest.mark.integration

@@ -9,10 +9,10 @@ import uuid
 
 import pytest
 
+from cascade.cli.sample_data import sample_csv
+from cascade.core.runs import RunRecord
 from cascade.localcloud import control
 from cascade.localcloud.processes import pid_alive, wait_until
-from cascade.runs import RunRecord
-from cascade.sample_data import sample_csv
 from tests.conftest import LocalCloud
 
 pytestmark = pytest.mark.integration

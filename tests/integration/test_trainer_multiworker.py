@@ -16,10 +16,10 @@ from pathlib import Path
 
 import pytest
 
-from cascade.clients import make_subscriber
-from cascade.store import ArtifactStore
-from cascade.trainer.evaluation import EvaluationReport
+from cascade.core.clients import make_subscriber
+from cascade.core.store import ArtifactStore
 from cascade.trainer.probe import InfraCheck
+from cascade.trainer.scoring import EvaluationReport
 from cascade.trainer.storage import TrainerStorage
 from tests.conftest import LocalCloud, free_port_block
 from tests.unit.trainer.builders import write_run

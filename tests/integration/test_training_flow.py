@@ -16,12 +16,12 @@ from collections.abc import Iterator
 
 import pytest
 
-from cascade.jobs.local import LocalJobRunner
+from cascade.cli.sample_data import sample_csv
+from cascade.core.messages import TrainRequest
+from cascade.core.paths import DatasetPaths
+from cascade.core.runs import RunRecord, run_id_for_request
+from cascade.jobs.local_runner import LocalJobRunner
 from cascade.jobs.lock import follow_up_run_id
-from cascade.messages import TrainRequest
-from cascade.paths import DatasetPaths
-from cascade.runs import RunRecord, run_id_for_request
-from cascade.sample_data import sample_csv
 from cascade.transform.catalog import read_transform
 from tests.conftest import LocalCloud, running_test_cloud
 

@@ -10,9 +10,9 @@ import uuid
 import pytest
 from google.protobuf import text_format
 
-from cascade.paths import RunPaths
-from cascade.runs import RunRecord
-from cascade.sample_data import sample_csv
+from cascade.cli.sample_data import sample_csv
+from cascade.core.paths import RunPaths
+from cascade.core.runs import RunRecord
 from cascade.validation.tfmd import anomalies_pb2
 from tests.conftest import LocalCloud
 

@@ -6,11 +6,11 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from cascade.claims import ClaimStore
-from cascade.config import Settings
-from cascade.context import StepContext
-from cascade.runs import RunLedger
-from cascade.testing import MemoryArtifactStore, RecordingBus
+from cascade.core.claims import ClaimStore
+from cascade.core.context import StepContext
+from cascade.core.fakes import MemoryArtifactStore, RecordingBus
+from cascade.core.runs import RunLedger
+from cascade.core.settings import Settings
 
 
 class Clock:

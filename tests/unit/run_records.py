@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from cascade.runs import RunRecord, RunState, StepRecord, StepState, Trigger
+from cascade.core.runs import RunRecord, RunState, StepRecord, StepState, Trigger
 
 T0 = datetime(2026, 11, 27, 12, 0, tzinfo=UTC)
 

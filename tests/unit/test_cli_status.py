@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from rich.console import Console
 
-from cascade.cli_status import latest_runs, run_rows, runs_table, select_runs
-from cascade.runs import RunLedger
-from cascade.testing import MemoryArtifactStore
+from cascade.cli.status import latest_runs, run_rows, runs_table, select_runs
+from cascade.core.fakes import MemoryArtifactStore
+from cascade.core.runs import RunLedger
 from tests.unit.run_records import JOB, deployed_steps, request_run, step, upload_run
 
 

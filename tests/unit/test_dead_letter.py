@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from cascade.context import StepContext
-from cascade.events import PubSubEnvelope
-from cascade.messages import Alert
-from cascade.paths import dead_letter_record
-from cascade.runs import RunRecord, Trigger, run_id_for_object
+from cascade.core.context import StepContext
+from cascade.core.events import PubSubEnvelope
+from cascade.core.fakes import RecordingBus
+from cascade.core.messages import Alert
+from cascade.core.paths import dead_letter_record
+from cascade.core.runs import RunRecord, Trigger, run_id_for_object
 from cascade.steps.dead_letter import DeadLetter, record_dead_letter
-from cascade.testing import RecordingBus
 from tests.unit.conftest import Clock
 
 FORWARDED = {

@@ -7,10 +7,10 @@ from pathlib import Path
 from google.protobuf import text_format
 from rich.console import Console
 
-from cascade.demo_explain import print_evaluation, print_rejection
+from cascade.cli.demo_explain import print_evaluation, print_rejection
+from cascade.core.fakes import MemoryArtifactStore
 from cascade.evaluation.policy import CheckResult
 from cascade.evaluation.record import EvaluationRecord, evaluation_path
-from cascade.testing import MemoryArtifactStore
 from cascade.validation.tfmd import anomalies_pb2
 from tests.unit.run_records import T0, deployed_steps, request_run, step, upload_run
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from cascade.demo_follow import render_event, run_settled, step_events
+from cascade.cli.demo_follow import render_event, run_settled, step_events
 from tests.unit.run_records import JOB, deployed_steps, request_run, step, upload_run
 
 

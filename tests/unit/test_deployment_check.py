@@ -1,4 +1,4 @@
-"""cascade.deployment_check against spec'd Cloud Functions and Pub/Sub clients."""
+"""cascade.cli.verify_deployment against spec'd Cloud Functions and Pub/Sub clients."""
 
 from __future__ import annotations
 
@@ -28,10 +28,10 @@ from google.pubsub_v1 import (
 )
 from pytest_mock import MockerFixture
 
-from cascade.cli_infra import verify_deployment_command
-from cascade.config import load_settings
-from cascade.deployment_check import DeploymentTarget, delivery_for, verify_deployment
-from cascade.topology import Topology, parse_topology
+from cascade.cli.infra import verify_deployment_command
+from cascade.cli.verify_deployment import DeploymentTarget, delivery_for, verify_deployment
+from cascade.core.settings import load_settings
+from cascade.core.topology import Topology, parse_topology
 
 PROJECT = "proj-1"
 REGION = "europe-west1"

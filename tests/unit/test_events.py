@@ -7,9 +7,9 @@ from typing import Any
 
 import pytest
 
-from cascade.errors import BadRequestError, StaleEventError
-from cascade.events import PubSubEnvelope, StorageObjectEvent, check_event_age, decode_message
-from cascade.messages import DataValidated, TrainRequest
+from cascade.core.errors import BadRequestError, StaleEventError
+from cascade.core.events import PubSubEnvelope, StorageObjectEvent, check_event_age, decode_message
+from cascade.core.messages import DataValidated, TrainRequest
 
 GOLDEN = Path(__file__).resolve().parents[1] / "data"
 

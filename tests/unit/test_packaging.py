@@ -1,4 +1,4 @@
-"""cascade.packaging: staging, vendoring, pinned requirements, content-hashed zips."""
+"""cascade.cli.packaging: staging, vendoring, pinned requirements, content-hashed zips."""
 
 from __future__ import annotations
 
@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from cascade.cli_infra import package_functions_command
-from cascade.packaging import (
+from cascade.cli.infra import package_functions_command
+from cascade.cli.packaging import (
     PackagingError,
     RepositoryLayout,
     build_requirements,
@@ -20,7 +20,7 @@ from cascade.packaging import (
     package_functions,
     read_pins,
 )
-from cascade.topology import Topology, parse_topology
+from cascade.core.topology import Topology, parse_topology
 
 PYPROJECT = """\
 [project]

@@ -2,10 +2,10 @@ from __future__ import annotations
 
 import pytest
 
-from cascade.errors import InvalidConfigError
-from cascade.pipeline_config import load_pipeline_config, push_pipeline_config
-from cascade.sample_data import SAMPLE_PIPELINE_CONFIG
-from cascade.testing import MemoryArtifactStore
+from cascade.cli.sample_data import SAMPLE_PIPELINE_CONFIG
+from cascade.core.errors import InvalidConfigError
+from cascade.core.fakes import MemoryArtifactStore
+from cascade.core.pipeline_config import load_pipeline_config, push_pipeline_config
 
 
 def test_sample_config_is_stored_and_read_back() -> None:

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-from cascade.context import StepContext
-from cascade.events import StorageObjectEvent
-from cascade.messages import Alert, DataValidated, ObjectRef
-from cascade.reconcile import reconcile
-from cascade.runs import RunRecord, Trigger, run_id_for_object
+from cascade.core.context import StepContext
+from cascade.core.events import StorageObjectEvent
+from cascade.core.fakes import MemoryArtifactStore, RecordingBus
+from cascade.core.messages import Alert, DataValidated, ObjectRef
+from cascade.core.runs import RunRecord, Trigger, run_id_for_object
+from cascade.steps.reconcile import reconcile
 from cascade.steps.runner import StepOutcome, execute_step
-from cascade.testing import MemoryArtifactStore, RecordingBus
 from tests.unit.conftest import Clock
 
 STALE = timedelta(minutes=10)

@@ -10,10 +10,10 @@ from pathlib import Path
 
 import pytest
 
-from cascade.demo_explain import drift_rows
-from cascade.sample_data import sample_csv
+from cascade.cli.demo_explain import drift_rows
+from cascade.cli.sample_data import sample_csv
+from cascade.core.validation_config import ValidationConfig
 from cascade.validation.anomalies import Baseline
-from cascade.validation.config import ValidationConfig
 from cascade.validation.names import FileFormat
 from cascade.validation.source import DataSource
 from cascade.validation.validator import FileValidation, validate_file

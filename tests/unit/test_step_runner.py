@@ -7,20 +7,20 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from cascade.claims import Claim, ClaimHandle
-from cascade.config import Settings
-from cascade.context import StepContext
-from cascade.errors import (
+from cascade.core.claims import Claim, ClaimHandle
+from cascade.core.context import StepContext
+from cascade.core.errors import (
     BadInputError,
     ConcurrentUpdateError,
     StepInProgressError,
     TransientError,
 )
-from cascade.messages import Alert, DataValidated, ObjectRef
-from cascade.paths import RunPaths
-from cascade.runs import RunLedger, RunRecord, Trigger
+from cascade.core.fakes import MemoryArtifactStore, RecordingBus
+from cascade.core.messages import Alert, DataValidated, ObjectRef
+from cascade.core.paths import RunPaths
+from cascade.core.runs import RunLedger, RunRecord, Trigger
+from cascade.core.settings import Settings
 from cascade.steps.runner import StepOutcome, execute_step
-from cascade.testing import MemoryArtifactStore, RecordingBus
 from tests.unit.conftest import Clock, memory_step_context
 
 RUN_ID = "credit-0123456789abcdef"

@@ -6,15 +6,15 @@ from pathlib import Path
 
 import pytest
 
-from cascade.errors import BadRequestError
-from cascade.tensorboard_logs import (
+from cascade.core.errors import BadRequestError
+from cascade.core.fakes import MemoryArtifactStore
+from cascade.report.tensorboard_logs import (
     UnsafeObjectNameError,
     check_run_id,
     download_tensorboard_logs,
     local_log_path,
     tensorboard_command,
 )
-from cascade.testing import MemoryArtifactStore
 
 RUN = "credit-0123456789abcdef"
 TRAINING = f"runs/{RUN}/training"

@@ -5,8 +5,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from cascade.errors import InvalidConfigError
-from cascade.topology import (
+from cascade.core.errors import InvalidConfigError
+from cascade.core.topology import (
     HttpTrigger,
     StorageTrigger,
     TopicTrigger,

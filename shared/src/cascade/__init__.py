@@ -1,7 +1,7 @@
 """Cascade: an event-driven continuous-training pipeline for Google Cloud.
 
 The package holds all logic; ``functions/<step>/main.py`` are thin adapters over
-``cascade.function_adapter`` and ``cascade.steps``.
+``cascade.steps.adapter`` and ``cascade.steps``.
 """
 
 __all__ = ["__version__"]

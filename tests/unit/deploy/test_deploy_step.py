@@ -6,14 +6,14 @@ from typing import Any
 
 import pytest
 
-from cascade.context import StepContext
-from cascade.deploy.config import DeploymentConfig
+from cascade.core.context import StepContext
+from cascade.core.deployment_config import DeploymentConfig
+from cascade.core.fakes import RecordingBus
+from cascade.core.messages import Alert, ModelBlessed
 from cascade.deploy.deployer import CanaryReport, Candidate
 from cascade.evaluation.record import EvaluationRecord, evaluation_path
-from cascade.messages import Alert, ModelBlessed
 from cascade.serving.state import DeployedVersion
 from cascade.steps.deploy import handle_model_blessed
-from cascade.testing import RecordingBus
 from tests.unit.evaluation.builders import DATASET, MODEL_URI, NOW, RUN_ID, start_run
 
 

@@ -6,8 +6,8 @@ from datetime import UTC, datetime
 
 import pytest
 
+from cascade.core.errors import BadRequestError
 from cascade.deploy import traffic
-from cascade.errors import BadRequestError
 from cascade.serving.state import DeployedVersion, ServingState
 
 NOW = datetime(2026, 11, 27, tzinfo=UTC)

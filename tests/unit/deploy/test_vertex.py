@@ -12,13 +12,13 @@ from google.cloud.aiplatform.models import Prediction
 from google.cloud.aiplatform_v1.types import DeployedModel
 from pytest_mock import MockerFixture
 
-from cascade.deploy.config import DEFAULT_SERVING_IMAGE, DeploymentConfig
+from cascade.core.deployment_config import DEFAULT_SERVING_IMAGE, DeploymentConfig
+from cascade.core.fakes import MemoryArtifactStore
+from cascade.core.paths import DatasetPaths
 from cascade.deploy.deployer import Candidate
 from cascade.deploy.rollout import roll_out
-from cascade.deploy.vertex import VertexDeployer
-from cascade.paths import DatasetPaths
+from cascade.deploy.vertex_deployer import VertexDeployer
 from cascade.serving.state import ServingState, read_serving_state
-from cascade.testing import MemoryArtifactStore
 
 NOW = datetime(2026, 11, 27, tzinfo=UTC)
 WHERE = {"project": "proj", "location": "europe-west4"}

@@ -5,9 +5,9 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from cascade.messages import ModelTrained
-from cascade.runs import RunRecord, Trigger
-from cascade.store import ArtifactStore
+from cascade.core.messages import ModelTrained
+from cascade.core.runs import RunRecord, Trigger
+from cascade.core.store import ArtifactStore
 from cascade.trainer.probe import InfraCheck, LatencyStats
 
 DATASET = "credit"

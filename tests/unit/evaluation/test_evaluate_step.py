@@ -9,16 +9,16 @@ from typing import Any
 import flask
 import pytest
 
-from cascade.context import StepContext
-from cascade.errors import BadRequestError
-from cascade.evaluation.http import handle_http_bless
+from cascade.core.context import StepContext
+from cascade.core.errors import BadRequestError
+from cascade.core.fakes import RecordingBus
+from cascade.core.messages import Alert, ModelBlessed
+from cascade.core.paths import DatasetPaths
 from cascade.evaluation.override import CannotBlessError, force_bless
 from cascade.evaluation.record import EvaluationRecord, evaluation_path
-from cascade.messages import Alert, ModelBlessed
-from cascade.paths import DatasetPaths
 from cascade.serving.state import DeployedVersion, ServingState
+from cascade.steps.bless_http import handle_http_bless
 from cascade.steps.evaluate import handle_model_trained
-from cascade.testing import RecordingBus
 from tests.unit.evaluation.builders import (
     DATASET,
     DEPLOYED_URI,

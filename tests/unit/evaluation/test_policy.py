@@ -6,11 +6,11 @@ from typing import Any
 
 import pytest
 
-from cascade.errors import InvalidConfigError
-from cascade.evaluation.config import EvaluationConfig, MetricThreshold
+from cascade.core.errors import InvalidConfigError
+from cascade.core.evaluation_config import EvaluationConfig, MetricThreshold
+from cascade.core.pipeline_config import parse_pipeline_config
 from cascade.evaluation.inputs import EvaluationInputs, TrainedMetrics
 from cascade.evaluation.policy import judge
-from cascade.pipeline_config import parse_pipeline_config
 from cascade.trainer.probe import InfraCheck
 from tests.unit.evaluation.builders import (
     DEPLOYED_URI,

@@ -9,7 +9,7 @@ import pytest
 from cascade.evaluation.inputs import TrainedMetrics
 from tests.unit.evaluation.builders import NOW
 
-evaluation = pytest.importorskip("cascade.trainer.evaluation")
+evaluation = pytest.importorskip("cascade.trainer.scoring")
 
 
 def test_the_trainers_evaluation_report_parses_as_trained_metrics() -> None:
@@ -37,7 +37,7 @@ def test_the_trainers_evaluation_report_parses_as_trained_metrics() -> None:
 
 
 def test_the_probe_of_a_real_saved_model_is_what_evaluate_judges(tmp_path: Path) -> None:
-    from cascade.evaluation.config import EvaluationConfig
+    from cascade.core.evaluation_config import EvaluationConfig
     from cascade.evaluation.inputs import EvaluationInputs
     from cascade.evaluation.policy import judge
     from cascade.trainer.probe import probe_model

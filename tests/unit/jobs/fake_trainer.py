@@ -20,8 +20,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from cascade.jobs.hypertune import write_trial_metric
-from cascade.jobs.spec import TrainingJobSpec
+from cascade.core.job_spec import TrainingJobSpec
+from cascade.localcloud.trial_metrics import write_trial_metric
 
 
 def metric_of(hyperparameters: dict[str, Any]) -> float:
@@ -43,8 +43,8 @@ def _read(uri: str) -> bytes:
     if uri.startswith("gs://"):
         from google.cloud import storage
 
-        from cascade.clients import make_storage_client
-        from cascade.config import Settings
+        from cascade.core.clients import make_storage_client
+        from cascade.core.settings import Settings
 
         client: storage.Client = make_storage_client(Settings())
         bucket, _, name = uri.removeprefix("gs://").partition("/")
@@ -54,8 +54,8 @@ def _read(uri: str) -> bytes:
 
 def _write(uri: str, data: bytes) -> None:
     if uri.startswith("gs://"):
-        from cascade.clients import make_storage_client
-        from cascade.config import Settings
+        from cascade.core.clients import make_storage_client
+        from cascade.core.settings import Settings
 
         bucket, _, name = uri.removeprefix("gs://").partition("/")
         make_storage_client(Settings()).bucket(bucket).blob(name).upload_from_string(data)
@@ -65,10 +65,10 @@ def _write(uri: str, data: bytes) -> None:
 
 
 def _publish_model_trained(spec: TrainingJobSpec, model_dir: str) -> None:
-    from cascade.bus import MessageBus
-    from cascade.clients import make_publisher
-    from cascade.config import Settings
-    from cascade.messages import ModelTrained
+    from cascade.core.bus import MessageBus
+    from cascade.core.clients import make_publisher
+    from cascade.core.messages import ModelTrained
+    from cascade.core.settings import Settings
 
     settings = Settings()
     MessageBus(make_publisher(settings), settings).publish(

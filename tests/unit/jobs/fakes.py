@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import threading
 
-from cascade.jobs.errors import UnknownJobError
-from cascade.jobs.spec import JobState, JobStatus, TrainingJobSpec
+from cascade.core.errors import UnknownJobError
+from cascade.core.job_spec import JobState, JobStatus, TrainingJobSpec
 
 
 class FakeJobRunner:

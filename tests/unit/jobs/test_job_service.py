@@ -13,16 +13,15 @@ from typing import Any
 
 import pytest
 
-from cascade.config import Settings
-from cascade.errors import InvalidConfigError
-from cascade.jobs.errors import UnknownJobError
-from cascade.jobs.events import JobLogEntry, parse_job_event
-from cascade.jobs.local import LocalJobRunner
-from cascade.jobs.local_jobs import LocalJob, LocalJobExecutor, LocalJobStore
-from cascade.jobs.spec import TrainingJobSpec
+from cascade.core.errors import InvalidConfigError, UnknownJobError
+from cascade.core.fakes import RecordingBus
+from cascade.core.job_spec import TrainingJobSpec
+from cascade.core.messages import JobEvent, ModelTrained
+from cascade.core.settings import Settings
+from cascade.jobs.job_events import JobLogEntry, parse_job_event
+from cascade.jobs.local_runner import LocalJob, LocalJobRunner
+from cascade.localcloud.job_executor import LocalJobExecutor, LocalJobStore
 from cascade.localcloud.job_service import PubSubJobNotifier, serve
-from cascade.messages import JobEvent, ModelTrained
-from cascade.testing import RecordingBus
 from tests.unit.jobs.test_local_jobs import REPO_ROOT, RecordingNotifier, _environment, _spec
 
 

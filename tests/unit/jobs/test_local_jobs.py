@@ -14,8 +14,9 @@ from pathlib import Path
 
 import pytest
 
-from cascade.jobs.local_jobs import LocalJob, LocalJobExecutor, LocalJobStore
-from cascade.jobs.spec import ParameterSpec, TrainingJobSpec, TuningSpec, WorkerPool
+from cascade.core.job_spec import ParameterSpec, TrainingJobSpec, TuningSpec, WorkerPool
+from cascade.jobs.local_runner import LocalJob
+from cascade.localcloud.job_executor import LocalJobExecutor, LocalJobStore
 from tests.unit.jobs.fake_trainer import metric_of
 
 REPO_ROOT = Path(__file__).resolve().parents[3]
@@ -268,7 +269,7 @@ def test_a_resumed_study_keeps_finished_trials_and_reruns_the_interrupted(
     from optuna.storages import JournalStorage
     from optuna.storages.journal import JournalFileBackend
 
-    from cascade.jobs.tuning import distributions
+    from cascade.localcloud.tuner import distributions
 
     tuning = TuningSpec(
         algorithm="random",

@@ -10,11 +10,10 @@ from google.cloud import aiplatform_v1 as vertex
 from google.protobuf import duration_pb2
 from pytest_mock import MockerFixture
 
-from cascade.config import Settings
-from cascade.errors import InvalidConfigError, TransientError
-from cascade.jobs.errors import UnknownJobError
-from cascade.jobs.spec import ParameterSpec, TrainingJobSpec, TuningSpec, WorkerPool
-from cascade.jobs.vertex import VertexJobRunner
+from cascade.core.errors import InvalidConfigError, TransientError, UnknownJobError
+from cascade.core.job_spec import ParameterSpec, TrainingJobSpec, TuningSpec, WorkerPool
+from cascade.core.settings import Settings
+from cascade.jobs.vertex_runner import VertexJobRunner
 
 PARENT = "projects/proj-1/locations/europe-west4"
 OUTPUT = "gs://arts/runs/credit-abc/training"

@@ -16,21 +16,22 @@ from typing import Any
 
 from google.protobuf import text_format
 
-from cascade.context import StepContext
-from cascade.deploy.config import DeploymentConfig
+from cascade.core.context import StepContext
+from cascade.core.deployment_config import DeploymentConfig
+from cascade.core.job_spec import TrainingJobSpec
+from cascade.core.messages import ModelBlessed
+from cascade.core.paths import DatasetPaths, RunPaths
+from cascade.core.runs import RunRecord, StepRecord, Trigger
+from cascade.core.store import ArtifactStore
+from cascade.core.validation_config import ValidationConfig
 from cascade.deploy.deployer import CanaryReport, Candidate
 from cascade.jobs.records import job_spec_name
-from cascade.jobs.spec import TrainingJobSpec
-from cascade.messages import ModelBlessed
-from cascade.paths import DatasetPaths, RunPaths
-from cascade.runs import RunRecord, StepRecord, Trigger
+from cascade.report.validation_page import render_validation_page
 from cascade.serving.state import DeployedVersion, ServingState, update_serving_state
 from cascade.steps.deploy import handle_model_blessed
 from cascade.steps.evaluate import handle_model_trained
-from cascade.store import ArtifactStore
 from cascade.trainer.history import training_history
 from cascade.validation.anomalies import Baseline
-from cascade.validation.config import ValidationConfig
 from cascade.validation.manifest import AcceptedFile
 from cascade.validation.schema import schema_to_text
 from cascade.validation.statistics import statistics_proto
@@ -102,7 +103,6 @@ def _validate(
         schema=schema,
         baseline=baseline,
         config=ValidationConfig(),
-        run_id=run_id,
     )
 
 
@@ -118,7 +118,10 @@ def _store_validation(
             text_format.MessageToString(validation.result.anomalies).encode(),
         ),
         "schema": ("schema.pbtxt", schema_to_text(validation.schema).encode()),
-        "report": ("report.html", validation.report_html.encode()),
+        "report": (
+            "report.html",
+            render_validation_page(validation, run_id=run_id, config=ValidationConfig()).encode(),
+        ),
     }
     outputs: dict[str, Any] = {"source": source}
     for key, (file, data) in files.items():

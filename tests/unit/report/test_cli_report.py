@@ -8,10 +8,10 @@ from typing import Any
 import pytest
 from click.testing import CliRunner
 
-from cascade import cli_report
-from cascade.context import StepContext
-from cascade.localcloud.state import CloudState
-from cascade.testing import MemoryArtifactStore
+from cascade.cli import report as cli_report
+from cascade.core.context import StepContext
+from cascade.core.fakes import MemoryArtifactStore
+from cascade.localcloud.state_file import CloudState
 from tests.unit.report.builders import RUN_ID, full_run
 
 

@@ -8,16 +8,16 @@ from pathlib import Path
 
 import pytest
 
-from cascade.context import StepContext
-from cascade.paths import RunPaths
+from cascade.core.context import StepContext
+from cascade.core.fakes import MemoryArtifactStore
+from cascade.core.paths import RunPaths
+from cascade.core.runs import RunRecord
 from cascade.report import (
     RunNotFoundError,
     collect_run_report,
     render_run_report,
     write_run_report,
 )
-from cascade.runs import RunRecord
-from cascade.testing import MemoryArtifactStore
 from tests.unit.report.builders import (
     DATASET,
     REJECTED_RUN_ID,

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import tensorflow as tf
 
-from cascade.store import ArtifactStore
+from cascade.core.store import ArtifactStore
 
 CITIES = ["paris", "lyon", "nice"]
 FEATURES = {"age": "float32", "city": "string"}

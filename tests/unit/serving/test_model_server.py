@@ -13,12 +13,12 @@ from typing import Any
 import pytest
 from werkzeug.test import Client
 
-from cascade.paths import DatasetPaths
+from cascade.core.fakes import MemoryArtifactStore
+from cascade.core.paths import DatasetPaths
 from cascade.serving.app import create_app
 from cascade.serving.server import ModelServer
 from cascade.serving.state import DeployedVersion, ServingState
 from cascade.serving.uris import UriReader
-from cascade.testing import MemoryArtifactStore
 from tests.unit.serving.saved_models import expected_positive, export_tiny_model
 
 NOW = datetime(2026, 11, 27, tzinfo=UTC)

@@ -10,8 +10,8 @@ import pyarrow as pa
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
-from cascade.jobs.spec import TrainingJobSpec
-from cascade.sample_data import sample_csv
+from cascade.cli.sample_data import sample_csv
+from cascade.core.job_spec import TrainingJobSpec
 from cascade.trainer.storage import TrainerStorage
 from cascade.transform.spec import (
     FeatureTransform,
@@ -28,7 +28,7 @@ BUCKET = "cascade-artifacts"
 
 
 def sample_table(rows: int, *, seed: int = 7, drift: bool = False) -> pa.Table:
-    """``cascade.sample_data`` rows as an Arrow table (customer_id as the key column)."""
+    """``cascade.cli.sample_data`` rows as an Arrow table (customer_id as the key column)."""
     return pacsv.read_csv(io.BytesIO(sample_csv(rows, seed=seed, drift=drift)))
 
 

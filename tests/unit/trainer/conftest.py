@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from cascade.testing import MemoryArtifactStore, RecordingBus
+from cascade.core.fakes import MemoryArtifactStore, RecordingBus
 from cascade.trainer.storage import TrainerStorage
 
 

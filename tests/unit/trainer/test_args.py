@@ -6,8 +6,8 @@ import json
 
 import pytest
 
-from cascade.errors import InvalidConfigError
-from cascade.jobs.spec import TrainingJobSpec
+from cascade.core.errors import InvalidConfigError
+from cascade.core.job_spec import TrainingJobSpec
 from cascade.trainer.args import ClusterConfig, TrainerArgs, parse_hyperparameter_value
 from cascade.trainer.hyperparameters import resolve_hyperparameters
 

@@ -10,7 +10,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from cascade.errors import BadInputError
+from cascade.core.errors import BadInputError
 from cascade.trainer.data import (
     LabelEncoder,
     ShardReader,

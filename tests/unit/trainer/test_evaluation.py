@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from cascade.errors import BadInputError, InvalidConfigError
-from cascade.trainer.evaluation import (
+from cascade.core.errors import BadInputError, InvalidConfigError
+from cascade.trainer.scoring import (
     EvaluationReport,
     MetricSet,
     ModelMetrics,

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from cascade.errors import BadInputError
+from cascade.core.errors import BadInputError
 from cascade.trainer.storage import TrainerStorage, split_gcs_uri
 from tests.unit.trainer.conftest import MemoryBuckets
 

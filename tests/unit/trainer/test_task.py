@@ -10,16 +10,16 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from cascade.errors import BadInputError, InvalidConfigError
-from cascade.jobs.spec import TuningSpec
-from cascade.messages import ModelTrained
-from cascade.testing import RecordingBus
+from cascade.core.errors import BadInputError, InvalidConfigError
+from cascade.core.fakes import RecordingBus
+from cascade.core.job_spec import TuningSpec
+from cascade.core.messages import ModelTrained
 from cascade.trainer.args import TrainerArgs
-from cascade.trainer.evaluation import EvaluationReport
 from cascade.trainer.export import MANIFEST_NAME, ServingManifest
 from cascade.trainer.history import TrainingHistory
 from cascade.trainer.preprocessing import transform_features
 from cascade.trainer.probe import InfraCheck, probe_model
+from cascade.trainer.scoring import EvaluationReport
 from cascade.trainer.storage import TrainerStorage
 from cascade.trainer.task import TrainingResult, main, run
 from cascade.transform.spec import TransformSpec

@@ -13,10 +13,10 @@ from contextlib import AbstractContextManager, contextmanager
 from datetime import UTC, datetime, timedelta
 from typing import BinaryIO
 
-from cascade.paths import DatasetPaths
-from cascade.store import ArtifactStore
+from cascade.core.paths import DatasetPaths
+from cascade.core.store import ArtifactStore
+from cascade.core.validation_config import ValidationConfig
 from cascade.transform.snapshot import split_gs_uri
-from cascade.validation.config import ValidationConfig
 from cascade.validation.manifest import AcceptedFile
 from cascade.validation.names import file_format_of
 from cascade.validation.source import DataSource

@@ -7,11 +7,11 @@ import statistics as pystats
 
 import pytest
 
-from cascade.errors import InvalidConfigError
-from cascade.training_config import TransformConfig
+from cascade.core.errors import InvalidConfigError
+from cascade.core.training_config import TransformConfig
+from cascade.core.validation_config import ValidationConfig
 from cascade.transform.fit import fit_transform
 from cascade.transform.spec import HashTransform, NumericTransform, VocabularyTransform
-from cascade.validation.config import ValidationConfig
 from cascade.validation.statistics import statistics_proto, summary_of_statistics
 from cascade.validation.summaries import DatasetSummary
 from tests.unit.validation.builders import summary_of

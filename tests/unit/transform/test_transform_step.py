@@ -8,12 +8,12 @@ from datetime import UTC, datetime
 import pyarrow.parquet as pq
 import pytest
 
-from cascade.context import StepContext
-from cascade.messages import Alert, DataValidated, ObjectRef, TrainRequest
-from cascade.runs import RunRecord, Trigger
-from cascade.sample_data import sample_csv
+from cascade.cli.sample_data import sample_csv
+from cascade.core.context import StepContext
+from cascade.core.fakes import MemoryArtifactStore, RecordingBus
+from cascade.core.messages import Alert, DataValidated, ObjectRef, TrainRequest
+from cascade.core.runs import RunRecord, Trigger
 from cascade.steps.transform import handle_data_validated
-from cascade.testing import MemoryArtifactStore, RecordingBus
 from cascade.transform.catalog import latest_transform, read_transform, snapshot_name
 from cascade.transform.snapshot import DataSnapshot
 from tests.unit.transform.landing import MemoryLanding, accept, write_pipeline_config

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pyarrow as pa
 
-from cascade.validation.config import ValidationConfig
+from cascade.core.validation_config import ValidationConfig
 from cascade.validation.names import FileFormat
 from cascade.validation.source import DataSource
 from cascade.validation.statistics import summarize_batches

@@ -7,8 +7,8 @@ import random
 
 from google.protobuf import text_format
 
+from cascade.core.validation_config import Severities, Severity, ValidationConfig
 from cascade.validation.anomalies import Baseline, validate_statistics
-from cascade.validation.config import Severities, Severity, ValidationConfig
 from cascade.validation.schema import infer_schema, parse_schema_text, schema_to_text
 from cascade.validation.tfmd import anomalies_pb2, schema_pb2
 from tests.unit.validation.builders import summary_of

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from cascade.errors import BadInputError
-from cascade.validation.config import ValidationConfig
+from cascade.core.errors import BadInputError
+from cascade.core.validation_config import ValidationConfig
 from cascade.validation.names import check_landed_name, file_format_of
 from cascade.validation.statistics import compute_statistics
 from tests.unit.validation.builders import csv_source

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import pytest
 
-from cascade.errors import InvalidConfigError
-from cascade.pipeline_config import PipelineConfig, parse_pipeline_config
+from cascade.core.errors import InvalidConfigError
+from cascade.core.pipeline_config import PipelineConfig, parse_pipeline_config
+from cascade.core.validation_config import Severity, ValidationConfig
+from cascade.report.validation_page import render_report
 from cascade.validation.anomalies import Baseline, validate_statistics
-from cascade.validation.config import Severity, ValidationConfig
-from cascade.validation.report import render_report
 from cascade.validation.schema import infer_schema
 from tests.unit.validation.builders import summary_of
 

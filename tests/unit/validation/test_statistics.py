@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from cascade.validation.config import ValidationConfig
+from cascade.core.validation_config import ValidationConfig
 from cascade.validation.statistics import (
     compute_statistics,
     merge_statistics,

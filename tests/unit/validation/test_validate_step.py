@@ -8,18 +8,18 @@ from datetime import timedelta
 import pytest
 from google.protobuf import text_format
 
-from cascade.claims import ClaimStore
-from cascade.config import Settings
-from cascade.context import StepContext
-from cascade.events import StorageObjectEvent
-from cascade.messages import Alert, DataValidated
-from cascade.paths import DatasetPaths, RunPaths
-from cascade.runs import RunLedger
+from cascade.core.claims import ClaimStore
+from cascade.core.context import StepContext
+from cascade.core.events import StorageObjectEvent
+from cascade.core.fakes import RecordingBus
+from cascade.core.messages import Alert, DataValidated
+from cascade.core.paths import DatasetPaths, RunPaths
+from cascade.core.runs import RunLedger
+from cascade.core.settings import Settings
+from cascade.core.store import ArtifactStore
+from cascade.core.validation_config import ValidationConfig
 from cascade.steps.validate import handle_object_finalized
-from cascade.store import ArtifactStore
-from cascade.testing import RecordingBus
 from cascade.validation.baseline_store import BaselineStore
-from cascade.validation.config import ValidationConfig
 from cascade.validation.tfmd import anomalies_pb2, statistics_pb2
 from tests.unit.conftest import Clock
 from tests.unit.validation.builders import summary_of

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from cascade.deploy.config import DeploymentConfig
+from cascade.core.deployment_config import DeploymentConfig
 from cascade.deploy.deployer import CanaryReport
 
 __all__ = ["judge_canary", "percentile"]

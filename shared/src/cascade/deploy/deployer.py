@@ -7,7 +7,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from cascade.deploy.config import DeploymentConfig
+from cascade.core.deployment_config import DeploymentConfig
 from cascade.serving.state import DeployedVersion
 from cascade.transform.spec import TransformSpec
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from cascade.deploy.config import DeploymentConfig
+from cascade.core.deployment_config import DeploymentConfig
 from cascade.deploy.deployer import CanaryReport, Candidate, Deployer
 from cascade.serving.state import DeployedVersion
 

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from cascade.paths import RunPaths
-from cascade.store import ArtifactStore
+from cascade.core.paths import RunPaths
+from cascade.core.store import ArtifactStore
 from cascade.transform.spec import (
     HashTransform,
     NumericTransform,

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from cascade.errors import BadRequestError
+from cascade.core.errors import BadRequestError
 from cascade.serving.state import DeployedVersion, ServingState
 
 __all__ = [

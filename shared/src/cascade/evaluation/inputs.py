@@ -1,7 +1,7 @@
 """What evaluate reads: the trainer's ``metrics.json`` and ``infra_check.json``.
 
 ``TrainedMetrics`` reads the fields of the trainer's ``EvaluationReport``
-(``cascade.trainer.evaluation``) that evaluation needs, without importing TensorFlow
+(``cascade.trainer.scoring``) that evaluation needs, without importing TensorFlow
 (that module does); a unit test keeps the two in step. ``InfraCheck`` is the probe's own
 model (``cascade.trainer.probe`` imports no TensorFlow).
 """
@@ -12,10 +12,10 @@ from dataclasses import dataclass
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from cascade.errors import BadInputError
-from cascade.paths import RunPaths
+from cascade.core.errors import BadInputError
+from cascade.core.paths import RunPaths
+from cascade.core.store import ArtifactStore
 from cascade.serving.uris import UriReader
-from cascade.store import ArtifactStore
 from cascade.trainer.probe import InfraCheck
 
 __all__ = [

@@ -12,12 +12,12 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from cascade.bus import MessageBus
-from cascade.errors import BadRequestError, ConcurrentUpdateError
-from cascade.evaluation.evaluate import next_messages, summarize
+from cascade.core.bus import MessageBus
+from cascade.core.errors import BadRequestError, ConcurrentUpdateError
+from cascade.core.runs import RunLedger, RunRecord
+from cascade.core.store import ArtifactStore
+from cascade.evaluation.judge import next_messages, summarize
 from cascade.evaluation.record import EvaluationRecord, Override, evaluation_path
-from cascade.runs import RunLedger, RunRecord
-from cascade.store import ArtifactStore
 
 __all__ = ["CannotBlessError", "force_bless"]
 

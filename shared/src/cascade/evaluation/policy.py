@@ -25,7 +25,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict
 
-from cascade.evaluation.config import EvaluationConfig, MetricThreshold, Tier
+from cascade.core.evaluation_config import EvaluationConfig, MetricThreshold, Tier
 from cascade.evaluation.inputs import EvaluationInputs, MetricValues, ModelMetricValues
 
 __all__ = ["CheckResult", "Judgement", "Verdict", "judge"]

@@ -6,9 +6,9 @@ from datetime import datetime
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from cascade.evaluation.config import FirstRunPolicy
+from cascade.core.evaluation_config import FirstRunPolicy
+from cascade.core.paths import RunPaths
 from cascade.evaluation.policy import CheckResult, Verdict
-from cascade.paths import RunPaths
 
 __all__ = ["BLESSED_VERDICTS", "EvaluationRecord", "Override", "evaluation_path"]
 

@@ -24,12 +24,12 @@ from typing import TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from cascade.errors import ConcurrentUpdateError
-from cascade.jobs.spec import HyperparameterValue
-from cascade.messages import TrainRequest
-from cascade.paths import DatasetPaths
-from cascade.runs import run_id_for_request
-from cascade.store import ArtifactStore
+from cascade.core.errors import ConcurrentUpdateError
+from cascade.core.job_spec import HyperparameterValue
+from cascade.core.messages import TrainRequest
+from cascade.core.paths import DatasetPaths
+from cascade.core.runs import run_id_for_request
+from cascade.core.store import ArtifactStore
 
 __all__ = [
     "ActiveRun",

@@ -15,8 +15,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict
 
-from cascade.paths import RunPaths
-from cascade.store import ArtifactStore
+from cascade.core.paths import RunPaths
+from cascade.core.store import ArtifactStore
 
 __all__ = [
     "DATASET_LABEL",

@@ -7,13 +7,13 @@ from collections.abc import Callable
 
 import google.cloud.storage as storage
 
-from cascade.bus import MessageBus
-from cascade.clients import make_publisher, make_storage_client
-from cascade.config import Settings
-from cascade.messages import StepMessage
-from cascade.runs import RunLedger, RunRecord, run_id_for_object
+from cascade.core.bus import MessageBus
+from cascade.core.clients import make_publisher, make_storage_client
+from cascade.core.messages import StepMessage
+from cascade.core.runs import RunLedger, RunRecord, run_id_for_object
+from cascade.core.settings import Settings
+from cascade.core.store import ArtifactStore
 from cascade.steps.validate import dataset_of_object
-from cascade.store import ArtifactStore
 
 __all__ = ["LocalCloudClient", "RunTimeoutError"]
 

@@ -12,7 +12,7 @@ from cascade.localcloud.components import check_prerequisites
 from cascade.localcloud.fingerprint import code_fingerprint
 from cascade.localcloud.processes import pid_alive, stop_process_group, wait_until
 from cascade.localcloud.settings import LocalCloudSettings
-from cascade.localcloud.state import CloudState, read_state, state_path
+from cascade.localcloud.state_file import CloudState, read_state, state_path
 
 __all__ = ["LocalCloudError", "down", "status", "up"]
 

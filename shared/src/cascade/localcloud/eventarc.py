@@ -16,7 +16,7 @@ from datetime import datetime
 from typing import Any
 from urllib.parse import quote
 
-from cascade.topology import PUBSUB_PUBLISHED, STORAGE_FINALIZED
+from cascade.core.topology import PUBSUB_PUBLISHED, STORAGE_FINALIZED
 
 __all__ = ["CloudEventRequest", "message_published_event", "object_finalized_event"]
 

@@ -2,7 +2,7 @@
 
 ``python -m cascade.localcloud.job_service`` serves ``/v1/jobs`` on
 ``127.0.0.1:<CASCADE_LOCAL_JOB_SERVICE_PORT>`` and runs each job's trainer processes
-(``cascade.jobs.local_jobs``) with the entry point and environment Vertex AI uses.
+(``cascade.localcloud.job_executor``) with the entry point and environment Vertex AI uses.
 Jobs persist under ``<state_dir>/jobs/``: a restarted service resumes the jobs it had
 not finished and announces those whose end it had not announced.
 
@@ -33,14 +33,14 @@ from typing import Any
 import google.cloud.pubsub_v1 as pubsub_v1
 from pydantic import ValidationError
 
-from cascade.bus import MessageBus
-from cascade.clients import make_publisher
-from cascade.config import Settings, load_settings
-from cascade.jobs.events import job_success_log_entry
-from cascade.jobs.local import SubmitJobRequest
-from cascade.jobs.local_jobs import LocalJob, LocalJobExecutor, LocalJobStore
+from cascade.core.bus import MessageBus
+from cascade.core.clients import make_publisher
+from cascade.core.messages import JobEvent, ModelTrained
+from cascade.core.settings import Settings, load_settings
+from cascade.jobs.job_events import job_success_log_entry
+from cascade.jobs.local_runner import LocalJob, SubmitJobRequest
+from cascade.localcloud.job_executor import LocalJobExecutor, LocalJobStore
 from cascade.localcloud.settings import LOOPBACK, LocalCloudSettings
-from cascade.messages import JobEvent, ModelTrained
 
 __all__ = ["JobServiceHandler", "PubSubJobNotifier", "main", "serve"]
 

@@ -11,8 +11,8 @@ import contextlib
 import google.cloud.pubsub_v1 as pubsub_v1
 from google.api_core import exceptions as gexc
 
-from cascade.config import Settings
-from cascade.topology import StorageTrigger, TopicTrigger, Topology
+from cascade.core.settings import Settings
+from cascade.core.topology import StorageTrigger, TopicTrigger, Topology
 
 __all__ = ["ARCHIVED_TOPICS", "Route", "provision_pubsub", "routes_of"]
 

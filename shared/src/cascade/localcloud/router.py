@@ -31,8 +31,9 @@ import requests
 from google.cloud.pubsub_v1.subscriber.message import Message
 from google.cloud.pubsub_v1.subscriber.scheduler import ThreadScheduler
 
-from cascade.clients import make_publisher, make_subscriber
-from cascade.config import Settings
+from cascade.core.clients import make_publisher, make_subscriber
+from cascade.core.settings import Settings
+from cascade.core.topology import FunctionSpec, StorageTrigger, Topology, load_topology
 from cascade.localcloud.eventarc import (
     CloudEventRequest,
     message_published_event,
@@ -40,7 +41,6 @@ from cascade.localcloud.eventarc import (
 )
 from cascade.localcloud.pubsub_admin import Route, routes_of
 from cascade.localcloud.settings import LOOPBACK, LocalCloudSettings
-from cascade.topology import FunctionSpec, StorageTrigger, Topology, load_topology
 
 __all__ = ["EventRouter", "main"]
 

@@ -8,7 +8,7 @@ from pathlib import Path
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from cascade.config import Settings
+from cascade.core.settings import Settings
 
 __all__ = ["LocalCloudSettings"]
 

@@ -20,7 +20,8 @@ import time
 
 from google.api_core import exceptions as gexc
 
-from cascade.clients import make_publisher, make_storage_client, make_subscriber
+from cascade.core.clients import make_publisher, make_storage_client, make_subscriber
+from cascade.core.topology import Topology, load_topology
 from cascade.localcloud.components import (
     check_prerequisites,
     function_specs,
@@ -34,8 +35,7 @@ from cascade.localcloud.fingerprint import code_fingerprint
 from cascade.localcloud.processes import ManagedProcess, free_loopback_port
 from cascade.localcloud.pubsub_admin import provision_pubsub
 from cascade.localcloud.settings import LocalCloudSettings
-from cascade.localcloud.state import CloudState, ComponentState, read_state, write_state
-from cascade.topology import Topology, load_topology
+from cascade.localcloud.state_file import CloudState, ComponentState, read_state, write_state
 
 __all__ = ["Supervisor", "main"]
 

@@ -12,8 +12,10 @@ from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
-from cascade.context import utc_now
-from cascade.errors import BadRequestError
+from cascade.core.context import utc_now
+from cascade.core.errors import BadRequestError
+from cascade.core.runs import RunLedger, RunRecord, StepRecord, Trigger
+from cascade.core.store import ArtifactStore
 from cascade.evaluation.record import EvaluationRecord, evaluation_path
 from cascade.report.deployment_section import DEPLOY_STEP, deployment_section
 from cascade.report.evaluation_section import evaluation_section
@@ -29,8 +31,6 @@ from cascade.report.model import (
 from cascade.report.reading import read_json
 from cascade.report.training_section import training_section
 from cascade.report.validation_section import validation_section
-from cascade.runs import RunLedger, RunRecord, StepRecord, Trigger
-from cascade.store import ArtifactStore
 
 __all__ = ["RunNotFoundError", "collect_run_report"]
 

@@ -10,14 +10,14 @@ from __future__ import annotations
 
 from typing import Any
 
+from cascade.core.paths import DatasetPaths
+from cascade.core.runs import RunRecord
+from cascade.core.store import ArtifactStore
 from cascade.evaluation.record import EvaluationRecord
-from cascade.paths import DatasetPaths
 from cascade.report.charts import SvgChart, stacked_bar_chart
 from cascade.report.model import DeploymentSection, Fact, ServingEventView, VersionView
 from cascade.report.reading import read_json
-from cascade.runs import RunRecord
 from cascade.serving.state import ServingState
-from cascade.store import ArtifactStore
 
 __all__ = ["DEPLOY_STEP", "deployment_section"]
 

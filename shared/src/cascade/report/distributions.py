@@ -16,12 +16,12 @@ from datetime import datetime
 
 from google.protobuf.message import DecodeError  # type: ignore[import-untyped,unused-ignore]
 
-from cascade.paths import DatasetPaths
+from cascade.core.paths import DatasetPaths
+from cascade.core.store import ArtifactStore
+from cascade.core.validation_config import ValidationConfig
 from cascade.report.charts import Bar, BarRow, horizontal_bar_chart
 from cascade.report.model import DistributionView, DriftView, ShareRow
 from cascade.report.reading import object_name, read_json
-from cascade.store import ArtifactStore
-from cascade.validation.config import ValidationConfig
 from cascade.validation.drift import drift_boundaries, shares
 from cascade.validation.manifest import AcceptedFile
 from cascade.validation.statistics import summary_of_statistics

@@ -8,6 +8,8 @@ it names (candidate and production metrics on the same eval split) and the
 
 from __future__ import annotations
 
+from cascade.core.runs import RunRecord
+from cascade.core.store import ArtifactStore
 from cascade.evaluation.record import EvaluationRecord, evaluation_path
 from cascade.report.model import (
     CheckView,
@@ -18,8 +20,6 @@ from cascade.report.model import (
 )
 from cascade.report.reading import Read, object_name, read_json
 from cascade.report.training_section import TrainerMetrics, metrics_name
-from cascade.runs import RunRecord
-from cascade.store import ArtifactStore
 from cascade.trainer.probe import InfraCheck
 
 __all__ = ["EVALUATION_STEP", "evaluation_section"]

@@ -6,10 +6,10 @@ content type ``text/html``; rewritten each time, so it shows the run as it is no
 
 from __future__ import annotations
 
-from cascade.paths import RunPaths
+from cascade.core.paths import RunPaths
+from cascade.core.store import ArtifactStore
 from cascade.report.collect import collect_run_report
 from cascade.report.render import render_html
-from cascade.store import ArtifactStore
 
 __all__ = ["REPORT_CONTENT_TYPE", "render_run_report", "store_report_html", "write_run_report"]
 

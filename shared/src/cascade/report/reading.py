@@ -11,8 +11,8 @@ from typing import Generic, TypeVar
 
 from pydantic import BaseModel, ValidationError
 
-from cascade.errors import describe_validation_error
-from cascade.store import ArtifactStore
+from cascade.core.errors import describe_validation_error
+from cascade.core.store import ArtifactStore
 
 __all__ = ["Read", "object_name", "read_json"]
 

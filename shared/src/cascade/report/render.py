@@ -52,6 +52,11 @@ def _environment() -> jinja2.Environment:
     return environment
 
 
+def render_template(name: str, **values: object) -> str:
+    """Render one of the package's templates; every value from data is HTML-escaped."""
+    return _environment().get_template(name).render(**values)
+
+
 def render_html(report: RunReport) -> str:
     """The page of ``report``; every value from data is HTML-escaped."""
     return _environment().get_template(TEMPLATE_NAME).render(report=report)

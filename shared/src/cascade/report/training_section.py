@@ -13,15 +13,15 @@ from typing import Any
 
 from pydantic import Field
 
+from cascade.core.job_spec import TrainingJobSpec
+from cascade.core.runs import RunRecord
+from cascade.core.store import ArtifactStore
 from cascade.evaluation.inputs import TrainedMetrics
 from cascade.evaluation.record import EvaluationRecord
 from cascade.jobs.records import job_spec_name, training_folder
-from cascade.jobs.spec import TrainingJobSpec
 from cascade.report.charts import line_chart
 from cascade.report.model import Fact, MetricCurve, TrainingSection
 from cascade.report.reading import object_name, read_json
-from cascade.runs import RunRecord
-from cascade.store import ArtifactStore
 from cascade.trainer.history import HISTORY_FILE, TrainingHistory
 
 __all__ = ["TRAIN_STEPS", "TrainerMetrics", "metrics_name", "training_section"]

@@ -12,16 +12,16 @@ from typing import Any
 
 from google.protobuf import text_format  # type: ignore[import-untyped,unused-ignore]
 
-from cascade.errors import InvalidConfigError
-from cascade.paths import RunPaths
-from cascade.pipeline_config import load_pipeline_config
+from cascade.core.errors import InvalidConfigError
+from cascade.core.paths import RunPaths
+from cascade.core.pipeline_config import load_pipeline_config
+from cascade.core.runs import RunRecord, StepRecord
+from cascade.core.store import ArtifactStore
+from cascade.core.validation_config import ValidationConfig
 from cascade.report.charts import Bar, BarRow, SvgChart, horizontal_bar_chart
 from cascade.report.distributions import baseline_before, distribution_views, read_summary
 from cascade.report.model import DriftView, Fact, FindingView, ValidationSection
 from cascade.report.reading import object_name
-from cascade.runs import RunRecord, StepRecord
-from cascade.store import ArtifactStore
-from cascade.validation.config import ValidationConfig
 from cascade.validation.tfmd import anomalies_pb2
 
 __all__ = ["VALIDATION_STEP", "validation_section"]

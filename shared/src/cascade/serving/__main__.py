@@ -14,15 +14,14 @@ from typing import Any
 
 from gunicorn.app.base import BaseApplication  # type: ignore[import-untyped]
 
-from cascade.clients import make_storage_client
-from cascade.config import Settings, load_settings
-from cascade.localcloud.settings import LOOPBACK
-from cascade.observability import configure_logging
+from cascade.core.clients import make_storage_client
+from cascade.core.observability import configure_logging
+from cascade.core.settings import Settings, load_settings
+from cascade.core.store import ArtifactStore
 from cascade.serving.app import create_app
 from cascade.serving.server import ModelServer
 from cascade.serving.settings import ModelServerSettings
 from cascade.serving.uris import UriReader
-from cascade.store import ArtifactStore
 
 __all__ = ["build_server", "main"]
 
@@ -77,7 +76,7 @@ def main() -> int:
         _log.info("model server worker %s ready: %s", worker.pid, server.datasets)
 
     options = {
-        "bind": f"{LOOPBACK}:{serving.port}",
+        "bind": f"{serving.host}:{serving.port}",
         "workers": serving.workers,
         "threads": serving.threads,
         "worker_class": "gthread" if serving.threads > 1 else "sync",

@@ -36,9 +36,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from cascade.core.store import ArtifactStore
 from cascade.serving.state import ServingState
 from cascade.serving.uris import UriReader
-from cascade.store import ArtifactStore
 
 if TYPE_CHECKING:
     from cascade.serving.servable import Servable

@@ -14,6 +14,7 @@ __all__ = ["ModelServerSettings"]
 class ModelServerSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="CASCADE_SERVING_", frozen=True, extra="ignore")
 
+    host: str = Field("127.0.0.1", description="The address to bind: loopback locally.")
     port: int = Field(8501, gt=0, lt=65536, description="TF Serving's REST port by default.")
     workers: int = Field(2, ge=1, le=64, description="gunicorn worker processes.")
     threads: int = Field(

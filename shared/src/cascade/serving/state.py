@@ -14,9 +14,9 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from cascade.errors import ConcurrentUpdateError
-from cascade.paths import DatasetPaths
-from cascade.store import ArtifactStore
+from cascade.core.errors import ConcurrentUpdateError
+from cascade.core.paths import DatasetPaths
+from cascade.core.store import ArtifactStore
 
 __all__ = [
     "DEPLOYED_STATES",

@@ -11,8 +11,8 @@ import shutil
 from collections.abc import Callable
 from pathlib import Path, PurePosixPath
 
-from cascade.errors import BadInputError
-from cascade.store import ArtifactStore
+from cascade.core.errors import BadInputError
+from cascade.core.store import ArtifactStore
 
 __all__ = ["UriReader", "split_gcs_uri"]
 

@@ -18,12 +18,12 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from cascade.context import StepContext
-from cascade.errors import BadRequestError
-from cascade.events import PubSubEnvelope
-from cascade.messages import Alert
-from cascade.paths import check_dataset_name, dead_letter_record
-from cascade.runs import RunRecord, run_id_for_object
+from cascade.core.context import StepContext
+from cascade.core.errors import BadRequestError
+from cascade.core.events import PubSubEnvelope
+from cascade.core.messages import Alert
+from cascade.core.paths import check_dataset_name, dead_letter_record
+from cascade.core.runs import RunRecord, run_id_for_object
 
 __all__ = ["DeadLetter", "handle_dead_letter_data", "record_dead_letter"]
 

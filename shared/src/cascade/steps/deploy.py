@@ -11,17 +11,17 @@ from __future__ import annotations
 
 from typing import Any
 
-from cascade.claims import ClaimHandle
-from cascade.context import StepContext
+from cascade.core.claims import ClaimHandle
+from cascade.core.context import StepContext
+from cascade.core.errors import BadRequestError
+from cascade.core.messages import Alert, ModelBlessed
+from cascade.core.observability import RunLogger
+from cascade.core.pipeline_config import load_pipeline_config
 from cascade.deploy.deployer import Candidate, Deployer, lineage_of
-from cascade.deploy.factory import deployer_for
+from cascade.deploy.deployers import deployer_for
 from cascade.deploy.rollout import roll_out
 from cascade.deploy.smoke import read_transform_spec, smoke_instances
-from cascade.errors import BadRequestError
 from cascade.evaluation.record import EvaluationRecord, evaluation_path
-from cascade.messages import Alert, ModelBlessed
-from cascade.observability import RunLogger
-from cascade.pipeline_config import load_pipeline_config
 from cascade.steps.runner import StepOutcome, execute_step
 
 __all__ = ["handle_model_blessed"]

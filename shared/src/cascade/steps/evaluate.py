@@ -11,23 +11,23 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from cascade.claims import ClaimHandle
-from cascade.context import StepContext
-from cascade.errors import BadRequestError, TransientError
-from cascade.evaluation.evaluate import evaluate_candidate, next_messages
+from cascade.core.claims import ClaimHandle
+from cascade.core.context import StepContext
+from cascade.core.errors import BadRequestError, TransientError
+from cascade.core.events import PubSubEnvelope
+from cascade.core.job_spec import JobRunner, JobStatus
+from cascade.core.messages import JobEvent, ModelTrained
+from cascade.core.observability import RunLogger
+from cascade.core.pipeline_config import load_pipeline_config
+from cascade.core.store import ArtifactStore
+from cascade.evaluation.judge import evaluate_candidate, next_messages
 from cascade.evaluation.record import evaluation_path
-from cascade.events import PubSubEnvelope
-from cascade.jobs.coordinator import finish_training
-from cascade.jobs.events import JobLogEntry, parse_job_event
-from cascade.jobs.factory import job_runner_for
+from cascade.jobs.job_events import JobLogEntry, parse_job_event
 from cascade.jobs.records import JobRecord, job_id_of, read_job_record
-from cascade.jobs.spec import JobRunner, JobStatus
-from cascade.messages import JobEvent, ModelTrained
-from cascade.observability import RunLogger
-from cascade.pipeline_config import load_pipeline_config
+from cascade.jobs.runners import job_runner_for
 from cascade.serving.uris import UriReader
 from cascade.steps.runner import StepOutcome, execute_step
-from cascade.store import ArtifactStore
+from cascade.steps.train_coordinator import finish_training
 
 __all__ = ["JOB_STEP", "handle_job_event", "handle_job_event_data", "handle_model_trained"]
 

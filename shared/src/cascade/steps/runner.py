@@ -23,12 +23,12 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from cascade.claims import Claim, ClaimHandle, LeaseHeartbeat, PublishedMessage
-from cascade.context import StepContext
-from cascade.errors import PermanentError
-from cascade.messages import Alert, StepMessage
-from cascade.observability import RunLogger, run_logger
-from cascade.runs import RunRecord, RunState, StepRecord
+from cascade.core.claims import Claim, ClaimHandle, LeaseHeartbeat, PublishedMessage
+from cascade.core.context import StepContext
+from cascade.core.errors import PermanentError
+from cascade.core.messages import Alert, StepMessage
+from cascade.core.observability import RunLogger, run_logger
+from cascade.core.runs import RunRecord, RunState, StepRecord
 
 __all__ = ["StepOutcome", "execute_step"]
 

@@ -15,15 +15,15 @@ claim records the job name, so a redelivered or resumed request finds its job.
 
 from __future__ import annotations
 
-from cascade.claims import ClaimHandle
-from cascade.context import StepContext
-from cascade.jobs.coordinator import start_training
-from cascade.jobs.factory import job_runner_for
-from cascade.jobs.spec import JobRunner
-from cascade.messages import TrainRequest
-from cascade.observability import RunLogger
-from cascade.runs import RunRecord, Trigger, run_id_for_request
+from cascade.core.claims import ClaimHandle
+from cascade.core.context import StepContext
+from cascade.core.job_spec import JobRunner
+from cascade.core.messages import TrainRequest
+from cascade.core.observability import RunLogger
+from cascade.core.runs import RunRecord, Trigger, run_id_for_request
+from cascade.jobs.runners import job_runner_for
 from cascade.steps.runner import StepOutcome, execute_step
+from cascade.steps.train_coordinator import start_training
 
 __all__ = ["handle_train_request"]
 

@@ -22,16 +22,15 @@ from typing import Any
 
 from google.protobuf.message import DecodeError  # type: ignore[import-untyped,unused-ignore]
 
-from cascade.claims import ClaimHandle
-from cascade.context import StepContext
-from cascade.errors import BadInputError, BadRequestError, TransientError
-from cascade.messages import DataValidated, TrainRequest
-from cascade.observability import RunLogger
-from cascade.paths import DatasetPaths
-from cascade.pipeline_config import PipelineConfig, load_pipeline_config
-from cascade.runs import RunRecord
+from cascade.core.claims import ClaimHandle
+from cascade.core.context import StepContext
+from cascade.core.errors import BadInputError, BadRequestError, TransientError
+from cascade.core.messages import DataValidated, TrainRequest
+from cascade.core.observability import RunLogger
+from cascade.core.paths import DatasetPaths
+from cascade.core.pipeline_config import PipelineConfig, load_pipeline_config
+from cascade.core.runs import RunRecord
 from cascade.steps.runner import StepOutcome, execute_step
-from cascade.transform.build import write_split_shards
 from cascade.transform.catalog import (
     TransformPointer,
     advance_latest_transform,
@@ -42,7 +41,7 @@ from cascade.transform.catalog import (
 )
 from cascade.transform.columns import shard_schema
 from cascade.transform.fit import FittedTransform, fit_transform
-from cascade.transform.sections import training_sections
+from cascade.transform.materialize import write_split_shards
 from cascade.transform.snapshot import GcsObjectOpener, ObjectOpener, load_or_create_snapshot
 from cascade.transform.spec import TransformSpec
 from cascade.validation.statistics import summary_of_statistics
@@ -140,7 +139,7 @@ def _fit(ctx: StepContext, dataset: str, config: PipelineConfig) -> FittedTransf
         dataset=dataset,
         label=config.label,
         problem_type=config.problem_type,
-        config=training_sections(config).transform,
+        config=config.transform,
     )
 
 

@@ -23,15 +23,16 @@ from typing import Any, BinaryIO
 from google.api_core import exceptions as gexc
 from google.protobuf import text_format  # type: ignore[import-untyped,unused-ignore]
 
-from cascade.claims import ClaimHandle
-from cascade.context import StepContext
-from cascade.errors import BadInputError, BadRequestError, TransientError
-from cascade.events import StorageObjectEvent
-from cascade.messages import Alert, DataValidated, ObjectRef
-from cascade.observability import RunLogger
-from cascade.paths import DatasetPaths, RunPaths, check_dataset_name
-from cascade.pipeline_config import load_pipeline_config
-from cascade.runs import RunRecord, Trigger, run_id_for_object
+from cascade.core.claims import ClaimHandle
+from cascade.core.context import StepContext
+from cascade.core.errors import BadInputError, BadRequestError, TransientError
+from cascade.core.events import StorageObjectEvent
+from cascade.core.messages import Alert, DataValidated, ObjectRef
+from cascade.core.observability import RunLogger
+from cascade.core.paths import DatasetPaths, RunPaths, check_dataset_name
+from cascade.core.pipeline_config import load_pipeline_config
+from cascade.core.runs import RunRecord, Trigger, run_id_for_object
+from cascade.report.validation_page import render_validation_page
 from cascade.steps.runner import StepOutcome, execute_step
 from cascade.validation.baseline_store import BaselineStore
 from cascade.validation.manifest import AcceptedFile
@@ -98,9 +99,9 @@ def validate_landed_object(
         schema=schema,
         baseline=None if stored is None else stored.baseline,
         config=config,
-        run_id=run.run_id,
     )
-    outputs = _write_run_artifacts(ctx, RunPaths(run.run_id), validation, source_ref)
+    page = render_validation_page(validation, run_id=run.run_id, config=config)
+    outputs = _write_run_artifacts(ctx, RunPaths(run.run_id), validation, page, source_ref)
     log.info(
         "%s: %d examples, %d errors, %d warnings",
         source_ref.uri,
@@ -185,7 +186,11 @@ def _keep_schema(
 
 
 def _write_run_artifacts(
-    ctx: StepContext, run_paths: RunPaths, validation: FileValidation, ref: ObjectRef
+    ctx: StepContext,
+    run_paths: RunPaths,
+    validation: FileValidation,
+    page: str,
+    ref: ObjectRef,
 ) -> dict[str, str]:
     folder = run_paths.step_dir("validation")
     files = {
@@ -206,7 +211,7 @@ def _write_run_artifacts(
         ),
         "report": (
             f"{folder}/report.html",
-            validation.report_html.encode(),
+            page.encode(),
             "text/html; charset=utf-8",
         ),
     }

@@ -24,8 +24,8 @@ import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
-from cascade.errors import InvalidConfigError
-from cascade.jobs.spec import HyperparameterValue
+from cascade.core.errors import InvalidConfigError
+from cascade.core.job_spec import HyperparameterValue
 
 __all__ = ["ClusterConfig", "TrainerArgs", "parse_hyperparameter_value"]
 

@@ -10,7 +10,7 @@ import keras
 import tensorflow as tf
 from tensorflow.core.framework import summary_pb2
 
-from cascade.observability import RunLogger
+from cascade.core.observability import RunLogger
 from cascade.trainer.storage import TrainerStorage
 
 __all__ = ["EpochLogger", "TensorBoardScalars", "UploadDirectory"]

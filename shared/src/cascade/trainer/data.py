@@ -27,7 +27,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import tensorflow as tf
 
-from cascade.errors import BadInputError
+from cascade.core.errors import BadInputError
 from cascade.trainer.model import class_names
 from cascade.trainer.preprocessing import feature_input_dtype
 from cascade.trainer.storage import TrainerStorage

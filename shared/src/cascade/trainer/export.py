@@ -22,7 +22,7 @@ import keras
 import tensorflow as tf
 from pydantic import BaseModel, ConfigDict
 
-from cascade.errors import InvalidConfigError
+from cascade.core.errors import InvalidConfigError
 from cascade.trainer.model import class_names
 from cascade.trainer.preprocessing import feature_input_dtype
 from cascade.transform.spec import LabelSpec, TransformSpec

@@ -8,7 +8,7 @@ from typing import Any
 
 import keras
 
-from cascade.observability import RunLogger
+from cascade.core.observability import RunLogger
 from cascade.trainer.callbacks import EpochLogger, TensorBoardScalars, UploadDirectory
 from cascade.trainer.data import count_rows, make_dataset, steps_for
 from cascade.trainer.hyperparameters import Hyperparameters

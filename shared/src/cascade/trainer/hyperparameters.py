@@ -12,8 +12,8 @@ from collections.abc import Mapping
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from cascade.errors import InvalidConfigError, describe_validation_error
-from cascade.jobs.spec import HyperparameterValue, TrainingJobSpec
+from cascade.core.errors import InvalidConfigError, describe_validation_error
+from cascade.core.job_spec import HyperparameterValue, TrainingJobSpec
 
 __all__ = ["Hyperparameters", "resolve_hyperparameters"]
 

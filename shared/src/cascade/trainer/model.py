@@ -12,7 +12,7 @@ from typing import Any
 import keras
 import tensorflow as tf
 
-from cascade.errors import InvalidConfigError
+from cascade.core.errors import InvalidConfigError
 from cascade.trainer.hyperparameters import Hyperparameters
 from cascade.trainer.preprocessing import (
     build_preprocessing_model,

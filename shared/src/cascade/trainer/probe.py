@@ -29,7 +29,7 @@ from typing import Any
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
-from cascade.errors import CascadeError
+from cascade.core.errors import CascadeError
 
 __all__ = ["InfraCheck", "LatencyStats", "ProbeCase", "probe_model", "run_probe_in_subprocess"]
 
@@ -258,8 +258,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--max-latency-ms", type=float, default=1000.0)
     options = parser.parse_args(argv)
     try:
-        from cascade.clients import make_storage_client
-        from cascade.config import load_settings
+        from cascade.core.clients import make_storage_client
+        from cascade.core.settings import load_settings
         from cascade.trainer.storage import TrainerStorage, is_gcs_uri
 
         storage = None

@@ -1,7 +1,7 @@
 """Reading and writing the trainer's inputs and outputs by URI.
 
 ``gs://bucket/name`` goes through an ``ArtifactStore`` per bucket (the real client, or in
-unit tests ``cascade.testing.MemoryArtifactStore``); anything else is a local path, for
+unit tests ``cascade.core.fakes.MemoryArtifactStore``); anything else is a local path, for
 local runs and benchmarks. Object names are data: a downloaded object gets a local name
 the caller chooses, and a directory tree is only mirrored after each relative name is
 checked to be a plain relative path.
@@ -15,8 +15,8 @@ from pathlib import Path, PurePosixPath
 
 import google.cloud.storage as storage
 
-from cascade.errors import BadInputError
-from cascade.store import ArtifactStore
+from cascade.core.errors import BadInputError
+from cascade.core.store import ArtifactStore
 
 __all__ = ["TrainerStorage", "is_gcs_uri", "join_uri", "split_gcs_uri"]
 

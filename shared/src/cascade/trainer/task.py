@@ -25,26 +25,26 @@ from pathlib import Path
 import pyarrow as pa
 import tensorflow as tf
 
-from cascade.bus import MessageBus
-from cascade.errors import BadInputError, CascadeError, InvalidConfigError, PermanentError
-from cascade.jobs.spec import TrainingJobSpec
-from cascade.messages import ModelTrained
-from cascade.observability import RunLogger, run_logger
+from cascade.core.bus import MessageBus
+from cascade.core.errors import BadInputError, CascadeError, InvalidConfigError, PermanentError
+from cascade.core.job_spec import TrainingJobSpec
+from cascade.core.messages import ModelTrained
+from cascade.core.observability import RunLogger, run_logger
 from cascade.trainer.args import TrainerArgs
 from cascade.trainer.data import download_shards
-from cascade.trainer.evaluation import (
-    EvaluationReport,
-    ModelMetrics,
-    ServingModel,
-    evaluate_model,
-    load_eval_table,
-)
 from cascade.trainer.export import export_serving_model
 from cascade.trainer.fit import FitPlan, FitResult, fit_model
 from cascade.trainer.history import HISTORY_FILE, training_history
 from cascade.trainer.hyperparameters import Hyperparameters, resolve_hyperparameters
 from cascade.trainer.model import TrainerModel, build_model
 from cascade.trainer.probe import InfraCheck, run_probe_in_subprocess
+from cascade.trainer.scoring import (
+    EvaluationReport,
+    ModelMetrics,
+    ServingModel,
+    evaluate_model,
+    load_eval_table,
+)
 from cascade.trainer.storage import TrainerStorage, join_uri
 from cascade.trainer.strategy import StrategyChoice, choose_strategy
 from cascade.trainer.tuning import report_tuning_metric
@@ -305,9 +305,9 @@ def _check_postcondition(storage: TrainerStorage, locations: OutputLocations) ->
 
 def main(argv: Sequence[str] | None = None) -> int:
     """The entry point, and the only place that reads the environment."""
-    from cascade.clients import make_publisher, make_storage_client
-    from cascade.config import load_settings
-    from cascade.observability import configure_logging
+    from cascade.core.clients import make_publisher, make_storage_client
+    from cascade.core.observability import configure_logging
+    from cascade.core.settings import load_settings
 
     log = logging.getLogger("cascade.trainer")
     try:

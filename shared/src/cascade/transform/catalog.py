@@ -13,9 +13,9 @@ from datetime import datetime
 
 from pydantic import BaseModel, ConfigDict
 
-from cascade.errors import ConcurrentUpdateError
-from cascade.paths import DatasetPaths, RunPaths
-from cascade.store import ArtifactStore
+from cascade.core.errors import ConcurrentUpdateError
+from cascade.core.paths import DatasetPaths, RunPaths
+from cascade.core.store import ArtifactStore
 from cascade.transform.spec import TransformSpec
 
 __all__ = [

@@ -13,7 +13,7 @@ from __future__ import annotations
 import pyarrow as pa  # type: ignore[import-untyped,unused-ignore]
 import pyarrow.compute as pc  # type: ignore[import-untyped,unused-ignore]
 
-from cascade.errors import BadInputError
+from cascade.core.errors import BadInputError
 from cascade.transform.spec import FeatureTransform, LabelSpec, NumericTransform
 
 __all__ = ["canonical_table", "shard_schema"]

@@ -16,8 +16,8 @@ import itertools
 import math
 from dataclasses import dataclass
 
-from cascade.errors import InvalidConfigError
-from cascade.training_config import TransformConfig
+from cascade.core.errors import InvalidConfigError
+from cascade.core.training_config import TransformConfig
 from cascade.transform.spec import (
     FeatureTransform,
     HashTransform,

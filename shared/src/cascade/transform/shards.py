@@ -11,7 +11,7 @@ from __future__ import annotations
 import pyarrow as pa  # type: ignore[import-untyped,unused-ignore]
 import pyarrow.parquet as pq  # type: ignore[import-untyped,unused-ignore]
 
-from cascade.store import ArtifactStore
+from cascade.core.store import ArtifactStore
 
 __all__ = ["PARQUET_CONTENT_TYPE", "ShardWriter"]
 

@@ -19,9 +19,9 @@ import google.cloud.storage as storage
 from google.api_core import exceptions as gexc
 from pydantic import BaseModel, ConfigDict, Field
 
-from cascade.errors import BadInputError, TransientError
-from cascade.paths import DatasetPaths
-from cascade.store import ArtifactStore
+from cascade.core.errors import BadInputError, TransientError
+from cascade.core.paths import DatasetPaths
+from cascade.core.store import ArtifactStore
 from cascade.transform.spec import SnapshotFile
 from cascade.validation.manifest import AcceptedFile
 

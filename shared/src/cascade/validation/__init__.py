@@ -5,8 +5,8 @@
 step, ``cascade.steps.validate``. See docs/validation.md.
 """
 
+from cascade.core.validation_config import Check, Severities, Severity, ValidationConfig
 from cascade.validation.anomalies import Baseline, ValidationResult, validate_statistics
-from cascade.validation.config import Check, Severities, Severity, ValidationConfig
 from cascade.validation.names import FileFormat, check_landed_name, file_format_of
 from cascade.validation.schema import infer_schema, parse_schema_text, schema_to_text
 from cascade.validation.source import DataSource

@@ -14,8 +14,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
+from cascade.core.validation_config import Check, Severity, ValidationConfig
 from cascade.validation.columns import FeatureKind
-from cascade.validation.config import Check, Severity, ValidationConfig
 from cascade.validation.domain_checks import (
     domain_findings,
     nan_inf_findings,

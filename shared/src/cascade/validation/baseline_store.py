@@ -22,10 +22,10 @@ from google.api_core import exceptions as gexc
 from google.cloud import storage  # type: ignore[import-untyped,unused-ignore]
 from google.protobuf.message import DecodeError  # type: ignore[import-untyped,unused-ignore]
 
-from cascade.errors import ConcurrentUpdateError, TransientError
-from cascade.paths import DatasetPaths
+from cascade.core.errors import ConcurrentUpdateError, TransientError
+from cascade.core.paths import DatasetPaths
+from cascade.core.validation_config import ValidationConfig
 from cascade.validation.anomalies import Baseline
-from cascade.validation.config import ValidationConfig
 from cascade.validation.statistics import statistics_proto, summary_of_statistics
 from cascade.validation.summaries import DatasetSummary
 from cascade.validation.tfmd import statistics_pb2

@@ -13,7 +13,7 @@ from enum import StrEnum
 import pyarrow as pa  # type: ignore[import-untyped,unused-ignore]
 import pyarrow.compute as pc  # type: ignore[import-untyped,unused-ignore]
 
-from cascade.errors import BadInputError
+from cascade.core.errors import BadInputError
 
 __all__ = ["FeatureColumn", "FeatureKind", "feature_column"]
 

@@ -19,8 +19,8 @@ from dataclasses import dataclass
 import pyarrow as pa  # type: ignore[import-untyped,unused-ignore]
 import pyarrow.csv as pacsv  # type: ignore[import-untyped,unused-ignore]
 
-from cascade.errors import BadInputError
-from cascade.validation.config import ValidationConfig
+from cascade.core.errors import BadInputError
+from cascade.core.validation_config import ValidationConfig
 from cascade.validation.diagnostics import (
     check_text_start,
     column_label,

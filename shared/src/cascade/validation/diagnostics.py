@@ -9,7 +9,7 @@ from __future__ import annotations
 import csv
 import io
 
-from cascade.errors import BadInputError
+from cascade.core.errors import BadInputError
 
 __all__ = [
     "BINARY_SIGNATURES",

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any
 
-from cascade.validation.config import Check
+from cascade.core.validation_config import Check
 from cascade.validation.findings import Finding, anomaly
 from cascade.validation.summaries import FeatureSummary
 from cascade.validation.tfmd import anomalies_pb2, schema_pb2

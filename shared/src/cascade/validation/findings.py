@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 
-from cascade.validation.config import Check, Severity
+from cascade.core.validation_config import Check, Severity
 
 __all__ = ["Finding", "anomaly"]
 

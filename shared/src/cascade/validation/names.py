@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 from enum import StrEnum
 
-from cascade.errors import BadInputError
+from cascade.core.errors import BadInputError
 
 __all__ = ["FileFormat", "check_landed_name", "file_format_of"]
 

@@ -13,8 +13,8 @@ from typing import Any
 
 import pyarrow as pa  # type: ignore[import-untyped,unused-ignore]
 
+from cascade.core.validation_config import ValidationConfig
 from cascade.validation.columns import FeatureKind
-from cascade.validation.config import ValidationConfig
 from cascade.validation.histogram import AlignedHistogram
 from cascade.validation.summaries import (
     DatasetSummary,

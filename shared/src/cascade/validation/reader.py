@@ -15,8 +15,8 @@ import pyarrow as pa  # type: ignore[import-untyped,unused-ignore]
 import pyarrow.json as pajson  # type: ignore[import-untyped,unused-ignore]
 import pyarrow.parquet as pq  # type: ignore[import-untyped,unused-ignore]
 
-from cascade.errors import BadInputError
-from cascade.validation.config import ValidationConfig
+from cascade.core.errors import BadInputError
+from cascade.core.validation_config import ValidationConfig
 from cascade.validation.csv_reader import read_csv_batches
 from cascade.validation.diagnostics import check_text_start
 from cascade.validation.names import FileFormat

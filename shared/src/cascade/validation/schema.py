@@ -15,9 +15,9 @@ from typing import Any
 
 from google.protobuf import text_format  # type: ignore[import-untyped,unused-ignore]
 
-from cascade.errors import InvalidConfigError
+from cascade.core.errors import InvalidConfigError
+from cascade.core.validation_config import ValidationConfig
 from cascade.validation.columns import FeatureKind
-from cascade.validation.config import ValidationConfig
 from cascade.validation.summaries import DatasetSummary, FeatureSummary
 from cascade.validation.tfmd import schema_pb2
 

@@ -14,7 +14,7 @@ from typing import Any, BinaryIO
 import pyarrow as pa  # type: ignore[import-untyped,unused-ignore]
 import requests
 
-from cascade.errors import BadInputError
+from cascade.core.errors import BadInputError
 from cascade.validation.names import FileFormat
 
 __all__ = [

@@ -1,4 +1,4 @@
-"""Validate one file end to end, without storage: read, summarise, judge, report.
+"""Validate one file end to end, without storage: read, summarise, judge.
 
 The step (``cascade.steps.validate``) loads the schema and baseline, calls
 ``validate_file``, and stores what it returns; benchmarks and tests call it directly.
@@ -9,9 +9,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from cascade.core.validation_config import ValidationConfig
 from cascade.validation.anomalies import Baseline, ValidationResult, validate_statistics
-from cascade.validation.config import ValidationConfig
-from cascade.validation.report import render_report
 from cascade.validation.schema import infer_schema, schema_column_names
 from cascade.validation.source import DataSource
 from cascade.validation.statistics import compute_statistics, statistics_proto
@@ -22,14 +21,16 @@ __all__ = ["FileValidation", "validate_file"]
 
 @dataclass(frozen=True)
 class FileValidation:
-    """``schema_inferred`` is True when no schema existed and this file's was inferred."""
+    """``schema_inferred`` is True when no schema existed and this file's was inferred;
+    ``baseline_summary`` is what the file was judged against (None for a first file)."""
 
+    source_uri: str
     summary: DatasetSummary
     statistics: Any
     schema: Any
     schema_inferred: bool
     result: ValidationResult
-    report_html: str
+    baseline_summary: DatasetSummary | None
 
     @property
     def accepted(self) -> bool:
@@ -42,9 +43,11 @@ def validate_file(
     schema: Any | None,
     baseline: Baseline | None,
     config: ValidationConfig,
-    run_id: str = "",
 ) -> FileValidation:
-    """Statistics, schema (given or inferred from this file), anomalies and report."""
+    """Statistics, schema (given or inferred from this file) and anomalies.
+
+    ``cascade.report.validation_page`` renders the result as the run's validation page.
+    """
     float_features, string_features = schema_column_names(schema)
     summary = compute_statistics(
         source, config, float_features=float_features, string_features=string_features
@@ -52,19 +55,12 @@ def validate_file(
     inferred = schema is None
     judged_schema = infer_schema(summary, config) if schema is None else schema
     result = validate_statistics(summary, judged_schema, baseline, config)
-    report = render_report(
-        source=source.uri,
-        run_id=run_id,
-        current=summary,
-        baseline=baseline.summary if baseline is not None else None,
-        result=result,
-        config=config,
-    )
     return FileValidation(
+        source_uri=source.uri,
         summary=summary,
         statistics=statistics_proto(summary, config, name=source.uri),
         schema=judged_schema,
         schema_inferred=inferred,
         result=result,
-        report_html=report,
+        baseline_summary=baseline.summary if baseline is not None else None,
     )

@@ -1,0 +1,1 @@
+"""The command line (``cascade ...``): local cloud control, runs, reports, the demo."""

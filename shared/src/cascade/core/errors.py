@@ -1,0 +1,83 @@
+"""One exception tree that says what retries.
+
+Permanent errors (bad data, bad request, invalid config) are recorded on the run,
+alerted, and acknowledged: retrying cannot fix them. Transient errors (network, 5xx,
+quota, a concurrent owner still working) are raised out of the function so that the
+trigger redelivers the event with backoff, up to the topology's max delivery attempts.
+"""
+
+from __future__ import annotations
+
+from pydantic import ValidationError
+
+__all__ = [
+    "BadInputError",
+    "BadRequestError",
+    "CascadeError",
+    "ConcurrentUpdateError",
+    "InvalidConfigError",
+    "PermanentError",
+    "StaleEventError",
+    "StepInProgressError",
+    "TransientError",
+    "UnknownJobError",
+    "describe_validation_error",
+]
+
+
+class CascadeError(Exception):
+    """Base of every error Cascade raises on purpose."""
+
+
+class PermanentError(CascadeError):
+    """Retrying cannot help: record it, alert, and acknowledge the event."""
+
+
+class BadInputError(PermanentError):
+    """A data file cannot be used. The message names the file and row/column/field."""
+
+    def __init__(self, message: str, *, uri: str = "", location: str = "") -> None:
+        self.uri = uri
+        self.location = location
+        prefix = " ".join(part for part in (uri, location) if part)
+        super().__init__(f"{prefix}: {message}" if prefix else message)
+
+
+class BadRequestError(PermanentError):
+    """An event, message or HTTP request is malformed or names something unknown."""
+
+
+class InvalidConfigError(PermanentError):
+    """A pipeline config or runtime setting is invalid."""
+
+
+class StaleEventError(PermanentError):
+    """The event is older than the maximum event age; it is dropped with a log line."""
+
+
+class TransientError(CascadeError):
+    """Worth retrying: raise it out of the function so the trigger redelivers."""
+
+
+class ConcurrentUpdateError(TransientError):
+    """An optimistic-concurrency update lost too many races in a row."""
+
+
+class StepInProgressError(TransientError):
+    """Another delivery of the same event holds a live claim on this step.
+
+    Raised (so the event is redelivered later) instead of acknowledged, so that if the
+    owner dies mid-step its lease expires and a redelivery finishes the work.
+    """
+
+
+def describe_validation_error(error: ValidationError, *, root: str = "<body>") -> str:
+    """``field.path: message; ...`` for each problem, ``root`` naming a top-level one."""
+    return "; ".join(
+        f"{'.'.join(str(part) for part in item['loc']) or root}: {item['msg']}"
+        for item in error.errors()
+    )
+
+
+class UnknownJobError(BadRequestError):
+    """The job runner has no job of that name (never submitted there, or since deleted)."""

@@ -1,0 +1,84 @@
+"""Object names in the artifacts bucket (the run record layout of docs/design.md).
+
+Every name is built here, from validated parts, so no other module formats paths.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+
+from cascade.core.errors import BadRequestError
+from cascade.core.settings import DATASET_NAME_PATTERN
+
+__all__ = ["DatasetPaths", "RunPaths", "check_dataset_name", "dead_letter_record"]
+
+
+def check_dataset_name(dataset: str) -> str:
+    """Return ``dataset`` if it is a valid dataset name, else raise BadRequestError."""
+    if not DATASET_NAME_PATTERN.fullmatch(dataset):
+        raise BadRequestError(
+            f"invalid dataset name {dataset!r}: use lowercase letters, digits, '-' or '_', "
+            "starting with a letter, at most 63 characters"
+        )
+    return dataset
+
+
+class RunPaths:
+    def __init__(self, run_id: str) -> None:
+        self.run_id = run_id
+        self.root = f"runs/{run_id}"
+
+    @property
+    def record(self) -> str:
+        return f"{self.root}/run.json"
+
+    @property
+    def report(self) -> str:
+        """The run's HTML report (``cascade.report``)."""
+        return f"{self.root}/report.html"
+
+    def claim(self, step: str) -> str:
+        return f"{self.root}/claims/{step}.json"
+
+    def step_dir(self, step: str) -> str:
+        return f"{self.root}/{step}"
+
+
+class DatasetPaths:
+    def __init__(self, dataset: str) -> None:
+        self.dataset = check_dataset_name(dataset)
+        self.root = f"datasets/{dataset}"
+
+    @property
+    def pipeline_config(self) -> str:
+        return f"{self.root}/pipeline.yaml"
+
+    @property
+    def schema(self) -> str:
+        return f"{self.root}/schema.pbtxt"
+
+    @property
+    def baseline_stats(self) -> str:
+        return f"{self.root}/baseline_stats.pb"
+
+    def accepted_manifest(self, file_id: str) -> str:
+        return f"{self.root}/accepted/{file_id}.json"
+
+    @property
+    def accepted_prefix(self) -> str:
+        return f"{self.root}/accepted/"
+
+    def quarantine(self, run_id: str) -> str:
+        return f"quarantine/{self.dataset}/{run_id}"
+
+    @property
+    def serving(self) -> str:
+        return f"models/{self.dataset}/serving.json"
+
+
+def dead_letter_record(message_id: str) -> str:
+    """Where the dead-letter recorder keeps one dead-lettered message (by its id)."""
+    if not re.fullmatch(r"[A-Za-z0-9_-]{1,128}", message_id):
+        message_id = hashlib.sha256(message_id.encode()).hexdigest()[:32]
+    return f"dead-letters/{message_id}.json"

@@ -1,0 +1,114 @@
+"""The run record: one ``runs/<run_id>/run.json`` per run, updated optimistically.
+
+A run id is derived from what triggered the run (object + generation, or a request
+id), so a redelivered event finds its own run instead of starting a new one.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable
+from datetime import datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field
+
+from cascade.core.errors import ConcurrentUpdateError
+from cascade.core.paths import RunPaths
+from cascade.core.store import ArtifactStore
+
+__all__ = [
+    "RunLedger",
+    "RunRecord",
+    "StepRecord",
+    "Trigger",
+    "run_id_for_object",
+    "run_id_for_request",
+]
+
+RunState = Literal["running", "succeeded", "rejected", "failed"]
+StepState = Literal["running", "succeeded", "rejected", "failed"]
+
+
+def _digest(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def run_id_for_object(dataset: str, bucket: str, name: str, generation: int) -> str:
+    """Run id of a landed object; the generation distinguishes overwrites."""
+    return f"{dataset}-{_digest(f'gs://{bucket}/{name}#{generation}')}"
+
+
+def run_id_for_request(dataset: str, request_id: str) -> str:
+    """Run id of a train request; the same request id always maps to the same run."""
+    return f"{dataset}-r{_digest(f'request:{dataset}:{request_id}')}"
+
+
+class Trigger(BaseModel):
+    kind: Literal["object", "request"]
+    uri: str = ""
+    generation: int | None = None
+    request_id: str | None = None
+    event_id: str | None = None
+
+
+class StepRecord(BaseModel):
+    state: StepState
+    attempts: int = 0
+    started_at: datetime
+    finished_at: datetime | None = None
+    duration_s: float | None = None
+    error: str | None = None
+    outputs: dict[str, Any] = Field(default_factory=dict)
+
+
+class RunRecord(BaseModel):
+    run_id: str
+    dataset: str
+    trigger: Trigger
+    state: RunState = "running"
+    created_at: datetime
+    updated_at: datetime
+    steps: dict[str, StepRecord] = Field(default_factory=dict)
+    lineage: dict[str, Any] = Field(default_factory=dict)
+    error: str | None = None
+
+
+class RunLedger:
+    """Creates and updates run records with generation preconditions."""
+
+    def __init__(self, store: ArtifactStore, *, max_attempts: int = 20) -> None:
+        self._store = store
+        self._max_attempts = max_attempts
+
+    def get(self, run_id: str) -> RunRecord | None:
+        found = self._store.read_model(RunPaths(run_id).record, RunRecord)
+        return None if found is None else found[0]
+
+    def ensure(self, record: RunRecord) -> RunRecord:
+        """Create ``record`` unless the run exists; return the stored record."""
+        path = RunPaths(record.run_id).record
+        if self._store.create(path, record.model_dump_json(indent=2).encode()) is not None:
+            return record
+        existing = self.get(record.run_id)
+        if existing is None:  # deleted between the two calls: try once more
+            return self.ensure(record)
+        return existing
+
+    def update(self, run_id: str, mutate: Callable[[RunRecord], None]) -> RunRecord:
+        """Apply ``mutate`` to the current record and write it back if nobody else did.
+
+        ``mutate`` may run several times (once per lost race); it must only change the
+        record it is given.
+        """
+        path = RunPaths(run_id).record
+        for _ in range(self._max_attempts):
+            found = self._store.read_model(path, RunRecord)
+            if found is None:
+                raise KeyError(f"run {run_id} has no record")
+            record, generation = found
+            mutate(record)
+            written = self._store.write_json(path, record, if_generation_match=generation)
+            if written is not None:
+                return record
+        raise ConcurrentUpdateError(f"run {run_id}: lost {self._max_attempts} update races")

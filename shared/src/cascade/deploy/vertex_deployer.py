@@ -1,0 +1,297 @@
+"""The Vertex AI deployer: Model Registry versions on one endpoint per dataset.
+
+- ``register``: ``Model.upload`` of the SavedModel directory with Vertex AI's prebuilt
+  TensorFlow serving image, as a new version of the dataset's model (model id = the
+  dataset; the first upload creates it, later ones pass ``parent_model``), labelled with
+  the lineage (dataset, run id, data snapshot digest, transform fingerprint);
+- ``start_canary``: the dataset's endpoint (found by its ``cascade-dataset`` label, else
+  created), then ``Endpoint.deploy`` with the canary share (100% when nothing serves),
+  the machine type and min/max replicas of the config;
+- ``check_canary``: smoke predictions through the endpoint; each answer names the
+  deployed model that served it;
+- ``promote`` / ``restore_previous``: ``Endpoint.update(traffic_split=...)``;
+- ``roll_back`` / ``retire``: ``Endpoint.undeploy``.
+
+``serving.json`` is kept in step (versions, deployed model ids, traffic) so the train
+step finds the deployed model and ``cascade rollback`` works the same as locally.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from datetime import datetime
+from typing import Any
+
+from google.api_core import exceptions as gexc
+from google.cloud import aiplatform
+
+from cascade.core.deployment_config import DeploymentConfig
+from cascade.core.errors import BadRequestError, TransientError
+from cascade.core.store import ArtifactStore
+from cascade.deploy import traffic
+from cascade.deploy.canary import judge_canary
+from cascade.deploy.deployer import CanaryReport, Candidate, label_value
+from cascade.serving.state import (
+    DeployedVersion,
+    ServingState,
+    read_serving_state,
+    update_serving_state,
+)
+
+__all__ = ["VertexDeployer"]
+
+_TRANSIENT = (
+    gexc.ServiceUnavailable,
+    gexc.TooManyRequests,
+    gexc.InternalServerError,
+    gexc.DeadlineExceeded,
+)
+
+
+class VertexDeployer:
+    target = "vertex"
+
+    def __init__(
+        self,
+        artifacts: ArtifactStore,
+        *,
+        project: str,
+        region: str,
+        clock: Callable[[], datetime],
+        models: Any = aiplatform.Model,
+        endpoints: Any = aiplatform.Endpoint,
+    ) -> None:
+        self._artifacts = artifacts
+        self._project = project
+        self._region = region
+        self._clock = clock
+        self._models = models  # aiplatform.Model, or a spec'd mock of it
+        self._endpoints = endpoints  # aiplatform.Endpoint, or a spec'd mock of it
+
+    def _where(self) -> dict[str, str]:
+        return {"project": self._project, "location": self._region}
+
+    def _model_name(self, dataset: str) -> str:
+        return f"projects/{self._project}/locations/{self._region}/models/{dataset}"
+
+    # -- register -----------------------------------------------------------------------------
+
+    def register(self, candidate: Candidate, config: DeploymentConfig) -> DeployedVersion:
+        dataset = candidate.dataset
+        parent = self._model_name(dataset)
+        try:
+            self._models(model_name=parent, **self._where())
+            first = False
+        except gexc.NotFound:
+            first = True
+        labels = {"cascade-dataset": label_value(dataset)} | {
+            f"cascade-{key.replace('_', '-')}": label_value(value)
+            for key, value in candidate.lineage.items()
+        }
+        alias = label_value(f"run-{candidate.run_id}").replace("_", "-")
+        if not first:
+            existing = self._existing_version(f"{parent}@{alias}")
+            if existing is not None:  # a retry after the upload: reuse it
+                return self._version_of(candidate, existing)
+        described = ", ".join(f"{key}={value}" for key, value in sorted(candidate.lineage.items()))
+        try:
+            model = self._models.upload(
+                display_name=dataset,
+                artifact_uri=candidate.model_uri,
+                serving_container_image_uri=config.serving_image,
+                model_id=dataset if first else None,
+                parent_model=None if first else parent,
+                is_default_version=True,
+                version_aliases=[alias],
+                version_description=f"Cascade run {candidate.run_id}: {described}",
+                labels=labels,
+                sync=True,
+                **self._where(),
+            )
+        except _TRANSIENT as error:
+            raise TransientError(f"Model.upload of {candidate.model_uri}: {error}") from error
+        return self._version_of(candidate, model)
+
+    def _existing_version(self, name_with_alias: str) -> Any:
+        try:
+            return self._models(model_name=name_with_alias, **self._where())
+        except gexc.NotFound:
+            return None
+
+    def _version_of(self, candidate: Candidate, model: Any) -> DeployedVersion:
+        return DeployedVersion(
+            version=str(model.version_id),
+            run_id=candidate.run_id,
+            model_uri=candidate.model_uri,
+            state="standby",
+            deployed_at=self._clock(),
+            lineage=candidate.lineage,
+            vertex_model=model.versioned_resource_name,
+        )
+
+    # -- endpoint -----------------------------------------------------------------------------
+
+    def _endpoint(self, dataset: str, *, create: bool) -> Any:
+        found = read_serving_state(self._artifacts, dataset)
+        if found is not None and found[0].endpoint:
+            return self._endpoints(endpoint_name=found[0].endpoint, **self._where())
+        existing = self._endpoints.list(
+            filter=f'labels.cascade-dataset="{label_value(dataset)}"', **self._where()
+        )
+        if existing:
+            return existing[0]
+        if not create:
+            raise BadRequestError(f"{dataset} has no Vertex AI endpoint")
+        return self._endpoints.create(
+            display_name=dataset,
+            labels={"cascade-dataset": label_value(dataset)},
+            sync=True,
+            **self._where(),
+        )
+
+    def start_canary(
+        self, candidate: Candidate, version: DeployedVersion, config: DeploymentConfig
+    ) -> int:
+        dataset = candidate.dataset
+        endpoint = self._endpoint(dataset, create=True)
+        serving = {key: share for key, share in dict(endpoint.traffic_split).items() if share}
+        share = 100 if not serving else config.canary_traffic_percent
+        model = self._models(model_name=version.vertex_model, **self._where())
+        try:
+            endpoint.deploy(
+                model=model,
+                deployed_model_display_name=f"{dataset}-v{version.version}",
+                traffic_percentage=share,
+                machine_type=config.machine_type,
+                min_replica_count=config.min_replicas,
+                max_replica_count=config.max_replicas,
+                service_account=config.endpoint_service_account,
+                sync=True,
+            )
+        except _TRANSIENT as error:
+            raise TransientError(f"Endpoint.deploy of {version.vertex_model}: {error}") from error
+        deployed_id = self._deployed_model_id(endpoint, model)
+        entry = version.model_copy(update={"vertex_deployed_model_id": deployed_id})
+
+        def change(state: ServingState, now: datetime) -> None:
+            traffic.add_version(state, entry)
+            traffic.start_canary(state, entry.version, share, now)
+
+        self._update(dataset, endpoint.resource_name, change)
+        return share
+
+    @staticmethod
+    def _deployed_model_id(endpoint: Any, model: Any) -> str:
+        for deployed in endpoint.list_models():
+            if deployed.model == model.resource_name and str(deployed.model_version_id) == str(
+                model.version_id
+            ):
+                return str(deployed.id)
+        raise TransientError(f"{model.resource_name} is not listed on {endpoint.resource_name}")
+
+    # -- canary -------------------------------------------------------------------------------
+
+    def check_canary(
+        self, dataset: str, version: str, instances: list[dict[str, Any]], config: DeploymentConfig
+    ) -> CanaryReport:
+        endpoint = self._endpoint(dataset, create=False)
+        canary_id = self._deployed_id(dataset, version)
+        if not instances:
+            return CanaryReport(
+                True, 0, 0, 0.0, "deployed; no transform spec to build smoke predictions from"
+            )
+        errors, latencies, last_error, by_canary = 0, [], "", 0
+        for index in range(config.canary_requests):
+            started = time.perf_counter()
+            try:
+                prediction = endpoint.predict(instances=[instances[index % len(instances)]])
+                if len(prediction.predictions) != 1:
+                    errors += 1
+                    last_error = f"{len(prediction.predictions)} predictions for 1 instance"
+                by_canary += int(str(prediction.deployed_model_id) == canary_id)
+            except gexc.GoogleAPICallError as error:
+                errors += 1
+                last_error = str(error)
+            latencies.append((time.perf_counter() - started) * 1000)
+        return judge_canary(config, errors, latencies, last_error, answered_by_canary=by_canary)
+
+    # -- traffic --------------------------------------------------------------------------------
+
+    def promote(self, dataset: str, version: str) -> None:
+        endpoint = self._endpoint(dataset, create=False)
+        endpoint.update(traffic_split={self._deployed_id(dataset, version): 100})
+        self._update(
+            dataset, endpoint.resource_name, lambda state, now: traffic.promote(state, version, now)
+        )
+
+    def roll_back(self, dataset: str, version: str, reason: str) -> None:
+        endpoint = self._endpoint(dataset, create=False)
+        found = read_serving_state(self._artifacts, dataset)
+        assert found is not None
+        after = found[0].model_copy(deep=True)
+        traffic.remove_version(after, version, self._clock(), reason)
+        split = {self._deployed_id(dataset, v): share for v, share in after.traffic.items()}
+        endpoint.undeploy(
+            deployed_model_id=self._deployed_id(dataset, version), traffic_split=split or None
+        )
+        self._update(
+            dataset,
+            endpoint.resource_name,
+            lambda state, now: traffic.remove_version(state, version, now, reason),
+        )
+
+    def retire(self, dataset: str, keep: int) -> list[str]:
+        endpoint = self._endpoint(dataset, create=False)
+        found = read_serving_state(self._artifacts, dataset)
+        assert found is not None
+        planned = traffic.retire_beyond(found[0].model_copy(deep=True), keep, self._clock())
+        for entry in planned:
+            endpoint.undeploy(deployed_model_id=self._deployed_id(dataset, entry.version))
+        self._update(
+            dataset,
+            endpoint.resource_name,
+            lambda state, now: traffic.retire_beyond(state, keep, now),
+        )
+        return [entry.version for entry in planned]
+
+    def restore_previous(self, dataset: str) -> tuple[str, str]:
+        endpoint = self._endpoint(dataset, create=False)
+        found = read_serving_state(self._artifacts, dataset)
+        if found is None:
+            raise BadRequestError(f"{dataset} was never deployed")
+        rolled_back, serving = traffic.restore_previous(
+            found[0].model_copy(deep=True), self._clock()
+        )
+        endpoint.update(traffic_split={self._deployed_id(dataset, serving.version): 100})
+        endpoint.undeploy(deployed_model_id=self._deployed_id(dataset, rolled_back.version))
+        self._update(
+            dataset, endpoint.resource_name, lambda state, now: traffic.restore_previous(state, now)
+        )
+        return rolled_back.version, serving.version
+
+    # -- serving.json ---------------------------------------------------------------------------
+
+    def _deployed_id(self, dataset: str, version: str) -> str:
+        found = read_serving_state(self._artifacts, dataset)
+        entry = None if found is None else found[0].version(version)
+        if entry is None or entry.vertex_deployed_model_id is None:
+            raise BadRequestError(f"{dataset} v{version} is not deployed on its endpoint")
+        return entry.vertex_deployed_model_id
+
+    def _update(
+        self, dataset: str, endpoint_name: str, change: Callable[[ServingState, datetime], object]
+    ) -> None:
+        def mutate(state: ServingState | None) -> ServingState:
+            if state is None:
+                state = ServingState(
+                    dataset=dataset,
+                    target="vertex",
+                    endpoint=endpoint_name,
+                    updated_at=self._clock(),
+                )
+            state.endpoint = endpoint_name
+            change(state, self._clock())
+            return state
+
+        update_serving_state(self._artifacts, dataset, mutate)

@@ -1,0 +1,127 @@
+"""``LocalJobRunner``: the ``JobRunner`` that talks to the local job service over HTTP.
+
+The service (``python -m cascade.localcloud.job_service``) plays Vertex AI on the
+laptop: ``POST /v1/jobs`` submits (idempotent by request id), ``GET /v1/jobs/<id>``
+reads a job, ``POST /v1/jobs/<id>:cancel`` cancels it, ``GET /v1/jobs`` lists them.
+Job names look like Vertex AI's (``projects/<p>/locations/local/customJobs/<id>``).
+The service publishes a tuning job's best trial as ``model-trained`` itself.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Literal
+
+import requests
+from pydantic import BaseModel, ConfigDict, Field
+
+from cascade.core.errors import BadRequestError, InvalidConfigError, TransientError, UnknownJobError
+from cascade.core.job_spec import (
+    TERMINAL_STATES,
+    HyperparameterValue,
+    JobState,
+    JobStatus,
+    TrainingJobSpec,
+)
+from cascade.jobs.records import job_id_of
+
+__all__ = ["LocalJob", "LocalJobRunner", "SubmitJobRequest"]
+
+
+class LocalJob(BaseModel):
+    """A job as the local job service stores and returns it (its wire record)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    job_id: str
+    name: str
+    request_id: str
+    kind: Literal["custom", "tuning"]
+    spec: TrainingJobSpec
+    state: JobState = "queued"
+    error: str = ""
+    created_at: datetime
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+    model_dir: str | None = None
+    best_trial_id: str | None = None
+    best_metric: float | None = None
+    best_hyperparameters: dict[str, HyperparameterValue] | None = None
+    trials_completed: int = 0
+    trials_failed: int = 0
+    pids: list[int] = Field(default_factory=list)
+    cancel_requested: bool = False
+    announced: bool = False
+
+    @property
+    def finished(self) -> bool:
+        return self.state in TERMINAL_STATES
+
+    def status(self) -> JobStatus:
+        return JobStatus(
+            name=self.name,
+            state=self.state,
+            error=self.error,
+            model_dir=self.model_dir,
+            best_hyperparameters=self.best_hyperparameters,
+            created_at=self.created_at,
+            finished_at=self.finished_at,
+            best_trial_id=self.best_trial_id,
+            best_metric=self.best_metric,
+        )
+
+
+class SubmitJobRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    spec: TrainingJobSpec
+    request_id: str
+
+
+class LocalJobRunner:
+    publishes_tuning_result = True
+
+    def __init__(self, base_url: str, *, timeout_s: float = 30.0) -> None:
+        self.base_url = base_url.rstrip("/")
+        self._timeout_s = timeout_s
+        self._session = requests.Session()
+
+    def submit(self, spec: TrainingJobSpec, *, request_id: str) -> str:
+        body = SubmitJobRequest(spec=spec, request_id=request_id).model_dump(mode="json")
+        return self._job(self._call("POST", "/v1/jobs", json=body)).name
+
+    def get(self, name: str) -> JobStatus:
+        return self.job(name).status()
+
+    def job(self, name: str) -> LocalJob:
+        return self._job(self._call("GET", f"/v1/jobs/{job_id_of(name)}"))
+
+    def cancel(self, name: str) -> None:
+        self._call("POST", f"/v1/jobs/{job_id_of(name)}:cancel")
+
+    def list_jobs(self) -> list[LocalJob]:
+        payload = self._call("GET", "/v1/jobs")
+        return [LocalJob.model_validate(job) for job in payload.get("jobs", [])]
+
+    @staticmethod
+    def _job(payload: dict[str, Any]) -> LocalJob:
+        return LocalJob.model_validate(payload)
+
+    def _call(self, method: str, path: str, **kwargs: Any) -> dict[str, Any]:
+        url = f"{self.base_url}{path}"
+        try:
+            response = self._session.request(method, url, timeout=self._timeout_s, **kwargs)
+        except requests.RequestException as error:
+            raise TransientError(f"local job service {method} {path}: {error}") from error
+        if response.status_code == 404:
+            raise UnknownJobError(f"local job service has no {path.rsplit('/', 1)[-1]}")
+        if response.status_code == 400:
+            raise InvalidConfigError(f"local job service refused the job: {response.text}")
+        if response.status_code >= 500 or response.status_code == 429:
+            raise TransientError(f"local job service {method} {path}: {response.status_code}")
+        if response.status_code >= 300:
+            raise BadRequestError(f"local job service {method} {path}: {response.text}")
+        payload = response.json()
+        if not isinstance(payload, dict):
+            raise TransientError(f"local job service {method} {path}: not a JSON object")
+        return payload

@@ -1,0 +1,87 @@
+"""The TrainingJobSpec of a run: config sections, request overrides, the transform to use."""
+
+from __future__ import annotations
+
+from cascade.core.errors import BadRequestError, InvalidConfigError
+from cascade.core.job_spec import HyperparameterValue, TrainingJobSpec, TuningSpec, WorkerPool
+from cascade.core.pipeline_config import PipelineConfig
+from cascade.core.store import ArtifactStore
+from cascade.jobs.records import DATASET_LABEL, RUN_ID_LABEL, display_name_for, label_value
+from cascade.transform.catalog import latest_transform, read_transform, transform_spec_name
+
+__all__ = ["build_job_spec", "check_tuning", "resolve_transform_uri"]
+
+
+def resolve_transform_uri(store: ArtifactStore, *, run_id: str, dataset: str) -> str:
+    """The run's own transform, else the dataset's latest (a retrain or a follow-up)."""
+    if read_transform(store, run_id) is not None:
+        return store.uri(transform_spec_name(run_id))
+    pointer = latest_transform(store, dataset)
+    if pointer is None:
+        raise BadRequestError(
+            f"dataset {dataset} has no transformed data yet: upload a data file first"
+        )
+    return pointer.transform_uri
+
+
+def check_tuning(tuning: TuningSpec) -> TuningSpec:
+    """Refuse what no runner can search: a grid over a continuous (double) parameter."""
+    if tuning.algorithm == "grid":
+        continuous = [p.name for p in tuning.parameters if p.type == "double"]
+        if continuous:
+            raise InvalidConfigError(
+                f"tuning.algorithm grid needs integer, discrete or categorical parameters; "
+                f"{', '.join(continuous)} are double: give them `values` as discrete"
+            )
+    if tuning.parallel_trials > tuning.max_trials:
+        return tuning.model_copy(update={"parallel_trials": tuning.max_trials})
+    return tuning
+
+
+def _worker_pools(config: PipelineConfig) -> tuple[WorkerPool, WorkerPool | None]:
+    training = config.training
+    machine = {
+        "machine_type": training.machine_type,
+        "accelerator_type": training.accelerator_type,
+        "accelerator_count": training.accelerator_count if training.accelerator_type else 0,
+    }
+    chief = WorkerPool(replica_count=1, **machine)
+    if training.workers == 1:
+        return chief, None
+    return chief, WorkerPool(replica_count=training.workers - 1, **machine)
+
+
+def build_job_spec(
+    *,
+    run_id: str,
+    dataset: str,
+    transform_spec_uri: str,
+    output_dir: str,
+    config: PipelineConfig,
+    hyperparameters: dict[str, HyperparameterValue],
+    tune: bool,
+    baseline_model_uri: str | None = None,
+) -> TrainingJobSpec:
+    """``hyperparameters`` (the request's) override the config's; ``tune`` or
+    ``tuning.enabled`` makes it a tuning job over the config's search space;
+    ``baseline_model_uri`` is the deployed model the trainer also evaluates."""
+    tuning = check_tuning(config.tuning.study()) if tune or config.tuning.enabled else None
+    chief, workers = _worker_pools(config)
+    training = config.training
+    return TrainingJobSpec(
+        run_id=run_id,
+        dataset=dataset,
+        display_name=display_name_for(run_id, tuning=tuning is not None),
+        transform_spec_uri=transform_spec_uri,
+        output_dir=output_dir,
+        hyperparameters={**training.hyperparameters, **hyperparameters},
+        epochs=training.epochs,
+        batch_size=training.batch_size,
+        early_stopping_patience=training.early_stopping_patience,
+        slice_features=list(training.slice_features),
+        chief=chief,
+        workers=workers,
+        tuning=tuning,
+        baseline_model_uri=baseline_model_uri,
+        labels={RUN_ID_LABEL: label_value(run_id), DATASET_LABEL: label_value(dataset)},
+    )
