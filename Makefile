@@ -47,6 +47,7 @@ status: setup
 lint: setup
 	$(RUFF) check $(PY_SOURCES)
 	$(RUFF) format --check $(PY_SOURCES)
+	$(BIN)/lint-imports --config shared/pyproject.toml
 
 format: setup
 	$(RUFF) check --fix $(PY_SOURCES)

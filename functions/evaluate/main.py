@@ -8,7 +8,8 @@ from cloudevents.http import CloudEvent
 from cascade.core.messages import ModelTrained
 from cascade.steps.adapter import context, run_cloudevent, run_pubsub_event
 from cascade.steps.bless_http import handle_http_bless
-from cascade.steps.evaluate import handle_job_event_data, handle_model_trained
+from cascade.steps.evaluate import handle_model_trained
+from cascade.steps.training_job import handle_job_event_data
 
 
 @functions_framework.cloud_event

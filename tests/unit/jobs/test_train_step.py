@@ -16,8 +16,8 @@ from cascade.core.runs import run_id_for_request
 from cascade.jobs.job_events import job_success_log_entry, parse_job_event
 from cascade.jobs.lock import TrainingLockStore, follow_up_run_id
 from cascade.jobs.records import job_id_of, read_job_record
-from cascade.steps.evaluate import JOB_STEP, handle_job_event
 from cascade.steps.train import handle_train_request
+from cascade.steps.training_job import JOB_STEP, handle_job_event
 from cascade.transform.catalog import TransformPointer, latest_transform_name
 from tests.unit.conftest import Clock
 from tests.unit.jobs.fakes import FakeJobRunner

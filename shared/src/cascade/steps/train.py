@@ -15,17 +15,48 @@ claim records the job name, so a redelivered or resumed request finds its job.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+
 from cascade.core.claims import ClaimHandle
 from cascade.core.context import StepContext
-from cascade.core.job_spec import JobRunner
-from cascade.core.messages import TrainRequest
+from cascade.core.errors import BadRequestError, PermanentError, UnknownJobError
+from cascade.core.job_spec import JobRunner, TrainingJobSpec
+from cascade.core.messages import Alert, StepMessage, TrainRequest
 from cascade.core.observability import RunLogger
+from cascade.core.pipeline_config import load_pipeline_config
 from cascade.core.runs import RunRecord, Trigger, run_id_for_request
+from cascade.jobs.lock import (
+    ActiveRun,
+    PendingFollowUp,
+    TrainingLock,
+    TrainingLockStore,
+    follow_up_request,
+    follow_up_run_id,
+    release,
+)
+from cascade.jobs.records import (
+    JobRecord,
+    ModelTrainedBy,
+    job_id_of,
+    job_spec_name,
+    training_folder,
+    write_job_record,
+)
 from cascade.jobs.runners import job_runner_for
+from cascade.jobs.spec_builder import build_job_spec, resolve_transform_uri
+from cascade.serving.state import deployed_model_uri
 from cascade.steps.runner import StepOutcome, execute_step
-from cascade.steps.train_coordinator import start_training
 
-__all__ = ["handle_train_request"]
+__all__ = [
+    "Coalesced",
+    "Holding",
+    "acquire_lock",
+    "failure_messages",
+    "handle_train_request",
+    "start_training",
+]
 
 STEP = "train"
 
@@ -55,3 +86,253 @@ def handle_train_request(
         return start_training(ctx, jobs, request, run, claim, log)
 
     return execute_step(ctx, run=run, step=STEP, owner=event_id, body=body)
+
+
+@dataclass(frozen=True)
+class Holding:
+    """This run holds the dataset's lock and may submit."""
+
+    active: ActiveRun
+
+
+@dataclass(frozen=True)
+class Coalesced:
+    """Another run's job is active: this request joined its one follow-up.
+
+    ``handed_over`` is set when this request found a stale lock and handed it to the
+    follow-up that was waiting; its train request must be published.
+    """
+
+    follow_up_run_id: str
+    handed_over: ActiveRun | None = None
+
+
+def start_training(
+    ctx: StepContext,
+    runner: JobRunner,
+    request: TrainRequest,
+    run: RunRecord,
+    claim: ClaimHandle,
+    log: RunLogger,
+) -> StepOutcome:
+    """Submit the run's job, or coalesce the request into the dataset's follow-up."""
+    submitted = claim.claim.submitted.get("job_name")
+    if submitted:
+        log.info("resumed after submitting %s", submitted)
+        return _submitted_outcome(run, str(submitted), claim.claim.submitted)
+    locks = TrainingLockStore(ctx.artifacts, run.dataset)
+    decision = acquire_lock(ctx, runner, locks, run_id=run.run_id, request=request, log=log)
+    if isinstance(decision, Coalesced):
+        return _coalesced_outcome(run, decision)
+    try:
+        spec = _job_spec(ctx, run, decision.active)
+        ctx.artifacts.write_json(job_spec_name(run.run_id), spec)
+        job_name = runner.submit(spec, request_id=run.run_id)
+    except PermanentError as error:
+        log.error("cannot start training: %s", error)
+        handed_over = locks.update(lambda lock: release(lock, run.run_id, ctx.clock()))
+        return _failed_before_submission(ctx, run, error, handed_over)
+    details = _record_submission(ctx, runner, claim, spec, job_name)
+    locks.update(lambda lock: _mark_submitted(lock, run.run_id, job_name, ctx))
+    log.info("submitted %s for run %s", job_name, run.run_id)
+    return _submitted_outcome(run, job_name, details)
+
+
+def acquire_lock(
+    ctx: StepContext,
+    runner: JobRunner,
+    locks: TrainingLockStore,
+    *,
+    run_id: str,
+    request: TrainRequest,
+    log: RunLogger,
+) -> Holding | Coalesced:
+    """Take the dataset's lock for ``run_id``, or coalesce into the pending follow-up."""
+    current, _ = locks.read()
+    stale = _stale_reason(ctx, runner, current.active, run_id)
+    if stale is not None and current.active is not None:
+        log.warning("training lock of %s is stale: %s", locks.dataset, stale)
+    checked = current.active
+
+    def mutate(lock: TrainingLock) -> Holding | Coalesced:
+        now = ctx.clock()
+        if lock.active is not None and lock.active.run_id == run_id:
+            return Holding(lock.active)
+        handed_over = None
+        if stale is not None and _same_active(lock.active, checked):
+            assert lock.active is not None
+            handed_over = release(lock, lock.active.run_id, now)
+        if lock.active is None:
+            lock.active = ActiveRun(
+                run_id=run_id,
+                request_id=request.request_id or run_id,
+                reserved_at=now,
+                hyperparameters=dict(request.hyperparameters),
+                tune=request.tune,
+            )
+            lock.updated_at = now
+            return Holding(lock.active)
+        return Coalesced(_join_follow_up(lock, run_id, request, now), handed_over)
+
+    return locks.update(mutate)
+
+
+def _same_active(active: ActiveRun | None, checked: ActiveRun | None) -> bool:
+    if active is None or checked is None:
+        return False
+    return (active.run_id, active.job_name) == (checked.run_id, checked.job_name)
+
+
+def _join_follow_up(lock: TrainingLock, run_id: str, request: TrainRequest, now: Any) -> str:
+    assert lock.active is not None
+    pending = lock.pending or PendingFollowUp(
+        run_id=follow_up_run_id(lock.dataset, lock.active.run_id),
+        request_id=f"follow-up:{lock.active.run_id}",
+        requested_at=now,
+    )
+    if pending.run_id == run_id:
+        raise BadRequestError(
+            f"run {run_id} is the pending follow-up of {lock.active.run_id}; it starts by "
+            "itself when that run's job finishes"
+        )
+    if run_id not in pending.coalesced:
+        pending.coalesced.append(run_id)
+        pending.hyperparameters.update(request.hyperparameters)
+        pending.tune = pending.tune or request.tune
+    lock.pending = pending
+    lock.updated_at = now
+    return pending.run_id
+
+
+def _stale_reason(
+    ctx: StepContext, runner: JobRunner, active: ActiveRun | None, run_id: str
+) -> str | None:
+    """Why the active entry no longer holds the lock, or None while it rightly does."""
+    if active is None or active.run_id == run_id:
+        return None
+    if active.job_name:
+        try:
+            status = runner.get(active.job_name)
+        except UnknownJobError:
+            return f"job {active.job_name} is unknown to the job runner"
+        return f"job {active.job_name} is already {status.state}" if status.finished else None
+    record = ctx.ledger.get(active.run_id)
+    step = record.steps.get("train") if record is not None else None
+    if step is not None and step.state != "running":
+        return f"run {active.run_id} ended its train step ({step.state}) without a job"
+    waited = ctx.clock() - active.reserved_at
+    if step is None and waited > timedelta(seconds=ctx.settings.max_event_age_s):
+        return f"run {active.run_id} never started its train step ({waited} ago)"
+    return None
+
+
+def _job_spec(ctx: StepContext, run: RunRecord, active: ActiveRun) -> TrainingJobSpec:
+    config = load_pipeline_config(ctx.artifacts, run.dataset)
+    return build_job_spec(
+        run_id=run.run_id,
+        dataset=run.dataset,
+        transform_spec_uri=resolve_transform_uri(
+            ctx.artifacts, run_id=run.run_id, dataset=run.dataset
+        ),
+        output_dir=ctx.artifacts.uri(training_folder(run.run_id)),
+        config=config,
+        hyperparameters=dict(active.hyperparameters),
+        tune=active.tune,
+        baseline_model_uri=deployed_model_uri(ctx.artifacts, run.dataset),
+    )
+
+
+def _record_submission(
+    ctx: StepContext, runner: JobRunner, claim: ClaimHandle, spec: TrainingJobSpec, job_name: str
+) -> dict[str, Any]:
+    kind = "tuning" if spec.tuning is not None else "custom"
+    announcer: ModelTrainedBy = "trainer"
+    if spec.tuning is not None:
+        announcer = "runner" if runner.publishes_tuning_result else "job-events"
+    details = {
+        "job_name": job_name,
+        "job_spec": spec.job_spec_uri,
+        "transform": spec.transform_spec_uri,
+        "kind": kind,
+    }
+    claim.record_submission(**details)
+    write_job_record(
+        ctx.artifacts,
+        JobRecord(
+            job_name=job_name,
+            job_id=job_id_of(job_name),
+            run_id=spec.run_id,
+            dataset=spec.dataset,
+            kind=kind,
+            model_trained_by=announcer,
+            job_spec_uri=spec.job_spec_uri,
+            submitted_at=ctx.clock(),
+        ),
+    )
+    return details
+
+
+def _mark_submitted(lock: TrainingLock, run_id: str, job_name: str, ctx: StepContext) -> None:
+    if lock.active is not None and lock.active.run_id == run_id:
+        lock.active.job_name = job_name
+        lock.active.submitted_at = ctx.clock()
+        lock.updated_at = ctx.clock()
+
+
+def _submitted_outcome(run: RunRecord, job_name: str, details: dict[str, Any]) -> StepOutcome:
+    return StepOutcome(
+        summary=f"submitted {details.get('kind', 'training')} job {job_name}",
+        outputs=dict(details),
+        lineage={"training_job": job_name, "transform": details.get("transform")},
+    )
+
+
+def _coalesced_outcome(run: RunRecord, decision: Coalesced) -> StepOutcome:
+    messages: list[StepMessage] = []
+    if decision.handed_over is not None:
+        messages.append(follow_up_request(run.dataset, decision.handed_over))
+    return StepOutcome(
+        summary=(
+            f"another training job of {run.dataset} is running: coalesced into "
+            f"follow-up run {decision.follow_up_run_id}"
+        ),
+        outputs={"coalesced_into": decision.follow_up_run_id},
+        messages=messages,
+        run_state="succeeded",
+        lineage={"trained_by": decision.follow_up_run_id},
+    )
+
+
+def failure_messages(
+    ctx: StepContext,
+    dataset: str,
+    run_id: str,
+    step: str,
+    summary: str,
+    handed_over: ActiveRun | None,
+) -> list[StepMessage]:
+    messages: list[StepMessage] = [
+        Alert(
+            dataset=dataset,
+            run_id=run_id,
+            step=step,
+            severity="ERROR",
+            summary=summary,
+            at=ctx.clock(),
+        )
+    ]
+    if handed_over is not None:
+        messages.append(follow_up_request(dataset, handed_over))
+    return messages
+
+
+def _failed_before_submission(
+    ctx: StepContext, run: RunRecord, error: PermanentError, handed_over: ActiveRun | None
+) -> StepOutcome:
+    summary = f"train failed: {error}"
+    return StepOutcome(
+        state="failed",
+        summary=str(error),
+        run_state="failed",
+        messages=failure_messages(ctx, run.dataset, run.run_id, "train", summary, handed_over),
+    )
