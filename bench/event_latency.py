@@ -32,8 +32,8 @@ from cascade.core.topology import load_topology
 from cascade.localcloud import control
 from cascade.localcloud.client import LocalCloudClient
 from cascade.localcloud.eventarc import message_published_event
+from cascade.localcloud.local_settings import LocalCloudSettings
 from cascade.localcloud.router import function_urls
-from cascade.localcloud.settings import LocalCloudSettings
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 RESULTS = REPO_ROOT / "bench" / "results" / "event_latency.json"

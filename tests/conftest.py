@@ -18,7 +18,7 @@ from cascade.cli.sample_data import SAMPLE_PIPELINE_CONFIG
 from cascade.core.pipeline_config import push_pipeline_config
 from cascade.localcloud import control
 from cascade.localcloud.client import LocalCloudClient
-from cascade.localcloud.settings import LocalCloudSettings
+from cascade.localcloud.local_settings import LocalCloudSettings
 from cascade.localcloud.state_file import CloudState
 
 REPO_ROOT = Path(__file__).resolve().parents[1]

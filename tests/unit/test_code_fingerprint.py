@@ -3,7 +3,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from cascade.localcloud.fingerprint import code_fingerprint
-from cascade.localcloud.settings import LocalCloudSettings
+from cascade.localcloud.local_settings import LocalCloudSettings
 
 
 def _local(root: Path) -> LocalCloudSettings:

@@ -33,7 +33,7 @@ from cascade.core.paths import DatasetPaths
 from cascade.core.pipeline_config import push_pipeline_config
 from cascade.localcloud import control
 from cascade.localcloud.client import LocalCloudClient
-from cascade.localcloud.settings import LocalCloudSettings
+from cascade.localcloud.local_settings import LocalCloudSettings
 
 __all__ = ["DEMO_DATASET", "run_demo"]
 

@@ -25,8 +25,8 @@ from cascade.core.runs import RunRecord
 from cascade.core.settings import load_settings
 from cascade.localcloud import control
 from cascade.localcloud.client import LocalCloudClient
+from cascade.localcloud.local_settings import LocalCloudSettings
 from cascade.localcloud.logs import run_log_entries
-from cascade.localcloud.settings import LocalCloudSettings
 from cascade.localcloud.state_file import CloudState
 from cascade.steps.reconcile import reconcile as reconcile_runs
 

@@ -21,7 +21,7 @@ from cascade.core.context import StepContext, utc_now
 from cascade.core.errors import CascadeError
 from cascade.core.settings import Settings, load_settings
 from cascade.localcloud import control
-from cascade.localcloud.settings import LocalCloudSettings
+from cascade.localcloud.local_settings import LocalCloudSettings
 
 __all__ = ["serving_commands"]
 

@@ -16,7 +16,7 @@ import click
 from cascade.core.errors import CascadeError
 from cascade.localcloud import control
 from cascade.localcloud.client import LocalCloudClient
-from cascade.localcloud.settings import LocalCloudSettings
+from cascade.localcloud.local_settings import LocalCloudSettings
 from cascade.report import render_run_report, store_report_html
 
 __all__ = ["DEFAULT_REPORTS_DIR", "report", "report_commands"]

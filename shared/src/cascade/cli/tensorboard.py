@@ -13,7 +13,7 @@ from rich.markup import escape
 from cascade.core.errors import CascadeError
 from cascade.localcloud import control
 from cascade.localcloud.client import LocalCloudClient
-from cascade.localcloud.settings import LocalCloudSettings
+from cascade.localcloud.local_settings import LocalCloudSettings
 from cascade.report.tensorboard_logs import (
     TensorBoardLogs,
     download_tensorboard_logs,

@@ -11,9 +11,9 @@ from pathlib import Path
 import requests
 
 from cascade.core.topology import Topology
+from cascade.localcloud.local_settings import LOOPBACK, LocalCloudSettings
 from cascade.localcloud.processes import ProcessSpec, port_accepts
 from cascade.localcloud.router import function_ports
-from cascade.localcloud.settings import LOOPBACK, LocalCloudSettings
 
 __all__ = [
     "MissingToolError",

@@ -10,8 +10,8 @@ import time
 
 from cascade.localcloud.components import check_prerequisites
 from cascade.localcloud.fingerprint import code_fingerprint
+from cascade.localcloud.local_settings import LocalCloudSettings
 from cascade.localcloud.processes import pid_alive, stop_process_group, wait_until
-from cascade.localcloud.settings import LocalCloudSettings
 from cascade.localcloud.state_file import CloudState, read_state, state_path
 
 __all__ = ["LocalCloudError", "down", "status", "up"]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 from pathlib import Path
 
-from cascade.localcloud.settings import LocalCloudSettings
+from cascade.localcloud.local_settings import LocalCloudSettings
 
 __all__ = ["code_fingerprint"]
 

@@ -40,7 +40,7 @@ from cascade.core.settings import Settings, load_settings
 from cascade.jobs.job_events import job_success_log_entry
 from cascade.jobs.local_runner import LocalJob, SubmitJobRequest
 from cascade.localcloud.job_executor import LocalJobExecutor, LocalJobStore
-from cascade.localcloud.settings import LOOPBACK, LocalCloudSettings
+from cascade.localcloud.local_settings import LOOPBACK, LocalCloudSettings
 
 __all__ = ["JobServiceHandler", "PubSubJobNotifier", "main", "serve"]
 

@@ -39,8 +39,8 @@ from cascade.localcloud.eventarc import (
     message_published_event,
     object_finalized_event,
 )
+from cascade.localcloud.local_settings import LOOPBACK, LocalCloudSettings
 from cascade.localcloud.pubsub_admin import Route, routes_of
-from cascade.localcloud.settings import LOOPBACK, LocalCloudSettings
 
 __all__ = ["EventRouter", "main"]
 

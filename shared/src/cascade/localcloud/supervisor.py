@@ -32,9 +32,9 @@ from cascade.localcloud.components import (
     router_spec,
 )
 from cascade.localcloud.fingerprint import code_fingerprint
+from cascade.localcloud.local_settings import LocalCloudSettings
 from cascade.localcloud.processes import ManagedProcess, free_loopback_port
 from cascade.localcloud.pubsub_admin import provision_pubsub
-from cascade.localcloud.settings import LocalCloudSettings
 from cascade.localcloud.state_file import CloudState, ComponentState, read_state, write_state
 
 __all__ = ["Supervisor", "main"]

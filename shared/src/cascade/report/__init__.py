@@ -8,7 +8,7 @@ docs/observability.md.
 """
 
 from cascade.report.collect import RunNotFoundError, collect_run_report
-from cascade.report.model import RunReport
+from cascade.report.page_model import RunReport
 from cascade.report.publish import (
     REPORT_CONTENT_TYPE,
     render_run_report,

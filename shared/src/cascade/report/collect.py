@@ -19,7 +19,7 @@ from cascade.core.store import ArtifactStore
 from cascade.evaluation.record import EvaluationRecord, evaluation_path
 from cascade.report.deployment_section import DEPLOY_STEP, deployment_section
 from cascade.report.evaluation_section import evaluation_section
-from cascade.report.model import (
+from cascade.report.page_model import (
     DeploymentSection,
     EvaluationSection,
     Fact,

@@ -15,7 +15,7 @@ from cascade.core.runs import RunRecord
 from cascade.core.store import ArtifactStore
 from cascade.evaluation.record import EvaluationRecord
 from cascade.report.charts import SvgChart, stacked_bar_chart
-from cascade.report.model import DeploymentSection, Fact, ServingEventView, VersionView
+from cascade.report.page_model import DeploymentSection, Fact, ServingEventView, VersionView
 from cascade.report.reading import read_json
 from cascade.serving.state import ServingState
 

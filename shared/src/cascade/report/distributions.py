@@ -20,7 +20,7 @@ from cascade.core.paths import DatasetPaths
 from cascade.core.store import ArtifactStore
 from cascade.core.validation_config import ValidationConfig
 from cascade.report.charts import Bar, BarRow, horizontal_bar_chart
-from cascade.report.model import DistributionView, DriftView, ShareRow
+from cascade.report.page_model import DistributionView, DriftView, ShareRow
 from cascade.report.reading import object_name, read_json
 from cascade.validation.drift import drift_boundaries, shares
 from cascade.validation.manifest import AcceptedFile

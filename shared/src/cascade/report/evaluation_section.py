@@ -11,7 +11,7 @@ from __future__ import annotations
 from cascade.core.runs import RunRecord
 from cascade.core.store import ArtifactStore
 from cascade.evaluation.record import EvaluationRecord, evaluation_path
-from cascade.report.model import (
+from cascade.report.page_model import (
     CheckView,
     EvaluationSection,
     Fact,

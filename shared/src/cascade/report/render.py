@@ -13,7 +13,7 @@ from functools import cache
 
 import jinja2
 
-from cascade.report.model import RunReport
+from cascade.report.page_model import RunReport
 
 __all__ = ["TEMPLATE_NAME", "render_html"]
 

@@ -20,7 +20,7 @@ from cascade.evaluation.inputs import TrainedMetrics
 from cascade.evaluation.record import EvaluationRecord
 from cascade.jobs.records import job_spec_name, training_folder
 from cascade.report.charts import line_chart
-from cascade.report.model import Fact, MetricCurve, TrainingSection
+from cascade.report.page_model import Fact, MetricCurve, TrainingSection
 from cascade.report.reading import object_name, read_json
 from cascade.trainer.history import HISTORY_FILE, TrainingHistory
 

@@ -20,7 +20,7 @@ from cascade.core.store import ArtifactStore
 from cascade.core.validation_config import ValidationConfig
 from cascade.report.charts import Bar, BarRow, SvgChart, horizontal_bar_chart
 from cascade.report.distributions import baseline_before, distribution_views, read_summary
-from cascade.report.model import DriftView, Fact, FindingView, ValidationSection
+from cascade.report.page_model import DriftView, Fact, FindingView, ValidationSection
 from cascade.report.reading import object_name
 from cascade.validation.tfmd import anomalies_pb2
 

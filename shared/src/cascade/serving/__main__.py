@@ -20,7 +20,7 @@ from cascade.core.settings import Settings, load_settings
 from cascade.core.store import ArtifactStore
 from cascade.serving.app import create_app
 from cascade.serving.server import ModelServer
-from cascade.serving.settings import ModelServerSettings
+from cascade.serving.server_settings import ModelServerSettings
 from cascade.serving.uris import UriReader
 
 __all__ = ["build_server", "main"]

@@ -39,11 +39,11 @@ from cascade.transform.catalog import (
     transform_folder,
     transform_spec_name,
 )
-from cascade.transform.columns import shard_schema
-from cascade.transform.fit import FittedTransform, fit_transform
 from cascade.transform.materialize import write_split_shards
+from cascade.transform.shard_columns import shard_schema
 from cascade.transform.snapshot import GcsObjectOpener, ObjectOpener, load_or_create_snapshot
 from cascade.transform.spec import TransformSpec
+from cascade.transform.spec_fitting import FittedTransform, fit_transform
 from cascade.validation.statistics import summary_of_statistics
 from cascade.validation.summaries import DatasetSummary
 from cascade.validation.tfmd import statistics_pb2

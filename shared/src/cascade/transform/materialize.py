@@ -17,7 +17,7 @@ import pyarrow.compute as pc  # type: ignore[import-untyped,unused-ignore]
 from cascade.core.errors import BadInputError
 from cascade.core.store import ArtifactStore
 from cascade.core.validation_config import ValidationConfig
-from cascade.transform.columns import canonical_table
+from cascade.transform.shard_columns import canonical_table
 from cascade.transform.shards import ShardWriter
 from cascade.transform.snapshot import ObjectOpener, split_gs_uri
 from cascade.transform.spec import SnapshotFile, SplitSpec

@@ -15,13 +15,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from cascade.core.validation_config import Check, Severity, ValidationConfig
-from cascade.validation.columns import FeatureKind
 from cascade.validation.domain_checks import (
     domain_findings,
     nan_inf_findings,
     range_findings,
 )
 from cascade.validation.drift import jensen_shannon_divergence, l_infinity_distance
+from cascade.validation.feature_columns import FeatureKind
 from cascade.validation.findings import Finding, anomaly
 from cascade.validation.schema import SCHEMA_TYPES
 from cascade.validation.summaries import DatasetSummary, FeatureSummary

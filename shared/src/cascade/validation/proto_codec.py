@@ -14,7 +14,7 @@ from typing import Any
 import pyarrow as pa  # type: ignore[import-untyped,unused-ignore]
 
 from cascade.core.validation_config import ValidationConfig
-from cascade.validation.columns import FeatureKind
+from cascade.validation.feature_columns import FeatureKind
 from cascade.validation.histogram import AlignedHistogram
 from cascade.validation.summaries import (
     DatasetSummary,

@@ -17,7 +17,7 @@ from google.protobuf import text_format  # type: ignore[import-untyped,unused-ig
 
 from cascade.core.errors import InvalidConfigError
 from cascade.core.validation_config import ValidationConfig
-from cascade.validation.columns import FeatureKind
+from cascade.validation.feature_columns import FeatureKind
 from cascade.validation.summaries import DatasetSummary, FeatureSummary
 from cascade.validation.tfmd import schema_pb2
 

@@ -15,7 +15,7 @@ from concurrent.futures import ThreadPoolExecutor
 import pyarrow as pa  # type: ignore[import-untyped,unused-ignore]
 
 from cascade.core.validation_config import ValidationConfig
-from cascade.validation.columns import feature_column
+from cascade.validation.feature_columns import feature_column
 from cascade.validation.prefetch import prefetched
 from cascade.validation.proto_codec import summary_from_proto, summary_to_proto
 from cascade.validation.reader import read_batches

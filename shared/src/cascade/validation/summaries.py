@@ -15,7 +15,7 @@ from dataclasses import dataclass, field, replace
 import pyarrow as pa  # type: ignore[import-untyped,unused-ignore]
 import pyarrow.compute as pc  # type: ignore[import-untyped,unused-ignore]
 
-from cascade.validation.columns import FeatureColumn, FeatureKind
+from cascade.validation.feature_columns import FeatureColumn, FeatureKind
 from cascade.validation.histogram import DEFAULT_MAX_BINS, AlignedHistogram
 
 __all__ = [

@@ -10,8 +10,8 @@ import pytest
 from cascade.core.errors import InvalidConfigError
 from cascade.core.training_config import TransformConfig
 from cascade.core.validation_config import ValidationConfig
-from cascade.transform.fit import fit_transform
 from cascade.transform.spec import HashTransform, NumericTransform, VocabularyTransform
+from cascade.transform.spec_fitting import fit_transform
 from cascade.validation.statistics import statistics_proto, summary_of_statistics
 from cascade.validation.summaries import DatasetSummary
 from tests.unit.validation.builders import summary_of

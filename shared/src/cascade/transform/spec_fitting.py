@@ -26,7 +26,7 @@ from cascade.transform.spec import (
     SplitSpec,
     VocabularyTransform,
 )
-from cascade.validation.columns import FeatureKind
+from cascade.validation.feature_columns import FeatureKind
 from cascade.validation.summaries import DatasetSummary, FeatureSummary
 
 __all__ = ["FittedTransform", "fit_transform", "split_salt"]
