@@ -39,7 +39,6 @@ def memory_step_context(clock: Clock, settings: Settings) -> StepContext:
     artifacts = MemoryArtifactStore("cascade-artifacts")
     return StepContext(
         settings=settings,
-        storage_client=None,  # steps under unit test read no data
         artifacts=artifacts,
         ledger=RunLedger(artifacts),
         claims=ClaimStore(artifacts),

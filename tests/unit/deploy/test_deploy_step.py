@@ -2,71 +2,15 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 import pytest
 
 from cascade.core.context import StepContext
-from cascade.core.deployment_config import DeploymentConfig
 from cascade.core.fakes import RecordingBus
 from cascade.core.messages import Alert, ModelBlessed
-from cascade.deploy.deployer import CanaryReport, Candidate
 from cascade.evaluation.record import EvaluationRecord, evaluation_path
-from cascade.serving.state import DeployedVersion
 from cascade.steps.deploy import handle_model_blessed
+from tests.unit.deploy.fakes import FakeDeployer
 from tests.unit.evaluation.builders import DATASET, MODEL_URI, NOW, RUN_ID, start_run
-
-
-class FakeDeployer:
-    """Records the calls; the canary passes unless told otherwise."""
-
-    target = "fake"
-
-    def __init__(self, canary_passes: bool = True) -> None:
-        self.calls: list[tuple[str, Any]] = []
-        self.canary_passes = canary_passes
-
-    def register(self, candidate: Candidate, config: DeploymentConfig) -> DeployedVersion:
-        self.calls.append(("register", candidate))
-        return DeployedVersion(
-            version="3",
-            run_id=candidate.run_id,
-            model_uri=candidate.model_uri,
-            state="standby",
-            deployed_at=NOW,
-        )
-
-    def start_canary(
-        self, candidate: Candidate, version: DeployedVersion, config: DeploymentConfig
-    ) -> int:
-        self.calls.append(("start_canary", version.version))
-        return config.canary_traffic_percent
-
-    def check_canary(
-        self, dataset: str, version: str, instances: list[dict[str, Any]], config: DeploymentConfig
-    ) -> CanaryReport:
-        self.calls.append(("check_canary", version))
-        errors = 0 if self.canary_passes else 20
-        return CanaryReport(
-            self.canary_passes,
-            20,
-            errors,
-            1.5,
-            "p95 1.5 ms" if self.canary_passes else "20/20 requests failed",
-        )
-
-    def promote(self, dataset: str, version: str) -> None:
-        self.calls.append(("promote", version))
-
-    def roll_back(self, dataset: str, version: str, reason: str) -> None:
-        self.calls.append(("roll_back", version))
-
-    def retire(self, dataset: str, keep: int) -> list[str]:
-        self.calls.append(("retire", keep))
-        return ["1"]
-
-    def restore_previous(self, dataset: str) -> tuple[str, str]:
-        raise AssertionError("not part of a rollout")
 
 
 def evaluation(ctx: StepContext, verdict: str, infra: str = "pass") -> None:

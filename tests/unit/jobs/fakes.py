@@ -1,14 +1,18 @@
-"""A first-class in-memory ``JobRunner`` for train-step tests."""
+"""A first-class in-memory ``JobRunner`` for train-step tests.
+
+It subclasses the ``JobRunner`` protocol explicitly, so mypy checks every method against
+the interface the real runners (``VertexJobRunner``, ``LocalJobRunner``) implement.
+"""
 
 from __future__ import annotations
 
 import threading
 
 from cascade.core.errors import UnknownJobError
-from cascade.core.job_spec import JobState, JobStatus, TrainingJobSpec
+from cascade.core.job_spec import JobRunner, JobState, JobStatus, TrainingJobSpec
 
 
-class FakeJobRunner:
+class FakeJobRunner(JobRunner):
     """Keeps submitted jobs; the same request id returns the same job, like the real ones."""
 
     def __init__(self, *, publishes_tuning_result: bool = False) -> None:

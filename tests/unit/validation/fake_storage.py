@@ -6,6 +6,10 @@ preconditions (0 = must not exist) raise PreconditionFailed, a blob pinned to a
 generation that is gone raises NotFound, custom metadata travels with a write, and
 ``open("rb")`` streams the stored bytes. Only the latest generation is kept, as in a
 bucket without object versioning.
+
+The classes satisfy ``cascade.core.protocols`` (``StorageClient``, ``StorageBucket``,
+``StorageBlob``), which mypy checks at the bottom of this module; the real client is
+checked against the same protocols by ``tests/unit/test_protocols.py``.
 """
 
 from __future__ import annotations
@@ -15,8 +19,11 @@ import itertools
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 
 from google.api_core import exceptions as gexc
+
+from cascade.core.protocols import StorageBlob, StorageBucket, StorageClient
 
 
 @dataclass
@@ -25,6 +32,7 @@ class _Version:
     generation: int
     content_type: str
     metadata: dict[str, str] = field(default_factory=dict)
+    updated: datetime = field(default_factory=lambda: datetime.now(UTC))
 
 
 class FakeBlob:
@@ -34,6 +42,7 @@ class FakeBlob:
         self.generation = generation
         self.metadata: dict[str, str] | None = None
         self.size: int | None = None
+        self.updated: datetime | None = None
 
     def _current(self) -> _Version:
         version = self.bucket.objects.get(self.name)
@@ -45,7 +54,7 @@ class FakeBlob:
     def reload(self) -> None:
         version = self._current()
         self.generation, self.size = version.generation, len(version.data)
-        self.metadata = dict(version.metadata)
+        self.metadata, self.updated = dict(version.metadata), version.updated
 
     def download_as_bytes(self) -> bytes:
         version = self._current()
@@ -104,11 +113,11 @@ class FakeBucket:
 
     def copy_blob(
         self,
-        blob: FakeBlob,
-        destination_bucket: FakeBucket,
+        blob: StorageBlob,
+        destination_bucket: StorageBucket,
         new_name: str,
         source_generation: int | None = None,
-    ) -> FakeBlob:
+    ) -> StorageBlob:
         source = FakeBlob(self, blob.name, source_generation)
         copied = destination_bucket.blob(new_name)
         copied.upload_from_string(source.download_as_bytes())
@@ -128,7 +137,8 @@ class FakeStorageClient:
         with self.lock:
             return self.buckets.setdefault(name, FakeBucket(self, name))
 
-    def list_blobs(self, bucket: FakeBucket, prefix: str = "") -> Iterator[FakeBlob]:
+    def list_blobs(self, bucket: StorageBucket, prefix: str = "") -> Iterator[FakeBlob]:
+        assert isinstance(bucket, FakeBucket), "the fake lists only its own buckets"
         for name in sorted(bucket.objects):
             if name.startswith(prefix):
                 yield bucket.blob(name)
@@ -139,3 +149,10 @@ class FakeStorageClient:
         blob.upload_from_string(data)
         assert blob.generation is not None
         return blob.generation
+
+
+def _conforms(client: FakeStorageClient, bucket: FakeBucket, blob: FakeBlob) -> None:
+    """Never called: mypy checks here that the fakes satisfy the storage protocols."""
+    _client: StorageClient = client
+    _bucket: StorageBucket = bucket
+    _blob: StorageBlob = blob

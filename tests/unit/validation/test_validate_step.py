@@ -40,13 +40,17 @@ def ctx(storage: FakeStorageClient, clock: Clock) -> StepContext:
         settings=Settings(
             landing_bucket=LANDING, artifacts_bucket=ARTIFACTS, function_timeout_s=60
         ),
-        storage_client=storage,  # type: ignore[arg-type]
         artifacts=artifacts,
         ledger=RunLedger(artifacts),
         claims=ClaimStore(artifacts),
         bus=RecordingBus(),
         clock=clock,
+        open_store=lambda bucket: ArtifactStore(storage, bucket),  # type: ignore[arg-type]
     )
+
+
+def _baselines(storage: FakeStorageClient) -> BaselineStore:
+    return BaselineStore(ArtifactStore(storage, ARTIFACTS), DATASET)  # type: ignore[arg-type]
 
 
 def _csv(
@@ -100,7 +104,7 @@ def test_first_good_file_is_accepted_and_sets_schema_baseline_and_manifest(
     assert message.source.generation == event.generation
     paths = DatasetPaths(DATASET)
     assert ctx.artifacts.read(paths.schema) is not None
-    stored = BaselineStore(storage, ARTIFACTS, DATASET).load()  # type: ignore[arg-type]
+    stored = _baselines(storage).load()
     assert stored is not None
     assert stored.files == 1
     assert stored.summary.num_examples == 600
@@ -124,7 +128,7 @@ def test_second_good_file_is_merged_into_the_baseline(
 
     handle_object_finalized(ctx, _land(storage, f"{DATASET}/day-2.csv", _csv(2, rows=400)))
 
-    stored = BaselineStore(storage, ARTIFACTS, DATASET).load()  # type: ignore[arg-type]
+    stored = _baselines(storage).load()
     assert stored is not None
     assert stored.files == 2
     assert stored.summary.num_examples == 1000
@@ -155,7 +159,7 @@ def test_drifted_file_is_rejected_quarantined_and_alerted(
     prefix = DatasetPaths(DATASET).quarantine(run.run_id)
     assert storage.bucket(ARTIFACTS).objects[f"{prefix}/day-2.csv"].data == drifted
     assert f"{prefix}/anomalies.pbtxt" in storage.bucket(ARTIFACTS).objects
-    stored = BaselineStore(storage, ARTIFACTS, DATASET).load()  # type: ignore[arg-type]
+    stored = _baselines(storage).load()
     assert stored is not None
     assert stored.files == 1
 
@@ -168,7 +172,7 @@ def test_redelivered_event_does_nothing_the_second_time(
 
     assert handle_object_finalized(ctx, event) is None
 
-    stored = BaselineStore(storage, ARTIFACTS, DATASET).load()  # type: ignore[arg-type]
+    stored = _baselines(storage).load()
     assert stored is not None
     assert stored.files == 1
 
@@ -192,7 +196,7 @@ def test_resumed_step_after_a_crash_does_not_merge_the_file_twice(
 
     assert outcome is not None
     assert outcome.state == "succeeded"
-    stored = BaselineStore(storage, ARTIFACTS, DATASET).load()  # type: ignore[arg-type]
+    stored = _baselines(storage).load()
     assert stored is not None
     assert stored.files == 2
     assert stored.summary.num_examples == 1200
@@ -201,21 +205,20 @@ def test_resumed_step_after_a_crash_does_not_merge_the_file_twice(
 
 def test_concurrent_accepts_do_not_lose_each_others_statistics(storage: FakeStorageClient) -> None:
     config = ValidationConfig()
-    store = BaselineStore(storage, ARTIFACTS, DATASET)  # type: ignore[arg-type]
+    artifacts = ArtifactStore(storage, ARTIFACTS)  # type: ignore[arg-type]
+    store = BaselineStore(artifacts, DATASET)
     store.merge_file("file-1", summary_of({"x": [1, 2, 3]}), config)
-    original_load = store.load
+    original_read = artifacts.read
     raced = []
 
-    def load_then_lose_a_race():  # type: ignore[no-untyped-def]
-        current = original_load()
+    def read_then_lose_a_race(name, **options):  # type: ignore[no-untyped-def]
+        current = original_read(name, **options)
         if not raced:
             raced.append(True)
-            BaselineStore(storage, ARTIFACTS, DATASET).merge_file(  # type: ignore[arg-type]
-                "file-2", summary_of({"x": [4, 5]}), config
-            )
+            _baselines(storage).merge_file("file-2", summary_of({"x": [4, 5]}), config)
         return current
 
-    store.load = load_then_lose_a_race  # type: ignore[method-assign]
+    artifacts.read = read_then_lose_a_race  # type: ignore[method-assign]
 
     merged = store.merge_file("file-3", summary_of({"x": [6]}), config)
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import google.cloud.pubsub_v1 as pubsub_v1
 from google.api_core import exceptions as gexc
 
-from cascade.core.errors import TransientError
+from cascade.core.errors import transient_errors
 from cascade.core.messages import StepMessage
 from cascade.core.settings import Settings
 
@@ -27,8 +27,7 @@ class MessageBus:
         """
         topic = self._settings.topic_path(message.TOPIC)
         data = message.model_dump_json().encode()
-        try:
+        # Any API error is worth a redelivery here: the message must get out.
+        with transient_errors(f"publishing to {topic}", also=(gexc.GoogleAPICallError,)):
             future = self._publisher.publish(topic, data, **message.attributes())
             return str(future.result(timeout=self._settings.publish_timeout_s))
-        except (gexc.GoogleAPICallError, TimeoutError, ConnectionError) as error:
-            raise TransientError(f"publishing to {topic}: {error}") from error

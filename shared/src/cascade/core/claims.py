@@ -27,6 +27,9 @@ _log = logging.getLogger("cascade.core.claims")
 
 __all__ = ["Claim", "ClaimHandle", "ClaimStore", "LeaseHeartbeat", "PublishedMessage"]
 
+_ACQUIRE_ATTEMPTS = 3
+"""Deliveries racing for one claim: after this many lost races, redeliver later."""
+
 
 class PublishedMessage(BaseModel):
     """A message a finished step published, kept so reconciliation can publish it again."""
@@ -156,25 +159,24 @@ class ClaimStore:
         Raises StepInProgressError while another delivery holds a live lease.
         """
         path = RunPaths(run_id).claim(step)
-        fresh = Claim(
-            run_id=run_id, step=step, owner=owner, claimed_at=now, lease_expires_at=now + lease
-        )
-        for _ in range(3):
-            generation = self._store.create(path, fresh.model_dump_json(indent=2).encode())
-            if generation is not None:
-                return ClaimHandle(self._store, path, fresh, generation)
-            found = self._store.read_model(path, Claim)
-            if found is None:
-                continue  # released between our create and read
-            existing, existing_generation = found
+
+        def take(existing: Claim | None) -> Claim | None:
+            if existing is None:
+                return Claim(
+                    run_id=run_id,
+                    step=step,
+                    owner=owner,
+                    claimed_at=now,
+                    lease_expires_at=now + lease,
+                )
             if existing.state == "done":
-                return existing
+                return None  # keep it: the step is finished
             if existing.lease_expires_at > now:
                 raise StepInProgressError(
                     f"{step} of run {run_id} is in progress by {existing.owner} "
                     f"until {existing.lease_expires_at.isoformat()}"
                 )
-            taken = existing.model_copy(
+            return existing.model_copy(
                 update={
                     "owner": owner,
                     "claimed_at": now,
@@ -182,9 +184,15 @@ class ClaimStore:
                     "takeovers": existing.takeovers + 1,
                 }
             )
-            generation = self._store.write_json(
-                path, taken, if_generation_match=existing_generation
-            )
-            if generation is not None:
-                return ClaimHandle(self._store, path, taken, generation)
-        raise StepInProgressError(f"{step} of run {run_id}: claim contended, retry later")
+
+        try:
+            taken = self._store.update(path, Claim, take, max_attempts=_ACQUIRE_ATTEMPTS)
+        except ConcurrentUpdateError:
+            raise StepInProgressError(
+                f"{step} of run {run_id}: claim contended, retry later"
+            ) from None
+        claim = taken.value
+        assert claim is not None  # take() only ever keeps an existing claim
+        if claim.state == "done":
+            return claim  # a duplicate delivery: the step is finished
+        return ClaimHandle(self._store, path, claim, taken.generation)

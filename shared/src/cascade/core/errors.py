@@ -8,9 +8,15 @@ trigger redelivers the event with backoff, up to the topology's max delivery att
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from google.api_core import exceptions as gexc
 from pydantic import ValidationError
 
 __all__ = [
+    "TRANSIENT_ERRORS",
+    "TRANSIENT_GOOGLE_ERRORS",
     "BadInputError",
     "BadRequestError",
     "CascadeError",
@@ -22,6 +28,8 @@ __all__ = [
     "TransientError",
     "UnknownJobError",
     "describe_validation_error",
+    "is_transient",
+    "transient_errors",
 ]
 
 
@@ -69,6 +77,42 @@ class StepInProgressError(TransientError):
     Raised (so the event is redelivered later) instead of acknowledged, so that if the
     owner dies mid-step its lease expires and a redelivery finishes the work.
     """
+
+
+TRANSIENT_GOOGLE_ERRORS: tuple[type[gexc.GoogleAPICallError], ...] = (
+    gexc.TooManyRequests,  # 429; gRPC RESOURCE_EXHAUSTED is its subclass
+    gexc.InternalServerError,  # 500
+    gexc.BadGateway,  # 502
+    gexc.ServiceUnavailable,  # 503; gRPC UNAVAILABLE
+    gexc.GatewayTimeout,  # 504; gRPC DEADLINE_EXCEEDED is its subclass
+)
+"""Google API errors that say "try again later": quota, overload, a server-side failure."""
+
+TRANSIENT_ERRORS: tuple[type[Exception], ...] = (
+    *TRANSIENT_GOOGLE_ERRORS,
+    ConnectionError,
+    TimeoutError,
+)
+"""Every infrastructure error a retry can fix: the Google ones and the network's."""
+
+
+def is_transient(error: BaseException) -> bool:
+    """Whether retrying what raised ``error`` can succeed (TransientError included)."""
+    return isinstance(error, (TransientError, *TRANSIENT_ERRORS))
+
+
+@contextmanager
+def transient_errors(action: str, *, also: tuple[type[Exception], ...] = ()) -> Iterator[None]:
+    """Re-raise a transient infrastructure error as ``TransientError("<action>: <error>")``.
+
+    ``also`` names further errors that are transient where this is used (publishing
+    treats every API error so). Other errors, NotFound and PreconditionFailed among
+    them, pass through for the caller to handle.
+    """
+    try:
+        yield
+    except (*TRANSIENT_ERRORS, *also) as error:
+        raise TransientError(f"{action}: {error}") from error
 
 
 def describe_validation_error(error: ValidationError, *, root: str = "<body>") -> str:

@@ -7,16 +7,25 @@ code paths as the emulators do, without a network.
 
 from __future__ import annotations
 
+import io
 import itertools
 import threading
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import AbstractContextManager, contextmanager
+from dataclasses import dataclass, field
 from datetime import datetime
+from typing import BinaryIO
 
 from cascade.core.bus import MessageBus
 from cascade.core.context import utc_now
 from cascade.core.messages import StepMessage
-from cascade.core.store import ArtifactStore, ObjectInfo, StoredObject
+from cascade.core.store import (
+    DEFAULT_UPDATE_ATTEMPTS,
+    READ_CHUNK_BYTES,
+    ArtifactStore,
+    ObjectInfo,
+    StoredObject,
+)
 
 __all__ = ["MemoryArtifactStore", "RecordingBus"]
 
@@ -27,26 +36,69 @@ class _Version:
     generation: int
     content_type: str
     updated: datetime
+    metadata: dict[str, str] = field(default_factory=dict)
 
 
 class MemoryArtifactStore(ArtifactStore):
-    """An ArtifactStore over a dict, with Cloud Storage's generation preconditions."""
+    """An ArtifactStore over a dict, with Cloud Storage's generation preconditions.
+
+    Only the latest generation of an object is kept (a bucket without versioning): a
+    read pinned to an older generation finds nothing.
+    """
 
     def __init__(
-        self, bucket_name: str = "memory-bucket", clock: Callable[[], datetime] = utc_now
+        self,
+        bucket_name: str = "memory-bucket",
+        clock: Callable[[], datetime] = utc_now,
+        *,
+        update_attempts: int = DEFAULT_UPDATE_ATTEMPTS,
     ) -> None:
         self.bucket_name = bucket_name
         self.clock = clock
+        self.update_attempts = update_attempts
         self.objects: dict[str, _Version] = {}
         self._generations = itertools.count(1_000_001)
         self._lock = threading.Lock()
 
-    def read(self, name: str) -> StoredObject | None:
+    def _version(self, name: str, generation: int | None) -> _Version | None:
         with self._lock:
             version = self.objects.get(name)
+        if version is None or generation not in (None, version.generation):
+            return None
+        return version
+
+    def read(
+        self, name: str, *, generation: int | None = None, metadata: bool = False
+    ) -> StoredObject | None:
+        version = self._version(name, generation)
         if version is None:
             return None
-        return StoredObject(name=name, data=version.data, generation=version.generation)
+        return StoredObject(
+            name=name,
+            data=version.data,
+            generation=version.generation,
+            metadata=dict(version.metadata) if metadata else {},
+        )
+
+    def stat(self, name: str, *, generation: int | None = None) -> ObjectInfo | None:
+        version = self._version(name, generation)
+        if version is None:
+            return None
+        return ObjectInfo(
+            name, version.generation, len(version.data), version.updated, dict(version.metadata)
+        )
+
+    def open_read(
+        self, name: str, *, generation: int | None = None, chunk_size: int = READ_CHUNK_BYTES
+    ) -> AbstractContextManager[BinaryIO]:
+        @contextmanager
+        def reader() -> Iterator[BinaryIO]:
+            version = self._version(name, generation)
+            if version is None:
+                raise FileNotFoundError(f"{self.uri(name)}#{generation}")
+            yield io.BytesIO(version.data)
+
+        return reader()
 
     def write(
         self,
@@ -55,6 +107,7 @@ class MemoryArtifactStore(ArtifactStore):
         *,
         content_type: str = "application/octet-stream",
         if_generation_match: int | None = None,
+        metadata: Mapping[str, str] | None = None,
     ) -> int | None:
         with self._lock:
             current = self.objects.get(name)
@@ -62,8 +115,25 @@ class MemoryArtifactStore(ArtifactStore):
             if if_generation_match is not None and if_generation_match != current_generation:
                 return None
             generation = next(self._generations)
-            self.objects[name] = _Version(bytes(data), generation, content_type, self.clock())
+            self.objects[name] = _Version(
+                bytes(data), generation, content_type, self.clock(), dict(metadata or {})
+            )
             return generation
+
+    def copy(
+        self,
+        name: str,
+        destination: ArtifactStore,
+        new_name: str,
+        *,
+        generation: int | None = None,
+    ) -> int | None:
+        version = self._version(name, generation)
+        if version is None:
+            return None
+        return destination.write(
+            new_name, version.data, content_type=version.content_type, metadata=version.metadata
+        )
 
     def delete(self, name: str, *, if_generation_match: int | None = None) -> bool:
         with self._lock:

@@ -13,7 +13,6 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
-from cascade.core.errors import ConcurrentUpdateError
 from cascade.core.paths import RunPaths
 from cascade.core.store import ArtifactStore
 
@@ -77,9 +76,8 @@ class RunRecord(BaseModel):
 class RunLedger:
     """Creates and updates run records with generation preconditions."""
 
-    def __init__(self, store: ArtifactStore, *, max_attempts: int = 20) -> None:
+    def __init__(self, store: ArtifactStore) -> None:
         self._store = store
-        self._max_attempts = max_attempts
 
     def get(self, run_id: str) -> RunRecord | None:
         found = self._store.read_model(RunPaths(run_id).record, RunRecord)
@@ -99,16 +97,14 @@ class RunLedger:
         """Apply ``mutate`` to the current record and write it back if nobody else did.
 
         ``mutate`` may run several times (once per lost race); it must only change the
-        record it is given.
+        record it is given. KeyError when the run has no record; ConcurrentUpdateError
+        after the store's ``update_attempts`` lost races.
         """
-        path = RunPaths(run_id).record
-        for _ in range(self._max_attempts):
-            found = self._store.read_model(path, RunRecord)
-            if found is None:
+
+        def change(record: RunRecord | None) -> RunRecord:
+            if record is None:
                 raise KeyError(f"run {run_id} has no record")
-            record, generation = found
             mutate(record)
-            written = self._store.write_json(path, record, if_generation_match=generation)
-            if written is not None:
-                return record
-        raise ConcurrentUpdateError(f"run {run_id}: lost {self._max_attempts} update races")
+            return record
+
+        return self._store.update(RunPaths(run_id).record, RunRecord, change).value

@@ -14,6 +14,8 @@ from typing import Literal
 from pydantic import AliasChoices, Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from cascade.core.store import DEFAULT_UPDATE_ATTEMPTS
+
 __all__ = ["DATASET_NAME_PATTERN", "Settings", "load_settings"]
 
 DATASET_NAME_PATTERN = re.compile(r"^[a-z][a-z0-9_-]{0,62}$")
@@ -42,7 +44,9 @@ class Settings(BaseSettings):
         "a redelivery takes the step over (a crashed instance's work resumes).",
     )
     max_event_age_s: int = Field(86400, gt=0, description="Older events are dropped.")
-    run_update_attempts: int = Field(20, gt=0, description="Optimistic-update retries.")
+    run_update_attempts: int = Field(
+        DEFAULT_UPDATE_ATTEMPTS, gt=0, description="Optimistic-update retries."
+    )
     publish_timeout_s: float = Field(30.0, gt=0)
     trainer_image: str = Field("", description="Container image of the trainer (Vertex AI).")
     jobs_service_account: str = Field("", description="Service account Vertex AI jobs run as.")

@@ -1,37 +1,49 @@
 """The artifact store: one Cloud Storage bucket, with generation preconditions.
 
 Every read returns the object's generation and every write can require one, which is
-what optimistic concurrency (run records) and create-only claims are built on.
+what optimistic concurrency (run records, locks, serving state, baselines) and
+create-only claims are built on. ``update`` is *the* read-modify-write loop: read the
+object, let a function decide its new value, write it back only if nobody else wrote
+in between, and start over when somebody did, a bounded number of times.
 Object names are data: they are never joined into local filesystem paths.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import AbstractContextManager, contextmanager
+from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, TypeVar
+from typing import Any, BinaryIO, Generic, Protocol, TypeVar, overload
 
 import google.cloud.storage as storage
 from google.api_core import exceptions as gexc
 from pydantic import BaseModel
 
-from cascade.core.errors import TransientError
+from cascade.core.errors import ConcurrentUpdateError, transient_errors
 
-__all__ = ["ArtifactStore", "ObjectInfo", "StoredObject"]
+__all__ = [
+    "DEFAULT_UPDATE_ATTEMPTS",
+    "READ_CHUNK_BYTES",
+    "ArtifactStore",
+    "Codec",
+    "JsonModel",
+    "ObjectInfo",
+    "Payload",
+    "StoredObject",
+    "Updated",
+]
+
+DEFAULT_UPDATE_ATTEMPTS = 20
+"""How many lost races an ``update`` survives (``Settings.run_update_attempts`` sets it)."""
+
+READ_CHUNK_BYTES = 8 * 1024 * 1024
+"""How much ``open_read`` fetches per request while streaming."""
 
 ModelT = TypeVar("ModelT", bound=BaseModel)
-
-_TRANSIENT = (
-    gexc.TooManyRequests,
-    gexc.InternalServerError,
-    gexc.BadGateway,
-    gexc.ServiceUnavailable,
-    gexc.GatewayTimeout,
-    ConnectionError,
-    TimeoutError,
-)
+ValueT = TypeVar("ValueT")
+ValueT_co = TypeVar("ValueT_co", covariant=True)
 
 
 @dataclass(frozen=True)
@@ -39,38 +51,121 @@ class StoredObject:
     name: str
     data: bytes
     generation: int
+    metadata: Mapping[str, str] = field(default_factory=dict)
+    """Custom metadata; read only when asked for (``read(..., metadata=True)``)."""
 
 
 @dataclass(frozen=True)
 class ObjectInfo:
-    """An object's metadata from a listing (no content)."""
+    """An object's metadata (no content), from a listing or ``stat``."""
 
     name: str
     generation: int
     size: int
     updated: datetime | None
+    metadata: Mapping[str, str] = field(default_factory=dict)
+    """Custom metadata; filled by ``stat`` (a listing leaves it empty)."""
+
+
+@dataclass(frozen=True)
+class Payload:
+    """What a write stores: the bytes, their content type and custom metadata."""
+
+    data: bytes
+    content_type: str = "application/octet-stream"
+    metadata: Mapping[str, str] | None = None
+
+
+class Codec(Protocol[ValueT]):
+    """How a value is kept in one object: what ``update`` decodes and encodes."""
+
+    @property
+    def reads_metadata(self) -> bool:
+        """Whether ``decode`` needs the object's custom metadata (one more request)."""
+        ...
+
+    def decode(self, stored: StoredObject) -> ValueT: ...
+
+    def encode(self, value: ValueT) -> Payload: ...
+
+
+@dataclass(frozen=True)
+class JsonModel(Generic[ModelT]):
+    """A pydantic model kept as indented JSON, exactly as ``write_json`` writes it."""
+
+    model: type[ModelT]
+    reads_metadata = False
+
+    def decode(self, stored: StoredObject) -> ModelT:
+        return self.model.model_validate_json(stored.data)
+
+    def encode(self, value: ModelT) -> Payload:
+        return Payload(value.model_dump_json(indent=2).encode(), "application/json")
+
+
+@dataclass(frozen=True)
+class Updated(Generic[ValueT_co]):
+    """What an ``update`` left in the object."""
+
+    value: ValueT_co
+    """The value now stored: what ``change`` returned, or what it was given when it
+    returned None (then None if there is no object)."""
+    generation: int
+    """The object's generation now (0: there is no object)."""
+    written: bool
+    """False when ``change`` kept the object as it was (returned None or an equal value)."""
 
 
 class ArtifactStore:
     """Reads and writes objects of one bucket; maps infrastructure errors to TransientError."""
 
-    def __init__(self, client: storage.Client, bucket_name: str) -> None:
+    def __init__(
+        self,
+        client: storage.Client,
+        bucket_name: str,
+        *,
+        update_attempts: int = DEFAULT_UPDATE_ATTEMPTS,
+    ) -> None:
         self._bucket = client.bucket(bucket_name)
         self.bucket_name = bucket_name
+        self.update_attempts = update_attempts
 
     def uri(self, name: str) -> str:
         return f"gs://{self.bucket_name}/{name}"
 
-    def read(self, name: str) -> StoredObject | None:
-        """The object's bytes and generation, or None if it does not exist."""
-        blob = self._bucket.blob(name)
+    # -- reading --------------------------------------------------------------------------
+
+    def read(
+        self, name: str, *, generation: int | None = None, metadata: bool = False
+    ) -> StoredObject | None:
+        """The object's bytes and generation, or None if it does not exist.
+
+        ``generation`` pins the read to that generation (None if it is gone).
+        ``metadata=True`` also reads the custom metadata, consistently with the bytes
+        (two requests: the metadata, then the bytes of that very generation).
+        """
+        if metadata:
+            return self._read_with_metadata(name, generation)
+        blob = self._bucket.blob(name, generation=generation)
         try:
-            data = blob.download_as_bytes()
+            with transient_errors(f"reading {self.uri(name)}"):
+                data = blob.download_as_bytes()
         except gexc.NotFound:
             return None
-        except _TRANSIENT as error:
-            raise TransientError(f"reading {self.uri(name)}: {error}") from error
         return StoredObject(name=name, data=data, generation=int(blob.generation or 0))
+
+    def _read_with_metadata(self, name: str, generation: int | None) -> StoredObject | None:
+        for _ in range(self.update_attempts):
+            info = self.stat(name, generation=generation)
+            if info is None:
+                return None
+            stored = self.read(name, generation=info.generation)
+            if stored is not None:
+                return StoredObject(name, stored.data, info.generation, info.metadata)
+            if generation is not None:
+                return None  # the pinned generation is gone
+            # replaced between the metadata and the bytes: read the newer one
+        raise ConcurrentUpdateError(f"{self.uri(name)} kept changing while being read")
 
     def read_model(self, name: str, model: type[ModelT]) -> tuple[ModelT, int] | None:
         """Parse a JSON object into ``model``; None if the object does not exist."""
@@ -79,6 +174,54 @@ class ArtifactStore:
             return None
         return model.model_validate_json(stored.data), stored.generation
 
+    def stat(self, name: str, *, generation: int | None = None) -> ObjectInfo | None:
+        """The object's metadata (custom metadata included), or None if it does not exist."""
+        blob = self._bucket.blob(name, generation=generation)
+        try:
+            with transient_errors(f"reading {self.uri(name)}"):
+                blob.reload()
+        except gexc.NotFound:
+            return None
+        return ObjectInfo(
+            name=name,
+            generation=int(blob.generation or 0),
+            size=int(blob.size or 0),
+            updated=blob.updated,
+            metadata=dict(blob.metadata or {}),
+        )
+
+    def open_read(
+        self, name: str, *, generation: int | None = None, chunk_size: int = READ_CHUNK_BYTES
+    ) -> AbstractContextManager[BinaryIO]:
+        """Stream the object's bytes (``chunk_size`` per request), never holding them all.
+
+        Errors surface while reading (NotFound once a pinned generation is gone).
+        """
+        blob = self._bucket.blob(name, generation=generation)
+
+        @contextmanager
+        def reader() -> Iterator[BinaryIO]:
+            with blob.open("rb", chunk_size=chunk_size) as stream:
+                yield stream
+
+        return reader()
+
+    def list_names(self, prefix: str) -> Iterator[str]:
+        for info in self.list_objects(prefix):
+            yield info.name
+
+    def list_objects(self, prefix: str) -> Iterator[ObjectInfo]:
+        with transient_errors(f"listing {self.uri(prefix)}"):
+            for blob in self._bucket.client.list_blobs(self._bucket, prefix=prefix):
+                yield ObjectInfo(
+                    name=blob.name,
+                    generation=int(blob.generation or 0),
+                    size=int(blob.size or 0),
+                    updated=blob.updated,
+                )
+
+    # -- writing --------------------------------------------------------------------------
+
     def write(
         self,
         name: str,
@@ -86,21 +229,24 @@ class ArtifactStore:
         *,
         content_type: str = "application/octet-stream",
         if_generation_match: int | None = None,
+        metadata: Mapping[str, str] | None = None,
     ) -> int | None:
         """Write ``data``; with ``if_generation_match`` the write is conditional.
 
         Returns the new generation, or None when the precondition failed (the object
         exists for ``if_generation_match=0``, or changed since that generation).
+        ``metadata`` is stored as the object's custom metadata.
         """
         blob = self._bucket.blob(name)
+        if metadata is not None:
+            blob.metadata = dict(metadata)
         try:
-            blob.upload_from_string(
-                data, content_type=content_type, if_generation_match=if_generation_match
-            )
+            with transient_errors(f"writing {self.uri(name)}"):
+                blob.upload_from_string(
+                    data, content_type=content_type, if_generation_match=if_generation_match
+                )
         except gexc.PreconditionFailed:
             return None
-        except _TRANSIENT as error:
-            raise TransientError(f"writing {self.uri(name)}: {error}") from error
         return int(blob.generation or 0)
 
     def write_json(
@@ -124,28 +270,127 @@ class ArtifactStore:
         """Create-only write: the generation if this call created it, else None."""
         return self.write(name, data, content_type=content_type, if_generation_match=0)
 
+    def copy(
+        self,
+        name: str,
+        destination: ArtifactStore,
+        new_name: str,
+        *,
+        generation: int | None = None,
+    ) -> int | None:
+        """Copy the object (server side) to ``new_name`` in ``destination``'s bucket.
+
+        Returns the copy's generation, or None when the source (at ``generation``, if
+        given) does not exist.
+        """
+        source = self._bucket.blob(name)
+        try:
+            with transient_errors(f"copying {self.uri(name)} to {destination.uri(new_name)}"):
+                copied = self._bucket.copy_blob(
+                    source, destination._bucket, new_name, source_generation=generation
+                )
+        except gexc.NotFound:
+            return None
+        return int(copied.generation or 0)
+
     def delete(self, name: str, *, if_generation_match: int | None = None) -> bool:
         """Delete; False when it was already gone or the precondition failed."""
         try:
-            self._bucket.blob(name).delete(if_generation_match=if_generation_match)
+            with transient_errors(f"deleting {self.uri(name)}"):
+                self._bucket.blob(name).delete(if_generation_match=if_generation_match)
         except (gexc.NotFound, gexc.PreconditionFailed):
             return False
-        except _TRANSIENT as error:
-            raise TransientError(f"deleting {self.uri(name)}: {error}") from error
         return True
 
-    def list_names(self, prefix: str) -> Iterator[str]:
-        for info in self.list_objects(prefix):
-            yield info.name
+    # -- read-modify-write ----------------------------------------------------------------
 
-    def list_objects(self, prefix: str) -> Iterator[ObjectInfo]:
-        try:
-            for blob in self._bucket.client.list_blobs(self._bucket, prefix=prefix):
-                yield ObjectInfo(
-                    name=blob.name,
-                    generation=int(blob.generation or 0),
-                    size=int(blob.size or 0),
-                    updated=blob.updated,
-                )
-        except _TRANSIENT as error:
-            raise TransientError(f"listing {self.uri(prefix)}: {error}") from error
+    @overload
+    def update(
+        self,
+        name: str,
+        codec: type[ModelT],
+        change: Callable[[ModelT | None], ModelT],
+        *,
+        max_attempts: int | None = None,
+    ) -> Updated[ModelT]: ...
+
+    @overload
+    def update(
+        self,
+        name: str,
+        codec: type[ModelT],
+        change: Callable[[ModelT | None], ModelT | None],
+        *,
+        max_attempts: int | None = None,
+    ) -> Updated[ModelT | None]: ...
+
+    @overload
+    def update(
+        self,
+        name: str,
+        codec: Codec[ValueT],
+        change: Callable[[ValueT | None], ValueT],
+        *,
+        max_attempts: int | None = None,
+    ) -> Updated[ValueT]: ...
+
+    @overload
+    def update(
+        self,
+        name: str,
+        codec: Codec[ValueT],
+        change: Callable[[ValueT | None], ValueT | None],
+        *,
+        max_attempts: int | None = None,
+    ) -> Updated[ValueT | None]: ...
+
+    def update(
+        self,
+        name: str,
+        codec: type[BaseModel] | Codec[Any],
+        change: Callable[[Any], Any],
+        *,
+        max_attempts: int | None = None,
+    ) -> Updated[Any]:
+        """Read-modify-write ``name`` under a generation precondition.
+
+        ``codec`` is a pydantic model class (the object is its JSON) or a ``Codec``.
+        ``change`` gets the current value (None when there is no object) and returns the
+        new one, or None to keep the object as it is; returning a value that encodes to
+        the stored bytes writes nothing either. Absent objects are created (precondition
+        "does not exist"). ``change`` runs again on the newer value each time another
+        writer wins the race, so it must not have side effects beyond the value it is
+        given; after ``max_attempts`` lost races (default: the store's
+        ``update_attempts``) ConcurrentUpdateError is raised.
+        """
+        values: Codec[Any] = (
+            JsonModel(codec) if isinstance(codec, type) and issubclass(codec, BaseModel) else codec
+        )
+        attempts = self.update_attempts if max_attempts is None else max_attempts
+        for _ in range(attempts):
+            stored = self.read(name, metadata=values.reads_metadata)
+            current = None if stored is None else values.decode(stored)
+            generation = 0 if stored is None else stored.generation
+            wanted = change(current)
+            if wanted is None:
+                return Updated(current, generation, written=False)
+            payload = values.encode(wanted)
+            if stored is not None and _same(stored, payload):
+                return Updated(wanted, generation, written=False)
+            written = self.write(
+                name,
+                payload.data,
+                content_type=payload.content_type,
+                metadata=payload.metadata,
+                if_generation_match=generation,
+            )
+            if written is not None:
+                return Updated(wanted, written, written=True)
+        raise ConcurrentUpdateError(f"{self.uri(name)}: lost {attempts} update races")
+
+
+def _same(stored: StoredObject, payload: Payload) -> bool:
+    """Whether writing ``payload`` would leave ``stored`` as it is."""
+    if payload.data != stored.data:
+        return False
+    return payload.metadata is None or dict(payload.metadata) == dict(stored.metadata)

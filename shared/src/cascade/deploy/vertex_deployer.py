@@ -27,7 +27,7 @@ from google.api_core import exceptions as gexc
 from google.cloud import aiplatform
 
 from cascade.core.deployment_config import DeploymentConfig
-from cascade.core.errors import BadRequestError, TransientError
+from cascade.core.errors import BadRequestError, TransientError, transient_errors
 from cascade.core.store import ArtifactStore
 from cascade.deploy import traffic
 from cascade.deploy.canary import judge_canary
@@ -40,13 +40,6 @@ from cascade.serving.state import (
 )
 
 __all__ = ["VertexDeployer"]
-
-_TRANSIENT = (
-    gexc.ServiceUnavailable,
-    gexc.TooManyRequests,
-    gexc.InternalServerError,
-    gexc.DeadlineExceeded,
-)
 
 
 class VertexDeployer:
@@ -95,7 +88,7 @@ class VertexDeployer:
             if existing is not None:  # a retry after the upload: reuse it
                 return self._version_of(candidate, existing)
         described = ", ".join(f"{key}={value}" for key, value in sorted(candidate.lineage.items()))
-        try:
+        with transient_errors(f"Model.upload of {candidate.model_uri}"):
             model = self._models.upload(
                 display_name=dataset,
                 artifact_uri=candidate.model_uri,
@@ -109,8 +102,6 @@ class VertexDeployer:
                 sync=True,
                 **self._where(),
             )
-        except _TRANSIENT as error:
-            raise TransientError(f"Model.upload of {candidate.model_uri}: {error}") from error
         return self._version_of(candidate, model)
 
     def _existing_version(self, name_with_alias: str) -> Any:
@@ -158,7 +149,7 @@ class VertexDeployer:
         serving = {key: share for key, share in dict(endpoint.traffic_split).items() if share}
         share = 100 if not serving else config.canary_traffic_percent
         model = self._models(model_name=version.vertex_model, **self._where())
-        try:
+        with transient_errors(f"Endpoint.deploy of {version.vertex_model}"):
             endpoint.deploy(
                 model=model,
                 deployed_model_display_name=f"{dataset}-v{version.version}",
@@ -169,8 +160,6 @@ class VertexDeployer:
                 service_account=config.endpoint_service_account,
                 sync=True,
             )
-        except _TRANSIENT as error:
-            raise TransientError(f"Endpoint.deploy of {version.vertex_model}: {error}") from error
         deployed_id = self._deployed_model_id(endpoint, model)
         entry = version.model_copy(update={"vertex_deployed_model_id": deployed_id})
 

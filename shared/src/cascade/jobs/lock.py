@@ -19,12 +19,13 @@ was never submitted by a run that gave up is **stale**, and is released the same
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import datetime
 from typing import TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from cascade.core.errors import ConcurrentUpdateError
+from cascade.core.errors import BadRequestError
 from cascade.core.job_spec import HyperparameterValue
 from cascade.core.messages import TrainRequest
 from cascade.core.paths import DatasetPaths
@@ -33,12 +34,17 @@ from cascade.core.store import ArtifactStore
 
 __all__ = [
     "ActiveRun",
+    "Coalesced",
+    "Holding",
     "PendingFollowUp",
+    "RunRequest",
     "TrainingLock",
     "TrainingLockStore",
     "follow_up_request",
     "follow_up_run_id",
+    "join_follow_up",
     "release",
+    "take_or_join",
 ]
 
 ResultT = TypeVar("ResultT")
@@ -127,14 +133,98 @@ def release(lock: TrainingLock, run_id: str, now: datetime) -> ActiveRun | None:
     return lock.active
 
 
+@dataclass(frozen=True)
+class RunRequest:
+    """A run that wants the dataset's lock, with what its job should train with."""
+
+    run_id: str
+    request_id: str
+    hyperparameters: dict[str, HyperparameterValue]
+    tune: bool
+
+
+@dataclass(frozen=True)
+class Holding:
+    """This run holds the dataset's lock and may submit."""
+
+    active: ActiveRun
+
+
+@dataclass(frozen=True)
+class Coalesced:
+    """Another run's job is active: this request joined its one follow-up.
+
+    ``handed_over`` is set when this request found a stale lock and handed it to the
+    follow-up that was waiting; its train request must be published.
+    """
+
+    follow_up_run_id: str
+    handed_over: ActiveRun | None = None
+
+
+def take_or_join(
+    lock: TrainingLock, request: RunRequest, now: datetime, stale_holder: ActiveRun | None
+) -> Holding | Coalesced:
+    """The lock's rule, applied to the lock as read (``TrainingLockStore.update`` retries).
+
+    The run already holding the lock keeps it; a free lock is taken; a held one is
+    joined as the one pending follow-up. ``stale_holder`` is the holder found stale
+    before this update: released (and handed over) only if it still holds the lock.
+    """
+    if lock.active is not None and lock.active.run_id == request.run_id:
+        return Holding(lock.active)
+    handed_over = None
+    if stale_holder is not None and _same_active(lock.active, stale_holder):
+        assert lock.active is not None
+        handed_over = release(lock, lock.active.run_id, now)
+    if lock.active is None:
+        lock.active = ActiveRun(
+            run_id=request.run_id,
+            request_id=request.request_id,
+            reserved_at=now,
+            hyperparameters=dict(request.hyperparameters),
+            tune=request.tune,
+        )
+        lock.updated_at = now
+        return Holding(lock.active)
+    return Coalesced(join_follow_up(lock, request, now), handed_over)
+
+
+def _same_active(active: ActiveRun | None, checked: ActiveRun | None) -> bool:
+    if active is None or checked is None:
+        return False
+    return (active.run_id, active.job_name) == (checked.run_id, checked.job_name)
+
+
+def join_follow_up(lock: TrainingLock, request: RunRequest, now: datetime) -> str:
+    """Add ``request`` to the held lock's one pending follow-up run; its run id."""
+    assert lock.active is not None
+    pending = lock.pending or PendingFollowUp(
+        run_id=follow_up_run_id(lock.dataset, lock.active.run_id),
+        request_id=f"follow-up:{lock.active.run_id}",
+        requested_at=now,
+    )
+    if pending.run_id == request.run_id:
+        raise BadRequestError(
+            f"run {request.run_id} is the pending follow-up of {lock.active.run_id}; it "
+            "starts by itself when that run's job finishes"
+        )
+    if request.run_id not in pending.coalesced:
+        pending.coalesced.append(request.run_id)
+        pending.hyperparameters.update(request.hyperparameters)
+        pending.tune = pending.tune or request.tune
+    lock.pending = pending
+    lock.updated_at = now
+    return pending.run_id
+
+
 class TrainingLockStore:
     """Optimistic read-modify-write of one dataset's lock object."""
 
-    def __init__(self, store: ArtifactStore, dataset: str, *, max_attempts: int = 20) -> None:
+    def __init__(self, store: ArtifactStore, dataset: str) -> None:
         self._store = store
         self.dataset = dataset
         self.name = f"{DatasetPaths(dataset).root}/training_lock.json"
-        self._max_attempts = max_attempts
 
     def read(self) -> tuple[TrainingLock, int]:
         """The lock and its generation (0: no lock object yet, i.e. free)."""
@@ -147,13 +237,15 @@ class TrainingLockStore:
         """Apply ``mutate`` and write the lock back unless it changed meanwhile.
 
         ``mutate`` may run several times (once per lost race) and returns the decision
-        it took on the lock it was given.
+        it took on the lock it was given; the decision of the run that was written (or
+        that left the lock as it was) is returned.
         """
-        for _ in range(self._max_attempts):
-            lock, generation = self.read()
-            decision = mutate(lock)
-            if self._store.write_json(self.name, lock, if_generation_match=generation) is not None:
-                return decision
-        raise ConcurrentUpdateError(
-            f"{self._store.uri(self.name)}: lost {self._max_attempts} update races"
-        )
+        decisions: list[ResultT] = []
+
+        def change(current: TrainingLock | None) -> TrainingLock:
+            lock = TrainingLock(dataset=self.dataset) if current is None else current
+            decisions.append(mutate(lock))
+            return lock
+
+        self._store.update(self.name, TrainingLock, change)
+        return decisions[-1]

@@ -28,7 +28,12 @@ from google.api_core import exceptions as gexc
 from google.cloud import aiplatform_v1 as vertex
 from google.protobuf import duration_pb2
 
-from cascade.core.errors import InvalidConfigError, TransientError, UnknownJobError
+from cascade.core.errors import (
+    TRANSIENT_ERRORS,
+    InvalidConfigError,
+    TransientError,
+    UnknownJobError,
+)
 from cascade.core.job_spec import (
     HyperparameterValue,
     JobState,
@@ -79,16 +84,6 @@ _GOALS = {
     "minimize": vertex.StudySpec.MetricSpec.GoalType.MINIMIZE,
     "maximize": vertex.StudySpec.MetricSpec.GoalType.MAXIMIZE,
 }
-_RETRYABLE = (
-    gexc.TooManyRequests,
-    gexc.InternalServerError,
-    gexc.BadGateway,
-    gexc.ServiceUnavailable,
-    gexc.GatewayTimeout,
-    gexc.DeadlineExceeded,
-    ConnectionError,
-    TimeoutError,
-)
 _REFUSED = (
     gexc.InvalidArgument,
     gexc.PermissionDenied,
@@ -305,7 +300,7 @@ class VertexJobRunner:
             raise UnknownJobError(f"Vertex AI: {error}") from error
         except _REFUSED as error:
             raise InvalidConfigError(f"Vertex AI refused {action} the job: {error}") from error
-        except _RETRYABLE as error:
+        except TRANSIENT_ERRORS as error:
             raise TransientError(f"Vertex AI {action} the job: {error}") from error
 
 

@@ -14,7 +14,6 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from cascade.core.errors import ConcurrentUpdateError
 from cascade.core.paths import DatasetPaths
 from cascade.core.store import ArtifactStore
 
@@ -128,20 +127,16 @@ def update_serving_state(
     artifacts: ArtifactStore,
     dataset: str,
     mutate: Callable[[ServingState | None], ServingState],
-    *,
-    max_attempts: int = 20,
 ) -> ServingState:
     """Read-modify-write ``serving.json`` under a generation precondition.
 
     ``mutate`` gets the current state (None before the first deployment) and returns the
     new one; it may run several times (once per lost race) and must not have side effects.
     """
-    name = DatasetPaths(dataset).serving
-    for _ in range(max_attempts):
-        found = artifacts.read_model(name, ServingState)
-        current, generation = (None, 0) if found is None else found
-        updated = mutate(None if current is None else current.model_copy(deep=True))
+
+    def change(current: ServingState | None) -> ServingState:
+        updated = mutate(current)
         ServingState.model_validate(updated.model_dump())  # the split must still be valid
-        if artifacts.write_json(name, updated, if_generation_match=generation) is not None:
-            return updated
-    raise ConcurrentUpdateError(f"{name}: lost {max_attempts} update races")
+        return updated
+
+    return artifacts.update(DatasetPaths(dataset).serving, ServingState, change).value

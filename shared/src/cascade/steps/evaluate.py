@@ -16,7 +16,6 @@ from cascade.core.errors import BadRequestError
 from cascade.core.messages import ModelTrained
 from cascade.core.observability import RunLogger
 from cascade.core.pipeline_config import load_pipeline_config
-from cascade.core.store import ArtifactStore
 from cascade.evaluation.judge import evaluate_candidate, next_messages
 from cascade.evaluation.record import evaluation_path
 from cascade.serving.uris import UriReader
@@ -49,9 +48,7 @@ def handle_model_trained(
                 outputs={"verdict": "not_evaluated"},
             )
         config = load_pipeline_config(ctx.artifacts, message.dataset).evaluation
-        reader = UriReader.beside(
-            ctx.artifacts, lambda bucket: ArtifactStore(ctx.storage_client, bucket)
-        )
+        reader = UriReader(ctx.store)
         record = evaluate_candidate(
             message, config, artifacts=ctx.artifacts, reader=reader, now=ctx.clock()
         )

@@ -15,13 +15,12 @@ claim records the job name, so a redelivered or resumed request finds its job.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
 from cascade.core.claims import ClaimHandle
 from cascade.core.context import StepContext
-from cascade.core.errors import BadRequestError, PermanentError, UnknownJobError
+from cascade.core.errors import PermanentError, UnknownJobError
 from cascade.core.job_spec import JobRunner, TrainingJobSpec
 from cascade.core.messages import Alert, StepMessage, TrainRequest
 from cascade.core.observability import RunLogger
@@ -29,12 +28,14 @@ from cascade.core.pipeline_config import load_pipeline_config
 from cascade.core.runs import RunRecord, Trigger, run_id_for_request
 from cascade.jobs.lock import (
     ActiveRun,
-    PendingFollowUp,
+    Coalesced,
+    Holding,
+    RunRequest,
     TrainingLock,
     TrainingLockStore,
     follow_up_request,
-    follow_up_run_id,
     release,
+    take_or_join,
 )
 from cascade.jobs.records import (
     JobRecord,
@@ -50,8 +51,6 @@ from cascade.serving.state import deployed_model_uri
 from cascade.steps.runner import StepOutcome, execute_step
 
 __all__ = [
-    "Coalesced",
-    "Holding",
     "acquire_lock",
     "failure_messages",
     "handle_train_request",
@@ -86,25 +85,6 @@ def handle_train_request(
         return start_training(ctx, jobs, request, run, claim, log)
 
     return execute_step(ctx, run=run, step=STEP, owner=event_id, body=body)
-
-
-@dataclass(frozen=True)
-class Holding:
-    """This run holds the dataset's lock and may submit."""
-
-    active: ActiveRun
-
-
-@dataclass(frozen=True)
-class Coalesced:
-    """Another run's job is active: this request joined its one follow-up.
-
-    ``handed_over`` is set when this request found a stale lock and handed it to the
-    follow-up that was waiting; its train request must be published.
-    """
-
-    follow_up_run_id: str
-    handed_over: ActiveRun | None = None
 
 
 def start_training(
@@ -147,61 +127,23 @@ def acquire_lock(
     request: TrainRequest,
     log: RunLogger,
 ) -> Holding | Coalesced:
-    """Take the dataset's lock for ``run_id``, or coalesce into the pending follow-up."""
+    """Take the dataset's lock for ``run_id``, or coalesce into the pending follow-up.
+
+    Whether the current holder is stale is decided outside the update (it asks the job
+    runner and the ledger); the update releases it only if it is still the one checked.
+    """
     current, _ = locks.read()
     stale = _stale_reason(ctx, runner, current.active, run_id)
     if stale is not None and current.active is not None:
         log.warning("training lock of %s is stale: %s", locks.dataset, stale)
-    checked = current.active
-
-    def mutate(lock: TrainingLock) -> Holding | Coalesced:
-        now = ctx.clock()
-        if lock.active is not None and lock.active.run_id == run_id:
-            return Holding(lock.active)
-        handed_over = None
-        if stale is not None and _same_active(lock.active, checked):
-            assert lock.active is not None
-            handed_over = release(lock, lock.active.run_id, now)
-        if lock.active is None:
-            lock.active = ActiveRun(
-                run_id=run_id,
-                request_id=request.request_id or run_id,
-                reserved_at=now,
-                hyperparameters=dict(request.hyperparameters),
-                tune=request.tune,
-            )
-            lock.updated_at = now
-            return Holding(lock.active)
-        return Coalesced(_join_follow_up(lock, run_id, request, now), handed_over)
-
-    return locks.update(mutate)
-
-
-def _same_active(active: ActiveRun | None, checked: ActiveRun | None) -> bool:
-    if active is None or checked is None:
-        return False
-    return (active.run_id, active.job_name) == (checked.run_id, checked.job_name)
-
-
-def _join_follow_up(lock: TrainingLock, run_id: str, request: TrainRequest, now: Any) -> str:
-    assert lock.active is not None
-    pending = lock.pending or PendingFollowUp(
-        run_id=follow_up_run_id(lock.dataset, lock.active.run_id),
-        request_id=f"follow-up:{lock.active.run_id}",
-        requested_at=now,
+    request_for = RunRequest(
+        run_id=run_id,
+        request_id=request.request_id or run_id,
+        hyperparameters=dict(request.hyperparameters),
+        tune=request.tune,
     )
-    if pending.run_id == run_id:
-        raise BadRequestError(
-            f"run {run_id} is the pending follow-up of {lock.active.run_id}; it starts by "
-            "itself when that run's job finishes"
-        )
-    if run_id not in pending.coalesced:
-        pending.coalesced.append(run_id)
-        pending.hyperparameters.update(request.hyperparameters)
-        pending.tune = pending.tune or request.tune
-    lock.pending = pending
-    lock.updated_at = now
-    return pending.run_id
+    stale_holder = current.active if stale is not None else None
+    return locks.update(lambda lock: take_or_join(lock, request_for, ctx.clock(), stale_holder))
 
 
 def _stale_reason(

@@ -66,7 +66,7 @@ def handle_data_validated(
         raise BadRequestError(f"data-validated for unknown run {message.run_id}")
 
     def body(claim: ClaimHandle, log: RunLogger) -> StepOutcome:
-        reader = opener if opener is not None else GcsObjectOpener(ctx.storage_client)
+        reader = opener if opener is not None else GcsObjectOpener(ctx.store)
         return transform_run(ctx, run, reader, log)
 
     return execute_step(ctx, run=run, step=STEP, owner=event_id, body=body)

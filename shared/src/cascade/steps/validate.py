@@ -16,16 +16,13 @@ Unreadable files raise BadInputError, which the runner records and alerts.
 from __future__ import annotations
 
 import posixpath
-from collections.abc import Iterator
-from contextlib import contextmanager
-from typing import Any, BinaryIO
+from typing import Any
 
-from google.api_core import exceptions as gexc
 from google.protobuf import text_format  # type: ignore[import-untyped,unused-ignore]
 
 from cascade.core.claims import ClaimHandle
 from cascade.core.context import StepContext
-from cascade.core.errors import BadInputError, BadRequestError, TransientError
+from cascade.core.errors import BadInputError, BadRequestError
 from cascade.core.events import StorageObjectEvent
 from cascade.core.messages import Alert, DataValidated, ObjectRef
 from cascade.core.observability import RunLogger
@@ -44,7 +41,6 @@ from cascade.validation.validator import FileValidation, validate_file
 __all__ = ["dataset_of_object", "handle_object_finalized"]
 
 STEP = "validate"
-_READ_CHUNK_BYTES = 8 * 1024 * 1024
 _ALERT_FINDINGS = 20
 
 
@@ -92,7 +88,7 @@ def validate_landed_object(
     config = load_pipeline_config(ctx.artifacts, run.dataset).validation
     source = _landed_source(ctx, event, source_ref)
     schema, schema_generation = _stored_schema(ctx, paths)
-    baselines = BaselineStore(ctx.storage_client, ctx.settings.artifacts_bucket, run.dataset)
+    baselines = BaselineStore(ctx.artifacts, run.dataset)
     stored = baselines.load()
     validation = validate_file(
         source,
@@ -131,27 +127,16 @@ def validate_landed_object(
 
 
 def _landed_source(ctx: StepContext, event: StorageObjectEvent, ref: ObjectRef) -> DataSource:
-    """The exact generation the event names, streamed in chunks through the client."""
-    blob = ctx.storage_client.bucket(event.bucket).blob(event.name, generation=event.generation)
-    try:
-        blob.reload()
-    except gexc.NotFound:
-        raise BadInputError(
-            "the object no longer exists (deleted or overwritten)", uri=ref.uri
-        ) from None
-    except (gexc.ServerError, gexc.TooManyRequests, ConnectionError) as error:
-        raise TransientError(f"reading {ref.uri}: {error}") from error
-
-    @contextmanager
-    def open_landed() -> Iterator[BinaryIO]:
-        with blob.open("rb", chunk_size=_READ_CHUNK_BYTES) as reader:
-            yield reader
-
+    """The exact generation the event names, streamed in chunks from its bucket."""
+    landing = ctx.store(event.bucket)
+    info = landing.stat(event.name, generation=event.generation)
+    if info is None:
+        raise BadInputError("the object no longer exists (deleted or overwritten)", uri=ref.uri)
     return DataSource(
         uri=ref.uri,
         file_format=file_format_of(event.name, uri=ref.uri),
-        size=int(blob.size if blob.size is not None else event.size),
-        open=open_landed,
+        size=info.size,
+        open=lambda: landing.open_read(event.name, generation=event.generation),
     )
 
 
@@ -294,19 +279,10 @@ def _quarantine(
 ) -> str:
     """Copy the object (server side) and its anomalies under the run's quarantine prefix."""
     prefix = DatasetPaths(run.dataset).quarantine(run.run_id)
-    landing = ctx.storage_client.bucket(ref.bucket)
-    artifacts = ctx.storage_client.bucket(ctx.settings.artifacts_bucket)
     target = f"{prefix}/{posixpath.basename(ref.name)}"
-    try:
-        landing.copy_blob(
-            landing.blob(ref.name), artifacts, target, source_generation=ref.generation
-        )
-    except gexc.NotFound:
-        raise BadInputError(
-            "the object no longer exists (deleted or overwritten)", uri=ref.uri
-        ) from None
-    except (gexc.ServerError, gexc.TooManyRequests, ConnectionError) as error:
-        raise TransientError(f"quarantining {ref.uri}: {error}") from error
+    copied = ctx.store(ref.bucket).copy(ref.name, ctx.artifacts, target, generation=ref.generation)
+    if copied is None:
+        raise BadInputError("the object no longer exists (deleted or overwritten)", uri=ref.uri)
     ctx.artifacts.write(
         f"{prefix}/anomalies.pbtxt",
         text_format.MessageToString(validation.result.anomalies).encode(),

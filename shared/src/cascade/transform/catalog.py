@@ -13,7 +13,6 @@ from datetime import datetime
 
 from pydantic import BaseModel, ConfigDict
 
-from cascade.core.errors import ConcurrentUpdateError
 from cascade.core.paths import DatasetPaths, RunPaths
 from cascade.core.store import ArtifactStore
 from cascade.transform.spec import TransformSpec
@@ -28,8 +27,6 @@ __all__ = [
     "transform_folder",
     "transform_spec_name",
 ]
-
-_MAX_ATTEMPTS = 20
 
 
 class TransformPointer(BaseModel):
@@ -73,12 +70,8 @@ def latest_transform(store: ArtifactStore, dataset: str) -> TransformPointer | N
 
 def advance_latest_transform(store: ArtifactStore, pointer: TransformPointer, dataset: str) -> bool:
     """Point the dataset at ``pointer`` unless a transform covering more is already there."""
-    name = latest_transform_name(dataset)
-    for _ in range(_MAX_ATTEMPTS):
-        found = store.read_model(name, TransformPointer)
-        if found is not None and not pointer.supersedes(found[0]):
-            return False
-        expected = 0 if found is None else found[1]
-        if store.write_json(name, pointer, if_generation_match=expected) is not None:
-            return True
-    raise ConcurrentUpdateError(f"{store.uri(name)}: lost {_MAX_ATTEMPTS} update races")
+    return store.update(
+        latest_transform_name(dataset),
+        TransformPointer,
+        lambda current: pointer if current is None or pointer.supersedes(current) else None,
+    ).written

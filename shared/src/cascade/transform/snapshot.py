@@ -10,16 +10,14 @@ under ``skipped``; its replacement, if validated, has a manifest of its own.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import AbstractContextManager, contextmanager
+from collections.abc import Callable
+from contextlib import AbstractContextManager
 from datetime import datetime
 from typing import BinaryIO, Protocol
 
-import google.cloud.storage as storage
-from google.api_core import exceptions as gexc
 from pydantic import BaseModel, ConfigDict, Field
 
-from cascade.core.errors import BadInputError, TransientError
+from cascade.core.errors import BadInputError
 from cascade.core.paths import DatasetPaths
 from cascade.core.store import ArtifactStore
 from cascade.transform.spec import SnapshotFile
@@ -35,9 +33,6 @@ __all__ = [
     "load_or_create_snapshot",
     "split_gs_uri",
 ]
-
-_READ_CHUNK_BYTES = 8 * 1024 * 1024
-_TRANSIENT = (gexc.ServerError, gexc.TooManyRequests, ConnectionError, TimeoutError)
 
 
 class SkippedFile(BaseModel):
@@ -81,34 +76,19 @@ def split_gs_uri(uri: str) -> tuple[str, str]:
 
 
 class GcsObjectOpener:
-    """Opens pinned generations through the storage client, streaming in chunks."""
+    """Opens pinned generations through the artifact stores of their buckets, streaming."""
 
-    def __init__(self, client: storage.Client) -> None:
-        self._client = client
-
-    def _blob(self, uri: str, generation: int) -> storage.Blob:
-        bucket, name = split_gs_uri(uri)
-        return self._client.bucket(bucket).blob(name, generation=generation)
+    def __init__(self, stores: Callable[[str], ArtifactStore]) -> None:
+        self._stores = stores
 
     def size(self, uri: str, generation: int) -> int | None:
-        blob = self._blob(uri, generation)
-        try:
-            blob.reload()
-        except gexc.NotFound:
-            return None
-        except _TRANSIENT as error:
-            raise TransientError(f"reading {uri}#{generation}: {error}") from error
-        return int(blob.size or 0)
+        bucket, name = split_gs_uri(uri)
+        info = self._stores(bucket).stat(name, generation=generation)
+        return None if info is None else info.size
 
     def open(self, uri: str, generation: int) -> AbstractContextManager[BinaryIO]:
-        blob = self._blob(uri, generation)
-
-        @contextmanager
-        def reader() -> Iterator[BinaryIO]:
-            with blob.open("rb", chunk_size=_READ_CHUNK_BYTES) as stream:
-                yield stream
-
-        return reader()
+        bucket, name = split_gs_uri(uri)
+        return self._stores(bucket).open_read(name, generation=generation)
 
 
 def accepted_files(store: ArtifactStore, dataset: str) -> list[AcceptedFile]:

@@ -14,16 +14,15 @@ lease, which is how long a crashed step waits before it is resumed.
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Any, TypeVar
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
+from typing import Any
 
-from google.api_core import exceptions as gexc
-from google.cloud import storage  # type: ignore[import-untyped,unused-ignore]
 from google.protobuf.message import DecodeError  # type: ignore[import-untyped,unused-ignore]
 
-from cascade.core.errors import ConcurrentUpdateError, TransientError
+from cascade.core.errors import TransientError
 from cascade.core.paths import DatasetPaths
+from cascade.core.store import ArtifactStore, Payload, StoredObject
 from cascade.core.validation_config import ValidationConfig
 from cascade.validation.anomalies import Baseline
 from cascade.validation.statistics import statistics_proto, summary_of_statistics
@@ -35,16 +34,6 @@ __all__ = ["RECENT_FILES", "BaselineStore", "StoredBaseline"]
 RECENT_FILES = 128
 FILES_KEY = "cascade-files"
 RECENT_KEY = "cascade-recent-files"
-_TRANSIENT = (
-    gexc.TooManyRequests,
-    gexc.InternalServerError,
-    gexc.BadGateway,
-    gexc.ServiceUnavailable,
-    gexc.GatewayTimeout,
-    ConnectionError,
-    TimeoutError,
-)
-ResultT = TypeVar("ResultT")
 
 
 @dataclass(frozen=True)
@@ -59,76 +48,54 @@ class StoredBaseline:
         return Baseline(summary=self.summary, files=self.files)
 
 
-class BaselineStore:
-    def __init__(
-        self, client: storage.Client, bucket_name: str, dataset: str, *, max_attempts: int = 20
-    ) -> None:
-        self._bucket = client.bucket(bucket_name)
-        self._name = DatasetPaths(dataset).baseline_stats
-        self._max_attempts = max_attempts
-        self.uri = f"gs://{bucket_name}/{self._name}"
+@dataclass(frozen=True)
+class _BaselineCodec:
+    """The baseline as a statistics proto, its file counts in the object's metadata."""
 
-    def _guarded(self, action: str, call: Callable[[], ResultT]) -> ResultT:
-        try:
-            return call()
-        except _TRANSIENT as error:
-            raise TransientError(f"{action} {self.uri}: {error}") from error
+    uri: str
+    config: ValidationConfig
+    reads_metadata = True
+
+    def decode(self, stored: StoredObject) -> StoredBaseline:
+        return _decode(stored.data, stored.metadata, stored.generation, self.uri)
+
+    def encode(self, value: StoredBaseline) -> Payload:
+        proto = statistics_proto(value.summary, self.config, name="baseline")
+        return Payload(
+            proto.SerializeToString(),
+            "application/x-protobuf",
+            {FILES_KEY: str(value.files), RECENT_KEY: " ".join(value.recent_files)},
+        )
+
+
+class BaselineStore:
+    """The baseline of one dataset, in the artifacts store."""
+
+    def __init__(self, artifacts: ArtifactStore, dataset: str) -> None:
+        self._artifacts = artifacts
+        self._name = DatasetPaths(dataset).baseline_stats
+        self.uri = artifacts.uri(self._name)
 
     def load(self) -> StoredBaseline | None:
         """The current baseline, or None before the first file is accepted."""
-        for _ in range(self._max_attempts):
-            blob = self._guarded("reading", lambda: self._bucket.get_blob(self._name))
-            if blob is None:
-                return None
-            generation = int(blob.generation or 0)
-            pinned = self._bucket.blob(self._name, generation=generation)
-            try:
-                data = self._guarded("reading", pinned.download_as_bytes)
-            except gexc.NotFound:
-                continue  # replaced between metadata and data: read the newer one
-            return _decode(data, blob.metadata or {}, generation, self.uri)
-        raise ConcurrentUpdateError(f"{self.uri} kept changing while being read")
+        stored = self._artifacts.read(self._name, metadata=True)
+        if stored is None:
+            return None
+        return _decode(stored.data, stored.metadata, stored.generation, self.uri)
 
     def merge_file(
         self, file_id: str, summary: DatasetSummary, config: ValidationConfig
     ) -> StoredBaseline:
         """Merge one accepted file's summary in, exactly once per ``file_id``."""
-        for _ in range(self._max_attempts):
-            current = self.load()
+
+        def merge(current: StoredBaseline | None) -> StoredBaseline | None:
             if current is not None and file_id in current.recent_files:
-                return current
-            merged = _merged(current, file_id, summary, config)
-            if self._write(merged, config, expected_generation=_generation(current)):
-                return merged
-        raise ConcurrentUpdateError(
-            f"{self.uri}: lost {self._max_attempts} races merging file {file_id}"
-        )
+                return None  # merged already (a resumed step): keep it
+            return _merged(current, file_id, summary, config)
 
-    def _write(
-        self, baseline: StoredBaseline, config: ValidationConfig, *, expected_generation: int
-    ) -> bool:
-        blob = self._bucket.blob(self._name)
-        blob.metadata = {
-            FILES_KEY: str(baseline.files),
-            RECENT_KEY: " ".join(baseline.recent_files),
-        }
-        payload = statistics_proto(baseline.summary, config, name="baseline").SerializeToString()
-        try:
-            self._guarded(
-                "writing",
-                lambda: blob.upload_from_string(
-                    payload,
-                    content_type="application/x-protobuf",
-                    if_generation_match=expected_generation,
-                ),
-            )
-        except gexc.PreconditionFailed:
-            return False
-        return True
-
-
-def _generation(current: StoredBaseline | None) -> int:
-    return 0 if current is None else current.generation
+        updated = self._artifacts.update(self._name, _BaselineCodec(self.uri, config), merge)
+        assert updated.value is not None  # merge() only ever keeps an existing baseline
+        return replace(updated.value, generation=updated.generation)
 
 
 def _merged(
@@ -146,7 +113,7 @@ def _merged(
     )
 
 
-def _decode(data: bytes, metadata: dict[str, Any], generation: int, uri: str) -> StoredBaseline:
+def _decode(data: bytes, metadata: Mapping[str, Any], generation: int, uri: str) -> StoredBaseline:
     statistics = statistics_pb2.DatasetFeatureStatisticsList()
     try:
         statistics.ParseFromString(data)

@@ -1,0 +1,70 @@
+"""A recording ``Deployer`` for deploy-step tests.
+
+It subclasses the ``Deployer`` protocol explicitly, so mypy checks every method against
+the interface the real deployers (``VertexDeployer``, ``LocalDeployer``) implement.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from cascade.core.deployment_config import DeploymentConfig
+from cascade.deploy.deployer import CanaryReport, Candidate, Deployer
+from cascade.serving.state import DeployedVersion
+
+# The time of tests.unit.evaluation.builders.NOW; not imported from there, so mypy checks
+# this module without also checking the builders.
+DEPLOYED_AT = datetime(2026, 11, 27, 12, 0, tzinfo=UTC)
+
+
+class FakeDeployer(Deployer):
+    """Records the calls; the canary passes unless told otherwise."""
+
+    target = "fake"
+
+    def __init__(self, canary_passes: bool = True) -> None:
+        self.calls: list[tuple[str, Any]] = []
+        self.canary_passes = canary_passes
+
+    def register(self, candidate: Candidate, config: DeploymentConfig) -> DeployedVersion:
+        self.calls.append(("register", candidate))
+        return DeployedVersion(
+            version="3",
+            run_id=candidate.run_id,
+            model_uri=candidate.model_uri,
+            state="standby",
+            deployed_at=DEPLOYED_AT,
+        )
+
+    def start_canary(
+        self, candidate: Candidate, version: DeployedVersion, config: DeploymentConfig
+    ) -> int:
+        self.calls.append(("start_canary", version.version))
+        return config.canary_traffic_percent
+
+    def check_canary(
+        self, dataset: str, version: str, instances: list[dict[str, Any]], config: DeploymentConfig
+    ) -> CanaryReport:
+        self.calls.append(("check_canary", version))
+        errors = 0 if self.canary_passes else 20
+        return CanaryReport(
+            self.canary_passes,
+            20,
+            errors,
+            1.5,
+            "p95 1.5 ms" if self.canary_passes else "20/20 requests failed",
+        )
+
+    def promote(self, dataset: str, version: str) -> None:
+        self.calls.append(("promote", version))
+
+    def roll_back(self, dataset: str, version: str, reason: str) -> None:
+        self.calls.append(("roll_back", version))
+
+    def retire(self, dataset: str, keep: int) -> list[str]:
+        self.calls.append(("retire", keep))
+        return ["1"]
+
+    def restore_previous(self, dataset: str) -> tuple[str, str]:
+        raise AssertionError("not part of a rollout")
