@@ -18,7 +18,7 @@ import pytest
 
 from cascade.core.clients import make_subscriber
 from cascade.core.store import ArtifactStore
-from cascade.trainer.probe import InfraCheck
+from cascade.trainer.infra_check import InfraCheck
 from cascade.trainer.scoring import EvaluationReport
 from cascade.trainer.storage import TrainerStorage
 from tests.conftest import LocalCloud, free_port_block

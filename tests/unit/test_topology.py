@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import tomllib
 from pathlib import Path
 
 import pytest
@@ -7,6 +8,7 @@ import yaml
 
 from cascade.core.errors import InvalidConfigError
 from cascade.core.topology import (
+    FUNCTION_DEPENDENCY_GROUPS,
     HttpTrigger,
     StorageTrigger,
     TopicTrigger,
@@ -89,3 +91,45 @@ def test_max_delivery_attempts_follow_pubsub_bounds() -> None:
 
     with pytest.raises(InvalidConfigError, match="max_delivery_attempts"):
         parse_topology(document)
+
+
+def test_every_repository_function_names_its_dependency_group() -> None:
+    topology = load_topology(REPO_TOPOLOGY)
+
+    groups = {name: spec.dependencies for name, spec in topology.functions.items()}
+
+    # Vertex AI's client only where the step calls Vertex AI (and iam.tf grants it a role).
+    assert groups == {
+        "validate": "function",
+        "transform": "function",
+        "train": "function-vertex",
+        "train-http": "function-vertex",
+        "evaluate": "function",
+        "evaluate-job-events": "function-vertex",
+        "evaluate-http": "function",
+        "deploy": "function-vertex",
+        "dead-letters": "function",
+    }
+
+
+def test_an_unknown_dependency_group_is_rejected() -> None:
+    document = _document()
+    document["functions"]["validate"]["dependencies"] = "trainer"  # type: ignore[index]
+
+    with pytest.raises(InvalidConfigError, match=r"validate\.dependencies"):
+        parse_topology(document)
+
+
+def test_a_topology_that_is_never_packaged_may_leave_the_group_out() -> None:
+    document = _document()
+    del document["functions"]["validate"]["dependencies"]  # type: ignore[index]
+
+    assert parse_topology(document).functions["validate"].dependencies is None
+
+
+def test_the_function_groups_are_defined_in_the_shared_pyproject() -> None:
+    pyproject = REPO_TOPOLOGY.parents[1] / "shared" / "pyproject.toml"
+    groups = tomllib.loads(pyproject.read_text())["project"]["optional-dependencies"]
+
+    assert set(FUNCTION_DEPENDENCY_GROUPS) <= set(groups)
+    assert FUNCTION_DEPENDENCY_GROUPS == ("function", "function-vertex")

@@ -8,7 +8,7 @@ from typing import Any
 from cascade.core.messages import ModelTrained
 from cascade.core.runs import RunRecord, Trigger
 from cascade.core.store import ArtifactStore
-from cascade.trainer.probe import InfraCheck, LatencyStats
+from cascade.trainer.infra_check import InfraCheck, LatencyStats
 
 DATASET = "credit"
 RUN_ID = "credit-0123456789abcdef"

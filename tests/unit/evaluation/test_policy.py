@@ -11,7 +11,7 @@ from cascade.core.evaluation_config import EvaluationConfig, MetricThreshold
 from cascade.core.pipeline_config import parse_pipeline_config
 from cascade.evaluation.inputs import EvaluationInputs, TrainedMetrics
 from cascade.evaluation.policy import judge
-from cascade.trainer.probe import InfraCheck
+from cascade.trainer.infra_check import InfraCheck
 from tests.unit.evaluation.builders import (
     DEPLOYED_URI,
     MODEL_URI,

@@ -5,15 +5,29 @@ For each function of the topology this stages ``<output>/<function>/`` with
 * the files of the function's source directory (``functions/<step>/``, ``main.py`` first
   among them),
 * the ``cascade`` package copied from ``shared/src/cascade`` (vendored, so the function
-  runs exactly the code that was tested), and
-* a ``requirements.txt`` with the shared package's dependencies, pinned from the
-  repository's lock file where it pins them,
+  runs exactly the code that was tested),
+* a ``requirements.txt`` with what the function runs and nothing else: the shared
+  package's base ``dependencies`` plus the optional-dependency group that the function's
+  topology entry names (``dependencies: function`` or ``function-vertex``), ``cascade[...]``
+  references inside a group expanded, plus the function's own ``requirements.txt`` if its
+  source directory has one, and
+* with a lock file (``--pins requirements.txt``), a ``constraints.txt`` of every exact pin
+  in it, which ``requirements.txt`` names with ``-c constraints.txt``,
 
 then writes ``<output>/<function>-<sha256 prefix>.zip`` and ``<output>/manifest.json``,
 which Terraform reads. Zips are byte-for-byte reproducible (sorted entries, fixed
 timestamps and modes), so an unchanged tree yields the same names and Terraform changes
 nothing, while any code or dependency change yields a new object and a new revision.
 No network, no build backend: only the standard library.
+
+Pins. A direct requirement of the group is written ``name==version`` when the lock pins
+it, and as its pyproject range otherwise. Transitive dependencies are not listed: pip
+resolves them at build time, and ``constraints.txt`` holds each one the lock pins
+(google-api-core, grpcio, flask, ...) to the version that ``.venv`` runs and the tests
+passed with. A constraint installs nothing, so the lock's trainer, local-cloud and dev
+pins cost a function nothing; the lock does not pin every transitive distribution, and
+those it leaves out resolve to the newest versions the pinned ones allow. Because the
+constraints are the whole lock, changing any pin in it gives every function a new zip.
 """
 
 from __future__ import annotations
@@ -36,8 +50,11 @@ __all__ = [
     "FunctionPackage",
     "PackagingError",
     "RepositoryLayout",
+    "build_constraints",
     "build_requirements",
+    "dependency_groups",
     "deterministic_zip",
+    "group_requirements",
     "package_function",
     "package_functions",
     "read_pins",
@@ -45,6 +62,8 @@ __all__ = [
 ]
 
 MANIFEST_NAME = "manifest.json"
+CONSTRAINTS_NAME = "constraints.txt"
+SHARED_PACKAGE_NAME = "cascade"
 HASH_PREFIX_LENGTH = 16
 FUNCTIONS_FRAMEWORK_FALLBACK = "functions-framework>=3.10,<4"
 _ZIP_TIMESTAMP = (1980, 1, 1, 0, 0, 0)
@@ -52,6 +71,7 @@ _IGNORED_DIRECTORIES = frozenset({"__pycache__", ".pytest_cache", ".mypy_cache",
 _IGNORED_SUFFIXES = (".pyc", ".pyo")
 _REQUIREMENT_NAME = re.compile(r"^\s*([A-Za-z0-9][A-Za-z0-9._-]*)")
 _PIN = re.compile(r"^\s*([A-Za-z0-9][A-Za-z0-9._-]*)(\[[^\]]*\])?\s*==\s*([^\s;#]+)")
+_EXTRAS = re.compile(r"^\s*[A-Za-z0-9][A-Za-z0-9._-]*\s*\[([^\]]*)\]")
 
 
 class PackagingError(InvalidConfigError):
@@ -116,16 +136,81 @@ def _requirement_name(requirement: str) -> str:
     return normalize_name(match.group(1))
 
 
-def shared_dependencies(pyproject: Path) -> list[str]:
-    """The ``[project].dependencies`` of the shared package's pyproject.toml."""
+def _project_table(pyproject: Path) -> dict[str, object]:
     try:
         document = tomllib.loads(pyproject.read_text(encoding="utf-8"))
     except (OSError, tomllib.TOMLDecodeError) as error:
         raise PackagingError(f"cannot read {pyproject}: {error}") from error
-    dependencies = document.get("project", {}).get("dependencies", [])
-    if not isinstance(dependencies, list) or not all(isinstance(d, str) for d in dependencies):
-        raise PackagingError(f"{pyproject}: [project].dependencies must be a list of strings")
-    return list(dependencies)
+    project = document.get("project", {})
+    if not isinstance(project, dict):
+        raise PackagingError(f"{pyproject}: [project] must be a table")
+    return project
+
+
+def _string_list(value: object, where: str) -> list[str]:
+    if not isinstance(value, list) or not all(isinstance(item, str) for item in value):
+        raise PackagingError(f"{where} must be a list of strings")
+    return list(value)
+
+
+def shared_dependencies(pyproject: Path) -> list[str]:
+    """The ``[project].dependencies`` of the shared package's pyproject.toml: the base
+    that every dependency group adds to."""
+    return _string_list(
+        _project_table(pyproject).get("dependencies", []),
+        f"{pyproject}: [project].dependencies",
+    )
+
+
+def dependency_groups(pyproject: Path) -> dict[str, list[str]]:
+    """The ``[project.optional-dependencies]`` groups of the shared package, as written."""
+    groups = _project_table(pyproject).get("optional-dependencies", {})
+    if not isinstance(groups, dict):
+        raise PackagingError(f"{pyproject}: [project.optional-dependencies] must be a table")
+    return {
+        name: _string_list(requirements, f"{pyproject}: optional-dependencies {name!r}")
+        for name, requirements in groups.items()
+    }
+
+
+def _self_reference(requirement: str, package: str) -> list[str] | None:
+    """The extras of ``package[a,b]`` (a group that includes other groups), else None."""
+    if _requirement_name(requirement) != package:
+        return None
+    match = _EXTRAS.match(requirement)
+    if not match:
+        raise PackagingError(f"{requirement!r}: a group may name {package} only with extras")
+    return [extra.strip() for extra in match.group(1).split(",") if extra.strip()]
+
+
+def group_requirements(
+    pyproject: Path, group: str, *, package: str = SHARED_PACKAGE_NAME
+) -> list[str]:
+    """What installing ``package[group]`` asks for: the base dependencies, then the
+    group's requirements with ``package[other]`` references expanded (as pip does)."""
+    groups = dependency_groups(pyproject)
+    requirements = shared_dependencies(pyproject)
+    seen: set[str] = set()
+
+    def expand(name: str, via: str) -> None:
+        if name not in groups:
+            known = ", ".join(sorted(groups)) or "none"
+            raise PackagingError(
+                f"{via}: no dependency group {name!r} in {pyproject} (groups: {known})"
+            )
+        if name in seen:
+            return
+        seen.add(name)
+        for requirement in groups[name]:
+            extras = _self_reference(requirement.split("#", 1)[0].strip(), package)
+            if extras is None:
+                requirements.append(requirement)
+            else:
+                for extra in extras:
+                    expand(extra, f"group {name!r}")
+
+    expand(group, f"dependency group {group!r}")
+    return requirements
 
 
 def build_requirements(
@@ -133,12 +218,15 @@ def build_requirements(
     pins: Mapping[str, str],
     *,
     function_requirements: Iterable[str] = (),
+    group: str | None = None,
+    constraints: str | None = None,
 ) -> str:
     """requirements.txt text: each dependency pinned where ``pins`` knows its version.
 
     The function's own requirements come after the shared ones; a distribution named
     twice is listed once (the shared package's entry wins). functions-framework is always
-    present, so the runtime does not pick a version of its own.
+    present, so the runtime does not pick a version of its own. ``constraints`` names a
+    constraints file beside it (``-c``) that pins what the requirements pull in.
     """
     lines: dict[str, str] = {}
     for requirement in [*dependencies, *function_requirements]:
@@ -154,8 +242,23 @@ def build_requirements(
         lines["functions-framework"] = (
             f"functions-framework=={pinned}" if pinned else FUNCTIONS_FRAMEWORK_FALLBACK
         )
-    header = "# Generated by `cascade package-functions`; the cascade package is vendored.\n"
+    source = f' from dependency group "{group}"' if group else ""
+    header = (
+        f"# Generated by `cascade package-functions`{source}; the cascade package is vendored.\n"
+    )
+    if constraints:
+        header += f"-c {constraints}  # the lock's pins, for what these pull in\n"
     return header + "".join(f"{lines[name]}\n" for name in sorted(lines))
+
+
+def build_constraints(pins: Mapping[str, str]) -> str:
+    """constraints.txt text: every pin of the lock, sorted. Constraints install nothing;
+    they fix the version of whatever the requirements bring in."""
+    header = (
+        "# Generated by `cascade package-functions` from the lock file: versions, not\n"
+        "# installs (requirements.txt names this file with -c).\n"
+    )
+    return header + "".join(f"{name}=={pins[name]}\n" for name in sorted(pins))
 
 
 def _iter_files(directory: Path) -> Iterator[Path]:
@@ -205,17 +308,27 @@ def stage_function(
     shared_package = layout.resolve(layout.shared_package)
     if not (shared_package / "__init__.py").is_file():
         raise PackagingError(f"shared package not found at {shared_package}")
+    if spec.dependencies is None:
+        raise PackagingError(
+            f"function {spec.name}: its topology entry names no `dependencies` group "
+            "(the optional-dependency group of shared/pyproject.toml it installs)"
+        )
+    dependencies = group_requirements(layout.resolve(layout.shared_pyproject), spec.dependencies)
     if staging_dir.exists():
         shutil.rmtree(staging_dir)
     staging_dir.mkdir(parents=True)
     _copy_tree(source_dir, staging_dir)
     _copy_tree(shared_package, staging_dir / "cascade")
     requirements = build_requirements(
-        shared_dependencies(layout.resolve(layout.shared_pyproject)),
+        dependencies,
         pins,
         function_requirements=_function_requirements(source_dir),
+        group=spec.dependencies,
+        constraints=CONSTRAINTS_NAME if pins else None,
     )
     (staging_dir / "requirements.txt").write_text(requirements, encoding="utf-8")
+    if pins:
+        (staging_dir / CONSTRAINTS_NAME).write_text(build_constraints(pins), encoding="utf-8")
 
 
 def _remove_stale_zips(output_dir: Path, function: str, keep: Path) -> None:

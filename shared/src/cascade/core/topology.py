@@ -8,7 +8,7 @@ between Google Cloud and a laptop.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Literal, get_args
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
@@ -16,6 +16,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from cascade.core.errors import InvalidConfigError
 
 __all__ = [
+    "FUNCTION_DEPENDENCY_GROUPS",
+    "FunctionDependencies",
     "FunctionSpec",
     "HttpTrigger",
     "RetryPolicy",
@@ -27,6 +29,12 @@ __all__ = [
 
 STORAGE_FINALIZED = "google.cloud.storage.object.v1.finalized"
 PUBSUB_PUBLISHED = "google.cloud.pubsub.topic.v1.messagePublished"
+
+# The optional-dependency groups of shared/pyproject.toml that a function may install
+# (`dependencies:` of a topology entry): `function` for every step, `function-vertex`
+# for the ones that call Vertex AI. A unit test keeps this list and pyproject in step.
+FunctionDependencies = Literal["function", "function-vertex"]
+FUNCTION_DEPENDENCY_GROUPS: tuple[str, ...] = get_args(FunctionDependencies)
 
 
 class _Strict(BaseModel):
@@ -91,6 +99,10 @@ class FunctionSpec(_Strict):
     cpu: str
     max_instances: int
     max_event_age_s: int
+    # What `cascade package-functions` installs with the function: the base dependencies
+    # and this group. Every deployed function names one; None only in topologies that
+    # are never packaged (tests and benchmarks run their functions from .venv).
+    dependencies: FunctionDependencies | None = None
 
     @property
     def dead_letters_to(self) -> str | None:

@@ -16,7 +16,7 @@ from cascade.core.errors import BadInputError
 from cascade.core.paths import RunPaths
 from cascade.core.store import ArtifactStore
 from cascade.serving.uris import UriReader
-from cascade.trainer.probe import InfraCheck
+from cascade.trainer.infra_check import InfraCheck
 
 __all__ = [
     "EvaluationInputs",

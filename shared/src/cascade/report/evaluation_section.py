@@ -20,7 +20,7 @@ from cascade.report.page_model import (
 )
 from cascade.report.reading import Read, object_name, read_json
 from cascade.report.training_section import TrainerMetrics, metrics_name
-from cascade.trainer.probe import InfraCheck
+from cascade.trainer.infra_check import InfraCheck
 
 __all__ = ["EVALUATION_STEP", "evaluation_section"]
 

@@ -27,14 +27,13 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field
 
 from cascade.core.errors import CascadeError
+from cascade.trainer.infra_check import SIGNATURE, InfraCheck, LatencyStats, ProbeCase
 
 __all__ = ["InfraCheck", "LatencyStats", "ProbeCase", "probe_model", "run_probe_in_subprocess"]
 
 EXIT_PASSED, EXIT_FAILED, EXIT_ERROR = 0, 1, 2
-SIGNATURE = "serving_default"
 UNSEEN_CATEGORY = "__cascade_probe_unseen__ ünïcødé"
 # (case name, numeric value, string value) for single-row cases
 _CASES: list[tuple[str, float, str]] = [
@@ -47,42 +46,6 @@ _CASES: list[tuple[str, float, str]] = [
     ("negative_infinity", float("-inf"), ""),
 ]
 BATCH_ROWS = 256
-
-
-class ProbeCase(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    name: str
-    rows: int
-    passed: bool
-    reasons: list[str] = Field(default_factory=list)
-
-
-class LatencyStats(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    single_row_p50_ms: float
-    single_row_p95_ms: float
-    batch_rows: int
-    batch_p50_ms: float
-    calls: int
-
-
-class InfraCheck(BaseModel):
-    """``infra_check.json``: did the exported model load and answer sensibly, and how fast."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    model_dir: str
-    passed: bool
-    reasons: list[str] = Field(default_factory=list)
-    signature: str = SIGNATURE
-    inputs: dict[str, str] = Field(default_factory=dict)
-    outputs: list[str] = Field(default_factory=list)
-    cases: list[ProbeCase] = Field(default_factory=list)
-    latency: LatencyStats | None = None
-    load_seconds: float = 0.0
-    checked_at: datetime
 
 
 def _rows(specs: dict[str, Any], numeric: Sequence[float], text: Sequence[str]) -> dict[str, Any]:
