@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
-ROW = {"age": 42.0, "city": "lyon", "income": 52000.0, "segment": "b"}
+ROW = {"age": 42.0, "city": "lyon", "income": 52000.0, "segment": "b", "key": "bench-1"}
 BODY = json.dumps({"instances": [ROW]})
 CITIES = ["paris", "lyon", "nice", "lille"]
 SEGMENTS = ["a", "b", "c"]

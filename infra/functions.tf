@@ -78,18 +78,14 @@ resource "google_cloud_run_v2_service_iam_member" "invoker" {
   member   = google_service_account.invoker.member
 }
 
-# HTTP functions: the named callers, never the public.
+# HTTP functions: the callers of the function's topology `invokers` group, never the
+# public (train-http: var.train_http_invokers; evaluate-http: var.bless_http_invokers).
 resource "google_cloud_run_v2_service_iam_member" "http_invoker" {
-  for_each = {
-    for pair in setproduct(keys(local.http_functions), var.train_http_invokers) : "${pair[0]}:${pair[1]}" => {
-      function = pair[0]
-      member   = pair[1]
-    }
-  }
+  for_each = local.http_invoker_grants
 
   project  = var.project_id
   location = var.region
-  name     = google_cloudfunctions2_function.this[each.value.function].service_config[0].service
+  name     = google_cloudfunctions2_function.this[each.value.fn].service_config[0].service
   role     = "roles/run.invoker"
   member   = each.value.member
 }
@@ -150,4 +146,13 @@ resource "terraform_data" "eventarc_dead_letter" {
   }
 
   depends_on = [google_pubsub_topic_iam_member.dead_letter_publisher]
+}
+
+# The serving container (shared/Dockerfile.serving) the deploy step uploads models with:
+# CI passes the digest it pushed; null means serving:latest in the images repository.
+locals {
+  serving_image = coalesce(
+    var.serving_image,
+    "${var.region}-docker.pkg.dev/${var.project_id}/${var.name_prefix}images/serving:latest",
+  )
 }

@@ -6,118 +6,107 @@
 #   to call the event functions (roles/run.invoker on exactly those services);
 # - <name_prefix>fn-builder: what Cloud Build uses to build the function sources.
 
+# BEGIN derived grants
+# Everything below, to END, depends only on local.topology and variables: the tests in
+# tests/infra/test_topology_grants.py evaluate exactly this text with `terraform apply`
+# on a provider-less copy and compare the grants with the topology's declarations.
 locals {
-  # What each step does, keyed by topology function. Bucket and topic keys are the
-  # topology's logical names. A function missing here fails the plan (check below).
+  topology_apis             = try(local.topology.apis, {})
+  topology_service_accounts = try(local.topology.service_accounts, {})
+
+  # Each function's `access` from its topology entry; nothing declared, nothing granted.
   function_access = {
-    validate = {
-      read_buckets  = ["landing"]
-      write_buckets = ["artifacts"]
-      publish       = ["data-validated", "alerts"]
-      project_roles = []
-      submits_jobs  = false
-    }
-    transform = {
-      read_buckets  = ["landing"]
-      write_buckets = ["artifacts"]
-      publish       = ["train-requests", "alerts"]
-      project_roles = []
-      submits_jobs  = false
-    }
-    train = {
-      read_buckets  = []
-      write_buckets = ["artifacts"]
-      publish       = ["model-trained", "job-events", "alerts"]
-      project_roles = ["roles/aiplatform.user"]
-      submits_jobs  = true
-    }
-    train-http = {
-      read_buckets  = []
-      write_buckets = ["artifacts"]
-      publish       = ["train-requests", "model-trained", "job-events", "alerts"]
-      project_roles = ["roles/aiplatform.user"]
-      submits_jobs  = true
-    }
-    evaluate = {
-      read_buckets  = []
-      write_buckets = ["artifacts"]
-      publish       = ["model-blessed", "train-requests", "alerts"]
-      project_roles = []
-      submits_jobs  = false
-    }
-    evaluate-job-events = {
-      read_buckets  = []
-      write_buckets = ["artifacts"]
-      publish       = ["train-requests", "alerts"]
-      project_roles = ["roles/aiplatform.viewer"]
-      submits_jobs  = false
-    }
-    evaluate-http = {
-      read_buckets  = []
-      write_buckets = ["artifacts"]
-      publish       = ["model-blessed", "alerts"]
-      project_roles = []
-      submits_jobs  = false
-    }
-    deploy = {
-      read_buckets  = []
-      write_buckets = ["artifacts"]
-      publish       = ["alerts"]
-      project_roles = ["roles/aiplatform.user"]
-      submits_jobs  = false
-    }
-    dead-letters = {
-      read_buckets  = []
-      write_buckets = ["artifacts"]
-      publish       = ["alerts"]
-      project_roles = []
-      submits_jobs  = false
+    for name, spec in local.topology.functions : name => {
+      publish = try(spec.access.publish, [])
+      read    = try(spec.access.read, [])
+      write   = try(spec.access.write, [])
+      apis    = try(spec.access.apis, [])
+      act_as  = try(spec.access.act_as, [])
     }
   }
 
+  # The Vertex AI jobs' account (the trainer), declared under service_accounts.
   vertex_jobs_access = {
-    read_buckets  = []
-    write_buckets = ["artifacts"]
-    publish       = ["model-trained", "job-events"]
-    project_roles = ["roles/logging.logWriter"]
+    publish = try(local.topology_service_accounts["vertex-jobs"].access.publish, [])
+    read    = try(local.topology_service_accounts["vertex-jobs"].access.read, [])
+    write   = try(local.topology_service_accounts["vertex-jobs"].access.write, [])
+    roles = distinct(flatten([
+      for api in try(local.topology_service_accounts["vertex-jobs"].access.apis, []) : local.topology_apis[api].roles
+    ]))
   }
 
+  # read: objectViewer (get, list); write: objectUser (get, list, create, update, delete).
   function_bucket_grants = merge(
     {
       for pair in flatten([
         for fn, access in local.function_access : [
-          for bucket in access.read_buckets : { key = "${fn}:${bucket}:read", fn = fn, bucket = bucket, role = "roles/storage.objectViewer" }
+          for bucket in access.read : { fn = fn, bucket = bucket, role = "roles/storage.objectViewer" }
         ]
-      ]) : pair.key => pair if contains(keys(local.functions), pair.fn)
+      ]) : "${pair.fn}:${pair.bucket}:read" => pair
     },
     {
       for pair in flatten([
         for fn, access in local.function_access : [
-          for bucket in access.write_buckets : { key = "${fn}:${bucket}:write", fn = fn, bucket = bucket, role = "roles/storage.objectUser" }
+          for bucket in access.write : { fn = fn, bucket = bucket, role = "roles/storage.objectUser" }
         ]
-      ]) : pair.key => pair if contains(keys(local.functions), pair.fn)
+      ]) : "${pair.fn}:${pair.bucket}:write" => pair
     },
   )
 
   function_topic_grants = {
     for pair in flatten([
       for fn, access in local.function_access : [
-        for topic in access.publish : { key = "${fn}:${topic}", fn = fn, topic = topic }
+        for topic in access.publish : { fn = fn, topic = topic }
       ]
-    ]) : pair.key => pair if contains(keys(local.functions), pair.fn)
+    ]) : "${pair.fn}:${pair.topic}" => pair
   }
 
+  # Project roles of the Google APIs each function calls (topology `apis`).
   function_project_grants = {
+    for pair in distinct(flatten([
+      for fn, access in local.function_access : [
+        for api in access.apis : [
+          for role in local.topology_apis[api].roles : { fn = fn, role = role }
+        ]
+      ]
+    ])) : "${pair.fn}:${pair.role}" => pair
+  }
+
+  # actAs (roles/iam.serviceAccountUser) on the accounts a function names in `act_as`:
+  # vertex-jobs for the functions that submit Vertex AI jobs; endpoint (deploy) only when
+  # var.endpoint_service_account names one.
+  act_as_accounts = {
+    for name, account in local.topology_service_accounts : name => (
+      try(account.external, false) ? (name == "endpoint" ? var.endpoint_service_account : null) : name
+    )
+  }
+  function_act_as_grants = {
     for pair in flatten([
       for fn, access in local.function_access : [
-        for role in access.project_roles : { key = "${fn}:${role}", fn = fn, role = role }
+        for account in access.act_as : { fn = fn, account = account }
       ]
-    ]) : pair.key => pair if contains(keys(local.functions), pair.fn)
+    ]) : "${pair.fn}:${pair.account}" => pair if local.act_as_accounts[pair.account] != null
   }
+  job_submitters = toset([for fn, access in local.function_access : fn if contains(access.act_as, "vertex-jobs")])
 
-  job_submitters = toset([for fn, access in local.function_access : fn if access.submits_jobs && contains(keys(local.functions), fn)])
+  # Who may call each HTTP function: its topology `invokers` group's variable.
+  invoker_groups = {
+    retrain = var.train_http_invokers
+    bless   = var.bless_http_invokers
+  }
+  http_invoker_grants = {
+    for pair in flatten([
+      for fn, spec in local.topology.functions : [
+        for member in try(local.invoker_groups[spec.invokers], []) : { fn = fn, member = member }
+      ] if spec.trigger.type == "http"
+    ]) : "${pair.fn}:${pair.member}" => pair
+  }
+}
+# END derived grants
 
+locals {
   reserved_account_suffixes = ["invoker", "vertex-jobs", "fn-builder"]
+  vertex_ai_service_agent   = "serviceAccount:service-${local.project_number}@gcp-sa-aiplatform.iam.gserviceaccount.com"
 }
 
 resource "terraform_data" "topology_checks" {
@@ -125,8 +114,8 @@ resource "terraform_data" "topology_checks" {
 
   lifecycle {
     precondition {
-      condition     = length(setsubtract(keys(local.functions), keys(local.function_access))) == 0
-      error_message = "Every function in topology.yaml needs an entry in local.function_access (iam.tf): ${join(", ", setsubtract(keys(local.functions), keys(local.function_access)))}."
+      condition     = alltrue([for fn, spec in local.topology.functions : spec.trigger.type != "http" || contains(keys(local.invoker_groups), try(spec.invokers, ""))])
+      error_message = "Every HTTP function in topology.yaml names its invokers: ${join(" or ", keys(local.invoker_groups))}."
     }
     precondition {
       condition     = alltrue([for fn, _ in local.functions : length("${var.name_prefix}${fn}") <= 30 && !contains(local.reserved_account_suffixes, fn)])
@@ -191,19 +180,34 @@ resource "google_project_iam_member" "function" {
   member  = google_service_account.function[each.value.fn].member
 }
 
-# actAs on the jobs identity: only the functions that submit Vertex AI jobs (train).
-resource "google_service_account_iam_member" "job_submitter_act_as" {
-  for_each = local.job_submitters
+# actAs on the accounts a function's `act_as` names: the Vertex AI jobs' account (the
+# functions that submit jobs), the endpoint's account (deploy, when one is set).
+resource "google_service_account_iam_member" "function_act_as" {
+  for_each = local.function_act_as_grants
 
-  service_account_id = google_service_account.vertex_jobs.name
-  role               = "roles/iam.serviceAccountUser"
-  member             = google_service_account.function[each.key].member
+  service_account_id = (
+    each.value.account == "vertex-jobs"
+    ? google_service_account.vertex_jobs.name
+    : "projects/${var.project_id}/serviceAccounts/${local.act_as_accounts[each.value.account]}"
+  )
+  role   = "roles/iam.serviceAccountUser"
+  member = google_service_account.function[each.value.fn].member
 }
 
 # ------------------------------------------------------------------ Vertex AI jobs grants
 
+resource "google_storage_bucket_iam_member" "vertex_jobs_read" {
+  for_each = toset(local.vertex_jobs_access.read)
+
+  bucket = local.topology_buckets[each.key]
+  role   = "roles/storage.objectViewer"
+  member = google_service_account.vertex_jobs.member
+
+  depends_on = [google_storage_bucket.landing, google_storage_bucket.artifacts]
+}
+
 resource "google_storage_bucket_iam_member" "vertex_jobs_write" {
-  for_each = toset(local.vertex_jobs_access.write_buckets)
+  for_each = toset(local.vertex_jobs_access.write)
 
   bucket = local.topology_buckets[each.key]
   role   = "roles/storage.objectUser"
@@ -221,18 +225,23 @@ resource "google_pubsub_topic_iam_member" "vertex_jobs_publisher" {
 }
 
 resource "google_project_iam_member" "vertex_jobs" {
-  for_each = toset(local.vertex_jobs_access.project_roles)
+  for_each = toset(local.vertex_jobs_access.roles)
 
   project = var.project_id
   role    = each.key
   member  = google_service_account.vertex_jobs.member
 }
 
-resource "google_artifact_registry_repository_iam_member" "vertex_jobs_reader" {
+# The trainer image is pulled by Vertex AI's service agent, never by the job's own
+# service account: "You can't configure a custom service account to pull images from
+# Artifact Registry. Vertex AI uses the default service account to pull images."
+# (cloud.google.com/vertex-ai/docs/general/custom-service-account). Explicit on the
+# repository, so a CMEK or cross-project repository still serves it.
+resource "google_artifact_registry_repository_iam_member" "vertex_service_agent_reader" {
   repository = google_artifact_registry_repository.images.name
   location   = google_artifact_registry_repository.images.location
   role       = "roles/artifactregistry.reader"
-  member     = google_service_account.vertex_jobs.member
+  member     = local.vertex_ai_service_agent
 }
 
 # ------------------------------------------------------------------ event delivery
@@ -275,10 +284,26 @@ resource "google_project_iam_member" "builder" {
   member  = google_service_account.builder.member
 }
 
+# Google's custom build service account guide for Cloud Run functions asks for Logs
+# Writer, Artifact Registry Writer (the gcf-artifacts image repository) and Storage Object
+# Admin (the function source, and the build's images). Object Admin is limited here to
+# the sources bucket and the gcf-v2-* buckets Cloud Functions stages sources in.
 resource "google_storage_bucket_iam_member" "builder_reads_sources" {
   bucket = google_storage_bucket.function_sources.name
-  role   = "roles/storage.objectViewer"
+  role   = "roles/storage.objectAdmin"
   member = google_service_account.builder.member
+}
+
+resource "google_project_iam_member" "builder_staged_sources" {
+  project = var.project_id
+  role    = "roles/storage.objectAdmin"
+  member  = google_service_account.builder.member
+
+  condition {
+    title       = "gcf-staging-buckets"
+    description = "Only the buckets Cloud Functions stages sources and build artifacts in."
+    expression  = "resource.name.startsWith(\"projects/_/buckets/gcf-v2-\")"
+  }
 }
 
 # ------------------------------------------------------------------ CMEK

@@ -105,9 +105,13 @@ locals {
         CASCADE_MAX_EVENT_AGE_S    = tostring(fn.max_event_age_s)
       },
       # Only the functions that submit Vertex AI jobs learn the image and the jobs identity.
-      local.function_access[name].submits_jobs ? {
+      contains(local.job_submitters, name) ? {
         CASCADE_TRAINER_IMAGE        = local.trainer_image
         CASCADE_JOBS_SERVICE_ACCOUNT = google_service_account.vertex_jobs.email
+      } : {},
+      # Only the functions that manage endpoints learn the serving container's image.
+      contains(local.function_access[name].apis, "vertex-ai-endpoints") ? {
+        CASCADE_SERVING_IMAGE = local.serving_image
       } : {},
     )
   }

@@ -2,6 +2,9 @@
 # var.retrain_schedules publishes a train request to the train-requests topic.
 # The message carries no request_id: each publish has its own Pub/Sub message id, which
 # the train function uses as the request id, so every tick is a new request.
+# The body is a TrainRequest (cascade/core/messages.py, which refuses unknown fields);
+# `reason` says why the run exists, as `cascade train` and transform say it.
+# tests/infra/test_message_contracts.py feeds this exact body through the train function.
 
 resource "google_cloud_scheduler_job" "retrain" {
   for_each = var.retrain_schedules
@@ -19,7 +22,7 @@ resource "google_cloud_scheduler_job" "retrain" {
       dataset         = each.key
       tune            = each.value.tune
       hyperparameters = each.value.hyperparameters
-      source          = "scheduler"
+      reason          = "scheduled retrain (${each.value.schedule}, ${each.value.time_zone})"
     }))
     attributes = {
       origin = "cloud-scheduler"

@@ -83,13 +83,35 @@ variable "kms_key_name" {
 }
 
 variable "train_http_invokers" {
-  description = "IAM members (user:, group:, serviceAccount:) allowed to call the train-http function. Public members are refused."
+  description = "IAM members (user:, group:, serviceAccount:) allowed to call the train-http function (POST a retrain request). Public members are refused."
   type        = list(string)
   default     = []
 
   validation {
     condition     = alltrue([for member in var.train_http_invokers : !can(regex("^all(Users|AuthenticatedUsers)$", member))])
     error_message = "train_http_invokers must not contain public principals."
+  }
+}
+
+variable "bless_http_invokers" {
+  description = "IAM members (user:, group:, serviceAccount:) allowed to call the evaluate-http function, the audited force-bless override. Kept apart from train_http_invokers: retraining is routine, overriding the evaluation is not. Public members are refused."
+  type        = list(string)
+  default     = []
+
+  validation {
+    condition     = alltrue([for member in var.bless_http_invokers : !can(regex("^all(Users|AuthenticatedUsers)$", member))])
+    error_message = "bless_http_invokers must not contain public principals."
+  }
+}
+
+variable "endpoint_service_account" {
+  description = "Email of the service account Vertex AI endpoint models run as (the deployment config's endpoint_service_account), if any. The deploy function gets roles/iam.serviceAccountUser on it, which deploying a model with a service account requires. Null: models run as Vertex AI's default and deploy acts as nobody."
+  type        = string
+  default     = null
+
+  validation {
+    condition     = var.endpoint_service_account == null || can(regex("^[^@]+@[^@]+\\.iam\\.gserviceaccount\\.com$", var.endpoint_service_account))
+    error_message = "endpoint_service_account must be a service account email."
   }
 }
 
@@ -106,6 +128,12 @@ variable "http_ingress" {
 
 variable "trainer_image" {
   description = "Container image of the trainer (python -m cascade.trainer.task) that Vertex AI jobs run. Null means <region>-docker.pkg.dev/<project>/<name_prefix>images/trainer:latest in the repository this configuration creates; CI passes the digest it pushed."
+  type        = string
+  default     = null
+}
+
+variable "serving_image" {
+  description = "Container image of the model server (python -m cascade.serving, shared/Dockerfile.serving) that Vertex AI endpoints run as a custom serving container. Null means <region>-docker.pkg.dev/<project>/<name_prefix>images/serving:latest in the repository this configuration creates; CI passes the digest it pushed."
   type        = string
   default     = null
 }

@@ -321,39 +321,44 @@ def test_service_account_names_match_the_deployment_check(terraform: TerraformCo
     )
 
 
-def test_every_function_has_an_access_entry(terraform: TerraformConfig, topology: Topology) -> None:
-    assert set(topology.functions) <= set(terraform.locals["function_access"])
+def test_function_access_is_derived_from_the_topology(terraform: TerraformConfig) -> None:
+    """No hand-kept map: every grant comes from the topology's `access` declarations
+    (test_topology_grants.py evaluates them and compares values)."""
+    derived = terraform.locals["function_access"]
+
+    assert "for name, spec in local.topology.functions" in derived
+    assert "spec.access.publish" in derived
 
 
 def test_act_as_on_the_jobs_account_only_for_the_train_function(
     terraform: TerraformConfig, topology: Topology
 ) -> None:
-    access = terraform.locals["function_access"]
-    submitters = {name for name, entry in access.items() if entry["submits_jobs"] is True}
-    act_as = terraform.resource("google_service_account_iam_member", "job_submitter_act_as")
+    submitters = {
+        name for name, spec in topology.functions.items() if "vertex-jobs" in spec.access.act_as
+    }
+    act_as = terraform.resource("google_service_account_iam_member", "function_act_as")
 
     assert submitters == {
         name for name, spec in topology.functions.items() if spec.source == "functions/train"
     }
-    assert act_as["for_each"] == "${local.job_submitters}"
+    assert act_as["for_each"] == "${local.function_act_as_grants}"
     assert act_as["role"] == "roles/iam.serviceAccountUser"
-    assert act_as["service_account_id"] == "${google_service_account.vertex_jobs.name}"
+    assert "google_service_account.vertex_jobs.name" in act_as["service_account_id"]
 
 
-def test_no_other_grant_gives_act_as_or_owner(terraform: TerraformConfig) -> None:
+def test_no_other_grant_gives_act_as_or_owner(
+    terraform: TerraformConfig, topology: Topology
+) -> None:
     forbidden = {"roles/iam.serviceAccountUser", "roles/owner", "roles/editor"}
     for resource_type, named in terraform.resources.items():
         if not resource_type.endswith(("_iam_member", "_iam_binding")):
             continue
         for name, body in named.items():
-            if (resource_type, name) == (
-                "google_service_account_iam_member",
-                "job_submitter_act_as",
-            ):
+            if (resource_type, name) == ("google_service_account_iam_member", "function_act_as"):
                 continue
             assert body.get("role") not in forbidden, f"{resource_type}.{name}"
-    for entry in terraform.locals["function_access"].values():
-        assert not forbidden & set(entry["project_roles"])
+    for api in topology.apis.values():
+        assert not forbidden & set(api.roles)
 
 
 def test_event_functions_are_invoked_only_by_the_invoker_account(
@@ -516,3 +521,41 @@ def test_dead_letters_raise_an_alert(terraform: TerraformConfig) -> None:
     assert "local.dead_letter_topics" in alert["for_each"]
     assert "num_undelivered_messages" in condition["filter"]
     assert "google_pubsub_subscription.review[each.key].name" in condition["filter"]
+
+
+def test_the_trainer_image_is_readable_by_the_vertex_ai_service_agent(
+    terraform: TerraformConfig,
+) -> None:
+    """Vertex AI pulls a job's image as its service agent, not as the job's account."""
+    readers = terraform.resources["google_artifact_registry_repository_iam_member"]
+
+    assert "vertex_jobs_reader" not in readers
+    reader = readers["vertex_service_agent_reader"]
+    assert reader["role"] == "roles/artifactregistry.reader"
+    assert reader["member"] == "${local.vertex_ai_service_agent}"
+    assert (
+        "@gcp-sa-aiplatform.iam.gserviceaccount.com" in terraform.locals["vertex_ai_service_agent"]
+    )
+
+
+def test_the_build_account_has_what_the_functions_build_guide_asks_for(
+    terraform: TerraformConfig,
+) -> None:
+    """Logs Writer, Artifact Registry Writer, Storage Object Admin (sources, staging)."""
+    project_roles = terraform.resource("google_project_iam_member", "builder")["for_each"]
+    sources = terraform.resource("google_storage_bucket_iam_member", "builder_reads_sources")
+    staged = terraform.resource("google_project_iam_member", "builder_staged_sources")
+
+    assert "roles/logging.logWriter" in project_roles
+    assert "roles/artifactregistry.writer" in project_roles
+    assert sources["role"] == "roles/storage.objectAdmin"
+    assert staged["role"] == "roles/storage.objectAdmin"
+    assert "gcf-v2-" in single_block(staged["condition"])["expression"]
+
+
+def test_deploy_may_act_as_the_endpoint_account(
+    terraform: TerraformConfig, topology: Topology
+) -> None:
+    assert "endpoint" in topology.functions["deploy"].access.act_as
+    assert "endpoint_service_account" in terraform.variables
+    assert "bless_http_invokers" in terraform.variables

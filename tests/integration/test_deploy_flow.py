@@ -106,7 +106,7 @@ def test_a_blessed_model_is_deployed_and_answers(
     answer = requests.post(
         f"{url}/v1/models/{dataset}:predict",
         timeout=10,
-        json={"instances": [{"age": 50.0, "city": "nice"}]},
+        json={"instances": [{"age": 50.0, "city": "nice", "key": "k1"}]},
     ).json()
     assert answer["predictions"][0]["probabilities"][1] == pytest.approx(
         expected_positive(50.0, "nice"), abs=1e-6

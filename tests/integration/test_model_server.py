@@ -28,7 +28,7 @@ from tests.unit.serving.saved_models import expected_positive, export_tiny_model
 
 pytestmark = pytest.mark.integration
 CONFIG = DeploymentConfig(canary_traffic_percent=20, canary_requests=10, keep_versions=1)
-ROW = {"age": 100.0, "city": "paris"}
+ROW = {"age": 100.0, "city": "paris", "key": "row-1"}
 
 
 class Progress:
@@ -70,14 +70,20 @@ def test_vertex_ai_prediction_client_over_rest_gets_predictions(
     )
     endpoint = client.endpoint_path("cascade-local", "us-central1", dataset)
 
-    response = client.predict(endpoint=endpoint, instances=[ROW, {"age": None, "city": "lyon"}])
+    missing_city = {"age": 100.0, "city": "", "key": "row-2"}  # "" is a missing string
+    response = client.predict(endpoint=endpoint, instances=[ROW, missing_city])
 
     assert response.deployed_model_id == version
     probabilities = [list(p["probabilities"]) for p in response.predictions]
     assert probabilities[0][1] == pytest.approx(expected_positive(100.0, "paris"), abs=1e-6)
-    assert probabilities[1][1] == pytest.approx(expected_positive(float("nan"), "lyon"), abs=1e-6)
-    with pytest.raises(gexc.BadRequest, match="field 'city' must be a string"):
-        client.predict(endpoint=endpoint, instances=[{"age": 1.0, "city": 5}])
+    assert probabilities[1][1] == pytest.approx(expected_positive(100.0, ""), abs=1e-6)
+    assert [p["key"] for p in response.predictions] == ["row-1", "row-2"]
+    with pytest.raises(gexc.BadRequest, match=r"input 'city' \(DT_STRING\) must be a string"):
+        client.predict(endpoint=endpoint, instances=[{"age": 1.0, "city": 5, "key": "k"}])
+    with pytest.raises(gexc.BadRequest, match="write a missing value as NaN"):
+        client.predict(endpoint=endpoint, instances=[{"age": None, "city": "a", "key": "k"}])
+    with pytest.raises(gexc.BadRequest, match="missing input 'key'"):
+        client.predict(endpoint=endpoint, instances=[{"age": 1.0, "city": "a"}])
 
 
 def test_hot_swap_under_load_fails_no_request(
@@ -147,7 +153,7 @@ def test_cli_predict_and_rollback(local_cloud: LocalCloud, dataset: str, tmp_pat
 
     rolled = cascade(local_cloud, "rollback", dataset)
     predicted = cascade(local_cloud, "predict", dataset, json.dumps(ROW))
-    refused = cascade(local_cloud, "predict", dataset, json.dumps({"age": "old", "city": "a"}))
+    refused = cascade(local_cloud, "predict", dataset, json.dumps({**ROW, "age": "old"}))
 
     assert rolled.exit_code == 0, rolled.output
     assert "version 2 rolled back; version 1 serves 100%" in rolled.output
@@ -156,4 +162,4 @@ def test_cli_predict_and_rollback(local_cloud: LocalCloud, dataset: str, tmp_pat
         expected_positive(100.0, "paris", weight=1.0), abs=1e-6
     )
     assert refused.exit_code == 1
-    assert "field 'age' must be a number" in refused.output
+    assert "input 'age' (DT_FLOAT) must be a number" in refused.output

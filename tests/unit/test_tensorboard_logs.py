@@ -35,12 +35,12 @@ def test_event_files_of_the_run_and_its_trials_are_copied_without_the_log_folder
     tmp_path: Path,
 ) -> None:
     store = _store(
-        f"{TRAINING}/tensorboard/train/events.out.tfevents.1.vm.1.0.v2",
-        f"{TRAINING}/tensorboard/validation/events.out.tfevents.1.vm.1.1.v2",
-        f"{TRAINING}/trials/3/tensorboard/train/events.out.tfevents.2.vm.2.0.v2",
+        f"{TRAINING}/logs/train/events.out.tfevents.1.vm.1.0.v2",
+        f"{TRAINING}/logs/validation/events.out.tfevents.1.vm.1.1.v2",
+        f"{TRAINING}/3/logs/train/events.out.tfevents.2.vm.2.0.v2",
         f"{TRAINING}/model/saved_model.pb",
         f"{TRAINING}/metrics.json",
-        "runs/credit-ffffffffffffffff/training/tensorboard/train/events.other",
+        "runs/credit-ffffffffffffffff/training/logs/train/events.other",
     )
 
     logs = download_tensorboard_logs(store, RUN, tmp_path)
@@ -49,11 +49,11 @@ def test_event_files_of_the_run_and_its_trials_are_copied_without_the_log_folder
     assert _relative(logs.files, logs.directory) == {
         "train/events.out.tfevents.1.vm.1.0.v2",
         "validation/events.out.tfevents.1.vm.1.1.v2",
-        "trials/3/train/events.out.tfevents.2.vm.2.0.v2",
+        "3/train/events.out.tfevents.2.vm.2.0.v2",
     }
     copied = logs.directory / "train/events.out.tfevents.1.vm.1.0.v2"
     assert copied.read_bytes() == (
-        f"events of {TRAINING}/tensorboard/train/events.out.tfevents.1.vm.1.0.v2".encode()
+        f"events of {TRAINING}/logs/train/events.out.tfevents.1.vm.1.0.v2".encode()
     )
     assert logs.refused == []
 
@@ -61,19 +61,19 @@ def test_event_files_of_the_run_and_its_trials_are_copied_without_the_log_folder
 @pytest.mark.parametrize(
     "name",
     [
-        "tensorboard/../../../../outside",
-        "tensorboard/train/../../escape",
-        "tensorboard//absolute",
-        "tensorboard/./events",
-        "tensorboard/train\\..\\..\\escape",
-        "tensorboard/C:/events",
-        "tensorboard/train/ev\x00ents",
+        "logs/../../../../outside",
+        "logs/train/../../escape",
+        "logs//absolute",
+        "logs/./events",
+        "logs/train\\..\\..\\escape",
+        "logs/C:/events",
+        "logs/train/ev\x00ents",
     ],
 )
 def test_unsafe_object_names_are_refused_and_nothing_leaves_the_run_folder(
     tmp_path: Path, name: str
 ) -> None:
-    store = _store(f"{TRAINING}/{name}", f"{TRAINING}/tensorboard/train/events.ok")
+    store = _store(f"{TRAINING}/{name}", f"{TRAINING}/logs/train/events.ok")
     destination = tmp_path / "tensorboard"
 
     logs = download_tensorboard_logs(store, RUN, destination)
@@ -89,7 +89,7 @@ def test_a_new_download_replaces_the_previous_copy(tmp_path: Path) -> None:
     stale.parent.mkdir(parents=True)
     stale.write_bytes(b"old")
 
-    logs = download_tensorboard_logs(_store(f"{TRAINING}/tensorboard/a/events.new"), RUN, tmp_path)
+    logs = download_tensorboard_logs(_store(f"{TRAINING}/logs/a/events.new"), RUN, tmp_path)
 
     assert not stale.exists()
     assert _relative(logs.files, logs.directory) == {"a/events.new"}
@@ -115,10 +115,11 @@ def test_run_ids_of_uploads_and_requests_are_accepted() -> None:
 
 def test_local_log_path_skips_objects_outside_log_folders() -> None:
     assert local_log_path("model/saved_model.pb") is None
-    assert local_log_path("tensorboard") is None
-    assert str(local_log_path("2/tensorboard/validation/e")) == "2/validation/e"
+    assert local_log_path("logs") is None
+    assert local_log_path("model/logs/e") is None  # only <base>/logs/ and <trial>/logs/
+    assert str(local_log_path("2/logs/validation/e")) == "2/validation/e"
     with pytest.raises(UnsafeObjectNameError):
-        local_log_path("tensorboard/../e")
+        local_log_path("logs/../e")
 
 
 def test_tensorboard_listens_on_loopback_only(tmp_path: Path) -> None:

@@ -133,3 +133,57 @@ def test_the_function_groups_are_defined_in_the_shared_pyproject() -> None:
 
     assert set(FUNCTION_DEPENDENCY_GROUPS) <= set(groups)
     assert FUNCTION_DEPENDENCY_GROUPS == ("function", "function-vertex")
+
+
+def _document_with(function: str, **access: object) -> dict[str, object]:
+    import yaml
+
+    document = yaml.safe_load(REPO_TOPOLOGY.read_text())
+    document["functions"][function]["access"] = {
+        **document["functions"][function].get("access", {}),
+        **access,
+    }
+    return document
+
+
+@pytest.mark.parametrize(
+    ("access", "kind", "name"),
+    [
+        ({"publish": ["model-traind"]}, "topic", "model-traind"),
+        ({"write": ["artefacts"]}, "bucket", "artefacts"),
+        ({"read": ["landng"]}, "bucket", "landng"),
+        ({"apis": ["vertex"]}, "api", "vertex"),
+        ({"act_as": ["nobody"]}, "service account", "nobody"),
+    ],
+)
+def test_an_unknown_name_in_access_is_rejected_naming_function_and_name(
+    access: dict[str, object], kind: str, name: str
+) -> None:
+    with pytest.raises(InvalidConfigError) as raised:
+        parse_topology(_document_with("train", **access))
+
+    assert f"function train: access names unknown {kind} {name!r}" in str(raised.value)
+
+
+def test_only_http_functions_name_invokers() -> None:
+    import yaml
+
+    document = yaml.safe_load(REPO_TOPOLOGY.read_text())
+    document["functions"]["train"]["invokers"] = "retrain"
+
+    with pytest.raises(InvalidConfigError, match="only HTTP functions name invokers"):
+        parse_topology(document)
+
+
+def test_retrain_and_bless_callers_are_separate_groups() -> None:
+    topology = load_topology(REPO_TOPOLOGY)
+
+    assert topology.functions["train-http"].invokers == "retrain"
+    assert topology.functions["evaluate-http"].invokers == "bless"
+
+
+def test_the_vertex_jobs_account_is_declared_with_its_access() -> None:
+    jobs = load_topology(REPO_TOPOLOGY).service_accounts["vertex-jobs"]
+
+    assert jobs.access.publish == ("model-trained",)
+    assert "artifacts" in jobs.access.write

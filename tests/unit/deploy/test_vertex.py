@@ -2,28 +2,35 @@
 
 from __future__ import annotations
 
+import json
+import math
 from datetime import UTC, datetime
 from typing import Any
 
 import pytest
+import requests
 from google.api_core import exceptions as gexc
 from google.cloud import aiplatform
-from google.cloud.aiplatform.models import Prediction
 from google.cloud.aiplatform_v1.types import DeployedModel
 from pytest_mock import MockerFixture
 
-from cascade.core.deployment_config import DEFAULT_SERVING_IMAGE, DeploymentConfig
+from cascade.core.deployment_config import DeploymentConfig
+from cascade.core.errors import InvalidConfigError
 from cascade.core.fakes import MemoryArtifactStore
 from cascade.core.paths import DatasetPaths
 from cascade.deploy.deployer import Candidate
 from cascade.deploy.rollout import roll_out
 from cascade.deploy.vertex_deployer import VertexDeployer
+from cascade.serving import request_rules
 from cascade.serving.state import ServingState, read_serving_state
 
 NOW = datetime(2026, 11, 27, tzinfo=UTC)
 WHERE = {"project": "proj", "location": "europe-west4"}
 PARENT = "projects/proj/locations/europe-west4/models/credit"
 ENDPOINT = "projects/proj/locations/europe-west4/endpoints/4242"
+SERVING_IMAGE = "europe-west4-docker.pkg.dev/proj/cascade-images/serving@sha256:feed"
+MANIFEST = {"inputs": {"age": "float32", "city": "string"}, "key": "key"}
+SIGNATURE = {"age": "DT_FLOAT", "city": "DT_STRING", "key": "DT_STRING"}
 CONFIG = DeploymentConfig(
     canary_traffic_percent=10,
     canary_requests=3,
@@ -88,6 +95,7 @@ def deployer(sdk: Sdk, artifacts: MemoryArtifactStore) -> VertexDeployer:
         clock=lambda: NOW,
         models=sdk.models,
         endpoints=sdk.endpoints,
+        serving_image=SERVING_IMAGE,
     )
 
 
@@ -102,7 +110,11 @@ def test_the_first_upload_creates_the_model_with_lineage_labels(
     sdk.models.upload.assert_called_once_with(
         display_name="credit",
         artifact_uri="gs://art/runs/credit-aaa/training/model",
-        serving_container_image_uri=DEFAULT_SERVING_IMAGE,
+        serving_container_image_uri=SERVING_IMAGE,
+        serving_container_predict_route="/predict",
+        serving_container_health_route="/health",
+        serving_container_ports=[8080],
+        serving_container_environment_variables={"CASCADE_SERVING_MODEL_NAME": "credit"},
         model_id="credit",
         parent_model=None,
         is_default_version=True,
@@ -203,6 +215,22 @@ def serving_v1(artifacts: MemoryArtifactStore) -> None:
     artifacts.write_json(DatasetPaths("credit").serving, state)
 
 
+def answer(status: int, body: Any, deployed_model_id: str) -> requests.Response:
+    """A rawPredict answer: the container's JSON and Vertex AI's deployed-model header."""
+    response = requests.Response()
+    response.status_code = status
+    response._content = json.dumps(body).encode()
+    response.headers["X-Vertex-AI-Deployed-Model-Id"] = deployed_model_id
+    response.headers["Content-Type"] = "application/json"
+    return response
+
+
+def sent_instance(call: Any) -> dict[str, Any]:
+    assert call.kwargs["headers"] == {"Content-Type": "application/json"}
+    [instance] = json.loads(call.kwargs["body"])["instances"]
+    return dict(instance)
+
+
 class Progress:
     def __init__(self) -> None:
         self.done: dict[str, Any] = {}
@@ -220,24 +248,26 @@ def test_a_canary_that_answers_is_promoted_and_the_old_version_undeployed(
     sdk.models.side_effect = [sdk.model_version("1"), gexc.NotFound("alias"), v2]
     sdk.models.upload.return_value = v2
     sdk.deployed(("111", "1"), ("222", "2"))
-    sdk.endpoint.predict.side_effect = [
-        Prediction(
-            predictions=[{"classes": "yes"}],
-            deployed_model_id=deployed,
-            metadata=None,
-            model_version_id=None,
-            model_resource_name=PARENT,
-        )
+    manifest = "runs/credit-bbb/training/model/cascade_model.json"
+    artifacts.write(manifest, json.dumps(MANIFEST).encode())
+    sdk.endpoint.raw_predict.side_effect = [
+        answer(200, {"predictions": [{"classes": "yes", "key": "k"}]}, deployed)
         for deployed in ("111", "222", "111")
     ]
+    rows = [{"age": 30.0}, {"age": math.nan, "city": ""}]
 
-    result = roll_out(deployer, candidate("credit-bbb"), CONFIG, [{"age": 30.0}], Progress())
+    result = roll_out(deployer, candidate("credit-bbb"), CONFIG, rows, Progress())
 
     sdk.endpoints.assert_called_with(endpoint_name=ENDPOINT, **WHERE)
     sdk.endpoint.deploy.assert_called_once()
     assert sdk.endpoint.deploy.call_args.kwargs["traffic_percentage"] == 10
-    assert sdk.endpoint.predict.call_count == 3
-    sdk.endpoint.predict.assert_called_with(instances=[{"age": 30.0}])
+    assert sdk.endpoint.raw_predict.call_count == 3
+    sent = [sent_instance(call) for call in sdk.endpoint.raw_predict.call_args_list]
+    assert sent[0] == {"age": 30.0, "city": "", "key": "cascade-smoke-0"}
+    assert math.isnan(sent[1]["age"])
+    assert sent[1]["key"] == "cascade-smoke-1"
+    for instance in sent:  # what the serving container's rules accept: key, no null
+        request_rules.columns([instance], SIGNATURE)
     sdk.endpoint.update.assert_called_once_with(traffic_split={"222": 100})
     sdk.endpoint.undeploy.assert_called_once_with(deployed_model_id="111")
     assert (result.promoted, result.retired, result.canary.answered_by_canary) == (True, ["1"], 1)
@@ -255,7 +285,7 @@ def test_a_failing_canary_is_undeployed_and_the_old_split_restored(
     sdk.models.side_effect = [sdk.model_version("1"), gexc.NotFound("alias"), v2]
     sdk.models.upload.return_value = v2
     sdk.deployed(("111", "1"), ("222", "2"))
-    sdk.endpoint.predict.side_effect = gexc.InternalServerError("model crashed")
+    sdk.endpoint.raw_predict.side_effect = gexc.InternalServerError("model crashed")
 
     result = roll_out(deployer, candidate("credit-bbb"), CONFIG, [{"age": 30.0}], Progress())
 
@@ -266,6 +296,48 @@ def test_a_failing_canary_is_undeployed_and_the_old_split_restored(
     assert not result.promoted
     assert "3/3 requests failed" in result.canary.detail
     assert read_serving_state(artifacts, "credit")[0].traffic == {"1": 100}  # type: ignore[index]
+
+
+def test_a_canary_the_container_refuses_is_rolled_back_with_its_message(
+    sdk: Sdk, deployer: VertexDeployer, artifacts: MemoryArtifactStore
+) -> None:
+    serving_v1(artifacts)
+    sdk.endpoint.traffic_split = {"111": 100}
+    v2 = sdk.model_version("2")
+    sdk.models.side_effect = [sdk.model_version("1"), gexc.NotFound("alias"), v2]
+    sdk.models.upload.return_value = v2
+    sdk.deployed(("111", "1"), ("222", "2"))
+    refused = {"error": "instance 0: missing input 'key'"}
+    sdk.endpoint.raw_predict.side_effect = [answer(400, refused, "222") for _ in range(3)]
+
+    result = roll_out(deployer, candidate("credit-bbb"), CONFIG, [{"age": 30.0}], Progress())
+
+    assert not result.promoted
+    assert "HTTP 400" in result.canary.detail
+    assert "missing input 'key'" in result.canary.detail
+
+
+def test_without_a_serving_image_nothing_is_uploaded(
+    sdk: Sdk, artifacts: MemoryArtifactStore
+) -> None:
+    sdk.models.side_effect = gexc.NotFound("no such model")
+    deployer = VertexDeployer(
+        artifacts,
+        project="proj",
+        region="europe-west4",
+        clock=lambda: NOW,
+        models=sdk.models,
+        endpoints=sdk.endpoints,
+    )
+
+    with pytest.raises(InvalidConfigError, match="CASCADE_SERVING_IMAGE"):
+        deployer.register(candidate("credit-aaa"), CONFIG)
+    pinned = CONFIG.model_copy(update={"serving_image": "example.com/serving:1"})
+    sdk.models.upload.return_value = sdk.model_version("1")
+    deployer.register(candidate("credit-aaa"), pinned)
+    assert sdk.models.upload.call_args.kwargs["serving_container_image_uri"] == (
+        "example.com/serving:1"
+    )
 
 
 def test_rollback_sends_traffic_to_the_previous_version_and_undeploys_the_current(

@@ -94,6 +94,11 @@ def main(argv: list[str]) -> int:
         "tf_config": tf_config,
         "trial_id": os.environ.get("CLOUD_ML_TRIAL_ID"),
         "job_id": os.environ.get("CLOUD_ML_JOB_ID"),
+        "environment": {
+            name: os.environ[name]
+            for name in sorted(os.environ)
+            if name.startswith(("AIP_", "CLOUD_ML_")) or name == "CLUSTER_SPEC"
+        },
         "transform_spec_uri": spec.transform_spec_uri,
     }
     replicas = f"{model_dir.removesuffix('/model')}/replicas/{task['type']}-{task['index']}.json"
@@ -108,7 +113,9 @@ def main(argv: list[str]) -> int:
     _write(f"{model_dir}/model.json", json.dumps({"metric": metric, **told}).encode())
     metric_file = os.environ.get("CLOUD_ML_HP_METRIC_FILE")
     if metric_file:
-        tag = os.environ.get("CLOUD_ML_HP_METRIC_TAG", "eval_loss")
+        tag = os.environ.get("CLOUD_ML_HP_METRIC_TAG") or (
+            spec.tuning.metric if spec.tuning else "eval_loss"
+        )
         write_trial_metric(
             Path(metric_file), tag, metric + 0.5, trial=told["trial_id"] or "", step=1
         )

@@ -14,9 +14,7 @@ from typing import Any
 import pytest
 
 from cascade.core.errors import InvalidConfigError, UnknownJobError
-from cascade.core.fakes import RecordingBus
 from cascade.core.job_spec import TrainingJobSpec
-from cascade.core.messages import JobEvent, ModelTrained
 from cascade.core.settings import Settings
 from cascade.jobs.job_events import JobLogEntry, parse_job_event
 from cascade.jobs.local_runner import LocalJob, LocalJobRunner
@@ -62,7 +60,7 @@ def test_submit_get_and_list_over_http(
     assert status.state == "succeeded"
     assert status.model_dir == spec.model_dir
     assert [job.name for job in runner.list_jobs()] == [name]
-    assert runner.publishes_tuning_result is True
+    assert runner.publishes_tuning_result is False
 
 
 def test_unknown_jobs_and_bad_submissions(service: tuple[LocalJobRunner, LocalJobExecutor]) -> None:
@@ -113,48 +111,36 @@ def _job(spec: TrainingJobSpec, **fields: Any) -> LocalJob:
     )
 
 
-def test_the_notifier_announces_failure_as_a_job_event(tmp_path: Path) -> None:
-    bus = RecordingBus()
+def test_the_notifier_announces_failure_as_the_sinks_log_entry(tmp_path: Path) -> None:
     publisher = _Publisher()
-    notifier = PubSubJobNotifier(Settings(), publisher, bus)
+    notifier = PubSubJobNotifier(Settings(project="p"), publisher)
 
     notifier.job_ended(_job(_spec(tmp_path), kind="custom", state="failed", error="boom"))
 
-    assert bus.published == [
-        JobEvent(
-            dataset="credit",
-            run_id="credit-r1",
-            job_name="projects/p/locations/local/customJobs/0123456789abcdef",
-            state="failed",
-            error="boom",
-        )
-    ]
-    assert publisher.raw == []
-
-
-def test_the_notifier_announces_a_tuning_result_then_the_success_log_entry(
-    tmp_path: Path,
-) -> None:
-    bus = RecordingBus()
-    publisher = _Publisher()
-    notifier = PubSubJobNotifier(Settings(project="p"), publisher, bus)
-    spec = _spec(tmp_path)
-    model_dir = f"{spec.output_dir}/4/model"
-
-    notifier.job_ended(_job(spec, kind="tuning", state="succeeded", model_dir=model_dir))
-
-    (trained,) = bus.published
-    assert trained == ModelTrained(
-        dataset="credit",
-        run_id="credit-r1",
-        job_name="projects/p/locations/local/customJobs/0123456789abcdef",
-        model_uri=model_dir,
-        metrics_uri=f"{spec.output_dir}/4/metrics.json",
-    )
     ((topic, data),) = publisher.raw
     assert topic == "projects/p/topics/cascade-job-events"
     entry = parse_job_event(data)
     assert isinstance(entry, JobLogEntry)
     assert entry.job_id == "0123456789abcdef"
+    assert entry.severity == "ERROR"
+    assert entry.announces_end
+    assert "boom" in entry.text
+
+
+def test_a_tuning_job_is_announced_by_its_log_entry_only(tmp_path: Path) -> None:
+    """Vertex AI publishes no model-trained for a tuning job: the training_job step does."""
+    publisher = _Publisher()
+    notifier = PubSubJobNotifier(Settings(project="p"), publisher)
+    spec = _spec(tmp_path)
+    model_dir = f"{spec.output_dir}/4/model"
+
+    notifier.job_ended(_job(spec, kind="tuning", state="succeeded", model_dir=model_dir))
+
+    ((topic, data),) = publisher.raw
+    assert topic == "projects/p/topics/cascade-job-events"
+    entry = parse_job_event(data)
+    assert isinstance(entry, JobLogEntry)
+    assert entry.job_id == "0123456789abcdef"
+    assert entry.severity == "INFO"
     assert entry.announces_end
     assert json.loads(data)["resource"]["type"] == "ml_job"

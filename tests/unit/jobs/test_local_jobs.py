@@ -89,6 +89,13 @@ def test_a_training_job_runs_the_trainer_with_vertex_environment(tmp_path: Path)
     assert model["job_id"] == job.job_id
     assert model["trial_id"] is None
     assert model["tf_config"] == {}
+    out = f"{tmp_path}/out"
+    assert model["environment"] == {  # exactly Vertex AI's (no CLUSTER_SPEC: one replica)
+        "AIP_MODEL_DIR": f"{out}/model/",
+        "AIP_CHECKPOINT_DIR": f"{out}/checkpoints/",
+        "AIP_TENSORBOARD_LOG_DIR": f"{out}/logs/",
+        "CLOUD_ML_JOB_ID": job.job_id,
+    }
     assert [ended.job_id for ended in notifier.ended] == [job.job_id]
     assert job.announced
 
@@ -109,6 +116,14 @@ def test_several_workers_get_a_tf_config_cluster(tmp_path: Path) -> None:
     assert len(cluster["worker"]) == 2
     assert all(config["cluster"] == cluster for config in replicas.values())
     assert replicas["worker-1"]["task"] == {"type": "worker", "index": 1}
+    assert replicas["worker-1"]["environment"] == "cloud"
+    told = json.loads((tmp_path / "out" / "replicas" / "worker-1.json").read_text())
+    cluster_spec = json.loads(told["environment"]["CLUSTER_SPEC"])
+    assert cluster_spec["cluster"] == {
+        "workerpool0": cluster["chief"],
+        "workerpool1": cluster["worker"],
+    }
+    assert cluster_spec["task"] == {"type": "workerpool1", "index": 1}
 
 
 def test_a_failing_trainer_fails_the_job_with_its_log(tmp_path: Path) -> None:
@@ -190,6 +205,25 @@ def test_tuning_picks_the_trial_with_the_best_metric(tmp_path: Path, algorithm: 
     assert job.best_metric == pytest.approx(metric_of(job.best_hyperparameters))
     assert job.model_dir == f"{tmp_path}/out/{best_id}/model"
     assert all(trial["trial_id"] == trial_id for trial_id, trial in trials.items())
+    out = f"{tmp_path}/out"
+    for trial_id, trial in trials.items():  # each trial's base is <base>/<trial id>/
+        assert trial["environment"] == {
+            "AIP_MODEL_DIR": f"{out}/{trial_id}/model/",
+            "AIP_CHECKPOINT_DIR": f"{out}/{trial_id}/checkpoints/",
+            "AIP_TENSORBOARD_LOG_DIR": f"{out}/{trial_id}/logs/",
+            "CLOUD_ML_JOB_ID": job.job_id,
+            "CLOUD_ML_TRIAL_ID": trial_id,
+            # local only: trials share this machine, so each gets its own metric file
+            "CLOUD_ML_HP_METRIC_FILE": str(
+                tmp_path
+                / "jobs"
+                / job.job_id
+                / "trials"
+                / trial_id
+                / "hypertune"
+                / "output.metrics"
+            ),
+        }
     if algorithm == "grid":
         points = {
             (t["hyperparameters"]["learning_rate"], t["hyperparameters"]["hidden_units"])

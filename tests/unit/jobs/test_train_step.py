@@ -13,7 +13,7 @@ from cascade.core.errors import StepInProgressError, TransientError
 from cascade.core.fakes import MemoryArtifactStore, RecordingBus
 from cascade.core.messages import Alert, JobEvent, ModelTrained, TrainRequest
 from cascade.core.runs import run_id_for_request
-from cascade.jobs.job_events import job_success_log_entry, parse_job_event
+from cascade.jobs.job_events import job_end_log_entry, parse_job_event
 from cascade.jobs.lock import TrainingLockStore, follow_up_run_id
 from cascade.jobs.records import job_id_of, read_job_record
 from cascade.steps.train import handle_train_request
@@ -61,10 +61,12 @@ def _succeed(ctx: StepContext, runner: FakeJobRunner, run_id: str, event_id: str
     name = runner.submit(runner.spec_of(run_id), request_id=run_id)  # the job it already has
     if not runner.get(name).finished:
         runner.finish(name, "succeeded")
-    entry = job_success_log_entry(
+    entry = job_end_log_entry(
         project="p",
         job_id=job_id_of(name),
         job_name=name,
+        state="succeeded",
+        error="",
         timestamp="2026-11-27T12:00:00Z",
         insert_id=event_id,
     )

@@ -13,7 +13,7 @@ from pytest_mock import MockerFixture
 from cascade.core.errors import InvalidConfigError, TransientError, UnknownJobError
 from cascade.core.job_spec import ParameterSpec, TrainingJobSpec, TuningSpec, WorkerPool
 from cascade.core.settings import Settings
-from cascade.jobs.vertex_runner import VertexJobRunner
+from cascade.jobs.vertex_runner import VertexJobRunner, tuning_status
 
 PARENT = "projects/proj-1/locations/europe-west4"
 OUTPUT = "gs://arts/runs/credit-abc/training"
@@ -49,7 +49,10 @@ TUNING = TuningSpec(
         ParameterSpec(name="hidden_layers", type="integer", min=1, max=4),
         ParameterSpec(name="hidden_units", type="discrete", values=[32, 64, 128]),
         ParameterSpec(name="optimizer", type="categorical", values=["adam", "sgd"]),
-        ParameterSpec(name="dropout", type="double", min=0.0, max=0.5, scale="reverse_log"),
+        # UNIT_REVERSE_LOG_SCALE needs a strictly positive range: Vertex AI refuses min 0.0
+        ParameterSpec(name="dropout", type="double", min=0.01, max=0.5, scale="reverse_log"),
+        ParameterSpec(name="momentum", type="double", min=0.5, max=0.99, scale="linear"),
+        ParameterSpec(name="batch_size", type="discrete", values=[32, 64, 128], scale="log"),
     ],
 )
 
@@ -168,8 +171,18 @@ def test_a_tuning_job_carries_the_study_spec_and_the_trial_job_spec(client: Any)
                     ),
                     Spec(
                         parameter_id="dropout",
-                        double_value_spec=Spec.DoubleValueSpec(min_value=0.0, max_value=0.5),
+                        double_value_spec=Spec.DoubleValueSpec(min_value=0.01, max_value=0.5),
                         scale_type=Spec.ScaleType.UNIT_REVERSE_LOG_SCALE,
+                    ),
+                    Spec(
+                        parameter_id="momentum",
+                        double_value_spec=Spec.DoubleValueSpec(min_value=0.5, max_value=0.99),
+                        scale_type=Spec.ScaleType.UNIT_LINEAR_SCALE,
+                    ),
+                    Spec(
+                        parameter_id="batch_size",
+                        discrete_value_spec=Spec.DiscreteValueSpec(values=[32.0, 64.0, 128.0]),
+                        scale_type=Spec.ScaleType.UNIT_LOG_SCALE,
                     ),
                 ],
                 algorithm=vertex.StudySpec.Algorithm.RANDOM_SEARCH,
@@ -204,6 +217,72 @@ def test_algorithms_map_to_vertex_enums(client: Any, algorithm: str, expected: A
 
     sent = client.create_hyperparameter_tuning_job.call_args.kwargs["hyperparameter_tuning_job"]
     assert sent.study_spec.algorithm == expected
+
+
+@pytest.mark.parametrize(
+    ("parameter", "expected"),
+    [
+        (
+            ParameterSpec(name="x", type="double", min=0.1, max=1.0),
+            vertex.StudySpec.ParameterSpec.ScaleType.UNIT_LINEAR_SCALE,
+        ),
+        (
+            ParameterSpec(name="x", type="double", min=0.1, max=1.0, scale="linear"),
+            vertex.StudySpec.ParameterSpec.ScaleType.UNIT_LINEAR_SCALE,
+        ),
+        (
+            ParameterSpec(name="x", type="integer", min=1, max=8, scale="log"),
+            vertex.StudySpec.ParameterSpec.ScaleType.UNIT_LOG_SCALE,
+        ),
+        (
+            ParameterSpec(name="x", type="integer", min=1, max=8, scale="reverse_log"),
+            vertex.StudySpec.ParameterSpec.ScaleType.UNIT_REVERSE_LOG_SCALE,
+        ),
+        (
+            ParameterSpec(name="x", type="discrete", values=[0.5, 1.5], scale="reverse_log"),
+            vertex.StudySpec.ParameterSpec.ScaleType.UNIT_REVERSE_LOG_SCALE,
+        ),
+        (
+            ParameterSpec(name="x", type="categorical", values=["a", True]),
+            vertex.StudySpec.ParameterSpec.ScaleType.SCALE_TYPE_UNSPECIFIED,
+        ),
+    ],
+)
+def test_each_scale_maps_to_its_vertex_scale_type(
+    client: Any, parameter: ParameterSpec, expected: Any
+) -> None:
+    tuning = TuningSpec(algorithm="random", parameters=[parameter])
+
+    _runner(client).submit(SPEC.model_copy(update={"tuning": tuning}), request_id="r")
+
+    sent = client.create_hyperparameter_tuning_job.call_args.kwargs["hyperparameter_tuning_job"]
+    assert [p.scale_type for p in sent.study_spec.parameters] == [expected]
+
+
+def test_a_tuning_job_model_dir_is_the_best_trials_aip_model_dir() -> None:
+    job = vertex.HyperparameterTuningJob(
+        name=f"{PARENT}/hyperparameterTuningJobs/7",
+        state=vertex.JobState.JOB_STATE_SUCCEEDED,
+        study_spec=vertex.StudySpec(
+            metrics=[vertex.StudySpec.MetricSpec(metric_id="eval_loss", goal=GoalType.MINIMIZE)]
+        ),
+        trial_job_spec=vertex.CustomJobSpec(
+            base_output_directory=vertex.GcsDestination(output_uri_prefix=f"{OUTPUT}/")
+        ),
+        trials=[
+            vertex.Trial(
+                id="4",
+                state=vertex.Trial.State.SUCCEEDED,
+                final_measurement=vertex.Measurement(
+                    metrics=[vertex.Measurement.Metric(metric_id="eval_loss", value=0.2)]
+                ),
+            )
+        ],
+    )
+
+    status = tuning_status(job)
+
+    assert status.model_dir == f"{OUTPUT}/4/model"  # AIP_MODEL_DIR of trial 4, no final /
 
 
 def test_a_repeated_submit_returns_the_job_it_created(client: Any) -> None:

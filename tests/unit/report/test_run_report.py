@@ -250,7 +250,7 @@ def test_a_run_without_history_points_at_its_tensorboard_logs(full: MemoryArtifa
     note = report.training.history_note
     assert note is not None
     assert f"runs/{RUN_ID}/training/history.json does not exist" in note
-    assert f"gs://cascade-artifacts/runs/{RUN_ID}/training/tensorboard" in note
+    assert f"gs://cascade-artifacts/runs/{RUN_ID}/training/logs/" in note  # AIP_TENSORBOARD_LOG_DIR
     assert "No per-epoch history" in _section(html, "training")
 
 

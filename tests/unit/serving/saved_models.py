@@ -99,3 +99,33 @@ def upload_model(artifacts: ArtifactStore, run_id: str, directory: Path) -> str:
         if path.is_file():
             artifacts.write(f"{prefix}/{path.relative_to(directory).as_posix()}", path.read_bytes())
     return artifacts.uri(prefix)
+
+
+class TypedModel(tf.Module):
+    """``serving_default``: ``age`` float32, ``count`` int64, ``city`` string and a
+    passthrough ``key``; returns ``score`` (float32) and the key — one input of each kind
+    the request rules treat differently."""
+
+    @tf.function(
+        input_signature=[
+            tf.TensorSpec([None], tf.float32, name="age"),
+            tf.TensorSpec([None], tf.int64, name="count"),
+            tf.TensorSpec([None], tf.string, name="city"),
+            tf.TensorSpec([None], tf.string, name="key"),
+        ]
+    )
+    def serve(
+        self, age: tf.Tensor, count: tf.Tensor, city: tf.Tensor, key: tf.Tensor
+    ) -> dict[str, tf.Tensor]:
+        filled = tf.where(tf.math.is_finite(age), age, tf.zeros_like(age))
+        score = filled + tf.cast(count, tf.float32) + tf.cast(tf.strings.length(city), tf.float32)
+        return {"score": score, "key": tf.identity(key)}
+
+
+def export_typed_model(directory: Path) -> Path:
+    """Write the ``TypedModel`` SavedModel to ``directory`` and return it."""
+    model = TypedModel()
+    tf.saved_model.save(
+        model, str(directory), signatures={"serving_default": model.serve.get_concrete_function()}
+    )
+    return directory

@@ -91,32 +91,38 @@ def positive(response: Any) -> list[float]:
 
 
 def test_tf_serving_predict_batches_rows_and_passes_the_key(harness: Harness) -> None:
-    rows = [{"age": 30, "city": "paris", "key": "a-1"}, {"age": None, "city": None, "key": 7}]
+    rows = [
+        {"age": 30, "city": "paris", "key": "a-1"},
+        {"age": float("nan"), "city": "", "key": "b-7"},  # missing values: NaN and ""
+    ]
 
     response = harness.predict(rows)
 
     predictions = response.get_json()["predictions"]
-    assert [p["key"] for p in predictions] == ["a-1", "7"]
+    assert [p["key"] for p in predictions] == ["a-1", "b-7"]
     assert positive(response) == pytest.approx(
         [expected_positive(30, "paris"), expected_positive(float("nan"), "")], abs=1e-6
     )
     assert predictions[0]["classes"] in ("yes", "no")
-
-
-def test_without_keys_the_key_output_is_left_out(harness: Harness) -> None:
-    [prediction] = harness.predict([{"age": 1.5, "city": "lyon"}]).get_json()["predictions"]
-
-    assert set(prediction) == {"probabilities", "class_ids", "classes"}
+    assert set(predictions[0]) == {"probabilities", "class_ids", "classes", "key"}
 
 
 @pytest.mark.parametrize(
     ("instances", "message"),
     [
-        ([{"age": "thirty", "city": "paris"}], "instance 0: field 'age' must be a number or null"),
-        ([{"age": 1, "city": 3}], "field 'city' must be a string or null, got int 3"),
-        ([{"age": 1, "city": "a"}, {"age": 1}], "instance 1: missing feature 'city'"),
-        ([{"age": 1, "city": "a", "income": 5}], "unknown field 'income'"),
-        ([{"age": True, "city": "a"}], "field 'age' must be a number or null, got bool"),
+        (
+            [{"age": "thirty", "city": "paris", "key": "k"}],
+            "instance 0: input 'age' (DT_FLOAT) must be a number",
+        ),
+        ([{"age": 1, "city": 3, "key": "k"}], "input 'city' (DT_STRING) must be a string"),
+        (
+            [{"age": 1, "city": "a", "key": "k"}, {"age": 1, "key": "k"}],
+            "instance 1: missing input 'city'",
+        ),
+        ([{"age": 1, "city": "a"}], "instance 0: missing input 'key'"),
+        ([{"age": 1, "city": "a", "key": "k", "income": 5}], "unknown field 'income'"),
+        ([{"age": True, "city": "a", "key": "k"}], "must be a number (NaN for a missing"),
+        ([{"age": None, "city": "a", "key": "k"}], "write a missing value as NaN"),
         ([[1, "a"]], "instance 0 must be a JSON object"),
         ([], '"instances" must be a non-empty list'),
     ],
@@ -127,12 +133,14 @@ def test_bad_input_is_a_400_that_names_the_field(
     response = harness.predict(instances)
 
     assert response.status_code == 400
-    assert message in response.get_json()["error"]
+    error = response.get_json()["error"]
+    assert message in error
+    assert "send null" not in error
 
 
 def test_not_json_and_unknown_models_are_answered_like_tf_serving(harness: Harness) -> None:
     bad = harness.client.post("/v1/models/credit:predict", data=b"{nope")
-    unknown = harness.predict([{"age": 1, "city": "a"}], "/v1/models/fraud:predict")
+    unknown = harness.predict([{"age": 1, "city": "a", "key": "k"}], "/v1/models/fraud:predict")
 
     assert bad.status_code == 400
     assert "not valid JSON" in bad.get_json()["error"]
@@ -143,8 +151,8 @@ def test_not_json_and_unknown_models_are_answered_like_tf_serving(harness: Harne
 def test_vertex_route_answers_with_the_deployed_model_and_google_errors(harness: Harness) -> None:
     path = "/v1/projects/p/locations/europe-west4/endpoints/credit:predict"
 
-    ok = harness.predict([{"age": 10, "city": "nice"}], path).get_json()
-    bad = harness.predict([{"age": "x", "city": "nice"}], path)
+    ok = harness.predict([{"age": 10, "city": "nice", "key": "k"}], path).get_json()
+    bad = harness.predict([{"age": "x", "city": "nice", "key": "k"}], path)
 
     assert ok["deployedModelId"] == "1"
     assert ok["modelVersionId"] == "1"
@@ -181,12 +189,15 @@ def test_traffic_is_split_by_serving_json(harness: Harness, model_dirs: dict[str
     harness.publish(serving(model_dirs, {"1": 80, "2": 20}))
     v2 = expected_positive(100, "paris", WEIGHTS["2"])
 
-    answers = [positive(harness.predict([{"age": 100, "city": "paris"}]))[0] for _ in range(600)]
+    answers = [
+        positive(harness.predict([{"age": 100, "city": "paris", "key": "k"}]))[0]
+        for _ in range(600)
+    ]
 
     share_v2 = sum(abs(a - v2) < 1e-6 for a in answers) / len(answers)
     assert 0.13 < share_v2 < 0.27
     pinned = harness.predict(
-        [{"age": 100, "city": "paris"}], "/v1/models/credit/versions/2:predict"
+        [{"age": 100, "city": "paris", "key": "k"}], "/v1/models/credit/versions/2:predict"
     )
     assert positive(pinned) == pytest.approx([v2], abs=1e-6)
 
@@ -201,7 +212,8 @@ def test_a_new_version_is_swapped_in_under_load_without_a_failed_request(
         app_client = Client(create_app(harness.server))
         while not stop.is_set():
             response = app_client.post(
-                "/v1/models/credit:predict", json={"instances": [{"age": 100, "city": "paris"}]}
+                "/v1/models/credit:predict",
+                json={"instances": [{"age": 100, "city": "paris", "key": "k"}]},
             )
             body = response.get_json()
             outcomes.append(
@@ -234,9 +246,13 @@ def test_a_version_that_fails_to_load_is_reported_and_takes_no_traffic(
 ) -> None:
     harness.publish(serving(model_dirs, {"1": 50, "3": 50}, {"3": str(model_dirs["broken-dir"])}))
 
-    answers = [positive(harness.predict([{"age": 1, "city": "a"}]))[0] for _ in range(40)]
+    answers = [
+        positive(harness.predict([{"age": 1, "city": "a", "key": "k"}]))[0] for _ in range(40)
+    ]
     status = harness.client.get("/v1/models/credit/versions/3").get_json()
-    pinned = harness.predict([{"age": 1, "city": "a"}], "/v1/models/credit/versions/3:predict")
+    pinned = harness.predict(
+        [{"age": 1, "city": "a", "key": "k"}], "/v1/models/credit/versions/3:predict"
+    )
 
     assert answers == pytest.approx([expected_positive(1, "a")] * 40, abs=1e-6)
     assert status["model_version_status"][0]["state"] == "END"
@@ -253,6 +269,6 @@ def test_a_worker_told_of_a_change_answers_even_before_loading_the_new_version(
     )
     harness.server.notify_changed()  # as the reload route does for every worker
 
-    answer = positive(harness.predict([{"age": 100, "city": "paris"}]))
+    answer = positive(harness.predict([{"age": 100, "city": "paris", "key": "k"}]))
 
     assert answer == pytest.approx([expected_positive(100, "paris", WEIGHTS["2"])], abs=1e-6)

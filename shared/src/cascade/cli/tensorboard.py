@@ -56,7 +56,8 @@ def _download(local: LocalCloudSettings, run_id: str) -> TensorBoardLogs:
 def tensorboard(run_id: str, port: int, print_only: bool) -> None:
     """Show RUN_ID's training curves (loss and metrics per epoch) in TensorBoard.
 
-    Copies the run's event files from the artifacts bucket to
+    Copies the run's event files (its AIP_TENSORBOARD_LOG_DIR, training/logs/, and each
+    tuning trial's training/<trial id>/logs/) from the artifacts bucket to
     .cascade/tensorboard/RUN_ID/ and runs TensorBoard on it, on 127.0.0.1 only, in the
     foreground (Ctrl-C stops it).
     """

@@ -21,13 +21,18 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Literal
 
 from google.api_core.exceptions import NotFound
 from google.cloud.functions_v2 import EventTrigger, Function, FunctionServiceClient
 from google.pubsub_v1 import PublisherClient, SubscriberClient, Subscription
 
-from cascade.core.topology import FunctionSpec, HttpTrigger, StorageTrigger, TopicTrigger, Topology
+from cascade.core.topology import (
+    Delivery,
+    FunctionSpec,
+    StorageTrigger,
+    TopicTrigger,
+    Topology,
+)
 
 __all__ = [
     "Delivery",
@@ -38,18 +43,14 @@ __all__ = [
     "verify_deployment",
 ]
 
-Delivery = Literal["http", "push", "eventarc"]
 
 INVOKER_ACCOUNT = "invoker"
 
 
 def delivery_for(spec: FunctionSpec) -> Delivery:
-    """How events reach ``spec`` in the cloud (the same rule as infra/locals.tf)."""
-    if isinstance(spec.trigger, HttpTrigger):
-        return "http"
-    if isinstance(spec.trigger, TopicTrigger) and spec.retry.policy == "retry":
-        return "push"
-    return "eventarc"
+    """How events reach ``spec`` in the cloud: the topology's rule (``FunctionSpec.delivery``),
+    which Terraform's ``infra/locals.tf`` mirrors (tests/infra/test_message_contracts.py)."""
+    return spec.delivery
 
 
 @dataclass(frozen=True)

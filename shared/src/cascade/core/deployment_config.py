@@ -9,7 +9,8 @@
       machine_type: n1-standard-2    # Vertex AI only
       min_replicas: 1
       max_replicas: 2
-      serving_image: us-docker.pkg.dev/vertex-ai/prediction/tf2-cpu.2-15:latest
+      serving_image: null            # Vertex AI only: another image of the serving container
+                                     # (default: the one CI built, CASCADE_SERVING_IMAGE)
 
 The first version of a dataset takes all traffic at once (there is nothing to compare a
 canary with); later versions start at ``canary_traffic_percent`` and are promoted to 100%
@@ -20,10 +21,7 @@ from __future__ import annotations
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-__all__ = ["DEFAULT_SERVING_IMAGE", "DeploymentConfig"]
-
-DEFAULT_SERVING_IMAGE = "us-docker.pkg.dev/vertex-ai/prediction/tf2-cpu.2-15:latest"
-"""Vertex AI's prebuilt TensorFlow serving container (TF Serving behind Vertex's routes)."""
+__all__ = ["DeploymentConfig"]
 
 
 class DeploymentConfig(BaseModel):
@@ -37,7 +35,14 @@ class DeploymentConfig(BaseModel):
     machine_type: str = Field("n1-standard-2", min_length=1)
     min_replicas: int = Field(1, ge=1)
     max_replicas: int = Field(2, ge=1)
-    serving_image: str = Field(DEFAULT_SERVING_IMAGE, min_length=1)
+    serving_image: str | None = Field(
+        None,
+        min_length=1,
+        description=(
+            "Vertex AI only: an image of Cascade's serving container (shared/Dockerfile.serving)"
+            " to serve this dataset; by default the one CI built (CASCADE_SERVING_IMAGE)."
+        ),
+    )
     endpoint_service_account: str | None = Field(
         None, description="Service account the Vertex AI deployed model runs as."
     )

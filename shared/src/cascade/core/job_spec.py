@@ -7,10 +7,13 @@ Vertex AI CustomJob / HyperparameterTuningJob and a local subprocess.
 
 from __future__ import annotations
 
+import itertools
 from datetime import datetime
 from typing import Literal, Protocol
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from cascade.core import vertex_job_env
 
 __all__ = [
     "TERMINAL_STATES",
@@ -22,6 +25,8 @@ __all__ = [
     "TrainingJobSpec",
     "TuningSpec",
     "WorkerPool",
+    "category_text",
+    "study_problem",
 ]
 
 HyperparameterValue = float | int | str | bool
@@ -38,8 +43,25 @@ class WorkerPool(_Strict):
     accelerator_count: int = Field(0, ge=0)
 
 
+_DISCRETE_MAX_VALUES = 1000
+_DISCRETE_MIN_GAP = 1e-10
+_SCALES_NEEDING_POSITIVE = {"log": "UNIT_LOG_SCALE", "reverse_log": "UNIT_REVERSE_LOG_SCALE"}
+
+
+def category_text(value: HyperparameterValue) -> str:
+    """A categorical value as Vertex AI carries it (a string; booleans lower case)."""
+    return str(value).lower() if isinstance(value, bool) else str(value)
+
+
 class ParameterSpec(_Strict):
-    """One tunable hyperparameter, in the terms of Vertex AI's StudySpec."""
+    """One tunable hyperparameter, in the terms of Vertex AI's StudySpec.
+
+    Refused as Vertex AI refuses it (``StudySpec.ParameterSpec``): ``double`` and
+    ``integer`` need ``min < max`` (whole numbers for ``integer``) and no ``values``;
+    ``discrete`` needs numbers in increasing order, at least 1e-10 apart, at most 1,000;
+    ``categorical`` needs distinct values and no scale; ``log`` and ``reverse_log``
+    (UNIT_LOG_SCALE, UNIT_REVERSE_LOG_SCALE) need a strictly positive feasible space.
+    """
 
     name: str = Field(pattern=r"^[a-z][a-z0-9_]*$")
     type: Literal["double", "integer", "categorical", "discrete"]
@@ -49,22 +71,101 @@ class ParameterSpec(_Strict):
     scale: Literal["linear", "log", "reverse_log"] | None = None
 
     @model_validator(mode="after")
-    def _bounds_or_values(self) -> ParameterSpec:
-        if self.type in ("double", "integer"):
-            if self.min is None or self.max is None or self.min >= self.max:
-                raise ValueError(f"{self.name}: {self.type} needs min < max")
-        elif not self.values:
-            raise ValueError(f"{self.name}: {self.type} needs values")
+    def _as_vertex_ai_accepts_it(self) -> ParameterSpec:
+        problem = (
+            self._range_problem() if self.type in ("double", "integer") else self._values_problem()
+        )
+        if problem:
+            raise ValueError(f"tuning parameter {self.name!r} ({self.type}): {problem}")
         return self
+
+    def _range_problem(self) -> str | None:
+        if self.values:
+            return "takes min and max, not values (use type discrete or categorical)"
+        if self.min is None or self.max is None:
+            return "needs min and max"
+        if self.type == "integer" and not (self.min.is_integer() and self.max.is_integer()):
+            return f"min {self.min:g} and max {self.max:g} must be whole numbers"
+        if not self.min < self.max:
+            return f"needs min < max, got min {self.min:g} and max {self.max:g}"
+        if self.scale in _SCALES_NEEDING_POSITIVE and self.min <= 0:
+            return (
+                f"scale {self.scale} ({_SCALES_NEEDING_POSITIVE[self.scale]}) needs a strictly "
+                f"positive range, got min {self.min:g}: raise min above 0 or use scale linear"
+            )
+        return None
+
+    def _values_problem(self) -> str | None:
+        if self.min is not None or self.max is not None:
+            return "takes values, not min and max (use type double or integer)"
+        if not self.values:
+            return "needs values"
+        if self.type == "categorical":
+            if self.scale is not None:
+                return "takes no scale (Vertex AI leaves categorical parameters unscaled)"
+            texts = [category_text(value) for value in self.values]
+            repeated = sorted({text for text in texts if texts.count(text) > 1})
+            return f"values must be distinct, repeated: {', '.join(repeated)}" if repeated else None
+        return self._discrete_problem()
+
+    def _discrete_problem(self) -> str | None:
+        numbers = [float(value) for value in self.values if _is_number(value)]
+        if len(numbers) != len(self.values):
+            return f"values must be numbers, got {self.values}"
+        if len(numbers) > _DISCRETE_MAX_VALUES:
+            return f"takes at most {_DISCRETE_MAX_VALUES} values, got {len(numbers)}"
+        for before, after in itertools.pairwise(numbers):
+            if not after - before >= _DISCRETE_MIN_GAP:
+                return (
+                    f"values must be in increasing order and at least {_DISCRETE_MIN_GAP:g} "
+                    f"apart, got {before:g} then {after:g}"
+                )
+        if self.scale in _SCALES_NEEDING_POSITIVE and numbers[0] <= 0:
+            return (
+                f"scale {self.scale} ({_SCALES_NEEDING_POSITIVE[self.scale]}) needs strictly "
+                f"positive values, got {numbers[0]:g}"
+            )
+        return None
+
+
+def _is_number(value: HyperparameterValue) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
 class TuningSpec(_Strict):
-    metric: str = "eval_loss"
+    """A Vertex AI StudySpec: parameter ids are unique, and GRID_SEARCH enumerates only
+    ``integer``, ``categorical`` and ``discrete`` parameters."""
+
+    metric: str = Field("eval_loss", min_length=1)
     goal: Literal["minimize", "maximize"] = "minimize"
     algorithm: Literal["grid", "random", "bayesian"] = "bayesian"
     max_trials: int = Field(8, ge=1)
     parallel_trials: int = Field(2, ge=1)
     parameters: list[ParameterSpec] = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _as_vertex_ai_accepts_it(self) -> TuningSpec:
+        problem = study_problem(self.algorithm, self.parameters)
+        if problem:
+            raise ValueError(problem)
+        return self
+
+
+def study_problem(algorithm: str, parameters: list[ParameterSpec]) -> str | None:
+    """Why Vertex AI would refuse a StudySpec of these parameters, or None."""
+    names = [parameter.name for parameter in parameters]
+    repeated = sorted({name for name in names if names.count(name) > 1})
+    if repeated:
+        return f"parameters: names must be unique, repeated: {', '.join(repeated)}"
+    if algorithm == "grid":
+        continuous = [parameter.name for parameter in parameters if parameter.type == "double"]
+        if continuous:
+            return (
+                "algorithm grid (GRID_SEARCH) needs integer, discrete or categorical "
+                f"parameters; {', '.join(continuous)} are double: give them `values` as "
+                "discrete"
+            )
+    return None
 
 
 class TrainingJobSpec(_Strict):
@@ -72,7 +173,10 @@ class TrainingJobSpec(_Strict):
     dataset: str
     display_name: str
     transform_spec_uri: str
-    output_dir: str = Field(description="gs:// base: model/, metrics.json, tensorboard/.")
+    output_dir: str = Field(
+        description="gs:// base (Vertex AI's base_output_directory): model/, checkpoints/, "
+        "logs/ (TensorBoard), metrics.json; a tuning trial's under <output_dir>/<trial id>/."
+    )
     hyperparameters: dict[str, HyperparameterValue] = Field(default_factory=dict)
     epochs: int = Field(10, ge=1, description="Most epochs (training.epochs).")
     batch_size: int = Field(256, ge=1, description="Examples per replica and step.")
@@ -90,11 +194,13 @@ class TrainingJobSpec(_Strict):
 
     @property
     def model_dir(self) -> str:
-        return f"{self.output_dir}/model"
+        """The job's ``AIP_MODEL_DIR`` (without the final slash)."""
+        return vertex_job_env.model_uri(self.output_dir)
 
     @property
     def tensorboard_dir(self) -> str:
-        return f"{self.output_dir}/tensorboard"
+        """The job's ``AIP_TENSORBOARD_LOG_DIR`` (without the final slash)."""
+        return vertex_job_env.tensorboard_log_uri(self.output_dir)
 
     @property
     def job_spec_uri(self) -> str:

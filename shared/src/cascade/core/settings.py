@@ -14,6 +14,7 @@ from typing import Literal
 from pydantic import AliasChoices, Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from cascade.core.grants import IDENTITY_ENV, LocalIdentity
 from cascade.core.store import DEFAULT_UPDATE_ATTEMPTS
 
 __all__ = ["DATASET_NAME_PATTERN", "Settings", "load_settings"]
@@ -60,6 +61,16 @@ class Settings(BaseSettings):
         "vertex", description="Where deploy puts models: a Vertex AI endpoint, or the local server."
     )
     deploy_model_server_url: str = Field("", description="The local model server (local target).")
+    serving_image: str = Field(
+        "", description="The serving container CI built (shared/Dockerfile.serving), for Vertex AI."
+    )
+    local_identity: LocalIdentity | None = Field(
+        None,
+        validation_alias=AliasChoices(IDENTITY_ENV),
+        description="The local cloud's identity for this process (its service account and "
+        "grants, from the topology); the clients refuse what it lacks. Unset on Google "
+        "Cloud, where IAM does that.",
+    )
     storage_emulator_host: str | None = Field(
         None, validation_alias=AliasChoices("STORAGE_EMULATOR_HOST")
     )

@@ -17,10 +17,16 @@ from cascade.core.errors import InvalidConfigError
 
 __all__ = [
     "FUNCTION_DEPENDENCY_GROUPS",
+    "INVOKER_GROUPS",
+    "Access",
+    "ApiSpec",
+    "Delivery",
     "FunctionDependencies",
     "FunctionSpec",
     "HttpTrigger",
+    "InvokerGroup",
     "RetryPolicy",
+    "ServiceAccountSpec",
     "StorageTrigger",
     "TopicTrigger",
     "Topology",
@@ -37,8 +43,60 @@ FunctionDependencies = Literal["function", "function-vertex"]
 FUNCTION_DEPENDENCY_GROUPS: tuple[str, ...] = get_args(FunctionDependencies)
 
 
+# How Google Cloud delivers a function's events (infra/locals.tf computes the same
+# `delivery` for Terraform; tests/unit/test_push_delivery.py keeps the two in step):
+#   http     - no events; called over HTTPS.
+#   push     - a topic trigger that retries: a Terraform-owned Pub/Sub push subscription
+#              posts the raw push body, which functions-framework turns into a CloudEvent.
+#   eventarc - a storage trigger, or a topic trigger that must not retry: an Eventarc
+#              trigger posts a binary-mode CloudEvent.
+Delivery = Literal["http", "push", "eventarc"]
+
+
+# Who may call an HTTP function: a group whose members Terraform takes from a variable
+# (retrain: train_http_invokers; bless: bless_http_invokers, the force-bless approvers).
+InvokerGroup = Literal["retrain", "bless"]
+INVOKER_GROUPS: tuple[str, ...] = get_args(InvokerGroup)
+
+
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Access(_Strict):
+    """What an identity's code does: Terraform grants exactly this, the local cloud
+    refuses everything else. Names are the topology's logical names."""
+
+    publish: tuple[str, ...] = ()  # topics: roles/pubsub.publisher
+    read: tuple[str, ...] = ()  # buckets: roles/storage.objectViewer
+    write: tuple[str, ...] = ()  # buckets: roles/storage.objectUser (implies read)
+    apis: tuple[str, ...] = ()  # keys of Topology.apis: their project roles
+    act_as: tuple[str, ...] = ()  # keys of Topology.service_accounts: serviceAccountUser
+
+    @property
+    def readable(self) -> tuple[str, ...]:
+        """Buckets whose objects it may get and list (``write`` includes reading)."""
+        return tuple(dict.fromkeys((*self.read, *self.write)))
+
+
+class ApiSpec(_Strict):
+    description: str = ""
+    roles: tuple[str, ...] = Field(min_length=1)
+
+
+class ServiceAccountSpec(_Strict):
+    """An identity that is not a function: the Vertex AI jobs' account (created by
+    Terraform, with its own access), or one created elsewhere (``external``)."""
+
+    description: str = ""
+    access: Access = Access()
+    external: bool = False
+
+    @model_validator(mode="after")
+    def _external_has_no_access(self) -> ServiceAccountSpec:
+        if self.external and self.access != Access():
+            raise ValueError("an external service account's grants are not managed here")
+        return self
 
 
 class RetryPolicy(_Strict):
@@ -103,6 +161,11 @@ class FunctionSpec(_Strict):
     # and this group. Every deployed function names one; None only in topologies that
     # are never packaged (tests and benchmarks run their functions from .venv).
     dependencies: FunctionDependencies | None = None
+    # What the function's code does (its service account's grants); nothing by default.
+    access: Access = Access()
+    # HTTP functions: who may call them (None: nobody is granted roles/run.invoker).
+    # Event functions are called by the invoker account only.
+    invokers: InvokerGroup | None = None
 
     @property
     def dead_letters_to(self) -> str | None:
@@ -111,11 +174,25 @@ class FunctionSpec(_Strict):
             return None
         return self.dead_letter_topic
 
+    @property
+    def delivery(self) -> Delivery:
+        """How events reach this function on Google Cloud (see ``Delivery``)."""
+        if isinstance(self.trigger, HttpTrigger):
+            return "http"
+        if isinstance(self.trigger, TopicTrigger) and self.retry.policy == "retry":
+            return "push"
+        return "eventarc"
+
     @model_validator(mode="after")
     def _signature_matches_trigger(self) -> FunctionSpec:
         is_http = isinstance(self.trigger, HttpTrigger)
         if is_http != (self.signature == "http"):
             raise ValueError(f"function {self.name}: signature {self.signature} vs trigger")
+        if not is_http and self.invokers is not None:
+            raise ValueError(
+                f"function {self.name}: only HTTP functions name invokers; events reach "
+                "event functions through the invoker account"
+            )
         return self
 
 
@@ -127,12 +204,44 @@ class Topology(_Strict):
     runtime: str
     buckets: dict[str, _Described]
     topics: dict[str, _Described]
+    apis: dict[str, ApiSpec] = Field(default_factory=dict)
+    service_accounts: dict[str, ServiceAccountSpec] = Field(default_factory=dict)
     defaults: FunctionDefaults
     functions: dict[str, FunctionSpec]
 
+    def identities(self) -> dict[str, Access]:
+        """Every identity with grants here: each function, and each service account."""
+        accounts = {
+            name: spec.access for name, spec in self.service_accounts.items() if not spec.external
+        }
+        return {**{name: spec.access for name, spec in self.functions.items()}, **accounts}
+
+    def _check_access(self, who: str, access: Access) -> None:
+        references = (
+            ("topic", access.publish, self.topics),
+            ("bucket", (*access.read, *access.write), self.buckets),
+            ("api", access.apis, self.apis),
+            ("service account", access.act_as, self.service_accounts),
+        )
+        for kind, names, known in references:
+            for name in names:
+                if name not in known:
+                    raise ValueError(
+                        f"{who}: access names unknown {kind} {name!r} (known: "
+                        f"{', '.join(sorted(known)) or 'none'})"
+                    )
+        if access.act_as and who.startswith("service account"):
+            raise ValueError(f"{who}: only functions act as other service accounts")
+
     @model_validator(mode="after")
     def _references_exist(self) -> Topology:
+        clashes = set(self.functions) & set(self.service_accounts)
+        if clashes:
+            raise ValueError(f"service accounts named like functions: {sorted(clashes)}")
+        for name, account in self.service_accounts.items():
+            self._check_access(f"service account {name}", account.access)
         for spec in self.functions.values():
+            self._check_access(f"function {spec.name}", spec.access)
             trigger = spec.trigger
             if isinstance(trigger, TopicTrigger) and trigger.topic not in self.topics:
                 raise ValueError(f"function {spec.name}: unknown topic {trigger.topic!r}")

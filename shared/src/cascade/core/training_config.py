@@ -24,13 +24,15 @@ tuning:
   parameters:
     - {name: learning_rate, type: double, min: 0.0001, max: 0.1, scale: log}
     - {name: hidden_units, type: discrete, values: [32, 64, 128]}
+    # Refused as Vertex AI refuses the StudySpec: min < max; log / reverse_log need
+    # min > 0; discrete values increasing numbers; categorical values distinct.
 """
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from cascade.core.job_spec import HyperparameterValue, ParameterSpec, TuningSpec
+from cascade.core.job_spec import HyperparameterValue, ParameterSpec, TuningSpec, study_problem
 
 __all__ = ["TrainingConfig", "TransformConfig", "TuningConfig"]
 
@@ -73,6 +75,9 @@ class TrainingConfig(_Section):
 
 
 class TuningConfig(_Section):
+    """The search space, refused where Vertex AI would refuse its StudySpec (see
+    ``ParameterSpec``): the error names the field, e.g. ``tuning.parameters.2``."""
+
     enabled: bool = False
     metric: str = "eval_loss"
     goal: str = Field("minimize", pattern="^(minimize|maximize)$")
@@ -85,6 +90,13 @@ class TuningConfig(_Section):
             ParameterSpec(name="hidden_units", type="discrete", values=[32, 64, 128]),
         ]
     )
+
+    @model_validator(mode="after")
+    def _as_vertex_ai_accepts_it(self) -> TuningConfig:
+        problem = study_problem(self.algorithm, self.parameters)
+        if problem:
+            raise ValueError(problem)
+        return self
 
     def study(self) -> TuningSpec:
         return TuningSpec.model_validate(

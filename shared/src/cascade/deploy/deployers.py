@@ -24,5 +24,9 @@ def deployer_for(ctx: StepContext) -> Deployer:
     from cascade.deploy.vertex_deployer import VertexDeployer  # aiplatform is slow to import
 
     return VertexDeployer(
-        ctx.artifacts, project=settings.project, region=settings.region, clock=ctx.clock
+        ctx.artifacts,
+        project=settings.project,
+        region=settings.region,
+        clock=ctx.clock,
+        serving_image=settings.serving_image,
     )

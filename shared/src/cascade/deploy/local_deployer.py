@@ -10,6 +10,7 @@ reports it ``AVAILABLE`` does it get canary traffic.
 from __future__ import annotations
 
 import contextlib
+import json
 import time
 from collections.abc import Callable
 from datetime import datetime
@@ -23,6 +24,7 @@ from cascade.core.store import ArtifactStore
 from cascade.deploy import traffic
 from cascade.deploy.canary import judge_canary
 from cascade.deploy.deployer import CanaryReport, Candidate
+from cascade.deploy.smoke import fit_to_signature, inputs_from_metadata, key_from_metadata
 from cascade.serving.state import DeployedVersion, ServingState, update_serving_state
 
 __all__ = ["LocalDeployer"]
@@ -90,13 +92,22 @@ class LocalDeployer:
         self, dataset: str, version: str, instances: list[dict[str, Any]], config: DeploymentConfig
     ) -> CanaryReport:
         url = f"{self._url}/v1/models/{dataset}/versions/{version}:predict"
-        instances = instances or self._null_instances(dataset, version)
+        signature = self._signature(dataset, version)
+        if signature is not None:  # the model's own inputs: the rows must fit them exactly
+            instances = fit_to_signature(instances, *signature)
         errors, latencies, last_error = 0, [], ""
         for index in range(config.canary_requests):
             batch = [instances[index % len(instances)]] if instances else []
             started = time.perf_counter()
             try:
-                response = self._session.post(url, json={"instances": batch}, timeout=30)
+                response = self._session.post(
+                    url,
+                    # NaN stands for a missing float: TF Serving's JSON reads it, and
+                    # requests' json= refuses it, so the body is encoded here.
+                    data=json.dumps({"instances": batch}),
+                    headers={"Content-Type": "application/json"},
+                    timeout=30,
+                )
                 answered = len(response.json().get("predictions", [])) if response.ok else -1
             except (requests.RequestException, ValueError) as error:
                 response, answered = None, -1
@@ -159,16 +170,15 @@ class LocalDeployer:
         with contextlib.suppress(requests.RequestException):
             self._session.post(f"{self._url}/v1/models/{dataset}:reload", timeout=10)
 
-    def _null_instances(self, dataset: str, version: str) -> list[dict[str, Any]]:
-        """One all-missing instance from the version's signature (when no spec exists)."""
+    def _signature(self, dataset: str, version: str) -> tuple[dict[str, str], str | None] | None:
+        """The version's inputs (name → dtype) and passthrough key, from the server's
+        metadata route; None when it does not answer (the check then says why)."""
         url = f"{self._url}/v1/models/{dataset}/versions/{version}/metadata"
         try:
-            response = self._session.get(url, timeout=30)
-            signature = response.json()["metadata"]["signature_def"]["signature_def"]
-            inputs = signature["serving_default"]["inputs"]
-        except (requests.RequestException, ValueError, KeyError, TypeError):
-            return []  # the check then fails, and says the server did not answer
-        return [dict.fromkeys(inputs)]
+            metadata = self._session.get(url, timeout=30).json()
+            return inputs_from_metadata(metadata), key_from_metadata(metadata)
+        except (requests.RequestException, ValueError, KeyError, TypeError, AttributeError):
+            return None
 
     def _wait_until_available(self, dataset: str, version: str) -> None:
         """Until the model server has loaded and warmed up ``version`` (or failed to)."""

@@ -1,14 +1,18 @@
 """The Vertex AI deployer: Model Registry versions on one endpoint per dataset.
 
-- ``register``: ``Model.upload`` of the SavedModel directory with Vertex AI's prebuilt
-  TensorFlow serving image, as a new version of the dataset's model (model id = the
+- ``register``: ``Model.upload`` of the SavedModel directory with Cascade's serving
+  container (``shared/Dockerfile.serving``: the same model server and request rules as
+  the local cloud, with the trainer's TensorFlow) as a custom container — its predict
+  and health routes and port — as a new version of the dataset's model (model id = the
   dataset; the first upload creates it, later ones pass ``parent_model``), labelled with
   the lineage (dataset, run id, data snapshot digest, transform fingerprint);
 - ``start_canary``: the dataset's endpoint (found by its ``cascade-dataset`` label, else
   created), then ``Endpoint.deploy`` with the canary share (100% when nothing serves),
   the machine type and min/max replicas of the config;
-- ``check_canary``: smoke predictions through the endpoint; each answer names the
-  deployed model that served it;
+- ``check_canary``: smoke predictions through the endpoint (``rawPredict``: the JSON
+  body reaches the container byte for byte, ``NaN`` included), fitted to the version's
+  exported signature (``cascade_model.json``); each answer's
+  ``X-Vertex-AI-Deployed-Model-Id`` header names the deployed model that served it;
 - ``promote`` / ``restore_previous``: ``Endpoint.update(traffic_split=...)``;
 - ``roll_back`` / ``retire``: ``Endpoint.undeploy``.
 
@@ -18,20 +22,28 @@ step finds the deployed model and ``cascade rollback`` works the same as locally
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
+import requests
 from google.api_core import exceptions as gexc
 from google.cloud import aiplatform
 
 from cascade.core.deployment_config import DeploymentConfig
-from cascade.core.errors import BadRequestError, TransientError, transient_errors
+from cascade.core.errors import (
+    BadRequestError,
+    InvalidConfigError,
+    TransientError,
+    transient_errors,
+)
 from cascade.core.store import ArtifactStore
 from cascade.deploy import traffic
 from cascade.deploy.canary import judge_canary
 from cascade.deploy.deployer import CanaryReport, Candidate, label_value
+from cascade.deploy.smoke import MODEL_MANIFEST, fit_to_signature, inputs_from_manifest
 from cascade.serving.state import (
     DeployedVersion,
     ServingState,
@@ -39,7 +51,13 @@ from cascade.serving.state import (
     update_serving_state,
 )
 
-__all__ = ["VertexDeployer"]
+__all__ = ["HEALTH_ROUTE", "PREDICT_ROUTE", "SERVING_PORT", "VertexDeployer"]
+
+PREDICT_ROUTE = "/predict"
+"""The serving container's AIP_PREDICT_ROUTE (cascade.serving.server_settings' default)."""
+HEALTH_ROUTE = "/health"
+SERVING_PORT = 8080
+DEPLOYED_MODEL_HEADER = "X-Vertex-AI-Deployed-Model-Id"
 
 
 class VertexDeployer:
@@ -54,7 +72,11 @@ class VertexDeployer:
         clock: Callable[[], datetime],
         models: Any = aiplatform.Model,
         endpoints: Any = aiplatform.Endpoint,
+        serving_image: str = "",
     ) -> None:
+        """``serving_image``: the serving container CI built (``Settings.serving_image``,
+        which Terraform sets on the deploy function); a dataset's config may pin another."""
+        self._serving_image = serving_image
         self._artifacts = artifacts
         self._project = project
         self._region = region
@@ -69,6 +91,20 @@ class VertexDeployer:
         return f"projects/{self._project}/locations/{self._region}/models/{dataset}"
 
     # -- register -----------------------------------------------------------------------------
+
+    def serving_image(self, config: DeploymentConfig) -> str:
+        """The config's image when it names one, else the serving container CI built.
+
+        Never a prebuilt TF Serving image: its TensorFlow lags the trainer's and it serves
+        none of Cascade's routes (the request rules, hybrid serving)."""
+        if config.serving_image:
+            return config.serving_image
+        if not self._serving_image:
+            raise InvalidConfigError(
+                "no serving image: set CASCADE_SERVING_IMAGE (Terraform's serving_image, "
+                "the image of shared/Dockerfile.serving) or deployment.serving_image"
+            )
+        return self._serving_image
 
     def register(self, candidate: Candidate, config: DeploymentConfig) -> DeployedVersion:
         dataset = candidate.dataset
@@ -88,11 +124,16 @@ class VertexDeployer:
             if existing is not None:  # a retry after the upload: reuse it
                 return self._version_of(candidate, existing)
         described = ", ".join(f"{key}={value}" for key, value in sorted(candidate.lineage.items()))
+        image = self.serving_image(config)
         with transient_errors(f"Model.upload of {candidate.model_uri}"):
             model = self._models.upload(
                 display_name=dataset,
                 artifact_uri=candidate.model_uri,
-                serving_container_image_uri=config.serving_image,
+                serving_container_image_uri=image,
+                serving_container_predict_route=PREDICT_ROUTE,
+                serving_container_health_route=HEALTH_ROUTE,
+                serving_container_ports=[SERVING_PORT],
+                serving_container_environment_variables={"CASCADE_SERVING_MODEL_NAME": dataset},
                 model_id=dataset if first else None,
                 parent_model=None if first else parent,
                 is_default_version=True,
@@ -190,20 +231,48 @@ class VertexDeployer:
             return CanaryReport(
                 True, 0, 0, 0.0, "deployed; no transform spec to build smoke predictions from"
             )
+        signature = self._signature(dataset, version)
+        if signature is not None:
+            instances = fit_to_signature(instances, *signature)
+        headers = {"Content-Type": "application/json"}
         errors, latencies, last_error, by_canary = 0, [], "", 0
         for index in range(config.canary_requests):
+            body = json.dumps({"instances": [instances[index % len(instances)]]}).encode()
             started = time.perf_counter()
             try:
-                prediction = endpoint.predict(instances=[instances[index % len(instances)]])
-                if len(prediction.predictions) != 1:
+                response = endpoint.raw_predict(body=body, headers=headers)
+                answered = _predictions(response)
+                if answered != 1:
                     errors += 1
-                    last_error = f"{len(prediction.predictions)} predictions for 1 instance"
-                by_canary += int(str(prediction.deployed_model_id) == canary_id)
-            except gexc.GoogleAPICallError as error:
+                    last_error = (
+                        f"HTTP {response.status_code}: {response.text[:300]}"
+                        if answered < 0
+                        else f"{answered} predictions for 1 instance"
+                    )
+                by_canary += int(response.headers.get(DEPLOYED_MODEL_HEADER) == canary_id)
+            except (gexc.GoogleAPICallError, requests.RequestException) as error:
                 errors += 1
                 last_error = str(error)
             latencies.append((time.perf_counter() - started) * 1000)
         return judge_canary(config, errors, latencies, last_error, answered_by_canary=by_canary)
+
+    def _signature(self, dataset: str, version: str) -> tuple[dict[str, str], str] | None:
+        """The version's inputs and key from its exported ``cascade_model.json`` (None
+        when the model is outside the artifacts bucket or has no manifest)."""
+        found = read_serving_state(self._artifacts, dataset)
+        entry = None if found is None else found[0].version(version)
+        prefix = f"gs://{self._artifacts.bucket_name}/"
+        if entry is None or not entry.model_uri.startswith(prefix):
+            return None
+        name = f"{entry.model_uri[len(prefix) :].rstrip('/')}/{MODEL_MANIFEST}"
+        stored = self._artifacts.read(name)
+        if stored is None:
+            return None
+        try:
+            manifest = json.loads(stored.data)
+            return inputs_from_manifest(manifest), str(manifest["key"])
+        except (ValueError, KeyError, TypeError, AttributeError):
+            return None
 
     # -- traffic --------------------------------------------------------------------------------
 
@@ -284,3 +353,15 @@ class VertexDeployer:
             return state
 
         update_serving_state(self._artifacts, dataset, mutate)
+
+
+def _predictions(response: Any) -> int:
+    """How many predictions a rawPredict answer holds; -1 when it is not a 200 with a
+    ``predictions`` list."""
+    if response.status_code != 200:
+        return -1
+    try:
+        predictions = response.json()["predictions"]
+    except (ValueError, KeyError, TypeError):
+        return -1
+    return len(predictions) if isinstance(predictions, list) else -1

@@ -1,10 +1,10 @@
 """What arrives on ``job-events``: a ``JobEvent``, or a Cloud Logging ``LogEntry``.
 
-The local job service publishes a ``JobEvent`` when a job fails or is cancelled. On
-Google Cloud a log sink forwards Vertex AI's job log entries (``resource.type
+On Google Cloud a log sink forwards Vertex AI's job log entries (``resource.type
 "ml_job"``) as LogEntry JSON whose ``resource.labels.job_id`` names the job; the local
-job service forwards a job's success the same way. A log entry says which job, not
-what state it is in: the handler asks the job runner for that.
+job service publishes the same entries when a job ends (and nothing else). A log entry
+says which job, not what state it is in: the handler asks the job runner for that. A
+``JobEvent`` (a job's end with its state) is accepted from other publishers.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 from cascade.core.errors import BadRequestError
 from cascade.core.messages import JobEvent
 
-__all__ = ["JobLogEntry", "job_success_log_entry", "parse_job_event"]
+__all__ = ["JobLogEntry", "job_end_log_entry", "parse_job_event"]
 
 _TERMINAL_TEXT = re.compile(r"\b(fail|failed|succeeded|success|completed|cancell?ed)\b", re.I)
 
@@ -80,14 +80,30 @@ def parse_job_event(data: bytes) -> JobEvent | JobLogEntry:
         raise BadRequestError(f"invalid JobEvent: {error}") from error
 
 
-def job_success_log_entry(
-    *, project: str, job_id: str, job_name: str, timestamp: str, insert_id: str
-) -> dict[str, Any]:
-    """The LogEntry Vertex AI writes when a job succeeds, as a log sink forwards it.
+_END_TEXT = {
+    "succeeded": ("INFO", "Job {name} completed successfully."),
+    "failed": ("ERROR", "Job failed. {error}"),
+    "cancelled": ("ERROR", "Job {name} was cancelled."),
+}
 
-    The local job service publishes it so that a job's success reaches
-    ``handle_job_event`` the way it does on Google Cloud.
+
+def job_end_log_entry(
+    *,
+    project: str,
+    job_id: str,
+    job_name: str,
+    state: str,
+    error: str,
+    timestamp: str,
+    insert_id: str,
+) -> dict[str, Any]:
+    """The LogEntry Vertex AI writes when a job ends, as a log sink forwards it.
+
+    The local job service publishes it so that a job's end reaches
+    ``handle_job_event`` the way it does on Google Cloud: the entry names the job and
+    the handler asks the job runner for its state, error and best trial.
     """
+    severity, text = _END_TEXT.get(state, ("ERROR", "Job {name} ended: {error}"))
     return {
         "insertId": insert_id,
         "logName": f"projects/{project}/logs/aiplatform.googleapis.com%2Fjob",
@@ -95,7 +111,7 @@ def job_success_log_entry(
             "type": "ml_job",
             "labels": {"job_id": job_id, "project_id": project, "task_name": "service"},
         },
-        "severity": "INFO",
-        "textPayload": f"Job {job_name} completed successfully.",
+        "severity": severity,
+        "textPayload": text.format(name=job_name, error=error).strip(),
         "timestamp": timestamp,
     }

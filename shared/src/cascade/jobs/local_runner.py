@@ -4,7 +4,8 @@ The service (``python -m cascade.localcloud.job_service``) plays Vertex AI on th
 laptop: ``POST /v1/jobs`` submits (idempotent by request id), ``GET /v1/jobs/<id>``
 reads a job, ``POST /v1/jobs/<id>:cancel`` cancels it, ``GET /v1/jobs`` lists them.
 Job names look like Vertex AI's (``projects/<p>/locations/local/customJobs/<id>``).
-The service publishes a tuning job's best trial as ``model-trained`` itself.
+The service announces a job's end as Vertex AI's log sink does (a log entry on
+``job-events``); a tuning job's best trial is announced by the training_job step.
 """
 
 from __future__ import annotations
@@ -79,7 +80,7 @@ class SubmitJobRequest(BaseModel):
 
 
 class LocalJobRunner:
-    publishes_tuning_result = True
+    publishes_tuning_result = False
 
     def __init__(self, base_url: str, *, timeout_s: float = 30.0) -> None:
         self.base_url = base_url.rstrip("/")

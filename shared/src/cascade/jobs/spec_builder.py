@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from cascade.core.errors import BadRequestError, InvalidConfigError
+from cascade.core.errors import BadRequestError
 from cascade.core.job_spec import HyperparameterValue, TrainingJobSpec, TuningSpec, WorkerPool
 from cascade.core.pipeline_config import PipelineConfig
 from cascade.core.store import ArtifactStore
@@ -25,14 +25,8 @@ def resolve_transform_uri(store: ArtifactStore, *, run_id: str, dataset: str) ->
 
 
 def check_tuning(tuning: TuningSpec) -> TuningSpec:
-    """Refuse what no runner can search: a grid over a continuous (double) parameter."""
-    if tuning.algorithm == "grid":
-        continuous = [p.name for p in tuning.parameters if p.type == "double"]
-        if continuous:
-            raise InvalidConfigError(
-                f"tuning.algorithm grid needs integer, discrete or categorical parameters; "
-                f"{', '.join(continuous)} are double: give them `values` as discrete"
-            )
+    """Fewer parallel trials than trials. (What Vertex AI refuses, a grid over a double
+    parameter included, the TuningSpec itself refuses: ``ParameterSpec``.)"""
     if tuning.parallel_trials > tuning.max_trials:
         return tuning.model_copy(update={"parallel_trials": tuning.max_trials})
     return tuning

@@ -5,8 +5,9 @@ multi-worker training, a second for the workers (Vertex AI sets ``TF_CONFIG`` wi
 ``chief`` and ``worker`` tasks); the trainer image runs ``python -m
 cascade.trainer.task --job-spec-uri …`` as the jobs service account, with the
 ``CASCADE_*`` runtime settings in its environment so it can publish ``model-trained``;
-``base_output_directory`` is the spec's output dir (Vertex AI derives ``AIP_MODEL_DIR``
-and, for tuning, one sub-folder per trial from it). A spec with ``tuning`` becomes a
+``base_output_directory`` is the spec's output dir (Vertex AI derives ``AIP_MODEL_DIR``,
+``AIP_CHECKPOINT_DIR`` and ``AIP_TENSORBOARD_LOG_DIR`` from it and, for tuning, one
+sub-folder per trial: ``cascade.core.vertex_job_env``). A spec with ``tuning`` becomes a
 ``HyperparameterTuningJob`` whose trials run that CustomJob spec, with a StudySpec built
 from the TuningSpec (Bayesian optimisation is Vertex AI's default algorithm).
 
@@ -28,6 +29,7 @@ from google.api_core import exceptions as gexc
 from google.cloud import aiplatform_v1 as vertex
 from google.protobuf import duration_pb2
 
+from cascade.core import vertex_job_env
 from cascade.core.errors import (
     TRANSIENT_ERRORS,
     InvalidConfigError,
@@ -35,13 +37,13 @@ from cascade.core.errors import (
     UnknownJobError,
 )
 from cascade.core.job_spec import (
-    HyperparameterValue,
     JobState,
     JobStatus,
     ParameterSpec,
     TrainingJobSpec,
     TuningSpec,
     WorkerPool,
+    category_text,
 )
 from cascade.core.settings import Settings
 from cascade.jobs.records import RUN_ID_LABEL, label_value
@@ -74,8 +76,7 @@ _ALGORITHMS = {
     "random": vertex.StudySpec.Algorithm.RANDOM_SEARCH,
     "bayesian": vertex.StudySpec.Algorithm.ALGORITHM_UNSPECIFIED,  # Vertex AI's default
 }
-_SCALES = {
-    None: vertex.StudySpec.ParameterSpec.ScaleType.SCALE_TYPE_UNSPECIFIED,
+_SCALES = {  # a numeric parameter without a scale is sent as linear; categorical, unscaled
     "linear": vertex.StudySpec.ParameterSpec.ScaleType.UNIT_LINEAR_SCALE,
     "log": vertex.StudySpec.ParameterSpec.ScaleType.UNIT_LOG_SCALE,
     "reverse_log": vertex.StudySpec.ParameterSpec.ScaleType.UNIT_REVERSE_LOG_SCALE,
@@ -156,27 +157,17 @@ def _parameter(parameter: ParameterSpec) -> vertex.StudySpec.ParameterSpec:
         fields["integer_value_spec"] = Spec.IntegerValueSpec(
             min_value=int(parameter.min or 0), max_value=int(parameter.max or 0)
         )
-    elif parameter.type == "discrete":
+    elif parameter.type == "discrete":  # numbers, increasing: ParameterSpec checked them
         fields["discrete_value_spec"] = Spec.DiscreteValueSpec(
-            values=[_number(parameter.name, value) for value in parameter.values]
+            values=[float(value) for value in parameter.values]
         )
     else:
         fields["categorical_value_spec"] = Spec.CategoricalValueSpec(
-            values=[_category(value) for value in parameter.values]
+            values=[category_text(value) for value in parameter.values]
         )
     if parameter.type != "categorical":
         fields["scale_type"] = _SCALES[parameter.scale or "linear"]
     return Spec(**fields)
-
-
-def _number(name: str, value: HyperparameterValue) -> float:
-    if isinstance(value, str):
-        raise InvalidConfigError(f"tuning parameter {name}: discrete values must be numbers")
-    return float(value)
-
-
-def _category(value: HyperparameterValue) -> str:
-    return str(value).lower() if isinstance(value, bool) else str(value)
 
 
 def study_spec(tuning: TuningSpec) -> vertex.StudySpec:
@@ -280,7 +271,9 @@ class VertexJobRunner:
             name=name,
             state=_STATES.get(job.state, "queued"),
             error=job.error.message,
-            model_dir=f"{job.job_spec.base_output_directory.output_uri_prefix}/model",
+            model_dir=vertex_job_env.model_uri(
+                job.job_spec.base_output_directory.output_uri_prefix
+            ),
             created_at=job.create_time or None,
             finished_at=job.end_time or None,
         )
@@ -320,7 +313,7 @@ def tuning_status(job: vertex.HyperparameterTuningJob) -> JobStatus:
     base = job.trial_job_spec.base_output_directory.output_uri_prefix
     return status.model_copy(
         update={
-            "model_dir": f"{base}/{trial.id}/model",
+            "model_dir": vertex_job_env.model_uri(base, str(trial.id)),
             "best_trial_id": str(trial.id),
             "best_metric": value,
             "best_hyperparameters": {p.parameter_id: p.value for p in trial.parameters},

@@ -10,10 +10,12 @@ from pathlib import Path
 
 import requests
 
+from cascade.core.grants import IDENTITY_ENV, JOBS_IDENTITY_ENV, LocalIdentity, identity_for
 from cascade.core.topology import Topology
 from cascade.localcloud.local_settings import LOOPBACK, LocalCloudSettings
 from cascade.localcloud.processes import ProcessSpec, port_accepts
 from cascade.localcloud.router import function_ports
+from cascade.localcloud.tls_front import local_certificates
 
 __all__ = [
     "MissingToolError",
@@ -24,6 +26,7 @@ __all__ = [
     "model_server_spec",
     "pubsub_spec",
     "router_spec",
+    "vertex_endpoint_spec",
 ]
 
 _PUBSUB_HINT = (
@@ -128,6 +131,7 @@ def function_specs(
     local: LocalCloudSettings, topology: Topology, env: dict[str, str]
 ) -> list[ProcessSpec]:
     ports = function_ports(local, topology)
+    settings = local.runtime_settings()
     specs = []
     for name, function in topology.functions.items():
         port = ports[name]
@@ -154,6 +158,8 @@ def function_specs(
                     "CASCADE_FUNCTION_NAME": name,
                     "CASCADE_FUNCTION_TIMEOUT_S": str(function.timeout_s),
                     "CASCADE_MAX_EVENT_AGE_S": str(function.max_event_age_s),
+                    # Its service account and grants: the clients refuse the rest.
+                    IDENTITY_ENV: identity_for(topology, name, settings).to_env(),
                 },
                 log_path=local.state_dir / "logs" / f"function-{name}.log",
                 ready=functools.partial(port_accepts, LOOPBACK, port),
@@ -173,12 +179,19 @@ def router_spec(local: LocalCloudSettings, env: dict[str, str]) -> ProcessSpec:
     )
 
 
-def job_service_spec(local: LocalCloudSettings, env: dict[str, str]) -> ProcessSpec:
-    """Vertex AI's stand-in: runs trainer processes, from the repository root."""
+def job_service_spec(
+    local: LocalCloudSettings, env: dict[str, str], jobs_identity: LocalIdentity | None = None
+) -> ProcessSpec:
+    """Vertex AI's stand-in: runs trainer processes, from the repository root.
+
+    ``jobs_identity`` is what the trainer processes run as (the topology's
+    ``vertex-jobs`` account); the service itself, like Vertex AI and the log sink it
+    plays, runs as none of the pipeline's accounts."""
+    identity = {JOBS_IDENTITY_ENV: jobs_identity.to_env()} if jobs_identity else {}
     return ProcessSpec(
         name="job-service",
         argv=[sys.executable, "-m", "cascade.localcloud.job_service"],
-        env=env,
+        env={**{k: v for k, v in env.items() if k != IDENTITY_ENV}, **identity},
         log_path=local.state_dir / "logs" / "job-service.log",
         ready=lambda: _http_ok(f"{local.job_service_url}/healthz"),
         cwd=local.repo_root,
@@ -193,11 +206,28 @@ def model_server_spec(local: LocalCloudSettings, env: dict[str, str]) -> Process
         argv=[sys.executable, "-m", "cascade.serving"],
         env={
             **env,
-            "CASCADE_SERVING_PORT": str(local.model_server_port),
+            # Vertex AI's custom-container variables, as the serving image gets them there
+            "AIP_HTTP_PORT": str(local.model_server_port),
+            "AIP_HEALTH_ROUTE": "/health",
+            "AIP_PREDICT_ROUTE": "/predict",
             "CASCADE_SERVING_WORKERS": str(local.model_server_workers),
             "CASCADE_SERVING_CACHE_DIR": str(local.state_dir / "model-cache"),
             "TF_CPP_MIN_LOG_LEVEL": "2",
         },
         log_path=local.state_dir / "logs" / "model-server.log",
-        ready=lambda: _http_ok(f"{local.model_server_url}/healthz"),
+        ready=lambda: _http_ok(f"{local.model_server_url}/health"),
+    )
+
+
+def vertex_endpoint_spec(local: LocalCloudSettings, env: dict[str, str]) -> ProcessSpec:
+    """Vertex AI's endpoint twin (PredictionService, EndpointService.GetEndpoint): TLS on
+    loopback, gRPC and REST on one port, predictions forwarded to the model server."""
+    assert local.vertex_endpoint_port, "the supervisor chooses the port first"
+    local_certificates(local.vertex_tls_dir)  # before any child trusts the bundle
+    return ProcessSpec(
+        name="vertex-endpoint",
+        argv=[sys.executable, "-m", "cascade.localcloud.vertex_endpoint"],
+        env=env,
+        log_path=local.state_dir / "logs" / "vertex-endpoint.log",
+        ready=functools.partial(port_accepts, LOOPBACK, local.vertex_endpoint_port),
     )

@@ -1,11 +1,17 @@
-"""CloudEvents in the shapes Eventarc delivers them, built from Pub/Sub messages.
+"""The HTTP requests Google Cloud sends to a function, built from Pub/Sub messages.
 
-The router plays Eventarc: a GCS notification becomes a binary-mode
-``google.cloud.storage.object.v1.finalized`` event whose data is the object resource,
-and a topic message becomes ``google.cloud.pubsub.topic.v1.messagePublished`` whose
-data is ``{"message": {...}, "subscription": ...}``. The emulator's object JSON is
-normalised to what Cloud Storage sends (string int64s, ``bucket/name/generation`` ids,
-selfLink/mediaLink, metageneration, etag).
+The router plays Eventarc and Pub/Sub push:
+
+- Eventarc: a GCS notification becomes a binary-mode
+  ``google.cloud.storage.object.v1.finalized`` event whose data is the object resource,
+  and a topic message becomes ``google.cloud.pubsub.topic.v1.messagePublished`` whose
+  data is ``{"message": {...}, "subscription": ...}``. The emulator's object JSON is
+  normalised to what Cloud Storage sends (string int64s, ``bucket/name/generation`` ids,
+  selfLink/mediaLink, metageneration, etag).
+- Pub/Sub push (wrapped, as infra/pubsub.tf configures it: no ``no_wrapper`` block): a
+  plain JSON POST ``{"message": {...}, "subscription": ..., "deliveryAttempt": n}`` to
+  the push endpoint ``<function url>/projects/<p>/topics/<topic>``; functions-framework
+  turns it into a messagePublished CloudEvent itself.
 """
 
 from __future__ import annotations
@@ -18,17 +24,30 @@ from urllib.parse import quote
 
 from cascade.core.topology import PUBSUB_PUBLISHED, STORAGE_FINALIZED
 
-__all__ = ["CloudEventRequest", "message_published_event", "object_finalized_event"]
+__all__ = [
+    "PUSH_USER_AGENT",
+    "CloudEventRequest",
+    "message_published_event",
+    "object_finalized_event",
+    "pubsub_push_request",
+]
+
+# The User-Agent of Pub/Sub push requests (Google's "APIs-Google" user agent, which
+# delivers push notifications: developers.google.com/search/docs/crawling-indexing/
+# apis-user-agent).
+PUSH_USER_AGENT = "APIs-Google; (+https://developers.google.com/webmasters/APIs-Google.html)"
 
 _INT64_FIELDS = ("generation", "metageneration", "size")
 
 
 class CloudEventRequest:
-    """Headers and body of one binary-mode CloudEvent HTTP request."""
+    """Path, headers and body of one POST to a function: a binary-mode CloudEvent
+    (Eventarc, path "/") or a Pub/Sub push body (path: the push endpoint's path)."""
 
-    def __init__(self, headers: dict[str, str], body: bytes) -> None:
+    def __init__(self, headers: dict[str, str], body: bytes, path: str = "/") -> None:
         self.headers = headers
         self.body = body
+        self.path = path
 
 
 def _rfc3339(moment: datetime) -> str:
@@ -92,6 +111,57 @@ def object_finalized_event(
     return CloudEventRequest(headers, json.dumps(data).encode())
 
 
+def _pubsub_message(
+    message_id: str, data: bytes, attributes: dict[str, str], publish_time: datetime
+) -> dict[str, Any]:
+    """A PubsubMessage as push and Eventarc write it: camelCase and snake_case ids and
+    times; ``data`` and ``attributes`` left out when empty (proto3 JSON)."""
+    published = _rfc3339(publish_time)
+    message: dict[str, Any] = {}
+    if attributes:
+        message["attributes"] = dict(attributes)
+    if data:
+        message["data"] = base64.b64encode(data).decode()
+    message.update(
+        {
+            "messageId": message_id,
+            "message_id": message_id,
+            "publishTime": published,
+            "publish_time": published,
+        }
+    )
+    return message
+
+
+def pubsub_push_request(
+    *,
+    project: str,
+    topic_id: str,
+    subscription_id: str,
+    message_id: str,
+    data: bytes,
+    attributes: dict[str, str],
+    publish_time: datetime,
+    delivery_attempt: int | None,
+) -> CloudEventRequest:
+    """The POST a wrapped Pub/Sub push subscription sends.
+
+    ``delivery_attempt`` is set when the subscription has a dead-letter policy (every
+    Terraform-owned push subscription has one), None otherwise.
+    """
+    body: dict[str, Any] = {
+        "message": _pubsub_message(message_id, data, attributes, publish_time),
+        "subscription": f"projects/{project}/subscriptions/{subscription_id}",
+    }
+    if delivery_attempt is not None:
+        body["deliveryAttempt"] = delivery_attempt
+    headers = {"Content-Type": "application/json", "User-Agent": PUSH_USER_AGENT}
+    # infra/pubsub.tf: push_endpoint = "<function uri>/projects/<p>/topics/<topic id>",
+    # from which functions-framework takes the CloudEvent's source.
+    path = f"/projects/{project}/topics/{topic_id}"
+    return CloudEventRequest(headers, json.dumps(body).encode(), path=path)
+
+
 def message_published_event(
     *,
     project: str,
@@ -104,17 +174,8 @@ def message_published_event(
 ) -> CloudEventRequest:
     """The Eventarc CloudEvent for a message published to a topic."""
     published = _rfc3339(publish_time)
-    message: dict[str, Any] = {
-        "data": base64.b64encode(data).decode(),
-        "messageId": message_id,
-        "message_id": message_id,
-        "publishTime": published,
-        "publish_time": published,
-    }
-    if attributes:
-        message["attributes"] = dict(attributes)
     body = {
-        "message": message,
+        "message": _pubsub_message(message_id, data, attributes, publish_time),
         "subscription": f"projects/{project}/subscriptions/{subscription_id}",
     }
     headers = {

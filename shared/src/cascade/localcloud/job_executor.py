@@ -27,6 +27,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Literal, Protocol
 
+from cascade.core import vertex_job_env
 from cascade.core.job_spec import (
     HyperparameterValue,
     JobState,
@@ -219,12 +220,12 @@ class LocalJobExecutor:
         job.state = "running"
         job.started_at = job.started_at or self._clock()
 
-    def _plan(self, job: LocalJob, output_dir: str, log_dir: Path) -> ReplicaPlan:
+    def _plan(self, job: LocalJob, log_dir: Path) -> ReplicaPlan:
         return ReplicaPlan(
             spec=job.spec,
             job_id=job.job_id,
             job_name=job.name,
-            output_dir=output_dir,
+            output_dir=job.spec.output_dir,
             log_dir=log_dir,
             trainer_module=self._trainer_module,
             python=self._python,
@@ -239,10 +240,11 @@ class LocalJobExecutor:
         return record
 
     def _run_training(self, job: LocalJob, cancelled: threading.Event) -> None:
-        plan = self._plan(job, job.spec.output_dir, self.store.folder(job.job_id) / "logs")
+        plan = self._plan(job, self.store.folder(job.job_id) / "logs")
         result = run_replicas(plan, cancelled, self._record_pids(job.job_id))
         if result.succeeded:
-            self._finish(job.job_id, "succeeded", "", model_dir=job.spec.model_dir)
+            model_dir = vertex_job_env.model_uri(job.spec.output_dir)
+            self._finish(job.job_id, "succeeded", "", model_dir=model_dir)
         else:
             self._finish(job.job_id, "cancelled" if cancelled.is_set() else "failed", result.error)
 
@@ -253,9 +255,7 @@ class LocalJobExecutor:
 
         def run_trial(trial_id: str, parameters: dict[str, HyperparameterValue]) -> float:
             metric_file = folder / "trials" / trial_id / "hypertune" / "output.metrics"
-            plan = self._plan(
-                job, f"{job.spec.output_dir}/{trial_id}", folder / "trials" / trial_id / "logs"
-            )
+            plan = self._plan(job, folder / "trials" / trial_id / "logs")
             plan = replace(
                 plan,
                 arguments=trial_arguments(parameters),
@@ -288,7 +288,7 @@ class LocalJobExecutor:
                 job.job_id,
                 "succeeded",
                 "",
-                model_dir=f"{job.spec.output_dir}/{best.trial_id}/model",
+                model_dir=vertex_job_env.model_uri(job.spec.output_dir, best.trial_id),
                 best=(best.trial_id, best.value, best.parameters),
                 trials=(best.completed, best.failed),
             )

@@ -6,14 +6,11 @@
 Jobs persist under ``<state_dir>/jobs/``: a restarted service resumes the jobs it had
 not finished and announces those whose end it had not announced.
 
-How a job's end is announced on ``job-events`` (and ``model-trained``):
-
-- failed / cancelled: a ``JobEvent``;
-- a tuning job's success: ``model-trained`` for the best trial's model (the trials are
-  tuning trials, so the trainer does not publish), then the success log entry;
-- a training job's success: the trainer published ``model-trained`` itself; the
-  service forwards the success log entry, as the cloud's log sink does, so the train
-  side releases the dataset's training lock.
+A job's end is announced on ``job-events`` as Vertex AI's log sink announces it: one
+LogEntry naming the job (``cascade.jobs.job_events.job_end_log_entry``), whatever the
+end. The training_job step asks the job runner for the state, error and best trial; for
+a tuning job it publishes the best trial's ``model-trained`` (as on Google Cloud, where
+Vertex publishes nothing); a training job's trainer published ``model-trained`` itself.
 """
 
 from __future__ import annotations
@@ -25,6 +22,7 @@ import re
 import sys
 import threading
 import uuid
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -33,16 +31,15 @@ from typing import Any
 import google.cloud.pubsub_v1 as pubsub_v1
 from pydantic import ValidationError
 
-from cascade.core.bus import MessageBus
 from cascade.core.clients import make_publisher
-from cascade.core.messages import JobEvent, ModelTrained
+from cascade.core.grants import IDENTITY_ENV, JOBS_IDENTITY_ENV
 from cascade.core.settings import Settings, load_settings
-from cascade.jobs.job_events import job_success_log_entry
+from cascade.jobs.job_events import job_end_log_entry
 from cascade.jobs.local_runner import LocalJob, SubmitJobRequest
 from cascade.localcloud.job_executor import LocalJobExecutor, LocalJobStore
 from cascade.localcloud.local_settings import LOOPBACK, LocalCloudSettings
 
-__all__ = ["JobServiceHandler", "PubSubJobNotifier", "main", "serve"]
+__all__ = ["JobServiceHandler", "PubSubJobNotifier", "main", "serve", "trainer_environment"]
 
 _log = logging.getLogger("cascade.localcloud.job_service")
 _JOB_PATH = re.compile(r"^/v1/jobs/([0-9a-f]{16})(:cancel)?$")
@@ -53,50 +50,24 @@ _ANNOUNCE_RETRY_S = 2.0
 class PubSubJobNotifier:
     """Announces job ends on the emulator's topics, as Vertex AI plus a log sink would."""
 
-    def __init__(
-        self,
-        settings: Settings,
-        publisher: pubsub_v1.PublisherClient,
-        bus: MessageBus | None = None,
-    ) -> None:
-        """``bus`` publishes step messages (default: over ``publisher``); log entries
-        are not step messages and go through ``publisher`` directly."""
+    def __init__(self, settings: Settings, publisher: pubsub_v1.PublisherClient) -> None:
         self._settings = settings
         self._publisher = publisher
-        self._bus = bus if bus is not None else MessageBus(publisher, settings)
 
     def job_ended(self, job: LocalJob) -> None:
-        spec = job.spec
-        if job.state in ("failed", "cancelled"):
-            self._bus.publish(
-                JobEvent(
-                    dataset=spec.dataset,
-                    run_id=spec.run_id,
-                    job_name=job.name,
-                    state="cancelled" if job.state == "cancelled" else "failed",
-                    error=job.error[-_ERROR_CHARS:],
-                )
-            )
-            return
-        if job.kind == "tuning" and job.model_dir:
-            base = job.model_dir.removesuffix("/model")
-            self._bus.publish(
-                ModelTrained(
-                    dataset=spec.dataset,
-                    run_id=spec.run_id,
-                    job_name=job.name,
-                    model_uri=job.model_dir,
-                    metrics_uri=f"{base}/metrics.json",
-                )
-            )
-        self._publish_log_entry(job)
+        """What Vertex AI's log sink forwards when a job ends: one log entry naming it.
 
-    def _publish_log_entry(self, job: LocalJob) -> None:
+        No state, no error, no best trial travel in the message (Vertex sends none): the
+        training_job step reads them from the job runner, and for a tuning job it
+        publishes the best trial's ``model-trained`` itself, as on Google Cloud.
+        """
         finished = job.finished_at or datetime.now(UTC)
-        entry = job_success_log_entry(
+        entry = job_end_log_entry(
             project=self._settings.project,
             job_id=job.job_id,
             job_name=job.name,
+            state=job.state,
+            error=job.error[-_ERROR_CHARS:],
             timestamp=finished.isoformat().replace("+00:00", "Z"),
             insert_id=uuid.uuid4().hex,
         )
@@ -166,6 +137,14 @@ def _announce_loop(executor: LocalJobExecutor, stop: threading.Event) -> None:
         executor.announce_pending()
 
 
+def trainer_environment(environ: Mapping[str, str]) -> dict[str, str]:
+    """The trainers' environment: ours, running as the Vertex AI jobs' account."""
+    environment = {k: v for k, v in environ.items() if k not in (IDENTITY_ENV, JOBS_IDENTITY_ENV)}
+    if environ.get(JOBS_IDENTITY_ENV):
+        environment[IDENTITY_ENV] = environ[JOBS_IDENTITY_ENV]
+    return environment
+
+
 def main() -> int:
     logging.basicConfig(
         level=logging.INFO,
@@ -181,7 +160,7 @@ def main() -> int:
         project=settings.project,
         trainer_module=local.trainer_module,
         python=sys.executable,
-        base_environment=dict(os.environ),
+        base_environment=trainer_environment(os.environ),
         cwd=local.repo_root,
     )
     server = serve(executor, local.job_service_port)

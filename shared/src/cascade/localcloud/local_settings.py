@@ -42,6 +42,12 @@ class LocalCloudSettings(BaseSettings):
     model_server_port: int = Field(
         0, ge=0, lt=65536, description="The local model server; 0: a free port chosen at start."
     )
+    vertex_endpoint_port: int = Field(
+        0,
+        ge=0,
+        lt=65536,
+        description="Vertex AI's endpoint twin (TLS; gRPC and REST); 0: a free port at start.",
+    )
     model_server_workers: int = Field(2, ge=1, le=16, description="Its gunicorn workers.")
     claim_lease_s: int = Field(
         60, gt=0, description="CASCADE_CLAIM_LEASE_S of every process (crashed-step takeover)."
@@ -64,6 +70,16 @@ class LocalCloudSettings(BaseSettings):
     def model_server_url(self) -> str | None:
         """The local model server (the endpoint's stand-in), once its port is known."""
         return f"http://{LOOPBACK}:{self.model_server_port}" if self.model_server_port else None
+
+    @property
+    def vertex_api_endpoint(self) -> str | None:
+        """The Vertex AI endpoint twin, as a client's ``api_endpoint``, once its port is known."""
+        return f"{LOOPBACK}:{self.vertex_endpoint_port}" if self.vertex_endpoint_port else None
+
+    @property
+    def vertex_tls_dir(self) -> Path:
+        """The twin's local CA and certificate, and ``ca-bundle.pem`` that clients trust."""
+        return self.state_dir / "vertex-endpoint"
 
     @property
     def notifications_topic(self) -> str:
@@ -114,9 +130,20 @@ class LocalCloudSettings(BaseSettings):
             if self.model_server_url
             else {}
         )
+        bundle = str(self.vertex_tls_dir / "ca-bundle.pem")
+        vertex = (
+            {
+                "CASCADE_VERTEX_API_ENDPOINT": self.vertex_api_endpoint,
+                "GRPC_DEFAULT_SSL_ROOTS_FILE_PATH": bundle,
+                "REQUESTS_CA_BUNDLE": bundle,
+            }
+            if self.vertex_api_endpoint
+            else {}
+        )
         return {
             **jobs,
             **deploy,
+            **vertex,
             "CASCADE_PROJECT": settings.project,
             "CASCADE_REGION": settings.region,
             "CASCADE_LANDING_BUCKET": settings.landing_bucket,

@@ -1,18 +1,20 @@
 """Run one training run (a job, or one tuning trial) as local trainer processes.
 
 Each replica is ``python -m <trainer module> --job-spec-uri … [--name=value …]`` with the
-environment Vertex AI gives a trainer: ``AIP_MODEL_DIR``, ``AIP_CHECKPOINT_DIR``,
-``AIP_TENSORBOARD_LOG_DIR``, ``CLOUD_ML_JOB_ID`` (and ``CASCADE_JOB_NAME``, the full
-name), for a trial ``CLOUD_ML_TRIAL_ID`` / ``CLOUD_ML_HP_METRIC_FILE`` /
-``CLOUD_ML_HP_METRIC_TAG``, and for several replicas ``TF_CONFIG`` and ``CLUSTER_SPEC``
-naming a ``chief`` and ``worker`` tasks on free loopback ports. The run succeeds when
-every replica exits 0; one failing stops the others.
+environment Vertex AI gives a trainer, built by ``cascade.core.vertex_job_env`` (the
+``AIP_*`` directories under the job's base output directory, or ``<base>/<trial id>``
+for a trial; ``CLOUD_ML_JOB_ID``; ``CLOUD_ML_TRIAL_ID`` for a trial; ``TF_CONFIG`` and
+``CLUSTER_SPEC`` naming a ``chief`` and ``worker`` tasks on free loopback ports when
+there are several replicas). Two local additions, which Vertex AI does not set:
+``CASCADE_JOB_NAME`` (the full job name, carried by ``model-trained``) and, for a trial,
+``CLOUD_ML_HP_METRIC_FILE`` (each trial's own metric file: on Vertex AI every trial has
+its own machine and cloudml-hypertune's default path). The run succeeds when every
+replica exits 0; one failing stops the others.
 """
 
 from __future__ import annotations
 
 import contextlib
-import json
 import signal
 import subprocess
 import threading
@@ -20,6 +22,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from cascade.core import vertex_job_env
 from cascade.core.job_spec import HyperparameterValue, TrainingJobSpec
 from cascade.localcloud.processes import free_loopback_port
 
@@ -32,7 +35,8 @@ _LOG_TAIL_LINES = 15
 
 @dataclass(frozen=True)
 class ReplicaPlan:
-    """One training run: ``output_dir`` is its base (the job's, or ``<job>/<trial id>``)."""
+    """One training run: ``output_dir`` is the job's base output directory; a tuning trial
+    (``trial_id``) writes under ``<output_dir>/<trial id>``, as on Vertex AI."""
 
     spec: TrainingJobSpec
     job_id: str
@@ -63,59 +67,46 @@ def trial_arguments(parameters: Mapping[str, HyperparameterValue]) -> list[str]:
     return [f"--{name}={text(value)}" for name, value in sorted(parameters.items())]
 
 
-def cluster_addresses(spec: TrainingJobSpec) -> dict[str, list[str]]:
-    cluster = {"chief": [f"127.0.0.1:{free_loopback_port()}"]}
+def cluster_addresses(spec: TrainingJobSpec) -> list[list[str]]:
+    """Each worker pool's replica addresses (pool 0, the chief, first), on free ports."""
+    pools = [[f"127.0.0.1:{free_loopback_port()}"]]
     if spec.workers is not None:
-        cluster["worker"] = [
-            f"127.0.0.1:{free_loopback_port()}" for _ in range(spec.workers.replica_count)
-        ]
-    return cluster
+        pools.append(
+            [f"127.0.0.1:{free_loopback_port()}" for _ in range(spec.workers.replica_count)]
+        )
+    return pools
 
 
-def _tasks(spec: TrainingJobSpec) -> list[tuple[str, int]]:
+def _tasks(spec: TrainingJobSpec) -> list[tuple[int, int]]:
+    """(worker pool, replica index) of every replica: the chief, then the workers."""
     workers = spec.workers.replica_count if spec.workers is not None else 0
-    return [("chief", 0), *(("worker", index) for index in range(workers))]
+    return [(0, 0), *((1, index) for index in range(workers))]
+
+
+def _task_name(task: tuple[int, int]) -> str:
+    pool, index = task
+    return f"{'chief' if pool == 0 else 'worker'}-{index}"
 
 
 def _environment(
-    plan: ReplicaPlan, task: tuple[str, int], cluster: dict[str, list[str]] | None
+    plan: ReplicaPlan, task: tuple[int, int], pools: list[list[str]]
 ) -> dict[str, str]:
-    base = plan.output_dir.rstrip("/")
+    trial_id = plan.trial_id if plan.spec.tuning is not None else None
     env = {
         **plan.base_environment,
-        "AIP_MODEL_DIR": f"{base}/model",
-        "AIP_CHECKPOINT_DIR": f"{base}/checkpoints",
-        "AIP_TENSORBOARD_LOG_DIR": f"{base}/tensorboard",
-        "CLOUD_ML_JOB_ID": plan.job_id,
+        **vertex_job_env.output_environment(plan.output_dir, trial_id),
+        **vertex_job_env.job_environment(plan.job_id, trial_id),
+        **vertex_job_env.cluster_environment(pools, *task, trial_id=trial_id),
         "CASCADE_JOB_NAME": plan.job_name,
         "PYTHONUNBUFFERED": "1",
     }
-    if plan.trial_id is not None and plan.metric_file is not None and plan.spec.tuning:
-        env["CLOUD_ML_TRIAL_ID"] = plan.trial_id
+    if trial_id is not None and plan.metric_file is not None:
         env["CLOUD_ML_HP_METRIC_FILE"] = str(plan.metric_file)
-        env["CLOUD_ML_HP_METRIC_TAG"] = plan.spec.tuning.metric
-    if cluster is not None:
-        task_type, index = task
-        env["TF_CONFIG"] = json.dumps(
-            {"cluster": cluster, "task": {"type": task_type, "index": index}, "job": {}}
-        )
-        env["CLUSTER_SPEC"] = json.dumps(
-            {
-                "cluster": {
-                    "workerpool0": cluster["chief"],
-                    "workerpool1": cluster.get("worker", []),
-                },
-                "task": {
-                    "type": "workerpool0" if task_type == "chief" else "workerpool1",
-                    "index": index,
-                },
-            }
-        )
     return env
 
 
 def _start(
-    plan: ReplicaPlan, task: tuple[str, int], env: dict[str, str]
+    plan: ReplicaPlan, task: tuple[int, int], env: dict[str, str]
 ) -> subprocess.Popen[bytes]:
     plan.log_dir.mkdir(parents=True, exist_ok=True)
     argv = [
@@ -125,7 +116,7 @@ def _start(
         f"--job-spec-uri={plan.spec.job_spec_uri}",
         *plan.arguments,
     ]
-    with (plan.log_dir / f"{task[0]}-{task[1]}.log").open("ab") as log:
+    with (plan.log_dir / f"{_task_name(task)}.log").open("ab") as log:
         return subprocess.Popen(  # noqa: S603 - our trainer module, argv built here
             argv,
             env=env,
@@ -163,8 +154,9 @@ def run_replicas(
 ) -> RunResult:
     """Start every replica, wait for all; ``on_start`` gets their pids (to persist)."""
     tasks = _tasks(plan.spec)
-    cluster = cluster_addresses(plan.spec) if len(tasks) > 1 else None
-    processes = [_start(plan, task, _environment(plan, task, cluster)) for task in tasks]
+    # One replica takes no port: Vertex AI gives it no TF_CONFIG / CLUSTER_SPEC.
+    pools = cluster_addresses(plan.spec) if len(tasks) > 1 else [["127.0.0.1:0"]]
+    processes = [_start(plan, task, _environment(plan, task, pools)) for task in tasks]
     if on_start is not None:
         on_start([process.pid for process in processes])
     try:
@@ -179,13 +171,13 @@ def run_replicas(
 
 
 def _first_failure(
-    processes: list[subprocess.Popen[bytes]], tasks: list[tuple[str, int]], log_dir: Path
+    processes: list[subprocess.Popen[bytes]], tasks: list[tuple[int, int]], log_dir: Path
 ) -> RunResult | None:
-    for process, (task_type, index) in zip(processes, tasks, strict=True):
+    for process, task in zip(processes, tasks, strict=True):
         code = process.poll()
         if code not in (None, 0):
-            tail = _tail(log_dir / f"{task_type}-{index}.log")
+            tail = _tail(log_dir / f"{_task_name(task)}.log")
             return RunResult(
-                False, f"replica {task_type}-{index} exited with status {code}:\n{tail}"
+                False, f"replica {_task_name(task)} exited with status {code}:\n{tail}"
             )
     return None

@@ -1,11 +1,15 @@
-"""The event router: Eventarc for the local cloud.
+"""The event router: Eventarc and Pub/Sub push for the local cloud.
 
 For every event-triggered function of the topology it streams the function's
-subscription and POSTs each message to the function as a binary-mode CloudEvent.
-A 2xx response acknowledges the message. Anything else is retried with the
-topology's exponential backoff (scaled by ``backoff_scale``) until
-``max_delivery_attempts``; then the message is published to the dead-letter topic with
-the attributes Pub/Sub itself adds to dead letters, logged, and acknowledged.
+subscription and POSTs each message to the function the way Google Cloud would
+(``FunctionSpec.delivery``, the rule infra/locals.tf applies): a binary-mode CloudEvent
+for Eventarc triggers (storage, and topics that do not retry), the raw wrapped push
+body for the Terraform-owned push subscriptions (topics that retry). The status codes
+Pub/Sub push counts as success (102, 200, 201, 202, 204) acknowledge the message.
+Anything else is retried with the topology's exponential backoff (scaled by
+``backoff_scale``) until ``max_delivery_attempts``; then the message is published to
+the dead-letter topic with the attributes Pub/Sub itself adds to dead letters, logged,
+and acknowledged.
 
 A message is acknowledged only after it was delivered or dead-lettered, so a router
 that dies mid-retry loses nothing: the emulator redelivers after the ack deadline.
@@ -24,7 +28,7 @@ from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import google.cloud.pubsub_v1 as pubsub_v1
 import requests
@@ -38,13 +42,65 @@ from cascade.localcloud.eventarc import (
     CloudEventRequest,
     message_published_event,
     object_finalized_event,
+    pubsub_push_request,
 )
 from cascade.localcloud.local_settings import LOOPBACK, LocalCloudSettings
 from cascade.localcloud.pubsub_admin import Route, routes_of
 
-__all__ = ["EventRouter", "main"]
+__all__ = ["ACK_STATUS_CODES", "EventRouter", "main", "request_for"]
 
 _log = logging.getLogger("cascade.localcloud.router")
+
+# What Pub/Sub push (and so Eventarc, which pushes through Pub/Sub) counts as an ack.
+ACK_STATUS_CODES = frozenset({102, 200, 201, 202, 204})
+
+
+class ReceivedMessage(Protocol):
+    """The parts of a pulled Pub/Sub message that a delivery is built from."""
+
+    @property
+    def message_id(self) -> str: ...
+    @property
+    def data(self) -> bytes: ...
+    @property
+    def attributes(self) -> Any: ...
+    @property
+    def publish_time(self) -> datetime: ...
+
+
+def request_for(
+    spec: FunctionSpec,
+    route: Route,
+    message: ReceivedMessage,
+    settings: Settings,
+    delivery_attempt: int,
+) -> CloudEventRequest | None:
+    """The POST Google Cloud would send ``spec`` for ``message``; None to skip it
+    (a storage notification that is not a finalize in the trigger's bucket)."""
+    if isinstance(spec.trigger, StorageTrigger):
+        attributes = message.attributes
+        bucket = settings.bucket_for(spec.trigger.bucket)
+        if attributes.get("eventType") != "OBJECT_FINALIZE" or attributes.get("bucketId") != bucket:
+            return None
+        return object_finalized_event(
+            message_id=message.message_id,
+            object_resource=json.loads(message.data),
+            fallback_time=message.publish_time,
+        )
+    fields: dict[str, Any] = {
+        "project": settings.project,
+        "topic_id": route.topic_id,
+        "subscription_id": route.subscription_id,
+        "message_id": message.message_id,
+        "data": bytes(message.data),
+        "attributes": dict(message.attributes),
+        "publish_time": message.publish_time,
+    }
+    if spec.delivery == "push":
+        # Every Terraform-owned push subscription has a dead-letter policy, so Pub/Sub
+        # puts the delivery attempt in the body.
+        return pubsub_push_request(**fields, delivery_attempt=delivery_attempt)
+    return message_published_event(**fields)
 
 
 class EventRouter:
@@ -118,13 +174,13 @@ class EventRouter:
     def handle(self, route: Route, message: Message) -> None:
         """Deliver one message with retries; ack once delivered or dead-lettered."""
         spec = self._topology.functions[route.function_name]
-        request = self._cloudevent(route, spec, message)
-        if request is None:
-            message.ack()
-            return
         attempts, error = 0, ""
         while True:
             attempts += 1
+            request = request_for(spec, route, message, self._settings, attempts)
+            if request is None:
+                message.ack()
+                return
             error = self._post(spec, request)
             if not error:
                 self.count(f"{spec.name}.delivered")
@@ -140,32 +196,6 @@ class EventRouter:
         self._dead_letter(route, spec, message, attempts, error)
         message.ack()
 
-    def _cloudevent(
-        self, route: Route, spec: FunctionSpec, message: Message
-    ) -> CloudEventRequest | None:
-        if isinstance(spec.trigger, StorageTrigger):
-            attributes = message.attributes
-            bucket = self._settings.bucket_for(spec.trigger.bucket)
-            if (
-                attributes.get("eventType") != "OBJECT_FINALIZE"
-                or attributes.get("bucketId") != bucket
-            ):
-                return None
-            return object_finalized_event(
-                message_id=message.message_id,
-                object_resource=json.loads(message.data),
-                fallback_time=message.publish_time,
-            )
-        return message_published_event(
-            project=self._settings.project,
-            topic_id=route.topic_id,
-            subscription_id=route.subscription_id,
-            message_id=message.message_id,
-            data=message.data,
-            attributes=dict(message.attributes),
-            publish_time=message.publish_time,
-        )
-
     def _post(self, spec: FunctionSpec, request: CloudEventRequest) -> str:
         """POST the event; the empty string on 2xx, else what went wrong.
 
@@ -177,7 +207,7 @@ class EventRouter:
         for connection_attempt in (1, 2):
             try:
                 response = self._http.post(
-                    self.urls[spec.name],
+                    self.urls[spec.name].rstrip("/") + request.path,
                     headers=request.headers,
                     data=request.body,
                     timeout=spec.timeout_s + 5,
@@ -188,7 +218,7 @@ class EventRouter:
                     return f"{type(error).__name__}: {error}"
             except requests.RequestException as error:
                 return f"{type(error).__name__}: {error}"
-        if 200 <= response.status_code < 300:
+        if response.status_code in ACK_STATUS_CODES:
             return ""
         return f"HTTP {response.status_code}: {response.text[:300]}"
 
@@ -205,7 +235,10 @@ class EventRouter:
             "CloudPubSubDeadLetterSourceDeliveryCount": str(attempts),
             "CloudPubSubDeadLetterSourceSubscription": route.subscription_id,
             "CloudPubSubDeadLetterSourceSubscriptionProject": self._settings.project,
-            "CloudPubSubDeadLetterSourceTopicPublishTime": message.publish_time.isoformat(),
+            # As Pub/Sub writes it: "2022-08-12T15:56:29.732+00:00".
+            "CloudPubSubDeadLetterSourceTopicPublishTime": message.publish_time.astimezone(
+                UTC
+            ).isoformat(timespec="milliseconds"),
             "cascade_function": spec.name,
             "cascade_last_error": error[:1000],
         }

@@ -21,6 +21,7 @@ import time
 from google.api_core import exceptions as gexc
 
 from cascade.core.clients import make_publisher, make_storage_client, make_subscriber
+from cascade.core.grants import identity_for
 from cascade.core.topology import Topology, load_topology
 from cascade.localcloud.components import (
     check_prerequisites,
@@ -30,6 +31,7 @@ from cascade.localcloud.components import (
     model_server_spec,
     pubsub_spec,
     router_spec,
+    vertex_endpoint_spec,
 )
 from cascade.localcloud.fingerprint import code_fingerprint
 from cascade.localcloud.local_settings import LocalCloudSettings
@@ -41,6 +43,7 @@ __all__ = ["Supervisor", "main"]
 
 _log = logging.getLogger("cascade.localcloud.supervisor")
 RESTART_WINDOW_S = 60.0
+VERTEX_JOBS_ACCOUNT = "vertex-jobs"  # the topology's account of Vertex AI jobs (trainers)
 
 
 class Supervisor:
@@ -49,6 +52,8 @@ class Supervisor:
             local = local.model_copy(update={"job_service_port": free_loopback_port()})
         if not local.model_server_port:
             local = local.model_copy(update={"model_server_port": free_loopback_port()})
+        if not local.vertex_endpoint_port:
+            local = local.model_copy(update={"vertex_endpoint_port": free_loopback_port()})
         self.local = local
         self.topology = topology
         env = local.child_environment()
@@ -56,8 +61,14 @@ class Supervisor:
         self.gcs = ManagedProcess(gcs_spec(local, env))
         self.functions = [ManagedProcess(spec) for spec in function_specs(local, topology, env)]
         self.router = ManagedProcess(router_spec(local, env))
-        self.job_service = ManagedProcess(job_service_spec(local, env))
+        jobs_identity = (
+            identity_for(topology, VERTEX_JOBS_ACCOUNT, local.runtime_settings())
+            if VERTEX_JOBS_ACCOUNT in topology.service_accounts
+            else None
+        )
+        self.job_service = ManagedProcess(job_service_spec(local, env, jobs_identity))
         self.model_server = ManagedProcess(model_server_spec(local, env))
+        self.vertex_endpoint = ManagedProcess(vertex_endpoint_spec(local, env))
         self.state = CloudState(
             supervisor_pid=os.getpid(),
             environment=local.runtime_environment(),
@@ -73,6 +84,7 @@ class Supervisor:
             self.gcs,
             self.job_service,
             self.model_server,
+            self.vertex_endpoint,
             *self.functions,
             self.router,
         ]
@@ -84,6 +96,7 @@ class Supervisor:
         self.provision_buckets()
         self._start(self.job_service)
         self._start(self.model_server)
+        self._start(self.vertex_endpoint)
         for function in self.functions:
             function.start()
         for function in self.functions:

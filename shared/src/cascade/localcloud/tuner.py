@@ -1,10 +1,15 @@
 """Hyperparameter tuning with Optuna, the local stand-in for a Vertex AI study.
 
-The TuningSpec maps to Optuna as Vertex AI reads it: ``double`` → float (log scale
-when ``scale: log``; ``reverse_log`` has no Optuna counterpart and is searched
-linearly), ``integer`` → int, ``categorical`` and ``discrete`` → a choice among their
-values; ``grid`` → ``GridSampler`` (integers enumerate their range), ``random`` →
-``RandomSampler``, ``bayesian`` → ``TPESampler``. Samplers are seeded from the run id.
+The TuningSpec maps to Optuna as Vertex AI reads it: ``double`` → float, ``integer`` →
+int, each searched in the space its scale defines; ``categorical`` and ``discrete`` → a
+choice among their values. ``log`` (UNIT_LOG_SCALE) searches ``log(x)`` uniformly over
+``[log(min), log(max)]``. ``reverse_log`` (UNIT_REVERSE_LOG_SCALE: "values close to the
+top of the feasible space are spread out more than points near the bottom") is the mirror
+image: Optuna searches ``y = max + min - x`` on a log scale, so the trial's value is
+``x = max + min - y`` with ``log(y)`` uniform, and values lean toward ``max``. (The
+study stores ``y``; ``value_of`` maps it back.) ``grid`` → ``GridSampler`` (integers
+enumerate their range), ``random`` → ``RandomSampler``, ``bayesian`` → ``TPESampler``.
+Samplers are seeded from the run id.
 
 Trials run ``parallel_trials`` at a time (``Study.optimize`` threads, each waiting on
 trainer processes); a trial's value is the metric it reported in its hypertune file.
@@ -43,6 +48,7 @@ __all__ = [
     "make_sampler",
     "run_study",
     "trial_id_of",
+    "value_of",
 ]
 
 TrialRunner = Callable[[str, dict[str, HyperparameterValue]], float]
@@ -66,33 +72,52 @@ def trial_id_of(number: int) -> str:
     return str(number + 1)
 
 
+_LOG_SCALES = ("log", "reverse_log")
+
+
 def _distribution(parameter: ParameterSpec) -> BaseDistribution:
+    """What Optuna searches for ``parameter`` (for ``reverse_log``, ``max + min - x``)."""
+    log = parameter.scale in _LOG_SCALES
     if parameter.type == "double":
         assert parameter.min is not None
         assert parameter.max is not None
-        return FloatDistribution(parameter.min, parameter.max, log=parameter.scale == "log")
+        return FloatDistribution(parameter.min, parameter.max, log=log)
     if parameter.type == "integer":
         assert parameter.min is not None
         assert parameter.max is not None
-        return IntDistribution(int(parameter.min), int(parameter.max), log=parameter.scale == "log")
+        return IntDistribution(int(parameter.min), int(parameter.max), log=log)
     return CategoricalDistribution(list(parameter.values))
+
+
+def value_of(parameter: ParameterSpec, searched: object) -> HyperparameterValue:
+    """The hyperparameter value of what Optuna searched (its stored parameter)."""
+    if parameter.scale == "reverse_log" and parameter.type in ("double", "integer"):
+        assert parameter.min is not None
+        assert parameter.max is not None
+        assert isinstance(searched, (int, float))
+        if parameter.type == "integer":
+            return int(parameter.max) + int(parameter.min) - int(searched)
+        # clamped: rounding may step a hair outside [min, max]
+        return min(parameter.max, max(parameter.min, parameter.max + parameter.min - searched))
+    assert isinstance(searched, (float, int, str, bool))
+    return searched
 
 
 def _suggest(trial: optuna.Trial, parameter: ParameterSpec) -> HyperparameterValue:
     """The trial's value of ``parameter``, drawn from the same distribution as above."""
     distribution = _distribution(parameter)
+    searched: object
     if isinstance(distribution, FloatDistribution):
-        return trial.suggest_float(
+        searched = trial.suggest_float(
             parameter.name, distribution.low, distribution.high, log=distribution.log
         )
-    if isinstance(distribution, IntDistribution):
-        return trial.suggest_int(
+    elif isinstance(distribution, IntDistribution):
+        searched = trial.suggest_int(
             parameter.name, distribution.low, distribution.high, log=distribution.log
         )
-    assert isinstance(distribution, CategoricalDistribution)
-    value = trial.suggest_categorical(parameter.name, list(parameter.values))
-    assert isinstance(value, (float, int, str, bool))
-    return value
+    else:
+        searched = trial.suggest_categorical(parameter.name, list(parameter.values))
+    return value_of(parameter, searched)
 
 
 def distributions(tuning: TuningSpec) -> dict[str, BaseDistribution]:
@@ -176,6 +201,7 @@ def run_study(
     TrialFailedError when it failed.
     """
     study = _open_study(tuning, journal, seed_text)
+    parameters_by_name = {parameter.name: parameter for parameter in tuning.parameters}
     requeued = _requeue_interrupted(study)
     finished = [t for t in study.get_trials(deepcopy=False) if t.state.is_finished()]
     remaining = _trial_budget(tuning) - len(finished) + requeued
@@ -197,10 +223,10 @@ def run_study(
             callbacks=[stop_when_asked],
             gc_after_trial=False,
         )
-    return _best(study)
+    return _best(study, parameters_by_name)
 
 
-def _best(study: optuna.Study) -> BestTrial | None:
+def _best(study: optuna.Study, specs: dict[str, ParameterSpec]) -> BestTrial | None:
     trials = study.get_trials(deepcopy=False)
     completed = [t for t in trials if t.state == TrialState.COMPLETE and t.value is not None]
     failed = sum(1 for t in trials if t.state == TrialState.FAIL)
@@ -208,7 +234,7 @@ def _best(study: optuna.Study) -> BestTrial | None:
         return None
     best = study.best_trial
     assert best.value is not None
-    parameters = {name: value for name, value in best.params.items()}
+    parameters = {name: value_of(specs[name], value) for name, value in best.params.items()}
     return BestTrial(
         trial_id_of(best.number), float(best.value), parameters, len(completed), failed
     )

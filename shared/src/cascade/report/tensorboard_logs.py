@@ -1,7 +1,8 @@
 """A run's TensorBoard event files, copied from the artifacts bucket to a local folder.
 
-The trainer writes them under ``runs/<run_id>/training/tensorboard/`` (and, when tuning,
-under each trial's output folder: ``.../<trial>/tensorboard/``). Object names are data:
+The trainer writes them to ``AIP_TENSORBOARD_LOG_DIR``: in Vertex AI's layout
+(``cascade.core.vertex_job_env``) ``runs/<run_id>/training/logs/`` and, when tuning,
+each trial's ``runs/<run_id>/training/<trial id>/logs/``. Object names are data:
 the local folder is built from the run id, validated, and each object's name relative to
 the training folder, checked part by part; a name with ``..``, ``.``, an empty part, a
 backslash, a drive or a control character is refused, never joined into a path.
@@ -17,6 +18,7 @@ from pathlib import Path, PurePosixPath
 
 from cascade.core.errors import BadRequestError, PermanentError
 from cascade.core.store import ArtifactStore
+from cascade.core.vertex_job_env import LOG_FOLDER
 from cascade.jobs.records import training_folder
 
 __all__ = [
@@ -30,11 +32,11 @@ __all__ = [
     "tensorboard_command",
 ]
 
-LOG_FOLDER = "tensorboard"
 RUN_ID_PATTERN = re.compile(r"^[a-z][a-z0-9_-]{0,62}-r?[0-9a-f]{16}$")
 """``<dataset>-<16 hex>`` (an upload's run) or ``<dataset>-r<16 hex>`` (a request's)."""
 
 _UNSAFE_PART = re.compile(r"[\\:\x00-\x1f\x7f]")
+_TRIAL_ID = re.compile(r"^[0-9]+$")
 
 
 class UnsafeObjectNameError(PermanentError):
@@ -51,21 +53,30 @@ def check_run_id(run_id: str) -> str:
     return run_id
 
 
+def _log_folder_index(parts: list[str]) -> int | None:
+    """Where ``logs`` is in a name: the job's ``logs/…`` or a trial's ``<trial id>/logs/…``."""
+    if len(parts) > 1 and parts[0] == LOG_FOLDER:
+        return 0
+    if len(parts) > 2 and _TRIAL_ID.fullmatch(parts[0]) and parts[1] == LOG_FOLDER:
+        return 1
+    return None
+
+
 def local_log_path(relative_name: str) -> PurePosixPath | None:
     """Where an object (named relative to the training folder) goes under the run's folder.
 
-    ``tensorboard/train/events...`` -> ``train/events...``;
-    ``trials/3/tensorboard/train/events...`` -> ``trials/3/train/events...``.
-    None for objects that are not in a TensorBoard folder (the model, metrics...).
+    ``logs/train/events...`` -> ``train/events...``;
+    ``3/logs/train/events...`` (trial 3) -> ``3/train/events...``.
+    None for objects that are not in a TensorBoard log folder (the model, metrics...).
     Raises UnsafeObjectNameError for a log name that is not a plain relative path.
     """
     parts = relative_name.split("/")
-    if LOG_FOLDER not in parts[:-1]:
+    folder = _log_folder_index(parts)
+    if folder is None:
         return None
     for part in parts:
         if part in ("", ".", "..") or _UNSAFE_PART.search(part):
             raise UnsafeObjectNameError(f"refusing object name {relative_name!r}: part {part!r}")
-    folder = parts.index(LOG_FOLDER)
     return PurePosixPath(*parts[:folder], *parts[folder + 1 :])
 
 

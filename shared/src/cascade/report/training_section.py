@@ -3,7 +3,8 @@
 Read from ``runs/<run_id>/training/``: ``job_spec.json`` (what was asked: epochs, batch
 size, tuning) and, in the directory of the run's ``metrics.json`` (a trial's directory
 after tuning, as ``evaluation.json`` records), ``history.json`` (the per-epoch logs the
-trainer writes) and ``metrics.json`` itself (hyperparameters and epochs trained).
+trainer writes) and ``metrics.json`` itself (hyperparameters and epochs trained). The
+TensorBoard logs are that directory's ``logs/`` (``AIP_TENSORBOARD_LOG_DIR``).
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from typing import Any
 
 from pydantic import Field
 
+from cascade.core import vertex_job_env
 from cascade.core.job_spec import TrainingJobSpec
 from cascade.core.runs import RunRecord
 from cascade.core.store import ArtifactStore
@@ -118,6 +120,7 @@ def training_section(
     if spec is None and metrics is None and not any(step in record.steps for step in TRAIN_STEPS):
         return TrainingSection(missing=_not_trained(record))
     folder = posixpath.dirname(metrics_at)
+    logs_uri = artifacts.uri(vertex_job_env.tensorboard_log_dir(folder))
     history = read_json(artifacts, f"{folder}/{HISTORY_FILE}", TrainingHistory)
     section = TrainingSection(
         job=_job_facts(record, spec),
@@ -125,7 +128,7 @@ def training_section(
         artifacts=[
             Fact(label="metrics", value=artifacts.uri(metrics_at)),
             Fact(label="history", value=artifacts.uri(f"{folder}/{HISTORY_FILE}")),
-            Fact(label="TensorBoard logs", value=artifacts.uri(f"{folder}/tensorboard")),
+            Fact(label="TensorBoard logs", value=logs_uri),
         ],
     )
     if metrics is not None:
@@ -137,7 +140,7 @@ def training_section(
     if history.value is None:
         section.history_note = (
             f"No per-epoch history: {history.problem}. The trainer's TensorBoard scalars "
-            f"are under {artifacts.uri(f'{folder}/tensorboard')}."
+            f"are under {logs_uri}."
         )
         return section
     section.epochs_trained = history.value.epochs

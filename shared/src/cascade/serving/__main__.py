@@ -1,4 +1,7 @@
-"""``python -m cascade.serving``: the local model server under gunicorn, on 127.0.0.1.
+"""``python -m cascade.serving``: the model server under gunicorn — the serving image's
+entry point on Vertex AI (``shared/Dockerfile.serving``) and the local cloud's model
+server, configured by the same variables (``AIP_HTTP_PORT``, ``AIP_HEALTH_ROUTE``,
+``AIP_PREDICT_ROUTE``, ``AIP_STORAGE_URI``; see ``server_settings``).
 
 The Flask app and its ``ModelServer`` are created here, before gunicorn forks, but
 nothing is loaded and no client or thread exists until ``post_worker_init`` runs in each
@@ -35,6 +38,9 @@ def build_server(settings: Settings, serving: ModelServerSettings) -> ModelServe
         storage=lambda: _reader(settings),
         cache_dir=serving.cache_dir.resolve(),
         poll_interval_s=serving.poll_interval_s,
+        static_model=(
+            None if serving.storage_uri is None else (serving.model_name, serving.storage_uri)
+        ),
     )
 
 
@@ -89,7 +95,13 @@ def main() -> int:
         "post_worker_init": post_worker_init,
         "proc_name": "cascade-model-server",
     }
-    _Gunicorn(create_app(server), options).run()
+    app = create_app(
+        server,
+        predict_route=serving.predict_route,
+        health_route=serving.health_route,
+        model_name=serving.model_name,
+    )
+    _Gunicorn(app, options).run()
     return 0
 
 

@@ -1,38 +1,47 @@
-"""The model server's HTTP API (Flask): TF Serving's REST API and Vertex AI's predict route.
+"""The model server's HTTP API (Flask): TF Serving's REST API and Vertex AI's routes.
 
+- ``POST <AIP_PREDICT_ROUTE>`` (``/predict`` by default) — Vertex AI's custom-container
+  predict route: the model ``model_name`` (the ``AIP_STORAGE_URI`` model on Vertex AI);
+- ``GET <AIP_HEALTH_ROUTE>`` (``/health``) and ``GET /healthz`` — 200 once the worker
+  has loaded what it serves, else 503;
 - ``POST /v1/models/<name>:predict`` — by the traffic split of ``serving.json``;
 - ``POST /v1/models/<name>/versions/<version>:predict`` — one version (canary checks);
+- ``POST /v1/endpoints/<endpoint>/deployedModels/<id>:predict`` — Vertex AI's default
+  container predict path (``endpoint`` is the dataset, ``id`` the version locally);
 - ``GET /v1/models/<name>[/versions/<version>]`` — TF Serving's model status, and
   ``.../metadata`` — the ``serving_default`` signature (inputs and outputs);
 - ``POST /v1/projects/<p>/locations/<l>/endpoints/<endpoint>:predict`` — Vertex AI's
   ``PredictionService.Predict`` over REST (``endpoint`` is the dataset name locally);
-- ``POST /v1/models/<name>:reload`` — serving.json changed: every worker applies it;
-- ``GET /healthz`` — 200 once the worker has loaded what serving.json lists.
+- ``POST /v1/models/<name>:reload`` — serving.json changed: every worker applies it.
 
-Request ``{"instances": [{feature: value, ...}, ...]}`` (row format), response
-``{"predictions": [{output: value, ...}, ...]}``; the Vertex route adds
-``deployedModelId``, ``model`` and ``modelVersionId``. Errors: ``{"error": message}`` on
-the TF Serving routes, Google's ``{"error": {code, message, status}}`` on Vertex's.
+Every predict route reads the body the same way and applies the same rules
+(``cascade.serving.request_rules``): ``{"instances": [{input: value, ...}, ...],
+"parameters": {...}}`` → ``{"predictions": [{output: value, ...}, ...]}``; the public
+Vertex route adds ``deployedModelId``, ``model`` and ``modelVersionId``. A body that
+breaks a rule is a 400 naming the instance and field. Errors: ``{"error": message}``,
+Google's ``{"error": {code, message, status}}`` on the public Vertex route.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 from typing import Any
 
 import flask
 
+from cascade.serving import request_rules
+from cascade.serving.request_rules import MAX_BODY_BYTES, MAX_INSTANCES, RequestError
 from cascade.serving.server import ModelServer, ModelTable
 
-__all__ = ["MAX_INSTANCES", "create_app"]
+__all__ = ["MAX_BODY_BYTES", "MAX_INSTANCES", "create_app"]
 
-MAX_INSTANCES = 10_000
-MAX_BODY_BYTES = 32 * 1024 * 1024
+_log = logging.getLogger("cascade.serving.app")
 _MODELS, _PREDICT = "/v1/models/", ":predict"
 _REASONS = {
     400: "Bad Request",
     404: "Not Found",
-    413: "Request Entity Too Large",
+    500: "Internal Server Error",
     503: "Service Unavailable",
 }
 _GOOGLE_STATUS = {400: "INVALID_ARGUMENT", 404: "NOT_FOUND", 503: "UNAVAILABLE", 500: "INTERNAL"}
@@ -49,27 +58,26 @@ def _json(body: Any, status: int = 200) -> flask.Response:
     return flask.Response(json.dumps(body), status=status, mimetype="application/json")
 
 
-def _instances(data: bytes) -> list[Any]:
-    try:
-        body = json.loads(data)
-    except ValueError as error:
-        raise ApiError(400, f"the body is not valid JSON: {error}") from None
-    if not isinstance(body, dict) or "instances" not in body:
-        raise ApiError(400, 'the body must be a JSON object {"instances": [...]} (row format)')
-    instances = body["instances"]
-    if not isinstance(instances, list) or not instances:
-        raise ApiError(400, '"instances" must be a non-empty list of JSON objects')
-    if len(instances) > MAX_INSTANCES:
-        raise ApiError(400, f"at most {MAX_INSTANCES} instances per request")
-    return instances
+def _read_body(stream: Any, content_length: int | None) -> bytes:
+    """The body, never more than the limit plus one byte (so an oversized one is told)."""
+    if content_length is not None and content_length > MAX_BODY_BYTES:
+        raise ApiError(
+            400,
+            f"Request payload size exceeds the limit: {MAX_BODY_BYTES} bytes "
+            f"(this body has {content_length})",
+        )
+    data: bytes = stream.read(MAX_BODY_BYTES + 1 if content_length is None else content_length)
+    return data
 
 
 def _predict(
     server: ModelServer, name: str, version: str | None, data: bytes
 ) -> tuple[list[dict[str, Any]], str]:
-    from cascade.serving.servable import InputError  # TensorFlow: after the fork
-
-    instances = _instances(data)
+    """The one request path of every predict route: rules, servable, predictions."""
+    try:
+        body = request_rules.parse_body(data)
+    except RequestError as error:
+        raise ApiError(400, error.message) from None
     table = server.table(name, version)
     if table is None:
         raise ApiError(404, f"Servable not found for request: model {name!r}")
@@ -80,9 +88,14 @@ def _predict(
     if servable is None:
         raise _unavailable(table, version)
     try:
-        return servable.predict(instances), servable.version
-    except InputError as error:
-        raise ApiError(400, str(error)) from None
+        checked = request_rules.columns(body.instances, servable.inputs)
+    except RequestError as error:
+        raise ApiError(400, error.message) from None
+    try:
+        return servable.predict_columns(checked), servable.version
+    except Exception as error:  # noqa: BLE001 - a checked request the model cannot answer
+        _log.exception("%s v%s: predict failed", name, servable.version)
+        raise ApiError(500, f"the model failed to predict: {type(error).__name__}") from None
 
 
 def _unavailable(table: ModelTable, version: str | None) -> ApiError:
@@ -116,12 +129,13 @@ def _status(table: ModelTable, version: str | None) -> dict[str, Any]:
 
 
 def _body() -> bytes:
-    return flask.request.get_data(cache=False)
+    return _read_body(flask.request.stream, flask.request.content_length)
 
 
 class _FastPredict:
     """WSGI: ``POST /v1/models/<name>:predict`` — the hot path — without Flask's request
-    and routing machinery (about 0.3 ms a request here); everything else goes to Flask."""
+    and routing machinery (about 0.3 ms a request here); everything else goes to Flask.
+    The body is read and checked by the same ``_read_body`` and ``_predict``."""
 
     def __init__(self, flask_app: flask.Flask, server: ModelServer) -> None:
         self.flask_app = flask_app
@@ -136,11 +150,13 @@ class _FastPredict:
             or "/" in path[len(_MODELS) : -len(_PREDICT)]
         ):
             return self.flask_app(environ, start_response)
-        length = int(environ.get("CONTENT_LENGTH") or 0)
         try:
-            if length > MAX_BODY_BYTES:
-                raise ApiError(413, f"the body is larger than {MAX_BODY_BYTES} bytes")
-            data = environ["wsgi.input"].read(length)
+            raw_length = environ.get("CONTENT_LENGTH")
+            length = int(raw_length) if raw_length else None
+        except ValueError:
+            length = None
+        try:
+            data = _read_body(environ["wsgi.input"], length)
             name = path[len(_MODELS) : -len(_PREDICT)]
             predictions, _ = _predict(self._server, name, None, data)
             status, body = "200 OK", json.dumps({"predictions": predictions}).encode()
@@ -152,17 +168,28 @@ class _FastPredict:
         return [body]
 
 
-def create_app(server: ModelServer) -> Any:
-    """The WSGI app over ``server`` (which the gunicorn worker starts after forking)."""
-    return _FastPredict(_flask_app(server), server)
+def create_app(
+    server: ModelServer,
+    *,
+    predict_route: str = "/predict",
+    health_route: str = "/health",
+    model_name: str = "model",
+) -> Any:
+    """The WSGI app over ``server`` (which the gunicorn worker starts after forking);
+    ``predict_route`` and ``health_route`` are Vertex AI's ``AIP_PREDICT_ROUTE`` and
+    ``AIP_HEALTH_ROUTE``, answering for ``model_name``."""
+    app = _flask_app(server, predict_route, health_route, model_name)
+    return _FastPredict(app, server)
 
 
-def _flask_app(server: ModelServer) -> flask.Flask:
+def _flask_app(
+    server: ModelServer, predict_route: str, health_route: str, model_name: str
+) -> flask.Flask:
     app = flask.Flask("cascade.serving")
-    app.config["MAX_CONTENT_LENGTH"] = MAX_BODY_BYTES
+    app.config["MAX_CONTENT_LENGTH"] = None  # _read_body enforces the limit, as JSON
 
     @app.errorhandler(ApiError)
-    def tf_serving_error(error: ApiError) -> flask.Response:
+    def api_error(error: ApiError) -> flask.Response:
         if flask.request.path.startswith("/v1/projects/"):
             google = {
                 "code": error.status,
@@ -171,6 +198,14 @@ def _flask_app(server: ModelServer) -> flask.Flask:
             }
             return _json({"error": google}, error.status)
         return _json({"error": error.message}, error.status)
+
+    @app.errorhandler(404)
+    def not_found(_: Exception) -> flask.Response:
+        return api_error(ApiError(404, f"no route {flask.request.path}"))
+
+    @app.errorhandler(405)
+    def wrong_method(_: Exception) -> flask.Response:
+        return _json({"error": f"{flask.request.method} is not allowed here"}, 405)
 
     @app.post("/v1/models/<name>:predict")
     def predict(name: str) -> flask.Response:
@@ -181,6 +216,17 @@ def _flask_app(server: ModelServer) -> flask.Flask:
     def predict_version(name: str, version: str) -> flask.Response:
         predictions, _ = _predict(server, name, version, _body())
         return _json({"predictions": predictions})
+
+    @app.post("/v1/endpoints/<endpoint>/deployedModels/<deployed_model>:predict")
+    def deployed_model_predict(endpoint: str, deployed_model: str) -> flask.Response:
+        predictions, _ = _predict(server, endpoint, deployed_model, _body())
+        return _json({"predictions": predictions})
+
+    def container_predict() -> flask.Response:
+        predictions, _ = _predict(server, model_name, None, _body())
+        return _json({"predictions": predictions})
+
+    app.add_url_rule(predict_route, "container_predict", container_predict, methods=["POST"])
 
     @app.post("/v1/projects/<project>/locations/<location>/endpoints/<endpoint>:predict")
     def vertex_predict(project: str, location: str, endpoint: str) -> flask.Response:
@@ -237,10 +283,13 @@ def _flask_app(server: ModelServer) -> flask.Flask:
             raise ApiError(404, f"Could not find version {version} of model {name}")
         return _json(status)
 
-    @app.get("/healthz")
-    def healthz() -> flask.Response:
-        if not server.ready.is_set():
+    def health() -> flask.Response:
+        if not server.healthy():
             return _json({"status": "starting"}, 503)
         return _json({"status": "ok", "models": server.datasets})
+
+    app.add_url_rule("/healthz", "healthz", health, methods=["GET"])
+    if health_route != "/healthz":
+        app.add_url_rule(health_route, "container_health", health, methods=["GET"])
 
     return app

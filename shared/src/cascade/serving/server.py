@@ -18,6 +18,10 @@ reference assignment, so:
   thread loads any new version.
 
 One ModelServer lives in each gunicorn worker, started after the fork (``start``).
+
+With ``static_model`` (Vertex AI's custom-container mode: ``AIP_STORAGE_URI``) there is
+no serving.json: the server loads that one model as version 1 of ``static_model``'s
+name with all the traffic, and is healthy once it has loaded.
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import logging
+import math
 import os
 import random
 import shutil
@@ -33,11 +38,12 @@ import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from cascade.core.store import ArtifactStore
-from cascade.serving.state import ServingState
+from cascade.serving.state import DeployedVersion, ServingState
 from cascade.serving.uris import UriReader
 
 if TYPE_CHECKING:
@@ -48,6 +54,7 @@ __all__ = ["ModelServer", "ModelTable", "ServableLoader"]
 _log = logging.getLogger("cascade.serving.server")
 SERVING_SUFFIX = "/serving.json"
 MODELS_PREFIX = "models/"
+STATIC_RETRY_S = 10.0
 
 ServableLoader = Callable[[Path, str, str, str], "Servable"]
 """(local_dir, version, run_id, model_uri) → a loaded, warmed-up Servable."""
@@ -106,7 +113,9 @@ class ModelServer:
         cache_dir: Path,
         poll_interval_s: float = 0.5,
         loader: ServableLoader = _default_loader,
+        static_model: tuple[str, str] | None = None,
     ) -> None:
+        """``static_model``: (name, model URI) to serve alone instead of serving.json."""
         self._make_artifacts = artifacts
         self._make_storage = storage
         self._artifacts: ArtifactStore | None = None
@@ -122,6 +131,8 @@ class ModelServer:
         self._change_file = cache_dir / ".serving-changed"
         self._seen_change_ns = -1
         self.ready = threading.Event()
+        self.static_model = static_model
+        self._static_attempt = -math.inf
 
     # -- lifecycle --------------------------------------------------------------------
 
@@ -176,6 +187,15 @@ class ModelServer:
     def datasets(self) -> list[str]:
         return sorted(self._tables)
 
+    def healthy(self) -> bool:
+        """Started, and (serving one model) that model loaded."""
+        if not self.ready.is_set():
+            return False
+        if self.static_model is None:
+            return True
+        table = self._tables.get(self.static_model[0])
+        return table is not None and bool(table.versions)
+
     # -- syncing --------------------------------------------------------------------------
 
     def sync(self, min_age_s: float = 0.0, *, load: bool = True) -> None:
@@ -186,6 +206,10 @@ class ModelServer:
                 return
             with contextlib.suppress(FileNotFoundError):
                 self._seen_change_ns = os.stat(self._change_file).st_mtime_ns
+            if self.static_model is not None:
+                self._sync_static(*self.static_model, load=load)
+                self._last_sync = time.monotonic()
+                return
             artifacts = self._artifacts_store()
             seen = set()
             for name in artifacts.list_names(MODELS_PREFIX):
@@ -202,6 +226,28 @@ class ModelServer:
                 _log.info("%s: serving.json removed; unloading", dataset)
                 del self._tables[dataset]
             self._last_sync = time.monotonic()
+
+    def _sync_static(self, name: str, model_uri: str, *, load: bool) -> None:
+        """Load the one model (again after a failure, at most every 10 s)."""
+        current = self._tables.get(name)
+        if not load or (current is not None and current.versions):
+            return
+        if time.monotonic() - self._static_attempt < STATIC_RETRY_S:
+            return
+        self._static_attempt = time.monotonic()
+        now = datetime.now(UTC)
+        version = DeployedVersion(
+            version="1", run_id="", model_uri=model_uri, state="serving", deployed_at=now
+        )
+        state = ServingState(
+            dataset=name,
+            target="vertex",
+            endpoint=name,
+            versions=[version],
+            traffic={"1": 100},
+            updated_at=now,
+        )
+        self._tables[name] = self._build(name, state, 1, None, load=True)
 
     def _build(
         self,

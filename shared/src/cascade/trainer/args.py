@@ -6,11 +6,15 @@ the command line and environment variables:
 - ``--job-spec-uri gs://…/job_spec.json``: the ``TrainingJobSpec`` of the run;
 - ``--<name>=<value>``: hyperparameters; Vertex AI tuning passes each trial's parameters
   this way, and they override ``job_spec.hyperparameters``;
-- ``AIP_MODEL_DIR``: where to write the model (per trial under tuning);
-- ``AIP_TENSORBOARD_LOG_DIR``, ``AIP_CHECKPOINT_DIR``: TensorBoard logs, backups;
+- ``AIP_MODEL_DIR`` (``<base>/model/``), ``AIP_CHECKPOINT_DIR`` (``<base>/checkpoints/``),
+  ``AIP_TENSORBOARD_LOG_DIR`` (``<base>/logs/``): the model, backups, TensorBoard logs;
+  ``<base>`` is the job's base output directory, ``<base>/<trial id>`` for a trial
+  (``cascade.core.vertex_job_env`` owns the layout);
 - ``TF_CONFIG``: the cluster (chief, workers) and this process's task in it;
-- ``CLOUD_ML_TRIAL_ID``, ``CLOUD_ML_HP_METRIC_FILE``, ``CLOUD_ML_HP_METRIC_TAG``: set for
-  hyperparameter-tuning trials; the tuning metric is written to the metric file;
+- ``CLOUD_ML_TRIAL_ID``: set for hyperparameter-tuning trials;
+  ``CLOUD_ML_HP_METRIC_FILE`` (the local runner's per-trial file; on Vertex AI unset, so
+  cloudml-hypertune's default) and ``CLOUD_ML_HP_METRIC_TAG`` (when set; else the job
+  spec's metric) say where and under which name the tuning metric is written;
 - ``CASCADE_JOB_NAME`` (the local runner's full job name) or ``CLOUD_ML_JOB_ID``
   (Vertex AI): the job name carried by ``model-trained``.
 
@@ -24,6 +28,7 @@ import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
+from cascade.core import vertex_job_env as env
 from cascade.core.errors import InvalidConfigError
 from cascade.core.job_spec import HyperparameterValue
 
@@ -108,8 +113,8 @@ class TrainerArgs:
     Attributes:
         job_spec_uri: gs:// (or local) URI of the ``TrainingJobSpec`` JSON.
         hyperparameter_overrides: ``--name=value`` flags; they win over the job spec's.
-        model_dir: ``AIP_MODEL_DIR``; None means ``job_spec.model_dir``.
-        tensorboard_dir: ``AIP_TENSORBOARD_LOG_DIR``; None means ``<output_dir>/tensorboard``.
+        model_dir: ``AIP_MODEL_DIR``; None means the layout's ``<base>/model``.
+        tensorboard_dir: ``AIP_TENSORBOARD_LOG_DIR``; None means ``<base>/logs``.
         checkpoint_dir: ``AIP_CHECKPOINT_DIR``; when set, training backs up every epoch there
             and a restarted worker resumes from the backup.
         cluster: ``TF_CONFIG``; None for a single process.
@@ -145,18 +150,18 @@ class TrainerArgs:
     def from_command_line(cls, argv: Sequence[str], environ: Mapping[str, str]) -> TrainerArgs:
         """Parse ``argv`` (without the program name) and the Vertex AI environment."""
         job_spec_uri, overrides = _parse_flags(argv)
-        tf_config = environ.get("TF_CONFIG", "").strip()
+        tf_config = environ.get(env.TF_CONFIG, "").strip()
         return cls(
             job_spec_uri=job_spec_uri,
             hyperparameter_overrides=overrides,
-            model_dir=environ.get("AIP_MODEL_DIR") or None,
-            tensorboard_dir=environ.get("AIP_TENSORBOARD_LOG_DIR") or None,
-            checkpoint_dir=environ.get("AIP_CHECKPOINT_DIR") or None,
+            model_dir=environ.get(env.AIP_MODEL_DIR) or None,
+            tensorboard_dir=environ.get(env.AIP_TENSORBOARD_LOG_DIR) or None,
+            checkpoint_dir=environ.get(env.AIP_CHECKPOINT_DIR) or None,
             cluster=ClusterConfig.from_tf_config(tf_config) if tf_config else None,
-            trial_id=environ.get("CLOUD_ML_TRIAL_ID") or None,
+            trial_id=environ.get(env.CLOUD_ML_TRIAL_ID) or None,
             hp_metric_file=environ.get("CLOUD_ML_HP_METRIC_FILE") or None,
             hp_metric_tag=environ.get("CLOUD_ML_HP_METRIC_TAG") or None,
-            job_name=environ.get("CASCADE_JOB_NAME") or environ.get("CLOUD_ML_JOB_ID") or None,
+            job_name=environ.get("CASCADE_JOB_NAME") or environ.get(env.CLOUD_ML_JOB_ID) or None,
             storage_emulated=bool(environ.get("STORAGE_EMULATOR_HOST")),
         )
 

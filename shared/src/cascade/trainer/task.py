@@ -25,6 +25,7 @@ from pathlib import Path
 import pyarrow as pa
 import tensorflow as tf
 
+from cascade.core import vertex_job_env
 from cascade.core.bus import MessageBus
 from cascade.core.errors import BadInputError, CascadeError, InvalidConfigError, PermanentError
 from cascade.core.job_spec import TrainingJobSpec
@@ -93,18 +94,22 @@ class TrainingResult:
 
 
 def output_locations(args: TrainerArgs, job_spec: TrainingJobSpec) -> OutputLocations:
-    """``AIP_MODEL_DIR`` wins, and its parent is the output dir when it ends in ``/model``
-    (Vertex AI's layout, per trial under tuning); a trial without it writes under
-    ``<output_dir>/trials/<trial_id>``, so trials never overwrite each other."""
-    output_dir = job_spec.output_dir.rstrip("/")
-    if args.trial_id:
-        output_dir = join_uri(output_dir, "trials", args.trial_id)
-    model_dir = join_uri(output_dir, "model")
+    """Where this run writes, in Vertex AI's layout (``cascade.core.vertex_job_env``).
+
+    ``AIP_MODEL_DIR`` and ``AIP_TENSORBOARD_LOG_DIR`` win; the run's base (metrics.json,
+    history.json) is the parent of ``AIP_MODEL_DIR`` (``<base>/model/``; a trial's base
+    is ``<output_dir>/<trial id>``). Without them (Vertex AI sets them whenever the job
+    has a base output directory) the same layout is derived from the job spec.
+    """
+    trial_id = args.trial_id or None
+    output_dir = vertex_job_env.run_base(job_spec.output_dir, trial_id)
+    model_dir = vertex_job_env.model_uri(job_spec.output_dir, trial_id)
     if args.model_dir:
         model_dir = args.model_dir.rstrip("/")
-        if model_dir.endswith("/model"):
-            output_dir = model_dir.removesuffix("/model")
-    tensorboard_dir = (args.tensorboard_dir or join_uri(output_dir, "tensorboard")).rstrip("/")
+        output_dir = vertex_job_env.run_base_of_model_dir(args.model_dir) or output_dir
+    tensorboard_dir = (
+        args.tensorboard_dir or vertex_job_env.tensorboard_log_uri(job_spec.output_dir, trial_id)
+    ).rstrip("/")
     return OutputLocations(output_dir, model_dir, tensorboard_dir)
 
 

@@ -1,0 +1,231 @@
+"""TLS for the local cloud's Google API twins: a local CA, and one port for gRPC and REST.
+
+Google's client libraries reach an API over TLS only (the gRPC transport builds a secure
+channel; the REST transport prefixes ``https://``), and one host serves both transports.
+The twin does the same: ``local_certificates`` makes (once, kept in the state folder) a
+local certificate authority and a server certificate for ``127.0.0.1``/``localhost``, and
+a CA bundle (certifi's roots plus the local CA) that clients trust through
+``GRPC_DEFAULT_SSL_ROOTS_FILE_PATH`` (gRPC) and ``REQUESTS_CA_BUNDLE`` (REST).
+``AlpnFront`` terminates TLS on the public port and hands each connection to the backend
+the client negotiated by ALPN: ``h2`` (gRPC) or ``http/1.1`` (REST).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime
+import ipaddress
+import ssl
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+
+import certifi
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+__all__ = ["AlpnFront", "TlsFiles", "local_certificates"]
+
+_VALID_DAYS = 3650
+
+
+@dataclass(frozen=True)
+class TlsFiles:
+    ca: Path
+    certificate: Path
+    key: Path
+    bundle: Path
+    """certifi's roots plus the local CA: what a client of the twin trusts."""
+
+
+def local_certificates(directory: Path) -> TlsFiles:
+    """The local CA and server certificate under ``directory``, made on first use."""
+    files = TlsFiles(
+        ca=directory / "ca.pem",
+        certificate=directory / "server.pem",
+        key=directory / "server-key.pem",
+        bundle=directory / "ca-bundle.pem",
+    )
+    if not all(path.is_file() for path in (files.ca, files.certificate, files.key)):
+        directory.mkdir(parents=True, exist_ok=True)
+        _write_certificates(files)
+    bundle = Path(certifi.where()).read_text() + "\n" + files.ca.read_text()
+    if not files.bundle.is_file() or files.bundle.read_text() != bundle:
+        _write(files.bundle, bundle.encode())
+    return files
+
+
+def _write(path: Path, data: bytes) -> None:
+    temporary = path.with_suffix(".tmp")
+    temporary.write_bytes(data)
+    temporary.replace(path)
+
+
+def _write_certificates(files: TlsFiles) -> None:
+    now = datetime.datetime.now(datetime.UTC)
+    ca_key = ec.generate_private_key(ec.SECP256R1())
+    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "Cascade local cloud CA")])
+    ca = (
+        x509.CertificateBuilder()
+        .subject_name(ca_name)
+        .issuer_name(ca_name)
+        .public_key(ca_key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(days=_VALID_DAYS))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+        .add_extension(
+            x509.KeyUsage(
+                digital_signature=True,
+                content_commitment=False,
+                key_encipherment=False,
+                data_encipherment=False,
+                key_agreement=False,
+                key_cert_sign=True,
+                crl_sign=True,
+                encipher_only=False,
+                decipher_only=False,
+            ),
+            critical=True,
+        )
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(ca_key.public_key()), False)
+        .sign(ca_key, hashes.SHA256())
+    )
+    key = ec.generate_private_key(ec.SECP256R1())
+    server = (
+        x509.CertificateBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")]))
+        .issuer_name(ca_name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(days=_VALID_DAYS))
+        .add_extension(
+            x509.SubjectAlternativeName(
+                [x509.IPAddress(ipaddress.ip_address("127.0.0.1")), x509.DNSName("localhost")]
+            ),
+            critical=False,
+        )
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), False)
+        .add_extension(
+            x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), False
+        )
+        .sign(ca_key, hashes.SHA256())
+    )
+    _write(
+        files.key,
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        ),
+    )
+    _write(files.certificate, server.public_bytes(serialization.Encoding.PEM))
+    _write(files.ca, ca.public_bytes(serialization.Encoding.PEM))
+
+
+class AlpnFront:
+    """TLS on ``host:port``; each connection is piped to ``backends[alpn protocol]``
+    (plain TCP on loopback). A client that negotiates no protocol gets ``http/1.1``."""
+
+    def __init__(
+        self, host: str, port: int, files: TlsFiles, backends: dict[str, tuple[str, int]]
+    ) -> None:
+        self._host, self._port, self._backends = host, port, backends
+        self._context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        self._context.minimum_version = ssl.TLSVersion.TLSv1_2
+        self._context.load_cert_chain(files.certificate, files.key)
+        self._context.set_alpn_protocols(list(backends))
+        self._loop = asyncio.new_event_loop()
+        self._started = threading.Event()
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, name="tls-front", daemon=True)
+        self._server: asyncio.Server | None = None
+
+    @property
+    def port(self) -> int:
+        assert self._server is not None, "start() first"
+        return int(self._server.sockets[0].getsockname()[1])
+
+    def start(self) -> None:
+        self._thread.start()
+        self._started.wait()
+        if self._error is not None:
+            raise self._error
+
+    def stop(self) -> None:
+        if self._thread.is_alive():
+            with contextlib.suppress(Exception):
+                asyncio.run_coroutine_threadsafe(self._shutdown(), self._loop).result(10)
+            self._loop.call_soon_threadsafe(self._loop.stop)
+            self._thread.join(timeout=10)
+
+    async def _shutdown(self) -> None:
+        """Stop listening and end every open connection."""
+        if self._server is not None:
+            self._server.close()
+        tasks = [task for task in asyncio.all_tasks() if task is not asyncio.current_task()]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+    def _run(self) -> None:
+        asyncio.set_event_loop(self._loop)
+        try:
+            self._server = self._loop.run_until_complete(
+                asyncio.start_server(self._serve, self._host, self._port, ssl=self._context)
+            )
+        except BaseException as error:  # noqa: BLE001 - raised again by start()
+            self._error = error
+            self._started.set()
+            return
+        self._started.set()
+        try:
+            self._loop.run_forever()
+        finally:
+            self._server.close()
+            self._loop.close()
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        with contextlib.suppress(asyncio.CancelledError):  # stop(): a quiet end
+            await self._connect(reader, writer)
+
+    async def _connect(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        ssl_object = writer.get_extra_info("ssl_object")
+        protocol = (ssl_object and ssl_object.selected_alpn_protocol()) or "http/1.1"
+        host, port = self._backends.get(protocol, self._backends["http/1.1"])
+        try:
+            backend_reader, backend_writer = await asyncio.open_connection(host, port)
+        except OSError:
+            writer.close()
+            return
+        try:
+            await asyncio.gather(
+                _pipe(reader, backend_writer), _pipe(backend_reader, writer), return_exceptions=True
+            )
+        finally:  # also when stop() cancels: closed while the loop still runs
+            for side in (backend_writer, writer):
+                with contextlib.suppress(OSError, RuntimeError, ssl.SSLError):
+                    side.close()
+            for side in (backend_writer, writer):
+                with contextlib.suppress(Exception):
+                    await asyncio.wait_for(side.wait_closed(), 1)
+
+
+async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    try:
+        while data := await reader.read(65536):
+            writer.write(data)
+            await writer.drain()
+    except (OSError, ssl.SSLError, asyncio.IncompleteReadError):
+        pass
+    finally:
+        with contextlib.suppress(OSError, RuntimeError, ssl.SSLError):
+            if writer.can_write_eof():
+                writer.write_eof()
+            else:
+                writer.close()

@@ -1,0 +1,69 @@
+"""The local deployer's canary sends what TF Serving's JSON reads: NaN for a missing float."""
+
+from __future__ import annotations
+
+import json
+import math
+import threading
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from http import HTTPStatus
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+import pytest
+
+from cascade.core.deployment_config import DeploymentConfig
+from cascade.core.fakes import MemoryArtifactStore
+from cascade.deploy.local_deployer import LocalDeployer
+
+
+class _PredictServer(BaseHTTPRequestHandler):
+    """Answers a predict route with one prediction per instance; keeps each body."""
+
+    bodies: list[Any]
+
+    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - the base's name
+        pass
+
+    def do_GET(self) -> None:  # the metadata route: not served, the check goes on without it
+        self.send_error(HTTPStatus.NOT_FOUND)
+
+    def do_POST(self) -> None:
+        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+        self.bodies.append(body)
+        answer = json.dumps({"predictions": [{"score": 0.5} for _ in body["instances"]]})
+        self.send_response(HTTPStatus.OK)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(answer)))
+        self.end_headers()
+        self.wfile.write(answer.encode())
+
+
+@pytest.fixture
+def server() -> Iterator[tuple[str, list[Any]]]:
+    bodies: list[Any] = []
+    handler = type("Handler", (_PredictServer,), {"bodies": bodies})
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{httpd.server_address[1]}", bodies
+    httpd.shutdown()
+    httpd.server_close()
+    thread.join(timeout=5)
+
+
+def test_a_canary_row_with_a_missing_float_is_sent_as_nan_and_answered(
+    server: tuple[str, list[Any]],
+) -> None:
+    url, bodies = server
+    deployer = LocalDeployer(MemoryArtifactStore("a"), url, clock=lambda: datetime.now(UTC))
+    rows = [{"age": 41.0, "key": "cascade-smoke-0"}, {"age": math.nan, "key": "cascade-smoke-1"}]
+
+    report = deployer.check_canary("credit", "1", rows, DeploymentConfig(canary_requests=2))
+
+    assert report.errors == 0, report.detail
+    assert report.passed
+    sent = [instance["age"] for body in bodies for instance in body["instances"]]
+    assert sent[0] == 41.0
+    assert math.isnan(sent[1])

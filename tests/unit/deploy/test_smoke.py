@@ -1,0 +1,170 @@
+"""Canary smoke instances: built from the model's signature, valid under the request rules
+and answered by the real model server (issue 12, finding 1)."""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+from werkzeug.test import Client
+
+from cascade.core.fakes import MemoryArtifactStore
+from cascade.core.paths import DatasetPaths
+from cascade.deploy.smoke import (
+    fit_to_signature,
+    inputs_from_manifest,
+    inputs_from_metadata,
+    key_from_metadata,
+    smoke_instances,
+)
+from cascade.serving import request_rules
+from cascade.serving.app import create_app
+from cascade.serving.server import ModelServer
+from cascade.serving.state import DeployedVersion, ServingState
+from cascade.serving.uris import UriReader
+from cascade.transform.spec import (
+    LabelSpec,
+    NumericTransform,
+    SplitSpec,
+    TransformSpec,
+    VocabularyTransform,
+)
+from tests.unit.serving.saved_models import export_tiny_model
+
+NOW = datetime(2026, 11, 27, tzinfo=UTC)
+SIGNATURE = {"age": "DT_FLOAT", "city": "DT_STRING", "key": "DT_STRING"}
+
+
+def spec(passthrough_key: str | None = None) -> TransformSpec:
+    return TransformSpec(
+        dataset="credit",
+        run_id="credit-aaa",
+        label=LabelSpec(name="defaulted", problem_type="binary", classes=["no", "yes"]),
+        features=[
+            NumericTransform(name="age", mean=41.5, std=9.0, fill_value=41.5),
+            VocabularyTransform(name="city", vocabulary=["paris", "lyon"]),
+        ],
+        passthrough_key=passthrough_key,
+        split=SplitSpec(),
+        snapshot=[],
+        train_files=[],
+        eval_files=[],
+        train_rows=0,
+        eval_rows=0,
+        created_at=NOW,
+    )
+
+
+def test_smoke_rows_have_the_key_no_nulls_and_missing_values_the_model_reads() -> None:
+    rows = smoke_instances(spec())
+
+    assert [set(row) for row in rows] == [{"age", "city", "key"}] * 4
+    assert rows[0] == {"age": 41.5, "city": "paris", "key": "cascade-smoke-0"}
+    assert math.isnan(rows[1]["age"])
+    assert rows[1]["city"] == ""
+    assert len({row["key"] for row in rows}) == 4
+    assert all(value is not None for row in rows for value in row.values())
+    request_rules.columns(rows, SIGNATURE)  # TF Serving's rules accept every row
+
+
+def test_a_named_passthrough_key_is_the_key_input() -> None:
+    rows = smoke_instances(spec("customer_id"))
+
+    assert {"age", "city", "customer_id"} == set(rows[0])
+
+
+def test_rows_are_fitted_to_the_served_signature_ints_as_ints() -> None:
+    inputs = {"age": "DT_FLOAT", "count": "DT_INT64", "city": "DT_STRING", "key": "DT_STRING"}
+
+    rows = fit_to_signature([{"age": 30.0, "count": 2.0, "extra": 1}], inputs, "key")
+
+    assert rows == [{"age": 30.0, "count": 2, "city": "", "key": "cascade-smoke-0"}]
+    assert type(rows[0]["count"]) is int
+    assert fit_to_signature([], inputs, "key")[0]["key"] == "cascade-smoke-0"
+
+
+def test_signatures_from_the_metadata_route_and_the_exported_manifest() -> None:
+    manifest = {"inputs": {"age": "float32", "city": "string"}, "key": "key"}
+    tensor = {"dtype": "DT_STRING", "tensor_shape": {"dim": [{"size": "-1"}]}}
+    metadata = {
+        "metadata": {
+            "signature_def": {
+                "signature_def": {
+                    "serving_default": {
+                        "inputs": {
+                            "age": {**tensor, "dtype": "DT_FLOAT"},
+                            "city": tensor,
+                            "key": tensor,
+                        },
+                        "outputs": {"key": tensor, "classes": tensor},
+                    }
+                }
+            }
+        }
+    }
+
+    assert inputs_from_manifest(manifest) == SIGNATURE
+    assert inputs_from_metadata(metadata) == SIGNATURE
+    assert key_from_metadata(metadata) == "key"
+
+
+@pytest.fixture(scope="module")
+def server_client(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Client]:
+    root = tmp_path_factory.mktemp("smoke")
+    store = MemoryArtifactStore("cascade-artifacts")
+    version = DeployedVersion(
+        version="1",
+        run_id="run-1",
+        model_uri=str(export_tiny_model(root / "v1")),
+        state="serving",
+        deployed_at=NOW,
+    )
+    state = ServingState(
+        dataset="credit",
+        target="local",
+        endpoint="credit",
+        updated_at=NOW,
+        versions=[version],
+        traffic={"1": 100},
+    )
+    store.write_json(DatasetPaths("credit").serving, state)
+    server = ModelServer(
+        artifacts=lambda: store,
+        storage=lambda: UriReader(lambda _: store),
+        cache_dir=Path(root / "cache"),
+        poll_interval_s=60,
+    )
+    server.start()
+    yield Client(create_app(server))
+    server.stop()
+
+
+@pytest.mark.parametrize("index", range(4))
+def test_every_smoke_row_is_answered_by_the_model_server(server_client: Client, index: int) -> None:
+    metadata = server_client.get("/v1/models/credit/versions/1/metadata").get_json()
+    rows = smoke_instances(
+        spec(), inputs=inputs_from_metadata(metadata), key=key_from_metadata(metadata)
+    )
+    body: Any = json.dumps({"instances": [rows[index]]})
+
+    response = server_client.post("/v1/models/credit/versions/1:predict", data=body)
+
+    assert response.status_code == 200, response.get_json()
+    assert response.get_json()["predictions"][0]["key"] == f"cascade-smoke-{index}"
+
+
+@pytest.mark.parametrize("index", range(4))
+def test_the_steps_spec_built_rows_are_answered_as_they_are(
+    server_client: Client, index: int
+) -> None:
+    """What the deploy step builds (from the spec alone) already fits the export."""
+    body = json.dumps({"instances": [smoke_instances(spec())[index]]})
+
+    response = server_client.post("/v1/models/credit:predict", data=body)
+
+    assert response.status_code == 200, response.get_json()
