@@ -7,7 +7,7 @@ from cascade.core.events import PubSubEnvelope
 from cascade.core.fakes import RecordingBus
 from cascade.core.messages import Alert
 from cascade.core.paths import dead_letter_record
-from cascade.core.runs import RunRecord, Trigger, run_id_for_object
+from cascade.core.runs import RunRecord, StepRecord, Trigger, run_id_for_object
 from cascade.steps.dead_letter import DeadLetter, record_dead_letter
 from tests.unit.conftest import Clock
 
@@ -129,3 +129,37 @@ def test_a_letter_naming_no_dataset_is_kept_without_an_alert(step_context: StepC
     assert name.startswith("dead-letters/")
     assert ".." not in name
     assert step_context.artifacts.read(name) is not None
+
+
+def test_a_dead_lettered_run_keeps_the_cause_its_step_recorded(
+    step_context: StepContext, clock: Clock
+) -> None:
+    """Google's dead letter carries no error: the step's last failed attempt says why."""
+    _running(step_context, clock, "credit-run3")
+
+    def attempt_failed(record: RunRecord) -> None:
+        record.steps["transform"] = StepRecord(
+            state="running",
+            attempts=5,
+            started_at=clock.now,
+            error="attempt failed (will retry): publishing to cascade-train-requests: 403 "
+            "User not authorized to perform this action.",
+        )
+
+    step_context.ledger.update("credit-run3", attempt_failed)
+    envelope = _envelope(
+        {"dataset": "credit", "run_id": "credit-run3", "message_type": "DataValidated"},
+        message_id="9999",
+    )
+
+    record_dead_letter(step_context, envelope)
+
+    run = step_context.ledger.get("credit-run3")
+    assert run is not None
+    assert run.state == "failed"
+    assert run.error is not None
+    assert run.error.endswith(
+        "; last attempt: transform: publishing to cascade-train-requests: 403 "
+        "User not authorized to perform this action."
+    )
+    assert run.steps["transform"].state == "failed"

@@ -375,3 +375,15 @@ def test_a_request_without_id_is_keyed_by_its_message_id(
     assert run.trigger.request_id == "message:4242"
     assert run.steps["train"].attempts == 1
     assert [spec.run_id for spec in runner.submitted] == [run.run_id]
+
+
+def test_a_requests_reason_is_recorded_on_its_run(
+    step_context: StepContext, runner: FakeJobRunner
+) -> None:
+    request = _request("weekly", reason="scheduled retrain (0 3 * * 1, Etc/UTC)")
+
+    handle_train_request(step_context, request, event_id="m9", runner=runner)
+
+    run = step_context.ledger.get(_run_id("weekly"))
+    assert run is not None
+    assert run.trigger.reason == "scheduled retrain (0 3 * * 1, Etc/UTC)"

@@ -49,6 +49,8 @@ class Trigger(BaseModel):
     generation: int | None = None
     request_id: str | None = None
     event_id: str | None = None
+    reason: str = ""
+    """Why a request asked for the run (a user's words, "scheduled retrain (...)")."""
 
 
 class StepRecord(BaseModel):

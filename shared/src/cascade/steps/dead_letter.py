@@ -24,6 +24,7 @@ from cascade.core.events import PubSubEnvelope
 from cascade.core.messages import Alert
 from cascade.core.paths import check_dataset_name, dead_letter_record
 from cascade.core.runs import RunRecord, run_id_for_object
+from cascade.steps.runner import ATTEMPT_ERROR_PREFIX
 
 __all__ = ["DeadLetter", "handle_dead_letter_data", "record_dead_letter"]
 
@@ -128,6 +129,17 @@ def _run_of(attributes: dict[str, str]) -> tuple[str | None, str | None]:
     return None, None
 
 
+def _last_attempt_errors(record: RunRecord) -> str:
+    """What the running steps' last failed attempts recorded: on Google Cloud the dead
+    letter itself carries no error, so the run record is where the cause is kept."""
+    errors = [
+        f"{name}: {step.error.removeprefix(ATTEMPT_ERROR_PREFIX)}"
+        for name, step in record.steps.items()
+        if step.state == "running" and step.error
+    ]
+    return f"; last attempt: {'; '.join(errors)}" if errors else ""
+
+
 def _fail_run(ctx: StepContext, run_id: str, letter: DeadLetter) -> None:
     now = letter.recorded_at
 
@@ -135,7 +147,7 @@ def _fail_run(ctx: StepContext, run_id: str, letter: DeadLetter) -> None:
         if record.state != "running":
             return
         record.state = "failed"
-        record.error = f"dead-lettered: {letter.reason()}"
+        record.error = f"dead-lettered: {letter.reason()}{_last_attempt_errors(record)}"
         for step in record.steps.values():
             if step.state == "running":
                 step.state = "failed"

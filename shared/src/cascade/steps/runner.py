@@ -30,7 +30,10 @@ from cascade.core.messages import Alert, StepMessage
 from cascade.core.observability import RunLogger, run_logger
 from cascade.core.runs import RunRecord, RunState, StepRecord
 
-__all__ = ["StepOutcome", "execute_step"]
+__all__ = ["ATTEMPT_ERROR_PREFIX", "StepOutcome", "execute_step"]
+
+ATTEMPT_ERROR_PREFIX = "attempt failed (will retry): "
+"""How a step's record says its last attempt failed and the event will be redelivered."""
 
 
 @dataclass
@@ -147,7 +150,7 @@ def _mark_finished(ctx: StepContext, run_id: str, step: str, outcome: StepOutcom
 
 def _record_attempt_error(ctx: StepContext, run_id: str, step: str, error: Exception) -> None:
     def mutate(record: RunRecord) -> None:
-        record.steps[step].error = f"attempt failed (will retry): {error}"
+        record.steps[step].error = f"{ATTEMPT_ERROR_PREFIX}{error}"
 
     try:
         ctx.ledger.update(run_id, mutate)

@@ -75,7 +75,9 @@ def handle_train_request(
     run = ctx.ledger.get(run_id) or RunRecord(
         run_id=run_id,
         dataset=request.dataset,
-        trigger=Trigger(kind="request", request_id=request_id, event_id=event_id),
+        trigger=Trigger(
+            kind="request", request_id=request_id, event_id=event_id, reason=request.reason
+        ),
         created_at=now,
         updated_at=now,
     )
