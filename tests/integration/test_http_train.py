@@ -1,4 +1,8 @@
-"""The train function's HTTP entry point (IAM-authenticated in the cloud)."""
+"""The train function's HTTP entry point (IAM-authenticated in the cloud), over real HTTP.
+
+The hostile bodies are covered in depth by tests/unit/test_http_surfaces.py; here the
+deployed shape (functions-framework behind the local router's port) answers the same.
+"""
 
 from __future__ import annotations
 
@@ -7,7 +11,7 @@ import uuid
 import pytest
 import requests
 
-from cascade.core.runs import run_id_for_request
+from cascade.core.runs import run_id_for_object, run_id_for_request
 from cascade.core.topology import load_topology
 from cascade.localcloud.router import function_urls
 from tests.conftest import LocalCloud
@@ -21,20 +25,72 @@ def _url(local_cloud: LocalCloud) -> str:
     ]
 
 
-def test_post_starts_one_run_per_request_id(local_cloud: LocalCloud) -> None:
+def _known_dataset(local_cloud: LocalCloud) -> str:
+    """A dataset with a pipeline config and nothing transformed yet."""
     dataset = f"ds{uuid.uuid4().hex[:8]}"
+    local_cloud.push_sample_config(dataset)
+    return dataset
+
+
+def test_post_starts_one_run_per_request_id(local_cloud: LocalCloud) -> None:
+    dataset = _known_dataset(local_cloud)
     body = {"dataset": dataset, "request_id": "nightly-2026-11-27", "reason": "test"}
+    run_id = run_id_for_request(dataset, "nightly-2026-11-27")
 
     first = requests.post(_url(local_cloud), json=body, timeout=30)
     second = requests.post(_url(local_cloud), json=body, timeout=30)
 
-    assert first.status_code == 200
+    assert first.status_code == 200, first.text
+    assert first.json()["run_id"] == run_id
     assert first.json()["status"] == "failed"  # recorded on the run: no transformed data yet
+    assert "no transformed data" in first.json()["error"]
     assert second.status_code == 200
     assert second.json()["status"] == "duplicate"
-    run = local_cloud.wait_for_run(run_id_for_request(dataset, "nightly-2026-11-27"))
+    assert second.json()["run_id"] == run_id
+    run = local_cloud.wait_for_run(run_id)
     assert run.steps["train"].attempts == 1
     assert "no transformed data" in (run.steps["train"].error or "")
+
+
+def test_an_unknown_dataset_is_a_404_naming_it(local_cloud: LocalCloud) -> None:
+    dataset = f"nosuch{uuid.uuid4().hex[:8]}"
+
+    response = requests.post(_url(local_cloud), json={"dataset": dataset}, timeout=30)
+
+    assert response.status_code == 404
+    assert dataset in response.json()["error"]
+
+
+def test_a_run_id_in_the_body_is_refused(local_cloud: LocalCloud) -> None:
+    dataset = _known_dataset(local_cloud)
+    forged = run_id_for_object(dataset, "landing", f"{dataset}/a.csv", 1)
+
+    for run_id in (forged, "../../../../../tmp/cascade-escape"):
+        body = {"dataset": dataset, "request_id": "h1", "run_id": run_id}
+        response = requests.post(_url(local_cloud), json=body, timeout=30)
+
+        assert response.status_code == 400
+        assert response.json()["field"] == "run_id"
+    assert local_cloud.ledger.get(forged) is None
+    assert local_cloud.ledger.get(run_id_for_request(dataset, "h1")) is None
+
+
+def test_hostile_bodies_get_json_4xx(local_cloud: LocalCloud) -> None:
+    deep = b'{"dataset": "credit", "reason": ' + b"[" * 10_000 + b"]" * 10_000 + b"}"
+    json_type = {"Content-Type": "application/json"}
+    cases = [
+        (deep, json_type, 400),
+        (b"{not json", json_type, 400),
+        (b"[]", json_type, 400),
+        (b'{"dataset": "credit"}', {"Content-Type": "text/plain"}, 415),
+        (b'{"reason": "' + b"x" * (5 * 1024 * 1024) + b'"}', json_type, 413),
+    ]
+
+    for body, headers, status in cases:
+        response = requests.post(_url(local_cloud), data=body, headers=headers, timeout=30)
+
+        assert response.status_code == status, response.text[:300]
+        assert response.json()["error"]
 
 
 def test_invalid_request_gets_400_naming_the_field(local_cloud: LocalCloud) -> None:

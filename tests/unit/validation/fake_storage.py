@@ -141,7 +141,9 @@ class FakeStorageClient:
         assert isinstance(bucket, FakeBucket), "the fake lists only its own buckets"
         for name in sorted(bucket.objects):
             if name.startswith(prefix):
-                yield bucket.blob(name)
+                blob = bucket.blob(name)
+                blob.reload()  # a listing carries each object's generation, size, time
+                yield blob
 
     def put(self, bucket: str, name: str, data: bytes) -> int:
         """Upload ``data`` and return the new generation (what an upload event carries)."""

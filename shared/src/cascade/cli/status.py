@@ -2,6 +2,10 @@
 
 ``run_rows`` is a pure function of run records (unit-tested); ``runs_table`` renders
 its rows with rich; ``latest_runs`` reads the records from the artifacts bucket.
+
+A landed object whose name validate refuses (at the bucket's root, an invalid dataset
+folder, ``..`` segments) has a run under the pseudo-dataset ``invalid-uploads``: its row
+shows the whole object name and the reason.
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ from cascade.cli.run_view import (
 )
 from cascade.core.runs import RunLedger, RunRecord
 from cascade.core.store import ArtifactStore
+from cascade.validation.names import INVALID_NAMES_DATASET
 
 __all__ = ["RunRow", "latest_runs", "run_rows", "runs_table", "select_runs", "step_cell"]
 
@@ -56,7 +61,21 @@ def step_cell(record: RunRecord, step: str) -> str:
     return f"{found.state} {timing}".strip()
 
 
+def _refused_name(record: RunRecord) -> bool:
+    return record.dataset == INVALID_NAMES_DATASET and record.trigger.kind == "object"
+
+
+def _trigger(record: RunRecord) -> str:
+    """The whole object name for a refused name (the name is what is wrong)."""
+    if _refused_name(record):
+        return record.trigger.uri.removeprefix("gs://").partition("/")[2] or record.trigger.uri
+    return trigger_label(record)
+
+
 def _verdicts(record: RunRecord) -> str:
+    if _refused_name(record) and record.state == "failed":
+        reason = (record.error or "").removeprefix("validate: ")
+        return f"name refused: {reason}" if reason else "name refused"
     verdicts = (validation_verdict(record), evaluation_verdict(record), deploy_result(record))
     return " / ".join(verdict for verdict in verdicts if verdict)
 
@@ -67,7 +86,7 @@ def run_rows(records: Iterable[RunRecord]) -> list[RunRow]:
         RunRow(
             run_id=record.run_id,
             dataset=record.dataset,
-            trigger=trigger_label(record),
+            trigger=_trigger(record),
             state=record.state,
             steps=tuple(step_cell(record, step) for step in STEPS),
             model=model_version(record),

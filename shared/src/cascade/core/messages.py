@@ -7,13 +7,16 @@ The logical topic each model is published on is its ``TOPIC``.
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any, ClassVar, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
 
-from cascade.core.paths import check_dataset_name
+from cascade.core.paths import check_dataset_name, check_run_id_name
 
 __all__ = [
+    "MAX_HYPERPARAMETERS",
+    "MAX_HYPERPARAMETER_TEXT",
+    "MAX_REASON_CHARS",
     "MESSAGE_TYPES",
     "Alert",
     "DataValidated",
@@ -62,11 +65,27 @@ class DataValidated(StepMessage):
     outputs: dict[str, str] = Field(default_factory=dict)
 
 
+MAX_REASON_CHARS = 1_000
+"""The longest ``reason`` a train request may give (it is copied into the run record)."""
+MAX_HYPERPARAMETERS = 64
+"""The most hyperparameters one request may set (the trainer knows fewer than ten)."""
+MAX_HYPERPARAMETER_TEXT = 256
+"""The longest string value of a hyperparameter."""
+
+HyperparameterName = Annotated[str, StringConstraints(pattern=r"^[a-z][a-z0-9_]{0,63}$")]
+HyperparameterText = Annotated[str, StringConstraints(max_length=MAX_HYPERPARAMETER_TEXT)]
+
+
 class TrainRequest(StepMessage):
     """A request to (re)train a dataset, from transform, a user, a scheduler or CI.
 
     ``request_id`` is the idempotency key; without one (e.g. Cloud Scheduler's periodic
     message) the train step uses the Pub/Sub message id, stable across redeliveries.
+
+    ``run_id`` is set only by the system: by transform (the upload's run) and by the
+    training lock's hand-over (a follow-up run). The train step accepts it only when it
+    names a run waiting for training (``cascade.steps.train``); the HTTP entry point
+    refuses it. The limits here (reason, hyperparameters) hold on every entry point.
     """
 
     TOPIC: ClassVar[str] = "train-requests"
@@ -74,9 +93,25 @@ class TrainRequest(StepMessage):
         None, min_length=1, max_length=128, pattern=r"^[A-Za-z0-9._:-]+$"
     )
     run_id: str | None = None
-    hyperparameters: dict[str, float | int | str | bool] = Field(default_factory=dict)
+    hyperparameters: dict[HyperparameterName, float | int | HyperparameterText | bool] = Field(
+        default_factory=dict
+    )
     tune: bool = False
-    reason: str = ""
+    reason: str = Field("", max_length=MAX_REASON_CHARS)
+
+    @field_validator("run_id")
+    @classmethod
+    def _run_id_name(cls, value: str | None) -> str | None:
+        return None if value is None else check_run_id_name(value)
+
+    @field_validator("hyperparameters", mode="before")
+    @classmethod
+    def _few_hyperparameters(cls, value: Any) -> Any:
+        if isinstance(value, dict) and len(value) > MAX_HYPERPARAMETERS:
+            raise ValueError(
+                f"at most {MAX_HYPERPARAMETERS} hyperparameters per request, not {len(value)}"
+            )
+        return value
 
 
 class ModelTrained(StepMessage):

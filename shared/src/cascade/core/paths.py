@@ -11,7 +11,19 @@ import re
 from cascade.core.errors import BadRequestError
 from cascade.core.settings import DATASET_NAME_PATTERN
 
-__all__ = ["DatasetPaths", "RunPaths", "check_dataset_name", "dead_letter_record"]
+__all__ = [
+    "RUN_ID_NAME_PATTERN",
+    "DatasetPaths",
+    "RunPaths",
+    "check_dataset_name",
+    "check_run_id_name",
+    "dead_letter_record",
+]
+
+RUN_ID_NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,127}$")
+"""What may stand for a run id in an object name: one path segment of letters, digits,
+'-' and '_' (no '/', '.', '..', '%', whitespace or control characters). The system's own
+run ids are stricter still (``cascade.core.runs.check_system_run_id``)."""
 
 
 def check_dataset_name(dataset: str) -> str:
@@ -24,9 +36,21 @@ def check_dataset_name(dataset: str) -> str:
     return dataset
 
 
+def check_run_id_name(run_id: str) -> str:
+    """Return ``run_id`` if it is safe as one segment of an object name, else raise
+    BadRequestError: a run id never names a folder outside ``runs/``."""
+    if not RUN_ID_NAME_PATTERN.fullmatch(run_id):
+        shown = repr(run_id) if len(repr(run_id)) <= 80 else repr(run_id)[:77] + "..."
+        raise BadRequestError(
+            f"invalid run id {shown}: use letters, digits, '-' or '_', starting with a "
+            "letter or digit, at most 128 characters"
+        )
+    return run_id
+
+
 class RunPaths:
     def __init__(self, run_id: str) -> None:
-        self.run_id = run_id
+        self.run_id = check_run_id_name(run_id)
         self.root = f"runs/{run_id}"
 
     @property
@@ -70,7 +94,7 @@ class DatasetPaths:
         return f"{self.root}/accepted/"
 
     def quarantine(self, run_id: str) -> str:
-        return f"quarantine/{self.dataset}/{run_id}"
+        return f"quarantine/{self.dataset}/{check_run_id_name(run_id)}"
 
     @property
     def serving(self) -> str:

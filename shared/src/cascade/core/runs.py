@@ -7,20 +7,24 @@ id), so a redelivered event finds its own run instead of starting a new one.
 from __future__ import annotations
 
 import hashlib
+import re
 from collections.abc import Callable
 from datetime import datetime
 from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
+from cascade.core.errors import BadRequestError
 from cascade.core.paths import RunPaths
 from cascade.core.store import ArtifactStore
 
 __all__ = [
+    "SYSTEM_RUN_ID_PATTERN",
     "RunLedger",
     "RunRecord",
     "StepRecord",
     "Trigger",
+    "check_system_run_id",
     "run_id_for_object",
     "run_id_for_request",
 ]
@@ -29,8 +33,27 @@ RunState = Literal["running", "succeeded", "rejected", "failed"]
 StepState = Literal["running", "succeeded", "rejected", "failed"]
 
 
+SYSTEM_RUN_ID_PATTERN = re.compile(r"^[a-z][a-z0-9_-]{0,62}-r?[0-9a-f]{16}$")
+"""The only run ids the system derives: ``<dataset>-<16 hex>`` (an upload) and
+``<dataset>-r<16 hex>`` (a request), the dataset being a valid dataset name."""
+
+
 def _digest(text: str) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def check_system_run_id(run_id: str, dataset: str | None = None) -> str:
+    """Return ``run_id`` if it has the form the system derives (of ``dataset``, when
+    given), else raise BadRequestError. Run ids are never chosen by a caller."""
+    shown = repr(run_id) if len(repr(run_id)) <= 100 else repr(run_id)[:97] + "..."
+    if not SYSTEM_RUN_ID_PATTERN.fullmatch(run_id):
+        raise BadRequestError(
+            f"invalid run_id {shown}: run ids are derived by Cascade "
+            "(<dataset>-<16 hex digits> or <dataset>-r<16 hex digits>)"
+        )
+    if dataset is not None and run_id.rsplit("-", 1)[0] != dataset:
+        raise BadRequestError(f"run_id {shown} is not a run of dataset {dataset}")
+    return run_id
 
 
 def run_id_for_object(dataset: str, bucket: str, name: str, generation: int) -> str:

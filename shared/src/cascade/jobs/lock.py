@@ -14,6 +14,10 @@ with a generation precondition, so concurrent train requests serialise on it:
 
 A lock whose active job is already finished (its event was lost) or whose reservation
 was never submitted by a run that gave up is **stale**, and is released the same way.
+A reservation whose run never started its train step (its train request was lost: a
+router killed with it in hand, a dead-lettered delivery) is not released, which would
+drop the requests coalesced into it: its train request is published again
+(``request_republished_at`` records when, so that happens once per wait).
 """
 
 from __future__ import annotations
@@ -43,6 +47,7 @@ __all__ = [
     "follow_up_request",
     "follow_up_run_id",
     "join_follow_up",
+    "mark_request_republished",
     "release",
     "take_or_join",
 ]
@@ -66,6 +71,13 @@ class ActiveRun(_Model):
     coalesced: list[str] = Field(default_factory=list)
     hyperparameters: dict[str, HyperparameterValue] = Field(default_factory=dict)
     tune: bool = False
+    request_republished_at: datetime | None = Field(
+        None, description="When its train request was last published again (found lost)."
+    )
+
+    def waiting_since(self) -> datetime:
+        """Since when the run has been expected to start its train step."""
+        return max(self.reserved_at, self.request_republished_at or self.reserved_at)
 
 
 class PendingFollowUp(_Model):
@@ -90,18 +102,39 @@ def follow_up_run_id(dataset: str, active_run_id: str) -> str:
 
 
 def follow_up_request(dataset: str, active: ActiveRun) -> TrainRequest:
-    """The train request that starts a follow-up the lock was handed to."""
+    """The train request that starts a follow-up the lock was handed to (or, for a
+    reservation whose request was lost, the request that starts its run again)."""
+    if active.handed_over_from is None:
+        reason = "the train request of the run holding the training lock, published again"
+    else:
+        reason = (
+            f"follow-up of {active.handed_over_from}: {len(active.coalesced)} coalesced "
+            "request(s), on all data accepted so far"
+        )
     return TrainRequest(
         dataset=dataset,
         request_id=active.request_id,
         run_id=active.run_id,
         hyperparameters=dict(active.hyperparameters),
         tune=active.tune,
-        reason=(
-            f"follow-up of {active.handed_over_from}: {len(active.coalesced)} coalesced "
-            "request(s), on all data accepted so far"
-        ),
+        reason=reason,
     )
+
+
+def mark_request_republished(
+    lock: TrainingLock, checked: ActiveRun, now: datetime
+) -> ActiveRun | None:
+    """``checked`` lost its train request: if it still holds the lock without a job,
+    record that its request is published again now; the entry to publish, else None."""
+    if lock.active is None or lock.active.job_name is not None:
+        return None
+    if not _same_active(lock.active, checked):
+        return None
+    if lock.active.request_republished_at != checked.request_republished_at:
+        return None  # someone else republished it since it was checked
+    lock.active.request_republished_at = now
+    lock.updated_at = now
+    return lock.active
 
 
 def release(lock: TrainingLock, run_id: str, now: datetime) -> ActiveRun | None:
@@ -155,7 +188,8 @@ class Coalesced:
     """Another run's job is active: this request joined its one follow-up.
 
     ``handed_over`` is set when this request found a stale lock and handed it to the
-    follow-up that was waiting; its train request must be published.
+    follow-up that was waiting, or found the holder's own train request lost (see
+    ``mark_request_republished``); its train request must be published.
     """
 
     follow_up_run_id: str
@@ -163,13 +197,19 @@ class Coalesced:
 
 
 def take_or_join(
-    lock: TrainingLock, request: RunRequest, now: datetime, stale_holder: ActiveRun | None
+    lock: TrainingLock,
+    request: RunRequest,
+    now: datetime,
+    stale_holder: ActiveRun | None,
+    lost_request_of: ActiveRun | None = None,
 ) -> Holding | Coalesced:
     """The lock's rule, applied to the lock as read (``TrainingLockStore.update`` retries).
 
     The run already holding the lock keeps it; a free lock is taken; a held one is
     joined as the one pending follow-up. ``stale_holder`` is the holder found stale
     before this update: released (and handed over) only if it still holds the lock.
+    ``lost_request_of`` is the holder found to have lost its train request: if it still
+    holds the lock, the decision hands it its request again.
     """
     if lock.active is not None and lock.active.run_id == request.run_id:
         return Holding(lock.active)
@@ -187,7 +227,10 @@ def take_or_join(
         )
         lock.updated_at = now
         return Holding(lock.active)
-    return Coalesced(join_follow_up(lock, request, now), handed_over)
+    follow_up = join_follow_up(lock, request, now)
+    if handed_over is None and lost_request_of is not None:
+        handed_over = mark_request_republished(lock, lost_request_of, now)
+    return Coalesced(follow_up, handed_over)
 
 
 def _same_active(active: ActiveRun | None, checked: ActiveRun | None) -> bool:

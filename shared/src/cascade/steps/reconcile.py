@@ -5,12 +5,22 @@ a notification that failed to publish, or a topic deleted by mistake can still l
 event. ``reconcile`` makes the system converge anyway, idempotently (claims make a
 second run of any step a no-op):
 
-- a landed object with no run record gets its validate step run now;
+- a landed object with no run record gets its validate step run now; one whose name
+  validate refuses gets its (failed) run recorded the same way, under the
+  ``INVALID_NAMES_DATASET`` pseudo-dataset, never under a dataset read from a cleaned
+  name. A listed name that is only the cleaned form of a refused name that has a run
+  (the local emulator keeps ``credit/../credit/a.csv`` as ``credit/a.csv``, same
+  generation) is an alias, not an upload: no run is derived from it;
 - a run still ``running`` whose record has not changed for ``stale_after`` is resumed
   from its last step: if that step finished, the messages it published (kept on its
   claim) are published again; if its owner died (expired claim) or it never started,
   the messages that triggered it — the previous step's — are published again, or for the
-  first step, validate runs again.
+  first step, validate runs again;
+- a dataset's training lock held by a run without a job whose train request was lost
+  (``cascade.steps.train.lost_train_request``: its train step never started, or its
+  owner died, ``lost_request_after`` — two claim leases — or ``stale_after`` if shorter,
+  after the reservation) gets that request published again. Releasing the lock instead
+  would drop the requests coalesced into that run.
 """
 
 from __future__ import annotations
@@ -18,14 +28,23 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import timedelta
+from functools import partial
 
 from cascade.core.claims import Claim
 from cascade.core.context import StepContext
-from cascade.core.errors import BadRequestError
 from cascade.core.events import StorageObjectEvent
 from cascade.core.messages import MESSAGE_TYPES, Alert
 from cascade.core.runs import RunRecord, run_id_for_object
+from cascade.jobs.lock import (
+    ActiveRun,
+    TrainingLock,
+    TrainingLockStore,
+    follow_up_request,
+    mark_request_republished,
+)
+from cascade.steps.train import lost_request_after, lost_train_request
 from cascade.steps.validate import dataset_of_object, handle_object_finalized
+from cascade.validation.names import INVALID_NAMES_DATASET, normalised_alias
 
 __all__ = ["ReconcileReport", "reconcile"]
 
@@ -39,6 +58,9 @@ class ReconcileReport:
     uploads_started: list[str] = field(default_factory=list)
     runs_resumed: list[str] = field(default_factory=list)
     messages_republished: int = 0
+    aliases_skipped: list[str] = field(default_factory=list)
+    """Listed names that are only the cleaned form of a refused name's object."""
+    train_requests_republished: list[str] = field(default_factory=list)
 
 
 def reconcile(
@@ -55,7 +77,35 @@ def reconcile(
         report.runs_checked += 1
         if run.state == "running" and ctx.clock() - run.updated_at >= stale_after:
             _resume(ctx, run, report, start_upload)
+    _republish_lost_train_requests(ctx, report, stale_after, dataset)
     return report
+
+
+def _republish_lost_train_requests(
+    ctx: StepContext, report: ReconcileReport, stale_after: timedelta, dataset: str | None
+) -> None:
+    after = min(stale_after, lost_request_after(ctx.settings))
+    prefix = f"datasets/{dataset}/" if dataset else "datasets/"
+    for name in ctx.artifacts.list_names(prefix):
+        parts = name.split("/")
+        if len(parts) != 3 or parts[2] != "training_lock.json":
+            continue
+        locks = TrainingLockStore(ctx.artifacts, parts[1])
+        current, _ = locks.read()
+        if lost_train_request(ctx, current.active, after=after) is None:
+            continue
+        assert current.active is not None
+        holder = locks.update(partial(_mark_republished, ctx, current.active))
+        if holder is None:
+            continue  # the lock changed meanwhile: the next reconcile looks again
+        ctx.bus.publish(follow_up_request(locks.dataset, holder))
+        report.train_requests_republished.append(holder.run_id)
+        report.runs_resumed.append(holder.run_id)
+        report.messages_republished += 1
+
+
+def _mark_republished(ctx: StepContext, checked: ActiveRun, lock: TrainingLock) -> ActiveRun | None:
+    return mark_request_republished(lock, checked, ctx.clock())
 
 
 def _start_missing_runs(
@@ -67,20 +117,38 @@ def _start_missing_runs(
 ) -> None:
     landing = ctx.landing_store()
     now = ctx.clock()
+    aliases: set[tuple[str, int]] | None = None
     for info in landing.list_objects(f"{dataset}/" if dataset else ""):
         report.objects_seen += 1
-        try:
-            object_dataset = dataset_of_object(info.name)
-        except BadRequestError:
-            continue  # not a data file: validate alerted on it when it landed
+        object_dataset = dataset_of_object(info.name)  # the pseudo-dataset if refused
         run_id = run_id_for_object(object_dataset, landing.bucket_name, info.name, info.generation)
         if info.updated is not None and now - info.updated < stale_after:
             continue  # its event may still be on its way
-        if ctx.ledger.get(run_id) is None:
-            start_upload(
-                ctx, _event_for(landing.bucket_name, info.name, info.generation, info.size)
-            )
-            report.uploads_started.append(run_id)
+        if ctx.ledger.get(run_id) is not None:
+            continue
+        if aliases is None:
+            aliases = _refused_name_aliases(ctx, landing.bucket_name)
+        if (info.name, info.generation) in aliases:
+            report.aliases_skipped.append(f"gs://{landing.bucket_name}/{info.name}")
+            continue
+        start_upload(ctx, _event_for(landing.bucket_name, info.name, info.generation, info.size))
+        report.uploads_started.append(run_id)
+
+
+def _refused_name_aliases(ctx: StepContext, bucket: str) -> set[tuple[str, int]]:
+    """(cleaned name, generation) of every refused landed name that has a run."""
+    prefix = f"gs://{bucket}/"
+    aliases = set()
+    for run in _runs(ctx, INVALID_NAMES_DATASET):
+        trigger = run.trigger
+        if trigger.kind != "object" or trigger.generation is None:
+            continue
+        if not trigger.uri.startswith(prefix):
+            continue
+        alias = normalised_alias(trigger.uri.removeprefix(prefix))
+        if alias is not None:
+            aliases.add((alias, trigger.generation))
+    return aliases
 
 
 def _event_for(bucket: str, name: str, generation: int, size: int) -> StorageObjectEvent:

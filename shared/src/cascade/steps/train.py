@@ -11,6 +11,13 @@ request arriving while one runs is coalesced into exactly one follow-up run, sta
 when the running job ends. The job spec goes to ``runs/<run_id>/training/job_spec.json``
 and is submitted through the job runner (Vertex AI, or the local job service); the
 claim records the job name, so a redelivered or resumed request finds its job.
+
+Run ids come only from the system. A request's run is ``run_id_for_request(dataset,
+request_id)``; a message may name another run only as transform does (the upload's
+run, request id ``run:<run_id>``): a well-formed run id of the message's dataset,
+naming an existing upload run whose transform succeeded and whose train step has not
+finished. Anything else is a BadRequestError raised before the run is touched (the
+adapter answers 400, or logs, alerts and acknowledges the message).
 """
 
 from __future__ import annotations
@@ -20,12 +27,18 @@ from typing import Any
 
 from cascade.core.claims import ClaimHandle
 from cascade.core.context import StepContext
-from cascade.core.errors import PermanentError, UnknownJobError
+from cascade.core.errors import (
+    BadRequestError,
+    PermanentError,
+    StepInProgressError,
+    UnknownJobError,
+)
 from cascade.core.job_spec import JobRunner, TrainingJobSpec
 from cascade.core.messages import Alert, StepMessage, TrainRequest
 from cascade.core.observability import RunLogger
 from cascade.core.pipeline_config import load_pipeline_config
-from cascade.core.runs import RunRecord, Trigger, run_id_for_request
+from cascade.core.runs import RunRecord, Trigger, check_system_run_id, run_id_for_request
+from cascade.core.settings import Settings
 from cascade.jobs.lock import (
     ActiveRun,
     Coalesced,
@@ -51,9 +64,12 @@ from cascade.serving.state import deployed_model_uri
 from cascade.steps.runner import StepOutcome, execute_step
 
 __all__ = [
+    "accepted_run_id",
     "acquire_lock",
     "failure_messages",
     "handle_train_request",
+    "lost_request_after",
+    "lost_train_request",
     "start_training",
 ]
 
@@ -69,7 +85,9 @@ def handle_train_request(
 ) -> StepOutcome | None:
     """``runner`` defaults to this process's (local job service or Vertex AI)."""
     request_id = request.request_id or f"message:{event_id}"
-    run_id = request.run_id or run_id_for_request(request.dataset, request_id)
+    run_id = accepted_run_id(ctx, request, request_id)
+    if run_id is None:
+        return None
     request = request.model_copy(update={"request_id": request_id, "run_id": run_id})
     now = ctx.clock()
     run = ctx.ledger.get(run_id) or RunRecord(
@@ -87,6 +105,41 @@ def handle_train_request(
         return start_training(ctx, jobs, request, run, claim, log)
 
     return execute_step(ctx, run=run, step=STEP, owner=event_id, body=body)
+
+
+def accepted_run_id(ctx: StepContext, request: TrainRequest, request_id: str) -> str | None:
+    """The run ``request`` trains, or None for a redelivered transform request whose run
+    is already past training. BadRequestError when the message names a run it may not;
+    StepInProgressError while the named run's transform is still finishing (transform
+    publishes its request just before it records its step as done)."""
+    derived = run_id_for_request(request.dataset, request_id)
+    if request.run_id is None or request.run_id == derived:
+        return derived
+    run_id = check_system_run_id(request.run_id, request.dataset)
+    if request_id != f"run:{run_id}":
+        raise BadRequestError(
+            f"run_id {run_id}: a train request names a run only as transform does "
+            f"(request_id run:{run_id}); omit run_id to start a run of its own"
+        )
+    run = ctx.ledger.get(run_id)
+    if run is None:
+        raise BadRequestError(f"run_id {run_id} names no run")
+    if run.dataset != request.dataset or run.trigger.kind != "object":
+        raise BadRequestError(f"run {run_id} is not an upload's run of {request.dataset}")
+    transform = run.steps.get("transform")
+    if transform is not None and transform.state == "running" and run.state == "running":
+        raise StepInProgressError(f"run {run_id}: its transform step has not finished yet")
+    if transform is None or transform.state != "succeeded":
+        state = "never ran" if transform is None else transform.state
+        raise BadRequestError(
+            f"run {run_id} is not waiting for training: its transform step {state}"
+        )
+    train = run.steps.get("train")
+    if train is not None and train.state != "running":
+        return None  # transform's request, redelivered: the run is past training
+    if run.state != "running":
+        raise BadRequestError(f"run {run_id} is not waiting for training: it {run.state}")
+    return run_id
 
 
 def start_training(
@@ -138,6 +191,11 @@ def acquire_lock(
     stale = _stale_reason(ctx, runner, current.active, run_id)
     if stale is not None and current.active is not None:
         log.warning("training lock of %s is stale: %s", locks.dataset, stale)
+    lost = None
+    if stale is None and current.active is not None and current.active.run_id != run_id:
+        lost = lost_train_request(ctx, current.active)
+    if lost is not None:
+        log.warning("training lock of %s: %s; publishing its request again", locks.dataset, lost)
     request_for = RunRequest(
         run_id=run_id,
         request_id=request.request_id or run_id,
@@ -145,7 +203,49 @@ def acquire_lock(
         tune=request.tune,
     )
     stale_holder = current.active if stale is not None else None
-    return locks.update(lambda lock: take_or_join(lock, request_for, ctx.clock(), stale_holder))
+    lost_holder = current.active if lost is not None else None
+    return locks.update(
+        lambda lock: take_or_join(lock, request_for, ctx.clock(), stale_holder, lost_holder)
+    )
+
+
+def lost_request_after(settings: Settings) -> timedelta:
+    """How long a reservation may wait for its run's train step before its train request
+    counts as lost: two claim leases. A delivered request starts the step within
+    seconds; a delivery that keeps failing is retried within that time (or dead-lettered,
+    which loses it too); and a train step whose owner died is taken over by a redelivery
+    one lease after its last heartbeat. Publishing a request that was not lost after all
+    costs one duplicate, which the run's claim absorbs."""
+    return timedelta(seconds=2 * settings.claim_lease_s)
+
+
+def lost_train_request(
+    ctx: StepContext, active: ActiveRun | None, *, after: timedelta | None = None
+) -> str | None:
+    """Why ``active`` (the lock's holder) will never submit its job unless its train
+    request is published again; None while it still may, or has.
+
+    A holder without a job is waiting for its run's train step: a follow-up the lock was
+    handed to (the hand-over published its request), or a run between taking the lock
+    and submitting. The request is lost when, ``after`` (default ``lost_request_after``)
+    since the reservation (or the last republication), the step never started, or it is
+    running with an expired claim (its owner died and no redelivery took it over).
+    """
+    if active is None or active.job_name is not None:
+        return None
+    waited = ctx.clock() - active.waiting_since()
+    if waited < (lost_request_after(ctx.settings) if after is None else after):
+        return None
+    record = ctx.ledger.get(active.run_id)
+    step = record.steps.get(STEP) if record is not None else None
+    if step is None:
+        return f"run {active.run_id} has not started its train step {waited} after reserving"
+    if step.state != "running":
+        return None  # it ended without a job: _stale_reason releases the lock
+    claim = ctx.claims.get(active.run_id, STEP)
+    if claim is None or (claim.state != "done" and claim.lease_expires_at <= ctx.clock()):
+        return f"the train step of run {active.run_id} lost its owner ({waited} waiting)"
+    return None
 
 
 def _stale_reason(

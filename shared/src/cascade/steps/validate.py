@@ -11,6 +11,20 @@ accepted-files manifest gets the file, and ``data-validated`` is published. Reje
 the object is copied to the quarantine prefix with its anomalies, the run ends
 ``rejected`` with the reason, and an alert is published; the event is acknowledged.
 Unreadable files raise BadInputError, which the runner records and alerts.
+
+Only the landing bucket is validated: an event naming another bucket is refused
+(BadRequestError: logged and alerted by the adapter, no run). Every landed object gets a
+run record; one whose name is refused (``names.landed_dataset``) gets a failed run under
+the pseudo-dataset ``INVALID_NAMES_DATASET`` with the reason, so ``cascade status``
+shows it.
+
+An identical re-upload (the same bytes: same SHA-256, whatever its name or generation)
+of a file already accepted is accepted as a duplicate: its statistics are not merged
+into the baseline again, the training data keeps one copy, and ``data-validated`` is
+published as for any accepted file (a re-upload is how people ask for a run; the model
+trained on unchanged data is judged like any other). When the earlier copy's generation
+is gone (the usual case: the same name uploaded again), the duplicate's manifest stands
+in for it, so the data stays in the training snapshot.
 """
 
 from __future__ import annotations
@@ -26,14 +40,24 @@ from cascade.core.errors import BadInputError, BadRequestError
 from cascade.core.events import StorageObjectEvent
 from cascade.core.messages import Alert, DataValidated, ObjectRef
 from cascade.core.observability import RunLogger
-from cascade.core.paths import DatasetPaths, RunPaths, check_dataset_name
+from cascade.core.paths import DatasetPaths, RunPaths
 from cascade.core.pipeline_config import load_pipeline_config
 from cascade.core.runs import RunRecord, Trigger, run_id_for_object
 from cascade.report.validation_page import render_validation_page
 from cascade.steps.runner import StepOutcome, execute_step
 from cascade.validation.baseline_store import BaselineStore
-from cascade.validation.manifest import AcceptedFile
-from cascade.validation.names import check_landed_name, file_format_of
+from cascade.validation.manifest import (
+    AcceptedFile,
+    ContentEntry,
+    content_digest,
+    content_entry_name,
+)
+from cascade.validation.names import (
+    INVALID_NAMES_DATASET,
+    check_landed_name,
+    file_format_of,
+    landed_dataset,
+)
 from cascade.validation.schema import parse_schema_text, schema_to_text
 from cascade.validation.source import DataSource
 from cascade.validation.validator import FileValidation, validate_file
@@ -45,17 +69,34 @@ _ALERT_FINDINGS = 20
 
 
 def dataset_of_object(object_name: str) -> str:
-    """The dataset a landed object belongs to: its first path segment."""
-    dataset, separator, rest = object_name.partition("/")
-    if not separator or not rest or rest.endswith("/"):
+    """The dataset a landed object's run is recorded under.
+
+    Its first path segment when the whole name is acceptable (``names.landed_dataset``),
+    else ``INVALID_NAMES_DATASET``: never a dataset read from a cleaned-up name.
+    """
+    try:
+        return landed_dataset(object_name)
+    except BadInputError:
+        return INVALID_NAMES_DATASET
+
+
+def check_landing_bucket(ctx: StepContext, event: StorageObjectEvent) -> None:
+    """Only the landing bucket is validated (an event for another bucket is a mistake)."""
+    landing = ctx.settings.landing_bucket
+    if event.bucket != landing:
         raise BadRequestError(
-            f"object {object_name!r} is not under a dataset folder: upload to <dataset>/<file>"
+            f"validate reads only the landing bucket {landing!r}: refusing the event for "
+            f"{event.uri!r} (no run is recorded)"
         )
-    return check_dataset_name(dataset)
 
 
 def handle_object_finalized(ctx: StepContext, event: StorageObjectEvent) -> StepOutcome | None:
-    dataset = dataset_of_object(event.name)
+    check_landing_bucket(ctx, event)
+    try:
+        dataset = landed_dataset(event.name, uri=event.uri)
+        refusal: BadInputError | None = None
+    except BadInputError as error:
+        dataset, refusal = INVALID_NAMES_DATASET, error
     now = ctx.clock()
     run = RunRecord(
         run_id=run_id_for_object(dataset, event.bucket, event.name, event.generation),
@@ -68,6 +109,8 @@ def handle_object_finalized(ctx: StepContext, event: StorageObjectEvent) -> Step
     )
 
     def body(claim: ClaimHandle, log: RunLogger) -> StepOutcome:
+        if refusal is not None:
+            raise refusal  # a failed run with the reason: the object is never read
         return validate_landed_object(ctx, run, event, log)
 
     return execute_step(ctx, run=run, step=STEP, owner=event.event_id, body=body)
@@ -83,10 +126,20 @@ def validate_landed_object(
     file_id = run.run_id
     already = ctx.artifacts.read_model(paths.accepted_manifest(file_id), AcceptedFile)
     if already is not None:
+        if already[0].duplicate_of is not None:
+            log.info("resumed after %s was accepted as a duplicate", source_ref.uri)
+            duplicate_of = already[0].duplicate_of
+            return _duplicate_outcome(
+                run, source_ref, duplicate_of, f"file {duplicate_of}", already[0], True
+            )
         log.info("resumed after %s was accepted: republishing", source_ref.uri)
         return _accepted_outcome(ctx, run, source_ref, already[0])
     config = load_pipeline_config(ctx.artifacts, run.dataset).validation
     source = _landed_source(ctx, event, source_ref)
+    digest = content_digest(source.open)
+    original = _accepted_content(ctx, run.dataset, digest)
+    if original is not None and original.file_id != file_id:
+        return _accept_duplicate(ctx, run, source_ref, original, log)
     schema, schema_generation = _stored_schema(ctx, paths)
     baselines = BaselineStore(ctx.artifacts, run.dataset)
     stored = baselines.load()
@@ -108,6 +161,16 @@ def validate_landed_object(
     if not validation.accepted:
         return _reject(ctx, run, source_ref, validation, outputs)
     schema_uri = _keep_schema(ctx, paths, validation, schema_generation)
+    entry = ContentEntry(
+        digest=digest,
+        file_id=file_id,
+        run_id=run.run_id,
+        uri=f"gs://{event.bucket}/{event.name}",
+        generation=event.generation,
+    )
+    original = _claim_content(ctx, run.dataset, entry)
+    if original.file_id != file_id:  # an identical file was accepted meanwhile
+        return _accept_duplicate(ctx, run, source_ref, original, log)
     baselines.merge_file(file_id, validation.summary, config)
     manifest = AcceptedFile(
         file_id=file_id,
@@ -119,11 +182,127 @@ def validate_landed_object(
         schema_uri=schema_uri,
         accepted_at=ctx.clock(),
         warnings=[str(finding) for finding in validation.result.warnings],
+        content_digest=digest,
     )
     ctx.artifacts.create(
         paths.accepted_manifest(file_id), manifest.model_dump_json(indent=2).encode()
     )
     return _accepted_outcome(ctx, run, source_ref, manifest, outputs)
+
+
+def _accepted_content(ctx: StepContext, dataset: str, digest: str) -> ContentEntry | None:
+    found = ctx.artifacts.read_model(content_entry_name(dataset, digest), ContentEntry)
+    return None if found is None else found[0]
+
+
+def _claim_content(ctx: StepContext, dataset: str, entry: ContentEntry) -> ContentEntry:
+    """Record ``entry`` as the file that brings its content in, unless one did first."""
+    name = content_entry_name(dataset, entry.digest)
+    if ctx.artifacts.create(name, entry.model_dump_json(indent=2).encode()) is not None:
+        return entry
+    found = ctx.artifacts.read_model(name, ContentEntry)
+    if found is None:  # deleted between the two calls: try once more
+        return _claim_content(ctx, dataset, entry)
+    return found[0]
+
+
+def _accept_duplicate(
+    ctx: StepContext,
+    run: RunRecord,
+    ref: ObjectRef,
+    original: ContentEntry,
+    log: RunLogger,
+) -> StepOutcome:
+    """The same bytes as an accepted file: accepted, but never merged or trained on twice.
+
+    The baseline is not merged again. The training data keeps one copy: no manifest of
+    its own while the original's generation exists; when it is gone (the usual identical
+    re-upload: same name, new generation), this file stands in for it: a manifest marked
+    ``duplicate_of``, and the content entry points at it from now on.
+    """
+    paths = DatasetPaths(run.dataset)
+    found = ctx.artifacts.read_model(paths.accepted_manifest(original.file_id), AcceptedFile)
+    earlier = None if found is None else found[0]
+    stands_in: AcceptedFile | None = None
+    if earlier is not None and not _still_exists(ctx, original):
+        stands_in = earlier.model_copy(
+            update={
+                "file_id": run.run_id,
+                "run_id": run.run_id,
+                "uri": f"gs://{ref.bucket}/{ref.name}",
+                "generation": ref.generation,
+                "accepted_at": ctx.clock(),
+                "duplicate_of": original.file_id,
+                "warnings": [],
+            }
+        )
+        # the manifest first: a step resumed after it is a duplicate at once
+        ctx.artifacts.create(
+            paths.accepted_manifest(run.run_id), stands_in.model_dump_json(indent=2).encode()
+        )
+        moved = original.model_copy(
+            update={
+                "file_id": run.run_id,
+                "run_id": run.run_id,
+                "uri": f"gs://{ref.bucket}/{ref.name}",
+                "generation": ref.generation,
+            }
+        )
+        ctx.artifacts.write(
+            content_entry_name(run.dataset, original.digest),
+            moved.model_dump_json(indent=2).encode(),
+            content_type="application/json",
+        )
+    log.info("%s is identical to %s (run %s)", ref.uri, original.uri, original.run_id)
+    described = f"{original.uri}#{original.generation} (run {original.run_id})"
+    return _duplicate_outcome(
+        run, ref, original.file_id, described, stands_in or earlier, stands_in is not None
+    )
+
+
+def _still_exists(ctx: StepContext, entry: ContentEntry) -> bool:
+    bucket, _, name = entry.uri.removeprefix("gs://").partition("/")
+    try:
+        store = ctx.store(bucket)
+    except LookupError:
+        return False
+    return store.stat(name, generation=entry.generation) is not None
+
+
+def _duplicate_outcome(
+    run: RunRecord,
+    ref: ObjectRef,
+    duplicate_of: str,
+    described: str,
+    manifest: AcceptedFile | None,
+    stands_in: bool,
+) -> StepOutcome:
+    """Accepted as a duplicate: the chain goes on (a re-upload asks for a run), on the
+    same data as before."""
+    replaced = (
+        "; it stands in for the earlier copy, whose generation is gone, in the training data"
+        if stands_in
+        else "; the training data keeps the earlier copy only"
+    )
+    summary = (
+        f"accepted as a duplicate: {ref.uri} has the same bytes as {described}, accepted "
+        f"already; its statistics are not merged into the baseline again{replaced}"
+    )
+    outputs = {"source": ref.uri, "duplicate_of": duplicate_of}
+    if manifest is not None:
+        outputs["statistics"] = manifest.stats_uri
+    return StepOutcome(
+        summary=summary,
+        outputs={**outputs, "warnings": []},
+        messages=[
+            DataValidated(dataset=run.dataset, run_id=run.run_id, source=ref, outputs=outputs)
+        ],
+        lineage={
+            "source": ref.uri,
+            "duplicate_of": duplicate_of,
+            **({"statistics": manifest.stats_uri} if manifest is not None else {}),
+        },
+    )
 
 
 def _landed_source(ctx: StepContext, event: StorageObjectEvent, ref: ObjectRef) -> DataSource:

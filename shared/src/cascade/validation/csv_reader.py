@@ -7,6 +7,10 @@ fit raises ``ColumnWidening`` so the caller restarts with the wider type.
 
 A line break inside a quoted value would split a row between blocks; files that have
 them need ``csv_newlines_in_values``, which uses Arrow's (slower) streaming reader.
+
+One row must fit in ``read_block_bytes``: Arrow parses a block in pieces of 1 MiB (in
+parallel); a block with a longer row is parsed again in pieces of ``read_block_bytes``,
+and a row longer than that is refused naming the row and the setting to raise.
 """
 
 from __future__ import annotations
@@ -24,8 +28,12 @@ from cascade.core.validation_config import ValidationConfig
 from cascade.validation.diagnostics import (
     check_text_start,
     column_label,
+    guard_line_limit,
+    is_straddling,
     locate_invalid_utf8,
+    locate_long_line,
     locate_ragged_row,
+    long_line_error,
 )
 from cascade.validation.source import (
     BlockStream,
@@ -42,6 +50,7 @@ NULL_VALUES = ["", "NA", "N/A", "NULL", "null", "None"]
 _CONVERSION_ERROR = re.compile(r"In CSV column #(\d+): CSV conversion error to (\w+)")
 _SUSPECT_DELIMITERS = (";", "\t", "|")
 _START_BYTES = 64 * 1024
+_PARSE_PIECE_BYTES = 1 << 20
 
 
 @dataclass
@@ -54,6 +63,13 @@ class _Position:
 
     rows: int = 0
     line: int | None = 2
+    header_read: bool = False
+
+    def next_row(self) -> str:
+        """Where the next block starts, for an error about its first line."""
+        if not self.header_read:
+            return "line 1 (the header) or row 1"
+        return f"row {self.rows + 1}"
 
 
 def read_csv_batches(
@@ -61,15 +77,21 @@ def read_csv_batches(
 ) -> Iterator[pa.Table]:
     """Tables of one block each; ``column_types`` fixes the types of named columns."""
     with open_byte_stream(source, config.max_uncompressed_bytes) as stream:
-        blocks = line_blocks(stream, config.read_block_bytes, uri=source.uri)
+        position = _Position()
+        blocks = guard_line_limit(
+            line_blocks(stream, config.read_block_bytes, uri=source.uri),
+            uri=source.uri,
+            block_bytes=config.read_block_bytes,
+            where=position.next_row,
+        )
         first_block = next(blocks, memoryview(b""))
         check_text_start(bytes(first_block[:_START_BYTES]), uri=source.uri)
         header, first_block = _split_header(first_block, uri=source.uri)
+        position.header_read = True
         names = _parse_header(header, config.csv_delimiter, uri=source.uri)
         if config.csv_newlines_in_values:
             yield from _stream_with_arrow(first_block, blocks, names, config, source, column_types)
             return
-        position = _Position()
         types = dict(column_types)
         for block in prepend(first_block, blocks):
             table = _parse_block(block, names, types, config, source.uri, position)
@@ -144,8 +166,8 @@ def _check_single_column_delimiter(name: str, delimiter: str, *, uri: str) -> No
             )
 
 
-def _read_options(names: list[str]) -> pacsv.ReadOptions:
-    return pacsv.ReadOptions(column_names=names, use_threads=True, block_size=1 << 20)
+def _read_options(names: list[str], piece_bytes: int) -> pacsv.ReadOptions:
+    return pacsv.ReadOptions(column_names=names, use_threads=True, block_size=piece_bytes)
 
 
 def _convert_options(types: dict[str, pa.DataType]) -> pacsv.ConvertOptions:
@@ -165,15 +187,22 @@ def _parse_block(
     uri: str,
     position: _Position,
 ) -> pa.Table:
-    try:
-        return pacsv.read_csv(
-            pa.BufferReader(pa.py_buffer(block)),
-            read_options=_read_options(names),
-            parse_options=pacsv.ParseOptions(delimiter=config.csv_delimiter),
-            convert_options=_convert_options(types),
-        )
-    except pa.ArrowInvalid as error:
-        raise _explain(error, block, names, types, config, uri, position) from error
+    pieces = [_PARSE_PIECE_BYTES]
+    if config.read_block_bytes > _PARSE_PIECE_BYTES:
+        pieces.append(config.read_block_bytes)  # a row over 1 MiB: parse in larger pieces
+    for piece_bytes in pieces:
+        try:
+            return pacsv.read_csv(
+                pa.BufferReader(pa.py_buffer(block)),
+                read_options=_read_options(names, piece_bytes),
+                parse_options=pacsv.ParseOptions(delimiter=config.csv_delimiter),
+                convert_options=_convert_options(types),
+            )
+        except pa.ArrowInvalid as error:
+            if is_straddling(error) and piece_bytes != pieces[-1]:
+                continue
+            raise _explain(error, block, names, types, config, uri, position) from error
+    raise AssertionError("unreachable: the last piece size returns or raises")
 
 
 def _explain(
@@ -189,6 +218,8 @@ def _explain(
     message = str(error)
     delimiter = config.csv_delimiter
     block = bytes(block_view)
+    if is_straddling(error):
+        return _long_row(block, config, uri, position)
     if "Expected" in message and "columns" in message:
         return locate_ragged_row(
             block,
@@ -214,6 +245,22 @@ def _explain(
     return BadInputError(
         f"cannot parse CSV: {message}", uri=uri, location=f"row {position.rows + 1} or later"
     )
+
+
+def _long_row(
+    block: bytes, config: ValidationConfig, uri: str, position: _Position
+) -> BadInputError:
+    """The row of ``block`` too long for the parse pieces, named with the setting."""
+    limit = max(config.read_block_bytes, _PARSE_PIECE_BYTES)
+    found = locate_long_line(iter(block.split(b"\n")), limit=limit - 1, skip_empty=True)
+    if found is None:
+        where, length = f"row {position.rows + 1} or later", None
+    else:
+        row, line, length = found
+        where = f"row {position.rows + row}"
+        if position.line is not None:
+            where += f" (line {position.line + line - 1})"
+    return long_line_error(uri=uri, where=where, block_bytes=config.read_block_bytes, length=length)
 
 
 def _check_text_columns(
@@ -265,6 +312,10 @@ def _stream_with_arrow(
             rows += batch.num_rows
             yield pa.Table.from_batches([batch])
     except pa.ArrowInvalid as error:
+        if is_straddling(error):
+            raise long_line_error(
+                uri=source.uri, where=f"after row {rows}", block_bytes=config.read_block_bytes
+            ) from error
         conversion = _CONVERSION_ERROR.search(str(error))
         if conversion:
             name = names[int(conversion.group(1))]

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import csv
 import io
+from collections.abc import Callable, Iterator
 
 from cascade.core.errors import BadInputError
 
@@ -15,8 +16,12 @@ __all__ = [
     "BINARY_SIGNATURES",
     "check_text_start",
     "column_label",
+    "guard_line_limit",
+    "is_straddling",
     "locate_invalid_utf8",
+    "locate_long_line",
     "locate_ragged_row",
+    "long_line_error",
 ]
 
 BINARY_SIGNATURES: tuple[tuple[bytes, str], ...] = (
@@ -150,3 +155,64 @@ def locate_ragged_row(
         uri=uri,
         location=f"after row {rows_before}",
     )
+
+
+_LINE_LIMIT = "a line is longer than"
+"""How ``source.line_blocks`` words a line it gave up on (16 blocks without a break)."""
+_MAX_BLOCK_SETTING = "256 MiB"
+
+
+def is_straddling(error: Exception) -> bool:
+    """Arrow's way of saying that one row did not fit in its parse block."""
+    return "straddling object" in str(error)
+
+
+def long_line_error(
+    *, uri: str, where: str, block_bytes: int, length: int | None = None
+) -> BadInputError:
+    """A row too long for ``validation.read_block_bytes``, in words a person can act on."""
+    size = f"{length} bytes long" if length is not None else "too long to read"
+    raise_to = f"above {length} bytes" if length is not None else "above the row's length"
+    return BadInputError(
+        f"the row is {size}: one row must fit in validation.read_block_bytes "
+        f"({block_bytes} bytes); raise validation.read_block_bytes {raise_to} "
+        f"(at most {_MAX_BLOCK_SETTING}) in the dataset's pipeline config, or split the row",
+        uri=uri,
+        location=where,
+    )
+
+
+def guard_line_limit(
+    blocks: Iterator[memoryview], *, uri: str, block_bytes: int, where: Callable[[], str]
+) -> Iterator[memoryview]:
+    """``blocks``, with the reader's give-up on an endless line named by row and setting.
+
+    ``where`` says where the next block starts (``row N``), asked when the error comes.
+    """
+    while True:
+        try:
+            block = next(blocks)
+        except StopIteration:
+            return
+        except BadInputError as error:
+            if _LINE_LIMIT not in str(error):
+                raise
+            raise long_line_error(uri=uri, where=where(), block_bytes=block_bytes) from error
+        yield block
+
+
+def locate_long_line(
+    lines: Iterator[bytes], *, limit: int, skip_empty: bool
+) -> tuple[int, int, int] | None:
+    """The first line longer than ``limit`` bytes: (row, line, length), 1-based.
+
+    ``row`` counts non-empty lines when ``skip_empty`` (CSV rows), else every line.
+    """
+    row = 0
+    for line_number, line in enumerate(lines, start=1):
+        if skip_empty and not line.strip(b"\r"):
+            continue
+        row += 1
+        if len(line) > limit:
+            return row, line_number, len(line)
+    return None

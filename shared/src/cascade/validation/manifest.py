@@ -2,15 +2,36 @@
 
 Written once, when a file is accepted and its statistics are in the baseline; the
 transform step lists these to know which data to train on.
+
+Each manifest records the file's content digest (SHA-256 of its bytes), and
+``datasets/<d>/accepted-content/<digest>.json`` (``ContentEntry``, created only once per
+digest) names the file whose statistics are in the baseline for that content. An
+identical re-upload (same bytes, any name or generation) finds the entry and is
+accepted as a duplicate: its statistics are not merged again.
 """
 
 from __future__ import annotations
 
+import hashlib
+from collections.abc import Callable
+from contextlib import AbstractContextManager
 from datetime import datetime
+from typing import BinaryIO
 
 from pydantic import BaseModel, ConfigDict
 
-__all__ = ["AcceptedFile"]
+from cascade.core.paths import DatasetPaths
+
+__all__ = [
+    "DIGEST_PREFIX",
+    "AcceptedFile",
+    "ContentEntry",
+    "content_digest",
+    "content_entry_name",
+]
+
+DIGEST_PREFIX = "sha256:"
+_DIGEST_CHUNK_BYTES = 8 * 1024 * 1024
 
 
 class AcceptedFile(BaseModel):
@@ -25,3 +46,37 @@ class AcceptedFile(BaseModel):
     schema_uri: str
     accepted_at: datetime
     warnings: list[str] = []
+    content_digest: str = ""
+    """``sha256:<hex>`` of the file's bytes; empty in manifests written before digests."""
+    duplicate_of: str | None = None
+    """The file id whose statistics the baseline holds for this content, when this file is
+    an identical re-upload that stands in for it (the earlier generation is gone)."""
+
+
+class ContentEntry(BaseModel):
+    """Which accepted file brought a content digest into the baseline (or stands for it)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    digest: str
+    file_id: str
+    run_id: str
+    uri: str
+    generation: int
+
+
+def content_entry_name(dataset: str, digest: str) -> str:
+    """``datasets/<d>/accepted-content/<hex>.json``: outside the manifests' prefix."""
+    hex_digest = digest.removeprefix(DIGEST_PREFIX)
+    if len(hex_digest) != 64 or any(c not in "0123456789abcdef" for c in hex_digest):
+        raise ValueError(f"not a SHA-256 digest: {digest!r}")
+    return f"{DatasetPaths(dataset).root}/accepted-content/{hex_digest}.json"
+
+
+def content_digest(open_bytes: Callable[[], AbstractContextManager[BinaryIO]]) -> str:
+    """``sha256:<hex>`` of the bytes ``open_bytes`` streams (read in chunks)."""
+    digest = hashlib.sha256()
+    with open_bytes() as stream:
+        while chunk := stream.read(_DIGEST_CHUNK_BYTES):
+            digest.update(chunk)
+    return f"{DIGEST_PREFIX}{digest.hexdigest()}"

@@ -18,7 +18,13 @@ import pyarrow.parquet as pq  # type: ignore[import-untyped,unused-ignore]
 from cascade.core.errors import BadInputError
 from cascade.core.validation_config import ValidationConfig
 from cascade.validation.csv_reader import read_csv_batches
-from cascade.validation.diagnostics import check_text_start
+from cascade.validation.diagnostics import (
+    check_text_start,
+    guard_line_limit,
+    is_straddling,
+    locate_long_line,
+    long_line_error,
+)
 from cascade.validation.names import FileFormat
 from cascade.validation.source import (
     NETWORK_ERRORS,
@@ -81,7 +87,12 @@ def _read_parquet(source: DataSource, config: ValidationConfig) -> Iterator[pa.R
 def _read_ndjson(source: DataSource, config: ValidationConfig) -> Iterator[pa.RecordBatch]:
     rows = 0
     with open_byte_stream(source, config.max_uncompressed_bytes) as stream:
-        blocks = line_blocks(stream, config.read_block_bytes, uri=source.uri)
+        blocks = guard_line_limit(
+            line_blocks(stream, config.read_block_bytes, uri=source.uri),
+            uri=source.uri,
+            block_bytes=config.read_block_bytes,
+            where=lambda: f"line {rows + 1} or later",
+        )
         first_block = next(blocks, memoryview(b""))
         check_text_start(bytes(first_block[:65536]), uri=source.uri)
         try:
@@ -93,6 +104,8 @@ def _read_ndjson(source: DataSource, config: ValidationConfig) -> Iterator[pa.Re
                 rows += batch.num_rows
                 yield batch
         except pa.ArrowInvalid as error:
+            if is_straddling(error):
+                raise _locate_long_json_line(source, config, rows) from error
             raise _locate_json_error(source, config, error) from error
     if rows == 0:
         raise BadInputError("the file has no JSON records", uri=source.uri)
@@ -111,6 +124,27 @@ def _locate_json_error(
                 if problem:
                     return BadInputError(problem, uri=source.uri, location=f"line {line_number}")
     return BadInputError(f"cannot read newline-delimited JSON: {error}", uri=source.uri)
+
+
+def _locate_long_json_line(
+    source: DataSource, config: ValidationConfig, rows: int
+) -> BadInputError:
+    """Arrow's JSON reader met a record longer than its block: name its line."""
+    limit = config.read_block_bytes
+    with open_byte_stream(source, config.max_uncompressed_bytes) as stream:
+        blocks = line_blocks(stream, config.read_block_bytes, uri=source.uri)
+        lines = (line for block in blocks for line in _lines_of(bytes(block)))
+        found = locate_long_line(lines, limit=limit - 1, skip_empty=False)
+    if found is None:
+        return long_line_error(uri=source.uri, where=f"line {rows + 1} or later", block_bytes=limit)
+    _, line, length = found
+    return long_line_error(uri=source.uri, where=f"line {line}", block_bytes=limit, length=length)
+
+
+def _lines_of(block: bytes) -> list[bytes]:
+    """The lines of a block of whole lines (the file's last may lack its break)."""
+    lines = block.split(b"\n")
+    return lines[:-1] if block.endswith(b"\n") else lines
 
 
 def _json_line_problem(line: bytes) -> str:
