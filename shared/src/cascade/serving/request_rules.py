@@ -33,6 +33,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from cascade.core.json_body import depth_exceeds
+
 __all__ = [
     "MAX_BODY_BYTES",
     "MAX_DEPTH",
@@ -80,30 +82,6 @@ class Body:
     parameters: dict[str, Any]
 
 
-def _depth_exceeds(data: bytes, limit: int) -> bool:
-    """True when arrays/objects nest deeper than ``limit`` (strings are skipped)."""
-    if data.count(b"[") + data.count(b"{") <= limit:
-        return False  # cannot nest deeper than the brackets it has
-    depth, in_string, escaped = 0, False, False
-    for byte in data:
-        if in_string:
-            if escaped:
-                escaped = False
-            elif byte == 0x5C:  # backslash
-                escaped = True
-            elif byte == 0x22:  # quote
-                in_string = False
-        elif byte == 0x22:
-            in_string = True
-        elif byte in (0x5B, 0x7B):  # [ {
-            depth += 1
-            if depth > limit:
-                return True
-        elif byte in (0x5D, 0x7D):  # ] }
-            depth -= 1
-    return False
-
-
 def parse_body(data: bytes) -> Body:
     """The body's instances and parameters, after the body-level rules."""
     if len(data) > MAX_BODY_BYTES:
@@ -111,7 +89,7 @@ def parse_body(data: bytes) -> Body:
             f"Request payload size exceeds the limit: {MAX_BODY_BYTES} bytes "
             f"(this body has {len(data)})"
         )
-    if _depth_exceeds(data, MAX_DEPTH):
+    if depth_exceeds(data, MAX_DEPTH):
         raise RequestError(f"the body nests arrays/objects deeper than {MAX_DEPTH} levels")
     try:
         body = json.loads(data)
