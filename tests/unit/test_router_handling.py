@@ -15,6 +15,7 @@ import pytest
 
 from cascade.core.topology import Topology, load_topology
 from cascade.localcloud.local_settings import LocalCloudSettings
+from cascade.localcloud.processes import wait_until
 from cascade.localcloud.pubsub_admin import Route
 from cascade.localcloud.router import STREAM_ACK_DEADLINE_S, EventRouter
 from tests.function_client import REPO_ROOT
@@ -221,10 +222,9 @@ def test_stopping_nacks_a_message_waiting_for_its_next_attempt(tmp_path: Path) -
     assert isinstance(subscriber, _Subscriber)
     message = _Message(b'{"dataset": "credit"}', {"dataset": "credit"})
     handling = _in_thread(lambda: router.handle(_route(router, "train"), message))
-    deadline = time.monotonic() + 5
-    while not attempts and time.monotonic() < deadline:
-        time.sleep(0.01)
-    assert attempts, "the first attempt never happened"
+    assert wait_until(lambda: bool(attempts), timeout=5, interval=0.01), (
+        "the first attempt never happened"
+    )
 
     stopped_at = time.monotonic()
     router.stop(grace_s=5)
@@ -269,9 +269,7 @@ def test_a_delivery_ending_while_stopping_is_acknowledged_directly(tmp_path: Pat
     message = _Message(b'{"dataset": "credit"}', {"dataset": "credit"})
     handling = _in_thread(lambda: router.handle(_route(router, "train"), message))
     stopping = _in_thread(lambda: router.stop(grace_s=5))
-    deadline = time.monotonic() + 5
-    while not router._stopping.is_set() and time.monotonic() < deadline:
-        time.sleep(0.01)
+    assert router._stopping.wait(5)
 
     release.set()
     handling.join(5)

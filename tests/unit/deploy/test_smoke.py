@@ -7,14 +7,11 @@ import json
 import math
 from collections.abc import Iterator
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 import pytest
 from werkzeug.test import Client
 
-from cascade.core.fakes import MemoryArtifactStore
-from cascade.core.paths import DatasetPaths
 from cascade.deploy.smoke import (
     fit_to_signature,
     inputs_from_manifest,
@@ -23,10 +20,6 @@ from cascade.deploy.smoke import (
     smoke_instances,
 )
 from cascade.serving import request_rules
-from cascade.serving.app import create_app
-from cascade.serving.server import ModelServer
-from cascade.serving.state import DeployedVersion, ServingState
-from cascade.serving.uris import UriReader
 from cascade.transform.spec import (
     LabelSpec,
     NumericTransform,
@@ -34,7 +27,7 @@ from cascade.transform.spec import (
     TransformSpec,
     VocabularyTransform,
 )
-from tests.unit.serving.saved_models import export_tiny_model
+from tests.unit.serving.saved_models import export_tiny_model, serving_one_version
 
 NOW = datetime(2026, 11, 27, tzinfo=UTC)
 SIGNATURE = {"age": "DT_FLOAT", "city": "DT_STRING", "key": "DT_STRING"}
@@ -116,32 +109,8 @@ def test_signatures_from_the_metadata_route_and_the_exported_manifest() -> None:
 @pytest.fixture(scope="module")
 def server_client(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Client]:
     root = tmp_path_factory.mktemp("smoke")
-    store = MemoryArtifactStore("cascade-artifacts")
-    version = DeployedVersion(
-        version="1",
-        run_id="run-1",
-        model_uri=str(export_tiny_model(root / "v1")),
-        state="serving",
-        deployed_at=NOW,
-    )
-    state = ServingState(
-        dataset="credit",
-        target="local",
-        endpoint="credit",
-        updated_at=NOW,
-        versions=[version],
-        traffic={"1": 100},
-    )
-    store.write_json(DatasetPaths("credit").serving, state)
-    server = ModelServer(
-        artifacts=lambda: store,
-        storage=lambda: UriReader(lambda _: store),
-        cache_dir=Path(root / "cache"),
-        poll_interval_s=60,
-    )
-    server.start()
-    yield Client(create_app(server))
-    server.stop()
+    with serving_one_version(export_tiny_model(root / "v1"), "credit", root) as client:
+        yield client
 
 
 @pytest.mark.parametrize("index", range(4))

@@ -10,11 +10,22 @@ apart); ``broken`` makes every probability NaN (a model the probe must fail).
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import tensorflow as tf
+from werkzeug.test import Client
 
+from cascade.core.fakes import MemoryArtifactStore
+from cascade.core.paths import DatasetPaths
 from cascade.core.store import ArtifactStore
+from cascade.serving.app import create_app
+from cascade.serving.server import ModelServer
+from cascade.serving.state import DeployedVersion, ServingState
+from cascade.serving.uris import UriReader
 
 CITIES = ["paris", "lyon", "nice"]
 FEATURES = {"age": "float32", "city": "string"}
@@ -129,3 +140,36 @@ def export_typed_model(directory: Path) -> Path:
         model, str(directory), signatures={"serving_default": model.serve.get_concrete_function()}
     )
     return directory
+
+
+@contextlib.contextmanager
+def serving_one_version(
+    model_dir: Path, dataset: str, root: Path, **app_options: Any
+) -> Iterator[Client]:
+    """A model server (in memory, no network) serving ``model_dir`` as version 1 of
+    ``dataset`` with all traffic; its test client."""
+    now = datetime(2026, 1, 1, tzinfo=UTC)
+    store = MemoryArtifactStore("cascade-artifacts")
+    version = DeployedVersion(
+        version="1", run_id="run-1", model_uri=str(model_dir), state="serving", deployed_at=now
+    )
+    state = ServingState(
+        dataset=dataset,
+        target="local",
+        endpoint=dataset,
+        updated_at=now,
+        versions=[version],
+        traffic={"1": 100},
+    )
+    store.write_json(DatasetPaths(dataset).serving, state)
+    server = ModelServer(
+        artifacts=lambda: store,
+        storage=lambda: UriReader(lambda _: store),
+        cache_dir=root / "cache",
+        poll_interval_s=60,
+    )
+    server.start()
+    try:
+        yield Client(create_app(server, **app_options))
+    finally:
+        server.stop()

@@ -20,14 +20,8 @@ from typing import Any
 import pytest
 from werkzeug.test import Client
 
-from cascade.core.fakes import MemoryArtifactStore
-from cascade.core.paths import DatasetPaths
-from cascade.serving.app import create_app
 from cascade.serving.request_rules import MAX_BODY_BYTES
-from cascade.serving.server import ModelServer
-from cascade.serving.state import DeployedVersion, ServingState
-from cascade.serving.uris import UriReader
-from tests.unit.serving.saved_models import export_typed_model
+from tests.unit.serving.saved_models import export_typed_model, serving_one_version
 
 NOW = datetime(2026, 11, 27, tzinfo=UTC)
 ROW = {"age": 30.5, "count": 2, "city": "paris", "key": "k-1"}
@@ -122,28 +116,8 @@ ROUTES = {
 def client(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Client]:
     root = tmp_path_factory.mktemp("conformance")
     model = export_typed_model(root / "typed")
-    store = MemoryArtifactStore("cascade-artifacts")
-    version = DeployedVersion(
-        version="1", run_id="run-1", model_uri=str(model), state="serving", deployed_at=NOW
-    )
-    state = ServingState(
-        dataset="typed",
-        target="local",
-        endpoint="typed",
-        updated_at=NOW,
-        versions=[version],
-        traffic={"1": 100},
-    )
-    store.write_json(DatasetPaths("typed").serving, state)
-    server = ModelServer(
-        artifacts=lambda: store,
-        storage=lambda: UriReader(lambda _: store),
-        cache_dir=Path(root / "cache"),
-        poll_interval_s=60,
-    )
-    server.start()
-    yield Client(create_app(server, model_name="typed"))
-    server.stop()
+    with serving_one_version(model, "typed", root, model_name="typed") as served:
+        yield served
 
 
 def _message(route: str, answer: Any) -> str:

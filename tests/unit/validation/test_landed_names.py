@@ -13,16 +13,13 @@ from datetime import timedelta
 import pytest
 
 from cascade.cli.status import latest_runs, run_rows
-from cascade.core.claims import ClaimStore
 from cascade.core.context import StepContext
 from cascade.core.errors import BadRequestError
 from cascade.core.events import StorageObjectEvent
 from cascade.core.fakes import RecordingBus
 from cascade.core.messages import Alert, DataValidated
 from cascade.core.paths import DatasetPaths
-from cascade.core.runs import RunLedger, RunRecord, run_id_for_object
-from cascade.core.settings import Settings
-from cascade.core.store import ArtifactStore
+from cascade.core.runs import RunRecord, run_id_for_object
 from cascade.steps.reconcile import reconcile
 from cascade.steps.validate import dataset_of_object, handle_object_finalized
 from cascade.transform.snapshot import accepted_files
@@ -31,6 +28,7 @@ from cascade.validation.manifest import AcceptedFile
 from cascade.validation.names import INVALID_NAMES_DATASET, normalised_alias
 from tests.unit.conftest import Clock
 from tests.unit.validation.fake_storage import FakeStorageClient
+from tests.unit.validation.step_context import validate_step_context
 from tests.unit.validation.test_validate_step import _csv
 
 LANDING, ARTIFACTS, DATASET = "cascade-landing", "cascade-artifacts", "credit"
@@ -44,18 +42,7 @@ def storage() -> FakeStorageClient:
 
 @pytest.fixture
 def ctx(storage: FakeStorageClient, clock: Clock) -> StepContext:
-    artifacts = ArtifactStore(storage, ARTIFACTS)  # type: ignore[arg-type]
-    return StepContext(
-        settings=Settings(
-            landing_bucket=LANDING, artifacts_bucket=ARTIFACTS, function_timeout_s=60
-        ),
-        artifacts=artifacts,
-        ledger=RunLedger(artifacts),
-        claims=ClaimStore(artifacts),
-        bus=RecordingBus(),
-        clock=clock,
-        open_store=lambda bucket: ArtifactStore(storage, bucket),  # type: ignore[arg-type]
-    )
+    return validate_step_context(storage, clock)
 
 
 def _land(

@@ -8,14 +8,11 @@ from datetime import timedelta
 import pytest
 from google.protobuf import text_format
 
-from cascade.core.claims import ClaimStore
 from cascade.core.context import StepContext
 from cascade.core.events import StorageObjectEvent
 from cascade.core.fakes import RecordingBus
 from cascade.core.messages import Alert, DataValidated
 from cascade.core.paths import DatasetPaths, RunPaths
-from cascade.core.runs import RunLedger
-from cascade.core.settings import Settings
 from cascade.core.store import ArtifactStore
 from cascade.core.validation_config import ValidationConfig
 from cascade.steps.validate import handle_object_finalized
@@ -24,6 +21,7 @@ from cascade.validation.tfmd import anomalies_pb2, statistics_pb2
 from tests.unit.conftest import Clock
 from tests.unit.validation.builders import summary_of
 from tests.unit.validation.fake_storage import FakeStorageClient
+from tests.unit.validation.step_context import validate_step_context
 
 LANDING, ARTIFACTS, DATASET = "cascade-landing", "cascade-artifacts", "credit"
 
@@ -35,18 +33,7 @@ def storage() -> FakeStorageClient:
 
 @pytest.fixture
 def ctx(storage: FakeStorageClient, clock: Clock) -> StepContext:
-    artifacts = ArtifactStore(storage, ARTIFACTS)  # type: ignore[arg-type]
-    return StepContext(
-        settings=Settings(
-            landing_bucket=LANDING, artifacts_bucket=ARTIFACTS, function_timeout_s=60
-        ),
-        artifacts=artifacts,
-        ledger=RunLedger(artifacts),
-        claims=ClaimStore(artifacts),
-        bus=RecordingBus(),
-        clock=clock,
-        open_store=lambda bucket: ArtifactStore(storage, bucket),  # type: ignore[arg-type]
-    )
+    return validate_step_context(storage, clock)
 
 
 def _baselines(storage: FakeStorageClient) -> BaselineStore:

@@ -107,7 +107,7 @@ def _confinement_prefix(root: Path, program: str) -> list[str]:
     opens by a name can be outside ``root``. The program is exec'd, not forked: its PID
     and process group are the ones the supervisor started and stops.
     """
-    search = os.pathsep.join((os.environ.get("PATH", ""), _SYSTEM_PATH))
+    search = _SYSTEM_PATH  # the system's own tools only: no PATH entry can stand in for them
     if os.geteuid() == 0:
         chroot = shutil.which("chroot", path=search)
         if chroot is not None:
