@@ -36,3 +36,27 @@ resource "google_cloud_scheduler_job" "retrain" {
     }
   }
 }
+
+# The topology's schedules (topology.yaml `schedules`): one Cloud Scheduler job each,
+# publishing the schedule's `data` as the JSON body of one message to its topic at every
+# tick. The local cloud's scheduler (cascade.localcloud.scheduler) publishes the same body
+# on the same cron. `reconcile` is one: the sweep that resumes work an event loss or a
+# crash left unfinished, so nothing accepted waits for a person to run `cascade reconcile`.
+resource "google_cloud_scheduler_job" "topology" {
+  for_each = try(local.topology.schedules, {})
+
+  name        = "${var.name_prefix}${each.key}"
+  description = try(each.value.description, "Topology schedule ${each.key}.")
+  region      = var.region
+  schedule    = each.value.schedule
+  time_zone   = try(each.value.time_zone, "Etc/UTC")
+
+  pubsub_target {
+    topic_name = google_pubsub_topic.this[each.value.topic].id
+    data       = base64encode(jsonencode(try(each.value.data, {})))
+    attributes = {
+      origin   = "cloud-scheduler"
+      schedule = each.key
+    }
+  }
+}

@@ -6,7 +6,8 @@ import contextlib
 import os
 import random
 import socket
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -16,10 +17,14 @@ import yaml
 
 from cascade.cli.sample_data import SAMPLE_PIPELINE_CONFIG
 from cascade.core.pipeline_config import push_pipeline_config
+from cascade.core.topology import RetryPolicy, load_topology
+from cascade.jobs.local_runner import LocalJob
 from cascade.localcloud import control
 from cascade.localcloud.client import LocalCloudClient
 from cascade.localcloud.local_settings import LocalCloudSettings
+from cascade.localcloud.processes import pid_alive
 from cascade.localcloud.state_file import CloudState
+from cascade.localcloud.supervisor import Supervisor
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 TEST_FUNCTIONS: dict[str, dict[str, Any]] = {
@@ -71,9 +76,12 @@ def free_port_block(size: int) -> int:
     raise RuntimeError("no free port block")
 
 
-def write_test_topology(path: Path) -> Path:
-    """infra/topology.yaml plus the test-only recorder and flaky functions."""
+def write_test_topology(path: Path, reconcile_stale_after_s: int | None = None) -> Path:
+    """infra/topology.yaml plus the test-only recorder and flaky functions; with
+    ``reconcile_stale_after_s``, the scheduled sweep's ``stale_after_s``."""
     document = yaml.safe_load((REPO_ROOT / "infra" / "topology.yaml").read_text())
+    if reconcile_stale_after_s is not None:
+        document["schedules"]["reconcile"]["data"]["stale_after_s"] = reconcile_stale_after_s
     document["topics"]["test-recorded"] = {"description": "recorded by recorder-topic"}
     document["topics"]["test-flaky"] = {"description": "delivered to the flaky function"}
     document["functions"].update(TEST_FUNCTIONS)
@@ -89,11 +97,15 @@ class LocalCloud(LocalCloudClient):
         self.local = local
         self.state = state
         self.record_dir = record_dir
+        self._probes: dict[str, Callable[[], bool]] | None = None
 
     def push_sample_config(self, dataset: str) -> None:
         """Give ``dataset`` the sample credit pipeline config (label, problem type, ...)."""
         push_pipeline_config(
-            self.artifacts, dataset, SAMPLE_PIPELINE_CONFIG.encode(), where="sample config"
+            self.artifacts,
+            dataset,
+            SAMPLE_PIPELINE_CONFIG.encode(),
+            where="sample config",
         )
 
     def router_stats(self) -> dict[str, int]:
@@ -107,9 +119,112 @@ class LocalCloud(LocalCloudClient):
         self.state = state
         return state
 
+    def retry_policy(self, function: str) -> RetryPolicy:
+        """The retry policy the router applies to ``function`` (from the cloud's topology)."""
+        return load_topology(self.local.topology_file).functions[function].retry
+
+    def scaled_backoff_s(self, function: str, failed_attempts: int) -> float:
+        """How long the router waits before delivering to ``function`` again after
+        ``failed_attempts`` failures: the topology's backoff times ``backoff_scale``."""
+        return self.retry_policy(function).backoff_s(failed_attempts) * self.local.backoff_scale
+
+    def longest_retry_pause_s(self) -> float:
+        """The longest the router may sit silently on a message between two attempts."""
+        topology = load_topology(self.local.topology_file)
+        return (
+            max(
+                (
+                    spec.retry.backoff_s(spec.retry.max_delivery_attempts - 1)
+                    for spec in topology.event_functions()
+                    if spec.retry.policy == "retry"
+                ),
+                default=0.0,
+            )
+            * self.local.backoff_scale
+        )
+
+    def _readiness_probes(self) -> dict[str, Callable[[], bool]]:
+        """Each supervised process's own readiness check, as the supervisor defines it,
+        on the ports this cloud's supervisor chose."""
+        if self._probes is None:
+            environment = self.refresh_state().environment
+            chosen = {
+                "job_service_port": environment.get("CASCADE_JOB_SERVICE_URL"),
+                "model_server_port": environment.get("CASCADE_DEPLOY_MODEL_SERVER_URL"),
+                "vertex_endpoint_port": environment.get("CASCADE_VERTEX_API_ENDPOINT"),
+            }
+            ports = {field: int(url.rsplit(":", 1)[1]) for field, url in chosen.items() if url}
+            local = self.local.model_copy(update=ports)
+            supervisor = Supervisor(local, load_topology(local.topology_file))
+            self._probes = {p.spec.name: p.spec.ready for p in supervisor.processes}
+        return self._probes
+
+    def health_problems(self) -> list[str]:
+        """Why the cloud is not healthy now: a process not running, not answering, or
+        missing; empty when every supervised process is up and answers."""
+        state = control.status(self.local)
+        if state is None:
+            return ["the supervisor is gone"]
+        self.state = state
+        problems = [] if state.status == "ready" else [f"the cloud is {state.status}"]
+        for name, probe in self._readiness_probes().items():
+            component = state.components.get(name)
+            if component is None or component.status != "running":
+                problems.append(f"{name}: {component.status if component else 'not started'}")
+            elif component.pid is None or not pid_alive(component.pid):
+                problems.append(f"{name}: its process {component.pid} is gone")
+            elif not probe():
+                problems.append(f"{name}: not answering")
+        return problems
+
+    def unfinished_jobs(self) -> list[str]:
+        """The local job service's jobs that have not ended yet."""
+        url = self.refresh_state().environment.get("CASCADE_JOB_SERVICE_URL")
+        if not url:
+            return []
+        jobs = requests.get(f"{url}/v1/jobs", timeout=5).json()["jobs"]
+        return [job.name for job in map(LocalJob.model_validate, jobs) if not job.finished]
+
+    def wait_until_router_idle(self, timeout: float = 60) -> dict[str, int]:
+        """Wait until no job runs and the router's counters have not moved for longer
+        than its longest pause between two attempts (so no retry is pending); returns
+        the counters."""
+        quiet_s = self.longest_retry_pause_s() + 0.5
+        deadline = time.monotonic() + timeout
+        last: dict[str, int] | None = None
+        since = time.monotonic()
+        while True:
+            try:
+                stats: dict[str, int] | None = self.router_stats()
+            except requests.RequestException:
+                stats = None  # restarting: not idle
+            if stats is None or stats != last or self.unfinished_jobs():
+                last, since = stats, time.monotonic()
+            elif time.monotonic() - since >= quiet_s:
+                return stats
+            if time.monotonic() > deadline:
+                raise AssertionError(
+                    f"the router was not idle for {quiet_s:.1f}s within {timeout:.0f}s "
+                    f"(unfinished jobs: {self.unfinished_jobs()})"
+                )
+            time.sleep(0.1)
+
+    def wait_healthy(self, timeout: float = 120, *, idle: bool = True) -> None:
+        """Wait until every supervised process is up and answering and, with ``idle``,
+        the router has nothing left to deliver."""
+        deadline = time.monotonic() + timeout
+        while problems := self.health_problems():
+            if time.monotonic() > deadline:
+                raise AssertionError(f"the local cloud is not healthy: {'; '.join(problems)}")
+            time.sleep(0.2)
+        if idle:
+            self.wait_until_router_idle(max(deadline - time.monotonic(), 10))
+
 
 @contextlib.contextmanager
-def running_test_cloud(root: Path, **overrides: Any) -> Iterator[LocalCloud]:
+def running_test_cloud(
+    root: Path, *, reconcile_stale_after_s: int | None = None, **overrides: Any
+) -> Iterator[LocalCloud]:
     """A private local cloud (free ports, its own state folder, the test topology)."""
     functions = len(
         yaml.safe_load((REPO_ROOT / "infra" / "topology.yaml").read_text())["functions"]
@@ -118,7 +233,7 @@ def running_test_cloud(root: Path, **overrides: Any) -> Iterator[LocalCloud]:
     settings: dict[str, Any] = {
         "state_dir": root / "state",
         "repo_root": REPO_ROOT,
-        "topology_file": write_test_topology(root / "topology.yaml"),
+        "topology_file": write_test_topology(root / "topology.yaml", reconcile_stale_after_s),
         "pubsub_port": base,
         "gcs_port": base + 1,
         "router_port": base + 2,

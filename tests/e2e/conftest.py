@@ -2,9 +2,11 @@
 
 One local cloud for the whole suite, as `cascade up` starts it but on free ports, with
 the **real** trainer (TensorFlow) behind the local job service and the model server in
-place of the endpoint. Two settings differ from the defaults so faults resolve within a
-test: retry backoff scaled to 0.2 (10 s -> 2 s; five deliveries span ~30 s) and a 5 s
-claim lease (a crashed step is taken over 5 s after its last heartbeat).
+place of the endpoint. Some settings differ from the defaults so faults resolve within
+a test: retry backoff scaled to 0.2 (10 s -> 2 s; five deliveries span ~30 s), a 5 s
+claim lease (a crashed step is taken over 5 s after its last heartbeat), and the
+scheduled reconcile sweep every 3 s for work without progress for 20 s (the topology
+says every 10 minutes, 600 s): nothing here runs `cascade reconcile` by hand.
 
 Each test gets its own dataset (uuid name). At teardown the test's counts (events the
 test sent, deliveries the router made, failed attempts, dead letters, training jobs
@@ -29,6 +31,10 @@ from cascade.jobs.local_runner import LocalJob, LocalJobRunner
 from cascade.serving.state import ServingState, read_serving_state
 from tests.conftest import LocalCloud, running_test_cloud
 
+RECONCILE_PERIOD_S = 3
+"""The local scheduler's period for every schedule here (the topology's cron: 10 min)."""
+RECONCILE_STALE_AFTER_S = 20
+"""The scheduled sweep resumes work without progress for this long (topology: 600 s)."""
 COUNTS_KEY = pytest.StashKey[list[tuple[str, dict[str, int]]]]()
 E2E_PIPELINE = """\
 label: defaulted
@@ -45,6 +51,8 @@ evaluation:
 deployment:
   canary_requests: 3
 """
+NO_THRESHOLDS = E2E_PIPELINE.split("evaluation:")[0] + "deployment:\n  canary_requests: 3\n"
+"""The pipeline without evaluation thresholds: every candidate is blessed."""
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -72,7 +80,11 @@ def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> Non
 @pytest.fixture(scope="package")  # stopped when the suite ends, before other suites' clouds
 def e2e_cloud(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCloud]:
     with running_test_cloud(
-        tmp_path_factory.mktemp("e2e-cloud"), backoff_scale=0.2, claim_lease_s=5
+        tmp_path_factory.mktemp("e2e-cloud"),
+        backoff_scale=0.2,
+        claim_lease_s=5,
+        scheduler_period_s=RECONCILE_PERIOD_S,
+        reconcile_stale_after_s=RECONCILE_STALE_AFTER_S,
     ) as cloud:
         yield cloud
 
@@ -85,6 +97,7 @@ class Scenario:
     dataset: str
     sent: int = 0
     files: list[str] = field(default_factory=list)
+    upload_retries: int = 0
 
     # ------------------------------------------------------------------ acting
     def configure(self, pipeline_yaml: str) -> None:

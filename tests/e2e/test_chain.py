@@ -17,14 +17,13 @@ from cascade.core.topology import load_topology
 from cascade.localcloud.eventarc import object_finalized_event
 from cascade.localcloud.router import function_urls
 from cascade.transform.catalog import latest_transform, read_transform
-from tests.e2e.conftest import E2E_PIPELINE, Scenario
+from tests.e2e.conftest import NO_THRESHOLDS, Scenario
 
 pytestmark = [pytest.mark.integration, pytest.mark.e2e]
 
 
 # The 20-file test is about delivery, not model quality: the first job may train on one
 # small file, so no metric threshold here (every candidate is blessed and deployed).
-NO_THRESHOLDS = E2E_PIPELINE.split("evaluation:")[0] + "deployment:\n  canary_requests: 3\n"
 
 
 def test_a_good_upload_becomes_a_served_model_that_answers(scenario: Scenario) -> None:

@@ -2,26 +2,25 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import signal
 import time
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 
 import pytest
 
 from cascade.core.claims import Claim
 from cascade.core.clients import make_subscriber
-from cascade.core.context import StepContext
 from cascade.core.messages import Alert
 from cascade.core.paths import RunPaths
 from cascade.core.runs import RunRecord, Trigger
 from cascade.localcloud.processes import wait_until
 from cascade.localcloud.pubsub_admin import archive_subscription_id
-from cascade.steps.reconcile import reconcile
-from cascade.transform.catalog import latest_transform
+from cascade.transform.catalog import latest_transform, read_transform
 from tests.conftest import LocalCloud
-from tests.e2e.conftest import Scenario
+from tests.e2e.conftest import NO_THRESHOLDS, Scenario
 
 pytestmark = [pytest.mark.integration, pytest.mark.e2e]
 
@@ -74,18 +73,9 @@ def test_emulators_restarted_mid_run_lose_no_accepted_file(scenario: Scenario) -
     ]
     for component, old_pid in restarts:
         _wait_for_restart(scenario.cloud, component, old_pid)
-    ctx = StepContext.from_settings(scenario.cloud.settings)
-    reconciled: set[str] = set()
-
-    def all_finished() -> bool:
-        report = reconcile(ctx, stale_after=timedelta(seconds=10), dataset=scenario.dataset)
-        reconciled.update(report.uploads_started + report.runs_resumed)
-        runs = [scenario.cloud.ledger.get(run_id) for run_id in run_ids]
-        return all(run is not None and run.state != "running" for run in runs)
-
-    assert wait_until(all_finished, timeout=300, interval=5), "runs did not finish"
+    # No `cascade reconcile` by hand: the scheduled sweep finds what the restarts lost.
+    runs = [scenario.wait(run_id, timeout=300) for run_id in run_ids]
     scenario.wait_for_jobs_to_end()
-    runs = [scenario.wait(run_id) for run_id in run_ids]
 
     assert all(run.state == "succeeded" for run in runs), [run.error for run in runs]
     final = latest_transform(scenario.cloud.artifacts, scenario.dataset)
@@ -95,7 +85,122 @@ def test_emulators_restarted_mid_run_lose_no_accepted_file(scenario: Scenario) -
     assert serving is not None
     assert serving.traffic
     assert scenario.predict().status_code == 200
-    print(f"reconcile resumed or started: {sorted(reconciled)}")
+    print(f"reconcile sweeps so far: {_sweeps(scenario.cloud)}")
+
+
+BURST = 30
+FAULTS = ("function:validate", "event-router", "pubsub-emulator", "gcs-emulator")
+
+
+def _upload_until_stored(scenario: Scenario, seed: int) -> None:
+    """Upload one file, again while the GCS emulator is down (as a client retries)."""
+    failures: list[str] = []
+
+    def stored() -> bool:
+        try:
+            scenario.upload(rows=300, seed=seed)
+        except Exception as error:
+            failures.append(type(error).__name__)
+            return False
+        return True
+
+    assert wait_until(stored, timeout=120, interval=0.5), f"upload {seed} failed: {failures}"
+    scenario.upload_retries += len(failures)
+
+
+def _sweeps(cloud: LocalCloud) -> dict[str, int]:
+    """What the scheduled reconcile function did, from its structured log lines."""
+    totals = {
+        "sweeps": 0,
+        "uploads_started": 0,
+        "runs_resumed": 0,
+        "messages_republished": 0,
+    }
+    log = cloud.local.state_dir / "logs" / "function-reconcile.log"
+    for line in log.read_text().splitlines() if log.is_file() else []:
+        if '"reconciled:' not in line and "reconciled:" not in line:
+            continue
+        try:
+            entry = json.loads(line)
+        except ValueError:
+            continue
+        totals["sweeps"] += 1
+        totals["uploads_started"] += len(entry.get("uploads_started", []))
+        totals["runs_resumed"] += len(entry.get("runs_resumed", []))
+        totals["messages_republished"] += int(entry.get("messages_republished", 0))
+    return totals
+
+
+def test_a_burst_of_uploads_survives_killing_validate_the_router_and_each_emulator(
+    scenario: Scenario,
+) -> None:
+    scenario.configure(NO_THRESHOLDS)
+    cloud = scenario.cloud
+    swept_before = _sweeps(cloud)
+    per_fault = BURST // len(FAULTS)
+    seeds = iter(range(100, 100 + BURST))
+    killed: list[str] = []
+    for component in FAULTS:
+        for _ in range(per_fault // 2):
+            _upload_until_stored(scenario, next(seeds))
+        old_pid = _kill(cloud, component)
+        killed.append(component)
+        for _ in range(per_fault - per_fault // 2):  # while it is down or restarting
+            _upload_until_stored(scenario, next(seeds))
+        _wait_for_restart(cloud, component, old_pid)
+    for seed in seeds:
+        _upload_until_stored(scenario, seed)
+
+    landing = cloud.landing
+    landed = list(landing.list_objects(f"{scenario.dataset}/"))
+    upload_runs = {cloud.run_id_for(info.name, info.generation): info.name for info in landed}
+
+    def every_file_has_a_terminal_run() -> bool:
+        runs = [cloud.ledger.get(run_id) for run_id in upload_runs]
+        return all(run is not None and run.state != "running" for run in runs)
+
+    # No `cascade reconcile` by hand: the scheduled sweep is the only help there is.
+    assert wait_until(every_file_has_a_terminal_run, timeout=600, interval=1), {
+        run_id: None if (run := cloud.ledger.get(run_id)) is None else run.state
+        for run_id in upload_runs
+    }
+    runs = scenario.settle(timeout=600)
+    jobs = sorted(scenario.jobs(), key=lambda job: job.created_at)
+    uploads = [run for run in runs if run.run_id in upload_runs]
+    accepted = sorted(
+        upload_runs[run.run_id] for run in uploads if "manifest" in run.steps["validate"].outputs
+    )
+    final = latest_transform(cloud.artifacts, scenario.dataset)
+    assert final is not None
+    spec = read_transform(cloud.artifacts, final.run_id)
+    assert spec is not None
+    snapshot = sorted(f.uri.removeprefix(f"gs://{landing.bucket_name}/") for f in spec.snapshot)
+    sweeps = {key: value - swept_before[key] for key, value in _sweeps(cloud).items()}
+    totals = {
+        "uploads": BURST,
+        "upload retries": scenario.upload_retries,
+        "landed objects": len(landed),
+        "runs": len(runs),
+        "succeeded": sum(run.state == "succeeded" for run in runs),
+        "failed": sum(run.state == "failed" for run in runs),
+        "accepted files": len(accepted),
+        "files in final snapshot": len(snapshot),
+        "training jobs": len(jobs),
+        "processes killed": len(killed),
+        **sweeps,
+    }
+    print("burst under faults: " + ", ".join(f"{key} {value}" for key, value in totals.items()))
+
+    assert len(landed) == BURST
+    assert len(uploads) == BURST
+    assert all(run.state in ("succeeded", "failed") for run in runs)
+    assert accepted == sorted(info.name for info in landed), "a good file was not accepted"
+    assert snapshot == accepted, "the final snapshot misses an accepted file"
+    for earlier, later in itertools.pairwise(jobs):
+        assert earlier.finished_at is not None
+        assert later.created_at >= earlier.finished_at, "two training jobs overlapped"
+    assert jobs[-1].spec.transform_spec_uri == final.transform_uri
+    assert sweeps["sweeps"] > 0
 
 
 def _alerts_for(cloud: LocalCloud, run_id: str, timeout: float = 60) -> list[Alert]:

@@ -3,6 +3,7 @@ bodies), retries with backoff and dead-letters."""
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import json
 import re
@@ -10,11 +11,13 @@ import time
 import uuid
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import pytest
 
 from cascade.cli.sample_data import sample_csv
 from cascade.core.clients import make_subscriber
+from cascade.localcloud.processes import wait_until
 from cascade.localcloud.pubsub_admin import archive_subscription_id
 from tests.conftest import REPO_ROOT, LocalCloud
 
@@ -27,13 +30,19 @@ def _golden(name: str) -> dict[str, Any]:
     return json.loads((GOLDEN / name).read_text())
 
 
+def _records(folder: Path) -> list[dict[str, Any]]:
+    """The events the recorder wrote to ``folder``; not one it is writing now."""
+    records: list[dict[str, Any]] = []
+    for path in folder.glob("*.json"):
+        with contextlib.suppress(ValueError):  # half-written
+            records.append(json.loads(path.read_text()))
+    return records
+
+
 def _wait_for_records(folder: Path, predicate: Any, timeout: float = 20) -> list[dict[str, Any]]:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        records = (
-            [json.loads(p.read_text()) for p in folder.glob("*.json")] if folder.exists() else []
-        )
-        matching = [record for record in records if predicate(record)]
+        matching = [record for record in _records(folder) if predicate(record)]
         if matching:
             return matching
         time.sleep(0.05)
@@ -58,7 +67,8 @@ def test_upload_reaches_function_as_storage_cloudevent(local_cloud: LocalCloud) 
     assert set(_ce_headers(golden)) <= set(attributes)
     assert attributes["type"] == "google.cloud.storage.object.v1.finalized"
     assert attributes["source"] == f"//storage.googleapis.com/projects/_/buckets/{bucket}"
-    assert attributes["subject"] == f"objects/{name}"
+    # The binding percent-encodes header values (the space here); the SDK passes them on.
+    assert attributes["subject"] == f"objects/{quote(name, safe='/+')}"
     assert attributes["specversion"] == "1.0"
     assert attributes["bucket"] == bucket
     assert set(data) == set(golden["data"])
@@ -103,15 +113,26 @@ def test_publish_reaches_a_retrying_topic_trigger_as_a_converted_push(
 
 
 def _flaky_attempts(local_cloud: LocalCloud, message_id: str, expected: int) -> list[float]:
+    """The arrival times of the flaky function's attempts at ``message_id``: once
+    ``expected`` arrived, watched for longer than the router's pause before the next
+    attempt would be (the backoff after ``expected`` failures), so a further attempt
+    is caught."""
     log = local_cloud.record_dir / "flaky" / f"{message_id}.jsonl"
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        lines = log.read_text().splitlines() if log.exists() else []
-        if len(lines) >= expected:
-            time.sleep(0.5)  # would a further (wrong) attempt arrive?
-            return [json.loads(line)["at"] for line in log.read_text().splitlines()]
+
+    def attempts() -> list[float]:
+        text = log.read_text() if log.exists() else ""
+        complete = text.split("\n")[:-1]  # not a line the function is writing now
+        return [json.loads(line)["at"] for line in complete]
+
+    if not wait_until(lambda: len(attempts()) >= expected, timeout=30):
+        raise AssertionError(f"{message_id}: {len(attempts())} attempts, not {expected}")
+    # The backoff, plus a second for a POST's own latency on a loaded machine.
+    next_attempt_s = local_cloud.scaled_backoff_s("flaky", expected) + 1.0
+    watch_until = attempts()[expected - 1] + next_attempt_s  # the time.time() of the record
+    while time.time() < watch_until:
+        assert len(attempts()) == expected, f"{message_id}: an attempt after {expected}"
         time.sleep(0.05)
-    raise AssertionError(f"{message_id}: fewer than {expected} attempts")
+    return attempts()
 
 
 def _publish_flaky(local_cloud: LocalCloud, fail_times: int) -> str:
@@ -121,17 +142,18 @@ def _publish_flaky(local_cloud: LocalCloud, fail_times: int) -> str:
 
 
 def test_failing_function_is_retried_with_exponential_backoff(local_cloud: LocalCloud) -> None:
-    message_id = _publish_flaky(local_cloud, fail_times=3)
+    failures = 3
+    message_id = _publish_flaky(local_cloud, fail_times=failures)
 
-    attempts = _flaky_attempts(local_cloud, message_id, expected=4)
+    attempts = _flaky_attempts(local_cloud, message_id, expected=failures + 1)
 
-    assert len(attempts) == 4  # three failures, then success; no further delivery
+    assert len(attempts) == failures + 1  # the failures, then success; no further delivery
     gaps = [later - earlier for earlier, later in itertools.pairwise(attempts)]
-    # topology backoff 10 s doubling, scaled by 0.01 in tests: 0.1 s, 0.2 s, 0.4 s
-    assert gaps[0] >= 0.09
-    assert gaps[1] >= 0.19
-    assert gaps[2] >= 0.39
-    assert gaps[2] > gaps[0]
+    backoffs = [local_cloud.scaled_backoff_s("flaky", n) for n in range(1, failures + 1)]
+    for failed, (gap, backoff) in enumerate(zip(gaps, backoffs, strict=True), start=1):
+        assert gap >= backoff * 0.9, f"attempt {failed + 1} came {gap:.2f}s after, not {backoff}s"
+    assert backoffs[-1] > backoffs[0]  # exponential: the pause grows
+    assert gaps[-1] > gaps[0]
 
 
 def test_exhausted_retries_go_to_the_dead_letter_topic(local_cloud: LocalCloud) -> None:
@@ -140,10 +162,11 @@ def test_exhausted_retries_go_to_the_dead_letter_topic(local_cloud: LocalCloud) 
         local_cloud.settings.project, archive_subscription_id(local_cloud.settings, "dead-letter")
     )
 
-    message_id = _publish_flaky(local_cloud, fail_times=100)
+    max_attempts = local_cloud.retry_policy("flaky").max_delivery_attempts
+    message_id = _publish_flaky(local_cloud, fail_times=max_attempts + 10)
 
-    attempts = _flaky_attempts(local_cloud, message_id, expected=5)
-    assert len(attempts) == 5  # max_delivery_attempts from the topology
+    attempts = _flaky_attempts(local_cloud, message_id, expected=max_attempts)
+    assert len(attempts) == max_attempts
     found = None
     deadline = time.monotonic() + 20
     while found is None and time.monotonic() < deadline:
@@ -153,7 +176,7 @@ def test_exhausted_retries_go_to_the_dead_letter_topic(local_cloud: LocalCloud) 
             if received.message.attributes.get("cascade_function") == "flaky":
                 found = received.message
     assert found is not None, "the message never reached the dead-letter topic"
-    assert found.attributes["CloudPubSubDeadLetterSourceDeliveryCount"] == "5"
+    assert found.attributes["CloudPubSubDeadLetterSourceDeliveryCount"] == str(max_attempts)
     assert found.attributes["CloudPubSubDeadLetterSourceSubscription"] == "eventarc-flaky"
     assert found.attributes["cascade_last_error"].startswith("HTTP 500")
     added_by_pubsub = _golden("pubsub_dead_letter_attributes.json")

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import threading
-import time
 import uuid
 from datetime import UTC, datetime
 from pathlib import Path
@@ -22,6 +21,7 @@ from cascade.core.deployment_config import DeploymentConfig
 from cascade.deploy.deployer import Candidate
 from cascade.deploy.local_deployer import LocalDeployer
 from cascade.deploy.rollout import roll_out
+from cascade.localcloud.processes import wait_until
 from cascade.serving.state import read_serving_state
 from tests.conftest import LocalCloud
 from tests.unit.serving.saved_models import expected_positive, export_tiny_model, upload_model
@@ -113,12 +113,17 @@ def test_hot_swap_under_load_fails_no_request(
         thread.start()
     try:
         deploy(local_cloud, dataset, -3.0, tmp_path)  # canary, checks, promote, retire v1
-        deadline = time.monotonic() + 20
-        while time.monotonic() < deadline and not (
-            outcomes and outcomes[-1][1] == pytest.approx(new_answer, abs=1e-6)
-        ):
-            time.sleep(0.05)
-        time.sleep(1.0)  # v1's retirement reaches every worker while requests continue
+        wait_until(
+            lambda: bool(outcomes) and outcomes[-1][1] == pytest.approx(new_answer, abs=1e-6),
+            timeout=20,
+        )
+        # v1's retirement reaches every worker while requests continue: each worker
+        # answers many more requests after it.
+        answered = len(outcomes)
+        more = 50 * local_cloud.local.model_server_workers
+        assert wait_until(lambda: len(outcomes) >= answered + more, timeout=30), (
+            f"only {len(outcomes) - answered} requests answered after v1's retirement"
+        )
     finally:
         stop.set()
         for thread in clients:

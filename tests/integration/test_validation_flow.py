@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import csv
 import io
-import time
 import uuid
 
 import pytest
@@ -90,7 +89,8 @@ def test_drifted_file_is_rejected_with_its_anomalies_and_nothing_runs_after(
     assert Type.SCHEMA_NEW_COLUMN in reasons["channel"]
     assert Type.ENUM_TYPE_UNEXPECTED_STRING_VALUES in reasons["region"]
     assert Type.COMPARATOR_JENSEN_SHANNON_DIVERGENCE_HIGH in reasons["income"]
-    time.sleep(3)
+    # Nothing is on its way: whatever validate published would have been delivered.
+    local_cloud.wait_until_router_idle()
     settled = local_cloud.ledger.get(run.run_id)
     assert settled is not None
     assert set(settled.steps) == {"validate"}

@@ -163,3 +163,45 @@ def test_a_dead_lettered_run_keeps_the_cause_its_step_recorded(
         "User not authorized to perform this action."
     )
     assert run.steps["transform"].state == "failed"
+
+
+def test_a_dead_lettered_run_leaves_no_step_running_and_keeps_finished_steps(
+    step_context: StepContext, clock: Clock
+) -> None:
+    """Every step still running when the letter lands ends failed, with the run's error
+    and the letter's time; steps that had already finished keep their outcome."""
+    _running(step_context, clock, "credit-run4")
+    started = clock.now
+
+    def two_steps(record: RunRecord) -> None:
+        record.steps["validate"] = StepRecord(
+            state="succeeded", attempts=1, started_at=started, finished_at=started
+        )
+        record.steps["transform"] = StepRecord(state="running", attempts=5, started_at=started)
+
+    step_context.ledger.update("credit-run4", two_steps)
+    clock.advance(90)
+    envelope = _envelope(
+        {"dataset": "credit", "run_id": "credit-run4", "message_type": "DataValidated"},
+        message_id="4444",
+    )
+
+    record_dead_letter(step_context, envelope)
+
+    run = step_context.ledger.get("credit-run4")
+    assert run is not None
+    assert run.state == "failed"
+    assert run.updated_at == clock.now
+    assert [name for name, step in run.steps.items() if step.state == "running"] == []
+    transform = run.steps["transform"]
+    assert (transform.state, transform.error, transform.finished_at) == (
+        "failed",
+        run.error,
+        clock.now,
+    )
+    validate = run.steps["validate"]
+    assert (validate.state, validate.error, validate.finished_at) == (
+        "succeeded",
+        None,
+        started,
+    )

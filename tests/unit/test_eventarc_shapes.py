@@ -81,3 +81,19 @@ def test_message_published_event_matches_eventarc() -> None:
     assert body["message"]["data"] == golden["data"]["message"]["data"]
     assert body["message"]["attributes"] == golden["data"]["message"]["attributes"]
     assert set(body["message"]) == set(golden["data"]["message"])
+
+
+def test_header_values_are_percent_encoded_as_the_http_binding_requires() -> None:
+    """CloudEvents HTTP binding 1.0.2, 3.1.3.2: space, double-quote, percent and all
+    outside U+0021-U+007E are percent-encoded (UTF-8); the body keeps the name."""
+    name = 'ds/a b"c%d\ne數.csv'
+    resource = {**_emulator_resource(), "name": name, "id": f"sample-bucket/{name}#1"}
+
+    event = object_finalized_event(
+        message_id="1", object_resource=resource, fallback_time=datetime.now(UTC)
+    )
+
+    headers = {key.lower(): value for key, value in event.headers.items()}
+    assert headers["ce-subject"] == "objects/ds/a%20b%22c%25d%0Ae%E6%95%B8.csv"
+    assert all(value.isascii() and value.isprintable() for value in headers.values())
+    assert json.loads(event.body)["name"] == name

@@ -19,6 +19,7 @@ from typing import Any
 import pytest
 
 import cascade.steps.training_job as training_job
+from cascade.core.events import PubSubEnvelope
 from cascade.core.messages import (
     DataValidated,
     JobEvent,
@@ -81,7 +82,7 @@ def _push_body(message: StepMessage) -> tuple[str, dict[str, str], bytes, dateti
 
 
 def test_every_event_function_is_covered() -> None:
-    assert set(EVENT_FUNCTIONS) == {*STEP_MESSAGES, "validate", "dead-letters"}
+    assert set(EVENT_FUNCTIONS) == {*STEP_MESSAGES, "validate", "dead-letters", "reconcile"}
 
 
 def test_deliveries_are_what_terraform_sets_up() -> None:
@@ -95,6 +96,7 @@ def test_deliveries_are_what_terraform_sets_up() -> None:
         "evaluate-job-events": "push",
         "deploy": "push",
         "dead-letters": "eventarc",
+        "reconcile": "eventarc",
     }
 
 
@@ -158,6 +160,25 @@ def test_an_eventarc_dead_letter_reaches_the_dead_letter_step(
     letter = stored[0]
     assert (letter.source_subscription, letter.delivery_attempts) == ("my-subscription-name", 5)
     assert (letter.message_type, letter.dataset) == ("TrainRequest", "credit")
+
+
+def test_a_scheduled_sweep_reaches_the_reconcile_step(monkeypatch: pytest.MonkeyPatch) -> None:
+    sample = golden("pubsub_message_published.json")
+    data = sample["data"]
+    data["message"]["data"] = base64.b64encode(b'{"stale_after_s":600}').decode()
+    data["message"]["attributes"] = {"origin": "cloud-scheduler", "schedule": "reconcile"}
+    function, _ = load_function(
+        TOPOLOGY.functions["reconcile"], monkeypatch, _time(sample["headers"]["ce-time"])
+    )
+    monkeypatch.setattr(function.module, "handle_reconcile_request", function.record)
+
+    status = function.post("/", sample["headers"], json.dumps(data).encode())
+
+    assert status == 200
+    [(attributes, received)] = function.calls
+    assert attributes["type"] == "google.cloud.pubsub.topic.v1.messagePublished"
+    envelope = PubSubEnvelope.from_cloudevent(attributes, received)
+    assert json.loads(envelope.data) == TOPOLOGY.schedules["reconcile"].data
 
 
 # ------------------------------------------------------------------ the router's side

@@ -109,6 +109,7 @@ def test_every_repository_function_names_its_dependency_group() -> None:
         "evaluate-http": "function",
         "deploy": "function-vertex",
         "dead-letters": "function",
+        "reconcile": "function",
     }
 
 

@@ -19,16 +19,25 @@ DEPLOYED_AT = datetime(2026, 11, 27, 12, 0, tzinfo=UTC)
 
 
 class FakeDeployer(Deployer):
-    """Records the calls; the canary passes unless told otherwise."""
+    """Records every call with all its arguments, in order; the canary passes unless told
+    otherwise. ``check_fails`` is raised by the first ``check_canary`` (after recording
+    it), as an outage, or a process killed in the middle of a rollout, would."""
 
     target = "fake"
 
-    def __init__(self, canary_passes: bool = True) -> None:
-        self.calls: list[tuple[str, Any]] = []
+    def __init__(
+        self, canary_passes: bool = True, check_fails: BaseException | None = None
+    ) -> None:
+        self.calls: list[tuple[str, tuple[Any, ...]]] = []
         self.canary_passes = canary_passes
+        self.check_fails = check_fails
+
+    def names(self) -> list[str]:
+        """The methods called, in order."""
+        return [name for name, _ in self.calls]
 
     def register(self, candidate: Candidate, config: DeploymentConfig) -> DeployedVersion:
-        self.calls.append(("register", candidate))
+        self.calls.append(("register", (candidate, config)))
         return DeployedVersion(
             version="3",
             run_id=candidate.run_id,
@@ -40,13 +49,16 @@ class FakeDeployer(Deployer):
     def start_canary(
         self, candidate: Candidate, version: DeployedVersion, config: DeploymentConfig
     ) -> int:
-        self.calls.append(("start_canary", version.version))
+        self.calls.append(("start_canary", (candidate, version, config)))
         return config.canary_traffic_percent
 
     def check_canary(
         self, dataset: str, version: str, instances: list[dict[str, Any]], config: DeploymentConfig
     ) -> CanaryReport:
-        self.calls.append(("check_canary", version))
+        self.calls.append(("check_canary", (dataset, version, instances, config)))
+        if self.check_fails is not None:
+            failure, self.check_fails = self.check_fails, None
+            raise failure
         errors = 0 if self.canary_passes else 20
         return CanaryReport(
             self.canary_passes,
@@ -57,13 +69,13 @@ class FakeDeployer(Deployer):
         )
 
     def promote(self, dataset: str, version: str) -> None:
-        self.calls.append(("promote", version))
+        self.calls.append(("promote", (dataset, version)))
 
     def roll_back(self, dataset: str, version: str, reason: str) -> None:
-        self.calls.append(("roll_back", version))
+        self.calls.append(("roll_back", (dataset, version, reason)))
 
     def retire(self, dataset: str, keep: int) -> list[str]:
-        self.calls.append(("retire", keep))
+        self.calls.append(("retire", (dataset, keep)))
         return ["1"]
 
     def restore_previous(self, dataset: str) -> tuple[str, str]:

@@ -2,14 +2,30 @@
 
 from __future__ import annotations
 
+import hashlib
+from typing import Any
+
 import pytest
 
 from cascade.core.context import StepContext
+from cascade.core.deployment_config import DeploymentConfig
 from cascade.core.fakes import RecordingBus
 from cascade.core.messages import Alert, ModelBlessed
+from cascade.core.pipeline_config import push_pipeline_config
+from cascade.deploy.deployer import Candidate
+from cascade.deploy.smoke import smoke_instances
 from cascade.evaluation.record import EvaluationRecord, evaluation_path
+from cascade.serving.state import DeployedVersion
 from cascade.steps.deploy import handle_model_blessed
-from tests.unit.deploy.fakes import FakeDeployer
+from cascade.transform.spec import (
+    LabelSpec,
+    NumericTransform,
+    SplitSpec,
+    TransformSpec,
+    VocabularyTransform,
+)
+from tests.unit.conftest import Clock
+from tests.unit.deploy.fakes import DEPLOYED_AT, FakeDeployer
 from tests.unit.evaluation.builders import DATASET, MODEL_URI, NOW, RUN_ID, start_run
 
 
@@ -35,11 +51,34 @@ def evaluation(ctx: StepContext, verdict: str, infra: str = "pass") -> None:
 
 
 BLESSED = ModelBlessed(dataset=DATASET, run_id=RUN_ID, model_uri=MODEL_URI)
+CONFIG = DeploymentConfig(canary_traffic_percent=25, keep_versions=3)
+"""The dataset's deployment config (not the defaults: the deployer must get this one)."""
+CANDIDATE = Candidate(
+    dataset=DATASET, run_id=RUN_ID, model_uri=MODEL_URI, lineage={"run_id": RUN_ID}
+)
+VERSION = DeployedVersion(
+    version="3", run_id=RUN_ID, model_uri=MODEL_URI, state="standby", deployed_at=DEPLOYED_AT
+)
+ROLLED_OUT: list[tuple[str, tuple[Any, ...]]] = [
+    ("register", (CANDIDATE, CONFIG)),
+    ("start_canary", (CANDIDATE, VERSION, CONFIG)),
+    ("check_canary", (DATASET, "3", [], CONFIG)),
+    ("promote", (DATASET, "3")),
+    ("retire", (DATASET, 3)),
+]
+"""Every call of a rollout whose canary passes, in order, with its exact arguments (no
+transform spec was written, so the canary gets no smoke instances)."""
 
 
 @pytest.fixture
 def ctx(step_context: StepContext) -> StepContext:
     start_run(step_context.ledger)
+    push_pipeline_config(
+        step_context.artifacts,
+        DATASET,
+        b"deployment:\n  canary_traffic_percent: 25\n  keep_versions: 3\n",
+        where="pipeline.yaml",
+    )
     return step_context
 
 
@@ -49,19 +88,14 @@ def test_a_blessed_model_is_rolled_out_and_the_run_succeeds(ctx: StepContext) ->
 
     handle_model_blessed(ctx, BLESSED, event_id="e1", deployer=deployer)
 
-    assert [name for name, _ in deployer.calls] == [
-        "register",
-        "start_canary",
-        "check_canary",
-        "promote",
-        "retire",
-    ]
-    assert deployer.calls[0][1].model_uri == MODEL_URI
+    assert deployer.calls == ROLLED_OUT
     run = ctx.ledger.get(RUN_ID)
     assert run is not None
     assert run.state == "succeeded"
-    assert run.steps["deploy"].outputs["version"] == "3"
-    assert run.steps["deploy"].outputs["canary"]["passed"] is True
+    outputs = run.steps["deploy"].outputs
+    assert (outputs["version"], outputs["canary_percent"], outputs["promoted"]) == ("3", 25, True)
+    assert outputs["retired"] == ["1"]
+    assert outputs["canary"]["passed"] is True
     assert run.lineage["deployed_version"] == "3"
 
 
@@ -99,7 +133,10 @@ def test_a_failed_canary_is_rolled_back_and_alerted(ctx: StepContext) -> None:
 
     handle_model_blessed(ctx, BLESSED, event_id="e1", deployer=deployer)
 
-    assert [name for name, _ in deployer.calls][-1] == "roll_back"
+    assert deployer.calls == [
+        *ROLLED_OUT[:3],
+        ("roll_back", (DATASET, "3", "canary failed: 20/20 requests failed")),
+    ]
     run = ctx.ledger.get(RUN_ID)
     assert run is not None
     assert run.state == "failed"
@@ -117,4 +154,77 @@ def test_a_redelivered_blessing_deploys_once(ctx: StepContext) -> None:
     handle_model_blessed(ctx, BLESSED, event_id="e1", deployer=deployer)
     handle_model_blessed(ctx, BLESSED, event_id="e1", deployer=deployer)
 
-    assert [name for name, _ in deployer.calls].count("register") == 1
+    assert deployer.calls == ROLLED_OUT
+
+
+class Killed(BaseException):
+    """The process dies (not an error the step runner sees: its claim is kept)."""
+
+
+def test_a_rollout_killed_at_its_canary_check_resumes_without_deploying_again(
+    ctx: StepContext, clock: Clock
+) -> None:
+    """The version was registered and given its canary share before the process died:
+    the redelivery that takes the claim over checks, promotes and retires, and never
+    registers or deploys the version twice."""
+    evaluation(ctx, "blessed")
+    deployer = FakeDeployer(check_fails=Killed())
+
+    with pytest.raises(Killed):
+        handle_model_blessed(ctx, BLESSED, event_id="e1", deployer=deployer)
+    assert deployer.calls == ROLLED_OUT[:3]
+    clock.advance(ctx.claim_lease.total_seconds() + 1)  # no heartbeat: the lease expires
+
+    handle_model_blessed(ctx, BLESSED, event_id="e2", deployer=deployer)
+
+    assert deployer.calls == [*ROLLED_OUT[:3], *ROLLED_OUT[2:]]
+    run = ctx.ledger.get(RUN_ID)
+    assert run is not None
+    assert run.state == "succeeded"
+    assert run.steps["deploy"].outputs["canary_percent"] == 25
+
+
+def test_the_canary_is_checked_with_smoke_rows_of_the_runs_transform_spec(
+    ctx: StepContext,
+) -> None:
+    evaluation(ctx, "blessed")
+    spec = TransformSpec(
+        dataset=DATASET,
+        run_id=RUN_ID,
+        label=LabelSpec(name="defaulted", problem_type="binary", classes=["no", "yes"]),
+        features=[
+            NumericTransform(name="age", mean=41.5, std=9.0, fill_value=41.5),
+            VocabularyTransform(name="city", vocabulary=["paris", "lyon"]),
+        ],
+        split=SplitSpec(),
+        snapshot=[],
+        train_files=[],
+        eval_files=[],
+        train_rows=0,
+        eval_rows=0,
+        created_at=NOW,
+    )
+    ctx.artifacts.write_json(f"runs/{RUN_ID}/transform/transform.json", spec)
+    deployer = FakeDeployer()
+
+    handle_model_blessed(ctx, BLESSED, event_id="e1", deployer=deployer)
+
+    candidate = Candidate(
+        dataset=DATASET,
+        run_id=RUN_ID,
+        model_uri=MODEL_URI,
+        lineage={
+            "run_id": RUN_ID,
+            "data_snapshot": hashlib.sha256(b"").hexdigest()[:16],
+            "snapshot_files": "0",
+            "transform_fingerprint": spec.fingerprint(),
+        },
+    )
+    rows = smoke_instances(spec)
+    assert rows[0] == {"age": 41.5, "city": "paris", "key": "cascade-smoke-0"}
+    assert deployer.calls == [
+        ("register", (candidate, CONFIG)),
+        ("start_canary", (candidate, VERSION, CONFIG)),
+        ("check_canary", (DATASET, "3", rows, CONFIG)),
+        *ROLLED_OUT[3:],
+    ]

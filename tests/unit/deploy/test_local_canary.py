@@ -15,7 +15,9 @@ import pytest
 
 from cascade.core.deployment_config import DeploymentConfig
 from cascade.core.fakes import MemoryArtifactStore
+from cascade.deploy.deployer import Candidate
 from cascade.deploy.local_deployer import LocalDeployer
+from cascade.serving.state import read_serving_state
 
 
 class _PredictServer(BaseHTTPRequestHandler):
@@ -67,3 +69,25 @@ def test_a_canary_row_with_a_missing_float_is_sent_as_nan_and_answered(
     sent = [instance["age"] for body in bodies for instance in body["instances"]]
     assert sent[0] == 41.0
     assert math.isnan(sent[1])
+
+
+def test_registering_a_run_again_reuses_its_version(server: tuple[str, list[Any]]) -> None:
+    """A deploy step retried after a failure past registration (its claim released, the
+    recorded stages gone) must not leave an orphan version or deploy a second one."""
+    url, _ = server
+    artifacts = MemoryArtifactStore("artifacts")
+    deployer = LocalDeployer(artifacts, url, clock=lambda: datetime(2026, 11, 30, tzinfo=UTC))
+    candidate = Candidate(dataset="credit", run_id="credit-r1", model_uri="gs://a/m1")
+
+    first = deployer.register(candidate, DeploymentConfig())
+    again = deployer.register(candidate, DeploymentConfig())
+    other = deployer.register(
+        Candidate(dataset="credit", run_id="credit-r2", model_uri="gs://a/m2"),
+        DeploymentConfig(),
+    )
+
+    assert again == first
+    assert other.version != first.version
+    state = read_serving_state(artifacts, "credit")
+    assert state is not None
+    assert [v.run_id for v in state[0].versions] == ["credit-r1", "credit-r2"]

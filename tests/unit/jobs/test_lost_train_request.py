@@ -16,9 +16,10 @@ from cascade.core.runs import run_id_for_request
 from cascade.core.settings import Settings
 from cascade.jobs.job_events import job_end_log_entry, parse_job_event
 from cascade.jobs.lock import TrainingLockStore, follow_up_run_id
+from cascade.jobs.lost_request import lost_request_after, lost_train_request
 from cascade.jobs.records import job_id_of
 from cascade.steps.reconcile import reconcile
-from cascade.steps.train import handle_train_request, lost_request_after, lost_train_request
+from cascade.steps.train import handle_train_request
 from cascade.steps.training_job import handle_job_event
 from cascade.transform.catalog import TransformPointer, latest_transform_name
 from tests.unit.conftest import Clock

@@ -129,3 +129,7 @@ def decode_message(envelope: PubSubEnvelope, model: type[MessageT]) -> MessageT:
             f"message {envelope.message_id}: invalid {model.__name__}: "
             f"{describe_validation_error(error)}"
         ) from error
+    except BadRequestError as error:  # a name check in the model (dataset, run id)
+        raise BadRequestError(
+            f"message {envelope.message_id}: invalid {model.__name__}: {error}"
+        ) from error

@@ -23,6 +23,7 @@ __all__ = [
     "JobEvent",
     "ModelBlessed",
     "ModelTrained",
+    "ReconcileRequest",
     "StepMessage",
     "TrainRequest",
 ]
@@ -151,3 +152,28 @@ MESSAGE_TYPES: dict[str, type[StepMessage]] = {
     message_type.__name__: message_type
     for message_type in (DataValidated, TrainRequest, ModelTrained, JobEvent, ModelBlessed, Alert)
 }
+
+
+MAX_STALE_AFTER_S = 7 * 86_400
+"""The longest ``stale_after_s`` a reconcile request may ask for (a week)."""
+
+
+class ReconcileRequest(BaseModel):
+    """Find and resume unfinished work (``cascade.steps.reconcile``): the message a
+    schedule of the topology (``schedules.reconcile``) publishes, in the cloud through
+    Cloud Scheduler and locally through the local cloud's scheduler.
+
+    Not a step message: it belongs to no run and names no dataset unless it narrows the
+    sweep to one. ``stale_after_s``: work without progress for this long is resumed.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+    TOPIC: ClassVar[str] = "reconcile-requests"
+
+    stale_after_s: int = Field(600, ge=1, le=MAX_STALE_AFTER_S)
+    dataset: str | None = None
+
+    @field_validator("dataset")
+    @classmethod
+    def _dataset_name(cls, value: str | None) -> str | None:
+        return None if value is None else check_dataset_name(value)

@@ -26,6 +26,7 @@ __all__ = [
     "HttpTrigger",
     "InvokerGroup",
     "RetryPolicy",
+    "ScheduleSpec",
     "ServiceAccountSpec",
     "StorageTrigger",
     "TopicTrigger",
@@ -200,6 +201,20 @@ class _Described(_Strict):
     description: str = ""
 
 
+_CRON_FIELD = r"[0-9A-Za-z*/,\-]+"
+
+
+class ScheduleSpec(_Strict):
+    """A message published on a timer: ``data`` as the JSON body, to ``topic``, at each
+    tick of the unix-cron ``schedule`` (five fields, as Cloud Scheduler takes them)."""
+
+    description: str = ""
+    topic: str
+    schedule: str = Field(pattern=rf"^{_CRON_FIELD}( {_CRON_FIELD}){{4}}$")
+    time_zone: str = "Etc/UTC"
+    data: dict[str, object] = Field(default_factory=dict)
+
+
 class Topology(_Strict):
     runtime: str
     buckets: dict[str, _Described]
@@ -208,6 +223,7 @@ class Topology(_Strict):
     service_accounts: dict[str, ServiceAccountSpec] = Field(default_factory=dict)
     defaults: FunctionDefaults
     functions: dict[str, FunctionSpec]
+    schedules: dict[str, ScheduleSpec] = Field(default_factory=dict)
 
     def identities(self) -> dict[str, Access]:
         """Every identity with grants here: each function, and each service account."""
@@ -254,6 +270,9 @@ class Topology(_Strict):
                     f"function {spec.name} consumes its own dead-letter topic: it must not "
                     "retry (policy do_not_retry), or its dead letters would loop"
                 )
+        for name, schedule in self.schedules.items():
+            if schedule.topic not in self.topics:
+                raise ValueError(f"schedule {name}: unknown topic {schedule.topic!r}")
         return self
 
     def event_functions(self) -> list[FunctionSpec]:

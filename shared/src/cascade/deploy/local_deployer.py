@@ -55,6 +55,13 @@ class LocalDeployer:
 
         def mutate(state: ServingState | None) -> ServingState:
             state = state or self._new_state(candidate.dataset)
+            # A retry after the registration (the step failed later and its claim was
+            # released) reuses the run's version, as Vertex AI's deployer reuses the
+            # model version under the run's alias: no orphan version, no second deploy.
+            for existing in state.versions:
+                if existing.run_id == candidate.run_id:
+                    registered[:] = [existing]
+                    return state
             entry = DeployedVersion(
                 version=state.next_version(),
                 run_id=candidate.run_id,

@@ -27,6 +27,7 @@ __all__ = [
     "model_server_spec",
     "pubsub_spec",
     "router_spec",
+    "scheduler_spec",
     "vertex_endpoint_spec",
 ]
 
@@ -235,6 +236,20 @@ def router_spec(local: LocalCloudSettings, env: dict[str, str]) -> ProcessSpec:
         env=env,
         log_path=local.state_dir / "logs" / "event-router.log",
         ready=lambda: _http_ok(f"http://{LOOPBACK}:{local.router_port}/healthz"),
+    )
+
+
+def scheduler_spec(local: LocalCloudSettings, env: dict[str, str]) -> ProcessSpec:
+    """Cloud Scheduler's stand-in; it publishes as Cloud Scheduler's own agent does, as
+    none of the pipeline's accounts. Ready once it has written its first state."""
+    state = local.state_dir / "scheduler.json"
+    state.unlink(missing_ok=True)
+    return ProcessSpec(
+        name="scheduler",
+        argv=[sys.executable, "-m", "cascade.localcloud.scheduler"],
+        env={k: v for k, v in env.items() if k != IDENTITY_ENV},
+        log_path=local.state_dir / "logs" / "scheduler.log",
+        ready=state.is_file,
     )
 
 

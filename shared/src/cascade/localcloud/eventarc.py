@@ -12,6 +12,12 @@ The router plays Eventarc and Pub/Sub push:
   plain JSON POST ``{"message": {...}, "subscription": ..., "deliveryAttempt": n}`` to
   the push endpoint ``<function url>/projects/<p>/topics/<topic>``; functions-framework
   turns it into a messagePublished CloudEvent itself.
+
+A ``ce-*`` header value is percent-encoded as the CloudEvents HTTP binding (1.0.2)
+requires: space, double-quote, ``%`` and everything outside printable ASCII, as UTF-8
+bytes; the object resource in the body keeps the name as it is (the steps read the name
+from there, never from ``ce-subject``). Without this, an object named ``ds/a\nb.csv`` or
+``ds/数据.csv`` could not be delivered at all: no run, a dead letter.
 """
 
 from __future__ import annotations
@@ -48,6 +54,19 @@ class CloudEventRequest:
         self.headers = headers
         self.body = body
         self.path = path
+
+
+def _header_value(value: str) -> str:
+    """``value`` as header text: space, double-quote, ``%`` and every byte outside
+    printable ASCII (U+0021-U+007E) of its UTF-8 encoding percent-encoded."""
+    return "".join(
+        chr(byte) if 0x21 <= byte <= 0x7E and byte not in (0x22, 0x25) else f"%{byte:02X}"
+        for byte in value.encode("utf-8", "surrogatepass")
+    )
+
+
+def _ce_headers(headers: dict[str, str]) -> dict[str, str]:
+    return {k: _header_value(v) if k.startswith("ce-") else v for k, v in headers.items()}
 
 
 def _rfc3339(moment: datetime) -> str:
@@ -108,7 +127,7 @@ def object_finalized_event(
         "ce-time": str(data.get("updated") or data.get("timeCreated") or _rfc3339(fallback_time)),
         "ce-bucket": bucket,
     }
-    return CloudEventRequest(headers, json.dumps(data).encode())
+    return CloudEventRequest(_ce_headers(headers), json.dumps(data).encode())
 
 
 def _pubsub_message(
@@ -186,4 +205,4 @@ def message_published_event(
         "ce-source": f"//pubsub.googleapis.com/projects/{project}/topics/{topic_id}",
         "ce-time": published,
     }
-    return CloudEventRequest(headers, json.dumps(body).encode())
+    return CloudEventRequest(_ce_headers(headers), json.dumps(body).encode())

@@ -52,6 +52,12 @@ class LocalCloudSettings(BaseSettings):
     claim_lease_s: int = Field(
         60, gt=0, description="CASCADE_CLAIM_LEASE_S of every process (crashed-step takeover)."
     )
+    scheduler_period_s: float = Field(
+        0,
+        ge=0,
+        description="Tests and demos: every topology schedule fires this often instead of "
+        "on its cron; 0 follows the cron, as Cloud Scheduler does.",
+    )
 
     @property
     def gcs_url(self) -> str:

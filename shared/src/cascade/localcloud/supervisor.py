@@ -5,7 +5,8 @@ event is published into a topic nobody subscribes to); then the GCS emulator, wh
 notifications need their topic; then the buckets, the functions and the router.
 A child that dies is restarted (at most ``max_restarts`` a minute, then marked failed
 instead of crash-looping); after a Pub/Sub emulator restart the topology is provisioned
-again and the router reconnects. SIGTERM stops every child by process group.
+again and the router reconnects. The scheduler (Cloud Scheduler's stand-in) starts last:
+its first message finds every consumer up. SIGTERM stops every child by process group.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from cascade.localcloud.components import (
     model_server_spec,
     pubsub_spec,
     router_spec,
+    scheduler_spec,
     vertex_endpoint_spec,
 )
 from cascade.localcloud.fingerprint import code_fingerprint
@@ -61,6 +63,7 @@ class Supervisor:
         self.gcs = ManagedProcess(gcs_spec(local, env))
         self.functions = [ManagedProcess(spec) for spec in function_specs(local, topology, env)]
         self.router = ManagedProcess(router_spec(local, env))
+        self.scheduler = ManagedProcess(scheduler_spec(local, env))
         jobs_identity = (
             identity_for(topology, VERTEX_JOBS_ACCOUNT, local.runtime_settings())
             if VERTEX_JOBS_ACCOUNT in topology.service_accounts
@@ -87,6 +90,7 @@ class Supervisor:
             self.vertex_endpoint,
             *self.functions,
             self.router,
+            self.scheduler,
         ]
 
     def start(self) -> None:
@@ -103,6 +107,7 @@ class Supervisor:
             function.wait_ready(self.local.ready_timeout_s)
             self._record(function, "running")
         self._start(self.router)
+        self._start(self.scheduler)
         self.state.status = "ready"
         self.save()
 

@@ -145,6 +145,10 @@ class AlpnFront:
         self._error: BaseException | None = None
         self._thread = threading.Thread(target=self._run, name="tls-front", daemon=True)
         self._server: asyncio.Server | None = None
+        # asyncio keeps only weak references to tasks, and a stream's protocol drops its
+        # handler task once the client's side is lost: a connection still piping the
+        # backend's answer would be collected mid-flight without this set.
+        self._connections: set[asyncio.Task[None]] = set()
 
     @property
     def port(self) -> int:
@@ -165,13 +169,14 @@ class AlpnFront:
             self._thread.join(timeout=10)
 
     async def _shutdown(self) -> None:
-        """Stop listening and end every open connection."""
+        """Stop listening and end every open connection, also those whose TLS handshake
+        finishes while the others end."""
         if self._server is not None:
             self._server.close()
-        tasks = [task for task in asyncio.all_tasks() if task is not asyncio.current_task()]
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        while tasks := [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
 
     def _run(self) -> None:
         asyncio.set_event_loop(self._loop)
@@ -191,8 +196,14 @@ class AlpnFront:
             self._loop.close()
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        with contextlib.suppress(asyncio.CancelledError):  # stop(): a quiet end
-            await self._connect(reader, writer)
+        task = asyncio.current_task()
+        assert task is not None
+        self._connections.add(task)
+        try:
+            with contextlib.suppress(asyncio.CancelledError):  # stop(): a quiet end
+                await self._connect(reader, writer)
+        finally:
+            self._connections.discard(task)
 
     async def _connect(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         ssl_object = writer.get_extra_info("ssl_object")

@@ -29,7 +29,7 @@ from cascade.core.events import PubSubEnvelope, check_event_age, decode_message
 from cascade.core.json_body import BodyError, read_json_object
 from cascade.core.messages import Alert, StepMessage, TrainRequest
 from cascade.core.observability import configure_logging
-from cascade.core.paths import DatasetPaths
+from cascade.core.paths import DatasetPaths, check_dataset_name
 from cascade.core.runs import run_id_for_request
 from cascade.core.settings import load_settings
 from cascade.steps.runner import StepOutcome
@@ -144,6 +144,12 @@ def run_http_train_request(
             f"{', '.join(RESERVED_REQUEST_ID_PREFIXES)} are reserved for Cascade's own requests",
             field="request_id",
         )
+    dataset = body.get("dataset")
+    if isinstance(dataset, str):  # checked here, so the answer names the field
+        try:
+            check_dataset_name(dataset)
+        except BadRequestError as error:
+            return _refusal(400, f"invalid train request: dataset: {error}", field="dataset")
     try:
         train_request = TrainRequest.model_validate(body)
     except ValidationError as error:

@@ -17,23 +17,29 @@ second run of any step a no-op):
   the messages that triggered it — the previous step's — are published again, or for the
   first step, validate runs again;
 - a dataset's training lock held by a run without a job whose train request was lost
-  (``cascade.steps.train.lost_train_request``: its train step never started, or its
+  (``cascade.jobs.lost_request.lost_train_request``: its train step never started, or its
   owner died, ``lost_request_after`` — two claim leases — or ``stale_after`` if shorter,
   after the reservation) gets that request published again. Releasing the lock instead
   would drop the requests coalesced into that run.
+
+It runs on a schedule (``handle_reconcile_request``: the ``reconcile`` function, fed by
+the topology's ``schedules.reconcile`` through Cloud Scheduler in the cloud and the local
+cloud's scheduler on a laptop), and on demand (``cascade reconcile``).
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from datetime import timedelta
 from functools import partial
+from typing import Any
 
 from cascade.core.claims import Claim
 from cascade.core.context import StepContext
-from cascade.core.events import StorageObjectEvent
-from cascade.core.messages import MESSAGE_TYPES, Alert
+from cascade.core.events import PubSubEnvelope, StorageObjectEvent, decode_message
+from cascade.core.messages import MESSAGE_TYPES, Alert, ReconcileRequest
 from cascade.core.runs import RunRecord, run_id_for_object
 from cascade.jobs.lock import (
     ActiveRun,
@@ -42,11 +48,13 @@ from cascade.jobs.lock import (
     follow_up_request,
     mark_request_republished,
 )
-from cascade.steps.train import lost_request_after, lost_train_request
+from cascade.jobs.lost_request import lost_request_after, lost_train_request
 from cascade.steps.validate import dataset_of_object, handle_object_finalized
 from cascade.validation.names import INVALID_NAMES_DATASET, normalised_alias
 
-__all__ = ["ReconcileReport", "reconcile"]
+__all__ = ["ReconcileReport", "handle_reconcile_request", "reconcile"]
+
+_log = logging.getLogger("cascade.reconcile")
 
 StartUpload = Callable[[StepContext, StorageObjectEvent], object]
 
@@ -78,6 +86,34 @@ def reconcile(
         if run.state == "running" and ctx.clock() - run.updated_at >= stale_after:
             _resume(ctx, run, report, start_upload)
     _republish_lost_train_requests(ctx, report, stale_after, dataset)
+    return report
+
+
+def handle_reconcile_request(
+    ctx: StepContext, attributes: dict[str, Any], data: Any
+) -> ReconcileReport:
+    """The ``reconcile`` function: one sweep per scheduled ``ReconcileRequest``.
+
+    A bad request is a BadRequestError (acknowledged and alerted by the adapter, never
+    retried); a sweep that fails half-way is simply done again by the next tick, so the
+    topology gives this function no retries (two overlapping sweeps are harmless:
+    every step they start or resume is claimed first).
+    """
+    envelope = PubSubEnvelope.from_cloudevent(attributes, data)
+    request = decode_message(envelope, ReconcileRequest)
+    report = reconcile(
+        ctx, stale_after=timedelta(seconds=request.stale_after_s), dataset=request.dataset
+    )
+    _log.info(
+        "reconciled: %d landed objects and %d runs checked; %d runs started, %d resumed, "
+        "%d messages republished",
+        report.objects_seen,
+        report.runs_checked,
+        len(report.uploads_started),
+        len(report.runs_resumed),
+        report.messages_republished,
+        extra={"labels": {"event_id": envelope.event_id}, "json_fields": asdict(report)},
+    )
     return report
 
 

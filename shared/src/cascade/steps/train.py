@@ -38,7 +38,6 @@ from cascade.core.messages import Alert, StepMessage, TrainRequest
 from cascade.core.observability import RunLogger
 from cascade.core.pipeline_config import load_pipeline_config
 from cascade.core.runs import RunRecord, Trigger, check_system_run_id, run_id_for_request
-from cascade.core.settings import Settings
 from cascade.jobs.lock import (
     ActiveRun,
     Coalesced,
@@ -50,6 +49,7 @@ from cascade.jobs.lock import (
     release,
     take_or_join,
 )
+from cascade.jobs.lost_request import TRAIN_STEP, lost_train_request
 from cascade.jobs.records import (
     JobRecord,
     ModelTrainedBy,
@@ -68,12 +68,10 @@ __all__ = [
     "acquire_lock",
     "failure_messages",
     "handle_train_request",
-    "lost_request_after",
-    "lost_train_request",
     "start_training",
 ]
 
-STEP = "train"
+STEP = TRAIN_STEP
 
 
 def handle_train_request(
@@ -207,45 +205,6 @@ def acquire_lock(
     return locks.update(
         lambda lock: take_or_join(lock, request_for, ctx.clock(), stale_holder, lost_holder)
     )
-
-
-def lost_request_after(settings: Settings) -> timedelta:
-    """How long a reservation may wait for its run's train step before its train request
-    counts as lost: two claim leases. A delivered request starts the step within
-    seconds; a delivery that keeps failing is retried within that time (or dead-lettered,
-    which loses it too); and a train step whose owner died is taken over by a redelivery
-    one lease after its last heartbeat. Publishing a request that was not lost after all
-    costs one duplicate, which the run's claim absorbs."""
-    return timedelta(seconds=2 * settings.claim_lease_s)
-
-
-def lost_train_request(
-    ctx: StepContext, active: ActiveRun | None, *, after: timedelta | None = None
-) -> str | None:
-    """Why ``active`` (the lock's holder) will never submit its job unless its train
-    request is published again; None while it still may, or has.
-
-    A holder without a job is waiting for its run's train step: a follow-up the lock was
-    handed to (the hand-over published its request), or a run between taking the lock
-    and submitting. The request is lost when, ``after`` (default ``lost_request_after``)
-    since the reservation (or the last republication), the step never started, or it is
-    running with an expired claim (its owner died and no redelivery took it over).
-    """
-    if active is None or active.job_name is not None:
-        return None
-    waited = ctx.clock() - active.waiting_since()
-    if waited < (lost_request_after(ctx.settings) if after is None else after):
-        return None
-    record = ctx.ledger.get(active.run_id)
-    step = record.steps.get(STEP) if record is not None else None
-    if step is None:
-        return f"run {active.run_id} has not started its train step {waited} after reserving"
-    if step.state != "running":
-        return None  # it ended without a job: _stale_reason releases the lock
-    claim = ctx.claims.get(active.run_id, STEP)
-    if claim is None or (claim.state != "done" and claim.lease_expires_at <= ctx.clock()):
-        return f"the train step of run {active.run_id} lost its owner ({waited} waiting)"
-    return None
 
 
 def _stale_reason(
