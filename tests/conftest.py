@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import random
 import socket
@@ -21,10 +22,10 @@ from cascade.core.topology import RetryPolicy, load_topology
 from cascade.jobs.local_runner import LocalJob
 from cascade.localcloud import control
 from cascade.localcloud.client import LocalCloudClient
-from cascade.localcloud.local_settings import LocalCloudSettings
-from cascade.localcloud.processes import pid_alive
+from cascade.localcloud.local_settings import LOOPBACK, LocalCloudSettings
+from cascade.localcloud.processes import pid_alive, port_accepts
+from cascade.localcloud.router import function_ports
 from cascade.localcloud.state_file import CloudState
-from cascade.localcloud.supervisor import Supervisor
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 TEST_FUNCTIONS: dict[str, dict[str, Any]] = {
@@ -144,36 +145,50 @@ class LocalCloud(LocalCloudClient):
         )
 
     def _readiness_probes(self) -> dict[str, Callable[[], bool]]:
-        """Each supervised process's own readiness check, as the supervisor defines it,
-        on the ports this cloud's supervisor chose."""
+        """For each process the tests know, a probe of what the supervisor's readiness
+        check probes (cascade.localcloud.components), without building its specs:
+        building one may act (the scheduler's clears its state file)."""
         if self._probes is None:
-            environment = self.refresh_state().environment
-            chosen = {
-                "job_service_port": environment.get("CASCADE_JOB_SERVICE_URL"),
-                "model_server_port": environment.get("CASCADE_DEPLOY_MODEL_SERVER_URL"),
-                "vertex_endpoint_port": environment.get("CASCADE_VERTEX_API_ENDPOINT"),
+            local, environment = self.local, self.refresh_state().environment
+            probes: dict[str, Callable[[], bool]] = {
+                "pubsub-emulator": functools.partial(
+                    _http_ok, f"http://{local.pubsub_host}/v1/projects/{local.project}/topics"
+                ),
+                "gcs-emulator": functools.partial(_http_ok, f"{local.gcs_url}/storage/v1/b"),
+                "event-router": functools.partial(
+                    _http_ok, f"http://{LOOPBACK}:{local.router_port}/healthz"
+                ),
             }
-            ports = {field: int(url.rsplit(":", 1)[1]) for field, url in chosen.items() if url}
-            local = self.local.model_copy(update=ports)
-            supervisor = Supervisor(local, load_topology(local.topology_file))
-            self._probes = {p.spec.name: p.spec.ready for p in supervisor.processes}
+            if url := environment.get("CASCADE_JOB_SERVICE_URL"):
+                probes["job-service"] = functools.partial(_http_ok, f"{url}/healthz")
+            if url := environment.get("CASCADE_DEPLOY_MODEL_SERVER_URL"):
+                probes["model-server"] = functools.partial(_http_ok, f"{url}/health")
+            if endpoint := environment.get("CASCADE_VERTEX_API_ENDPOINT"):
+                host, vertex_port = endpoint.rsplit(":", 1)
+                probes["vertex-endpoint"] = functools.partial(port_accepts, host, int(vertex_port))
+            topology = load_topology(local.topology_file)
+            for name, port in function_ports(local, topology).items():
+                probes[f"function:{name}"] = functools.partial(port_accepts, LOOPBACK, port)
+            self._probes = probes
         return self._probes
 
     def health_problems(self) -> list[str]:
-        """Why the cloud is not healthy now: a process not running, not answering, or
-        missing; empty when every supervised process is up and answers."""
+        """Why the cloud is not healthy now: a supervised process not running or not
+        answering; empty when every one is up and answers."""
         state = control.status(self.local)
         if state is None:
             return ["the supervisor is gone"]
         self.state = state
         problems = [] if state.status == "ready" else [f"the cloud is {state.status}"]
-        for name, probe in self._readiness_probes().items():
+        probes = self._readiness_probes()
+        for name in sorted(probes.keys() | state.components.keys()):
             component = state.components.get(name)
+            probe = probes.get(name)
             if component is None or component.status != "running":
                 problems.append(f"{name}: {component.status if component else 'not started'}")
             elif component.pid is None or not pid_alive(component.pid):
                 problems.append(f"{name}: its process {component.pid} is gone")
-            elif not probe():
+            elif probe is not None and not probe():
                 problems.append(f"{name}: not answering")
         return problems
 
@@ -219,6 +234,13 @@ class LocalCloud(LocalCloudClient):
             time.sleep(0.2)
         if idle:
             self.wait_until_router_idle(max(deadline - time.monotonic(), 10))
+
+
+def _http_ok(url: str) -> bool:
+    try:
+        return requests.get(url, timeout=1).status_code == 200
+    except requests.RequestException:
+        return False
 
 
 @contextlib.contextmanager

@@ -15,7 +15,9 @@ from tests.conftest import LocalCloud
 
 def _module_uses_local_cloud(request: pytest.FixtureRequest) -> bool:
     return any(
-        item.getparent(pytest.Module) is request.node and "local_cloud" in item.fixturenames
+        isinstance(item, pytest.Function)
+        and item.getparent(pytest.Module) is request.node
+        and "local_cloud" in item.fixturenames
         for item in request.session.items
     )
 

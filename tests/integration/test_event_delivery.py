@@ -27,7 +27,7 @@ GOLDEN = REPO_ROOT / "tests" / "data"
 
 
 def _golden(name: str) -> dict[str, Any]:
-    return json.loads((GOLDEN / name).read_text())
+    return dict(json.loads((GOLDEN / name).read_text()))
 
 
 def _records(folder: Path) -> list[dict[str, Any]]:

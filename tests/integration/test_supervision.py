@@ -70,6 +70,7 @@ def _assert_restarted(cloud: LocalCloud, component: str, pid: int, restarts: int
 def _assert_transform_handled_it(run: RunRecord) -> None:
     """The restarted transform process took the event (these datasets have no config)."""
     assert run.steps["validate"].state == "succeeded"
+    assert "transform" in run.steps, f"transform never ran: {run.state}, {run.error}"
     assert run.steps["transform"].attempts == 1
     assert "label" in (run.steps["transform"].error or "")
 

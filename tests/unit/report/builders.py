@@ -23,13 +23,14 @@ from cascade.core.messages import ModelBlessed
 from cascade.core.paths import DatasetPaths, RunPaths
 from cascade.core.runs import RunRecord, StepRecord, Trigger
 from cascade.core.store import ArtifactStore
-from cascade.core.validation_config import ValidationConfig
+from cascade.core.validation_config import Severities, Severity, ValidationConfig
 from cascade.deploy.deployer import CanaryReport, Candidate
 from cascade.jobs.records import job_spec_name
 from cascade.report.validation_page import render_validation_page
 from cascade.serving.state import DeployedVersion, ServingState, update_serving_state
 from cascade.steps.deploy import handle_model_blessed
 from cascade.steps.evaluate import handle_model_trained
+from cascade.steps.validate import value_skews_of
 from cascade.trainer.history import training_history
 from cascade.validation.anomalies import Baseline
 from cascade.validation.manifest import AcceptedFile
@@ -57,14 +58,22 @@ __all__ = [
     "REJECTED_RUN_ID",
     "RUN_ID",
     "SERVING_RUN_ID",
+    "SKEWED_RUN_ID",
+    "UNTRAINED_RUN_ID",
     "csv_text",
     "full_run",
     "land_first_file",
     "rejected_run",
+    "skewed_run",
+    "untrained_run",
 ]
 
 FIRST_RUN_ID = "credit-00000000000000a1"
 REJECTED_RUN_ID = "credit-00000000000000b2"
+SKEWED_RUN_ID = "credit-00000000000000c3"
+UNTRAINED_RUN_ID = "credit-00000000000000d4"
+DRIFT_QUARANTINES = ValidationConfig(severities=Severities(drift=Severity.ERROR))
+"""A dataset that keeps the old policy: drift quarantines (docs/validation.md, "Policy")."""
 SERVING_RUN_ID = "credit-deployed"
 LANDING = "cascade-landing"
 PIPELINE_CONFIG = b"""
@@ -96,13 +105,20 @@ def csv_text(
 
 
 def _validate(
-    tmp_path: Path, text: str, name: str, *, schema: Any, baseline: Baseline | None, run_id: str
+    tmp_path: Path,
+    text: str,
+    name: str,
+    *,
+    schema: Any,
+    baseline: Baseline | None,
+    run_id: str,
+    config: ValidationConfig | None = None,
 ) -> FileValidation:
     return validate_file(
         csv_source(tmp_path, text, name),
         schema=schema,
         baseline=baseline,
-        config=ValidationConfig(),
+        config=config or ValidationConfig(),
     )
 
 
@@ -129,6 +145,9 @@ def _store_validation(
         outputs[key] = artifacts.uri(f"{folder}/{file}")
     outputs["errors"] = [str(finding) for finding in validation.result.errors]
     outputs["warnings"] = [str(finding) for finding in validation.result.warnings]
+    outputs["value_skews"] = [
+        skew.model_dump(mode="json") for skew in value_skews_of(validation.result)
+    ]
     return outputs
 
 
@@ -193,7 +212,8 @@ def _run_record(
 def rejected_run(
     artifacts: ArtifactStore, tmp_path: Path, *, city: tuple[str, ...] = ("a", "b")
 ) -> FileValidation:
-    """A second file whose ``amount`` moved by three standard deviations: rejected."""
+    """A second file whose ``amount`` moved by three standard deviations, in a dataset
+    whose config quarantines drift (``severities: {drift: error}``): rejected."""
     first = land_first_file(artifacts, tmp_path)
     validation = _validate(
         tmp_path,
@@ -202,6 +222,7 @@ def rejected_run(
         schema=first.schema,
         baseline=Baseline(first.summary, files=1),
         run_id=REJECTED_RUN_ID,
+        config=DRIFT_QUARANTINES,
     )
     assert not validation.accepted
     source = f"gs://{LANDING}/credit/day-2.csv"
@@ -218,6 +239,61 @@ def rejected_run(
     )
     artifacts.write_json(RunPaths(REJECTED_RUN_ID).record, record)
     return validation
+
+
+def skewed_run(artifacts: ArtifactStore, tmp_path: Path) -> FileValidation:
+    """A second file whose ``amount`` moved by two standard deviations, under the default
+    policy: accepted with a value skew, transformed, on its way to training."""
+    first = land_first_file(artifacts, tmp_path)
+    validation = _validate(
+        tmp_path,
+        csv_text(2, shift=20.0),
+        "day-2.csv",
+        schema=first.schema,
+        baseline=Baseline(first.summary, files=1),
+        run_id=SKEWED_RUN_ID,
+    )
+    assert validation.accepted
+    assert validation.result.value_skews
+    source = f"gs://{LANDING}/credit/day-2.csv"
+    outputs = _store_validation(artifacts, SKEWED_RUN_ID, validation, source)
+    reason = "value skew in credit/day-2.csv: drift in 'amount'; transform t of 2 file(s)"
+    steps = {
+        "validate": _step("succeeded", 0, 1.25, outputs=outputs),
+        "transform": _step("succeeded", 1, 2.0, outputs={"train_reason": reason}),
+    }
+    artifacts.write_json(
+        RunPaths(SKEWED_RUN_ID).record, _run_record(SKEWED_RUN_ID, "day-2.csv", "running", steps)
+    )
+    return validation
+
+
+def untrained_run(artifacts: ArtifactStore, tmp_path: Path) -> None:
+    """A plain second file under ``training.retrain_on: value_skew`` with a model
+    serving: accepted and transformed, and the run ended without asking for training."""
+    first = land_first_file(artifacts, tmp_path)
+    validation = _validate(
+        tmp_path,
+        csv_text(2),
+        "day-2.csv",
+        schema=first.schema,
+        baseline=Baseline(first.summary, files=1),
+        run_id=UNTRAINED_RUN_ID,
+    )
+    assert validation.accepted
+    outputs = _store_validation(artifacts, UNTRAINED_RUN_ID, validation, "gs://l/credit/day-2.csv")
+    why = (
+        "no train request: training.retrain_on is value_skew and credit/day-2.csv brought "
+        "no value skew"
+    )
+    steps = {
+        "validate": _step("succeeded", 0, 1.0, outputs=outputs),
+        "transform": _step("succeeded", 1, 2.0, outputs={"train_request": why}),
+    }
+    artifacts.write_json(
+        RunPaths(UNTRAINED_RUN_ID).record,
+        _run_record(UNTRAINED_RUN_ID, "day-2.csv", "succeeded", steps),
+    )
 
 
 class ServingStateDeployer:

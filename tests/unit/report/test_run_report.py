@@ -1,4 +1,5 @@
-"""The run report of a full run, of a run rejected at validation, and of hostile data."""
+"""The run report of a full run, of a run rejected at validation, of runs the value-skew
+policy accepted or left untrained, and of hostile data."""
 
 from __future__ import annotations
 
@@ -22,8 +23,12 @@ from tests.unit.report.builders import (
     DATASET,
     REJECTED_RUN_ID,
     RUN_ID,
+    SKEWED_RUN_ID,
+    UNTRAINED_RUN_ID,
     full_run,
     rejected_run,
+    skewed_run,
+    untrained_run,
 )
 
 
@@ -153,7 +158,7 @@ def test_a_full_run_renders_every_section_with_its_numbers(full: MemoryArtifactS
     validation = _section(html, "validation")
     assert "No anomalies found." in validation
     assert validation.count("<svg") == 4  # drift bars + age, amount and city distributions
-    assert "Jensen-Shannon divergence" in validation
+    assert "Kolmogorov-Smirnov statistic" in validation  # the default numeric measure
     training = _section(html, "training")
     assert "4 of 10 (stopped early)" in training
     assert training.count("<svg") == 2  # loss and auc curves
@@ -184,24 +189,58 @@ def test_a_run_rejected_at_validation_names_the_drifted_feature_and_says_trainin
     assert validation.verdict == "rejected"
     assert [item.feature for item in validation.drift if item.exceeded] == ["amount"]
     drifted = [f for f in validation.findings if f.feature == "amount" and f.severity == "error"]
-    assert "Jensen-Shannon" in drifted[0].short_description
+    assert "Kolmogorov-Smirnov" in drifted[0].short_description
     assert validation.distributions[0].feature == "amount"
     assert validation.distributions[0].drifted
     amount = validation.distributions[0].rows
     assert sum(row.baseline for row in amount) == pytest.approx(1.0)
-    assert amount[-1].current > 0.9  # shifted by three standard deviations: all in the top bucket
+    # Shifted by three standard deviations: all in the top bucket and the one above the range.
+    assert amount[-2].current + amount[-1].current > 0.9
+    assert amount[-1].baseline == 0.0
     assert report.training.missing == "Training did not run: the data was rejected at validation."
     assert report.evaluation.missing is not None
     assert report.deployment.missing is not None
     section = _section(html, "validation")
     assert "rejected" in section
     assert "<td>amount</td>" in section
-    assert "High approximate Jensen-Shannon divergence" in section
+    assert "High Kolmogorov-Smirnov statistic" in section
     assert 'amount (numeric) <span class="state state-fail">drifted</span>' in section
     assert "Training did not run: the data was rejected at validation." in _section(
         html, "training"
     )
     assert "Nothing was deployed from this run" in _section(html, "deployment")
+
+
+def test_a_run_accepted_with_a_value_skew_shows_the_skew_as_retrain_and_its_train_reason(
+    tmp_path: Path,
+) -> None:
+    artifacts = MemoryArtifactStore("cascade-artifacts")
+    skewed_run(artifacts, tmp_path)
+
+    report = collect_run_report(artifacts, SKEWED_RUN_ID)
+    html = render_run_report(artifacts, SKEWED_RUN_ID)
+
+    validation = report.validation
+    assert validation.verdict == "accepted"
+    assert [(f.feature, f.severity) for f in validation.findings] == [("amount", "retrain")]
+    assert (validation.errors, validation.value_skews, validation.warnings) == (0, 1, 0)
+    section = _section(html, "validation")
+    assert "0 error(s), 1 value skew(s) (retraining), 0 warning(s)" in section
+    assert '<span class="state state-retrain">retrain</span>' in section
+
+
+def test_a_run_the_value_skew_policy_did_not_train_says_why_in_its_training_section(
+    tmp_path: Path,
+) -> None:
+    artifacts = MemoryArtifactStore("cascade-artifacts")
+    untrained_run(artifacts, tmp_path)
+
+    report = collect_run_report(artifacts, UNTRAINED_RUN_ID)
+
+    assert report.training.missing == (
+        "Training did not run: no train request: training.retrain_on is value_skew and "
+        "credit/day-2.csv brought no value skew."
+    )
 
 
 def test_data_with_markup_is_escaped_everywhere(tmp_path: Path) -> None:

@@ -43,6 +43,7 @@ def test_numeric_feature_is_standardised_filled_and_clipped_from_the_statistics(
         dataset="credit",
         label="defaulted",
         problem_type="binary",
+        schema=None,
         config=TransformConfig(exclude=["customer_id"], bucketize={"income": [15.0, 25.0]}),
     )
 
@@ -62,6 +63,7 @@ def test_strings_get_a_frequency_ordered_vocabulary_or_a_hash_past_the_limit() -
         dataset="credit",
         label="defaulted",
         problem_type="binary",
+        schema=None,
         config=TransformConfig(num_oov_buckets=2),
     )
     large = fit_transform(
@@ -69,6 +71,7 @@ def test_strings_get_a_frequency_ordered_vocabulary_or_a_hash_past_the_limit() -
         dataset="credit",
         label="defaulted",
         problem_type="binary",
+        schema=None,
         config=TransformConfig(vocabulary_max_size=2, hash_buckets=64),
     )
 
@@ -87,6 +90,7 @@ def test_label_classes_key_and_exclusions() -> None:
         dataset="credit",
         label="defaulted",
         problem_type="binary",
+        schema=None,
         config=TransformConfig(key_column="customer_id", eval_fraction=0.3),
     )
 
@@ -104,6 +108,7 @@ def test_fitting_is_deterministic() -> None:
         dataset="credit",
         label="defaulted",
         problem_type="binary",
+        schema=None,
         config=TransformConfig(),
     )
     second = fit_transform(
@@ -111,6 +116,7 @@ def test_fitting_is_deterministic() -> None:
         dataset="credit",
         label="defaulted",
         problem_type="binary",
+        schema=None,
         config=TransformConfig(),
     )
 
@@ -139,7 +145,12 @@ def test_config_problems_are_invalid_config_errors_that_say_what(
 ) -> None:
     with pytest.raises(InvalidConfigError, match=message):
         fit_transform(
-            _summary(), dataset="credit", label=label, problem_type=problem_type, config=config
+            _summary(),
+            dataset="credit",
+            label=label,
+            problem_type=problem_type,
+            config=config,
+            schema=None,
         )
 
 
@@ -149,6 +160,7 @@ def test_multiclass_string_label_classes_are_sorted() -> None:
         dataset="credit",
         label="region",
         problem_type="multiclass",
+        schema=None,
         config=TransformConfig(),
     )
 

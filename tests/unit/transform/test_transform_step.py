@@ -1,4 +1,5 @@
-"""The transform step: snapshot with lineage, deterministic shards, a train request."""
+"""The transform step: snapshot with lineage, deterministic shards, a train request
+(on every file, or only on value skews: ``training.retrain_on``)."""
 
 from __future__ import annotations
 
@@ -12,10 +13,13 @@ from cascade.cli.sample_data import sample_csv
 from cascade.core.context import StepContext
 from cascade.core.fakes import MemoryArtifactStore, RecordingBus
 from cascade.core.messages import Alert, DataValidated, ObjectRef, TrainRequest
+from cascade.core.paths import DatasetPaths
 from cascade.core.runs import RunRecord, Trigger
+from cascade.serving.state import DeployedVersion, ServingState, update_serving_state
 from cascade.steps.transform import handle_data_validated
 from cascade.transform.catalog import latest_transform, read_transform, snapshot_name
 from cascade.transform.snapshot import DataSnapshot
+from cascade.validation.manifest import ValueSkew
 from tests.unit.transform.landing import MemoryLanding, accept, write_pipeline_config
 
 DATASET = "credit"
@@ -234,3 +238,136 @@ def test_bad_values_in_a_numeric_feature_are_bad_input_naming_file_and_column(
     assert run.state == "failed"
     assert "day-1.csv#1" in (run.error or "")
     assert "'age'" in (run.error or "")
+
+
+SKEWED_RUN = "credit-file001"
+"""The run that accepted day-2.csv: ``accept(..., order=1)`` names its manifest so."""
+
+
+def _serving_model(store: MemoryArtifactStore) -> None:
+    """A model already serves the dataset (the local deployer's ``serving.json``)."""
+    now = datetime(2026, 11, 20, tzinfo=UTC)
+    version = DeployedVersion(
+        version="1", run_id="credit-old", model_uri="gs://m/1", state="serving", deployed_at=now
+    )
+    update_serving_state(
+        store,
+        DATASET,
+        lambda _: ServingState(
+            dataset=DATASET,
+            target="local",
+            endpoint=DATASET,
+            versions=[version],
+            traffic={"1": 100},
+            updated_at=now,
+        ),
+    )
+
+
+def _two_files(store: MemoryArtifactStore, landing: MemoryLanding, *, skewed: bool) -> None:
+    """day-1 and day-2 accepted; day-2's validation found value skews when ``skewed``."""
+    accept(store, landing, DATASET, "day-1.csv", sample_csv(300, seed=1), generation=1)
+    second = accept(
+        store, landing, DATASET, "day-2.csv", sample_csv(300, seed=2), generation=2, order=1
+    )
+    if skewed:
+        skews = [
+            ValueSkew(
+                check="drift",
+                feature="income",
+                description="The approximate Jensen-Shannon divergence ... 0.21 ...",
+                measure="jensen_shannon_divergence",
+                value=0.21,
+                threshold=0.1,
+            ),
+            ValueSkew(check="missing_share", feature="age", description="Missing rose."),
+        ]
+        store.write_json(
+            DatasetPaths(DATASET).accepted_manifest(second.file_id),
+            second.model_copy(update={"value_skews": skews}),
+        )
+
+
+def test_a_file_with_value_skews_asks_for_training_with_a_reason_that_names_them(
+    step_context: StepContext, landing: MemoryLanding
+) -> None:
+    store = _store(step_context)
+    write_pipeline_config(store, DATASET, CONFIG)
+    _two_files(store, landing, skewed=True)
+
+    outcome = handle_data_validated(
+        step_context, _validated(step_context, SKEWED_RUN), event_id="e", opener=landing
+    )
+
+    assert outcome is not None
+    [request] = _bus(step_context).of_type(TrainRequest)
+    assert request.reason.startswith(
+        "value skew in credit/day-2.csv: drift in 'income' (jensen_shannon_divergence 0.21 > "
+        "0.1); missing share in 'age'; transform "
+    )
+    run = step_context.ledger.get(SKEWED_RUN)
+    assert run is not None
+    assert run.steps["transform"].outputs["train_reason"] == request.reason
+
+
+def test_with_retrain_on_value_skew_a_file_without_skews_is_fitted_but_does_not_train(
+    step_context: StepContext, landing: MemoryLanding
+) -> None:
+    store = _store(step_context)
+    write_pipeline_config(store, DATASET, CONFIG + "training: {retrain_on: value_skew}\n")
+    _two_files(store, landing, skewed=False)
+    _serving_model(store)
+
+    outcome = handle_data_validated(
+        step_context, _validated(step_context, SKEWED_RUN), event_id="e", opener=landing
+    )
+
+    assert outcome is not None
+    assert _bus(step_context).of_type(TrainRequest) == []
+    run = step_context.ledger.get(SKEWED_RUN)
+    assert run is not None
+    assert run.state == "succeeded"
+    assert (
+        "credit/day-2.csv brought no value skew" in run.steps["transform"].outputs["train_request"]
+    )
+    spec = read_transform(store, SKEWED_RUN)
+    assert spec is not None
+    assert len(spec.snapshot) == 2  # refitted on all accepted data all the same
+    pointer = latest_transform(store, DATASET)
+    assert pointer is not None
+    assert pointer.run_id == SKEWED_RUN
+
+
+def test_with_retrain_on_value_skew_a_file_with_skews_asks_for_training(
+    step_context: StepContext, landing: MemoryLanding
+) -> None:
+    store = _store(step_context)
+    write_pipeline_config(store, DATASET, CONFIG + "training: {retrain_on: value_skew}\n")
+    _two_files(store, landing, skewed=True)
+    _serving_model(store)
+
+    handle_data_validated(
+        step_context, _validated(step_context, SKEWED_RUN), event_id="e", opener=landing
+    )
+
+    [request] = _bus(step_context).of_type(TrainRequest)
+    assert (request.run_id, request.request_id) == (SKEWED_RUN, f"run:{SKEWED_RUN}")
+    assert request.reason.startswith("value skew in credit/day-2.csv: drift in 'income'")
+    run = step_context.ledger.get(SKEWED_RUN)
+    assert run is not None
+    assert run.state == "running"  # on its way to training
+
+
+def test_with_retrain_on_value_skew_a_file_trains_while_no_model_serves_the_dataset(
+    step_context: StepContext, landing: MemoryLanding
+) -> None:
+    store = _store(step_context)
+    write_pipeline_config(store, DATASET, CONFIG + "training: {retrain_on: value_skew}\n")
+    accept(store, landing, DATASET, "day-1.csv", sample_csv(300, seed=1), generation=1)
+
+    handle_data_validated(
+        step_context, _validated(step_context, "credit-file000"), event_id="e", opener=landing
+    )
+
+    [request] = _bus(step_context).of_type(TrainRequest)
+    assert request.reason.startswith("no model serves credit yet; transform ")

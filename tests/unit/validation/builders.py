@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import csv
+import io
 from pathlib import Path
 
 import pyarrow as pa
 
+from cascade.cli.sample_data import sample_csv
 from cascade.core.validation_config import ValidationConfig
 from cascade.validation.names import FileFormat
 from cascade.validation.source import DataSource
@@ -35,3 +38,17 @@ def summary_of(
     table = pa.table(columns)
     batches = table.to_batches(max_chunksize=batch_rows) if batch_rows else [table]
     return summarize_batches(batches, config or ValidationConfig())
+
+
+def moved_sample_csv(rows: int, seed: int) -> bytes:
+    """The sample's drifted population (older, richer, lower scores, another employment
+    mix, more defaults) without its unseen regions: the world moved, nothing is broken
+    (value skews only, no schema skew)."""
+    table = list(csv.reader(io.StringIO(sample_csv(rows, seed=seed, drift=True).decode())))
+    region = table[0].index("region")
+    for row in table[1:]:
+        if row[region] in ("overseas", "unknown"):
+            row[region] = "north"
+    out = io.StringIO()
+    csv.writer(out, lineterminator="\n").writerows(table)
+    return out.getvalue().encode()

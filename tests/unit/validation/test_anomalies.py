@@ -7,7 +7,7 @@ import random
 
 from google.protobuf import text_format
 
-from cascade.core.validation_config import Severities, Severity, ValidationConfig
+from cascade.core.validation_config import Check, Severities, Severity, ValidationConfig
 from cascade.validation.anomalies import Baseline, validate_statistics
 from cascade.validation.schema import infer_schema, parse_schema_text, schema_to_text
 from cascade.validation.tfmd import anomalies_pb2, schema_pb2
@@ -150,15 +150,27 @@ def test_nan_and_inf_in_a_float_feature_that_had_none() -> None:
     assert _types(_judge(columns), "amount") == {Type.FLOAT_TYPE_HAS_NAN, Type.FLOAT_TYPE_HAS_INF}
 
 
-def test_shifted_numeric_mean_is_jensen_shannon_drift() -> None:
+def test_shifted_numeric_mean_is_kolmogorov_smirnov_drift_by_default() -> None:
     columns = _reference(seed=2)
     columns["amount"] = [value + 15.0 for value in columns["amount"]]  # type: ignore[operator]
 
     result = _judge(columns, with_baseline=True)
 
+    assert _types(result, "amount") == {Type.CUSTOM_VALIDATION}
+    drift = next(m for m in result.drift if m.feature == "amount" and m.check is Check.DRIFT)
+    assert (drift.measure, drift.exceeded) == ("ks", True)
+
+
+def test_shifted_numeric_mean_is_jensen_shannon_drift_when_configured() -> None:
+    config = ValidationConfig(numeric_drift_measure="jensen_shannon")
+    columns = _reference(seed=2)
+    columns["amount"] = [value + 15.0 for value in columns["amount"]]  # type: ignore[operator]
+
+    result = _judge(columns, config, with_baseline=True)
+
     assert _types(result, "amount") == {Type.COMPARATOR_JENSEN_SHANNON_DIVERGENCE_HIGH}
-    drift = next(m for m in result.drift if m.feature == "amount")
-    assert drift.value > drift.threshold
+    drift = next(m for m in result.drift if m.feature == "amount" and m.check is Check.DRIFT)
+    assert (drift.measure, drift.exceeded) == ("jensen_shannon_divergence", True)
 
 
 def test_changed_category_shares_are_l_infinity_drift() -> None:
@@ -240,6 +252,13 @@ def test_inferred_schema_round_trips_through_text_and_has_the_expected_constrain
     )
     assert amount.presence.min_fraction == 0.95
     assert (amount.value_count.min, amount.value_count.max) == (1, 1)
+
+
+def test_a_string_constant_in_the_first_file_gets_no_domain() -> None:
+    """A batch identifier ("2023-01" in every row) must not fail the next period."""
+    schema = infer_schema(summary_of({"period": ["2023-01"] * 400}), CONFIG)
+
+    assert not schema.feature[0].HasField("string_domain")
 
 
 def test_high_cardinality_strings_get_no_domain() -> None:

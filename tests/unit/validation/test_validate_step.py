@@ -17,6 +17,8 @@ from cascade.core.store import ArtifactStore
 from cascade.core.validation_config import ValidationConfig
 from cascade.steps.validate import handle_object_finalized
 from cascade.validation.baseline_store import BaselineStore
+from cascade.validation.manifest import AcceptedFile
+from cascade.validation.schema import infer_schema
 from cascade.validation.tfmd import anomalies_pb2, statistics_pb2
 from tests.unit.conftest import Clock
 from tests.unit.validation.builders import summary_of
@@ -122,7 +124,41 @@ def test_second_good_file_is_merged_into_the_baseline(
     assert len(_bus(ctx).of_type(DataValidated)) == 2
 
 
-def test_drifted_file_is_rejected_quarantined_and_alerted(
+def test_a_file_whose_distribution_only_moved_is_accepted_with_an_alert_naming_the_skew(
+    ctx: StepContext, storage: FakeStorageClient
+) -> None:
+    handle_object_finalized(ctx, _land(storage, f"{DATASET}/day-1.csv", _csv(1)))
+    event = _land(storage, f"{DATASET}/day-2.csv", _csv(3, shift=15.0))
+
+    outcome = handle_object_finalized(ctx, event)
+
+    assert outcome is not None
+    assert outcome.state == "succeeded", outcome.summary
+    assert len(_bus(ctx).of_type(DataValidated)) == 2
+    [alert] = _bus(ctx).of_type(Alert)
+    assert (alert.severity, alert.step) == ("WARNING", "validate")
+    assert alert.summary.startswith(
+        f"value skew in gs://{LANDING}/{DATASET}/day-2.csv#{event.generation}: drift in 'amount'"
+    )
+    assert "retrains on all accepted data" in alert.summary
+    [skew] = outcome.outputs["value_skews"]
+    assert (skew["check"], skew["feature"]) == ("drift", "amount")
+    assert skew["value"] > skew["threshold"]
+    assert "value skew" in outcome.summary
+    run_id = alert.run_id or ""
+    found = ctx.artifacts.read_model(DatasetPaths(DATASET).accepted_manifest(run_id), AcceptedFile)
+    assert found is not None
+    assert [(s.check, s.feature) for s in found[0].value_skews] == [("drift", "amount")]
+    stored = _baselines(storage).load()
+    assert stored is not None
+    assert stored.files == 2
+    assert not any(
+        name.startswith(DatasetPaths(DATASET).quarantine(run_id))
+        for name in storage.bucket(ARTIFACTS).objects
+    )
+
+
+def test_a_schema_broken_file_is_still_rejected_quarantined_and_alerted(
     ctx: StepContext, storage: FakeStorageClient
 ) -> None:
     handle_object_finalized(ctx, _land(storage, f"{DATASET}/day-1.csv", _csv(1)))
@@ -133,7 +169,9 @@ def test_drifted_file_is_rejected_quarantined_and_alerted(
 
     assert outcome is not None
     assert outcome.state == "rejected"
-    run = ctx.ledger.get(_bus(ctx).of_type(Alert)[0].run_id or "")
+    [alert] = _bus(ctx).of_type(Alert)
+    assert alert.severity == "ERROR"
+    run = ctx.ledger.get(alert.run_id or "")
     assert run is not None
     assert run.state == "rejected"
     assert "Column dropped" in (run.error or "")
@@ -141,11 +179,36 @@ def test_drifted_file_is_rejected_quarantined_and_alerted(
     errors = outcome.outputs["errors"]
     assert any(e.startswith("feature 'age': Column dropped") for e in errors)
     assert any(e.startswith("feature 'city': Unexpected string values") for e in errors)
-    assert any(e.startswith("feature 'amount': High approximate Jensen-Shannon") for e in errors)
+    assert not any(e.startswith("feature 'amount'") for e in errors)  # drift alone: retrain
+    assert "amount" in {skew["feature"] for skew in outcome.outputs["value_skews"]}
     assert any("'extra'" in warning for warning in outcome.outputs["warnings"])
     prefix = DatasetPaths(DATASET).quarantine(run.run_id)
     assert storage.bucket(ARTIFACTS).objects[f"{prefix}/day-2.csv"].data == drifted
     assert f"{prefix}/anomalies.pbtxt" in storage.bucket(ARTIFACTS).objects
+    stored = _baselines(storage).load()
+    assert stored is not None
+    assert stored.files == 1
+
+
+def test_drift_set_to_error_in_the_pipeline_config_quarantines_a_drifted_file_as_before(
+    ctx: StepContext, storage: FakeStorageClient
+) -> None:
+    ctx.artifacts.write(
+        DatasetPaths(DATASET).pipeline_config, b"validation:\n  severities:\n    drift: error\n"
+    )
+    handle_object_finalized(ctx, _land(storage, f"{DATASET}/day-1.csv", _csv(1)))
+    event = _land(storage, f"{DATASET}/day-2.csv", _csv(3, shift=15.0))
+
+    outcome = handle_object_finalized(ctx, event)
+
+    assert outcome is not None
+    assert outcome.state == "rejected"
+    errors = outcome.outputs["errors"]
+    assert [e.split(":")[0] for e in errors] == ["feature 'amount'"]
+    assert outcome.outputs["value_skews"] == []
+    [alert] = _bus(ctx).of_type(Alert)
+    assert alert.severity == "ERROR"
+    assert len(_bus(ctx).of_type(DataValidated)) == 1
     stored = _baselines(storage).load()
     assert stored is not None
     assert stored.files == 1
@@ -194,7 +257,8 @@ def test_concurrent_accepts_do_not_lose_each_others_statistics(storage: FakeStor
     config = ValidationConfig()
     artifacts = ArtifactStore(storage, ARTIFACTS)  # type: ignore[arg-type]
     store = BaselineStore(artifacts, DATASET)
-    store.merge_file("file-1", summary_of({"x": [1, 2, 3]}), config)
+    schema = infer_schema(summary_of({"x": [1, 2, 3]}), config)
+    store.merge_file("file-1", summary_of({"x": [1, 2, 3]}), config, schema=schema)
     original_read = artifacts.read
     raced = []
 
@@ -202,12 +266,14 @@ def test_concurrent_accepts_do_not_lose_each_others_statistics(storage: FakeStor
         current = original_read(name, **options)
         if not raced:
             raced.append(True)
-            _baselines(storage).merge_file("file-2", summary_of({"x": [4, 5]}), config)
+            _baselines(storage).merge_file(
+                "file-2", summary_of({"x": [4, 5]}), config, schema=schema
+            )
         return current
 
     artifacts.read = read_then_lose_a_race  # type: ignore[method-assign]
 
-    merged = store.merge_file("file-3", summary_of({"x": [6]}), config)
+    merged = store.merge_file("file-3", summary_of({"x": [6]}), config, schema=schema)
 
     assert merged.files == 3
     assert merged.summary.num_examples == 6

@@ -2,14 +2,16 @@
 
 1. A sample file lands and runs through every step: validated, transformed, trained,
    evaluated, deployed.
-2. A drifted file lands: validation rejects it, quarantines it and says which features
-   drifted, by how much, against which threshold.
+2. A file from a world that moved lands, with categories nobody has seen (regions
+   `overseas` and `unknown`): validation quarantines it for that schema skew and lists
+   its value skews beside it (which features drifted, by how much, against which
+   threshold); a value skew alone would be accepted and retrain (docs/validation.md).
 3. A retrain request: a model trained on all data accepted so far is evaluated against
    the production model, and deployed or not.
 
 Then a prediction from the endpoint and where to look next. Every file name and request
 id is new (a timestamp), so the demo runs again on a running local cloud with earlier
-runs; the baseline holds accepted data only, so the drifted file is rejected again.
+runs; the baseline holds accepted data only, so the drifted file is quarantined again.
 """
 
 from __future__ import annotations

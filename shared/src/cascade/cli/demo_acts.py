@@ -100,7 +100,8 @@ def upload_act(session: DemoSession) -> ActOutcome:
 
 
 def drift_act(session: DemoSession) -> ActOutcome:
-    """A drifted file lands; expected: rejected by validation and quarantined."""
+    """A file with unseen categories from a world that moved lands; expected: quarantined
+    for the schema skew (its value skews listed beside it)."""
     rows = max(session.rows, DRIFT_MIN_ROWS)
     data = sample_csv(rows, seed=_DRIFT_SEED, drift=True)
     run_id = _upload(session, f"demo-{session.stamp}-drifted.csv", data, rows)
@@ -112,7 +113,9 @@ def drift_act(session: DemoSession) -> ActOutcome:
             "drift", False, run_id, f"the drifted file was not rejected: run {record.state}"
         )
     print_rejection(session.console, session.client.artifacts, record, session.gcs_root)
-    return ActOutcome("drift", True, run_id, "rejected by validation: drift, quarantined")
+    return ActOutcome(
+        "drift", True, run_id, "quarantined: unseen categories (a schema skew); value skews noted"
+    )
 
 
 def retrain_act(session: DemoSession) -> ActOutcome:

@@ -94,7 +94,10 @@ def _drift_table(rows: list[DriftRow]) -> Table:
 
 
 def _is_drift(error: str) -> bool:
-    return "Jensen-Shannon divergence" in error or "Linfty distance" in error
+    return any(
+        measure in error
+        for measure in ("Kolmogorov-Smirnov", "Jensen-Shannon divergence", "Linfty distance")
+    )
 
 
 def print_rejection(

@@ -12,6 +12,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from cascade.cli import schema_commands
 from cascade.cli.infra import infra_commands
 from cascade.cli.models import serving_commands
 from cascade.cli.report import report_commands
@@ -252,6 +253,7 @@ def print_run(record: RunRecord) -> None:
 
 for _command in [*infra_commands, *serving_commands, *tensorboard_commands, *report_commands]:
     cli.add_command(_command)
+cli.add_command(schema_commands.schema)
 
 
 def main() -> None:

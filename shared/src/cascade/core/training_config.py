@@ -14,6 +14,7 @@ training:
   early_stopping_patience: 3
   workers: 1                     # >1: multi-worker data parallelism
   machine_type: n1-standard-4
+  retrain_on: every_file         # every_file | value_skew (docs/validation.md, "Policy")
 tuning:
   enabled: false
   metric: eval_loss
@@ -30,11 +31,19 @@ tuning:
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from cascade.core.job_spec import HyperparameterValue, ParameterSpec, TuningSpec, study_problem
 
-__all__ = ["TrainingConfig", "TransformConfig", "TuningConfig"]
+__all__ = ["RetrainOn", "TrainingConfig", "TransformConfig", "TuningConfig"]
+
+RetrainOn = Literal["every_file", "value_skew"]
+"""Which accepted files ask for training (docs/validation.md, "Policy"): ``every_file``
+(each one); ``value_skew`` (only a file whose validation found value skews, and every
+file while no model serves the dataset). Either way transform refits on all accepted
+data."""
 
 
 DEFAULT_HYPERPARAMETERS: dict[str, HyperparameterValue] = {
@@ -71,6 +80,11 @@ class TrainingConfig(_Section):
     accelerator_count: int = Field(0, ge=0)
     slice_features: list[str] = Field(
         default_factory=list, description="Categorical features to report metrics per value."
+    )
+    retrain_on: RetrainOn = Field(
+        "every_file",
+        description="every_file: each accepted file asks for training; value_skew: only a "
+        "file with value skews does (and every file while no model serves the dataset).",
     )
 
 

@@ -9,6 +9,7 @@ always come from here: they decide which anomalies block a file.
 from __future__ import annotations
 
 from enum import StrEnum
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -19,9 +20,14 @@ GIB = 1024 * MIB
 
 
 class Severity(StrEnum):
-    """What an anomaly of a check does: ``error`` rejects the file, ``warning`` notes it."""
+    """What an anomaly of a check does (docs/validation.md, "Policy"): ``error``
+    quarantines the file (a schema skew or broken data: a person investigates);
+    ``retrain`` accepts it, records and alerts, and retrains on all accepted data with
+    it (a value skew: the world moved); ``warning`` accepts it with a note; ``ignore``
+    drops the check."""
 
     ERROR = "error"
+    RETRAIN = "retrain"
     WARNING = "warning"
     IGNORE = "ignore"
 
@@ -39,6 +45,16 @@ class Check(StrEnum):
     NAN_INF = "nan_inf"
     DRIFT = "drift"
     EXAMPLE_COUNT = "example_count"
+    MISSING_SHARE = "missing_share"
+    """A feature's share of missing values rose (a value skew)."""
+    LABEL_SHIFT = "label_shift"
+    """The label's distribution moved (a value skew)."""
+    UNSEEN_VALUES = "unseen_values"
+    """A high-cardinality string feature (no domain) has a large share of unseen values."""
+    EXTREME_DRIFT = "extreme_drift"
+    """A drift so large it looks like a broken upstream (units, scale, an emptied column)."""
+    FEATURE_COUNT = "feature_count"
+    """A file with more columns than ``validation.max_features``."""
 
 
 class Severities(BaseModel):
@@ -54,8 +70,13 @@ class Severities(BaseModel):
     domain: Severity = Severity.ERROR
     range: Severity = Severity.ERROR
     nan_inf: Severity = Severity.ERROR
-    drift: Severity = Severity.ERROR
+    drift: Severity = Severity.RETRAIN
     example_count: Severity = Severity.WARNING
+    missing_share: Severity = Severity.RETRAIN
+    label_shift: Severity = Severity.RETRAIN
+    unseen_values: Severity = Severity.RETRAIN
+    extreme_drift: Severity = Severity.ERROR
+    feature_count: Severity = Severity.ERROR
 
     def of(self, check: Check) -> Severity:
         severity: Severity = getattr(self, check.value)
@@ -105,8 +126,69 @@ class ValidationConfig(BaseModel):
     l_infinity_threshold: float = Field(
         0.1, gt=0, le=1, description="Categorical drift limit (largest change in a share)."
     )
+    numeric_drift_measure: Literal["ks", "jensen_shannon"] = Field(
+        "ks",
+        description="Numeric drift measure: 'ks' (two-sample Kolmogorov-Smirnov statistic, "
+        "limit ks_threshold) or 'jensen_shannon' (TFDV's comparator, limit from the schema's "
+        "jensen_shannon_divergence). The schema's comparator switches a feature's check on.",
+    )
+    ks_threshold: float = Field(
+        0.1,
+        gt=0,
+        le=1,
+        description="Numeric drift limit: the largest gap between the two cumulative "
+        "distributions (0..1).",
+    )
+    drift_significance: float = Field(
+        0.001,
+        gt=0,
+        lt=1,
+        description="Noise floor of the KS, missing-share and label checks: a change must "
+        "also be one that two samples of these sizes from one distribution reach with at "
+        "most this probability.",
+    )
+    missing_share_threshold: float = Field(
+        0.02,
+        gt=0,
+        le=1,
+        description="A feature's share of missing values rising by more than this (0.02: "
+        "two points) is a value skew.",
+    )
+    label_shift_threshold: float = Field(
+        0.05,
+        gt=0,
+        le=1,
+        description="The label's distribution moving by more than this (a class's share, or "
+        "the KS statistic of a numeric label) is a label shift.",
+    )
+    unseen_share_threshold: float = Field(
+        0.2,
+        gt=0,
+        le=1,
+        description="Strings without a domain: the share of a file's values unseen in the "
+        "baseline exceeding the share the baseline predicts by more than this.",
+    )
+    extreme_drift_threshold: float = Field(
+        0.9,
+        gt=0,
+        le=1,
+        description="KS statistic above which a numeric drift whose typical magnitude also "
+        "changed extreme_scale_ratio-fold looks like a broken upstream (units, scale).",
+    )
+    extreme_scale_ratio: float = Field(
+        10.0,
+        gt=1,
+        description="Ratio of typical magnitudes (5th/95th percentiles) marking a units or "
+        "scale change.",
+    )
     max_domain_size: int = Field(
         100, ge=1, description="String features with at most this many values get a domain."
+    )
+    max_features: int = Field(
+        1000,
+        ge=1,
+        description="A file with more columns than this is a feature_count finding (an error "
+        "by default: quarantined), judged from its header before any statistics are computed.",
     )
     domain_min_values: int = Field(
         100, ge=1, description="A domain is only inferred from at least this many values."

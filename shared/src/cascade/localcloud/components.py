@@ -16,6 +16,7 @@ from cascade.core.topology import Topology
 from cascade.localcloud.local_settings import LOOPBACK, LocalCloudSettings
 from cascade.localcloud.processes import ProcessSpec, port_accepts
 from cascade.localcloud.router import function_ports
+from cascade.localcloud.scheduler import SCHEDULER_STATE
 from cascade.localcloud.tls_front import local_certificates
 
 __all__ = [
@@ -241,9 +242,9 @@ def router_spec(local: LocalCloudSettings, env: dict[str, str]) -> ProcessSpec:
 
 def scheduler_spec(local: LocalCloudSettings, env: dict[str, str]) -> ProcessSpec:
     """Cloud Scheduler's stand-in; it publishes as Cloud Scheduler's own agent does, as
-    none of the pipeline's accounts. Ready once it has written its first state."""
-    state = local.state_dir / "scheduler.json"
-    state.unlink(missing_ok=True)
+    none of the pipeline's accounts. Ready once it has written its state (the supervisor
+    removes a previous run's before the first start)."""
+    state = local.state_dir / SCHEDULER_STATE
     return ProcessSpec(
         name="scheduler",
         argv=[sys.executable, "-m", "cascade.localcloud.scheduler"],

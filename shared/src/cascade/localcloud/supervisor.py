@@ -39,6 +39,7 @@ from cascade.localcloud.fingerprint import code_fingerprint
 from cascade.localcloud.local_settings import LocalCloudSettings
 from cascade.localcloud.processes import ManagedProcess, free_loopback_port
 from cascade.localcloud.pubsub_admin import provision_pubsub
+from cascade.localcloud.scheduler import SCHEDULER_STATE
 from cascade.localcloud.state_file import CloudState, ComponentState, read_state, write_state
 
 __all__ = ["Supervisor", "main"]
@@ -107,6 +108,7 @@ class Supervisor:
             function.wait_ready(self.local.ready_timeout_s)
             self._record(function, "running")
         self._start(self.router)
+        (self.local.state_dir / SCHEDULER_STATE).unlink(missing_ok=True)  # a previous run's
         self._start(self.scheduler)
         self.state.status = "ready"
         self.save()

@@ -4,8 +4,8 @@ The baseline a file was judged against is not stored per run (the dataset's base
 moves on as files are accepted), so it is rebuilt from the statistics of the files
 accepted before this run's validation started, as listed by the accepted-files
 manifests. With too many of them, the dataset's stored baseline stands in, and the
-report says so. Numeric features are shown in the buckets the Jensen-Shannon
-divergence was measured over (the baseline's quantiles), categorical ones by value.
+report says so. Numeric features are shown in buckets cut at the baseline's quantiles,
+categorical ones by value.
 """
 
 from __future__ import annotations

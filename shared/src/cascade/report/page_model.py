@@ -123,6 +123,11 @@ class ValidationSection(_View):
     def warnings(self) -> int:
         return sum(1 for finding in self.findings if finding.severity == "warning")
 
+    @property
+    def value_skews(self) -> int:
+        """Findings of severity ``retrain``: accepted, and they retrain the model."""
+        return sum(1 for finding in self.findings if finding.severity == "retrain")
+
 
 class MetricCurve(_View):
     """One metric over the epochs: on the train split and (``val_``) on the eval split."""

@@ -79,6 +79,10 @@ def _not_trained(record: RunRecord) -> str:
     validate = record.steps.get("validate")
     if validate is not None and validate.state == "rejected":
         return "Training did not run: the data was rejected at validation."
+    transform = record.steps.get("transform")
+    not_requested = transform.outputs.get("train_request") if transform is not None else None
+    if transform is not None and transform.state == "succeeded" and not_requested:
+        return f"Training did not run: {not_requested}."
     for name, step in reversed(record.steps.items()):
         if step.state in ("failed", "rejected"):
             return f"Training did not run: the {name} step {step.state} ({step.error or ''})."

@@ -20,6 +20,8 @@ __all__ = ["VALIDATION_TEMPLATE_NAME", "render_report", "render_validation_page"
 VALIDATION_TEMPLATE_NAME = "validation_page.html.j2"
 
 _BARS = 10
+_SEVERITY_ORDER = {Severity.ERROR: 0, Severity.RETRAIN: 1}
+"""Errors first, then value skews, then the rest."""
 _TOP_VALUES = 10
 
 
@@ -157,6 +159,7 @@ def render_report(
         verdict="accepted" if result.accepted else "rejected",
         examples=current.num_examples,
         errors=len(result.errors),
+        value_skews=len(result.value_skews),
         warnings=len(result.warnings),
         findings=[
             {
@@ -165,7 +168,7 @@ def render_report(
                 "short_description": f.short_description,
                 "description": f.description,
             }
-            for f in sorted(result.findings, key=lambda f: f.severity is not Severity.ERROR)
+            for f in sorted(result.findings, key=lambda f: _SEVERITY_ORDER.get(f.severity, 2))
         ],
         drift=result.drift,
         features=features,

@@ -42,7 +42,10 @@ _VERDICTS = {
 _MEASURES = {
     anomalies_pb2.DriftSkewInfo.Measurement.L_INFTY: "L-infinity distance",
     anomalies_pb2.DriftSkewInfo.Measurement.JENSEN_SHANNON_DIVERGENCE: "Jensen-Shannon divergence",
+    # TFMD names no two-sample KS measurement; Cascade writes its KS statistic as UNKNOWN.
+    anomalies_pb2.DriftSkewInfo.Measurement.UNKNOWN: "Kolmogorov-Smirnov statistic",
 }
+_SHORT_MEASURES = {"Jensen": "JS", "Kolmogorov": "KS", "L-infinity": "L∞"}
 
 
 def _names(artifacts: ArtifactStore, run_id: str, step: StepRecord | None) -> dict[str, str]:
@@ -67,13 +70,28 @@ def _parse_anomalies(data: bytes) -> Any | None:
     return anomalies
 
 
-def _severity(line: str, info: Any, outputs: dict[str, Any]) -> str:
-    """A finding's own severity, as the step recorded it; else its feature's worst."""
+def _severity(line: str, info: Any, outputs: dict[str, Any], skew: tuple[str, str]) -> str:
+    """A finding's own severity, as the step recorded it; else its feature's worst.
+
+    ``retrain`` for a value skew (``skew``, its feature and description, is among the
+    step's ``value_skews``): the file was accepted and retrains the model.
+    """
     if line in (outputs.get("errors") or []):
         return "error"
     if line in (outputs.get("warnings") or []):
         return "warning"
+    if skew in _value_skews(outputs):
+        return "retrain"
     return "error" if info.severity == anomalies_pb2.AnomalyInfo.ERROR else "warning"
+
+
+def _value_skews(outputs: dict[str, Any]) -> set[tuple[str, str]]:
+    recorded = outputs.get("value_skews") or []
+    return {
+        (str(item.get("feature", "")), str(item.get("description", "")))
+        for item in recorded
+        if isinstance(item, dict)
+    }
 
 
 def _findings(anomalies: Any, outputs: dict[str, Any]) -> list[FindingView]:
@@ -88,12 +106,13 @@ def _findings(anomalies: Any, outputs: dict[str, Any]) -> list[FindingView]:
             findings.append(
                 FindingView(
                     feature=feature,
-                    severity=_severity(line, info, outputs),
+                    severity=_severity(line, info, outputs, (feature, reason.description)),
                     short_description=reason.short_description,
                     description=reason.description,
                 )
             )
-    return sorted(findings, key=lambda finding: finding.severity != "error")
+    order = {"error": 0, "retrain": 1}
+    return sorted(findings, key=lambda finding: order.get(finding.severity, 2))
 
 
 def _drift(anomalies: Any) -> list[DriftView]:
@@ -113,13 +132,17 @@ def _drift(anomalies: Any) -> list[DriftView]:
     return sorted(drift, key=lambda item: (not item.exceeded, item.feature))
 
 
+def _short(measure: str) -> str:
+    return next((short for word, short in _SHORT_MEASURES.items() if word in measure), "?")
+
+
 def _drift_chart(drift: list[DriftView]) -> SvgChart | None:
     """Each feature's drift distance as a bar, its threshold as a tick."""
     if not drift:
         return None
     rows = [
         BarRow(
-            label=f"{item.feature} ({'JS' if 'Jensen' in item.measure else 'L∞'})",
+            label=f"{item.feature} ({_short(item.measure)})",
             bars=[
                 Bar(
                     value=item.value,

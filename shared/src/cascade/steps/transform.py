@@ -9,7 +9,13 @@ On ``data-validated`` for a run:
 3. the deterministic train/eval split as Parquet shards under
    ``runs/<run_id>/transform/{train,eval}/``, streamed file by file;
 4. ``transform.json`` (the TransformSpec), the dataset's latest-transform pointer, and
-   a ``TrainRequest`` for the run.
+   a ``TrainRequest`` for the run, as ``training.retrain_on`` decides (docs/validation.md,
+   "Policy"): ``every_file`` (the default) asks for training on every accepted file;
+   ``value_skew`` only for a file whose validation found value skews, or while no model
+   serves the dataset (its first file): otherwise the run ends here, its transform
+   fitted, and the model serving keeps serving. A request caused by value skews says so
+   in its reason (``value skew in credit/2026-02.csv: drift in 'amount' (...)``), and
+   the step's outputs record the reason or why no request was made.
 
 A redelivery of finished work is a no-op (the claim); a resumed step reuses the stored
 snapshot and, once ``transform.json`` exists, only republishes the request. A missing
@@ -25,11 +31,12 @@ from google.protobuf.message import DecodeError  # type: ignore[import-untyped,u
 from cascade.core.claims import ClaimHandle
 from cascade.core.context import StepContext
 from cascade.core.errors import BadInputError, BadRequestError, TransientError
-from cascade.core.messages import DataValidated, TrainRequest
+from cascade.core.messages import MAX_REASON_CHARS, DataValidated, StepMessage, TrainRequest
 from cascade.core.observability import RunLogger
 from cascade.core.paths import DatasetPaths
 from cascade.core.pipeline_config import PipelineConfig, load_pipeline_config
 from cascade.core.runs import RunRecord
+from cascade.serving.state import deployed_model_uri
 from cascade.steps.runner import StepOutcome, execute_step
 from cascade.transform.catalog import (
     TransformPointer,
@@ -43,14 +50,17 @@ from cascade.transform.materialize import write_split_shards
 from cascade.transform.shard_columns import shard_schema
 from cascade.transform.snapshot import GcsObjectOpener, ObjectOpener, load_or_create_snapshot
 from cascade.transform.spec import TransformSpec
-from cascade.transform.spec_fitting import FittedTransform, fit_transform
+from cascade.transform.spec_fitting import FittedTransform, dataset_schema, fit_transform
+from cascade.validation.manifest import AcceptedFile, ValueSkew
 from cascade.validation.statistics import summary_of_statistics
 from cascade.validation.summaries import DatasetSummary
 from cascade.validation.tfmd import statistics_pb2
 
-__all__ = ["handle_data_validated", "transform_run"]
+__all__ = ["handle_data_validated", "train_decision", "transform_run"]
 
 STEP = "transform"
+_REASON_SKEWS = 5
+"""Value skews named in a train request's reason (the rest are counted)."""
 
 
 def handle_data_validated(
@@ -77,10 +87,10 @@ def transform_run(
 ) -> StepOutcome:
     """The body of the step (also what a resumed delivery runs)."""
     existing = read_transform(ctx.artifacts, run.run_id)
+    config = load_pipeline_config(ctx.artifacts, run.dataset)
     if existing is not None:
         log.info("resumed after transform.json was written: republishing the train request")
-        return _outcome(ctx, run, existing, skipped={})
-    config = load_pipeline_config(ctx.artifacts, run.dataset)
+        return _outcome(ctx, run, existing, skipped={}, config=config)
     fitted = _fit(ctx, run.dataset, config)
     snapshot = load_or_create_snapshot(
         ctx.artifacts,
@@ -130,7 +140,7 @@ def transform_run(
         spec.eval_rows,
         len(spec.snapshot),
     )
-    return _outcome(ctx, run, spec, skipped=fitted.skipped)
+    return _outcome(ctx, run, spec, skipped=fitted.skipped, config=config)
 
 
 def _fit(ctx: StepContext, dataset: str, config: PipelineConfig) -> FittedTransform:
@@ -140,6 +150,7 @@ def _fit(ctx: StepContext, dataset: str, config: PipelineConfig) -> FittedTransf
         label=config.label,
         problem_type=config.problem_type,
         config=config.transform,
+        schema=dataset_schema(ctx.artifacts, dataset),
     )
 
 
@@ -156,8 +167,57 @@ def _baseline_summary(ctx: StepContext, dataset: str) -> DatasetSummary:
     return summary_of_statistics(statistics)
 
 
+def _run_manifest(ctx: StepContext, run: RunRecord) -> AcceptedFile | None:
+    """The accepted-file manifest this run's validate step wrote (None for a duplicate
+    that added no data, or a run that validated nothing)."""
+    found = ctx.artifacts.read_model(
+        DatasetPaths(run.dataset).accepted_manifest(run.run_id), AcceptedFile
+    )
+    return None if found is None else found[0]
+
+
+def _object_path(uri: str) -> str:
+    """``credit/2026-02.csv`` of ``gs://landing/credit/2026-02.csv``."""
+    return uri.removeprefix("gs://").partition("/")[2] or uri
+
+
+def _skew_reason(manifest: AcceptedFile, skews: list[ValueSkew]) -> str:
+    named = "; ".join(skew.brief() for skew in skews[:_REASON_SKEWS])
+    more = len(skews) - _REASON_SKEWS
+    if more > 0:
+        named += f"; and {more} more"
+    return f"value skew in {_object_path(manifest.uri)}: {named}"
+
+
+def train_decision(
+    ctx: StepContext, run: RunRecord, spec: TransformSpec, config: PipelineConfig
+) -> tuple[str | None, str]:
+    """Whether the run asks for training: ``(reason, "")`` or ``(None, why not)``."""
+    manifest = _run_manifest(ctx, run)
+    skews = manifest.value_skews if manifest is not None else []
+    fitted = f"transform {spec.fingerprint()} of {len(spec.snapshot)} accepted file(s)"
+    if manifest is not None and skews:
+        reason = f"{_skew_reason(manifest, skews)}; {fitted}"
+        return reason[:MAX_REASON_CHARS], ""
+    if config.training.retrain_on == "every_file":
+        return fitted, ""
+    if deployed_model_uri(ctx.artifacts, run.dataset) is None:
+        return f"no model serves {run.dataset} yet; {fitted}", ""
+    source = _object_path(manifest.uri) if manifest is not None else "this run's file"
+    return None, (
+        f"no train request: training.retrain_on is value_skew and {source} brought no "
+        "value skew; the model serving keeps serving (a train request retrains on "
+        "this transform)"
+    )
+
+
 def _outcome(
-    ctx: StepContext, run: RunRecord, spec: TransformSpec, *, skipped: dict[str, str]
+    ctx: StepContext,
+    run: RunRecord,
+    spec: TransformSpec,
+    *,
+    skipped: dict[str, str],
+    config: PipelineConfig,
 ) -> StepOutcome:
     transform_uri = ctx.artifacts.uri(transform_spec_name(run.run_id))
     pointer = TransformPointer(
@@ -178,19 +238,30 @@ def _outcome(
         "features": len(spec.features),
         "skipped_features": skipped,
     }
-    request = TrainRequest(
-        dataset=run.dataset,
-        request_id=f"run:{run.run_id}",
-        run_id=run.run_id,
-        reason=f"transform {spec.fingerprint()} of {len(spec.snapshot)} accepted file(s)",
+    summary = (
+        f"{len(spec.features)} features, {spec.train_rows} train / {spec.eval_rows} "
+        f"eval rows from {len(spec.snapshot)} file(s)"
     )
+    reason, not_training = train_decision(ctx, run, spec, config)
+    messages: list[StepMessage] = []
+    if reason is None:
+        outputs["train_request"] = not_training
+        summary += f"; {not_training}"
+    else:
+        outputs["train_reason"] = reason
+        messages.append(
+            TrainRequest(
+                dataset=run.dataset,
+                request_id=f"run:{run.run_id}",
+                run_id=run.run_id,
+                reason=reason,
+            )
+        )
     return StepOutcome(
-        summary=(
-            f"{len(spec.features)} features, {spec.train_rows} train / {spec.eval_rows} "
-            f"eval rows from {len(spec.snapshot)} file(s)"
-        ),
+        summary=summary,
         outputs=outputs,
-        messages=[request],
+        messages=messages,
+        run_state="succeeded" if reason is None else None,
         lineage={
             "transform": transform_uri,
             "transform_fingerprint": spec.fingerprint(),

@@ -6,11 +6,15 @@ this file when the dataset has none) and the baseline statistics of the data acc
 so far. Statistics, anomalies, the schema used and an HTML report go to
 ``runs/<run_id>/validation/``.
 
-Accepted: the baseline absorbs the file's statistics (exactly once per file), the
-accepted-files manifest gets the file, and ``data-validated`` is published. Rejected:
-the object is copied to the quarantine prefix with its anomalies, the run ends
-``rejected`` with the reason, and an alert is published; the event is acknowledged.
-Unreadable files raise BadInputError, which the runner records and alerts.
+The policy (docs/validation.md, "Policy") follows each finding's severity. Accepted (no
+finding of severity ``error``): the baseline absorbs the file's statistics (exactly once
+per file), the accepted-files manifest gets the file, and ``data-validated`` is
+published. Value skews (findings of severity ``retrain``: the world moved) do not stop
+the file: the manifest and the step's outputs record them, a WARNING alert names them,
+and transform asks for retraining on all accepted data with the file. Rejected (a schema
+skew or broken data): the object is copied to the quarantine prefix with its anomalies,
+the run ends ``rejected`` with the reason, and an ERROR alert is published; the event is
+acknowledged. Unreadable files raise BadInputError, which the runner records and alerts.
 
 Only the landing bucket is validated: an event naming another bucket is refused
 (BadRequestError: logged and alerted by the adapter, no run). Every landed object gets a
@@ -30,6 +34,7 @@ in for it, so the data stays in the training snapshot.
 from __future__ import annotations
 
 import posixpath
+from dataclasses import replace
 from typing import Any
 
 from google.protobuf import text_format  # type: ignore[import-untyped,unused-ignore]
@@ -38,17 +43,21 @@ from cascade.core.claims import ClaimHandle
 from cascade.core.context import StepContext
 from cascade.core.errors import BadInputError, BadRequestError
 from cascade.core.events import StorageObjectEvent
-from cascade.core.messages import Alert, DataValidated, ObjectRef
+from cascade.core.messages import Alert, DataValidated, ObjectRef, StepMessage
 from cascade.core.observability import RunLogger
 from cascade.core.paths import DatasetPaths, RunPaths
 from cascade.core.pipeline_config import load_pipeline_config
 from cascade.core.runs import RunRecord, Trigger, run_id_for_object
+from cascade.core.validation_config import Check, Severity
 from cascade.report.validation_page import render_validation_page
 from cascade.steps.runner import StepOutcome, execute_step
+from cascade.validation.anomalies import ValidationResult, anomalies_proto
 from cascade.validation.baseline_store import BaselineStore
+from cascade.validation.drift_checks import DriftMeasurement
 from cascade.validation.manifest import (
     AcceptedFile,
     ContentEntry,
+    ValueSkew,
     content_digest,
     content_entry_name,
 )
@@ -62,10 +71,16 @@ from cascade.validation.schema import parse_schema_text, schema_to_text
 from cascade.validation.source import DataSource
 from cascade.validation.validator import FileValidation, validate_file
 
-__all__ = ["dataset_of_object", "handle_object_finalized"]
+__all__ = [
+    "dataset_of_object",
+    "handle_object_finalized",
+    "validate_landed_object",
+    "value_skews_of",
+]
 
 STEP = "validate"
 _ALERT_FINDINGS = 20
+_SUMMARY_SKEWS = 3
 
 
 def dataset_of_object(object_name: str) -> str:
@@ -117,11 +132,25 @@ def handle_object_finalized(ctx: StepContext, event: StorageObjectEvent) -> Step
 
 
 def validate_landed_object(
-    ctx: StepContext, run: RunRecord, event: StorageObjectEvent, log: RunLogger
+    ctx: StepContext,
+    run: RunRecord,
+    event: StorageObjectEvent,
+    log: RunLogger,
+    *,
+    acknowledged: frozenset[tuple[str, str]] = frozenset(),
+    read_from: ObjectRef | None = None,
 ) -> StepOutcome:
-    """The body of the step: judge the object, then accept or reject it."""
-    source_ref = ObjectRef(bucket=event.bucket, name=event.name, generation=event.generation)
-    check_landed_name(event.name, uri=source_ref.uri)
+    """The body of the step: judge the object, then accept or reject it.
+
+    A quarantine release (``cascade.steps.quarantine_review``) passes ``acknowledged``:
+    the (check, feature) findings a person reviewed, graded ``warning`` for this file
+    only; and ``read_from`` when the landed generation is gone and its quarantine copy is
+    read instead (the manifest then names the copy, which transform reads).
+    """
+    check_landed_name(event.name, uri=f"gs://{event.bucket}/{event.name}")
+    source_ref = read_from or ObjectRef(
+        bucket=event.bucket, name=event.name, generation=event.generation
+    )
     paths = DatasetPaths(run.dataset)
     file_id = run.run_id
     already = ctx.artifacts.read_model(paths.accepted_manifest(file_id), AcceptedFile)
@@ -134,8 +163,9 @@ def validate_landed_object(
             )
         log.info("resumed after %s was accepted: republishing", source_ref.uri)
         return _accepted_outcome(ctx, run, source_ref, already[0])
-    config = load_pipeline_config(ctx.artifacts, run.dataset).validation
-    source = _landed_source(ctx, event, source_ref)
+    pipeline = load_pipeline_config(ctx.artifacts, run.dataset)
+    config = pipeline.validation
+    source = _landed_source(ctx, source_ref)
     digest = content_digest(source.open)
     original = _accepted_content(ctx, run.dataset, digest)
     if original is not None and original.file_id != file_id:
@@ -148,14 +178,18 @@ def validate_landed_object(
         schema=schema,
         baseline=None if stored is None else stored.baseline,
         config=config,
+        label=pipeline.label,
     )
+    if acknowledged:
+        validation = _acknowledge(validation, acknowledged)
     page = render_validation_page(validation, run_id=run.run_id, config=config)
     outputs = _write_run_artifacts(ctx, RunPaths(run.run_id), validation, page, source_ref)
     log.info(
-        "%s: %d examples, %d errors, %d warnings",
+        "%s: %d examples, %d errors, %d value skews, %d warnings",
         source_ref.uri,
         validation.summary.num_examples,
         len(validation.result.errors),
+        len(validation.result.value_skews),
         len(validation.result.warnings),
     )
     if not validation.accepted:
@@ -165,23 +199,24 @@ def validate_landed_object(
         digest=digest,
         file_id=file_id,
         run_id=run.run_id,
-        uri=f"gs://{event.bucket}/{event.name}",
-        generation=event.generation,
+        uri=f"gs://{source_ref.bucket}/{source_ref.name}",
+        generation=source_ref.generation,
     )
     original = _claim_content(ctx, run.dataset, entry)
     if original.file_id != file_id:  # an identical file was accepted meanwhile
         return _accept_duplicate(ctx, run, source_ref, original, log)
-    baselines.merge_file(file_id, validation.summary, config)
+    baselines.merge_file(file_id, validation.summary, config, schema=validation.schema)
     manifest = AcceptedFile(
         file_id=file_id,
         run_id=run.run_id,
-        uri=f"gs://{event.bucket}/{event.name}",
-        generation=event.generation,
+        uri=f"gs://{source_ref.bucket}/{source_ref.name}",
+        generation=source_ref.generation,
         num_examples=validation.summary.num_examples,
         stats_uri=outputs["statistics"],
         schema_uri=schema_uri,
         accepted_at=ctx.clock(),
         warnings=[str(finding) for finding in validation.result.warnings],
+        value_skews=value_skews_of(validation.result),
         content_digest=digest,
     )
     ctx.artifacts.create(
@@ -234,6 +269,7 @@ def _accept_duplicate(
                 "accepted_at": ctx.clock(),
                 "duplicate_of": original.file_id,
                 "warnings": [],
+                "value_skews": [],  # the earlier copy brought them, and trained on them
             }
         )
         # the manifest first: a step resumed after it is a duplicate at once
@@ -305,18 +341,34 @@ def _duplicate_outcome(
     )
 
 
-def _landed_source(ctx: StepContext, event: StorageObjectEvent, ref: ObjectRef) -> DataSource:
-    """The exact generation the event names, streamed in chunks from its bucket."""
-    landing = ctx.store(event.bucket)
-    info = landing.stat(event.name, generation=event.generation)
+def _landed_source(ctx: StepContext, ref: ObjectRef) -> DataSource:
+    """The exact generation ``ref`` names, streamed in chunks from its bucket."""
+    landing = ctx.store(ref.bucket)
+    info = landing.stat(ref.name, generation=ref.generation)
     if info is None:
         raise BadInputError("the object no longer exists (deleted or overwritten)", uri=ref.uri)
     return DataSource(
         uri=ref.uri,
-        file_format=file_format_of(event.name, uri=ref.uri),
+        file_format=file_format_of(ref.name, uri=ref.uri),
         size=info.size,
-        open=lambda: landing.open_read(event.name, generation=event.generation),
+        open=lambda: landing.open_read(ref.name, generation=ref.generation),
     )
+
+
+def _acknowledge(
+    validation: FileValidation, acknowledged: frozenset[tuple[str, str]]
+) -> FileValidation:
+    """``validation`` with its blocking findings in ``acknowledged`` graded ``warning``."""
+    findings = [
+        finding.graded(Severity.WARNING)
+        if finding.severity is Severity.ERROR
+        and (finding.check.value, finding.feature) in acknowledged
+        else finding
+        for finding in validation.result.findings
+    ]
+    result = replace(validation.result, findings=findings)
+    result = replace(result, anomalies=anomalies_proto(result, validation.schema))
+    return replace(validation, result=result)
 
 
 def _stored_schema(ctx: StepContext, paths: DatasetPaths) -> tuple[Any | None, int]:
@@ -386,6 +438,48 @@ def _write_run_artifacts(
     return outputs
 
 
+def value_skews_of(result: ValidationResult) -> list[ValueSkew]:
+    """The value skews of ``result`` (its findings of severity ``retrain``), each with
+    the largest exceeded measurement of its feature and check, when one was taken (an
+    extreme drift's are its feature's drift measurements)."""
+    exceeded: dict[tuple[str, Check], list[DriftMeasurement]] = {}
+    for measurement in result.drift:
+        if measurement.exceeded:
+            key = (measurement.feature, measurement.check)
+            exceeded.setdefault(key, []).append(measurement)
+    skews = []
+    for finding in result.value_skews:
+        measured = exceeded.get((finding.feature, finding.check)) or (
+            exceeded.get((finding.feature, Check.DRIFT), [])
+            if finding.check is Check.EXTREME_DRIFT
+            else []
+        )
+        worst = max(measured, key=_excess, default=None)
+        skews.append(
+            ValueSkew(
+                check=finding.check.value,
+                feature=finding.feature,
+                description=finding.description,
+                measure="" if worst is None else worst.measure,
+                value=None if worst is None else worst.value,
+                threshold=None if worst is None else worst.threshold,
+            )
+        )
+    return skews
+
+
+def _excess(measurement: DriftMeasurement) -> float:
+    if measurement.threshold <= 0:
+        return float("inf")
+    return measurement.value / measurement.threshold
+
+
+def _briefs(skews: list[ValueSkew], limit: int) -> str:
+    shown = "; ".join(skew.brief() for skew in skews[:limit])
+    more = len(skews) - limit
+    return f"{shown}; and {more} more" if more > 0 else shown
+
+
 def _accepted_outcome(
     ctx: StepContext,
     run: RunRecord,
@@ -393,22 +487,62 @@ def _accepted_outcome(
     manifest: AcceptedFile,
     outputs: dict[str, str] | None = None,
 ) -> StepOutcome:
+    """Accepted: ``data-validated``, and for value skews a WARNING alert naming them
+    (republished as well when a resumed step finds the manifest written)."""
     outputs = dict(outputs or {"statistics": manifest.stats_uri})
     outputs["manifest"] = ctx.artifacts.uri(
         DatasetPaths(run.dataset).accepted_manifest(manifest.file_id)
     )
     note = f", {len(manifest.warnings)} warning(s)" if manifest.warnings else ""
+    summary = f"accepted {ref.uri}: {manifest.num_examples} examples{note}"
+    messages: list[StepMessage] = [
+        DataValidated(dataset=run.dataset, run_id=run.run_id, source=ref, outputs=outputs)
+    ]
+    skews = manifest.value_skews
+    if skews:
+        summary += (
+            f"; {len(skews)} value skew(s), retraining on all accepted data with it: "
+            + _briefs(skews, _SUMMARY_SKEWS)
+        )
+        messages.append(_value_skew_alert(ctx, run, ref, skews, outputs))
     return StepOutcome(
-        summary=f"accepted {ref.uri}: {manifest.num_examples} examples{note}",
-        outputs={**outputs, "warnings": manifest.warnings},
-        messages=[
-            DataValidated(dataset=run.dataset, run_id=run.run_id, source=ref, outputs=outputs)
-        ],
+        summary=summary,
+        outputs={
+            **outputs,
+            "warnings": manifest.warnings,
+            "value_skews": [skew.model_dump(mode="json") for skew in skews],
+        },
+        messages=messages,
         lineage={
             "source": ref.uri,
             "schema": manifest.schema_uri,
             "statistics": manifest.stats_uri,
         },
+    )
+
+
+def _value_skew_alert(
+    ctx: StepContext,
+    run: RunRecord,
+    ref: ObjectRef,
+    skews: list[ValueSkew],
+    outputs: dict[str, str],
+) -> Alert:
+    """The world moved: the file is accepted and retrains, and people are told what moved."""
+    return Alert(
+        dataset=run.dataset,
+        run_id=run.run_id,
+        step=STEP,
+        severity="WARNING",
+        summary=(
+            f"value skew in {ref.uri}: {_briefs(skews, _SUMMARY_SKEWS)}; accepted, the "
+            "model retrains on all accepted data with it"
+        ),
+        details={
+            "value_skews": [skew.brief() for skew in skews[:_ALERT_FINDINGS]],
+            **{key: outputs[key] for key in ("report", "manifest") if key in outputs},
+        },
+        at=ctx.clock(),
     )
 
 
@@ -446,7 +580,14 @@ def _reject(
             **outputs,
             "quarantine": quarantine,
             "errors": errors,
+            "blocking": [
+                {"check": finding.check.value, "feature": finding.feature}
+                for finding in validation.result.errors
+            ],
             "warnings": [str(f) for f in validation.result.warnings],
+            "value_skews": [
+                skew.model_dump(mode="json") for skew in value_skews_of(validation.result)
+            ],
         },
         messages=[alert],
         lineage={"source": ref.uri},

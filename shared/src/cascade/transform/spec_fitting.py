@@ -7,6 +7,12 @@ vocabulary of their values, most frequent first, plus out-of-vocabulary buckets,
 they have more distinct values than ``vocabulary_max_size`` (or more than the
 statistics track): those are hashed. The label's classes come from its values.
 
+The feature set is the schema's, not the baseline's: only columns the dataset's schema
+lists can be features (or the label, or the key), and only the active ones are fitted;
+a deprecated (or otherwise disabled) feature is listed as skipped with the reason. A
+column the baseline holds but the schema does not (a baseline written before the
+baseline followed the schema) is not a feature at all.
+
 Everything here is deterministic: the same statistics and config fit the same spec.
 """
 
@@ -15,8 +21,10 @@ from __future__ import annotations
 import itertools
 import math
 from dataclasses import dataclass
+from typing import Any
 
 from cascade.core.errors import InvalidConfigError
+from cascade.core.store import ArtifactStore
 from cascade.core.training_config import TransformConfig
 from cascade.transform.spec import (
     FeatureTransform,
@@ -27,11 +35,14 @@ from cascade.transform.spec import (
     VocabularyTransform,
 )
 from cascade.validation.feature_columns import FeatureKind
+from cascade.validation.schema import inactive_reason, restricted_to_schema
+from cascade.validation.schema_store import read_schema
 from cascade.validation.summaries import DatasetSummary, FeatureSummary
 
-__all__ = ["FittedTransform", "fit_transform", "split_salt"]
+__all__ = ["FittedTransform", "dataset_schema", "fit_transform", "split_salt"]
 
 _MAX_TRACKED = 1_000_000  # value_counts() limit: far above any vocabulary
+_LISTED_COLUMNS = 50  # columns an error message names
 
 
 @dataclass(frozen=True)
@@ -48,6 +59,12 @@ def split_salt(dataset: str) -> str:
     return f"cascade:{dataset}"
 
 
+def dataset_schema(store: ArtifactStore, dataset: str) -> Any | None:
+    """The dataset's stored schema (what ``fit_transform`` takes features from), or None."""
+    stored = read_schema(store, dataset)
+    return None if stored is None else stored.schema
+
+
 def fit_transform(
     summary: DatasetSummary,
     *,
@@ -55,16 +72,25 @@ def fit_transform(
     label: str | None,
     problem_type: str | None,
     config: TransformConfig,
+    schema: Any | None,
 ) -> FittedTransform:
-    """The transform of ``summary``; InvalidConfigError says what the config gets wrong."""
+    """The transform of ``summary``; InvalidConfigError says what the config gets wrong.
+
+    ``schema`` is the dataset's schema: only its active features are fitted. None (a
+    dataset whose schema was deleted) fits every column of ``summary``.
+    """
     if not label or not problem_type:
         raise InvalidConfigError(
             f"dataset {dataset}: the pipeline config needs `label` and `problem_type` "
             "(binary, multiclass or regression) before a model can be trained"
         )
-    _check_columns_exist(summary, dataset, label, config)
+    inactive: dict[str, str] = {}
+    if schema is not None:
+        summary = restricted_to_schema(summary, schema)
+        inactive = _inactive_features(schema)
+    _check_columns_exist(summary, dataset, label, config, governed=schema is not None)
     label_spec = fit_label(label, problem_type, summary.features[label], config)
-    features, skipped = _fit_features(summary, label, config)
+    features, skipped = _fit_features(summary, label, config, inactive)
     if not features:
         raise InvalidConfigError(
             f"dataset {dataset}: no usable feature columns besides the label {label!r} "
@@ -79,29 +105,46 @@ def fit_transform(
     return FittedTransform(label_spec, features, split, config.key_column, skipped)
 
 
+def _inactive_features(schema: Any) -> dict[str, str]:
+    reasons = {feature.name: inactive_reason(feature) for feature in schema.feature}
+    return {name: reason for name, reason in reasons.items() if reason is not None}
+
+
 def _check_columns_exist(
-    summary: DatasetSummary, dataset: str, label: str, config: TransformConfig
+    summary: DatasetSummary, dataset: str, label: str, config: TransformConfig, *, governed: bool
 ) -> None:
     columns = sorted(summary.features)
+    listed = ", ".join(columns[:_LISTED_COLUMNS])
+    if len(columns) > _LISTED_COLUMNS:
+        listed += f", ... ({len(columns)} in all)"
+    where = (
+        "a feature of the dataset's schema with statistics in the accepted data (a new "
+        "column joins with `cascade schema accept-feature`)"
+        if governed
+        else "a column of the accepted data"
+    )
     named = {"label": [label], "transform.key_column": [config.key_column or label]}
     named["transform.bucketize"] = sorted(config.bucketize)
     for field, names in named.items():
         missing = [name for name in names if name not in summary.features]
         if missing:
             raise InvalidConfigError(
-                f"dataset {dataset}: {field} names {', '.join(map(repr, missing))}, not a "
-                f"column of the accepted data (columns: {', '.join(columns)})"
+                f"dataset {dataset}: {field} names {', '.join(map(repr, missing))}, not "
+                f"{where} (columns: {listed})"
             )
 
 
 def _fit_features(
-    summary: DatasetSummary, label: str, config: TransformConfig
+    summary: DatasetSummary, label: str, config: TransformConfig, inactive: dict[str, str]
 ) -> tuple[list[FeatureTransform], dict[str, str]]:
     excluded = {label, *config.exclude, *([config.key_column] if config.key_column else [])}
     features: list[FeatureTransform] = []
     skipped: dict[str, str] = {}
     for name in sorted(summary.features):
         if name in excluded:
+            continue
+        if name in inactive:
+            skipped[name] = inactive[name]
             continue
         fitted = fit_feature(name, summary.features[name], config)
         if isinstance(fitted, str):

@@ -2,10 +2,12 @@
 
 The six questions, in the order a person asks them: is each expected feature present;
 are there unexpected ones; is each of the expected type; in enough examples; with the
-expected number of values; and is each distribution close enough to the baseline's.
-Plus out-of-domain strings, out-of-range numbers, NaN/Inf, and a sudden change in the
-number of examples. Each finding carries TFDV's anomaly type and wording, and the
-severity its check has in the pipeline config; the result is a TFMD ``Anomalies``.
+expected number of values; and is each distribution close enough to the baseline's
+(drift, and the value skews: missing share, label shift, unseen values, extreme drift;
+``drift_checks``). Plus out-of-domain strings, out-of-range numbers, NaN/Inf, and a
+sudden change in the number of examples. Each finding carries TFDV's anomaly type and
+wording, and the severity its check has in the pipeline config; the result is a TFMD
+``Anomalies``.
 """
 
 from __future__ import annotations
@@ -20,7 +22,14 @@ from cascade.validation.domain_checks import (
     nan_inf_findings,
     range_findings,
 )
-from cascade.validation.drift import jensen_shannon_divergence, l_infinity_distance
+from cascade.validation.drift_checks import (
+    JENSEN_SHANNON,
+    KS,
+    L_INFINITY,
+    DriftMeasurement,
+    SampleSizes,
+    judge_distribution,
+)
 from cascade.validation.feature_columns import FeatureKind
 from cascade.validation.findings import Finding, anomaly
 from cascade.validation.schema import SCHEMA_TYPES
@@ -30,6 +39,14 @@ from cascade.validation.tfmd import anomalies_pb2, schema_pb2
 __all__ = ["Baseline", "DriftMeasurement", "ValidationResult", "validate_statistics"]
 
 Type = anomalies_pb2.AnomalyInfo
+Measurement = anomalies_pb2.DriftSkewInfo.Measurement
+_MEASUREMENT_TYPES = {
+    L_INFINITY: Measurement.L_INFTY,
+    JENSEN_SHANNON: Measurement.JENSEN_SHANNON_DIVERGENCE,
+    KS: Measurement.UNKNOWN,  # TFMD names no KS measurement
+}
+_DISTRIBUTION_CHECKS = frozenset({Check.DRIFT, Check.LABEL_SHIFT})
+"""Measurements written to ``drift_skew_info``: distances between distributions."""
 _INACTIVE_STAGES = {
     schema_pb2.PLANNED,
     schema_pb2.ALPHA,
@@ -48,22 +65,17 @@ class Baseline:
 
 
 @dataclass(frozen=True)
-class DriftMeasurement:
-    feature: str
-    measure: str  # "jensen_shannon_divergence" or "l_infinity"
-    value: float
-    threshold: float
-
-    @property
-    def exceeded(self) -> bool:
-        return self.value > self.threshold
-
-
-@dataclass(frozen=True)
 class ValidationResult:
+    """``drift``: every distribution measurement taken (each with its check, measure,
+    value and threshold); ``notes``: what was reported without a finding (batch
+    identifiers) or could not be checked, and why; ``batch_identifiers``: features
+    found to identify the batch, not drift-checked."""
+
     findings: list[Finding]
     drift: list[DriftMeasurement] = field(default_factory=list)
     anomalies: Any = None
+    notes: list[str] = field(default_factory=list)
+    batch_identifiers: list[str] = field(default_factory=list)
 
     @property
     def errors(self) -> list[Finding]:
@@ -72,6 +84,11 @@ class ValidationResult:
     @property
     def warnings(self) -> list[Finding]:
         return [finding for finding in self.findings if finding.severity is Severity.WARNING]
+
+    @property
+    def value_skews(self) -> list[Finding]:
+        """Findings of severity ``retrain``: the file is accepted and retrains the model."""
+        return [finding for finding in self.findings if finding.severity is Severity.RETRAIN]
 
     @property
     def accepted(self) -> bool:
@@ -92,10 +109,17 @@ def validate_statistics(
     schema: Any,
     baseline: Baseline | None,
     config: ValidationConfig,
+    *,
+    label: str | None = None,
 ) -> ValidationResult:
-    """Judge ``current`` (one file) against ``schema`` and ``baseline`` (None at first)."""
+    """Judge ``current`` (one file) against ``schema`` and ``baseline`` (None at first).
+
+    ``label``: the label's feature, whose distribution is judged as a label shift.
+    """
     findings: list[Finding] = []
     drift: list[DriftMeasurement] = []
+    notes: list[str] = []
+    batch_identifiers: list[str] = []
     schema_names = {feature.name for feature in schema.feature}
     for expected in schema.feature:
         if not _active(expected):
@@ -106,11 +130,18 @@ def validate_statistics(
                 findings.append(_missing_column(expected.name))
             continue
         findings.extend(_feature_findings(expected, found, current.num_examples))
-        if _drift_applies(baseline, current, config) and _same_type(expected, found):
-            assert baseline is not None
-            drift.extend(
-                _drift(expected, found, baseline.summary.features.get(expected.name), config)
-            )
+        previous = baseline.summary.features.get(expected.name) if baseline else None
+        if previous is None or baseline is None or not _drift_applies(current, config):
+            continue
+        sizes = SampleSizes(current.num_examples, baseline.summary.num_examples, baseline.files)
+        judged = judge_distribution(
+            expected, found, previous, sizes, config, is_label=expected.name == label
+        )
+        drift.extend(judged.measurements)
+        findings.extend(judged.findings)
+        notes.extend(judged.notes)
+        if judged.batch_identifier:
+            batch_identifiers.append(expected.name)
     for name in current.features:
         if name not in schema_names:
             findings.append(
@@ -122,18 +153,15 @@ def validate_statistics(
                     "New column (column in data but not in schema)",
                 )
             )
-    findings.extend(_drift_findings(drift))
     findings.extend(_example_count_findings(current, schema, baseline))
     graded = [finding.graded(config.severities.of(finding.check)) for finding in findings]
     kept = [finding for finding in graded if finding.severity is not Severity.IGNORE]
-    result = ValidationResult(findings=kept, drift=drift)
-    return ValidationResult(kept, drift, anomalies_proto(result, schema))
+    result = ValidationResult(kept, drift, None, notes, batch_identifiers)
+    return ValidationResult(kept, drift, anomalies_proto(result, schema), notes, batch_identifiers)
 
 
-def _drift_applies(
-    baseline: Baseline | None, current: DatasetSummary, config: ValidationConfig
-) -> bool:
-    return baseline is not None and current.num_examples >= config.drift_min_examples
+def _drift_applies(current: DatasetSummary, config: ValidationConfig) -> bool:
+    return current.num_examples >= config.drift_min_examples
 
 
 def _missing_column(name: str) -> Finding:
@@ -251,54 +279,6 @@ def _value_count_findings(expected: Any, found: FeatureSummary) -> Iterator[Find
         )
 
 
-def _drift(
-    expected: Any,
-    found: FeatureSummary,
-    previous: FeatureSummary | None,
-    config: ValidationConfig,
-) -> Iterator[DriftMeasurement]:
-    if previous is None:
-        return
-    comparator = expected.drift_comparator
-    js_threshold = comparator.jensen_shannon_divergence.threshold
-    if js_threshold > 0 and found.numeric is not None and previous.numeric is not None:
-        value = jensen_shannon_divergence(previous.numeric, found.numeric, config.drift_bins)
-        yield DriftMeasurement(expected.name, "jensen_shannon_divergence", value, js_threshold)
-    linf_threshold = comparator.infinity_norm.threshold
-    if linf_threshold > 0 and found.strings is not None and previous.strings is not None:
-        value, _ = l_infinity_distance(
-            dict(previous.strings.value_counts(config.max_tracked_values)),
-            dict(found.strings.value_counts(config.max_tracked_values)),
-        )
-        yield DriftMeasurement(expected.name, "l_infinity", value, linf_threshold)
-
-
-def _drift_findings(drift: list[DriftMeasurement]) -> Iterator[Finding]:
-    for measurement in drift:
-        if not measurement.exceeded:
-            continue
-        if measurement.measure == "l_infinity":
-            yield anomaly(
-                measurement.feature,
-                Check.DRIFT,
-                Type.COMPARATOR_L_INFTY_HIGH,
-                "High Linfty distance between current and previous",
-                "The Linfty distance between current and previous is "
-                f"{measurement.value:.6g} (up to six significant digits), above the "
-                f"threshold {measurement.threshold:.6g}.",
-            )
-        else:
-            yield anomaly(
-                measurement.feature,
-                Check.DRIFT,
-                Type.COMPARATOR_JENSEN_SHANNON_DIVERGENCE_HIGH,
-                "High approximate Jensen-Shannon divergence between current and previous",
-                "The approximate Jensen-Shannon divergence between current and "
-                f"previous is {measurement.value:.6g} (up to six significant digits), "
-                f"above the threshold {measurement.threshold:.6g}.",
-            )
-
-
 def _example_count_findings(
     current: DatasetSummary, schema: Any, baseline: Baseline | None
 ) -> Iterator[Finding]:
@@ -368,14 +348,13 @@ def anomalies_proto(result: ValidationResult, schema: Any) -> Any:
         else:
             _info(findings, proto.dataset_anomaly_info)
     for measurement in result.drift:
+        if measurement.check not in _DISTRIBUTION_CHECKS:
+            continue
         drift_info = proto.drift_skew_info.add()
         drift_info.path.step.append(measurement.feature)
-        kind = (
-            anomalies_pb2.DriftSkewInfo.Measurement.L_INFTY
-            if measurement.measure == "l_infinity"
-            else anomalies_pb2.DriftSkewInfo.Measurement.JENSEN_SHANNON_DIVERGENCE
-        )
         drift_info.drift_measurements.add(
-            type=kind, value=measurement.value, threshold=measurement.threshold
+            type=_MEASUREMENT_TYPES.get(measurement.measure, Measurement.UNKNOWN),
+            value=measurement.value,
+            threshold=measurement.threshold,
         )
     return proto

@@ -10,6 +10,12 @@ Merging is keyed by file: the object's metadata lists the most recent file ids m
 baseline write and its manifest finds its id there and does not merge twice; the list
 holds the last ``RECENT_FILES`` ids, far more than can be accepted within one claim
 lease, which is how long a crashed step waits before it is resumed.
+
+The baseline is the schema's, not the last file's: only the columns the dataset's
+schema lists are merged, and a merge also drops any column the schema no longer lists
+(a baseline written before this rule heals on the next accepted file). A column a file
+brings that the schema does not take stays a finding of that file until the schema
+takes it (an edit, or ``cascade schema accept-feature``).
 """
 
 from __future__ import annotations
@@ -25,6 +31,7 @@ from cascade.core.paths import DatasetPaths
 from cascade.core.store import ArtifactStore, Payload, StoredObject
 from cascade.core.validation_config import ValidationConfig
 from cascade.validation.anomalies import Baseline
+from cascade.validation.schema import restricted_to_schema
 from cascade.validation.statistics import statistics_proto, summary_of_statistics
 from cascade.validation.summaries import DatasetSummary
 from cascade.validation.tfmd import statistics_pb2
@@ -84,14 +91,19 @@ class BaselineStore:
         return _decode(stored.data, stored.metadata, stored.generation, self.uri)
 
     def merge_file(
-        self, file_id: str, summary: DatasetSummary, config: ValidationConfig
+        self, file_id: str, summary: DatasetSummary, config: ValidationConfig, *, schema: Any
     ) -> StoredBaseline:
-        """Merge one accepted file's summary in, exactly once per ``file_id``."""
+        """Merge one accepted file's summary in, exactly once per ``file_id``.
+
+        Only the features ``schema`` (the schema the file was judged by) lists enter
+        the baseline; any other column, of this file or already in the baseline, stays
+        out.
+        """
 
         def merge(current: StoredBaseline | None) -> StoredBaseline | None:
             if current is not None and file_id in current.recent_files:
                 return None  # merged already (a resumed step): keep it
-            return _merged(current, file_id, summary, config)
+            return _merged(current, file_id, summary, config, schema)
 
         updated = self._artifacts.update(self._name, _BaselineCodec(self.uri, config), merge)
         assert updated.value is not None  # merge() only ever keeps an existing baseline
@@ -103,10 +115,13 @@ def _merged(
     file_id: str,
     summary: DatasetSummary,
     config: ValidationConfig,
+    schema: Any,
 ) -> StoredBaseline:
+    summary = restricted_to_schema(summary, schema)
     if current is None:
         return StoredBaseline(summary.compacted(config.max_tracked_values), 1, (file_id,), 0)
-    merged = current.summary.merged(summary, config.max_tracked_values)
+    previous = restricted_to_schema(current.summary, schema)
+    merged = previous.merged(summary, config.max_tracked_values)
     recent = (*current.recent_files, file_id)[-RECENT_FILES:]
     return StoredBaseline(
         merged.compacted(config.max_tracked_values), current.files + 1, recent, current.generation

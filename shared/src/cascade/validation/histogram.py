@@ -6,9 +6,14 @@ merge exactly: coarsen the finer one, add counts, coarsen until at most ``max_bi
 bins span the range. The scale is always the smallest that fits the range, so merging
 the histograms of two parts gives the histogram of the whole, bin for bin.
 
-Quantiles, standard histograms and drift bins are read from it by assuming values are
-spread evenly inside a bin: the error is at most one bin (range / max_bins or less).
-Integer data never goes below scale 0, so small-range integers are counted exactly.
+Quantiles and standard histograms are read from its *cells*: a bin whose values are all
+one number is a point (an integer bin at scale 0, and the zeros of bin ``[0, w)``,
+whose count the caller knows exactly), any other bin is assumed to spread its values
+evenly over its width clipped to the data's range: the error is at most one bin
+(range / max_bins or less). Points are never spread, so 999 zeros and a one are not
+read as values spread over ``[0, 1)``. Integer data never goes below scale 0, so
+small-range integers are counted exactly. Drift measures read the bins themselves,
+at bin edges, where counts are exact (``cascade.validation.drift``).
 """
 
 from __future__ import annotations
@@ -21,7 +26,7 @@ from dataclasses import dataclass, field
 import pyarrow as pa  # type: ignore[import-untyped,unused-ignore]
 import pyarrow.compute as pc  # type: ignore[import-untyped,unused-ignore]
 
-__all__ = ["DEFAULT_MAX_BINS", "AlignedHistogram"]
+__all__ = ["DEFAULT_MAX_BINS", "AlignedHistogram", "Cell"]
 
 DEFAULT_MAX_BINS = 1024
 _MANTISSA_BITS = 52
@@ -50,6 +55,16 @@ def _fitting_scale(low: float, high: float, max_bins: int, floor_scale: int) -> 
     while _bins_spanned(low, high, scale) > max_bins:
         scale += 1
     return scale
+
+
+@dataclass(frozen=True)
+class Cell:
+    """Values of one bin, or the zeros of bin 0: ``point`` when all equal ``low``."""
+
+    low: float
+    high: float
+    count: int
+    point: bool
 
 
 @dataclass
@@ -126,30 +141,57 @@ class AlignedHistogram:
         width = self.width
         return [(key * width, (key + 1) * width, self.counts[key]) for key in sorted(self.counts)]
 
-    def masses(self, boundaries: Sequence[float], low: float, high: float) -> list[float]:
+    @property
+    def points(self) -> bool:
+        """True when every bin holds a single value: integers at scale 0."""
+        return self.integers and self.scale <= 0
+
+    def cells(self, zeros: int = 0) -> list[Cell]:
+        """The bins in increasing order, bin 0's ``zeros`` (exact zeros) split off as a point."""
+        cells: list[Cell] = []
+        points = self.points
+        for low, high, count in self.bins():
+            if points:
+                cells.append(Cell(low, low, count, True))
+                continue
+            at_zero = min(zeros, count) if low == 0 else 0
+            if at_zero:
+                cells.append(Cell(0.0, 0.0, at_zero, True))
+            if count > at_zero:
+                cells.append(Cell(low, high, count - at_zero, False))
+        return cells
+
+    def masses(
+        self, boundaries: Sequence[float], low: float, high: float, *, zeros: int = 0
+    ) -> list[float]:
         """Counts in the buckets the sorted ``boundaries`` cut (len(boundaries) + 1).
 
-        Bins are clipped to the data's [low, high]; a bin a boundary crosses is split
-        in proportion to its width on each side. One pass over the bins.
+        A value ``v`` is in bucket ``bisect_right(boundaries, v)``. Points (see
+        ``cells``) go whole into their bucket; other bins are clipped to the data's
+        [low, high] and split in proportion to their width on each side of a boundary.
+        One pass over the bins.
         """
         buckets = [0.0] * (len(boundaries) + 1)
-        for bin_low, bin_high, count in self.bins():
-            start, end = max(bin_low, low), min(bin_high, high)
+        for cell in self.cells(zeros):
+            start, end = max(cell.low, low), min(cell.high, high)
             first = bisect.bisect_right(boundaries, start)
             last = bisect.bisect_left(boundaries, end)
-            if last <= first or end <= start:
-                buckets[min(first, len(boundaries))] += count
+            if cell.point or last <= first or end <= start:
+                buckets[min(first, len(boundaries))] += cell.count
                 continue
             edges = [start, *boundaries[first:last], end]
             for offset in range(len(edges) - 1):
                 share = (edges[offset + 1] - edges[offset]) / (end - start)
-                buckets[first + offset] += count * share
+                buckets[first + offset] += cell.count * share
         return buckets
 
-    def quantiles(self, fractions: Sequence[float], low: float, high: float) -> list[float]:
+    def quantiles(
+        self, fractions: Sequence[float], low: float, high: float, *, zeros: int = 0
+    ) -> list[float]:
         """Values below which the given (ascending) fractions of the data lie.
 
-        Interpolated inside the bin where each fraction falls; one pass over the bins.
+        A point's value, or interpolated inside the bin where each fraction falls; one
+        pass over the bins.
         """
         total = self.total
         if total == 0:
@@ -158,12 +200,14 @@ class AlignedHistogram:
         targets = iter(fraction * total for fraction in fractions)
         target = next(targets, None)
         seen = 0.0
-        for bin_low, bin_high, count in self.bins():
-            start, end = max(bin_low, low), min(bin_high, high)
-            while target is not None and seen + count >= target:
-                share = (target - seen) / count if count else 0.0
+        for cell in self.cells(zeros):
+            start, end = max(cell.low, low), min(cell.high, high)
+            if cell.point:
+                start = end = min(max(cell.low, low), high)
+            while target is not None and seen + cell.count >= target:
+                share = (target - seen) / cell.count if cell.count else 0.0
                 results.append(min(max(start + share * (end - start), low), high))
                 target = next(targets, None)
-            seen += count
+            seen += cell.count
         results.extend(high for _ in range(len(fractions) - len(results)))
         return results

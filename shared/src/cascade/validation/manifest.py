@@ -1,7 +1,8 @@
 """The accepted-files manifest: ``datasets/<d>/accepted/<file-id>.json``, one per file.
 
 Written once, when a file is accepted and its statistics are in the baseline; the
-transform step lists these to know which data to train on.
+transform step lists these to know which data to train on, and reads its own run's to
+know whether the file brought value skews (``value_skews``: they ask for retraining).
 
 Each manifest records the file's content digest (SHA-256 of its bytes), and
 ``datasets/<d>/accepted-content/<digest>.json`` (``ContentEntry``, created only once per
@@ -26,12 +27,38 @@ __all__ = [
     "DIGEST_PREFIX",
     "AcceptedFile",
     "ContentEntry",
+    "ValueSkew",
     "content_digest",
     "content_entry_name",
 ]
 
 DIGEST_PREFIX = "sha256:"
 _DIGEST_CHUNK_BYTES = 8 * 1024 * 1024
+
+
+class ValueSkew(BaseModel):
+    """A value skew an accepted file brought (a finding of severity ``retrain``).
+
+    ``measure``, ``value`` and ``threshold`` are the drift measurement behind it, when
+    there is one (empty for a finding without a measurement).
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    check: str
+    feature: str
+    description: str
+    measure: str = ""
+    value: float | None = None
+    threshold: float | None = None
+
+    def brief(self) -> str:
+        """E.g. ``drift in 'amount' (ks 0.21 > 0.1)``."""
+        kind = self.check.replace("_", " ")
+        subject = f"{kind} in {self.feature!r}" if self.feature else kind
+        if self.measure and self.value is not None and self.threshold is not None:
+            return f"{subject} ({self.measure} {self.value:.3g} > {self.threshold:.3g})"
+        return subject
 
 
 class AcceptedFile(BaseModel):
@@ -46,6 +73,8 @@ class AcceptedFile(BaseModel):
     schema_uri: str
     accepted_at: datetime
     warnings: list[str] = []
+    value_skews: list[ValueSkew] = []
+    """What the file's validation found that retrains (docs/validation.md, "Policy")."""
     content_digest: str = ""
     """``sha256:<hex>`` of the file's bytes; empty in manifests written before digests."""
     duplicate_of: str | None = None

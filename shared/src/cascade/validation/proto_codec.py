@@ -95,7 +95,7 @@ def _numeric_to_proto(
     if numeric.count:
         low, high = numeric.minimum, numeric.maximum
         stats.min, stats.max = low, high
-        stats.median = numeric.histogram.quantiles([0.5], low, high)[0]
+        stats.median = numeric.histogram.quantiles([0.5], low, high, zeros=numeric.zeros)[0]
         _standard_histogram(numeric, stats.histograms.add(), config.histogram_buckets)
         _quantiles_histogram(numeric, stats.histograms.add())
     else:
@@ -116,7 +116,7 @@ def _standard_histogram(numeric: NumericSummary, histogram: Any, buckets: int) -
     low, high = numeric.minimum, numeric.maximum
     width = (high - low) / buckets
     boundaries = [low + width * i for i in range(1, buckets)] if width > 0 else []
-    masses = numeric.histogram.masses(boundaries, low, high)
+    masses = numeric.histogram.masses(boundaries, low, high, zeros=numeric.zeros)
     edges = [low, *boundaries, high]
     for index, mass in enumerate(masses):
         histogram.buckets.add(
@@ -129,7 +129,7 @@ def _quantiles_histogram(numeric: NumericSummary, histogram: Any) -> None:
     histogram.num_nan = numeric.nan
     low, high = numeric.minimum, numeric.maximum
     fractions = [i / QUANTILE_BUCKETS for i in range(QUANTILE_BUCKETS + 1)]
-    points = numeric.histogram.quantiles(fractions, low, high)
+    points = numeric.histogram.quantiles(fractions, low, high, zeros=numeric.zeros)
     share = numeric.count / QUANTILE_BUCKETS
     for index in range(QUANTILE_BUCKETS):
         histogram.buckets.add(

@@ -23,9 +23,13 @@ from cascade.validation.tfmd import schema_pb2
 
 __all__ = [
     "SCHEMA_TYPES",
+    "inactive_reason",
+    "infer_feature",
     "infer_schema",
     "parse_schema_text",
+    "restricted_to_schema",
     "schema_column_names",
+    "schema_feature_names",
     "schema_to_text",
 ]
 
@@ -34,6 +38,16 @@ SCHEMA_TYPES = {
     FeatureKind.FLOAT: schema_pb2.FLOAT,
     FeatureKind.STRING: schema_pb2.BYTES,
 }
+# TFDV skips features in these stages (and deprecated ones): not checked, not trained on.
+_INACTIVE_STAGES = frozenset(
+    {
+        schema_pb2.PLANNED,
+        schema_pb2.ALPHA,
+        schema_pb2.DEBUG_ONLY,
+        schema_pb2.DEPRECATED,
+        schema_pb2.DISABLED,
+    }
+)
 
 
 def infer_schema(summary: DatasetSummary, config: ValidationConfig) -> Any:
@@ -45,6 +59,15 @@ def infer_schema(summary: DatasetSummary, config: ValidationConfig) -> Any:
     comparator.min_fraction_threshold = config.example_count_min_ratio
     comparator.max_fraction_threshold = config.example_count_max_ratio
     return schema
+
+
+def infer_feature(
+    name: str, feature: FeatureSummary, examples: int, config: ValidationConfig
+) -> Any:
+    """The schema ``Feature`` inference gives ``feature`` (seen in ``examples`` examples)."""
+    schema = schema_pb2.Schema()
+    _infer_feature(schema, name, feature, examples, config)
+    return schema.feature[0]
 
 
 def _infer_feature(
@@ -79,6 +102,10 @@ def _infer_domain(proto: Any, feature: FeatureSummary, config: ValidationConfig)
     counts = feature.strings.value_counts(config.max_tracked_values)
     total = feature.presence.tot_num_values
     if feature.strings.truncated or not counts or len(counts) > config.max_domain_size:
+        return
+    if len(counts) < 2:
+        # Constant in the first file: a batch identifier (the file's month, say), which
+        # the next period would break, or a feature not yet seen varying. No domain.
         return
     if total < config.domain_min_values or len(counts) > config.max_domain_unique_ratio * total:
         return
@@ -119,3 +146,33 @@ def schema_column_names(schema: Any | None) -> tuple[frozenset[str], frozenset[s
     floats = frozenset(f.name for f in schema.feature if f.type == schema_pb2.FLOAT)
     strings = frozenset(f.name for f in schema.feature if f.type == schema_pb2.BYTES)
     return floats, strings
+
+
+def schema_feature_names(schema: Any) -> frozenset[str]:
+    """Every feature the schema lists, whatever its lifecycle stage."""
+    return frozenset(feature.name for feature in schema.feature)
+
+
+def inactive_reason(feature: Any) -> str | None:
+    """Why a schema feature is neither checked nor trained on; None when it is active."""
+    if feature.deprecated:
+        return "deprecated in the schema"
+    if feature.lifecycle_stage in _INACTIVE_STAGES:
+        stage = schema_pb2.LifecycleStage.Name(feature.lifecycle_stage)
+        return f"lifecycle_stage {stage} in the schema"
+    return None
+
+
+def restricted_to_schema(summary: DatasetSummary, schema: Any) -> DatasetSummary:
+    """``summary`` without the columns ``schema`` does not list.
+
+    The baseline and the transform are the schema's: a column a file brings that the
+    schema does not take (yet) is reported as a new column, never merged or fitted.
+    Inactive (deprecated) features are kept: their statistics stay complete for the day
+    the schema turns them on again; the transform leaves them out.
+    """
+    names = schema_feature_names(schema)
+    if all(name in names for name in summary.features):
+        return summary
+    features = {name: found for name, found in summary.features.items() if name in names}
+    return DatasetSummary(summary.num_examples, features)
