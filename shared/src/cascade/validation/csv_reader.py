@@ -170,12 +170,21 @@ def _read_options(names: list[str], piece_bytes: int) -> pacsv.ReadOptions:
     return pacsv.ReadOptions(column_names=names, use_threads=True, block_size=piece_bytes)
 
 
+_NO_TIMESTAMPS = ["\x00"]
+"""Arrow's timestamp parsers: one that never matches (no value of a file Cascade reads
+holds a NUL byte). A timestamp column stays the text the file holds, as it does when
+the schema says BYTES: parsed on the dataset's first file only, its values would be
+written back as ``2013-03-01 10:00:00Z`` and never equal a later file's
+``2013-03-01T10:00:00Z`` (every value unseen, a domain broken every period)."""
+
+
 def _convert_options(types: dict[str, pa.DataType]) -> pacsv.ConvertOptions:
     return pacsv.ConvertOptions(
         column_types=types,
         null_values=NULL_VALUES,
         strings_can_be_null=True,
         quoted_strings_can_be_null=True,
+        timestamp_parsers=_NO_TIMESTAMPS,
     )
 
 
