@@ -79,7 +79,8 @@ resource "google_cloud_run_v2_service_iam_member" "invoker" {
 }
 
 # HTTP functions: the callers of the function's topology `invokers` group, never the
-# public (train-http: var.train_http_invokers; evaluate-http: var.bless_http_invokers).
+# public (train-http: var.train_http_invokers; evaluate-http: var.bless_http_invokers;
+# review-http: var.review_http_invokers).
 resource "google_cloud_run_v2_service_iam_member" "http_invoker" {
   for_each = local.http_invoker_grants
 

@@ -93,6 +93,7 @@ locals {
   invoker_groups = {
     retrain = var.train_http_invokers
     bless   = var.bless_http_invokers
+    review  = var.review_http_invokers
   }
   http_invoker_grants = {
     for pair in flatten([

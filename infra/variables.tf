@@ -104,6 +104,17 @@ variable "bless_http_invokers" {
   }
 }
 
+variable "review_http_invokers" {
+  description = "IAM members (user:, group:, serviceAccount:) allowed to call the review-http function: release a quarantined file into training or discard it (audited like force-bless). Kept apart from the retrain and bless callers: whoever reviews quarantined data decides what the model learns from. Public members are refused."
+  type        = list(string)
+  default     = []
+
+  validation {
+    condition     = alltrue([for member in var.review_http_invokers : !can(regex("^all(Users|AuthenticatedUsers)$", member))])
+    error_message = "review_http_invokers must not contain public principals."
+  }
+}
+
 variable "endpoint_service_account" {
   description = "Email of the service account Vertex AI endpoint models run as (the deployment config's endpoint_service_account), if any. The deploy function gets roles/iam.serviceAccountUser on it, which deploying a model with a service account requires. Null: models run as Vertex AI's default and deploy acts as nobody."
   type        = string

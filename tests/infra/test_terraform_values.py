@@ -57,8 +57,16 @@ PROJECT = "cascade-test"
 ENDPOINT_ACCOUNT = "serving@other-project.iam.gserviceaccount.com"
 # The members each HTTP invoker group's variable is given here (one distinct member each,
 # so a grant to the wrong function shows).
-INVOKER_VARIABLES = {"retrain": "train_http_invokers", "bless": "bless_http_invokers"}
-INVOKER_MEMBERS = {"retrain": "group:retrainers@example.com", "bless": "user:lead@example.com"}
+INVOKER_VARIABLES = {
+    "retrain": "train_http_invokers",
+    "bless": "bless_http_invokers",
+    "review": "review_http_invokers",
+}
+INVOKER_MEMBERS = {
+    "retrain": "group:retrainers@example.com",
+    "bless": "user:lead@example.com",
+    "review": "group:stewards@example.com",
+}
 KMS_KEY = f"projects/{PROJECT}/locations/us-central1/keyRings/cascade/cryptoKeys/cascade"
 
 # Roles nobody gets: the basic roles and any administrator role.

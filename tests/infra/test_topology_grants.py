@@ -70,6 +70,7 @@ def evaluate_grants(
     variables = {
         "train_http_invokers": [],
         "bless_http_invokers": [],
+        "review_http_invokers": [],
         "endpoint_service_account": None,
         **(variables or {}),
     }
@@ -118,6 +119,7 @@ def grants(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
         {
             "train_http_invokers": ["group:retrainers@example.com"],
             "bless_http_invokers": ["user:lead@example.com"],
+            "review_http_invokers": ["group:stewards@example.com"],
             "endpoint_service_account": "serving@p.iam.gserviceaccount.com",
         },
     )
@@ -206,10 +208,12 @@ def test_each_http_function_has_its_own_invoker_list(
     assert granted == {
         ("train-http", "group:retrainers@example.com"),
         ("evaluate-http", "user:lead@example.com"),
+        ("review-http", "group:stewards@example.com"),
     }
     assert topology.functions["train-http"].invokers == "retrain"
     assert topology.functions["evaluate-http"].invokers == "bless"
-    assert {"retrain", "bless"} == set(INVOKER_GROUPS)
+    assert topology.functions["review-http"].invokers == "review"
+    assert {"retrain", "bless", "review"} == set(INVOKER_GROUPS)
 
 
 def test_a_dropped_declaration_drops_the_grant(tmp_path: Path) -> None:

@@ -353,6 +353,7 @@ def test_get_is_a_json_405(request: pytest.FixtureRequest, name: str) -> None:
         ({"dataset": DATASET, "request_id": "x" * 200}, "request_id"),
         ({"dataset": DATASET, "request_id": f"run:{WAITING}"}, "request_id"),
         ({"dataset": DATASET, "request_id": "follow-up:x"}, "request_id"),
+        ({"dataset": DATASET, "request_id": "release:x"}, "request_id"),
     ],
 )
 def test_train_http_names_the_bad_field(

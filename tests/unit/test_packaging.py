@@ -451,7 +451,7 @@ NOT_FOR_FUNCTIONS = frozenset(
         "pytest",
     }
 )
-VERTEX_FUNCTIONS = {"train", "train-http", "evaluate-job-events", "deploy"}
+VERTEX_FUNCTIONS = {"train", "train-http", "evaluate-job-events", "deploy", "monitor"}
 
 
 @pytest.fixture(scope="module")

@@ -53,6 +53,16 @@ STEP_MESSAGES: dict[str, tuple[StepMessage, str]] = {
         ),
         "handle_data_validated",
     ),
+    "monitor": (
+        DataValidated.model_validate(
+            {
+                "dataset": "credit",
+                "run_id": "credit-r1",
+                "source": {"bucket": "landing", "name": "credit/a.csv", "generation": 7},
+            }
+        ),
+        "handle_data_validated",
+    ),
     "train": (TrainRequest(dataset="credit", request_id="r1"), "handle_train_request"),
     "evaluate": (ModelTrained(dataset="credit", run_id="credit-r1"), "handle_model_trained"),
     "deploy": (ModelBlessed(dataset="credit", run_id="credit-r1"), "handle_model_blessed"),
@@ -91,6 +101,7 @@ def test_deliveries_are_what_terraform_sets_up() -> None:
     assert deliveries == {
         "validate": "eventarc",
         "transform": "push",
+        "monitor": "push",
         "train": "push",
         "evaluate": "push",
         "evaluate-job-events": "push",

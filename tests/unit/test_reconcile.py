@@ -112,6 +112,32 @@ def test_stalled_run_republishes_the_last_finished_steps_messages_but_not_alerts
     assert [type(m) for m in step_context.bus.published] == [DataValidated]
 
 
+def test_a_finished_side_step_does_not_hide_a_stalled_chain(
+    step_context: StepContext, clock: Clock
+) -> None:
+    """The monitor runs beside transform on the same message; its finishing later than
+    validate must not make the run look as if the chain had moved on."""
+    _landing(step_context, clock)
+    run_id = _validated_run(step_context, clock, "credit/m.csv", 9)
+    run = step_context.ledger.get(run_id)
+    assert run is not None
+    execute_step(
+        step_context,
+        run=run,
+        step="monitor",
+        owner="m1",
+        body=lambda claim, log: StepOutcome(summary="scored"),
+    )
+    assert isinstance(step_context.bus, RecordingBus)
+    step_context.bus.published.clear()
+    clock.advance(STALE.total_seconds() + 1)
+
+    report = reconcile(step_context, stale_after=STALE, start_upload=_record_started_uploads([]))
+
+    assert report.runs_resumed == [run_id]
+    assert [type(m) for m in step_context.bus.published] == [DataValidated]
+
+
 def test_step_whose_owner_died_is_retriggered_by_its_predecessors_messages(
     step_context: StepContext, clock: Clock
 ) -> None:

@@ -102,11 +102,13 @@ def test_every_repository_function_names_its_dependency_group() -> None:
     assert groups == {
         "validate": "function",
         "transform": "function",
+        "monitor": "function-vertex",
         "train": "function-vertex",
         "train-http": "function-vertex",
         "evaluate": "function",
         "evaluate-job-events": "function-vertex",
         "evaluate-http": "function",
+        "review-http": "function",
         "deploy": "function-vertex",
         "dead-letters": "function",
         "reconcile": "function",
@@ -181,6 +183,7 @@ def test_retrain_and_bless_callers_are_separate_groups() -> None:
 
     assert topology.functions["train-http"].invokers == "retrain"
     assert topology.functions["evaluate-http"].invokers == "bless"
+    assert topology.functions["review-http"].invokers == "review"
 
 
 def test_the_vertex_jobs_account_is_declared_with_its_access() -> None:

@@ -6,11 +6,12 @@ the interface the real deployers (``VertexDeployer``, ``LocalDeployer``) impleme
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
 from cascade.core.deployment_config import DeploymentConfig
-from cascade.deploy.deployer import CanaryReport, Candidate, Deployer
+from cascade.deploy.deployer import Answer, CanaryReport, Candidate, Deployer
 from cascade.serving.state import DeployedVersion
 
 # The time of tests.unit.evaluation.builders.NOW; not imported from there, so mypy checks
@@ -26,11 +27,16 @@ class FakeDeployer(Deployer):
     target = "fake"
 
     def __init__(
-        self, canary_passes: bool = True, check_fails: BaseException | None = None
+        self,
+        canary_passes: bool = True,
+        check_fails: BaseException | None = None,
+        predictor: Callable[[dict[str, Any]], dict[str, Any]] | None = None,
     ) -> None:
+        """``predictor`` answers ``predict`` row by row (default: a 0.5 probability)."""
         self.calls: list[tuple[str, tuple[Any, ...]]] = []
         self.canary_passes = canary_passes
         self.check_fails = check_fails
+        self.predictor = predictor or (lambda row: {"probabilities": [0.5, 0.5]})
 
     def names(self) -> list[str]:
         """The methods called, in order."""
@@ -80,3 +86,7 @@ class FakeDeployer(Deployer):
 
     def restore_previous(self, dataset: str) -> tuple[str, str]:
         raise AssertionError("not part of a rollout")
+
+    def predict(self, dataset: str, version: str, instances: list[dict[str, Any]]) -> Answer:
+        self.calls.append(("predict", (dataset, version, instances)))
+        return Answer([self.predictor(row) for row in instances], version)

@@ -358,3 +358,33 @@ def test_rollback_sends_traffic_to_the_previous_version_and_undeploys_the_curren
 
     sdk.endpoint.update.assert_called_once_with(traffic_split={"111": 100})
     sdk.endpoint.undeploy.assert_called_once_with(deployed_model_id="222")
+
+
+def test_monitoring_predictions_go_through_raw_predict_and_name_the_answering_version(
+    sdk: Sdk, deployer: VertexDeployer, artifacts: MemoryArtifactStore
+) -> None:
+    serving_v1(artifacts)
+    sdk.endpoint.raw_predict.return_value = answer(
+        200, {"predictions": [{"score": 0.1}, {"score": 0.9}]}, "111"
+    )
+    rows = [{"age": 30.0, "city": "oslo", "key": "r1"}, {"age": 41.0, "city": "rome", "key": "r2"}]
+
+    answered = deployer.predict("credit", "1", rows)
+
+    sdk.endpoints.assert_called_with(endpoint_name=ENDPOINT, **WHERE)
+    [call] = sdk.endpoint.raw_predict.call_args_list
+    assert call.kwargs["headers"] == {"Content-Type": "application/json"}
+    assert json.loads(call.kwargs["body"]) == {"instances": rows}
+    assert answered.predictions == [{"score": 0.1}, {"score": 0.9}]
+    assert answered.version == "1"
+
+
+def test_monitoring_predictions_answered_by_an_unknown_deployed_model_name_no_version(
+    sdk: Sdk, deployer: VertexDeployer, artifacts: MemoryArtifactStore
+) -> None:
+    serving_v1(artifacts)
+    sdk.endpoint.raw_predict.return_value = answer(200, {"predictions": [{"score": 0.5}]}, "999")
+
+    answered = deployer.predict("credit", "1", [{"age": 30.0, "city": "oslo", "key": "r1"}])
+
+    assert answered.version is None

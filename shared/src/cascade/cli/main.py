@@ -12,11 +12,11 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from cascade.cli import schema_commands
+from cascade.cli import quarantine_commands, schema_commands
 from cascade.cli.infra import infra_commands
 from cascade.cli.models import serving_commands
 from cascade.cli.report import report_commands
-from cascade.cli.status import latest_runs, runs_table
+from cascade.cli.status import latest_runs, monitoring_table, runs_table
 from cascade.cli.tensorboard import tensorboard_commands
 from cascade.core.context import StepContext
 from cascade.core.errors import BadRequestError, InvalidConfigError
@@ -73,6 +73,7 @@ def status(limit: int, dataset: str | None) -> None:
 
     Per run: its trigger (file or request id), each step's state and duration, the
     model version it serves as, and the verdicts (validation / evaluation / deploy).
+    Per dataset: the served model's last monitored files (continued evaluation).
     """
     local = _local()
     state = control.status(local)
@@ -83,6 +84,10 @@ def status(limit: int, dataset: str | None) -> None:
     client = LocalCloudClient(local.runtime_settings())
     records = latest_runs(client.artifacts, limit=limit, dataset=dataset)
     console.print(runs_table(records, width=console.width))
+    datasets = [dataset] if dataset else sorted({record.dataset for record in records})
+    monitoring = monitoring_table(client.artifacts, datasets)
+    if monitoring is not None:
+        console.print(monitoring)
     _print_jobs(state)
 
 
@@ -254,6 +259,7 @@ def print_run(record: RunRecord) -> None:
 for _command in [*infra_commands, *serving_commands, *tensorboard_commands, *report_commands]:
     cli.add_command(_command)
 cli.add_command(schema_commands.schema)
+cli.add_command(quarantine_commands.quarantine)
 
 
 def main() -> None:

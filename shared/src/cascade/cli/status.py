@@ -2,6 +2,8 @@
 
 ``run_rows`` is a pure function of run records (unit-tested); ``runs_table`` renders
 its rows with rich; ``latest_runs`` reads the records from the artifacts bucket.
+``monitoring_table``: the last points of each dataset's continued evaluation (the
+served model scored on each labelled accepted file, ``cascade.evaluation.monitoring``).
 
 A landed object whose name validate refuses (at the bucket's root, an invalid dataset
 folder, ``..`` segments) has a run under the pseudo-dataset ``invalid-uploads``: its row
@@ -27,9 +29,23 @@ from cascade.cli.run_view import (
 )
 from cascade.core.runs import RunLedger, RunRecord
 from cascade.core.store import ArtifactStore
+from cascade.evaluation.monitoring import MonitoringPoint, read_series
 from cascade.validation.names import INVALID_NAMES_DATASET
 
-__all__ = ["RunRow", "latest_runs", "run_rows", "runs_table", "select_runs", "step_cell"]
+__all__ = [
+    "MONITORING_POINTS",
+    "RunRow",
+    "latest_runs",
+    "monitoring_cells",
+    "monitoring_table",
+    "run_rows",
+    "runs_table",
+    "select_runs",
+    "step_cell",
+]
+
+MONITORING_POINTS = 5
+"""The last monitored files shown per dataset."""
 
 _STATE_STYLES = {"succeeded": "green", "rejected": "yellow", "failed": "red", "running": "cyan"}
 
@@ -171,4 +187,59 @@ def _compact_table(rows: list[RunRow], *, title: str, caption: str) -> Table:
             steps,
             f"{escape(row.model)}\n{escape(row.verdicts)}".strip(),
         )
+    return table
+
+
+def monitoring_cells(point: MonitoringPoint) -> tuple[str, ...]:
+    """(dataset, run, file, model version, rows, metric value vs reference, verdict)."""
+    decay = point.decay
+    value = "-"
+    if decay is not None and decay.value is not None:
+        value = f"{decay.metric} {decay.value:.4g}"
+        if decay.reference is not None:
+            value += f" (ref {decay.reference:.4g})"
+    if point.status != "scored":
+        verdict = point.status.replace("_", " ")
+    elif decay is not None and decay.decayed:
+        verdict = "decayed: retrain"
+    elif decay is not None and decay.judged:
+        verdict = "ok"
+    else:
+        verdict = "not judged"
+    return (
+        point.dataset,
+        point.run_id,
+        point.file_uri.rsplit("/", 1)[-1],
+        f"v{point.model_version}" if point.model_version else "-",
+        str(point.rows_scored) if point.status == "scored" else "-",
+        value,
+        verdict,
+    )
+
+
+def monitoring_table(
+    artifacts: ArtifactStore, datasets: Iterable[str], *, last: int = MONITORING_POINTS
+) -> Table | None:
+    """The last ``last`` monitoring points of each dataset; None when there are none."""
+    rows = [
+        monitoring_cells(point)
+        for dataset in datasets
+        if dataset != INVALID_NAMES_DATASET
+        for point in read_series(artifacts, dataset, last=last)
+    ]
+    if not rows:
+        return None
+    table = Table(
+        title="served model on new files (continued evaluation)",
+        caption="ref: the served model's value at its evaluation",
+    )
+    for column in ("dataset", "run", "file", "model", "rows", "metric", "verdict"):
+        table.add_column(column, overflow="fold")
+    for cells in rows:
+        styled = cells[-1]
+        if styled.startswith("decayed") or styled == "failed":
+            styled = f"[red]{escape(styled)}[/red]"
+        else:
+            styled = escape(styled)
+        table.add_row(*(escape(cell) for cell in cells[:-1]), styled)
     return table

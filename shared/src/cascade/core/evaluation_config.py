@@ -13,6 +13,12 @@
           tier: warning
           max_regression: 0.05
           relative: true              # max_regression is a fraction of the deployed value
+      monitoring:                     # continued evaluation of the served model
+        metric: loss                  # scored on every labelled accepted file
+        max_drop: 0.10                # worse than the served model's own evaluation by more
+        relative: true                #   than this (a fraction of it): alert and retrain
+        min_rows: 200                 # fewer scored rows: recorded, never judged
+        max_rows: 20000               # more labelled rows: a deterministic sample
 
 A regression is measured in the metric's harmful direction: down for metrics where higher
 is better (``auc``, ``accuracy``...), up for ``loss``, ``mse``, ``mae`` and ``rmse`` (or set
@@ -30,6 +36,7 @@ __all__ = [
     "EvaluationConfig",
     "FirstRunPolicy",
     "MetricThreshold",
+    "MonitoringConfig",
     "Tier",
 ]
 
@@ -94,6 +101,44 @@ def _default_thresholds() -> list[MetricThreshold]:
     ]
 
 
+class MonitoringConfig(BaseModel):
+    """Continued evaluation: the model serving a dataset, scored on each labelled file
+    accepted into it (``cascade.evaluation.monitoring``), and when its decay retrains."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    enabled: bool = Field(True, description="Score accepted files that carry the label.")
+    metric: str = Field("loss", min_length=1, description="The metric judged for decay.")
+    max_drop: float = Field(
+        0.10,
+        ge=0,
+        description="Most the served model may be worse on a file than at its evaluation "
+        "(its own metrics.json value, else its first monitored file) before Cascade "
+        "alerts and asks for training.",
+    )
+    relative: bool = Field(True, description="max_drop is a fraction of the reference value.")
+    higher_is_better: bool | None = Field(
+        None, description="Direction of improvement; inferred from the metric name when unset."
+    )
+    min_rows: int = Field(200, ge=1, description="Fewer scored rows are recorded, not judged.")
+    max_rows: int = Field(
+        20_000, ge=1, description="At most this many rows are scored (every k-th row beyond)."
+    )
+    batch_rows: int = Field(
+        200, ge=1, le=5_000, description="Rows per prediction request to the served model."
+    )
+
+    @property
+    def metric_name(self) -> str:
+        return self.metric.removeprefix("eval_")
+
+    @property
+    def improves_upward(self) -> bool:
+        if self.higher_is_better is not None:
+            return self.higher_is_better
+        return self.metric_name not in LOWER_IS_BETTER
+
+
 class EvaluationConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -104,3 +149,7 @@ class EvaluationConfig(BaseModel):
     )
     min_slice_examples: int = Field(30, ge=1, description="Smaller slices are skipped.")
     thresholds: list[MetricThreshold] = Field(default_factory=_default_thresholds)
+    monitoring: MonitoringConfig = Field(
+        default_factory=MonitoringConfig,
+        description="Continued evaluation of the served model on each labelled file.",
+    )

@@ -97,6 +97,14 @@ class DatasetPaths:
         return f"quarantine/{self.dataset}/{check_run_id_name(run_id)}"
 
     @property
+    def monitoring_prefix(self) -> str:
+        """The served model's metrics on each labelled accepted file (a time series)."""
+        return f"{self.root}/monitoring/"
+
+    def monitoring_point(self, run_id: str) -> str:
+        return f"{self.monitoring_prefix}{check_run_id_name(run_id)}.json"
+
+    @property
     def serving(self) -> str:
         return f"models/{self.dataset}/serving.json"
 

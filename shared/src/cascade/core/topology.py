@@ -55,8 +55,9 @@ Delivery = Literal["http", "push", "eventarc"]
 
 
 # Who may call an HTTP function: a group whose members Terraform takes from a variable
-# (retrain: train_http_invokers; bless: bless_http_invokers, the force-bless approvers).
-InvokerGroup = Literal["retrain", "bless"]
+# (retrain: train_http_invokers; bless: bless_http_invokers, the force-bless approvers;
+# review: review_http_invokers, who may release or discard quarantined files).
+InvokerGroup = Literal["retrain", "bless", "review"]
 INVOKER_GROUPS: tuple[str, ...] = get_args(InvokerGroup)
 
 

@@ -8,10 +8,19 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from cascade.core.deployment_config import DeploymentConfig
+from cascade.core.errors import BadRequestError, TransientError
 from cascade.serving.state import DeployedVersion
 from cascade.transform.spec import TransformSpec
 
-__all__ = ["CanaryReport", "Candidate", "Deployer", "label_value", "lineage_of"]
+__all__ = [
+    "Answer",
+    "CanaryReport",
+    "Candidate",
+    "Deployer",
+    "label_value",
+    "lineage_of",
+    "prediction_list",
+]
 
 
 def label_value(text: str) -> str:
@@ -64,6 +73,29 @@ class CanaryReport:
         }
 
 
+@dataclass(frozen=True)
+class Answer:
+    """A served model's predictions for a batch of rows, in row order, and the version
+    that answered (None when the answer does not say)."""
+
+    predictions: list[dict[str, Any]]
+    version: str | None
+
+
+def prediction_list(status: int, text: str, body: Any, rows: int, where: str) -> list[Any]:
+    """The ``predictions`` of a predict answer that must hold one per row: a 5xx or 429 is
+    transient, another non-200 a refusal of the rows (BadRequestError naming it)."""
+    if status == 429 or status >= 500:
+        raise TransientError(f"{where}: HTTP {status}: {text[:300]}")
+    if status != 200:
+        raise BadRequestError(f"{where} refused the rows: HTTP {status}: {text[:300]}")
+    predictions = body.get("predictions") if isinstance(body, dict) else None
+    if not isinstance(predictions, list) or len(predictions) != rows:
+        count = len(predictions) if isinstance(predictions, list) else "no"
+        raise BadRequestError(f"{where}: {count} predictions for {rows} rows")
+    return predictions
+
+
 class Deployer(Protocol):
     """Registers, deploys, checks, promotes and rolls back model versions of a dataset.
 
@@ -104,4 +136,12 @@ class Deployer(Protocol):
 
     def restore_previous(self, dataset: str) -> tuple[str, str]:
         """Roll back the serving version to the previous one: (rolled back, now serving)."""
+        ...
+
+    def predict(self, dataset: str, version: str, instances: list[dict[str, Any]]) -> Answer:
+        """Predictions for ``instances`` (fitted to ``version``'s signature, as the canary's
+        are) through the path clients use: the local model server's version route, or
+        the Vertex AI endpoint (whose traffic split picks the deployed model; the answer
+        names it). TransientError when it cannot answer now, BadRequestError when it
+        refuses the rows."""
         ...

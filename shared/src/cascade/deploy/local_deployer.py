@@ -19,11 +19,11 @@ from typing import Any
 import requests
 
 from cascade.core.deployment_config import DeploymentConfig
-from cascade.core.errors import TransientError
+from cascade.core.errors import BadRequestError, TransientError
 from cascade.core.store import ArtifactStore
 from cascade.deploy import traffic
 from cascade.deploy.canary import judge_canary
-from cascade.deploy.deployer import CanaryReport, Candidate
+from cascade.deploy.deployer import Answer, CanaryReport, Candidate, prediction_list
 from cascade.deploy.smoke import fit_to_signature, inputs_from_metadata, key_from_metadata
 from cascade.serving.state import DeployedVersion, ServingState, update_serving_state
 
@@ -154,6 +154,31 @@ class LocalDeployer:
 
         self._update(dataset, change)
         return result[0], result[1]
+
+    def predict(self, dataset: str, version: str, instances: list[dict[str, Any]]) -> Answer:
+        if not instances:
+            return Answer([], version)
+        signature = self._signature(dataset, version)
+        if signature is None:
+            raise TransientError(f"the model server has no metadata for {dataset} v{version}")
+        rows = fit_to_signature(instances, *signature)
+        url = f"{self._url}/v1/models/{dataset}/versions/{version}:predict"
+        try:
+            response = self._session.post(
+                url,
+                data=json.dumps({"instances": rows}),  # NaN: a missing float (see above)
+                headers={"Content-Type": "application/json"},
+                timeout=60,
+            )
+            body = response.json() if response.ok else None
+        except requests.RequestException as error:
+            raise TransientError(f"{url}: {error}") from error
+        except ValueError as error:
+            raise BadRequestError(f"{url}: the answer is not JSON: {error}") from None
+        where = f"the model server ({dataset} v{version})"
+        return Answer(
+            prediction_list(response.status_code, response.text, body, len(rows), where), version
+        )
 
     # -- helpers -----------------------------------------------------------------------------
 

@@ -42,7 +42,7 @@ from cascade.core.errors import (
 from cascade.core.store import ArtifactStore
 from cascade.deploy import traffic
 from cascade.deploy.canary import judge_canary
-from cascade.deploy.deployer import CanaryReport, Candidate, label_value
+from cascade.deploy.deployer import Answer, CanaryReport, Candidate, label_value, prediction_list
 from cascade.deploy.smoke import MODEL_MANIFEST, fit_to_signature, inputs_from_manifest
 from cascade.serving.state import (
     DeployedVersion,
@@ -273,6 +273,38 @@ class VertexDeployer:
             return inputs_from_manifest(manifest), str(manifest["key"])
         except (ValueError, KeyError, TypeError, AttributeError):
             return None
+
+    def predict(self, dataset: str, version: str, instances: list[dict[str, Any]]) -> Answer:
+        if not instances:
+            return Answer([], version)
+        endpoint = self._endpoint(dataset, create=False)
+        signature = self._signature(dataset, version)
+        if signature is not None:
+            instances = fit_to_signature(instances, *signature)
+        body = json.dumps({"instances": instances}).encode()
+        where = f"rawPredict on {endpoint.resource_name}"
+        try:
+            with transient_errors(where):
+                response = endpoint.raw_predict(
+                    body=body, headers={"Content-Type": "application/json"}
+                )
+        except requests.RequestException as error:
+            raise TransientError(f"{where}: {error}") from error
+        try:
+            answer = response.json() if response.status_code == 200 else None
+        except ValueError:
+            answer = None
+        predictions = prediction_list(
+            response.status_code, response.text, answer, len(instances), where
+        )
+        deployed_id = response.headers.get(DEPLOYED_MODEL_HEADER)
+        found = read_serving_state(self._artifacts, dataset)
+        versions = [] if found is None else found[0].versions
+        answered = next(
+            (item.version for item in versions if item.vertex_deployed_model_id == deployed_id),
+            None,
+        )
+        return Answer(predictions, answered)
 
     # -- traffic --------------------------------------------------------------------------------
 

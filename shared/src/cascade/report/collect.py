@@ -19,6 +19,7 @@ from cascade.core.store import ArtifactStore
 from cascade.evaluation.record import EvaluationRecord, evaluation_path
 from cascade.report.deployment_section import DEPLOY_STEP, deployment_section
 from cascade.report.evaluation_section import evaluation_section
+from cascade.report.monitoring_section import monitoring_section
 from cascade.report.page_model import (
     DeploymentSection,
     EvaluationSection,
@@ -142,4 +143,5 @@ def collect_run_report(
         training=training_section(artifacts, record, evaluation),
         evaluation=evaluation_view,
         deployment=deployment_view,
+        monitoring=monitoring_section(artifacts, record),
     )

@@ -228,6 +228,27 @@ class DeploymentSection(_View):
     history: list[ServingEventView] = Field(default_factory=list)
 
 
+class MonitoringRow(_View):
+    """One monitored file of the dataset: the served model's value on it."""
+
+    run_id: str
+    at: datetime
+    file: str
+    model_version: str
+    rows: int
+    metric: str
+    value: float | None = None
+    reference: float | None = None
+    verdict: str
+
+
+class MonitoringSection(_View):
+    """The served model scored on this run's file, and the dataset's recent points."""
+
+    facts: list[Fact] = Field(default_factory=list)
+    recent: list[MonitoringRow] = Field(default_factory=list)
+
+
 class RunReport(_View):
     run_id: str
     dataset: str
@@ -237,3 +258,4 @@ class RunReport(_View):
     training: TrainingSection
     evaluation: EvaluationSection
     deployment: DeploymentSection
+    monitoring: MonitoringSection | None = None

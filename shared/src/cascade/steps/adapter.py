@@ -98,7 +98,7 @@ SYSTEM_ONLY_FIELDS = {
     ),
 }
 """TrainRequest fields only the system sets (transform, the training lock's hand-over)."""
-RESERVED_REQUEST_ID_PREFIXES = ("run:", "follow-up:", "message:")
+RESERVED_REQUEST_ID_PREFIXES = ("run:", "follow-up:", "message:", "release:", "monitor:")
 """Request ids the system derives for its own requests; a caller's would alias them."""
 
 

@@ -206,10 +206,16 @@ def _runs(ctx: StepContext, dataset: str | None) -> Iterator[RunRecord]:
                 yield record
 
 
+SIDE_STEPS = frozenset({"monitor"})
+"""Steps that run beside the chain on the same message and never continue it."""
+
+
 def _resume(
     ctx: StepContext, run: RunRecord, report: ReconcileReport, start_upload: StartUpload
 ) -> None:
-    steps = list(run.steps)
+    # A side step (the monitor, beside transform) is not the chain's progress: a run is
+    # resumed from its last chain step, and a side step's own retries are its own.
+    steps = [step for step in run.steps if step not in SIDE_STEPS]
     if not steps:
         _restart_first_step(ctx, run, report, start_upload)
         return

@@ -12,8 +12,8 @@ from typing import Any
 import keras
 import tensorflow as tf
 
-from cascade.core.errors import InvalidConfigError
 from cascade.trainer.hyperparameters import Hyperparameters
+from cascade.trainer.metrics import class_names
 from cascade.trainer.preprocessing import (
     build_preprocessing_model,
     make_feature_inputs,
@@ -65,17 +65,6 @@ class CascadeModel(keras.Model):  # type: ignore[misc]
 
     def test_step(self, data: Any) -> dict[str, Any]:
         return self._vector_logs(super().test_step(data))
-
-
-def class_names(label: LabelSpec) -> list[str]:
-    """Class names in index order; a binary label without names is ``["0", "1"]``."""
-    if label.problem_type == "regression":
-        return []
-    if label.classes:
-        return list(label.classes)
-    if label.problem_type == "binary":
-        return ["0", "1"]
-    raise InvalidConfigError(f"multiclass label {label.name!r} has no classes in the spec")
 
 
 def output_units(label: LabelSpec) -> int:

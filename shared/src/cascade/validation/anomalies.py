@@ -18,9 +18,11 @@ from typing import Any
 
 from cascade.core.validation_config import Check, Severity, ValidationConfig
 from cascade.validation.domain_checks import (
+    bool_findings,
     domain_findings,
     nan_inf_findings,
     range_findings,
+    shape_findings,
 )
 from cascade.validation.drift_checks import (
     JENSEN_SHANNON,
@@ -121,6 +123,7 @@ def validate_statistics(
     notes: list[str] = []
     batch_identifiers: list[str] = []
     schema_names = {feature.name for feature in schema.feature}
+    named_domains = {domain.name: domain for domain in schema.string_domain}
     for expected in schema.feature:
         if not _active(expected):
             continue
@@ -129,7 +132,7 @@ def validate_statistics(
             if _requires_presence(expected):
                 findings.append(_missing_column(expected.name))
             continue
-        findings.extend(_feature_findings(expected, found, current.num_examples))
+        findings.extend(_feature_findings(expected, found, current.num_examples, named_domains))
         previous = baseline.summary.features.get(expected.name) if baseline else None
         if previous is None or baseline is None or not _drift_applies(current, config):
             continue
@@ -183,15 +186,19 @@ def _same_type(expected: Any, found: FeatureSummary) -> bool:
     return bool(SCHEMA_TYPES[found.kind] == expected.type)
 
 
-def _feature_findings(expected: Any, found: FeatureSummary, examples: int) -> Iterator[Finding]:
+def _feature_findings(
+    expected: Any, found: FeatureSummary, examples: int, named_domains: dict[str, Any]
+) -> Iterator[Finding]:
     yield from _presence_findings(expected, found, examples)
+    yield from shape_findings(expected, found, examples)
     if found.kind is FeatureKind.NONE:
         return
     if not _same_type(expected, found):
         yield _type_finding(expected, found)
         return
     yield from _value_count_findings(expected, found)
-    yield from domain_findings(expected, found)
+    yield from domain_findings(expected, found, named_domains)
+    yield from bool_findings(expected, found)
     yield from range_findings(expected, found)
     yield from nan_inf_findings(expected, found)
 
