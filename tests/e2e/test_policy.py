@@ -124,7 +124,9 @@ def test_a_quarantined_file_released_with_a_reason_over_http_trains(scenario: Sc
         timeout=120,
     )
     again = requests.post(
-        url, json={"action": "release", "run_id": broken, "reason": "twice"}, timeout=60
+        url,
+        json={"action": "release", "run_id": broken, "reason": "twice", "actor": "a@example.com"},
+        timeout=60,
     )
     runs = {run.run_id: run for run in scenario.settle(timeout=600)}
 

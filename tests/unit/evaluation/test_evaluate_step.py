@@ -316,3 +316,48 @@ def test_http_override_answers_bad_requests_clearly(
 
 def test_cannot_bless_is_a_bad_request() -> None:
     assert issubclass(CannotBlessError, BadRequestError)
+
+
+def test_the_record_names_the_newest_files_and_judges_a_required_regression_on_them(
+    ctx: StepContext,
+) -> None:
+    state = ServingState(
+        dataset=DATASET,
+        target="local",
+        endpoint=DATASET,
+        updated_at=NOW,
+        versions=[
+            DeployedVersion(
+                version="1", run_id="old", state="serving", model_uri=DEPLOYED_URI, deployed_at=NOW
+            )
+        ],
+        traffic={"1": 100},
+    )
+    ctx.artifacts.write_json(DatasetPaths(DATASET).serving, state)
+    ctx.artifacts.write(
+        DatasetPaths(DATASET).pipeline_config,
+        b"evaluation: {thresholds: [{metric: loss, max_regression: 0.02, relative: true, "
+        b"slice: newest_files}]}",
+    )
+    newest = "gs://cascade-landing/credit/day-9.csv#9"
+    report = metrics_report(
+        {
+            **model_metrics(MODEL_URI, {"loss": 0.40}),
+            "newest_files": {"examples": 300, "metrics": {"loss": 0.62}},
+        },
+        {
+            **model_metrics(DEPLOYED_URI, {"loss": 0.41}),
+            "newest_files": {"examples": 300, "metrics": {"loss": 0.55}},
+        },
+        newest_files=[newest],
+    )
+    store_training_outputs(ctx.artifacts, report, infra_check())
+
+    handle_model_trained(ctx, model_trained(), event_id="e1")
+
+    record = stored_record(ctx)
+    assert record.newest_files == [newest]
+    assert record.verdict == "not_blessed"
+    [failed] = record.failed_checks()
+    assert (failed.slice, failed.value, failed.baseline_value) == ("newest_files", 0.62, 0.55)
+    assert "newest_files" in record.summary

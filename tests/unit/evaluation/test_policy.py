@@ -238,3 +238,103 @@ deployment:
         parse_pipeline_config("evaluation: {thresholds: [{metric: auc}]}", where="p.yaml")
     with pytest.raises(InvalidConfigError, match="min_replicas"):
         parse_pipeline_config("deployment: {min_replicas: 3, max_replicas: 1}", where="p.yaml")
+
+
+def _with_newest(
+    metrics: dict[str, Any], examples: int, values: dict[str, float]
+) -> dict[str, Any]:
+    return {**metrics, "newest_files": {"examples": examples, "metrics": values}}
+
+
+NEWEST_RULE = MetricThreshold(
+    metric="loss", tier="blocking", max_regression=0.02, relative=True, slice="newest_files"
+)
+
+
+def test_a_candidate_worse_on_the_newest_files_is_rejected_when_the_config_requires_it() -> None:
+    candidate = _with_newest(model_metrics(MODEL_URI, {"loss": 0.40}), 200, {"loss": 0.60})
+    baseline = _with_newest(model_metrics(DEPLOYED_URI, {"loss": 0.40}), 200, {"loss": 0.50})
+
+    judged = judge(
+        inputs(candidate, baseline), config(NEWEST_RULE), deployed_model_uri=DEPLOYED_URI
+    )
+
+    [failed] = judged.failures("blocking")
+    assert (failed.slice, failed.kind) == ("newest_files", "change")
+    assert (failed.value, failed.baseline_value) == (0.60, 0.50)
+    assert judged.verdict == "not_blessed"
+    assert not any(check.slice == "overall" for check in judged.checks if check.metric == "loss")
+
+
+def test_a_candidate_that_adapts_to_the_newest_files_passes_that_requirement() -> None:
+    candidate = _with_newest(model_metrics(MODEL_URI, {"loss": 0.41}), 200, {"loss": 0.35})
+    baseline = _with_newest(model_metrics(DEPLOYED_URI, {"loss": 0.40}), 200, {"loss": 0.70})
+
+    judged = judge(
+        inputs(candidate, baseline), config(NEWEST_RULE), deployed_model_uri=DEPLOYED_URI
+    )
+
+    [check] = [c for c in judged.checks if c.slice == "newest_files"]
+    assert check.verdict == "pass"
+    assert judged.verdict == "blessed"
+
+
+def test_a_required_newest_files_slice_that_is_absent_or_small_is_skipped_saying_why() -> None:
+    absent = judge(
+        inputs(model_metrics(MODEL_URI, {"loss": 0.4}), model_metrics(DEPLOYED_URI, {"loss": 0.4})),
+        config(NEWEST_RULE),
+        deployed_model_uri=DEPLOYED_URI,
+    )
+    small = judge(
+        inputs(_with_newest(model_metrics(MODEL_URI, {"loss": 0.4}), 5, {"loss": 0.9})),
+        config(NEWEST_RULE, min_slice_examples=30),
+        deployed_model_uri=None,
+    )
+
+    [absent_check] = [c for c in absent.checks if c.slice == "newest_files"]
+    assert absent_check.verdict == "skipped"
+    assert "no newest_files slice" in absent_check.detail
+    [small_check] = [c for c in small.checks if c.slice == "newest_files"]
+    assert small_check.verdict == "skipped"
+    assert "5 examples" in small_check.detail
+
+
+def test_the_default_policy_warns_about_a_regression_on_the_newest_files() -> None:
+    candidate = _with_newest(model_metrics(MODEL_URI, {"loss": 0.40}), 200, {"loss": 0.60})
+    baseline = _with_newest(model_metrics(DEPLOYED_URI, {"loss": 0.40}), 200, {"loss": 0.50})
+
+    judged = judge(inputs(candidate, baseline), EvaluationConfig(), deployed_model_uri=DEPLOYED_URI)
+
+    [warning] = judged.failures("warning")
+    assert (warning.slice, warning.metric, warning.kind) == ("newest_files", "loss", "change")
+    assert judged.verdict == "blessed_with_warnings"
+
+
+def test_a_threshold_can_name_a_feature_value_slice() -> None:
+    candidate = model_metrics(MODEL_URI, {"auc": 0.9}, {"city=paris": (500, {"auc": 0.70})})
+    rule = MetricThreshold(metric="auc", lower_bound=0.8, slice="city=paris")
+
+    judged = judge(inputs(candidate), config(rule), deployed_model_uri=None)
+
+    [failed] = judged.failures("blocking")
+    assert failed.slice == "city=paris"
+
+
+def test_a_threshold_cannot_name_one_slice_and_ask_for_every_slice() -> None:
+    with pytest.raises(ValueError, match="give one of them"):
+        MetricThreshold(metric="loss", max_regression=0.1, slice="newest_files", slices=True)
+
+
+def test_the_pipeline_config_takes_a_newest_files_threshold() -> None:
+    text = """
+evaluation:
+  thresholds:
+    - metric: loss
+      tier: blocking
+      max_regression: 0.02
+      relative: true
+      slice: newest_files
+"""
+    parsed = parse_pipeline_config(text, where="pipeline.yaml")
+
+    assert parsed.evaluation.thresholds == [NEWEST_RULE]

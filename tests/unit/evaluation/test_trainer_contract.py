@@ -65,3 +65,28 @@ def test_the_probe_of_a_real_saved_model_is_what_evaluate_judges(tmp_path: Path)
     assert good.passed
     assert not broken.passed
     assert verdicts == ["blessed", "not_blessed"]
+
+
+def test_the_newest_files_slice_the_trainer_writes_is_what_evaluate_reads() -> None:
+    overall = evaluation.MetricSet(examples=100, metrics={"loss": 0.4})
+    newest = evaluation.MetricSet(examples=30, metrics={"loss": 0.5})
+    report = evaluation.EvaluationReport(
+        dataset="credit",
+        run_id="credit-1",
+        problem_type="binary",
+        eval_examples=100,
+        slice_features=[],
+        candidate=evaluation.ModelMetrics(model_uri="c", overall=overall, newest_files=newest),
+        baseline=evaluation.ModelMetrics(model_uri="d", overall=overall),
+        newest_files=["gs://l/credit/day-2.csv#2"],
+        created_at=NOW,
+    )
+
+    parsed = TrainedMetrics.model_validate_json(report.model_dump_json())
+
+    assert parsed.newest_files == ["gs://l/credit/day-2.csv#2"]
+    assert parsed.candidate.scope("newest_files") == parsed.candidate.newest_files
+    assert parsed.candidate.newest_files is not None
+    assert parsed.candidate.newest_files.examples == 30
+    assert parsed.baseline is not None
+    assert parsed.baseline.scope("newest_files") is None

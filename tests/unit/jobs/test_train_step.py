@@ -9,13 +9,14 @@ from datetime import UTC, datetime
 import pytest
 
 from cascade.core.context import StepContext
-from cascade.core.errors import StepInProgressError, TransientError
+from cascade.core.errors import BadRequestError, StepInProgressError, TransientError
 from cascade.core.fakes import MemoryArtifactStore, RecordingBus
 from cascade.core.messages import Alert, JobEvent, ModelTrained, TrainRequest
-from cascade.core.runs import run_id_for_request
+from cascade.core.runs import RunRecord, Trigger, run_id_for_request
 from cascade.jobs.job_events import job_end_log_entry, parse_job_event
 from cascade.jobs.lock import TrainingLockStore, follow_up_run_id
 from cascade.jobs.records import job_id_of, read_job_record
+from cascade.steps.runner import StepOutcome, execute_step
 from cascade.steps.train import handle_train_request
 from cascade.steps.training_job import JOB_STEP, handle_job_event
 from cascade.transform.catalog import TransformPointer, latest_transform_name
@@ -387,3 +388,65 @@ def test_a_requests_reason_is_recorded_on_its_run(
     run = step_context.ledger.get(_run_id("weekly"))
     assert run is not None
     assert run.trigger.reason == "scheduled retrain (0 3 * * 1, Etc/UTC)"
+
+
+def _run_waiting_for_training(ctx: StepContext, clock: Clock, trigger: Trigger, *steps: str) -> str:
+    run_id = (
+        run_id_for_request(DATASET, trigger.request_id)
+        if trigger.request_id
+        else "credit-0123456789abcdef"
+    )
+    ctx.ledger.ensure(
+        RunRecord(
+            run_id=run_id,
+            dataset=DATASET,
+            trigger=trigger,
+            created_at=clock.now,
+            updated_at=clock.now,
+        )
+    )
+    for step in steps:
+        execute_step(
+            ctx,
+            run=ctx.ledger.get(run_id),
+            step=step,
+            owner=f"{step}-1",  # type: ignore[arg-type]
+            body=lambda claim, log: StepOutcome(summary="done"),
+        )
+    return run_id
+
+
+def test_a_released_files_run_is_trained_when_its_transform_names_it(
+    step_context: StepContext, runner: FakeJobRunner, clock: Clock
+) -> None:
+    """A quarantined file released after review runs in a run of its own (request id
+    release:<run>); its transform's request names that run, as for an upload's run."""
+    released = Trigger(kind="request", request_id="release:credit-0123456789abcdef")
+    run_id = _run_waiting_for_training(step_context, clock, released, "validate", "transform")
+
+    handle_train_request(
+        step_context,
+        _request(f"run:{run_id}", run_id=run_id),
+        event_id="e1",
+        runner=runner,
+    )
+
+    run = step_context.ledger.get(run_id)
+    assert run is not None
+    assert run.steps["train"].state == "succeeded"  # the job was submitted
+    assert len(runner.jobs) == 1
+
+
+def test_a_request_naming_a_run_without_an_accepted_file_is_refused(
+    step_context: StepContext, runner: FakeJobRunner, clock: Clock
+) -> None:
+    other = Trigger(kind="request", request_id="nightly")
+    run_id = _run_waiting_for_training(step_context, clock, other, "transform")
+
+    with pytest.raises(BadRequestError, match="not the run of a file accepted into credit"):
+        handle_train_request(
+            step_context,
+            _request(f"run:{run_id}", run_id=run_id),
+            event_id="e1",
+            runner=runner,
+        )

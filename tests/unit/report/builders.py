@@ -403,6 +403,10 @@ def _serving_before(artifacts: ArtifactStore) -> None:
     artifacts.write_json(DatasetPaths(DATASET).serving, state)
 
 
+NEWEST_FILE = "gs://cascade-landing/credit/day-3.csv#7"
+"""The newest accepted file: the candidate and production are also compared on its rows."""
+
+
 def _training_outputs(artifacts: ArtifactStore) -> None:
     training = RunPaths(RUN_ID).step_dir("training")
     spec = TrainingJobSpec(
@@ -417,9 +421,16 @@ def _training_outputs(artifacts: ArtifactStore) -> None:
     )
     artifacts.write_json(job_spec_name(RUN_ID), spec)
     report = metrics_report(
-        model_metrics(MODEL_URI, {"auc": 0.83, "loss": 0.41, "accuracy": 0.79}),
-        model_metrics(DEPLOYED_URI, {"auc": 0.80, "loss": 0.45, "accuracy": 0.77}),
+        {
+            **model_metrics(MODEL_URI, {"auc": 0.83, "loss": 0.41, "accuracy": 0.79}),
+            "newest_files": {"examples": 120, "metrics": {"loss": 0.38, "auc": 0.84}},
+        },
+        {
+            **model_metrics(DEPLOYED_URI, {"auc": 0.80, "loss": 0.45, "accuracy": 0.77}),
+            "newest_files": {"examples": 120, "metrics": {"loss": 0.52, "auc": 0.74}},
+        },
         epochs_trained=4,
+        newest_files=[NEWEST_FILE],
     )
     store_training_outputs(artifacts, report, infra_check())
     artifacts.write_json(f"{training}/history.json", training_history(RUN_ID, HISTORY))

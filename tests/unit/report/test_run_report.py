@@ -21,6 +21,7 @@ from cascade.report import (
 )
 from tests.unit.report.builders import (
     DATASET,
+    NEWEST_FILE,
     REJECTED_RUN_ID,
     RUN_ID,
     SKEWED_RUN_ID,
@@ -340,3 +341,25 @@ def test_a_corrupt_artifact_is_reported_not_raised(full: MemoryArtifactStore) ->
     assert "is not a valid InfraCheck" in report.evaluation.infra.note
     assert report.validation.missing is not None
     assert "is not a TFMD Anomalies text proto" in report.validation.missing
+
+
+def test_a_full_run_compares_both_models_on_the_newest_files_and_names_them(
+    full: MemoryArtifactStore,
+) -> None:
+    evaluation = collect_run_report(full, RUN_ID).evaluation
+    html = _section(render_run_report(full, RUN_ID), "evaluation")
+
+    assert evaluation.newest_files == [NEWEST_FILE]
+    assert {
+        row.metric: (row.candidate, row.production) for row in evaluation.newest_comparison
+    } == {
+        "loss": (0.38, 0.52),
+        "auc": (0.84, 0.74),
+    }
+    assert evaluation.newest_note is not None
+    assert f"120 eval rows from the newest accepted files: {NEWEST_FILE}" in evaluation.newest_note
+    assert "Candidate vs production model on the newest files" in html
+    assert (
+        '<td>loss</td><td class="num">0.38</td><td class="num">0.52</td><td class="num">-0.14</td>'
+        in html
+    )

@@ -18,6 +18,7 @@ from cascade.transform.spec import (
     HashTransform,
     LabelSpec,
     NumericTransform,
+    SnapshotFile,
     SplitSpec,
     TransformSpec,
     VocabularyTransform,
@@ -25,6 +26,8 @@ from cascade.transform.spec import (
 
 ProblemType = Literal["binary", "multiclass", "regression"]
 BUCKET = "cascade-artifacts"
+NEWEST_COLUMN = "__cascade_newest_file"
+NEWEST_FILE = SnapshotFile(uri="gs://cascade-landing/credit/day-9.csv", generation=9, rows=1)
 
 
 def sample_table(rows: int, *, seed: int = 7, drift: bool = False) -> pa.Table:
@@ -77,6 +80,7 @@ def make_spec(
     train_files: list[str] | None = None,
     eval_files: list[str] | None = None,
     rows: tuple[int, int] = (0, 0),
+    **extra: object,
 ) -> TransformSpec:
     label = label_for(problem_type)
     return TransformSpec(
@@ -92,6 +96,7 @@ def make_spec(
         train_rows=rows[0],
         eval_rows=rows[1],
         created_at=datetime(2026, 11, 27, tzinfo=UTC),
+        **extra,  # type: ignore[arg-type]
     )
 
 
@@ -110,10 +115,19 @@ def write_run(
     run_id: str = "run-1",
     base: str = f"gs://{BUCKET}",
     seed: int = 7,
+    newest_rows: int = 0,
     **job_fields: object,
 ) -> tuple[str, TransformSpec, TrainingJobSpec]:
-    """Shards, transform spec and job spec of one run in ``storage``; the job spec URI."""
+    """Shards, transform spec and job spec of one run in ``storage``; the job spec URI.
+
+    ``newest_rows``: the last rows (all in eval when fewer than a quarter) come from a
+    newest file, marked as the transform marks them."""
     table = sample_table(rows, seed=seed)
+    newest: dict[str, object] = {}
+    if newest_rows:
+        marks = [index >= rows - newest_rows for index in range(rows)]
+        table = table.append_column(NEWEST_COLUMN, pa.array(marks, pa.bool_()))
+        newest = {"newest_files": [NEWEST_FILE], "newest_column": NEWEST_COLUMN}
     eval_rows = rows // 4
     train, evaluation = table.slice(0, rows - eval_rows), table.slice(rows - eval_rows)
     transform = f"{base}/runs/{run_id}/transform"
@@ -125,6 +139,7 @@ def write_run(
         train_files=train_files,
         eval_files=eval_files,
         rows=(train.num_rows, evaluation.num_rows),
+        **newest,
     )
     storage.write_bytes(f"{transform}/transform.json", spec.model_dump_json().encode())
     job_spec = TrainingJobSpec.model_validate(

@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import numpy as np
+import pyarrow as pa
 import pytest
 
 from cascade.core.errors import BadInputError, InvalidConfigError
+from cascade.trainer.metrics import model_metrics
 from cascade.trainer.scoring import (
     EvaluationReport,
     MetricSet,
     ModelMetrics,
     compute_metrics,
+    newest_rows,
 )
 
 
@@ -89,3 +92,41 @@ def test_report_metric_accepts_eval_prefix_and_names_what_exists() -> None:
     assert report.metric("eval_auc") == 0.8
     with pytest.raises(InvalidConfigError, match="available: auc, loss"):
         report.metric("eval_rmse")
+
+
+def test_the_newest_files_slice_is_scored_on_the_marked_rows_only() -> None:
+    targets = np.array([0, 1, 0, 1, 1, 0])
+    outputs = _probabilities([0.1, 0.9, 0.2, 0.3, 0.6, 0.7])
+    newest = np.array([False, False, False, True, True, True])
+    regions = np.array(["n", "n", "s", "s", "s", "n"], dtype=object)
+
+    metrics = model_metrics(
+        "gs://b/m", "binary", targets, outputs, {"region": regions}, newest_rows=newest
+    )
+
+    assert metrics.newest_files is not None
+    assert metrics.newest_files.examples == 3
+    expected = compute_metrics("binary", targets[3:], _probabilities([0.3, 0.6, 0.7]))
+    assert metrics.newest_files.metrics == pytest.approx(expected)
+    assert metrics.overall.examples == 6
+    assert {(s.feature, s.value, s.examples) for s in metrics.slices} == {
+        ("region", "n", 3),
+        ("region", "s", 3),
+    }
+
+
+def test_without_a_marker_there_is_no_newest_files_slice() -> None:
+    metrics = model_metrics("gs://b/m", "binary", [0, 1], _probabilities([0.2, 0.8]), {})
+
+    assert metrics.newest_files is None
+
+
+def test_the_newest_rows_come_from_the_column_the_spec_names() -> None:
+    from tests.unit.trainer.builders import NEWEST_COLUMN, NEWEST_FILE, make_spec
+
+    table = pa.table({NEWEST_COLUMN: pa.array([True, None, False, True], pa.bool_())})
+    marked = make_spec(newest_files=[NEWEST_FILE], newest_column=NEWEST_COLUMN)
+
+    assert newest_rows(table, marked) is not None
+    assert newest_rows(table, marked).tolist() == [True, False, False, True]  # type: ignore[union-attr]
+    assert newest_rows(table, make_spec()) is None

@@ -19,11 +19,11 @@ from cascade.trainer.export import MANIFEST_NAME, ServingManifest
 from cascade.trainer.history import TrainingHistory
 from cascade.trainer.preprocessing import transform_features
 from cascade.trainer.probe import InfraCheck, probe_model
-from cascade.trainer.scoring import EvaluationReport
+from cascade.trainer.scoring import EvaluationReport, ServingModel
 from cascade.trainer.storage import TrainerStorage
 from cascade.trainer.task import TrainingResult, main, run
 from cascade.transform.spec import TransformSpec
-from tests.unit.trainer.builders import ProblemType, sample_table, write_run
+from tests.unit.trainer.builders import NEWEST_COLUMN, ProblemType, sample_table, write_run
 from tests.unit.trainer.conftest import MemoryBuckets
 
 
@@ -342,3 +342,38 @@ def test_entry_point_exits_non_zero_with_a_clear_message(
 
     assert status == 1
     assert "--job-spec-uri is required" in capsys.readouterr().err
+
+
+def test_both_models_are_scored_on_the_newest_files_which_are_no_model_input(
+    binary_run: TrainedRun, tmp_path: Path
+) -> None:
+    storage, bus = binary_run.storage, RecordingBus()
+    baseline_uri = binary_run.result.locations.model_dir
+    job_spec_uri, spec, _ = write_run(
+        storage,
+        rows=1600,
+        run_id="run-newest",
+        seed=11,
+        newest_rows=150,
+        baseline_model_uri=baseline_uri,
+        slice_features=["region"],
+    )
+
+    result = run(
+        TrainerArgs(job_spec_uri=job_spec_uri), storage=storage, bus=bus, probe=_probe_here
+    )
+
+    report = result.report
+    assert report is not None
+    assert report.newest_files == ["gs://cascade-landing/credit/day-9.csv#9"]
+    assert report.baseline is not None
+    for metrics in (report.candidate, report.baseline):
+        assert metrics.newest_files is not None
+        assert metrics.newest_files.examples == 150
+        assert set(metrics.newest_files.metrics) >= {"loss", "accuracy"}
+    assert report.candidate.newest_files != report.baseline.newest_files
+    assert {s.feature for s in report.candidate.slices} == {"region"}
+    local = storage.download_tree(result.locations.model_dir, tmp_path / "model")
+    model = ServingModel.load(local, result.locations.model_dir)
+    assert NEWEST_COLUMN not in model.input_specs
+    assert NEWEST_COLUMN not in spec.feature_names

@@ -12,12 +12,19 @@ import pytest
 from cascade.cli.sample_data import sample_csv
 from cascade.core.context import StepContext
 from cascade.core.fakes import MemoryArtifactStore, RecordingBus
+from cascade.core.job_spec import TrainingJobSpec
 from cascade.core.messages import Alert, DataValidated, ObjectRef, TrainRequest
 from cascade.core.paths import DatasetPaths
 from cascade.core.runs import RunRecord, Trigger
+from cascade.jobs.records import job_spec_name
 from cascade.serving.state import DeployedVersion, ServingState, update_serving_state
 from cascade.steps.transform import handle_data_validated
-from cascade.transform.catalog import latest_transform, read_transform, snapshot_name
+from cascade.transform.catalog import (
+    latest_transform,
+    read_transform,
+    snapshot_name,
+    transform_spec_name,
+)
 from cascade.transform.snapshot import DataSnapshot
 from cascade.validation.manifest import ValueSkew
 from tests.unit.transform.landing import MemoryLanding, accept, write_pipeline_config
@@ -371,3 +378,67 @@ def test_with_retrain_on_value_skew_a_file_trains_while_no_model_serves_the_data
 
     [request] = _bus(step_context).of_type(TrainRequest)
     assert request.reason.startswith("no model serves credit yet; transform ")
+
+
+def test_the_newest_files_are_those_the_serving_model_was_not_trained_on_and_are_marked(
+    step_context: StepContext, landing: MemoryLanding
+) -> None:
+    store = _store(step_context)
+    write_pipeline_config(store, DATASET, CONFIG)
+    accept(store, landing, DATASET, "day-1.csv", sample_csv(300, seed=1), generation=1)
+    handle_data_validated(
+        step_context, _validated(step_context, "credit-old"), event_id="e0", opener=landing
+    )
+    _serving_model(store)  # version 1 of run credit-old, trained on day-1 alone
+    store.write_json(
+        job_spec_name("credit-old"),
+        TrainingJobSpec(
+            run_id="credit-old",
+            dataset=DATASET,
+            display_name="cascade-train-credit-old",
+            transform_spec_uri=store.uri(transform_spec_name("credit-old")),
+            output_dir=store.uri("runs/credit-old/training"),
+        ),
+    )
+    accept(store, landing, DATASET, "day-2.csv", sample_csv(200, seed=2), generation=2, order=1)
+    accept(store, landing, DATASET, "day-3.csv", sample_csv(200, seed=3), generation=3, order=2)
+
+    outcome = handle_data_validated(
+        step_context, _validated(step_context, "credit-new"), event_id="e1", opener=landing
+    )
+
+    assert outcome is not None
+    spec = read_transform(store, "credit-new")
+    assert spec is not None
+    assert [file.uri.rsplit("/", 1)[-1] for file in spec.newest_files] == ["day-2.csv", "day-3.csv"]
+    assert spec.newest_column is not None
+    assert spec.newest_column not in spec.feature_names
+    evaluation = _rows(step_context, spec.eval_files)
+    assert spec.newest_eval_rows == sum(1 for row in evaluation if row[spec.newest_column])
+    assert 0 < spec.newest_eval_rows < spec.eval_rows
+    run = step_context.ledger.get("credit-new")
+    assert run is not None
+    assert run.steps["transform"].outputs["newest_files"] == [
+        "gs://cascade-landing/credit/day-2.csv#2",
+        "gs://cascade-landing/credit/day-3.csv#3",
+    ]
+
+
+def test_while_no_model_serves_the_newest_file_is_the_last_accepted_one(
+    step_context: StepContext, landing: MemoryLanding
+) -> None:
+    store = _store(step_context)
+    write_pipeline_config(store, DATASET, CONFIG)
+    accept(store, landing, DATASET, "day-1.csv", sample_csv(300, seed=1), generation=1)
+    accept(store, landing, DATASET, "day-2.csv", sample_csv(200, seed=2), generation=2, order=1)
+
+    handle_data_validated(
+        step_context, _validated(step_context, "credit-run1"), event_id="e1", opener=landing
+    )
+
+    spec = read_transform(store, "credit-run1")
+    assert spec is not None
+    assert [file.uri.rsplit("/", 1)[-1] for file in spec.newest_files] == ["day-2.csv"]
+    train = _rows(step_context, spec.train_files)
+    assert spec.newest_column is not None
+    assert sum(1 for row in train if row[spec.newest_column]) + spec.newest_eval_rows == 200

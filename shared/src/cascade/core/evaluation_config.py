@@ -13,6 +13,11 @@
           tier: warning
           max_regression: 0.05
           relative: true              # max_regression is a fraction of the deployed value
+        - metric: loss
+          tier: blocking
+          max_regression: 0.02
+          relative: true
+          slice: newest_files         # only on the rows of the newest accepted files
       monitoring:                     # continued evaluation of the served model
         metric: loss                  # scored on every labelled accepted file
         max_drop: 0.10                # worse than the served model's own evaluation by more
@@ -23,6 +28,13 @@
 A regression is measured in the metric's harmful direction: down for metrics where higher
 is better (``auc``, ``accuracy``...), up for ``loss``, ``mse``, ``mae`` and ``rmse`` (or set
 ``higher_is_better``). Both models are evaluated by the trainer on the same eval split.
+
+Scopes: a threshold checks the overall metrics; ``slices: true`` also every slice — the
+values of ``training.slice_features`` and ``newest_files``, the rows of the newest
+accepted files (``cascade.transform.newest``: the files the production model was not
+trained on). ``slice: newest_files`` (or ``slice: feature=value``) checks that one slice
+instead of overall, so a candidate can be required not to be worse than production on
+the new world by more than ``max_regression``.
 """
 
 from __future__ import annotations
@@ -63,6 +75,12 @@ class MetricThreshold(BaseModel):
         None, description="Direction of improvement; inferred from the metric name when unset."
     )
     slices: bool = Field(False, description="Also check every slice, not only overall.")
+    slice: str | None = Field(
+        None,
+        min_length=1,
+        description="Check only this slice instead of overall: newest_files (the rows of "
+        "the newest accepted files) or feature=value.",
+    )
 
     @model_validator(mode="after")
     def _some_bound(self) -> MetricThreshold:
@@ -77,6 +95,11 @@ class MetricThreshold(BaseModel):
             and self.lower_bound > self.upper_bound
         ):
             raise ValueError(f"threshold on {self.metric!r}: lower_bound > upper_bound")
+        if self.slice is not None and self.slices:
+            raise ValueError(
+                f"threshold on {self.metric!r}: slice {self.slice!r} checks one slice and "
+                "slices: true every slice; give one of them"
+            )
         return self
 
     @property

@@ -17,8 +17,11 @@ from cascade.core.paths import RunPaths
 from cascade.core.store import ArtifactStore
 from cascade.serving.uris import UriReader
 from cascade.trainer.infra_check import InfraCheck
+from cascade.transform.newest import NEWEST_FILES_SLICE
 
 __all__ = [
+    "NEWEST_FILES_SLICE",
+    "OVERALL",
     "EvaluationInputs",
     "MetricValues",
     "ModelMetricValues",
@@ -26,6 +29,9 @@ __all__ = [
     "TrainedMetrics",
     "read_evaluation_inputs",
 ]
+
+
+OVERALL = "overall"
 
 
 class MetricValues(BaseModel):
@@ -50,9 +56,19 @@ class ModelMetricValues(BaseModel):
     model_uri: str
     overall: MetricValues
     slices: list[SliceValues] = Field(default_factory=list)
+    newest_files: MetricValues | None = None
 
     def slice(self, feature: str, value: str) -> SliceValues | None:
         return next((s for s in self.slices if (s.feature, s.value) == (feature, value)), None)
+
+    def scope(self, name: str) -> MetricValues | None:
+        """``overall``, ``newest_files`` or a slice by ``feature=value``; None when absent."""
+        if name == OVERALL:
+            return self.overall
+        if name == NEWEST_FILES_SLICE:
+            return self.newest_files
+        feature, _, value = name.partition("=")
+        return self.slice(feature, value)
 
 
 class TrainedMetrics(BaseModel):
@@ -67,6 +83,9 @@ class TrainedMetrics(BaseModel):
     candidate: ModelMetricValues
     baseline: ModelMetricValues | None = None
     baseline_error: str | None = None
+    newest_files: list[str] = Field(
+        default_factory=list, description="The files of the newest_files slice."
+    )
 
 
 @dataclass(frozen=True)

@@ -51,6 +51,7 @@ def evaluate_candidate(
         first_run_policy=config.first_run,
         deployed_model_uri=deployed,
         baseline_model_uri=None if baseline is None else baseline.model_uri,
+        newest_files=inputs.metrics.newest_files,
         checks=judgement.checks,
         summary="",
         evaluated_at=now,

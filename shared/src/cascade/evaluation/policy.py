@@ -8,9 +8,12 @@ Checks, in order:
    the same eval split. Without them the change checks cannot run: the candidate is
    judged as on a first run, with a warning that says why.
 3. For each configured threshold, overall and (``slices: true``) for each slice with at
-   least ``min_slice_examples`` examples: ``absolute`` checks of the candidate's value
-   against ``lower_bound`` / ``upper_bound``, and a ``change`` check of its regression
-   versus the deployed model against ``max_regression``.
+   least ``min_slice_examples`` examples — the feature-value slices and ``newest_files``,
+   the rows of the newest accepted files — or only the one slice it names
+   (``slice: newest_files``): ``absolute`` checks of the candidate's value against
+   ``lower_bound`` / ``upper_bound``, and a ``change`` check of its regression versus the
+   deployed model (on the same rows) against ``max_regression``. A named slice that
+   metrics.json does not have is a skipped check that says so.
 
 Verdict: any failed blocking check → ``not_blessed``; else, with no baseline to compare
 with and ``first_run: manual_approval`` → ``awaiting_approval``; else any failed warning
@@ -26,7 +29,13 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict
 
 from cascade.core.evaluation_config import EvaluationConfig, MetricThreshold, Tier
-from cascade.evaluation.inputs import EvaluationInputs, MetricValues, ModelMetricValues
+from cascade.evaluation.inputs import (
+    NEWEST_FILES_SLICE,
+    OVERALL,
+    EvaluationInputs,
+    MetricValues,
+    ModelMetricValues,
+)
 
 __all__ = ["CheckResult", "Judgement", "Verdict", "judge"]
 
@@ -35,7 +44,6 @@ Verdict = Literal[
 ]
 CheckKind = Literal["infra", "baseline", "absolute", "change"]
 CheckVerdict = Literal["pass", "fail", "skipped"]
-OVERALL = "overall"
 _TOLERANCE = 1e-12
 
 
@@ -142,11 +150,22 @@ def _baseline(
 
 def _scopes(
     threshold: MetricThreshold, candidate: ModelMetricValues
-) -> Iterator[tuple[str, MetricValues]]:
+) -> Iterator[tuple[str, MetricValues | None]]:
+    if threshold.slice is not None:
+        yield threshold.slice, candidate.scope(threshold.slice)
+        return
     yield OVERALL, candidate.overall
     if threshold.slices:
         for slice_values in candidate.slices:
             yield slice_values.name, slice_values
+        if candidate.newest_files is not None:
+            yield NEWEST_FILES_SLICE, candidate.newest_files
+
+
+def _absent(scope: str) -> str:
+    if scope == NEWEST_FILES_SLICE:
+        return "metrics.json has no newest_files slice (the transform marked no newest files)"
+    return f"metrics.json has no slice {scope}"
 
 
 def _check(
@@ -178,6 +197,11 @@ def _threshold_checks(
     metric = threshold.metric_name
     for scope, values in _scopes(threshold, inputs.metrics.candidate):
         name = f"{metric} ({scope})"
+        if values is None:
+            checks.append(
+                _check(threshold, scope, name, "absolute", "skipped", detail=_absent(scope))
+            )
+            continue
         value = values.metrics.get(metric)
         if scope != OVERALL and values.examples < min_slice_examples:
             detail = f"{values.examples} examples < min_slice_examples {min_slice_examples}"
@@ -236,7 +260,7 @@ def _change_check(
             value=value,
             detail="first run: no deployed model to compare with",
         )
-    base_values = baseline.overall if scope == OVERALL else _slice_of(baseline, scope)
+    base_values = baseline.scope(scope)
     base_value = None if base_values is None else base_values.metrics.get(metric)
     if base_value is None:
         return _check(
@@ -266,8 +290,3 @@ def _change_check(
         threshold=limit,
         detail=detail,
     )
-
-
-def _slice_of(metrics: ModelMetricValues, scope: str) -> MetricValues | None:
-    feature, _, value = scope.partition("=")
-    return metrics.slice(feature, value)

@@ -47,6 +47,10 @@ class EvaluationRecord(BaseModel):
     first_run_policy: FirstRunPolicy
     deployed_model_uri: str | None = Field(None, description="What served when evaluated.")
     baseline_model_uri: str | None = None
+    newest_files: list[str] = Field(
+        default_factory=list,
+        description="``uri#generation`` of the newest accepted files: the newest_files slice.",
+    )
     checks: list[CheckResult]
     summary: str
     evaluated_at: datetime

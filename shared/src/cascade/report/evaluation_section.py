@@ -2,14 +2,15 @@
 the production model, and the load-and-probe (infra) check.
 
 Read from ``runs/<run_id>/evaluation.json`` (``EvaluationRecord``), the ``metrics.json``
-it names (candidate and production metrics on the same eval split) and the
-``infra_check.json`` beside it (``InfraCheck``).
+it names (candidate and production metrics on the same eval split, overall and on the
+newest files' rows) and the ``infra_check.json`` beside it (``InfraCheck``).
 """
 
 from __future__ import annotations
 
 from cascade.core.runs import RunRecord
 from cascade.core.store import ArtifactStore
+from cascade.evaluation.inputs import MetricValues
 from cascade.evaluation.record import EvaluationRecord, evaluation_path
 from cascade.report.page_model import (
     CheckView,
@@ -40,10 +41,12 @@ def _not_evaluated(record: RunRecord) -> str:
     return "Evaluation did not run: training did not produce a model."
 
 
-def _comparison(metrics: TrainerMetrics) -> tuple[list[MetricComparison], str | None]:
-    candidate = metrics.candidate.overall.metrics
-    production = metrics.baseline.overall.metrics if metrics.baseline is not None else {}
-    rows = [
+def _rows(
+    candidate_values: MetricValues | None, production_values: MetricValues | None
+) -> list[MetricComparison]:
+    candidate = candidate_values.metrics if candidate_values is not None else {}
+    production = production_values.metrics if production_values is not None else {}
+    return [
         MetricComparison(
             metric=name, candidate=candidate.get(name), production=production.get(name)
         )
@@ -51,6 +54,25 @@ def _comparison(metrics: TrainerMetrics) -> tuple[list[MetricComparison], str | 
             set(candidate) | set(production), key=lambda name: (name != "loss", name)
         )
     ]
+
+
+def _newest(metrics: TrainerMetrics) -> tuple[list[MetricComparison], str | None]:
+    """Both models on the rows of the newest accepted files, when the trainer scored them."""
+    candidate = metrics.candidate.newest_files
+    if candidate is None:
+        return [], None
+    baseline = metrics.baseline.newest_files if metrics.baseline is not None else None
+    files = ", ".join(metrics.newest_files) or "not named"
+    note = f"{candidate.examples} eval rows from the newest accepted files: {files}."
+    if metrics.baseline is not None and baseline is None:
+        note += " The production model has no metrics on them."
+    return _rows(candidate, baseline), note
+
+
+def _comparison(metrics: TrainerMetrics) -> tuple[list[MetricComparison], str | None]:
+    rows = _rows(
+        metrics.candidate.overall, None if metrics.baseline is None else metrics.baseline.overall
+    )
     note = None
     if metrics.baseline is None:
         note = metrics.baseline_error or "No production model was evaluated on this eval split."
@@ -106,6 +128,7 @@ def evaluation_section(
         first_run=found.first_run,
         first_run_policy=found.first_run_policy,
         production_model_uri=found.deployed_model_uri,
+        newest_files=found.newest_files,
         checks=[
             CheckView.model_validate(check.model_dump(include=set(CheckView.model_fields)))
             for check in found.checks
@@ -123,6 +146,7 @@ def evaluation_section(
         section.comparison_note = f"No metrics to compare: {metrics.problem}."
     else:
         section.comparison, section.comparison_note = _comparison(metrics.value)
+        section.newest_comparison, section.newest_note = _newest(metrics.value)
     infra_name = object_name(artifacts, found.infra_check_uri)
     section.infra = _infra(
         read_json(artifacts, infra_name, InfraCheck)

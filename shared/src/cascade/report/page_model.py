@@ -191,6 +191,9 @@ class EvaluationSection(_View):
     checks: list[CheckView] = Field(default_factory=list)
     comparison: list[MetricComparison] = Field(default_factory=list)
     comparison_note: str | None = None
+    newest_files: list[str] = Field(default_factory=list)
+    newest_comparison: list[MetricComparison] = Field(default_factory=list)
+    newest_note: str | None = None
     infra: InfraView | None = None
     override: list[Fact] = Field(default_factory=list)
     artifacts: list[Fact] = Field(default_factory=list)

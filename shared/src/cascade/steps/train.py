@@ -122,8 +122,12 @@ def accepted_run_id(ctx: StepContext, request: TrainRequest, request_id: str) ->
     run = ctx.ledger.get(run_id)
     if run is None:
         raise BadRequestError(f"run_id {run_id} names no run")
-    if run.dataset != request.dataset or run.trigger.kind != "object":
-        raise BadRequestError(f"run {run_id} is not an upload's run of {request.dataset}")
+    validate = run.steps.get("validate")
+    if run.dataset != request.dataset or validate is None or validate.state != "succeeded":
+        # An upload's run, or a quarantined file's release run: a file accepted into it.
+        raise BadRequestError(
+            f"run {run_id} is not the run of a file accepted into {request.dataset}"
+        )
     transform = run.steps.get("transform")
     if transform is not None and transform.state == "running" and run.state == "running":
         raise StepInProgressError(f"run {run_id}: its transform step has not finished yet")

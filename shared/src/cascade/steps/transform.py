@@ -17,6 +17,11 @@ On ``data-validated`` for a run:
    in its reason (``value skew in credit/2026-02.csv: drift in 'amount' (...)``), and
    the step's outputs record the reason or why no request was made.
 
+The split marks the rows of the snapshot's **newest files** (``cascade.transform.newest``:
+the files the production model was not trained on, else the last accepted file), so the
+trainer reports both models on them (the ``newest_files`` slice); every file contributes
+eval rows.
+
 A redelivery of finished work is a no-op (the claim); a resumed step reuses the stored
 snapshot and, once ``transform.json`` exists, only republishes the request. A missing
 label or problem type is an InvalidConfigError, recorded on the run and alerted.
@@ -31,12 +36,14 @@ from google.protobuf.message import DecodeError  # type: ignore[import-untyped,u
 from cascade.core.claims import ClaimHandle
 from cascade.core.context import StepContext
 from cascade.core.errors import BadInputError, BadRequestError, TransientError
+from cascade.core.job_spec import TrainingJobSpec
 from cascade.core.messages import MAX_REASON_CHARS, DataValidated, StepMessage, TrainRequest
 from cascade.core.observability import RunLogger
 from cascade.core.paths import DatasetPaths
 from cascade.core.pipeline_config import PipelineConfig, load_pipeline_config
 from cascade.core.runs import RunRecord
-from cascade.serving.state import deployed_model_uri
+from cascade.jobs.records import job_spec_name
+from cascade.serving.state import deployed_model_uri, read_serving_state
 from cascade.steps.runner import StepOutcome, execute_step
 from cascade.transform.catalog import (
     TransformPointer,
@@ -47,9 +54,10 @@ from cascade.transform.catalog import (
     transform_spec_name,
 )
 from cascade.transform.materialize import write_split_shards
+from cascade.transform.newest import newest_column_name, newest_files
 from cascade.transform.shard_columns import shard_schema
 from cascade.transform.snapshot import GcsObjectOpener, ObjectOpener, load_or_create_snapshot
-from cascade.transform.spec import TransformSpec
+from cascade.transform.spec import SnapshotFile, TransformSpec
 from cascade.transform.spec_fitting import FittedTransform, dataset_schema, fit_transform
 from cascade.validation.manifest import AcceptedFile, ValueSkew
 from cascade.validation.statistics import summary_of_statistics
@@ -103,6 +111,8 @@ def transform_run(
     if not snapshot.files:
         raise BadInputError(f"dataset {run.dataset} has no readable accepted files to train on")
     schema = shard_schema(fitted.label, fitted.features, fitted.passthrough_key)
+    newest = newest_files(snapshot.files, _production_snapshot(ctx, run.dataset))
+    newest_column = newest_column_name(schema.names)
     shards = write_split_shards(
         ctx.artifacts,
         snapshot.files,
@@ -111,6 +121,8 @@ def transform_run(
         split=fitted.split,
         folder=transform_folder(run.run_id),
         config=config.validation,
+        newest=newest,
+        newest_column=newest_column,
     )
     if not shards.train_rows or not shards.eval_rows:
         raise BadInputError(
@@ -130,6 +142,9 @@ def transform_run(
         train_rows=shards.train_rows,
         eval_rows=shards.eval_rows,
         created_at=ctx.clock(),
+        newest_files=newest,
+        newest_column=newest_column,
+        newest_eval_rows=shards.newest_eval_rows,
     )
     ctx.artifacts.write_json(transform_spec_name(run.run_id), spec)
     log.info(
@@ -141,6 +156,26 @@ def transform_run(
         len(spec.snapshot),
     )
     return _outcome(ctx, run, spec, skipped=fitted.skipped, config=config)
+
+
+def _production_snapshot(ctx: StepContext, dataset: str) -> list[SnapshotFile] | None:
+    """The files the production model was trained on: the snapshot of the transform its
+    training job used; None when no model serves or that cannot be read."""
+    found = read_serving_state(ctx.artifacts, dataset)
+    primary = None if found is None else found[0].primary
+    if primary is None:
+        return None
+    prefix = ctx.artifacts.uri("")
+    try:
+        job = ctx.artifacts.read_model(job_spec_name(primary.run_id), TrainingJobSpec)
+        if job is None or not job[0].transform_spec_uri.startswith(prefix):
+            return None
+        spec = ctx.artifacts.read_model(
+            job[0].transform_spec_uri.removeprefix(prefix), TransformSpec
+        )
+    except ValueError:
+        return None
+    return None if spec is None else list(spec[0].snapshot)
 
 
 def _fit(ctx: StepContext, dataset: str, config: PipelineConfig) -> FittedTransform:
@@ -237,6 +272,8 @@ def _outcome(
         "eval_rows": spec.eval_rows,
         "features": len(spec.features),
         "skipped_features": skipped,
+        "newest_files": [f"{file.uri}#{file.generation}" for file in spec.newest_files],
+        "newest_eval_rows": spec.newest_eval_rows,
     }
     summary = (
         f"{len(spec.features)} features, {spec.train_rows} train / {spec.eval_rows} "

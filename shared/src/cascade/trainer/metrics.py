@@ -9,6 +9,9 @@ Metric names: binary → ``loss`` (log loss), ``accuracy``, ``auc``, ``precision
 ``recall``; multiclass → ``loss`` (cross-entropy), ``accuracy``; regression → ``loss``
 (= ``mse``), ``mse``, ``mae``, ``rmse``. A metric that is undefined on a slice (AUC with
 one class present, precision without positive predictions) is left out, not faked.
+
+Beside the slices by feature value, ``newest_files`` holds the metrics on the rows of the
+transform's newest files (``cascade.transform.newest``), when the eval data marks them.
 """
 
 from __future__ import annotations
@@ -69,6 +72,9 @@ class ModelMetrics(BaseModel):
     model_uri: str
     overall: MetricSet
     slices: list[SliceMetrics] = Field(default_factory=list)
+    newest_files: MetricSet | None = Field(
+        None, description="On the rows of the newest accepted files (the newest_files slice)."
+    )
 
     def slice(self, feature: str, value: str) -> SliceMetrics | None:
         return next((s for s in self.slices if (s.feature, s.value) == (feature, value)), None)
@@ -167,25 +173,30 @@ def model_metrics(
     targets: npt.ArrayLike,
     outputs: Mapping[str, npt.ArrayLike],
     slice_columns: Mapping[str, npt.NDArray[np.object_]],
+    newest_rows: npt.NDArray[np.bool_] | None = None,
 ) -> ModelMetrics:
-    """The metrics of a model's ``outputs`` against ``targets``, overall and per slice."""
+    """The metrics of a model's ``outputs`` against ``targets``, overall, per slice and,
+    with ``newest_rows`` (true for the rows of the newest files), on those rows."""
     target_values = np.asarray(targets)
     output_values = {name: np.asarray(values) for name, values in outputs.items()}
+
+    def on(rows: npt.NDArray[np.bool_]) -> MetricSet:
+        return MetricSet(
+            examples=int(rows.sum()),
+            metrics=compute_metrics(
+                problem_type,
+                target_values[rows],
+                {name: values[rows] for name, values in output_values.items()},
+            ),
+        )
+
     overall = MetricSet(
         examples=int(target_values.shape[0]),
         metrics=compute_metrics(problem_type, target_values, output_values),
     )
     slices = [
-        SliceMetrics(
-            feature=feature,
-            value=value,
-            examples=int(mask.sum()),
-            metrics=compute_metrics(
-                problem_type,
-                target_values[mask],
-                {name: values[mask] for name, values in output_values.items()},
-            ),
-        )
+        SliceMetrics(feature=feature, value=value, **on(mask).model_dump())
         for feature, value, mask in slice_masks(slice_columns)
     ]
-    return ModelMetrics(model_uri=model_uri, overall=overall, slices=slices)
+    newest = None if newest_rows is None else on(np.asarray(newest_rows, dtype=np.bool_))
+    return ModelMetrics(model_uri=model_uri, overall=overall, slices=slices, newest_files=newest)

@@ -4,8 +4,10 @@ Both models are evaluated the way they serve: loaded as SavedModels and called t
 their ``serving_default`` signature with raw feature values, so the numbers describe
 what clients would get. Metrics are computed with NumPy by ``cascade.trainer.metrics``
 (no TensorFlow there: the continued evaluation of the served model computes the same
-metrics on the same slices in a Cloud Function), overall and for each value of each
-slice feature, and written to ``<output_dir>/metrics.json`` (``EvaluationReport``).
+metrics on the same slices in a Cloud Function), overall, for each value of each
+slice feature and on the rows of the transform's newest files (``newest_files``: the
+boolean column ``TransformSpec.newest_column`` of the eval shards, which is no model
+input), and written to ``<output_dir>/metrics.json`` (``EvaluationReport``).
 """
 
 from __future__ import annotations
@@ -45,6 +47,7 @@ __all__ = [
     "compute_metrics",
     "evaluate_model",
     "load_eval_table",
+    "newest_rows",
 ]
 
 
@@ -62,6 +65,10 @@ class EvaluationReport(BaseModel):
     baseline: ModelMetrics | None = None
     baseline_error: str | None = Field(
         None, description="Why the baseline could not be evaluated (the run still succeeds)."
+    )
+    newest_files: list[str] = Field(
+        default_factory=list,
+        description="``uri#generation`` of the files the newest_files metrics are on.",
     )
     hyperparameters: dict[str, Any] = Field(default_factory=dict)
     epochs_trained: int = 0
@@ -154,8 +161,25 @@ def evaluate_model(
     spec: TransformSpec,
     slice_features: Sequence[str],
 ) -> ModelMetrics:
-    """The model's metrics on ``table``, overall and per value of each slice feature."""
+    """The model's metrics on ``table``, overall, per value of each slice feature and on
+    the rows of the newest files (when the spec names the column that marks them)."""
     targets = LabelEncoder(spec.label).encode(table.column(spec.label.name))
     outputs = model.predict(model.inputs_from(table))
     slice_columns = {feature: string_column(table, feature) for feature in slice_features}
-    return model_metrics(model.uri, spec.label.problem_type, targets, outputs, slice_columns)
+    return model_metrics(
+        model.uri,
+        spec.label.problem_type,
+        targets,
+        outputs,
+        slice_columns,
+        newest_rows=newest_rows(table, spec),
+    )
+
+
+def newest_rows(table: pa.Table, spec: TransformSpec) -> npt.NDArray[np.bool_] | None:
+    """True for the rows of ``table`` from the spec's newest files; None when unmarked."""
+    column = spec.newest_column
+    if column is None or column not in table.column_names:
+        return None
+    marked = pc.fill_null(pc.cast(table.column(column), pa.bool_()), False)
+    return np.asarray(marked.to_numpy(zero_copy_only=False), dtype=np.bool_)

@@ -242,6 +242,7 @@ def _evaluate(ctx: _Run, fitted: FitResult) -> EvaluationReport:
         candidate=evaluate_model(candidate, table, spec, slices),
         baseline=baseline,
         baseline_error=baseline_error,
+        newest_files=[f"{file.uri}#{file.generation}" for file in spec.newest_files],
         hyperparameters=ctx.hparams.model_dump(),
         epochs_trained=fitted.epochs_trained,
         trial_id=ctx.args.trial_id,

@@ -4,15 +4,27 @@ Each file is read at its pinned generation in bounded record batches (the valida
 readers: CSV, gzip CSV, Parquet, NDJSON), its columns cast to the shard schema, each
 row sent to train or eval by its hash, and the rows appended to the split's writer.
 Memory holds one batch and one open shard per split.
+
+Every file with rows on both sides contributes eval rows: when none of a file's rows
+hashed under the eval fraction, its rows with the lowest hash (one row, or every row of
+one key for a ``key`` split) go to eval instead of train, as long as the file keeps train
+rows. Those rows are held back until the file ends, so the choice depends on the file's
+content alone and a re-run writes the same shards. A newest file (``newest``) is thus
+always in the eval split the candidate and the production model are compared on.
+
+With ``newest_column``, each row also gets that boolean column: true when its file is
+one of ``newest`` (``cascade.transform.newest``). The column is appended after the split
+is decided, so it never changes which side a row is on.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from dataclasses import dataclass
+from collections.abc import Collection, Iterator
+from dataclasses import dataclass, field
 
+import numpy as np
+import numpy.typing as npt
 import pyarrow as pa  # type: ignore[import-untyped,unused-ignore]
-import pyarrow.compute as pc  # type: ignore[import-untyped,unused-ignore]
 
 from cascade.core.errors import BadInputError
 from cascade.core.store import ArtifactStore
@@ -21,7 +33,7 @@ from cascade.transform.shard_columns import canonical_table
 from cascade.transform.shards import ShardWriter
 from cascade.transform.snapshot import ObjectOpener, split_gs_uri
 from cascade.transform.spec import SnapshotFile, SplitSpec
-from cascade.transform.split import eval_mask
+from cascade.transform.split import eval_fractions
 from cascade.validation.names import file_format_of
 from cascade.validation.reader import read_batches
 from cascade.validation.source import DataSource
@@ -39,6 +51,9 @@ class SplitShards:
     eval_names: list[str]
     train_rows: int
     eval_rows: int
+    newest_eval_rows: int = 0
+    file_eval_rows: list[int] = field(default_factory=list)
+    """Eval rows of each file, in the order of the files given."""
 
 
 def _source(file: SnapshotFile, opener: ObjectOpener) -> DataSource:
@@ -92,6 +107,60 @@ def file_batches(
     raise BadInputError(f"column types did not settle after {_MAX_RESTARTS} reads", uri=source.uri)
 
 
+class _FileSplit:
+    """One file's rows sent to train and eval, its lowest-hash train rows held back."""
+
+    def __init__(self, train: ShardWriter, evaluation: ShardWriter) -> None:
+        self._train = train
+        self._evaluation = evaluation
+        self.eval_rows = 0
+        self.train_rows = 0
+        self._held: list[pa.Table] = []
+        self._held_fraction = float("inf")
+
+    def write(self, table: pa.Table, fractions: npt.NDArray[np.float64], cut: float) -> None:
+        in_eval = fractions < cut
+        self._evaluation.write(table.filter(pa.array(in_eval)))
+        self.eval_rows += int(in_eval.sum())
+        rest, rest_fractions = table.filter(pa.array(~in_eval)), fractions[~in_eval]
+        self.train_rows += rest.num_rows
+        if self.eval_rows:
+            self._release(to_eval=False)
+            self._train.write(rest)
+            return
+        if not rest.num_rows:
+            return
+        lowest = float(rest_fractions.min())
+        if lowest < self._held_fraction:
+            self._release(to_eval=False)
+            self._held_fraction = lowest
+        if lowest == self._held_fraction:
+            held = rest_fractions == lowest
+            self._held.append(rest.filter(pa.array(held)))
+            rest = rest.filter(pa.array(~held))
+        self._train.write(rest)
+
+    def finish(self) -> None:
+        held_rows = sum(table.num_rows for table in self._held)
+        to_eval = self.eval_rows == 0 and self.train_rows > held_rows
+        if to_eval:
+            self.eval_rows += held_rows
+            self.train_rows -= held_rows
+        self._release(to_eval=to_eval)
+
+    def _release(self, *, to_eval: bool) -> None:
+        writer = self._evaluation if to_eval else self._train
+        for table in self._held:
+            writer.write(table)
+        self._held, self._held_fraction = [], float("inf")
+
+
+def _marked(table: pa.Table, column: str | None, value: bool) -> pa.Table:
+    if column is None:
+        return table
+    return table.append_column(pa.field(column, pa.bool_()), pa.array([value] * table.num_rows))
+
+
 def write_split_shards(
     store: ArtifactStore,
     files: list[SnapshotFile],
@@ -102,18 +171,32 @@ def write_split_shards(
     folder: str,
     config: ValidationConfig,
     rows_per_shard: int = DEFAULT_ROWS_PER_SHARD,
+    newest: Collection[SnapshotFile] = (),
+    newest_column: str | None = None,
 ) -> SplitShards:
     """Write ``folder``/train/part-*.parquet and ``folder``/eval/part-*.parquet."""
-    train = ShardWriter(store, f"{folder}/train", schema, rows_per_shard=rows_per_shard)
-    evaluation = ShardWriter(store, f"{folder}/eval", schema, rows_per_shard=rows_per_shard)
+    shard_schema = schema
+    if newest_column is not None:
+        shard_schema = schema.append(pa.field(newest_column, pa.bool_()))
+    train = ShardWriter(store, f"{folder}/train", shard_schema, rows_per_shard=rows_per_shard)
+    evaluation = ShardWriter(store, f"{folder}/eval", shard_schema, rows_per_shard=rows_per_shard)
+    newest_pins = {(file.uri, file.generation) for file in newest}
+    file_eval_rows: list[int] = []
+    newest_eval_rows = 0
     for file in files:
+        is_newest = (file.uri, file.generation) in newest_pins
+        sides = _FileSplit(train, evaluation)
         for table in file_batches(file, opener, schema, config):
-            mask = pa.array(eval_mask(table, split))
-            evaluation.write(table.filter(mask))
-            train.write(table.filter(pc.invert(mask)))
+            fractions = eval_fractions(table, split)
+            sides.write(_marked(table, newest_column, is_newest), fractions, split.eval_fraction)
+        sides.finish()
+        file_eval_rows.append(sides.eval_rows)
+        newest_eval_rows += sides.eval_rows if is_newest else 0
     return SplitShards(
         train_names=train.close(),
         eval_names=evaluation.close(),
         train_rows=train.rows,
         eval_rows=evaluation.rows,
+        newest_eval_rows=newest_eval_rows,
+        file_eval_rows=file_eval_rows,
     )

@@ -123,6 +123,16 @@ class TransformSpec(_Frozen):
     train_rows: int = Field(ge=0)
     eval_rows: int = Field(ge=0)
     created_at: datetime
+    newest_files: list[SnapshotFile] = Field(
+        default_factory=list,
+        description="The snapshot's newest files (cascade.transform.newest): the trainer "
+        "reports the newest_files slice on their rows.",
+    )
+    newest_column: str | None = Field(
+        None,
+        description="Boolean shard column, true for rows of newest_files; not a feature.",
+    )
+    newest_eval_rows: int = Field(0, ge=0, description="Eval rows from the newest files.")
 
     @property
     def feature_names(self) -> list[str]:

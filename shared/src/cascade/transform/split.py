@@ -21,7 +21,7 @@ import pyarrow.compute as pc  # type: ignore[import-untyped,unused-ignore]
 
 from cascade.transform.spec import SplitSpec
 
-__all__ = ["eval_mask", "row_hashes"]
+__all__ = ["eval_fractions", "eval_mask", "row_hashes"]
 
 Hashes = npt.NDArray[np.uint64]
 
@@ -86,8 +86,9 @@ def row_hashes(table: pa.Table, columns: list[str], salt: str) -> Hashes:
     return combined
 
 
-def eval_mask(table: pa.Table, split: SplitSpec) -> npt.NDArray[np.bool_]:
-    """True for the rows of ``table`` that belong to the eval split.
+def eval_fractions(table: pa.Table, split: SplitSpec) -> npt.NDArray[np.float64]:
+    """Each row's hash as a fraction in [0, 1): the row is eval when it is under
+    ``split.eval_fraction``.
 
     ``key`` splits hash the key column; rows without a key fall back to their row hash.
     """
@@ -97,8 +98,13 @@ def eval_mask(table: pa.Table, split: SplitSpec) -> npt.NDArray[np.bool_]:
         by_key = row_hashes(table, [split.key_column], split.salt)
         has_key = pc.is_valid(key).to_numpy(zero_copy_only=False)
         hashes = np.where(has_key, by_key, hashes)
-    fractions = (hashes >> np.uint64(64 - _FRACTION_BITS)).astype(np.float64) / float(
-        1 << _FRACTION_BITS
-    )
-    mask: npt.NDArray[np.bool_] = fractions < split.eval_fraction
+    fractions: npt.NDArray[np.float64] = (hashes >> np.uint64(64 - _FRACTION_BITS)).astype(
+        np.float64
+    ) / float(1 << _FRACTION_BITS)
+    return fractions
+
+
+def eval_mask(table: pa.Table, split: SplitSpec) -> npt.NDArray[np.bool_]:
+    """True for the rows of ``table`` whose hash puts them in the eval split."""
+    mask: npt.NDArray[np.bool_] = eval_fractions(table, split) < split.eval_fraction
     return mask
