@@ -39,8 +39,10 @@ def test_a_good_upload_becomes_a_served_model_that_answers(scenario: Scenario) -
         "training_job",
         "evaluate",
         "deploy",
+        "monitor",  # beside transform: no model served yet, so nothing to score
     }
     assert all(step.state == "succeeded" for step in run.steps.values())
+    assert run.steps["monitor"].outputs["status"] == "no_model"
     assert run.run_id == run_id
     assert "manifest" in run.steps["validate"].outputs  # accepted into the dataset
     assert run.steps["evaluate"].outputs["verdict"] == "blessed"

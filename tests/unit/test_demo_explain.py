@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
 
 from google.protobuf import text_format
@@ -33,7 +34,9 @@ def _anomalies() -> bytes:
 
 
 def _console() -> Console:
-    return Console(width=200, record=True)
+    """Rendered into memory, never to pytest's captured stdout, whose encoding and
+    terminal detection vary with the worker."""
+    return Console(width=200, record=True, file=io.StringIO(), color_system=None)
 
 
 def test_a_rejection_names_the_drifted_features_the_other_anomalies_and_the_quarantine(

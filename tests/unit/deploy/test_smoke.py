@@ -12,11 +12,14 @@ from typing import Any
 import pytest
 from werkzeug.test import Client
 
+from cascade.core.fakes import MemoryArtifactStore
+from cascade.core.job_spec import TrainingJobSpec
 from cascade.deploy.smoke import (
     fit_to_signature,
     inputs_from_manifest,
     inputs_from_metadata,
     key_from_metadata,
+    read_transform_spec,
     smoke_instances,
 )
 from cascade.serving import request_rules
@@ -137,3 +140,45 @@ def test_the_steps_spec_built_rows_are_answered_as_they_are(
     response = server_client.post("/v1/models/credit:predict", data=body)
 
     assert response.status_code == 200, response.get_json()
+
+
+def _job_spec(run_id: str, transform_uri: str) -> TrainingJobSpec:
+    return TrainingJobSpec(
+        run_id=run_id,
+        dataset="credit",
+        display_name=run_id,
+        transform_spec_uri=transform_uri,
+        output_dir=f"gs://art/runs/{run_id}/training",
+    )
+
+
+def test_a_run_without_a_transform_reads_the_spec_its_training_job_used() -> None:
+    """A follow-up or retrain request's run trained on another run's transform: its
+    canary rows and its monitoring rows are built from that one."""
+    artifacts = MemoryArtifactStore("art")
+    artifacts.write_json("runs/credit-aaa/transform/transform.json", spec("customer_id"))
+    artifacts.write_json(
+        "runs/credit-rfollow/training/job_spec.json",
+        _job_spec("credit-rfollow", "gs://art/runs/credit-aaa/transform/transform.json"),
+    )
+
+    found = read_transform_spec(artifacts, "credit-rfollow")
+
+    assert found is not None
+    assert found.passthrough_key == "customer_id"
+
+
+def test_an_upload_run_that_trained_on_a_later_transform_reads_that_one() -> None:
+    artifacts = MemoryArtifactStore("art")
+    artifacts.write_json("runs/credit-aaa/transform/transform.json", spec(None))
+    artifacts.write_json("runs/credit-bbb/transform/transform.json", spec("customer_id"))
+    artifacts.write_json(
+        "runs/credit-aaa/training/job_spec.json",
+        _job_spec("credit-aaa", "gs://art/runs/credit-bbb/transform/transform.json"),
+    )
+
+    found = read_transform_spec(artifacts, "credit-aaa")
+
+    assert found is not None
+    assert found.passthrough_key == "customer_id"
+    assert read_transform_spec(artifacts, "credit-zzz") is None

@@ -20,6 +20,7 @@ import math
 from collections.abc import Mapping
 from typing import Any
 
+from cascade.core.job_spec import TrainingJobSpec
 from cascade.core.paths import RunPaths
 from cascade.core.store import ArtifactStore
 from cascade.serving import request_rules
@@ -49,6 +50,20 @@ _MANIFEST_DTYPES |= {"int32": "DT_INT32", "string": "DT_STRING", "bool": "DT_BOO
 
 
 def read_transform_spec(artifacts: ArtifactStore, run_id: str) -> TransformSpec | None:
+    """The transform spec ``run_id``'s model was trained with: the one its training job
+    read (``job_spec.json``'s ``transform_spec_uri``: a follow-up or a retrain request's
+    run has no transform of its own, and an upload's run may train on a later one), else
+    the run's own transform."""
+    job = artifacts.read_model(
+        f"{RunPaths(run_id).step_dir('training')}/job_spec.json", TrainingJobSpec
+    )
+    prefix = artifacts.uri("")
+    if job is not None and job[0].transform_spec_uri.startswith(prefix):
+        trained_with = artifacts.read_model(
+            job[0].transform_spec_uri.removeprefix(prefix), TransformSpec
+        )
+        if trained_with is not None:
+            return trained_with[0]
     found = artifacts.read_model(
         f"{RunPaths(run_id).step_dir('transform')}/transform.json", TransformSpec
     )
