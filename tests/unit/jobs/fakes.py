@@ -6,10 +6,31 @@ the interface the real runners (``VertexJobRunner``, ``LocalJobRunner``) impleme
 
 from __future__ import annotations
 
+import json
 import threading
+from datetime import UTC, datetime
 
+from cascade.core.context import StepContext
 from cascade.core.errors import UnknownJobError
 from cascade.core.job_spec import JobRunner, JobState, JobStatus, TrainingJobSpec
+from cascade.jobs.job_events import job_end_log_entry, parse_job_event
+from cascade.jobs.records import job_id_of
+from cascade.steps.training_job import handle_job_event
+from cascade.transform.catalog import TransformPointer, latest_transform_name
+
+TRANSFORM_URI = "gs://cascade-artifacts/runs/credit-t1/transform/transform.json"
+
+
+def point_latest_transform(ctx: StepContext, dataset: str = "credit") -> None:
+    """Give ``dataset`` a latest transform, so train requests have data to train on."""
+    pointer = TransformPointer(
+        run_id="credit-t1",
+        transform_uri=TRANSFORM_URI,
+        files=1,
+        rows=10,
+        created_at=datetime(2026, 11, 1, tzinfo=UTC),
+    )
+    ctx.artifacts.write_json(latest_transform_name(dataset), pointer)
 
 
 class FakeJobRunner(JobRunner):
@@ -51,3 +72,22 @@ class FakeJobRunner(JobRunner):
 
     def spec_of(self, run_id: str) -> TrainingJobSpec:
         return next(spec for spec in self.submitted if spec.run_id == run_id)
+
+
+def end_job(ctx: StepContext, runner: FakeJobRunner, run_id: str, event_id: str) -> None:
+    """The job of ``run_id`` succeeds and its log entry arrives on job-events."""
+    name = runner.submit(runner.spec_of(run_id), request_id=run_id)  # the job it already has
+    if not runner.get(name).finished:
+        runner.finish(name, "succeeded")
+    entry = job_end_log_entry(
+        project="p",
+        job_id=job_id_of(name),
+        job_name=name,
+        state="succeeded",
+        error="",
+        timestamp="2026-11-27T12:00:00Z",
+        insert_id=event_id,
+    )
+    handle_job_event(
+        ctx, parse_job_event(json.dumps(entry).encode()), event_id=event_id, runner=runner
+    )

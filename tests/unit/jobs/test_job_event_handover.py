@@ -12,7 +12,6 @@ lock coalesces instead of believing it holds the lock.
 
 from __future__ import annotations
 
-import json
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -22,7 +21,6 @@ from cascade.core.errors import BadRequestError
 from cascade.core.fakes import MemoryArtifactStore, RecordingBus
 from cascade.core.messages import StepMessage, TrainRequest
 from cascade.core.runs import run_id_for_request
-from cascade.jobs.job_events import job_end_log_entry, parse_job_event
 from cascade.jobs.lock import (
     ActiveRun,
     Coalesced,
@@ -37,11 +35,9 @@ from cascade.jobs.lock import (
     release,
     take_or_join,
 )
-from cascade.jobs.records import job_id_of
 from cascade.steps.train import handle_train_request
-from cascade.steps.training_job import JOB_STEP, handle_job_event
-from cascade.transform.catalog import TransformPointer, latest_transform_name
-from tests.unit.jobs.fakes import FakeJobRunner
+from cascade.steps.training_job import JOB_STEP
+from tests.unit.jobs.fakes import FakeJobRunner, end_job, point_latest_transform
 
 DATASET = "credit"
 T0 = datetime(2026, 11, 27, 12, 0, tzinfo=UTC)
@@ -69,14 +65,7 @@ def runner() -> FakeJobRunner:
 
 @pytest.fixture(autouse=True)
 def _transformed(step_context: StepContext) -> None:
-    pointer = TransformPointer(
-        run_id="credit-t1",
-        transform_uri="gs://cascade-artifacts/runs/credit-t1/transform/transform.json",
-        files=1,
-        rows=10,
-        created_at=datetime(2026, 11, 1, tzinfo=UTC),
-    )
-    step_context.artifacts.write_json(latest_transform_name(DATASET), pointer)
+    point_latest_transform(step_context, DATASET)
 
 
 def _request(request_id: str, **fields: object) -> TrainRequest:
@@ -85,28 +74,6 @@ def _request(request_id: str, **fields: object) -> TrainRequest:
 
 def _run_id(request_id: str) -> str:
     return run_id_for_request(DATASET, request_id)
-
-
-def _job_end(ctx: StepContext, runner: FakeJobRunner, run_id: str, event_id: str) -> None:
-    """The job of ``run_id`` has succeeded; its log entry arrives on job-events."""
-    name = runner.submit(runner.spec_of(run_id), request_id=run_id)  # the job it already has
-    if not runner.get(name).finished:
-        runner.finish(name, "succeeded")
-    entry = job_end_log_entry(
-        project="p",
-        job_id=job_id_of(name),
-        job_name=name,
-        state="succeeded",
-        error="",
-        timestamp="2026-11-27T12:00:00Z",
-        insert_id=event_id,
-    )
-    handle_job_event(
-        ctx,
-        parse_job_event(json.dumps(entry).encode()),
-        event_id=event_id,
-        runner=runner,
-    )
 
 
 def _active(run_id: str, job_name: str | None = None, **fields: object) -> ActiveRun:
@@ -168,7 +135,7 @@ def test_a_job_event_redelivered_after_a_failed_publish_still_starts_the_follow_
     follow_up = follow_up_run_id(DATASET, _run_id("a"))
 
     with pytest.raises(ConnectionError):
-        _job_end(ctx, runner, _run_id("a"), "log-a")
+        end_job(ctx, runner, _run_id("a"), "log-a")
     lock, _ = TrainingLockStore(ctx.artifacts, DATASET).read()
     assert lock.active is not None
     assert (lock.active.run_id, lock.active.handed_over_from) == (
@@ -177,7 +144,7 @@ def test_a_job_event_redelivered_after_a_failed_publish_still_starts_the_follow_
     )
     assert bus.of_type(TrainRequest) == []
 
-    _job_end(ctx, runner, _run_id("a"), "log-a")  # Pub/Sub redelivers the event
+    end_job(ctx, runner, _run_id("a"), "log-a")  # Pub/Sub redelivers the event
 
     [started] = bus.of_type(TrainRequest)
     assert isinstance(started, TrainRequest)

@@ -4,7 +4,7 @@ next request (or ``cascade reconcile``) publishes that request again."""
 from __future__ import annotations
 
 import json
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 
 import pytest
 
@@ -21,9 +21,8 @@ from cascade.jobs.records import job_id_of
 from cascade.steps.reconcile import reconcile
 from cascade.steps.train import handle_train_request
 from cascade.steps.training_job import handle_job_event
-from cascade.transform.catalog import TransformPointer, latest_transform_name
 from tests.unit.conftest import Clock
-from tests.unit.jobs.fakes import FakeJobRunner
+from tests.unit.jobs.fakes import FakeJobRunner, point_latest_transform
 
 DATASET = "credit"
 STALE_AFTER = timedelta(minutes=10)  # cascade reconcile's default
@@ -36,14 +35,7 @@ def runner() -> FakeJobRunner:
 
 @pytest.fixture(autouse=True)
 def _transformed(step_context: StepContext) -> None:
-    pointer = TransformPointer(
-        run_id="credit-t1",
-        transform_uri="gs://cascade-artifacts/runs/credit-t1/transform/transform.json",
-        files=1,
-        rows=10,
-        created_at=datetime(2026, 11, 1, tzinfo=UTC),
-    )
-    step_context.artifacts.write_json(latest_transform_name(DATASET), pointer)
+    point_latest_transform(step_context, DATASET)
 
 
 def _request(request_id: str) -> TrainRequest:

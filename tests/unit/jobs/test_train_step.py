@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 from concurrent.futures import ThreadPoolExecutor
-from datetime import UTC, datetime
 
 import pytest
 
@@ -13,18 +12,17 @@ from cascade.core.errors import BadRequestError, StepInProgressError, TransientE
 from cascade.core.fakes import MemoryArtifactStore, RecordingBus
 from cascade.core.messages import Alert, JobEvent, ModelTrained, TrainRequest
 from cascade.core.runs import RunRecord, Trigger, run_id_for_request
-from cascade.jobs.job_events import job_end_log_entry, parse_job_event
+from cascade.jobs.job_events import parse_job_event
 from cascade.jobs.lock import TrainingLockStore, follow_up_run_id
 from cascade.jobs.records import job_id_of, read_job_record
 from cascade.steps.runner import StepOutcome, execute_step
 from cascade.steps.train import handle_train_request
 from cascade.steps.training_job import JOB_STEP, handle_job_event
-from cascade.transform.catalog import TransformPointer, latest_transform_name
+from cascade.transform.catalog import latest_transform_name
 from tests.unit.conftest import Clock
-from tests.unit.jobs.fakes import FakeJobRunner
+from tests.unit.jobs.fakes import TRANSFORM_URI, FakeJobRunner, end_job, point_latest_transform
 
 DATASET = "credit"
-TRANSFORM_URI = "gs://cascade-artifacts/runs/credit-t1/transform/transform.json"
 
 
 @pytest.fixture
@@ -34,14 +32,7 @@ def runner() -> FakeJobRunner:
 
 @pytest.fixture(autouse=True)
 def _transformed(step_context: StepContext) -> None:
-    pointer = TransformPointer(
-        run_id="credit-t1",
-        transform_uri=TRANSFORM_URI,
-        files=1,
-        rows=10,
-        created_at=datetime(2026, 11, 1, tzinfo=UTC),
-    )
-    step_context.artifacts.write_json(latest_transform_name(DATASET), pointer)
+    point_latest_transform(step_context, DATASET)
 
 
 def _bus(ctx: StepContext) -> RecordingBus:
@@ -55,24 +46,6 @@ def _request(request_id: str, **fields: object) -> TrainRequest:
 
 def _run_id(request_id: str) -> str:
     return run_id_for_request(DATASET, request_id)
-
-
-def _succeed(ctx: StepContext, runner: FakeJobRunner, run_id: str, event_id: str) -> None:
-    """The job of ``run_id`` succeeds and its log entry arrives on job-events."""
-    name = runner.submit(runner.spec_of(run_id), request_id=run_id)  # the job it already has
-    if not runner.get(name).finished:
-        runner.finish(name, "succeeded")
-    entry = job_end_log_entry(
-        project="p",
-        job_id=job_id_of(name),
-        job_name=name,
-        state="succeeded",
-        error="",
-        timestamp="2026-11-27T12:00:00Z",
-        insert_id=event_id,
-    )
-    message = parse_job_event(json.dumps(entry).encode())
-    handle_job_event(ctx, message, event_id=event_id, runner=runner)
 
 
 def test_a_request_submits_one_job_with_its_spec(
@@ -186,7 +159,7 @@ def test_requests_during_a_job_coalesce_into_exactly_one_follow_up_started_when_
     assert coalesced_run is not None
     assert coalesced_run.lineage["trained_by"] == follow_up
 
-    _succeed(step_context, runner, _run_id("a"), "log-1")
+    end_job(step_context, runner, _run_id("a"), "log-1")
 
     started = [m for m in _bus(step_context).of_type(TrainRequest)]
     assert len(started) == 1
@@ -211,8 +184,8 @@ def test_a_job_without_requests_meanwhile_just_frees_the_lock(
 ) -> None:
     handle_train_request(step_context, _request("a"), event_id="ma", runner=runner)
 
-    _succeed(step_context, runner, _run_id("a"), "log-1")
-    _succeed(step_context, runner, _run_id("a"), "log-1")  # redelivered
+    end_job(step_context, runner, _run_id("a"), "log-1")
+    end_job(step_context, runner, _run_id("a"), "log-1")  # redelivered
 
     assert _bus(step_context).of_type(TrainRequest) == []
     lock, _ = TrainingLockStore(step_context.artifacts, DATASET).read()
@@ -297,7 +270,7 @@ def test_vertex_tuning_success_publishes_the_best_trial_model(
         best_hyperparameters={"learning_rate": 0.01},
     )
 
-    _succeed(step_context, runner, _run_id("t"), "log-1")
+    end_job(step_context, runner, _run_id("t"), "log-1")
 
     (trained,) = _bus(step_context).of_type(ModelTrained)
     assert trained == ModelTrained(
@@ -315,7 +288,7 @@ def test_the_local_runner_announces_its_own_tuning_result(step_context: StepCont
     name = local.submit(local.spec_of(_run_id("t")), request_id=_run_id("t"))
     local.finish(name, "succeeded", model_dir="gs://x/3/model")
 
-    _succeed(step_context, local, _run_id("t"), "log-1")
+    end_job(step_context, local, _run_id("t"), "log-1")
 
     assert _bus(step_context).of_type(ModelTrained) == []
 
