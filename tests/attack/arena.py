@@ -40,6 +40,7 @@ from cascade.core.topology import load_topology
 from cascade.deploy.deployer import Candidate
 from cascade.deploy.local_deployer import LocalDeployer
 from cascade.deploy.rollout import roll_out
+from cascade.localcloud.processes import wait_until
 from cascade.localcloud.pubsub_admin import archive_subscription_id
 from cascade.localcloud.router import function_urls
 from tests.conftest import REPO_ROOT, LocalCloud
@@ -65,14 +66,17 @@ _EXPORT = (
 
 def poll(probe: Callable[[], T | None], what: str, timeout: float = 30, interval: float = 0.1) -> T:
     """``probe()`` once it is not None, checked every ``interval`` until ``timeout``."""
-    deadline = time.monotonic() + timeout
-    while True:
-        found = probe()
-        if found is not None:
-            return found
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(interval)
+    found: list[T] = []
+
+    def ready() -> bool:
+        value = probe()
+        if value is not None:
+            found.append(value)
+        return value is not None
+
+    if not wait_until(ready, timeout, interval):
+        raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+    return found[-1]
 
 
 class ModelExport:
