@@ -516,7 +516,7 @@ def test_a_good_request_answers_with_its_run_id(
         "dataset": DATASET,
         "request_id": "nightly-1",
         "reason": "r" * 1000,
-        "hyperparameters": {"learning_rate": 0.01, "hidden_units": 32},
+        "hyperparameters": {"shrinkage": 0.1, "num_leaves": 15},
     }
 
     first = _post_json(function, body)
@@ -537,6 +537,21 @@ def test_a_good_request_answers_with_its_run_id(
     stored = ctx.ledger.get(run_id)
     assert stored is not None
     assert stored.trigger.reason == "r" * 1000
+
+
+def test_hyperparameters_the_model_family_does_not_read_fail_the_run_clearly(
+    train_http: tuple[FunctionUnderTest, StepContext], runner: FakeJobRunner
+) -> None:
+    function, _ = train_http
+    body = {"dataset": DATASET, "request_id": "h10", "hyperparameters": {"hidden_units": 32}}
+
+    response = _post_json(function, body)
+
+    assert response.status_code == 200, response.get_json()
+    answer = response.get_json()
+    assert answer["status"] == "failed"
+    assert "model boosted_trees does not read hidden_units" in answer["error"]
+    assert runner.submitted == []
 
 
 def test_a_request_id_defaults_to_a_new_one(

@@ -228,3 +228,25 @@ def test_the_canary_is_checked_with_smoke_rows_of_the_runs_transform_spec(
         ("check_canary", (DATASET, "3", rows, CONFIG)),
         *ROLLED_OUT[3:],
     ]
+
+
+def test_the_deployed_version_carries_the_model_family_and_pinned_module(ctx: StepContext) -> None:
+    module = "gs://cascade-artifacts/datasets/credit/models/wide.py#7"
+    ctx.ledger.update(
+        RUN_ID,
+        lambda run: run.lineage.update(
+            model="custom", model_module=module, model_module_sha256="ab" * 32
+        ),
+    )
+    evaluation(ctx, "blessed_with_warnings")
+    deployer = FakeDeployer()
+
+    handle_model_blessed(ctx, BLESSED, event_id="e1", deployer=deployer)
+
+    registered = deployer.calls[0][1][0]
+    assert registered.lineage == {
+        "run_id": RUN_ID,
+        "model": "custom",
+        "model_module": module,
+        "model_module_sha256": "ab" * 32,
+    }

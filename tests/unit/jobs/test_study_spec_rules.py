@@ -72,7 +72,7 @@ tuning:
 @pytest.mark.parametrize(
     ("tuning", "reason"),
     [
-        ("{algorithm: grid}", "grid \\(GRID_SEARCH\\).*learning_rate are double"),
+        ("{algorithm: grid}", "grid \\(GRID_SEARCH\\).*shrinkage are double"),
         (
             "{parameters: [{name: u, type: discrete, values: [1, 2]},"
             " {name: u, type: integer, min: 1, max: 3}]}",
@@ -81,8 +81,27 @@ tuning:
     ],
 )
 def test_a_study_vertex_refuses_is_refused_in_the_config(tuning: str, reason: str) -> None:
-    with pytest.raises(InvalidConfigError, match=f"pipeline.yaml: tuning: .*{reason}"):
+    with pytest.raises(
+        InvalidConfigError, match=f"pipeline.yaml: (<document>: )?tuning: .*{reason}"
+    ):
         parse_pipeline_config(f"tuning: {tuning}", where="pipeline.yaml")
+
+
+def test_the_default_search_space_is_the_model_familys_own() -> None:
+    with pytest.raises(InvalidConfigError, match=r"grid.*learning_rate, dropout are double"):
+        parse_pipeline_config(
+            "training: {model: network}\ntuning: {algorithm: grid}", where="pipeline.yaml"
+        )
+    with pytest.raises(
+        InvalidConfigError,
+        match=r"tuning\.parameters: model boosted_trees does not read hidden_units",
+    ):
+        parse_pipeline_config(
+            "tuning: {parameters: [{name: hidden_units, type: discrete, values: [8, 16]}]}",
+            where="pipeline.yaml",
+        )
+    with pytest.raises(InvalidConfigError, match="model auto cannot be tuned"):
+        parse_pipeline_config("training: {model: auto}\ntuning: {enabled: true}", where="p.yaml")
 
 
 @pytest.mark.parametrize(

@@ -51,7 +51,7 @@ def _run_id(request_id: str) -> str:
 def test_a_request_submits_one_job_with_its_spec(
     step_context: StepContext, runner: FakeJobRunner
 ) -> None:
-    request = _request("nightly", hyperparameters={"learning_rate": 0.05}, tune=True)
+    request = _request("nightly", hyperparameters={"shrinkage": 0.05}, tune=True)
 
     outcome = handle_train_request(step_context, request, event_id="m1", runner=runner)
 
@@ -62,10 +62,11 @@ def test_a_request_submits_one_job_with_its_spec(
     assert spec.run_id == run_id
     assert spec.transform_spec_uri == TRANSFORM_URI
     assert spec.output_dir == f"gs://cascade-artifacts/runs/{run_id}/training"
-    assert spec.hyperparameters["learning_rate"] == 0.05
-    assert spec.hyperparameters["hidden_units"] == 64  # the config's default
+    assert spec.model == "boosted_trees"  # the config's default family
+    assert spec.hyperparameters == {"shrinkage": 0.05}
     assert spec.tuning is not None
     assert spec.tuning.algorithm == "bayesian"
+    assert "num_leaves" in [parameter.name for parameter in spec.tuning.parameters]
     assert spec.labels["cascade_run_id"] == run_id
     stored = step_context.artifacts.read(f"runs/{run_id}/training/job_spec.json")
     assert stored is not None
@@ -148,7 +149,10 @@ def test_requests_during_a_job_coalesce_into_exactly_one_follow_up_started_when_
     handle_train_request(step_context, _request("a"), event_id="ma", runner=runner)
     b = handle_train_request(step_context, _request("b", tune=True), event_id="mb", runner=runner)
     c = handle_train_request(
-        step_context, _request("c", hyperparameters={"dropout": 0.3}), event_id="mc", runner=runner
+        step_context,
+        _request("c", hyperparameters={"subsample": 0.8}),
+        event_id="mc",
+        runner=runner,
     )
     follow_up = follow_up_run_id(DATASET, _run_id("a"))
     assert b is not None
@@ -167,7 +171,7 @@ def test_requests_during_a_job_coalesce_into_exactly_one_follow_up_started_when_
     assert isinstance(request, TrainRequest)
     assert request.run_id == follow_up
     assert request.tune is True
-    assert request.hyperparameters == {"dropout": 0.3}
+    assert request.hyperparameters == {"subsample": 0.8}
     handle_train_request(step_context, request, event_id="m-follow", runner=runner)
     assert [spec.run_id for spec in runner.submitted] == [_run_id("a"), follow_up]
     assert runner.spec_of(follow_up).tuning is not None

@@ -7,9 +7,9 @@ import json
 import pytest
 
 from cascade.core.errors import InvalidConfigError
+from cascade.core.hyperparameters import resolve_hyperparameters
 from cascade.core.job_spec import TrainingJobSpec
 from cascade.trainer.args import ClusterConfig, TrainerArgs, parse_hyperparameter_value
-from cascade.trainer.hyperparameters import resolve_hyperparameters
 
 JOB_SPEC = "gs://cascade-artifacts/runs/r1/training/job_spec.json"
 

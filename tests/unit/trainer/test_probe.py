@@ -9,8 +9,8 @@ from pathlib import Path
 import keras
 import tensorflow as tf
 
+from cascade.core.hyperparameters import Hyperparameters
 from cascade.trainer.export import export_serving_model
-from cascade.trainer.hyperparameters import Hyperparameters
 from cascade.trainer.model import build_model
 from cascade.trainer.probe import InfraCheck, run_probe_in_subprocess
 from tests.unit.trainer.builders import make_spec

@@ -5,6 +5,7 @@ from __future__ import annotations
 import sys
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 import click
 import yaml
@@ -12,7 +13,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from cascade.cli import quarantine_commands, schema_commands
+from cascade.cli import experiment, model_module_commands, quarantine_commands, schema_commands
 from cascade.cli.infra import infra_commands
 from cascade.cli.models import serving_commands
 from cascade.cli.report import report_commands
@@ -107,10 +108,27 @@ def upload(dataset: str, file: Path) -> None:
 
 @cli.command()
 @click.argument("dataset")
-@click.option("--request-id", required=True, help="Idempotency key: the same id, one run.")
+@click.option("--request-id", default=None, help="Idempotency key: the same id, one run.")
 @click.option("--tune/--no-tune", default=False, help="Run hyperparameter tuning.")
-def train(dataset: str, request_id: str, tune: bool) -> None:
-    """Publish a retrain request for DATASET to the train-requests topic."""
+@experiment.local_options
+def train(dataset: str, request_id: str | None, tune: bool, **local: Any) -> None:
+    """Publish a retrain request for DATASET to the train-requests topic; with --local,
+    train on this machine for an experiment and deploy or publish nothing."""
+    wanted = experiment.experiment_from_options(dataset, request_id, tune, local)
+    if wanted is not None:
+        cloud = _local()
+        if control.status(cloud) is None:
+            console.print("local cloud is not running (start it with `cascade up`)")
+            sys.exit(1)
+        sys.exit(
+            experiment.run_experiment(
+                wanted,
+                settings=cloud.runtime_settings(),
+                state_dir=cloud.state_dir,
+                console=console,
+            )
+        )
+    assert request_id is not None
     client = LocalCloudClient(_local().runtime_settings())
     message_id = client.publish(
         TrainRequest(dataset=dataset, request_id=request_id, tune=tune, reason="cascade train")
@@ -260,6 +278,7 @@ for _command in [*infra_commands, *serving_commands, *tensorboard_commands, *rep
     cli.add_command(_command)
 cli.add_command(schema_commands.schema)
 cli.add_command(quarantine_commands.quarantine)
+cli.add_command(model_module_commands.model_module)
 
 
 def main() -> None:

@@ -116,9 +116,11 @@ def transient_errors(action: str, *, also: tuple[type[Exception], ...] = ()) -> 
 
 
 def describe_validation_error(error: ValidationError, *, root: str = "<body>") -> str:
-    """``field.path: message; ...`` for each problem, ``root`` naming a top-level one."""
+    """``field.path: message; ...`` for each problem, ``root`` naming a top-level one
+    (without the ``Value error,`` pydantic puts before a validator's own message)."""
     return "; ".join(
-        f"{'.'.join(str(part) for part in item['loc']) or root}: {item['msg']}"
+        f"{'.'.join(str(part) for part in item['loc']) or root}: "
+        f"{str(item['msg']).removeprefix('Value error, ')}"
         for item in error.errors()
     )
 

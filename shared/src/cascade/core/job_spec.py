@@ -21,6 +21,8 @@ __all__ = [
     "JobRunner",
     "JobState",
     "JobStatus",
+    "ModelFamily",
+    "ModelModule",
     "ParameterSpec",
     "TrainingJobSpec",
     "TuningSpec",
@@ -30,6 +32,10 @@ __all__ = [
 ]
 
 HyperparameterValue = float | int | str | bool
+ModelFamily = Literal["network", "boosted_trees", "auto", "custom"]
+"""What the trainer builds (docs/trainer.md, "Model families"): ``network`` (Keras MLP),
+``boosted_trees`` (gradient-boosted trees, compiled into the same serving SavedModel),
+``auto`` (both; the better on the eval split is kept) or ``custom`` (the user's module)."""
 
 
 class _Strict(BaseModel):
@@ -168,6 +174,15 @@ def study_problem(algorithm: str, parameters: list[ParameterSpec]) -> str | None
     return None
 
 
+class ModelModule(_Strict):
+    """The user's model code for ``model: custom``, pinned when the run was submitted: the
+    trainer reads exactly this generation and refuses bytes whose SHA-256 differs."""
+
+    uri: str = Field(pattern=r"^gs://[^/]+/.+\.py$")
+    generation: int = Field(ge=1)
+    sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
+
+
 class TrainingJobSpec(_Strict):
     run_id: str
     dataset: str
@@ -177,10 +192,14 @@ class TrainingJobSpec(_Strict):
         description="gs:// base (Vertex AI's base_output_directory): model/, checkpoints/, "
         "logs/ (TensorBoard), metrics.json; a tuning trial's under <output_dir>/<trial id>/."
     )
+    model: ModelFamily = Field("network", description="The model family (training.model).")
+    model_module: ModelModule | None = Field(
+        None, description="The user's model code (model: custom), pinned by generation and hash."
+    )
     hyperparameters: dict[str, HyperparameterValue] = Field(default_factory=dict)
-    epochs: int = Field(10, ge=1, description="Most epochs (training.epochs).")
+    epochs: int = Field(100, ge=1, description="Most epochs (training.epochs).")
     batch_size: int = Field(256, ge=1, description="Examples per replica and step.")
-    early_stopping_patience: int = Field(3, ge=1)
+    early_stopping_patience: int = Field(5, ge=1)
     slice_features: list[str] = Field(
         default_factory=list, description="Categorical features to report metrics per value."
     )
@@ -191,6 +210,12 @@ class TrainingJobSpec(_Strict):
     workers: WorkerPool | None = None
     tuning: TuningSpec | None = None
     labels: dict[str, str] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _module_for_custom(self) -> TrainingJobSpec:
+        if (self.model == "custom") != (self.model_module is not None):
+            raise ValueError("model_module is set exactly when model is custom")
+        return self
 
     @property
     def model_dir(self) -> str:

@@ -8,14 +8,18 @@ from __future__ import annotations
 import hashlib
 import re
 
+from pydantic import ValidationError
+
 from cascade.core.errors import BadRequestError
 from cascade.core.settings import DATASET_NAME_PATTERN
+from cascade.core.training_config import TrainingConfig
 
 __all__ = [
     "RUN_ID_NAME_PATTERN",
     "DatasetPaths",
     "RunPaths",
     "check_dataset_name",
+    "check_model_module_name",
     "check_run_id_name",
     "dead_letter_record",
 ]
@@ -46,6 +50,21 @@ def check_run_id_name(run_id: str) -> str:
             "letter or digit, at most 128 characters"
         )
     return run_id
+
+
+def check_model_module_name(name: str) -> str:
+    """Return ``name`` if it is a valid ``training.model_module`` (a relative object name
+    such as ``models/churn.py``), else raise BadRequestError. The rule is the config's
+    own (``TrainingConfig.model_module``): no ``..``, no leading ``/``, no backslash,
+    no control characters, letters, digits, ``_`` and ``-`` in ``/``-separated parts."""
+    try:
+        TrainingConfig.model_validate({"model": "custom", "model_module": name})
+    except ValidationError as error:
+        reasons = "; ".join(
+            str(item["msg"]).removeprefix("Value error, ") for item in error.errors()
+        )
+        raise BadRequestError(f"invalid model module name: {reasons}") from None
+    return name
 
 
 class RunPaths:
@@ -103,6 +122,10 @@ class DatasetPaths:
 
     def monitoring_point(self, run_id: str) -> str:
         return f"{self.monitoring_prefix}{check_run_id_name(run_id)}.json"
+
+    def model_module(self, name: str) -> str:
+        """A user model module (``training.model_module``, e.g. ``models/churn.py``)."""
+        return f"{self.root}/{check_model_module_name(name)}"
 
     @property
     def serving(self) -> str:

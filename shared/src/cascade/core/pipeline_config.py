@@ -11,11 +11,13 @@ from __future__ import annotations
 from typing import Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from cascade.core.deployment_config import DeploymentConfig
 from cascade.core.errors import InvalidConfigError, describe_validation_error
 from cascade.core.evaluation_config import EvaluationConfig
+from cascade.core.hyperparameters import family_problem
+from cascade.core.job_spec import study_problem
 from cascade.core.paths import DatasetPaths
 from cascade.core.store import ArtifactStore
 from cascade.core.training_config import TrainingConfig, TransformConfig, TuningConfig
@@ -47,6 +49,25 @@ class PipelineConfig(BaseModel):
     tuning: TuningConfig = Field(default_factory=TuningConfig)
     evaluation: EvaluationConfig = Field(default_factory=EvaluationConfig)
     deployment: DeploymentConfig = Field(default_factory=DeploymentConfig)
+
+    @model_validator(mode="after")
+    def _tuning_fits_the_model(self) -> PipelineConfig:
+        family = self.training.model
+        if family == "auto" and (self.tuning.enabled or self.tuning.parameters is not None):
+            raise ValueError(
+                "tuning: model auto cannot be tuned; tune network or boosted_trees and "
+                "compare the two with model auto"
+            )
+        if family == "auto":
+            return self
+        space = self.tuning.search_space(family)
+        problem = family_problem(family, [parameter.name for parameter in space])
+        if problem:
+            raise ValueError(f"tuning.parameters: {problem}")
+        problem = study_problem(self.tuning.algorithm, space)
+        if problem:
+            raise ValueError(f"tuning: {problem}")
+        return self
 
 
 def parse_pipeline_config(text: str | bytes, *, where: str) -> PipelineConfig:

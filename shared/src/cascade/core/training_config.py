@@ -8,11 +8,13 @@ transform:
   bucketize: {age: [25, 35, 50, 65]}
   exclude: [customer_id]
 training:
-  epochs: 10
+  model: boosted_trees           # network | boosted_trees | auto | custom (docs/trainer.md)
+  model_module: models/churn.py  # model: custom — datasets/<dataset>/models/churn.py
+  epochs: 100                    # network: most epochs; early stopping decides
   batch_size: 256
-  hyperparameters: {learning_rate: 0.001, hidden_units: 64, dropout: 0.1}
-  early_stopping_patience: 3
-  workers: 1                     # >1: multi-worker data parallelism
+  hyperparameters: {shrinkage: 0.05, num_leaves: 31}   # the family's names only
+  early_stopping_patience: 5
+  workers: 1                     # >1: multi-worker data parallelism (network, custom)
   machine_type: n1-standard-4
   retrain_on: every_file         # every_file | value_skew (docs/validation.md, "Policy")
 tuning:
@@ -22,22 +24,36 @@ tuning:
   algorithm: bayesian            # grid | random | bayesian (TPE locally)
   max_trials: 8
   parallel_trials: 2
-  parameters:
-    - {name: learning_rate, type: double, min: 0.0001, max: 0.1, scale: log}
-    - {name: hidden_units, type: discrete, values: [32, 64, 128]}
+  parameters:                    # default: the model family's own search space
+    - {name: shrinkage, type: double, min: 0.01, max: 0.3, scale: log}
+    - {name: num_leaves, type: discrete, values: [15, 31, 63, 127]}
     # Refused as Vertex AI refuses the StudySpec: min < max; log / reverse_log need
     # min > 0; discrete values increasing numbers; categorical values distinct.
 """
 
 from __future__ import annotations
 
+import re
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from cascade.core.job_spec import HyperparameterValue, ParameterSpec, TuningSpec, study_problem
+from cascade.core.hyperparameters import family_problem
+from cascade.core.job_spec import (
+    HyperparameterValue,
+    ModelFamily,
+    ParameterSpec,
+    TuningSpec,
+    study_problem,
+)
 
-__all__ = ["RetrainOn", "TrainingConfig", "TransformConfig", "TuningConfig"]
+__all__ = [
+    "DEFAULT_SEARCH_SPACES",
+    "RetrainOn",
+    "TrainingConfig",
+    "TransformConfig",
+    "TuningConfig",
+]
 
 RetrainOn = Literal["every_file", "value_skew"]
 """Which accepted files ask for training (docs/validation.md, "Policy"): ``every_file``
@@ -46,11 +62,7 @@ file while no model serves the dataset). Either way transform refits on all acce
 data."""
 
 
-DEFAULT_HYPERPARAMETERS: dict[str, HyperparameterValue] = {
-    "learning_rate": 0.001,
-    "hidden_units": 64,
-    "dropout": 0.1,
-}
+_MODULE_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_-]*(/[A-Za-z0-9_][A-Za-z0-9_-]*)*\.py$")
 
 
 class _Section(BaseModel):
@@ -68,12 +80,20 @@ class TransformConfig(_Section):
 
 
 class TrainingConfig(_Section):
-    epochs: int = Field(10, ge=1)
-    batch_size: int = Field(256, ge=1)
-    hyperparameters: dict[str, HyperparameterValue] = Field(
-        default_factory=lambda: dict(DEFAULT_HYPERPARAMETERS)
+    model: ModelFamily = Field(
+        "boosted_trees",
+        description="network | boosted_trees | auto (both; the better on the eval split) | "
+        "custom (model_module).",
     )
-    early_stopping_patience: int = Field(3, ge=1)
+    model_module: str | None = Field(
+        None,
+        description="model: custom — the module's object name under datasets/<dataset>/ "
+        "in the artifacts bucket, e.g. models/churn.py.",
+    )
+    epochs: int = Field(100, ge=1, description="network: most epochs; early stopping decides.")
+    batch_size: int = Field(256, ge=1)
+    hyperparameters: dict[str, HyperparameterValue] = Field(default_factory=dict)
+    early_stopping_patience: int = Field(5, ge=1)
     workers: int = Field(1, ge=1)
     machine_type: str = "n1-standard-4"
     accelerator_type: str | None = None
@@ -87,6 +107,48 @@ class TrainingConfig(_Section):
         "file with value skews does (and every file while no model serves the dataset).",
     )
 
+    @field_validator("model_module")
+    @classmethod
+    def _object_name(cls, value: str | None) -> str | None:
+        if value is not None and not _MODULE_NAME.fullmatch(value):
+            raise ValueError(
+                "must be a relative object name of letters, digits, _ and - in / separated "
+                f"parts ending in .py, e.g. models/churn.py; got {value!r}"
+            )
+        return value
+
+    @model_validator(mode="after")
+    def _family_fits(self) -> TrainingConfig:
+        if (self.model == "custom") != (self.model_module is not None):
+            raise ValueError("model_module is required by model: custom, and only by it")
+        if self.workers > 1 and self.model in ("boosted_trees", "auto"):
+            raise ValueError(
+                f"workers: {self.workers} needs model network or custom; boosted trees "
+                "train on one machine (give it more cores with machine_type)"
+            )
+        problem = family_problem(self.model, list(self.hyperparameters))
+        if problem:
+            raise ValueError(f"hyperparameters: {problem}")
+        return self
+
+
+DEFAULT_SEARCH_SPACES: dict[ModelFamily, list[ParameterSpec]] = {
+    "network": [
+        ParameterSpec(name="learning_rate", type="double", min=1e-4, max=1e-1, scale="log"),
+        ParameterSpec(name="hidden_units", type="discrete", values=[32, 64, 128, 256]),
+        ParameterSpec(name="dropout", type="double", min=0.0, max=0.5, scale="linear"),
+    ],
+    "boosted_trees": [
+        ParameterSpec(name="shrinkage", type="double", min=0.01, max=0.3, scale="log"),
+        ParameterSpec(name="num_leaves", type="discrete", values=[15, 31, 63, 127]),
+        ParameterSpec(name="min_examples", type="discrete", values=[5, 20, 50, 100]),
+    ],
+    "custom": [
+        ParameterSpec(name="learning_rate", type="double", min=1e-4, max=1e-1, scale="log"),
+    ],
+}
+"""Each family's search space when ``tuning.parameters`` is not given (docs/trainer.md)."""
+
 
 class TuningConfig(_Section):
     """The search space, refused where Vertex AI would refuse its StudySpec (see
@@ -98,21 +160,26 @@ class TuningConfig(_Section):
     algorithm: str = Field("bayesian", pattern="^(grid|random|bayesian)$")
     max_trials: int = Field(8, ge=1)
     parallel_trials: int = Field(2, ge=1)
-    parameters: list[ParameterSpec] = Field(
-        default_factory=lambda: [
-            ParameterSpec(name="learning_rate", type="double", min=1e-4, max=1e-1, scale="log"),
-            ParameterSpec(name="hidden_units", type="discrete", values=[32, 64, 128]),
-        ]
+    parameters: list[ParameterSpec] | None = Field(
+        None, description="The search space; default: the model family's (DEFAULT_SEARCH_SPACES)."
     )
 
     @model_validator(mode="after")
     def _as_vertex_ai_accepts_it(self) -> TuningConfig:
-        problem = study_problem(self.algorithm, self.parameters)
+        problem = study_problem(self.algorithm, self.parameters or [])
         if problem:
             raise ValueError(problem)
         return self
 
-    def study(self) -> TuningSpec:
+    def search_space(self, family: ModelFamily) -> list[ParameterSpec]:
+        """The parameters a study of ``family`` searches."""
+        if family == "auto":
+            raise ValueError("model auto cannot be tuned: tune network or boosted_trees")
+        if self.parameters is not None:
+            return list(self.parameters)
+        return list(DEFAULT_SEARCH_SPACES[family])
+
+    def study(self, family: ModelFamily) -> TuningSpec:
         return TuningSpec.model_validate(
-            {**self.model_dump(exclude={"enabled"}), "parameters": self.parameters}
+            {**self.model_dump(exclude={"enabled"}), "parameters": self.search_space(family)}
         )

@@ -3,7 +3,14 @@
 from __future__ import annotations
 
 from cascade.core.errors import BadRequestError
-from cascade.core.job_spec import HyperparameterValue, TrainingJobSpec, TuningSpec, WorkerPool
+from cascade.core.hyperparameters import family_problem
+from cascade.core.job_spec import (
+    HyperparameterValue,
+    ModelModule,
+    TrainingJobSpec,
+    TuningSpec,
+    WorkerPool,
+)
 from cascade.core.pipeline_config import PipelineConfig
 from cascade.core.store import ArtifactStore
 from cascade.jobs.records import DATASET_LABEL, RUN_ID_LABEL, display_name_for, label_value
@@ -55,19 +62,31 @@ def build_job_spec(
     hyperparameters: dict[str, HyperparameterValue],
     tune: bool,
     baseline_model_uri: str | None = None,
+    model_module: ModelModule | None = None,
 ) -> TrainingJobSpec:
     """``hyperparameters`` (the request's) override the config's; ``tune`` or
-    ``tuning.enabled`` makes it a tuning job over the config's search space;
-    ``baseline_model_uri`` is the deployed model the trainer also evaluates."""
-    tuning = check_tuning(config.tuning.study()) if tune or config.tuning.enabled else None
-    chief, workers = _worker_pools(config)
+    ``tuning.enabled`` makes it a tuning job over the config's search space (the model
+    family's own by default); ``baseline_model_uri`` is the deployed model the trainer
+    also evaluates; ``model_module`` is the pinned user module of ``model: custom``."""
     training = config.training
+    problem = family_problem(training.model, list(hyperparameters))
+    if problem:
+        raise BadRequestError(f"hyperparameters: {problem}")
+    tuning = None
+    if tune or config.tuning.enabled:
+        try:
+            tuning = check_tuning(config.tuning.study(training.model))
+        except ValueError as error:
+            raise BadRequestError(str(error)) from None
+    chief, workers = _worker_pools(config)
     return TrainingJobSpec(
         run_id=run_id,
         dataset=dataset,
         display_name=display_name_for(run_id, tuning=tuning is not None),
         transform_spec_uri=transform_spec_uri,
         output_dir=output_dir,
+        model=training.model,
+        model_module=model_module,
         hyperparameters={**training.hyperparameters, **hyperparameters},
         epochs=training.epochs,
         batch_size=training.batch_size,

@@ -181,8 +181,11 @@ class AlpnFront:
     def _run(self) -> None:
         asyncio.set_event_loop(self._loop)
         try:
+            # Plain TCP, TLS started inside the handler: every accepted connection has a
+            # task from its first byte, so stop() ends (and closes) those still in their
+            # handshake too, instead of leaving transports for the garbage collector.
             self._server = self._loop.run_until_complete(
-                asyncio.start_server(self._serve, self._host, self._port, ssl=self._context)
+                asyncio.start_server(self._serve, self._host, self._port)
             )
         except BaseException as error:  # noqa: BLE001 - raised again by start()
             self._error = error
@@ -204,8 +207,17 @@ class AlpnFront:
                 await self._connect(reader, writer)
         finally:
             self._connections.discard(task)
+            with contextlib.suppress(Exception):  # cancelled mid-handshake: still closed
+                writer.close()
 
     async def _connect(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            await writer.start_tls(self._context, ssl_handshake_timeout=10)
+        except (OSError, ssl.SSLError, asyncio.TimeoutError):
+            writer.close()
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(writer.wait_closed(), 1)
+            return
         ssl_object = writer.get_extra_info("ssl_object")
         protocol = (ssl_object and ssl_object.selected_alpn_protocol()) or "http/1.1"
         host, port = self._backends.get(protocol, self._backends["http/1.1"])

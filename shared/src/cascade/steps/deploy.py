@@ -55,6 +55,15 @@ def _blessed_evaluation(ctx: StepContext, message: ModelBlessed) -> EvaluationRe
     return record
 
 
+_MODEL_LINEAGE = ("model", "model_module", "model_module_sha256")
+
+
+def _model_lineage(lineage: dict[str, Any]) -> dict[str, str]:
+    """What the train step recorded about the model's code: the family and, for
+    ``model: custom``, the pinned module and its hash."""
+    return {key: str(lineage[key]) for key in _MODEL_LINEAGE if lineage.get(key)}
+
+
 def handle_model_blessed(
     ctx: StepContext, message: ModelBlessed, *, event_id: str, deployer: Deployer | None = None
 ) -> StepOutcome | None:
@@ -70,7 +79,7 @@ def handle_model_blessed(
             dataset=message.dataset,
             run_id=message.run_id,
             model_uri=evaluation.model_uri,
-            lineage=lineage_of(message.run_id, spec),
+            lineage={**lineage_of(message.run_id, spec), **_model_lineage(run.lineage)},
         )
         target = deployer or deployer_for(ctx)
         instances = [] if spec is None else smoke_instances(spec)

@@ -10,7 +10,11 @@ At most one training job per dataset runs at a time (``cascade.jobs.lock``): a
 request arriving while one runs is coalesced into exactly one follow-up run, started
 when the running job ends. The job spec goes to ``runs/<run_id>/training/job_spec.json``
 and is submitted through the job runner (Vertex AI, or the local job service); the
-claim records the job name, so a redelivered or resumed request finds its job.
+claim records the job name, so a redelivered or resumed request finds its job, and a
+retried step resubmits the spec it wrote first. With ``training.model: custom`` the
+spec pins the dataset's model module (``datasets/<dataset>/<training.model_module>``)
+to the generation read and the SHA-256 of its bytes; the step's outputs and the run's
+lineage record the model family and the pinned module (a missing module fails the run).
 
 Run ids come only from the system. A request's run is ``run_id_for_request(dataset,
 request_id)``; a message may name another run only as transform does (the upload's
@@ -25,16 +29,20 @@ from __future__ import annotations
 from datetime import timedelta
 from typing import Any
 
+from pydantic import ValidationError
+
 from cascade.core.claims import ClaimHandle
 from cascade.core.context import StepContext
 from cascade.core.errors import (
     BadRequestError,
+    ConcurrentUpdateError,
     PermanentError,
     StepInProgressError,
     UnknownJobError,
 )
 from cascade.core.job_spec import JobRunner, TrainingJobSpec
 from cascade.core.messages import Alert, StepMessage, TrainRequest
+from cascade.core.model_modules import pin_model_module, pinned_uri
 from cascade.core.observability import RunLogger
 from cascade.core.pipeline_config import load_pipeline_config
 from cascade.core.runs import RunRecord, Trigger, check_system_run_id, run_id_for_request
@@ -68,6 +76,7 @@ __all__ = [
     "acquire_lock",
     "failure_messages",
     "handle_train_request",
+    "model_lineage",
     "start_training",
 ]
 
@@ -162,8 +171,7 @@ def start_training(
     if isinstance(decision, Coalesced):
         return _coalesced_outcome(run, decision)
     try:
-        spec = _job_spec(ctx, run, decision.active)
-        ctx.artifacts.write_json(job_spec_name(run.run_id), spec)
+        spec = _pinned_job_spec(ctx, run, decision.active, log)
         job_name = runner.submit(spec, request_id=run.run_id)
     except PermanentError as error:
         log.error("cannot start training: %s", error)
@@ -233,8 +241,39 @@ def _stale_reason(
     return None
 
 
+def _pinned_job_spec(
+    ctx: StepContext, run: RunRecord, active: ActiveRun, log: RunLogger
+) -> TrainingJobSpec:
+    """The spec this run submits: the one an earlier attempt of the step wrote, else a
+    new one, written create-only. A retried step (a transient error, a takeover after a
+    crash between writing and recording the submission) resubmits exactly the spec it
+    wrote first, with the same transform, baseline and model module generation, even
+    if the dataset has moved on meanwhile: the job may already be running it."""
+    name = job_spec_name(run.run_id)
+    stored = ctx.artifacts.read(name)
+    if stored is not None:
+        try:
+            written = TrainingJobSpec.model_validate_json(stored.data)
+        except ValidationError as error:
+            log.warning("replacing the unreadable job spec %s: %s", ctx.artifacts.uri(name), error)
+        else:
+            if written.run_id == run.run_id:
+                log.info("resubmitting the job spec an earlier attempt wrote")
+                return written
+    spec = _job_spec(ctx, run, active)
+    precondition = 0 if stored is None else stored.generation
+    if ctx.artifacts.write_json(name, spec, if_generation_match=precondition) is None:
+        raise ConcurrentUpdateError(f"{ctx.artifacts.uri(name)} was written by another attempt")
+    return spec
+
+
 def _job_spec(ctx: StepContext, run: RunRecord, active: ActiveRun) -> TrainingJobSpec:
+    """A new spec; ``model: custom`` pins the dataset's module as it is now (BadInputError
+    naming the object when it is missing or not a module)."""
     config = load_pipeline_config(ctx.artifacts, run.dataset)
+    module = None
+    if config.training.model == "custom" and config.training.model_module is not None:
+        module = pin_model_module(ctx.artifacts, run.dataset, config.training.model_module)
     return build_job_spec(
         run_id=run.run_id,
         dataset=run.dataset,
@@ -246,6 +285,7 @@ def _job_spec(ctx: StepContext, run: RunRecord, active: ActiveRun) -> TrainingJo
         hyperparameters=dict(active.hyperparameters),
         tune=active.tune,
         baseline_model_uri=deployed_model_uri(ctx.artifacts, run.dataset),
+        model_module=module,
     )
 
 
@@ -261,6 +301,7 @@ def _record_submission(
         "job_spec": spec.job_spec_uri,
         "transform": spec.transform_spec_uri,
         "kind": kind,
+        **model_lineage(spec),
     }
     claim.record_submission(**details)
     write_job_record(
@@ -286,11 +327,25 @@ def _mark_submitted(lock: TrainingLock, run_id: str, job_name: str, ctx: StepCon
         lock.updated_at = ctx.clock()
 
 
+def model_lineage(spec: TrainingJobSpec) -> dict[str, str]:
+    """What a run records of its model code: the family and, for ``custom``, the module
+    pinned (``gs://…/module.py#<generation>``) and the SHA-256 of its bytes."""
+    lineage: dict[str, str] = {"model": spec.model}
+    if spec.model_module is not None:
+        lineage["model_module"] = pinned_uri(spec.model_module)
+        lineage["model_module_sha256"] = spec.model_module.sha256
+    return lineage
+
+
+_MODEL_LINEAGE_KEYS = ("model", "model_module", "model_module_sha256")
+
+
 def _submitted_outcome(run: RunRecord, job_name: str, details: dict[str, Any]) -> StepOutcome:
+    model = {key: details[key] for key in _MODEL_LINEAGE_KEYS if key in details}
     return StepOutcome(
         summary=f"submitted {details.get('kind', 'training')} job {job_name}",
         outputs=dict(details),
-        lineage={"training_job": job_name, "transform": details.get("transform")},
+        lineage={"training_job": job_name, "transform": details.get("transform"), **model},
     )
 
 

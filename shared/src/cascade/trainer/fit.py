@@ -8,16 +8,24 @@ from typing import Any
 
 import keras
 
+from cascade.core.hyperparameters import Hyperparameters
 from cascade.core.observability import RunLogger
 from cascade.trainer.callbacks import EpochLogger, TensorBoardScalars, UploadDirectory
 from cascade.trainer.data import count_rows, make_dataset, steps_for
-from cascade.trainer.hyperparameters import Hyperparameters
 from cascade.trainer.model import CascadeModel
 from cascade.trainer.storage import TrainerStorage, is_gcs_uri
 from cascade.trainer.strategy import StrategyChoice
 from cascade.transform.spec import TransformSpec
 
-__all__ = ["FitPlan", "FitResult", "fit_model"]
+__all__ = [
+    "FitPlan",
+    "FitResult",
+    "fit_arguments",
+    "fit_model",
+    "fit_result",
+    "input_datasets",
+    "training_callbacks",
+]
 
 
 @dataclass(frozen=True)
@@ -38,7 +46,7 @@ class FitResult:
     history: dict[str, list[float]]
 
 
-def _datasets(
+def input_datasets(
     plan: FitPlan, spec: TransformSpec, hparams: Hyperparameters, choice: StrategyChoice
 ) -> tuple[Any, Any, dict[str, Any]]:
     """Train and eval datasets for this worker, and the step counts ``fit`` needs."""
@@ -72,7 +80,7 @@ def _datasets(
     return train, evaluation, steps
 
 
-def _callbacks(
+def training_callbacks(
     plan: FitPlan,
     hparams: Hyperparameters,
     storage: TrainerStorage,
@@ -97,6 +105,51 @@ def _callbacks(
     return callbacks
 
 
+def fit_arguments(
+    plan: FitPlan,
+    spec: TransformSpec,
+    hparams: Hyperparameters,
+    choice: StrategyChoice,
+    *,
+    storage: TrainerStorage,
+    log: RunLogger,
+    is_chief: bool,
+    gcs_reachable_by_tensorflow: bool,
+) -> tuple[Any, Any, dict[str, Any]]:
+    """This worker's train and eval datasets and the rest of ``model.fit``'s arguments:
+    epochs, callbacks, and the step counts of multi-worker training."""
+    train, evaluation, steps = input_datasets(plan, spec, hparams, choice)
+    callbacks = training_callbacks(
+        plan,
+        hparams,
+        storage,
+        log,
+        is_chief=is_chief,
+        single_worker=choice.worker.count == 1,
+        gcs_reachable_by_tensorflow=gcs_reachable_by_tensorflow,
+    )
+    arguments = {
+        "epochs": hparams.epochs,
+        "callbacks": callbacks,
+        "verbose": 0,
+        "shuffle": False,
+        **steps,
+    }
+    return train, evaluation, arguments
+
+
+def fit_result(model: keras.Model, history: Any) -> FitResult:
+    """What a finished ``fit`` did: epochs, optimizer steps, per-epoch metrics."""
+    optimizer = getattr(model, "optimizer", None)
+    steps = int(optimizer.iterations.numpy()) if optimizer is not None else 0
+    records = getattr(history, "history", None) or {}
+    return FitResult(
+        epochs_trained=len(getattr(history, "epoch", None) or []),
+        steps=steps,
+        history={name: [float(value) for value in values] for name, values in records.items()},
+    )
+
+
 def fit_model(
     model: keras.Model,
     plan: FitPlan,
@@ -109,31 +162,17 @@ def fit_model(
     is_chief: bool,
     gcs_reachable_by_tensorflow: bool,
 ) -> FitResult:
-    train, evaluation, steps = _datasets(plan, spec, hparams, choice)
-    if isinstance(model, CascadeModel):
-        model.multi_worker_logs = choice.worker.count > 1
-    callbacks = _callbacks(
+    train, evaluation, arguments = fit_arguments(
         plan,
+        spec,
         hparams,
-        storage,
-        log,
+        choice,
+        storage=storage,
+        log=log,
         is_chief=is_chief,
-        single_worker=choice.worker.count == 1,
         gcs_reachable_by_tensorflow=gcs_reachable_by_tensorflow,
     )
-    history = model.fit(
-        train,
-        validation_data=evaluation,
-        epochs=hparams.epochs,
-        callbacks=callbacks,
-        verbose=0,
-        shuffle=False,
-        **steps,
-    )
-    return FitResult(
-        epochs_trained=len(history.epoch),
-        steps=int(model.optimizer.iterations.numpy()),
-        history={
-            name: [float(value) for value in values] for name, values in history.history.items()
-        },
-    )
+    if isinstance(model, CascadeModel):
+        model.multi_worker_logs = choice.worker.count > 1
+    history = model.fit(train, validation_data=evaluation, **arguments)
+    return fit_result(model, history)

@@ -12,7 +12,7 @@ from typing import Any
 import keras
 import tensorflow as tf
 
-from cascade.trainer.hyperparameters import Hyperparameters
+from cascade.core.hyperparameters import Hyperparameters
 from cascade.trainer.metrics import class_names
 from cascade.trainer.preprocessing import (
     build_preprocessing_model,
@@ -21,7 +21,14 @@ from cascade.trainer.preprocessing import (
 )
 from cascade.transform.spec import LabelSpec, TransformSpec
 
-__all__ = ["CascadeModel", "TrainerModel", "build_model", "class_names", "output_units"]
+__all__ = [
+    "CascadeModel",
+    "TrainerModel",
+    "build_model",
+    "class_names",
+    "compile_model",
+    "output_units",
+]
 
 
 class CascadeModel(keras.Model):  # type: ignore[misc]
@@ -99,7 +106,8 @@ def _build_trainable(width: int, label: LabelSpec, hparams: Hyperparameters) -> 
     return keras.Model(inputs=vector, outputs=output, name="mlp")
 
 
-def _compile(model: keras.Model, label: LabelSpec, learning_rate: float) -> None:
+def compile_model(model: keras.Model, label: LabelSpec, learning_rate: float) -> None:
+    """Adam at ``learning_rate`` and the problem type's loss and metrics."""
     optimizer = keras.optimizers.Adam(learning_rate=learning_rate)
     if label.problem_type == "binary":
         model.compile(
@@ -129,7 +137,7 @@ def build_model(spec: TransformSpec, hparams: Hyperparameters) -> TrainerModel:
     inputs = make_feature_inputs(spec)
     outputs = trainable(preprocessing(inputs))
     model = CascadeModel(inputs=inputs, outputs=outputs, name="cascade")
-    _compile(model, spec.label, hparams.learning_rate)
+    compile_model(model, spec.label, hparams.learning_rate)
     return TrainerModel(
         model=model, preprocessing=preprocessing, trainable=trainable, label=spec.label
     )

@@ -36,12 +36,15 @@ from cascade.transform.spec import (
 
 __all__ = [
     "MAX_ABS_ZSCORE",
+    "FillEmptyString",
     "build_preprocessing_model",
     "feature_input_dtype",
     "feature_width",
+    "hash_indices",
     "make_feature_inputs",
     "preprocessed_width",
     "transform_features",
+    "vocabulary_indices",
 ]
 
 MAX_ABS_ZSCORE = 1e4
@@ -215,18 +218,26 @@ def _transform_numeric(feature: NumericTransform, values: npt.ArrayLike) -> Floa
     return np.concatenate(parts, axis=1)
 
 
-def _transform_vocabulary(feature: VocabularyTransform, values: npt.ArrayLike) -> FloatArray:
+def vocabulary_indices(
+    feature: VocabularyTransform, values: npt.ArrayLike
+) -> npt.NDArray[np.int64]:
+    """What ``StringLookup`` returns: OOV slots first (unseen values hashed into them),
+    then the vocabulary; ``""`` is the feature's fill value."""
     texts = _strings(values, feature.fill_value)
     positions = {token: index for index, token in enumerate(feature.vocabulary)}
     oov = _farmhash_buckets(texts, feature.num_oov_buckets)
-    indices = np.array(
+    return np.array(
         [
             feature.num_oov_buckets + positions[text] if text in positions else oov[row]
             for row, text in enumerate(texts)
         ],
         dtype=np.int64,
     )
-    return _one_hot(indices, feature_width(feature))
+
+
+def hash_indices(feature: HashTransform, values: npt.ArrayLike) -> npt.NDArray[np.int64]:
+    """What ``Hashing`` returns: FarmHash64 mod ``hash_buckets``; ``""`` is the fill value."""
+    return _farmhash_buckets(_strings(values, feature.fill_value), feature.hash_buckets)
 
 
 def transform_features(spec: TransformSpec, features: Mapping[str, npt.ArrayLike]) -> FloatArray:
@@ -237,10 +248,7 @@ def transform_features(spec: TransformSpec, features: Mapping[str, npt.ArrayLike
         if isinstance(feature, NumericTransform):
             parts.append(_transform_numeric(feature, values))
         elif isinstance(feature, VocabularyTransform):
-            parts.append(_transform_vocabulary(feature, values))
+            parts.append(_one_hot(vocabulary_indices(feature, values), feature_width(feature)))
         else:
-            texts = _strings(values, feature.fill_value)
-            parts.append(
-                _one_hot(_farmhash_buckets(texts, feature.hash_buckets), feature.hash_buckets)
-            )
+            parts.append(_one_hot(hash_indices(feature, values), feature.hash_buckets))
     return np.concatenate(parts, axis=1)

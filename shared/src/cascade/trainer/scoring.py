@@ -70,8 +70,18 @@ class EvaluationReport(BaseModel):
         default_factory=list,
         description="``uri#generation`` of the files the newest_files metrics are on.",
     )
+    model_family: Literal["network", "boosted_trees", "custom"] = Field(
+        "network", description="The family of the candidate (with model auto: the one kept)."
+    )
+    model_selection: dict[str, dict[str, float]] = Field(
+        default_factory=dict,
+        description="model auto: each family's overall eval metrics; the lower loss was kept.",
+    )
+    model_module: str | None = Field(
+        None, description="model custom: the user's module as ``gs://…#generation``."
+    )
     hyperparameters: dict[str, Any] = Field(default_factory=dict)
-    epochs_trained: int = 0
+    epochs_trained: int = Field(0, description="Epochs (network) or boosting rounds (trees).")
     trial_id: str | None = None
     created_at: datetime
 

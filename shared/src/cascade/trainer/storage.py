@@ -75,17 +75,19 @@ class TrainerStorage:
                 self._stores[bucket] = self._store_for_bucket(bucket)
             return self._stores[bucket]
 
-    def read_bytes(self, uri: str) -> bytes:
-        """The object's bytes; BadInputError when it does not exist."""
+    def read_bytes(self, uri: str, *, generation: int | None = None) -> bytes:
+        """The object's bytes (of ``generation`` when given); BadInputError when it does
+        not exist."""
         if not is_gcs_uri(uri):
             try:
                 return Path(uri).read_bytes()
             except FileNotFoundError:
                 raise BadInputError("does not exist", uri=uri) from None
         bucket, name = split_gcs_uri(uri)
-        stored = self._store(bucket).read(name)
+        stored = self._store(bucket).read(name, generation=generation)
         if stored is None:
-            raise BadInputError("does not exist", uri=uri)
+            where = uri if generation is None else f"{uri}#{generation}"
+            raise BadInputError("does not exist", uri=where)
         return stored.data
 
     def write_bytes(

@@ -18,26 +18,40 @@ import os
 import sys
 import tempfile
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Literal
 
+import numpy as np
 import pyarrow as pa
 import tensorflow as tf
 
 from cascade.core import vertex_job_env
 from cascade.core.bus import MessageBus
 from cascade.core.errors import BadInputError, CascadeError, InvalidConfigError, PermanentError
-from cascade.core.job_spec import TrainingJobSpec
+from cascade.core.hyperparameters import (
+    Hyperparameters,
+    family_hyperparameters,
+    own_hyperparameters,
+    resolve_hyperparameters,
+)
+from cascade.core.job_spec import HyperparameterValue, TrainingJobSpec
 from cascade.core.messages import ModelTrained
 from cascade.core.observability import RunLogger, run_logger
 from cascade.trainer.args import TrainerArgs
 from cascade.trainer.data import download_shards
 from cascade.trainer.export import export_serving_model
-from cascade.trainer.fit import FitPlan, FitResult, fit_model
+from cascade.trainer.fit import FitPlan, FitResult, fit_arguments, fit_model, fit_result
 from cascade.trainer.history import HISTORY_FILE, training_history
-from cascade.trainer.hyperparameters import Hyperparameters, resolve_hyperparameters
-from cascade.trainer.model import TrainerModel, build_model
+from cascade.trainer.model import (
+    CascadeModel,
+    TrainerModel,
+    build_model,
+    compile_model,
+    output_units,
+)
+from cascade.trainer.preprocessing import feature_input_dtype
 from cascade.trainer.probe import InfraCheck, run_probe_in_subprocess
 from cascade.trainer.scoring import (
     EvaluationReport,
@@ -48,7 +62,15 @@ from cascade.trainer.scoring import (
 )
 from cascade.trainer.storage import TrainerStorage, join_uri
 from cascade.trainer.strategy import StrategyChoice, choose_strategy
+from cascade.trainer.trees import train_boosted_trees
 from cascade.trainer.tuning import report_tuning_metric
+from cascade.trainer.user_module import (
+    ModelContext,
+    UserModule,
+    check_model,
+    load_user_module,
+    make_context,
+)
 from cascade.transform.spec import TransformSpec
 
 __all__ = ["OutputLocations", "TrainingResult", "main", "output_locations", "read_specs", "run"]
@@ -134,6 +156,8 @@ class _Run:
     locations: OutputLocations
     work: Path
     log: RunLogger
+    user: UserModule | None = None
+    params: dict[str, HyperparameterValue] = field(default_factory=dict)
 
 
 def run(
@@ -148,27 +172,34 @@ def run(
     non-chief workers); ``probe`` runs the infra check on the local export directory."""
     choice = choose_strategy(args.cluster)
     job_spec, spec = read_specs(storage, args.job_spec_uri)
-    hparams = resolve_hyperparameters(job_spec, args.hyperparameter_overrides)
+    family = job_spec.model
+    if family in ("boosted_trees", "auto") and choice.worker.count > 1:
+        raise InvalidConfigError(
+            f"model {family} trains on one machine; {choice.worker.count} workers were started"
+        )
     locations = output_locations(args, job_spec)
     log = run_logger("cascade.trainer", run_id=job_spec.run_id, step="train", dataset=spec.dataset)
-    log.info(
-        "training %s with %s (%s, %d replicas)",
-        spec.dataset,
-        hparams.model_dump(),
-        choice.kind,
-        choice.replicas,
-    )
     with tempfile.TemporaryDirectory(prefix="cascade-trainer-", dir=work_dir) as scratch:
-        ctx = _Run(args, storage, job_spec, spec, hparams, locations, Path(scratch), log)
-        fitted, trained = _train(ctx, choice)
-        export_dir = export_serving_model(trained.model, spec, ctx.work / "export")
+        ctx = _open(args, storage, (job_spec, spec), locations, Path(scratch), log)
+        log.info(
+            "training %s: model %s with %s (%s, %d replicas)",
+            spec.dataset,
+            family,
+            {**family_hyperparameters(ctx.hparams, family), **ctx.params},
+            choice.kind,
+            choice.replicas,
+        )
+        candidates = _train(ctx, choice)
         if not args.is_chief:
-            return TrainingResult(job_spec, locations, False, fitted, trained)
-        storage.upload_tree(export_dir, locations.model_dir)
-        _write_history(ctx, fitted)
-        report = _evaluate(ctx, fitted)
-        tuning_metric = _report_tuning_metric(ctx, report, fitted)
-        check = _probe(ctx, probe, export_dir)
+            only = candidates[0]
+            return TrainingResult(job_spec, locations, False, only.fit, only.trained)
+        table = load_eval_table(sorted((ctx.work / "data").glob("eval-*.parquet")), spec.label)
+        chosen, comparison = _choose(ctx, candidates, table)
+        storage.upload_tree(chosen.export_dir, locations.model_dir)
+        _write_history(ctx, chosen.fit)
+        report = _evaluate(ctx, chosen, table, comparison)
+        tuning_metric = _report_tuning_metric(ctx, report, chosen.fit)
+        check = _probe(ctx, probe, chosen.export_dir)
     _check_postcondition(storage, locations)
     message_id = None
     if bus is not None and not args.is_tuning_trial:
@@ -182,11 +213,52 @@ def run(
         message_id = bus.publish(message)
         log.info("published model-trained for %s", locations.model_dir)
     return TrainingResult(
-        job_spec, locations, True, fitted, trained, report, check, tuning_metric, message_id
+        job_spec,
+        locations,
+        True,
+        chosen.fit,
+        chosen.trained,
+        report,
+        check,
+        tuning_metric,
+        message_id,
     )
 
 
-def _train(ctx: _Run, choice: StrategyChoice) -> tuple[FitResult, TrainerModel]:
+def _open(
+    args: TrainerArgs,
+    storage: TrainerStorage,
+    specs: tuple[TrainingJobSpec, TransformSpec],
+    locations: OutputLocations,
+    work: Path,
+    log: RunLogger,
+) -> _Run:
+    """The run's stage context: the user's module loaded first (it may declare
+    hyperparameters), then the hyperparameters resolved."""
+    job_spec, spec = specs
+    user = None
+    if job_spec.model_module is not None:
+        user = load_user_module(storage, job_spec.model_module, work / "module")
+        log.info("model module %s (sha256 %s)", user.where, job_spec.model_module.sha256)
+    overrides = args.hyperparameter_overrides
+    extra = frozenset(user.defaults) if user else frozenset()
+    hparams = resolve_hyperparameters(job_spec, overrides, extra=extra)
+    params = own_hyperparameters(job_spec, overrides, user.defaults) if user else {}
+    return _Run(args, storage, job_spec, spec, hparams, locations, work, log, user, params)
+
+
+@dataclass(frozen=True)
+class _Candidate:
+    """One trained model of the run, exported; ``metrics`` once evaluated (``auto``)."""
+
+    family: Literal["network", "boosted_trees", "custom"]
+    fit: FitResult
+    trained: TrainerModel
+    export_dir: Path
+    metrics: ModelMetrics | None = None
+
+
+def _train(ctx: _Run, choice: StrategyChoice) -> list[_Candidate]:
     data_dir = ctx.work / "data"
     plan = FitPlan(
         train_files=download_shards(ctx.storage, ctx.spec.train_files, data_dir, "train"),
@@ -195,6 +267,39 @@ def _train(ctx: _Run, choice: StrategyChoice) -> tuple[FitResult, TrainerModel]:
         tensorboard_uri=ctx.locations.tensorboard_dir if ctx.args.is_chief else None,
         checkpoint_dir=ctx.args.checkpoint_dir,
     )
+    family = ctx.job_spec.model
+    families: list[Literal["network", "boosted_trees", "custom"]] = (
+        ["network", "boosted_trees"] if family == "auto" else [family]
+    )
+    candidates = []
+    for name in families:
+        if name == "boosted_trees":
+            fitted, trained = _train_trees(ctx, plan, several=len(families) > 1)
+        elif name == "custom":
+            fitted, trained = _train_custom(ctx, choice, plan)
+        else:
+            fitted, trained = _train_network(ctx, choice, plan, several=len(families) > 1)
+        folder = "export" if len(families) == 1 else f"export-{name}"
+        export_dir = export_serving_model(trained.model, ctx.spec, ctx.work / folder)
+        candidates.append(_Candidate(name, fitted, trained, export_dir))
+    return candidates
+
+
+def _tensorboard_plan(plan: FitPlan, family: str, several: bool) -> FitPlan:
+    """With several families, each writes its curves under ``<log dir>/<family>/``."""
+    if not several:
+        return plan
+    return replace(
+        plan,
+        tensorboard_local_dir=plan.tensorboard_local_dir / family,
+        tensorboard_uri=join_uri(plan.tensorboard_uri, family) if plan.tensorboard_uri else None,
+    )
+
+
+def _train_network(
+    ctx: _Run, choice: StrategyChoice, plan: FitPlan, *, several: bool
+) -> tuple[FitResult, TrainerModel]:
+    plan = _tensorboard_plan(plan, "network", several)
     with choice.strategy.scope():
         built = build_model(ctx.spec, ctx.hparams)
     fitted = fit_model(
@@ -212,6 +317,125 @@ def _train(ctx: _Run, choice: StrategyChoice) -> tuple[FitResult, TrainerModel]:
     return fitted, built
 
 
+def _train_custom(
+    ctx: _Run, choice: StrategyChoice, plan: FitPlan
+) -> tuple[FitResult, TrainerModel]:
+    """The user's module builds (or trains) the model; Cascade does the rest."""
+    user = ctx.user
+    if user is None:
+        raise InvalidConfigError("model custom needs a model_module")
+    units = output_units(ctx.spec.label)
+    context = make_context(ctx.spec, ctx.hparams, ctx.params, choice.strategy, units)
+    if user.takes_over_training:
+        return _run_user_training(ctx, choice, plan, user, context)
+    with choice.strategy.scope():
+        with user.calling("build_model(context)"):
+            head = user.entry_point()(context)
+        check_model(user, head, np.zeros((2, context.width), dtype=np.float32), units)
+        raw = context.raw_inputs
+        model = CascadeModel(inputs=raw, outputs=head(context.preprocessing(raw)), name="custom")
+        compile_model(model, ctx.spec.label, ctx.hparams.learning_rate)
+    with user.calling("training"):
+        fitted = fit_model(
+            model,
+            plan,
+            ctx.spec,
+            ctx.hparams,
+            choice,
+            storage=ctx.storage,
+            log=ctx.log,
+            is_chief=ctx.args.is_chief,
+            gcs_reachable_by_tensorflow=not ctx.args.storage_emulated,
+        )
+    ctx.log.info("trained the module's model %d epochs", fitted.epochs_trained)
+    trained = TrainerModel(
+        model=model, preprocessing=context.preprocessing, trainable=head, label=ctx.spec.label
+    )
+    return fitted, trained
+
+
+def _run_user_training(
+    ctx: _Run, choice: StrategyChoice, plan: FitPlan, user: UserModule, context: ModelContext
+) -> tuple[FitResult, TrainerModel]:
+    train, evaluation, arguments = fit_arguments(
+        plan,
+        ctx.spec,
+        ctx.hparams,
+        choice,
+        storage=ctx.storage,
+        log=ctx.log,
+        is_chief=ctx.args.is_chief,
+        gcs_reachable_by_tensorflow=not ctx.args.storage_emulated,
+    )
+    context.train_dataset, context.eval_dataset = train, evaluation
+    context.callbacks, context.fit_arguments = arguments["callbacks"], arguments
+    with choice.strategy.scope(), user.calling("run(context)"):
+        model = user.entry_point()(context)
+    check_model(user, model, _missing_values_batch(ctx.spec), output_units(ctx.spec.label))
+    fitted = fit_result(model, getattr(model, "history", None))
+    ctx.log.info("the module trained its model %d epochs", fitted.epochs_trained)
+    trained = TrainerModel(
+        model=model, preprocessing=context.preprocessing, trainable=model, label=ctx.spec.label
+    )
+    return fitted, trained
+
+
+def _missing_values_batch(spec: TransformSpec) -> dict[str, tf.Tensor]:
+    """Two rows of raw inputs, all missing: what a model from raw inputs must accept."""
+    return {
+        feature.name: tf.constant([float("nan")] * 2)
+        if feature_input_dtype(feature) == "float32"
+        else tf.constant(["", ""])
+        for feature in spec.features
+    }
+
+
+def _train_trees(ctx: _Run, plan: FitPlan, *, several: bool) -> tuple[FitResult, TrainerModel]:
+    plan = _tensorboard_plan(plan, "boosted_trees", several)
+    result = train_boosted_trees(
+        ctx.spec,
+        ctx.hparams,
+        plan.train_files,
+        log=ctx.log,
+        tensorboard_dir=plan.tensorboard_local_dir,
+    )
+    if plan.tensorboard_uri:
+        ctx.storage.upload_tree(plan.tensorboard_local_dir, plan.tensorboard_uri)
+    return result.fit, result.trained
+
+
+def _choose(
+    ctx: _Run, candidates: list[_Candidate], table: pa.Table
+) -> tuple[_Candidate, dict[str, dict[str, float]]]:
+    """The only candidate; with ``auto``, the one with the lower eval loss (log loss or
+    mean squared error: the proper scoring rule both families minimise), and every
+    candidate's overall metrics for the run's record."""
+    if len(candidates) == 1:
+        return candidates[0], {}
+    evaluated = [
+        replace(
+            candidate,
+            metrics=evaluate_model(
+                ServingModel.load(candidate.export_dir, ctx.locations.model_dir),
+                table,
+                ctx.spec,
+                ctx.job_spec.slice_features,
+            ),
+        )
+        for candidate in candidates
+    ]
+    comparison: dict[str, dict[str, float]] = {
+        c.family: dict(c.metrics.overall.metrics) for c in evaluated if c.metrics
+    }
+    chosen = min(evaluated, key=lambda c: comparison[c.family]["loss"])
+    ctx.log.info(
+        "model auto: kept %s (eval loss %s)",
+        chosen.family,
+        {family: round(metrics["loss"], 6) for family, metrics in comparison.items()},
+    )
+    return chosen, comparison
+
+
 def _write_history(ctx: _Run, fitted: FitResult) -> None:
     history = training_history(ctx.job_spec.run_id, fitted.history, trial_id=ctx.args.trial_id)
     ctx.storage.write_bytes(
@@ -221,11 +445,14 @@ def _write_history(ctx: _Run, fitted: FitResult) -> None:
     )
 
 
-def _evaluate(ctx: _Run, fitted: FitResult) -> EvaluationReport:
+def _evaluate(
+    ctx: _Run, chosen: _Candidate, table: pa.Table, comparison: dict[str, dict[str, float]]
+) -> EvaluationReport:
     spec, job_spec = ctx.spec, ctx.job_spec
-    table = load_eval_table(sorted((ctx.work / "data").glob("eval-*.parquet")), spec.label)
-    candidate = ServingModel.load(ctx.work / "export", ctx.locations.model_dir)
     slices = job_spec.slice_features
+    metrics = chosen.metrics or evaluate_model(
+        ServingModel.load(chosen.export_dir, ctx.locations.model_dir), table, spec, slices
+    )
     baseline, baseline_error = None, None
     if job_spec.baseline_model_uri:
         try:
@@ -239,12 +466,15 @@ def _evaluate(ctx: _Run, fitted: FitResult) -> EvaluationReport:
         problem_type=spec.label.problem_type,
         eval_examples=table.num_rows,
         slice_features=list(slices),
-        candidate=evaluate_model(candidate, table, spec, slices),
+        candidate=metrics,
         baseline=baseline,
         baseline_error=baseline_error,
         newest_files=[f"{file.uri}#{file.generation}" for file in spec.newest_files],
-        hyperparameters=ctx.hparams.model_dump(),
-        epochs_trained=fitted.epochs_trained,
+        model_family=chosen.family,
+        model_selection=comparison,
+        model_module=ctx.user.where if ctx.user else None,
+        hyperparameters={**family_hyperparameters(ctx.hparams, chosen.family), **ctx.params},
+        epochs_trained=chosen.fit.epochs_trained,
         trial_id=ctx.args.trial_id,
         created_at=datetime.now(UTC),
     )
