@@ -43,6 +43,7 @@ transform:
   key_column: customer_id
   exclude: [customer_id]
 training:
+  model: network
   epochs: 10
   batch_size: 64
 evaluation:
@@ -51,6 +52,8 @@ evaluation:
 deployment:
   canary_requests: 3
 """
+"""The network family (the default is boosted_trees): the tests' hyperparameters
+(hidden_units, learning_rate, ...) are the network's."""
 NO_THRESHOLDS = E2E_PIPELINE.split("evaluation:")[0] + "deployment:\n  canary_requests: 3\n"
 """The pipeline without evaluation thresholds: every candidate is blessed."""
 

@@ -42,13 +42,20 @@ def _jobs(cloud: LocalCloud) -> LocalJobRunner:
     return LocalJobRunner(cloud.state.environment["CASCADE_JOB_SERVICE_URL"])
 
 
+FAKE_MODULE_CONFIG = b"""\
+label: defaulted
+problem_type: binary
+training: {model: custom, model_module: models/fake.py}
+"""
+"""The fake trainer's hyperparameters (``fail``, ``sleep_s``) are no family's; a custom
+module's own names are checked by the trainer that loads it, which the fake one skips."""
+
+
 def _new_dataset(cloud: LocalCloud) -> str:
     dataset = f"ds{uuid.uuid4().hex[:8]}"
-    cloud.artifacts.write(
-        DatasetPaths(dataset).pipeline_config,
-        b"label: defaulted\nproblem_type: binary\n",
-        content_type="text/yaml",
-    )
+    paths = DatasetPaths(dataset)
+    cloud.artifacts.write(paths.pipeline_config, FAKE_MODULE_CONFIG, content_type="text/yaml")
+    cloud.artifacts.write(paths.model_module("models/fake.py"), b"def build_model(context): ...\n")
     return dataset
 
 

@@ -10,6 +10,7 @@ import pytest
 from cascade.core.context import StepContext
 from cascade.core.errors import BadRequestError, StepInProgressError, TransientError
 from cascade.core.fakes import MemoryArtifactStore, RecordingBus
+from cascade.core.job_spec import TRAINING_FAILURE_FILE, TrainingFailure
 from cascade.core.messages import Alert, JobEvent, ModelTrained, TrainRequest
 from cascade.core.runs import RunRecord, Trigger, run_id_for_request
 from cascade.jobs.job_events import parse_job_event
@@ -427,3 +428,35 @@ def test_a_request_naming_a_run_without_an_accepted_file_is_refused(
             event_id="e1",
             runner=runner,
         )
+
+
+@pytest.mark.parametrize(("written_by", "shown"), [("own", True), ("earlier-job", False)])
+def test_a_failed_job_records_the_trainers_own_reason_not_the_generic_exit(
+    step_context: StepContext, runner: FakeJobRunner, written_by: str, shown: bool
+) -> None:
+    outcome = handle_train_request(step_context, _request("a"), event_id="ma", runner=runner)
+    assert outcome is not None
+    job_name = outcome.outputs["job_name"]
+    failure = TrainingFailure(
+        job=job_name if written_by == "own" else "projects/p/locations/l/customJobs/1",
+        kind="permanent",
+        error="model module gs://b/m.py#3: build_model(context) failed: ValueError: bad",
+    )
+    step_context.artifacts.write_json(
+        f"runs/{_run_id('a')}/training/{TRAINING_FAILURE_FILE}", failure
+    )
+    event = JobEvent(
+        dataset=DATASET,
+        run_id=_run_id("a"),
+        job_name=job_name,
+        state="failed",
+        error="The replica workerpool0-0 exited with a non-zero status of 1.",
+    )
+
+    handle_job_event(step_context, event, event_id="je1", runner=runner)
+
+    run = step_context.ledger.get(_run_id("a"))
+    assert run is not None
+    assert run.state == "failed"
+    assert ("build_model(context) failed: ValueError: bad" in (run.error or "")) is shown
+    assert ("non-zero status" in (run.error or "")) is not shown

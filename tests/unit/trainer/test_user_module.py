@@ -10,14 +10,14 @@ from pathlib import Path
 
 import pytest
 
-from cascade.core.errors import BadInputError
+from cascade.core.errors import BadInputError, InvalidConfigError
 from cascade.core.fakes import RecordingBus
-from cascade.core.job_spec import ModelModule
+from cascade.core.job_spec import ModelModule, TrainingFailure
 from cascade.trainer.args import TrainerArgs
 from cascade.trainer.probe import InfraCheck, probe_model
 from cascade.trainer.scoring import EvaluationReport, ServingModel
 from cascade.trainer.storage import TrainerStorage
-from cascade.trainer.task import run
+from cascade.trainer.task import record_failure, run
 from cascade.trainer.user_module import UserModuleError
 from tests.unit.trainer.builders import BUCKET, ProblemType, write_run
 from tests.unit.trainer.conftest import MemoryBuckets
@@ -179,3 +179,29 @@ def test_a_model_that_breaks_the_serving_contract_is_caught_by_the_probe() -> No
     with pytest.raises(BadInputError, match="load-and-probe check"):
         _run(storage, job_spec_uri, bus)
     assert bus.published == []
+
+
+def test_the_trainer_records_its_own_reason_beside_the_outputs() -> None:
+    storage, job_spec_uri = _with_module("def build_model(context):\n    raise KeyError('x')\n")
+    args = TrainerArgs(job_spec_uri=job_spec_uri, job_name="local-job-7")
+    with pytest.raises(UserModuleError) as raised:
+        run(args, storage=storage, bus=RecordingBus(), probe=_probe_here)
+
+    uri = record_failure(storage, args, "permanent", str(raised.value))
+
+    assert uri == f"gs://{BUCKET}/runs/run-1/training/failure.json"
+    failure = TrainingFailure.model_validate_json(storage.read_bytes(uri))
+    assert failure.job == "local-job-7"
+    assert "build_model(context) failed: KeyError: 'x' (line 2" in failure.error
+    assert record_failure(storage, None, "permanent", "no args yet") is None
+
+
+def test_a_hyperparameter_the_module_does_not_declare_is_named_as_such() -> None:
+    storage, job_spec_uri = _with_module(WIDE_AND_DEEP)
+    with pytest.raises(InvalidConfigError, match="wide_units are not Cascade's and the model mod"):
+        run(
+            TrainerArgs(job_spec_uri=job_spec_uri, hyperparameter_overrides={"wide_units": 3}),
+            storage=storage,
+            bus=RecordingBus(),
+            probe=_probe_here,
+        )

@@ -39,8 +39,7 @@ transform:
   exclude: [customer_id]
   bucketize: {age: [25, 35, 50, 65]}
 training:
-  epochs: 5
-  batch_size: 256
+  model: boosted_trees      # the default; network | auto | custom (docs/trainer.md)
   slice_features: [region, employment]
 """
 

@@ -131,6 +131,12 @@ def resolve_hyperparameters(
     problem = family_problem(job_spec.model, [name for name in given if name not in extra])
     if problem:
         raise InvalidConfigError(f"invalid hyperparameters: {problem}")
+    undeclared = sorted(set(given) - set(Hyperparameters.model_fields) - extra)
+    if job_spec.model == "custom" and undeclared:
+        raise InvalidConfigError(
+            f"invalid hyperparameters: {', '.join(undeclared)} are not Cascade's and the "
+            "model module does not declare them in its HYPERPARAMETERS"
+        )
     values: dict[str, HyperparameterValue] = {
         "epochs": job_spec.epochs,
         "batch_size": job_spec.batch_size,

@@ -24,6 +24,7 @@ __all__ = [
     "ModelFamily",
     "ModelModule",
     "ParameterSpec",
+    "TrainingFailure",
     "TrainingJobSpec",
     "TuningSpec",
     "WorkerPool",
@@ -236,6 +237,22 @@ class TrainingJobSpec(_Strict):
     def replica_count(self) -> int:
         """Processes per training run: the chief plus every worker."""
         return self.chief.replica_count + (self.workers.replica_count if self.workers else 0)
+
+
+TRAINING_FAILURE_FILE = "failure.json"
+
+
+class TrainingFailure(_Strict):
+    """``<output_dir>/failure.json``: why the trainer failed, in its own words.
+
+    Vertex AI reports a failed replica as a generic "exited with a non-zero status"; the
+    trainer writes its one-line reason here (the module's error for ``model: custom``),
+    and the training_job step records it on the run instead."""
+
+    job: str | None = Field(None, description="The trainer's job name or id (args.job_name).")
+    kind: Literal["permanent", "transient", "unexpected"]
+    error: str
+    trial_id: str | None = None
 
 
 JobState = Literal["queued", "running", "succeeded", "failed", "cancelled"]

@@ -18,12 +18,12 @@ from cascade.core.claims import ClaimHandle
 from cascade.core.context import StepContext
 from cascade.core.errors import BadRequestError, TransientError, UnknownJobError
 from cascade.core.events import PubSubEnvelope
-from cascade.core.job_spec import JobRunner, JobStatus
+from cascade.core.job_spec import TRAINING_FAILURE_FILE, JobRunner, JobStatus, TrainingFailure
 from cascade.core.messages import JobEvent, ModelTrained, StepMessage
 from cascade.core.observability import RunLogger
 from cascade.jobs.job_events import JobLogEntry, parse_job_event
 from cascade.jobs.lock import TrainingLockStore, follow_up_request, release
-from cascade.jobs.records import JobRecord, job_id_of, read_job_record
+from cascade.jobs.records import JobRecord, job_id_of, read_job_record, training_folder
 from cascade.jobs.runners import job_runner_for
 from cascade.steps.runner import StepOutcome, execute_step
 from cascade.steps.train import failure_messages
@@ -123,7 +123,12 @@ def finish_training(
     if handed_over is not None:
         outputs["follow_up"] = handed_over.run_id
     if status.state != "succeeded":
-        summary = f"training job {record.job_name} {status.state}: {status.error}"
+        reason = status.error
+        failure = _trainer_failure(ctx, record) if status.state == "failed" else None
+        if failure is not None:
+            outputs["job_error"] = status.error
+            reason = failure.error
+        summary = f"training job {record.job_name} {status.state}: {reason}"
         return StepOutcome(
             state="failed",
             summary=summary,
@@ -146,6 +151,20 @@ def finish_training(
     return StepOutcome(
         summary=f"training job {record.job_name} succeeded", outputs=outputs, messages=messages
     )
+
+
+def _trainer_failure(ctx: StepContext, record: JobRecord) -> TrainingFailure | None:
+    """The trainer's own reason (``failure.json``), when this job's trainer wrote one:
+    Vertex AI's job error only says that a replica exited non-zero."""
+    found = ctx.artifacts.read_model(
+        f"{training_folder(record.run_id)}/{TRAINING_FAILURE_FILE}", TrainingFailure
+    )
+    if found is None:
+        return None
+    failure = found[0]
+    if failure.job not in (record.job_name, record.job_id):
+        return None  # an earlier job of the same run
+    return failure
 
 
 def _best_trial_model(record: JobRecord, status: JobStatus) -> ModelTrained:

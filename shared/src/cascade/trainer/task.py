@@ -36,7 +36,12 @@ from cascade.core.hyperparameters import (
     own_hyperparameters,
     resolve_hyperparameters,
 )
-from cascade.core.job_spec import HyperparameterValue, TrainingJobSpec
+from cascade.core.job_spec import (
+    TRAINING_FAILURE_FILE,
+    HyperparameterValue,
+    TrainingFailure,
+    TrainingJobSpec,
+)
 from cascade.core.messages import ModelTrained
 from cascade.core.observability import RunLogger, run_logger
 from cascade.trainer.args import TrainerArgs
@@ -539,6 +544,29 @@ def _check_postcondition(storage: TrainerStorage, locations: OutputLocations) ->
         raise PermanentError(f"postcondition failed: no {MODEL_FILE} in {locations.model_dir}")
 
 
+def record_failure(
+    storage: TrainerStorage | None,
+    args: TrainerArgs | None,
+    kind: Literal["permanent", "transient", "unexpected"],
+    error: str,
+) -> str | None:
+    """Write ``failure.json`` beside the run's outputs (best effort: a trainer that cannot
+    reach its storage still exits non-zero); returns its URI."""
+    if storage is None or args is None:
+        return None
+    try:
+        job_spec, _ = read_specs(storage, args.job_spec_uri)
+        uri = join_uri(output_locations(args, job_spec).output_dir, TRAINING_FAILURE_FILE)
+        failure = TrainingFailure(job=args.job_name, kind=kind, error=error, trial_id=args.trial_id)
+        storage.write_bytes(
+            uri, failure.model_dump_json().encode(), content_type="application/json"
+        )
+    except Exception:
+        logging.getLogger("cascade.trainer").warning("could not record the failure", exc_info=True)
+        return None
+    return uri
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """The entry point, and the only place that reads the environment."""
     from cascade.core.clients import make_publisher, make_storage_client
@@ -546,6 +574,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     from cascade.core.settings import load_settings
 
     log = logging.getLogger("cascade.trainer")
+    args: TrainerArgs | None = None
+    storage: TrainerStorage | None = None
     try:
         settings = load_settings()
         configure_logging(function_name="trainer", project=settings.project)
@@ -556,13 +586,18 @@ def main(argv: Sequence[str] | None = None) -> int:
             bus = MessageBus(make_publisher(settings), settings)
         result = run(args, storage=storage, bus=bus)
     except CascadeError as error:
-        kind = "permanent" if isinstance(error, PermanentError) else "transient"
+        kind: Literal["permanent", "transient"] = (
+            "permanent" if isinstance(error, PermanentError) else "transient"
+        )
         log.error("training failed (%s): %s", kind, error)
         sys.stderr.write(f"trainer: training failed ({kind}): {error}\n")
+        record_failure(storage, args, kind, str(error))
         return 1
     except Exception as error:
         log.exception("training failed unexpectedly")
-        sys.stderr.write(f"trainer: training failed: {type(error).__name__}: {error}\n")
+        reason = f"{type(error).__name__}: {error}"
+        sys.stderr.write(f"trainer: training failed: {reason}\n")
+        record_failure(storage, args, "unexpected", reason)
         return 1
     log.info("training finished: model at %s", result.locations.model_dir)
     return 0
