@@ -6,21 +6,25 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import pyarrow.parquet as pq
 import pytest
+import tensorflow as tf
 
 from cascade.core.errors import InvalidConfigError
 from cascade.core.fakes import RecordingBus
+from cascade.core.hyperparameters import Hyperparameters
 from cascade.core.messages import ModelTrained
 from cascade.trainer.args import TrainerArgs
 from cascade.trainer.data import ShardReader
 from cascade.trainer.export import MANIFEST_NAME, ServingManifest
 from cascade.trainer.history import TrainingHistory
+from cascade.trainer.model import TargetScale, build_model
 from cascade.trainer.probe import InfraCheck, probe_model
 from cascade.trainer.scoring import EvaluationReport, ServingModel
 from cascade.trainer.storage import TrainerStorage
 from cascade.trainer.task import run
 from cascade.trainer.trees import tree_columns
-from tests.unit.trainer.builders import ProblemType, write_run
+from tests.unit.trainer.builders import ProblemType, make_spec, sample_table, write_run
 from tests.unit.trainer.conftest import MemoryBuckets
 
 TREES = {"num_trees": 80, "num_leaves": 15, "min_examples": 5, "early_stopping_rounds": 10}
@@ -28,6 +32,12 @@ TREES = {"num_trees": 80, "num_leaves": 15, "min_examples": 5, "early_stopping_r
 
 def _probe_here(model_dir: Path, result_path: Path) -> InfraCheck:
     return probe_model(model_dir, calls=5)
+
+
+def _table_file(tmp_path: Path) -> Path:
+    path = tmp_path / "rows.parquet"
+    pq.write_table(sample_table(200, seed=4), path)
+    return path
 
 
 def _report(storage: TrainerStorage, uri: str) -> EvaluationReport:
@@ -109,3 +119,20 @@ def test_a_hyperparameter_of_another_family_is_refused(tmp_path: Path) -> None:
     with pytest.raises(InvalidConfigError, match="does not read hidden_units"):
         run(TrainerArgs(job_spec_uri=job_spec_uri), storage=storage, bus=bus, probe=_probe_here)
     assert bus.published == []
+
+
+def test_the_network_regresses_on_the_standardized_target_and_answers_in_its_units(
+    tmp_path: Path,
+) -> None:
+    spec = make_spec("regression")
+    hparams = Hyperparameters(hidden_units=8)
+    rows = ShardReader(spec).read(_table_file(tmp_path)).features
+    inputs = {name: tf.constant(values) for name, values in rows.items()}
+
+    untrained = build_model(spec, hparams, TargetScale(mean=5000.0, std=10.0)).model(inputs)
+
+    # before any training the answers sit at the target's mean, on its scale
+    assert abs(float(np.mean(untrained)) - 5000.0) < 50.0
+    assert float(np.std(untrained)) < 100.0
+    plain = build_model(spec, hparams).model(inputs)
+    assert abs(float(np.mean(plain))) < 50.0

@@ -44,6 +44,7 @@ __all__ = [
     "numeric_column",
     "steps_for",
     "string_column",
+    "target_moments",
 ]
 
 CHUNK_ROWS = 16384
@@ -70,6 +71,20 @@ def count_rows(files: Sequence[Path], label: str | None = None) -> int:
         column = pq.read_table(path, columns=[label]).column(label)
         total += len(column) - column.null_count
     return total
+
+
+def target_moments(files: Sequence[Path], label: LabelSpec) -> tuple[float, float]:
+    """Mean and standard deviation (1 when constant or absent) of a regression label."""
+    values = [
+        numeric_column(pq.read_table(path, columns=[label.name]), label.name, path.name)
+        for path in files
+    ]
+    column = np.concatenate(values) if values else np.zeros(0, dtype=np.float32)
+    column = column[np.isfinite(column)].astype(np.float64)
+    if column.size == 0:
+        return 0.0, 1.0
+    std = float(column.std())
+    return float(column.mean()), std if std > 0 else 1.0
 
 
 def _column(table: pa.Table, name: str, source: str) -> pa.ChunkedArray:

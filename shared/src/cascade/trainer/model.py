@@ -23,6 +23,8 @@ from cascade.transform.spec import LabelSpec, TransformSpec
 
 __all__ = [
     "CascadeModel",
+    "Rescale",
+    "TargetScale",
     "TrainerModel",
     "build_model",
     "class_names",
@@ -90,7 +92,32 @@ class TrainerModel:
     label: LabelSpec
 
 
-def _build_trainable(width: int, label: LabelSpec, hparams: Hyperparameters) -> keras.Model:
+class Rescale(keras.layers.Layer):  # type: ignore[misc]
+    """``value * scale + offset``: a regression head that predicts the standardized target
+    and answers in the target's units, so training starts at the mean, on a unit scale."""
+
+    def __init__(self, scale: float, offset: float, **kwargs: Any) -> None:
+        super().__init__(trainable=False, **kwargs)
+        self.scale, self.offset = scale, offset
+
+    def call(self, inputs: tf.Tensor) -> tf.Tensor:
+        return inputs * self.scale + self.offset
+
+    def get_config(self) -> dict[str, Any]:
+        return {**super().get_config(), "scale": self.scale, "offset": self.offset}
+
+
+@dataclass(frozen=True)
+class TargetScale:
+    """Mean and standard deviation of a regression target on the training split."""
+
+    mean: float = 0.0
+    std: float = 1.0
+
+
+def _build_trainable(
+    width: int, label: LabelSpec, hparams: Hyperparameters, target: TargetScale
+) -> keras.Model:
     vector = keras.Input(shape=(width,), dtype="float32", name="preprocessed")
     hidden = vector
     for layer in range(hparams.hidden_layers):
@@ -103,6 +130,8 @@ def _build_trainable(width: int, label: LabelSpec, hparams: Hyperparameters) -> 
     output = keras.layers.Dense(
         output_units(label), activation=activation[label.problem_type], name="head"
     )(hidden)
+    if label.problem_type == "regression":
+        output = Rescale(target.std, target.mean, name="target_scale")(output)
     return keras.Model(inputs=vector, outputs=output, name="mlp")
 
 
@@ -129,11 +158,15 @@ def compile_model(model: keras.Model, label: LabelSpec, learning_rate: float) ->
         )
 
 
-def build_model(spec: TransformSpec, hparams: Hyperparameters) -> TrainerModel:
-    """Build and compile the model; call it inside the distribution strategy's scope."""
+def build_model(
+    spec: TransformSpec, hparams: Hyperparameters, target: TargetScale | None = None
+) -> TrainerModel:
+    """Build and compile the model; call it inside the distribution strategy's scope.
+    ``target``: the regression target's training mean and deviation (ignored otherwise)."""
     keras.utils.set_random_seed(hparams.seed)
     preprocessing = build_preprocessing_model(spec)
-    trainable = _build_trainable(preprocessed_width(spec), spec.label, hparams)
+    width = preprocessed_width(spec)
+    trainable = _build_trainable(width, spec.label, hparams, target or TargetScale())
     inputs = make_feature_inputs(spec)
     outputs = trainable(preprocessing(inputs))
     model = CascadeModel(inputs=inputs, outputs=outputs, name="cascade")

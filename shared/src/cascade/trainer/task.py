@@ -45,12 +45,13 @@ from cascade.core.job_spec import (
 from cascade.core.messages import ModelTrained
 from cascade.core.observability import RunLogger, run_logger
 from cascade.trainer.args import TrainerArgs
-from cascade.trainer.data import download_shards
+from cascade.trainer.data import download_shards, target_moments
 from cascade.trainer.export import export_serving_model
 from cascade.trainer.fit import FitPlan, FitResult, fit_arguments, fit_model, fit_result
 from cascade.trainer.history import HISTORY_FILE, training_history
 from cascade.trainer.model import (
     CascadeModel,
+    TargetScale,
     TrainerModel,
     build_model,
     compile_model,
@@ -305,8 +306,11 @@ def _train_network(
     ctx: _Run, choice: StrategyChoice, plan: FitPlan, *, several: bool
 ) -> tuple[FitResult, TrainerModel]:
     plan = _tensorboard_plan(plan, "network", several)
+    target = None
+    if ctx.spec.label.problem_type == "regression":
+        target = TargetScale(*target_moments(plan.train_files, ctx.spec.label))
     with choice.strategy.scope():
-        built = build_model(ctx.spec, ctx.hparams)
+        built = build_model(ctx.spec, ctx.hparams, target)
     fitted = fit_model(
         built.model,
         plan,
