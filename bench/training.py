@@ -40,10 +40,10 @@ import pyarrow.parquet as pq
 import tensorflow as tf
 
 from cascade.cli.sample_data import sample_csv
+from cascade.core.hyperparameters import Hyperparameters
 from cascade.core.observability import run_logger
 from cascade.trainer.data import ShardReader
 from cascade.trainer.fit import FitPlan, fit_model
-from cascade.trainer.hyperparameters import Hyperparameters
 from cascade.trainer.model import build_model
 from cascade.trainer.storage import TrainerStorage
 from cascade.trainer.strategy import choose_strategy

@@ -431,6 +431,8 @@ def _training_outputs(artifacts: ArtifactStore) -> None:
         },
         epochs_trained=4,
         newest_files=[NEWEST_FILE],
+        model_family="network",
+        model_selection={"network": {"loss": 0.41}, "boosted_trees": {"loss": 0.43}},
     )
     store_training_outputs(artifacts, report, infra_check())
     artifacts.write_json(f"{training}/history.json", training_history(RUN_ID, HISTORY))

@@ -114,6 +114,9 @@ def test_a_full_run_collects_every_section_from_its_artifacts(full: MemoryArtifa
         ("job state", "succeeded"),
         ("batch size", "256"),
         ("hyperparameter learning_rate", "0.01"),
+        ("model family", "network"),
+        ("auto: network eval loss", "0.41 (kept)"),
+        ("auto: boosted_trees eval loss", "0.43"),
     }
     assert [fact.label for fact in training.job].count("job name") == 1
     assert [curve.metric for curve in training.curves] == ["loss", "auc"]

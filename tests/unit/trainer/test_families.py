@@ -136,3 +136,24 @@ def test_the_network_regresses_on_the_standardized_target_and_answers_in_its_uni
     assert float(np.std(untrained)) < 100.0
     plain = build_model(spec, hparams).model(inputs)
     assert abs(float(np.mean(plain))) < 50.0
+
+
+def test_a_boosted_trees_trial_takes_its_parameters_as_flags_and_reports_its_metric(
+    tmp_path: Path,
+) -> None:
+    storage, bus = TrainerStorage(MemoryBuckets()), RecordingBus()
+    job_spec_uri, _, _ = write_run(storage, model="boosted_trees", hyperparameters=TREES)
+    metric_file = tmp_path / "hypertune" / "output.metrics"
+    args = TrainerArgs.from_command_line(
+        [f"--job-spec-uri={job_spec_uri}", "--num_leaves=7", "--shrinkage=0.2"],
+        {"CLOUD_ML_TRIAL_ID": "3", "CLOUD_ML_HP_METRIC_FILE": str(metric_file)},
+    )
+
+    result = run(args, storage=storage, bus=bus, probe=_probe_here)
+
+    report = _report(storage, result.locations.metrics_uri)
+    assert (report.hyperparameters["num_leaves"], report.hyperparameters["shrinkage"]) == (7, 0.2)
+    assert report.trial_id == "3"
+    assert result.tuning_metric == ("eval_loss", report.candidate.overall.metrics["loss"])
+    assert "eval_loss" in metric_file.read_text()
+    assert bus.published == []

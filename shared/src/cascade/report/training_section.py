@@ -35,9 +35,27 @@ _VALIDATION_PREFIX = "val_"
 class TrainerMetrics(TrainedMetrics):
     """``metrics.json`` with the trainer's fields that evaluation does not need."""
 
+    model_family: str | None = None
+    model_selection: dict[str, dict[str, float]] = Field(default_factory=dict)
+    model_module: str | None = None
     hyperparameters: dict[str, Any] = Field(default_factory=dict)
     epochs_trained: int = 0
     trial_id: str | None = None
+
+
+def _model_facts(metrics: TrainerMetrics) -> list[Fact]:
+    """Which family trained the model, with ``auto`` each family's eval loss, and the
+    user's module (custom)."""
+    facts = []
+    if metrics.model_family:
+        facts.append(Fact(label="model family", value=metrics.model_family))
+    for family, values in sorted(metrics.model_selection.items()):
+        kept = " (kept)" if family == metrics.model_family else ""
+        loss = values.get("loss", float("nan"))
+        facts.append(Fact(label=f"auto: {family} eval loss", value=f"{loss:.6g}{kept}"))
+    if metrics.model_module:
+        facts.append(Fact(label="model module", value=metrics.model_module))
+    return facts
 
 
 def metrics_name(artifacts: ArtifactStore, run_id: str, evaluation: EvaluationRecord | None) -> str:
@@ -137,6 +155,7 @@ def training_section(
     )
     if metrics is not None:
         section.epochs_trained = metrics.epochs_trained or None
+        section.job.extend(_model_facts(metrics))
         section.job.extend(
             Fact(label=f"hyperparameter {name}", value=str(value))
             for name, value in sorted(metrics.hyperparameters.items())

@@ -21,7 +21,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 import pyarrow as pa
@@ -311,19 +311,23 @@ def _train_network(
         target = TargetScale(*target_moments(plan.train_files, ctx.spec.label))
     with choice.strategy.scope():
         built = build_model(ctx.spec, ctx.hparams, target)
-    fitted = fit_model(
-        built.model,
-        plan,
-        ctx.spec,
-        ctx.hparams,
-        choice,
-        storage=ctx.storage,
-        log=ctx.log,
-        is_chief=ctx.args.is_chief,
-        gcs_reachable_by_tensorflow=not ctx.args.storage_emulated,
-    )
+    fitted = _fit(ctx, built.model, choice, plan)
     ctx.log.info("trained %d epochs, %d steps", fitted.epochs_trained, fitted.steps)
     return fitted, built
+
+
+def _fit_environment(ctx: _Run) -> dict[str, Any]:
+    """Where a fit's side outputs go, and whether TensorFlow reaches gs:// itself."""
+    return {
+        "storage": ctx.storage,
+        "log": ctx.log,
+        "is_chief": ctx.args.is_chief,
+        "gcs_reachable_by_tensorflow": not ctx.args.storage_emulated,
+    }
+
+
+def _fit(ctx: _Run, model: Any, choice: StrategyChoice, plan: FitPlan) -> FitResult:
+    return fit_model(model, plan, ctx.spec, ctx.hparams, choice, **_fit_environment(ctx))
 
 
 def _train_custom(
@@ -345,17 +349,7 @@ def _train_custom(
         model = CascadeModel(inputs=raw, outputs=head(context.preprocessing(raw)), name="custom")
         compile_model(model, ctx.spec.label, ctx.hparams.learning_rate)
     with user.calling("training"):
-        fitted = fit_model(
-            model,
-            plan,
-            ctx.spec,
-            ctx.hparams,
-            choice,
-            storage=ctx.storage,
-            log=ctx.log,
-            is_chief=ctx.args.is_chief,
-            gcs_reachable_by_tensorflow=not ctx.args.storage_emulated,
-        )
+        fitted = _fit(ctx, model, choice, plan)
     ctx.log.info("trained the module's model %d epochs", fitted.epochs_trained)
     trained = TrainerModel(
         model=model, preprocessing=context.preprocessing, trainable=head, label=ctx.spec.label
@@ -367,14 +361,7 @@ def _run_user_training(
     ctx: _Run, choice: StrategyChoice, plan: FitPlan, user: UserModule, context: ModelContext
 ) -> tuple[FitResult, TrainerModel]:
     train, evaluation, arguments = fit_arguments(
-        plan,
-        ctx.spec,
-        ctx.hparams,
-        choice,
-        storage=ctx.storage,
-        log=ctx.log,
-        is_chief=ctx.args.is_chief,
-        gcs_reachable_by_tensorflow=not ctx.args.storage_emulated,
+        plan, ctx.spec, ctx.hparams, choice, **_fit_environment(ctx)
     )
     context.train_dataset, context.eval_dataset = train, evaluation
     context.callbacks, context.fit_arguments = arguments["callbacks"], arguments
