@@ -43,7 +43,7 @@ class Hyperparameters(BaseModel):
     early_stopping_patience: int = Field(5, ge=1, description="Epochs without eval-loss gain.")
     # boosted_trees
     num_trees: int = Field(2000, ge=1, le=100000, description="Most boosting rounds.")
-    shrinkage: float = Field(0.05, gt=0, le=1, description="Learning rate of boosting.")
+    shrinkage: float = Field(0.1, gt=0, le=1, description="Learning rate of boosting.")
     num_leaves: int = Field(31, ge=2, le=131072, description="Most leaves per tree.")
     max_depth: int = Field(-1, ge=-1, le=64, description="Most depth per tree; -1: no limit.")
     min_examples: int = Field(20, ge=1, description="Fewest training rows in a leaf.")
@@ -52,7 +52,7 @@ class Hyperparameters(BaseModel):
     l2_regularization: float = Field(0.0, ge=0, description="L2 penalty on leaf values.")
     max_bins: int = Field(255, ge=2, le=65535, description="Histogram bins per numeric feature.")
     early_stopping_rounds: int = Field(
-        50, ge=1, description="Rounds without loss gain on the trees' holdout."
+        20, ge=1, description="Rounds without loss gain on the trees' holdout."
     )
     # every family
     seed: int = Field(42, description="Seeds initialisation, sampling and shuffling.")
