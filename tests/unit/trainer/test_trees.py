@@ -13,6 +13,7 @@ import tensorflow as tf
 from cascade.core.hyperparameters import Hyperparameters
 from cascade.core.observability import run_logger
 from cascade.trainer.data import ShardReader
+from cascade.trainer.export import export_serving_model
 from cascade.trainer.trees import compile_booster, train_boosted_trees, tree_columns
 from tests.unit.trainer.builders import ProblemType, make_spec, sample_table
 
@@ -89,3 +90,25 @@ def test_early_stopping_keeps_the_best_round_only(tmp_path: Path) -> None:
     assert result.fit.epochs_trained == best
     assert compile_booster(result.booster, outputs=1).trees == best
     assert len(result.fit.history["val_loss"]) == best
+
+
+def test_the_trees_are_saved_once_as_variables_not_copied_into_the_graph(tmp_path: Path) -> None:
+    spec = make_spec("binary")
+    shard = _shard(tmp_path, 900, seed=3)
+    sizes, rounds = {}, {}
+    for trees in (5, 120):
+        hparams = HPARAMS.model_copy(
+            update={"num_trees": trees, "early_stopping_rounds": 1000, "shrinkage": 0.01}
+        )
+        result = train_boosted_trees(spec, hparams, [shard], log=run_logger("test", run_id="t"))
+        rounds[trees] = result.fit.epochs_trained
+        export = export_serving_model(result.trained.model, spec, tmp_path / f"export-{trees}")
+        sizes[trees] = (
+            (export / "saved_model.pb").stat().st_size,
+            sum(f.stat().st_size for f in (export / "variables").iterdir()),
+        )
+    assert rounds[120] > 10 * rounds[5]
+    graph_small, variables_small = sizes[5]
+    graph_large, variables_large = sizes[120]
+    assert variables_large > 5 * variables_small  # the trees are in the variables
+    assert graph_large < 1.5 * graph_small  # the graph does not grow with them

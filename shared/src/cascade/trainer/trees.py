@@ -126,8 +126,9 @@ def _tree_input(feature: FeatureTransform, raw: keras.KerasTensor) -> keras.Kera
 class CompiledEnsemble:
     """Every node of every tree as rows of flat arrays; a leaf's children are itself.
 
-    ``category_table[category_row[node], value]`` is True when a categorical split sends
-    ``value`` left; ``category_row`` is -1 for numeric splits and leaves.
+    A categorical split sends ``value`` left when bit ``value % 32`` of
+    ``category_bits[category_row[node], value // 32]`` is set (LightGBM's own bitset
+    layout); ``category_row`` is -1 for numeric splits and leaves.
     """
 
     roots: npt.NDArray[np.int32]
@@ -139,7 +140,7 @@ class CompiledEnsemble:
     right: npt.NDArray[np.int32]
     value: npt.NDArray[np.float64]
     category_row: npt.NDArray[np.int32]
-    category_table: npt.NDArray[np.bool_]
+    category_bits: npt.NDArray[np.int32]
     depth: int
     outputs: int
 
@@ -232,9 +233,10 @@ def compile_booster(booster: lgb.Booster, *, outputs: int) -> CompiledEnsemble:
         roots.append(root)
         depth = max(depth, tree_depth)
     width = max((max(values) + 1 for values in nodes.category_sets if values), default=1)
-    table = np.zeros((max(1, len(nodes.category_sets)), width), dtype=np.bool_)
+    words = np.zeros((max(1, len(nodes.category_sets)), -(-width // 32)), dtype=np.uint32)
     for row, values in enumerate(nodes.category_sets):
-        table[row, values] = True
+        for value in values:
+            words[row, value // 32] |= np.uint32(1 << (value % 32))
     columns = nodes.columns
     return CompiledEnsemble(
         roots=np.asarray(roots, dtype=np.int32),
@@ -246,7 +248,7 @@ def compile_booster(booster: lgb.Booster, *, outputs: int) -> CompiledEnsemble:
         right=np.asarray(columns["right"], dtype=np.int32),
         value=np.asarray(columns["value"], dtype=np.float64),
         category_row=np.asarray(columns["category_row"], dtype=np.int32),
-        category_table=table,
+        category_bits=words.view(np.int32),
         depth=depth,
         outputs=outputs,
     )
@@ -259,6 +261,19 @@ class TreeEnsemble(keras.layers.Layer):  # type: ignore[misc]
     Numeric columns are clipped here (NaN kept) so that the layer sees ``tree_columns``.
     """
 
+    _ARRAYS = (
+        "roots",
+        "feature",
+        "threshold",
+        "missing_type",
+        "default_left",
+        "left",
+        "right",
+        "value",
+        "category_row",
+        "category_bits",
+    )
+
     def __init__(
         self,
         ensemble: CompiledEnsemble,
@@ -268,6 +283,21 @@ class TreeEnsemble(keras.layers.Layer):  # type: ignore[misc]
         super().__init__(dtype="float64", trainable=False, **kwargs)
         self.ensemble = ensemble
         self.clips = list(clips)
+        # The node arrays as (non-trainable) variables: saved once beside the graph, not
+        # as constants copied into every level of every traced signature.
+        self.nodes = {name: self._variable(name, getattr(ensemble, name)) for name in self._ARRAYS}
+
+    def _variable(self, name: str, array: npt.NDArray[Any]) -> keras.Variable:
+        stored = array.astype(np.int8) if array.dtype == np.bool_ else array
+        variable = self.add_weight(
+            shape=stored.shape,
+            dtype=str(stored.dtype),
+            initializer="zeros",
+            trainable=False,
+            name=name,
+        )
+        variable.assign(stored)
+        return variable
 
     def _matrix(self, columns: Sequence[tf.Tensor]) -> tf.Tensor:
         parts = []
@@ -279,10 +309,9 @@ class TreeEnsemble(keras.layers.Layer):  # type: ignore[misc]
             parts.append(value)
         return tf.stack(parts, axis=1)
 
-    def _step(self, matrix: tf.Tensor, node: tf.Tensor) -> tf.Tensor:
-        trees = self.ensemble
-        value = tf.gather(matrix, tf.gather(trees.feature, node), batch_dims=1)
-        missing_type = tf.gather(trees.missing_type, node)
+    def _step(self, arrays: dict[str, tf.Tensor], matrix: tf.Tensor, node: tf.Tensor) -> tf.Tensor:
+        value = tf.gather(matrix, tf.gather(arrays["feature"], node), batch_dims=1)
+        missing_type = tf.gather(arrays["missing_type"], node)
         is_nan = tf.math.is_nan(value)
         zero = tf.zeros_like(value)
         numeric = tf.where(is_nan & (missing_type != _MISSING_TYPES["NaN"]), zero, value)
@@ -291,27 +320,29 @@ class TreeEnsemble(keras.layers.Layer):  # type: ignore[misc]
         ) | ((missing_type == _MISSING_TYPES["NaN"]) & is_nan)
         numeric_left = tf.where(
             is_missing,
-            tf.gather(trees.default_left, node),
-            numeric <= tf.gather(trees.threshold, node),
+            tf.gather(arrays["default_left"], node) != 0,
+            numeric <= tf.gather(arrays["threshold"], node),
         )
-        row = tf.gather(trees.category_row, node)
-        width = trees.category_table.shape[1]
+        row = tf.gather(arrays["category_row"], node)
+        width = 32 * self.ensemble.category_bits.shape[1]
         usable = ~is_nan & (value >= 0.0) & (value < float(width))
         category = tf.cast(tf.where(usable, value, zero), tf.int32)
-        member = tf.gather_nd(
-            tf.constant(trees.category_table), tf.stack([tf.maximum(row, 0), category], axis=-1)
+        word = tf.gather_nd(
+            arrays["category_bits"], tf.stack([tf.maximum(row, 0), category // 32], axis=-1)
         )
+        member = tf.bitwise.bitwise_and(tf.bitwise.right_shift(word, category % 32), 1) == 1
         go_left = tf.where(row >= 0, member & usable, numeric_left)
-        return tf.where(go_left, tf.gather(trees.left, node), tf.gather(trees.right, node))
+        return tf.where(go_left, tf.gather(arrays["left"], node), tf.gather(arrays["right"], node))
 
     def call(self, columns: Sequence[tf.Tensor]) -> tf.Tensor:
         trees = self.ensemble
+        arrays = {name: tf.convert_to_tensor(variable) for name, variable in self.nodes.items()}
         matrix = self._matrix(columns)
         rows = tf.shape(matrix)[0]
-        node = tf.tile(tf.constant(trees.roots)[tf.newaxis, :], [rows, 1])
+        node = tf.tile(arrays["roots"][tf.newaxis, :], [rows, 1])
         for _ in range(trees.depth):
-            node = self._step(matrix, node)
-        leaves = tf.gather(tf.constant(trees.value), node)
+            node = self._step(arrays, matrix, node)
+        leaves = tf.gather(arrays["value"], node)
         per_output = tf.reshape(leaves, [rows, trees.trees // trees.outputs, trees.outputs])
         return tf.reduce_sum(per_output, axis=1)
 
