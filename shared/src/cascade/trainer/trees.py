@@ -149,23 +149,24 @@ class CompiledEnsemble:
         return int(self.roots.shape[0])
 
 
+NODE_COLUMNS = (
+    "feature",
+    "threshold",
+    "missing_type",
+    "default_left",
+    "left",
+    "right",
+    "value",
+    "category_row",
+)
+"""The per-node arrays of a ``CompiledEnsemble`` (besides ``roots`` and the bitsets)."""
+
+
 class _NodeArrays:
     """Collects nodes while the booster's JSON dump is walked."""
 
     def __init__(self) -> None:
-        self.columns: dict[str, list[Any]] = {
-            name: []
-            for name in (
-                "feature",
-                "threshold",
-                "missing_type",
-                "default_left",
-                "left",
-                "right",
-                "value",
-                "category_row",
-            )
-        }
+        self.columns: dict[str, list[Any]] = {name: [] for name in NODE_COLUMNS}
         self.category_sets: list[list[int]] = []
 
     def add(self) -> int:
@@ -261,18 +262,7 @@ class TreeEnsemble(keras.layers.Layer):  # type: ignore[misc]
     Numeric columns are clipped here (NaN kept) so that the layer sees ``tree_columns``.
     """
 
-    _ARRAYS = (
-        "roots",
-        "feature",
-        "threshold",
-        "missing_type",
-        "default_left",
-        "left",
-        "right",
-        "value",
-        "category_row",
-        "category_bits",
-    )
+    _ARRAYS = ("roots", *NODE_COLUMNS, "category_bits")
 
     def __init__(
         self,
