@@ -268,14 +268,16 @@ def test_a_broken_module_fails_its_run_cleanly_and_deploys_nothing(
     run = retrain(scenario, "broken")
 
     assert run.state == "failed", run.error
-    # The job's error ends with the trainer's one-line summary (after its log's tail).
-    error = run.error or ""
-    [summary] = [line for line in error.splitlines() if line.startswith("trainer: training failed")]
+    # The run's error is the trainer's own one-line reason (its failure.json), not the
+    # job's generic exit or a log tail; the job's own error is kept beside it.
+    summary = run.error or ""
+    assert "\n" not in summary, summary
     assert module_uri(scenario, "models/broken.py", generation) in summary, summary
     assert f"build_model(context) failed: RuntimeError: {BROKEN_MESSAGE}" in summary, summary
     assert "(line 5: raise RuntimeError(" in summary, summary  # the module's own line
     assert run.lineage["model_module"] == module_uri(scenario, "models/broken.py", generation)
     assert run.steps["training_job"].state == "failed"
+    assert "exited with status 1" in run.steps["training_job"].outputs["job_error"]
     assert "evaluate" not in run.steps
     assert "deploy" not in run.steps
     [job] = [job for job in scenario.jobs() if job.spec.run_id == run.run_id]  # no resubmission
