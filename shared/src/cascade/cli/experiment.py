@@ -43,7 +43,12 @@ from rich.markup import escape
 from rich.table import Table
 
 from cascade.core.clients import make_storage_client
-from cascade.core.errors import CascadeError, PermanentError, TransientError
+from cascade.core.errors import (
+    CascadeError,
+    PermanentError,
+    TransientError,
+    describe_validation_error,
+)
 from cascade.core.hyperparameters import family_problem, resolve_hyperparameters
 from cascade.core.job_spec import HyperparameterValue, ModelFamily, TrainingJobSpec
 from cascade.core.messages import TrainRequest
@@ -272,11 +277,7 @@ def _experiment_config(
             }
         )
     except ValidationError as error:
-        problems = "; ".join(
-            f"{'.'.join(str(part) for part in item['loc']) or 'training'}: "
-            f"{str(item['msg']).removeprefix('Value error, ')}"
-            for item in error.errors()
-        )
+        problems = describe_validation_error(error, root="training")
         raise ExperimentError(f"invalid training settings: {problems}") from None
     return config.model_copy(update={"training": changed, "tuning": TuningConfig()}), dropped
 
