@@ -18,6 +18,8 @@ import datetime
 import ipaddress
 import ssl
 import threading
+import weakref
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -30,6 +32,7 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 __all__ = ["AlpnFront", "TlsFiles", "local_certificates"]
 
 _VALID_DAYS = 3650
+_SHUTDOWN_ROUNDS = 50
 
 
 @dataclass(frozen=True)
@@ -145,10 +148,16 @@ class AlpnFront:
         self._error: BaseException | None = None
         self._thread = threading.Thread(target=self._run, name="tls-front", daemon=True)
         self._server: asyncio.Server | None = None
-        # asyncio keeps only weak references to tasks, and a stream's protocol drops its
-        # handler task once the client's side is lost: a connection still piping the
-        # backend's answer would be collected mid-flight without this set.
-        self._connections: set[asyncio.Task[None]] = set()
+        # One task per accepted connection, from accept to its end. asyncio keeps only weak
+        # references to tasks (a connection still piping the backend's answer would be
+        # collected mid-flight without this set), and the shutdown cancels these, never
+        # asyncio's own accept tasks: one cancelled before it runs leaks its socket.
+        self._handlers: set[asyncio.Task[None]] = set()
+        # Every accepted connection's socket transport while it lives. A handler cancelled
+        # before its first step never runs its ``finally``, and an SSL close waits for the
+        # peer's reply: the shutdown aborts all of them, so that no open socket is left to
+        # the garbage collector when the loop ends.
+        self._transports: weakref.WeakSet[asyncio.BaseTransport] = weakref.WeakSet()
 
     @property
     def port(self) -> int:
@@ -169,14 +178,38 @@ class AlpnFront:
             self._thread.join(timeout=10)
 
     async def _shutdown(self) -> None:
-        """Stop listening and end every open connection, also those whose TLS handshake
-        finishes while the others end."""
+        """Stop listening and end every open connection: also those accepted but not yet
+        handled, and those whose TLS handshake finishes while the others end."""
+        # Stop accepting, but close the server only once asyncio's accept tasks under way
+        # are done: on Python 3.11 one that finds the server closed drops its socket open.
+        if self._server is not None:
+            for sock in self._server.sockets:
+                self._loop.remove_reader(sock.fileno())
+        # Handlers first (each closes its own streams), then the sockets: a socket aborted
+        # under a TLS handshake in progress leaves its stream writer without a transport.
+        # asyncio's accept tasks still running hand over new handlers within a few turns.
+        for _ in range(_SHUTDOWN_ROUNDS):
+            await _turns()
+            if not self._other_tasks():
+                break
+            await _cancel(list(self._handlers))
+        else:  # a task that never ends: cancelled, whatever it is
+            await _cancel(self._other_tasks())
         if self._server is not None:
             self._server.close()
-        while tasks := [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]:
-            for task in tasks:
-                task.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
+        self._abort_transports()
+        await _turns()
+
+    def _abort_transports(self) -> None:
+        """Abort every connection's socket; a no-op for one already closed. The socket
+        closes in a callback: the caller lets the loop turn."""
+        for transport in list(self._transports):
+            with contextlib.suppress(Exception):
+                transport.abort()  # type: ignore[attr-defined]
+
+    @staticmethod
+    def _other_tasks() -> list[asyncio.Task[object]]:
+        return [task for task in asyncio.all_tasks() if task is not asyncio.current_task()]
 
     def _run(self) -> None:
         asyncio.set_event_loop(self._loop)
@@ -185,7 +218,7 @@ class AlpnFront:
             # task from its first byte, so stop() ends (and closes) those still in their
             # handshake too, instead of leaving transports for the garbage collector.
             self._server = self._loop.run_until_complete(
-                asyncio.start_server(self._serve, self._host, self._port)
+                self._loop.create_server(self._protocol, self._host, self._port)
             )
         except BaseException as error:  # noqa: BLE001 - raised again by start()
             self._error = error
@@ -198,15 +231,20 @@ class AlpnFront:
             self._server.close()
             self._loop.close()
 
+    def _protocol(self) -> asyncio.StreamReaderProtocol:
+        """``asyncio.start_server``'s protocol, which also records its transport."""
+        return _TrackedProtocol(self._transports, asyncio.StreamReader(), self._accepted)
+
+    def _accepted(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = self._loop.create_task(self._serve(reader, writer))
+        self._handlers.add(task)
+        task.add_done_callback(self._handlers.discard)
+
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        task = asyncio.current_task()
-        assert task is not None
-        self._connections.add(task)
         try:
             with contextlib.suppress(asyncio.CancelledError):  # stop(): a quiet end
                 await self._connect(reader, writer)
         finally:
-            self._connections.discard(task)
             with contextlib.suppress(Exception):  # cancelled mid-handshake: still closed
                 writer.close()
 
@@ -237,6 +275,33 @@ class AlpnFront:
             for side in (backend_writer, writer):
                 with contextlib.suppress(Exception):
                     await asyncio.wait_for(side.wait_closed(), 1)
+
+
+class _TrackedProtocol(asyncio.StreamReaderProtocol):
+    def __init__(
+        self,
+        transports: weakref.WeakSet[asyncio.BaseTransport],
+        reader: asyncio.StreamReader,
+        accepted: Callable[[asyncio.StreamReader, asyncio.StreamWriter], None],
+    ) -> None:
+        super().__init__(reader, accepted)
+        self._transports = transports
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self._transports.add(transport)
+        super().connection_made(transport)
+
+
+async def _cancel(tasks: list[asyncio.Task[None]] | list[asyncio.Task[object]]) -> None:
+    for task in tasks:
+        task.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
+
+
+async def _turns(count: int = 3) -> None:
+    """Let the loop run what ``call_soon`` queued (transports open and close that way)."""
+    for _ in range(count):
+        await asyncio.sleep(0)
 
 
 async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
