@@ -6,6 +6,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 INFRA_STAMP := .venv-infra/.installed
+BQ_STAMP := .venv-bq/.installed
 RUFF   := $(BIN)/ruff --config shared/pyproject.toml
 PY_SOURCES := shared functions tests bench
 
@@ -26,7 +27,13 @@ $(STAMP): requirements.txt shared/pyproject.toml
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check --no-deps -e shared
 	touch $@
 
-setup: $(STAMP)
+# The local BigQuery (bqemulator) has its own venv: it needs protobuf<7, the project pins 7.
+$(BQ_STAMP): requirements-bqemulator.txt
+	$(PYTHON) -m venv .venv-bq
+	.venv-bq/bin/python -m pip install --quiet --disable-pip-version-check -r requirements-bqemulator.txt
+	touch $@
+
+setup: $(STAMP) $(BQ_STAMP)
 
 # checkov has its own venv so that its dependencies cannot move the project's pins.
 $(INFRA_STAMP): infra/requirements-checkov.txt

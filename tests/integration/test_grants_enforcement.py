@@ -37,7 +37,7 @@ pytestmark = pytest.mark.integration
 @pytest.fixture(scope="module")
 def emulators(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCloudSettings]:
     try:
-        check_prerequisites()
+        check_prerequisites(REPO_ROOT)
     except Exception as error:
         pytest.skip(str(error))
     base = free_port_block(2)

@@ -77,6 +77,11 @@ class Settings(BaseSettings):
     pubsub_emulator_host: str | None = Field(
         None, validation_alias=AliasChoices("PUBSUB_EMULATOR_HOST")
     )
+    bigquery_emulator_host: str | None = Field(
+        None,
+        validation_alias=AliasChoices("BIGQUERY_EMULATOR_HOST"),
+        description="The local BigQuery's REST endpoint (http://127.0.0.1:<port>).",
+    )
 
     @field_validator("landing_bucket", "artifacts_bucket")
     @classmethod

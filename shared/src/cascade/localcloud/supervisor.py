@@ -24,6 +24,7 @@ from google.api_core import exceptions as gexc
 from cascade.core.clients import make_publisher, make_storage_client, make_subscriber
 from cascade.core.grants import identity_for
 from cascade.core.topology import Topology, load_topology
+from cascade.localcloud.bigquery_emulator import bigquery_spec
 from cascade.localcloud.components import (
     check_prerequisites,
     function_specs,
@@ -57,11 +58,16 @@ class Supervisor:
             local = local.model_copy(update={"model_server_port": free_loopback_port()})
         if not local.vertex_endpoint_port:
             local = local.model_copy(update={"vertex_endpoint_port": free_loopback_port()})
+        if not local.bigquery_port:
+            local = local.model_copy(update={"bigquery_port": free_loopback_port()})
+        if not local.bigquery_grpc_port:
+            local = local.model_copy(update={"bigquery_grpc_port": free_loopback_port()})
         self.local = local
         self.topology = topology
         env = local.child_environment()
         self.pubsub = ManagedProcess(pubsub_spec(local, env))
         self.gcs = ManagedProcess(gcs_spec(local, env))
+        self.bigquery = ManagedProcess(bigquery_spec(local, env))
         self.functions = [ManagedProcess(spec) for spec in function_specs(local, topology, env)]
         self.router = ManagedProcess(router_spec(local, env))
         self.scheduler = ManagedProcess(scheduler_spec(local, env))
@@ -86,6 +92,7 @@ class Supervisor:
         return [
             self.pubsub,
             self.gcs,
+            self.bigquery,
             self.job_service,
             self.model_server,
             self.vertex_endpoint,
@@ -99,6 +106,7 @@ class Supervisor:
         self.provision_pubsub()
         self._start(self.gcs)
         self.provision_buckets()
+        self._start(self.bigquery)
         self._start(self.job_service)
         self._start(self.model_server)
         self._start(self.vertex_endpoint)
@@ -214,7 +222,7 @@ def main() -> int:
     signal.signal(signal.SIGTERM, lambda *_: supervisor.stopping.set())
     signal.signal(signal.SIGINT, lambda *_: supervisor.stopping.set())
     try:
-        check_prerequisites()
+        check_prerequisites(local.repo_root)
         supervisor.start()
         _log.info("local cloud ready")
         supervisor.monitor()

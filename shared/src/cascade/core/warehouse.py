@@ -1,0 +1,213 @@
+"""BigQuery, the warehouse: one client factory, and row inserts as strict as BigQuery's.
+
+``make_bigquery_client`` returns the real ``google-cloud-bigquery`` client, pointed at
+the local BigQuery (``BIGQUERY_EMULATOR_HOST``) under the local cloud.
+
+``insert_rows`` streams rows with ``insertAll`` (``Client.insert_rows_json``) in
+requests within BigQuery's streaming quotas (at most 500 rows, the recommended batch,
+and under the 10 MB request limit). It checks each row against the table's schema first,
+the way BigQuery's ``insertAll`` refuses it: a field the table does not have ("no such
+field"), a REQUIRED field missing or null, a value of the wrong type. The local BigQuery
+accepts all three silently; checking here makes both answer alike, and names the row and
+the field.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import google.cloud.bigquery as bigquery
+from google.auth.credentials import AnonymousCredentials
+
+from cascade.core.settings import Settings
+
+__all__ = [
+    "MAX_INSERT_BYTES",
+    "MAX_INSERT_ROWS",
+    "RowError",
+    "WarehouseError",
+    "check_row",
+    "insert_rows",
+    "make_bigquery_client",
+    "table_id",
+]
+
+MAX_INSERT_ROWS = 500
+"""Rows per insertAll request: BigQuery's recommended batch (its hard limit is 50,000)."""
+MAX_INSERT_BYTES = 9 * 1024 * 1024
+"""Bytes per insertAll request, under BigQuery's 10 MB HTTP request limit."""
+
+_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,1023}")
+_INT = re.compile(r"[+-]?\d+")
+
+
+def make_bigquery_client(settings: Settings) -> bigquery.Client:
+    """BigQuery; the local BigQuery (``BIGQUERY_EMULATOR_HOST``) when set."""
+    if settings.bigquery_emulator_host:
+        return bigquery.Client(
+            project=settings.project,
+            credentials=AnonymousCredentials(),  # type: ignore[no-untyped-call]
+            client_options={"api_endpoint": settings.bigquery_emulator_host},
+        )
+    return bigquery.Client(project=settings.project)
+
+
+def table_id(project: str, dataset: str, table: str) -> str:
+    """``project.dataset.table``, each part checked: names are data, never SQL."""
+    if not re.fullmatch(r"[a-z][a-z0-9-]{4,28}[a-z0-9]|[a-z0-9.:-]{1,63}", project):
+        raise ValueError(f"not a valid project id: {project!r}")
+    for kind, name in (("dataset", dataset), ("table", table)):
+        if not _NAME.fullmatch(name):
+            raise ValueError(
+                f"not a valid BigQuery {kind} name: {name!r} (letters, digits and _, "
+                "not starting with a digit, at most 1024 characters)"
+            )
+    return f"{project}.{dataset}.{table}"
+
+
+@dataclass(frozen=True)
+class RowError:
+    """One refused row: its index in the batch, the field, and BigQuery's reason."""
+
+    index: int
+    field: str
+    message: str
+
+    def __str__(self) -> str:
+        return f"row {self.index}, field {self.field!r}: {self.message}"
+
+
+class WarehouseError(RuntimeError):
+    """BigQuery refused rows (or the check did, as BigQuery would)."""
+
+    def __init__(self, table: str, errors: Sequence[RowError]) -> None:
+        self.table = table
+        self.errors = list(errors)
+        shown = "; ".join(str(error) for error in self.errors[:5])
+        more = f" (and {len(self.errors) - 5} more)" if len(self.errors) > 5 else ""
+        super().__init__(f"{table}: {len(self.errors)} row(s) refused: {shown}{more}")
+
+
+def _type_error(field: bigquery.SchemaField, value: Any) -> str | None:
+    kind = field.field_type.upper()
+    if kind in ("STRING", "JSON"):
+        ok = isinstance(value, str)
+    elif kind in ("INTEGER", "INT64"):
+        ok = (isinstance(value, int) and not isinstance(value, bool)) or (
+            isinstance(value, str) and bool(_INT.fullmatch(value))
+        )
+    elif kind in ("FLOAT", "FLOAT64", "NUMERIC", "BIGNUMERIC"):
+        # JSON has no NaN or infinity: BigQuery takes them as the strings below (FLOAT64).
+        ok = (
+            isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+        ) or (kind.startswith("FLOAT") and value in ("NaN", "Infinity", "-Infinity"))
+    elif kind in ("BOOLEAN", "BOOL"):
+        ok = isinstance(value, bool)
+    elif kind in ("TIMESTAMP", "DATETIME", "DATE"):
+        ok = isinstance(value, str) and _parses_as_time(value)
+    elif kind in ("RECORD", "STRUCT"):
+        ok = isinstance(value, Mapping)
+    else:
+        ok = True  # types Cascade does not write: BigQuery's own check applies
+    return None if ok else f"cannot convert value to {kind.lower()}: {value!r:.80}"
+
+
+def _parses_as_time(value: str) -> bool:
+    try:
+        datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        return False
+    return True
+
+
+def check_row(
+    schema: Sequence[bigquery.SchemaField], row: Mapping[str, Any], index: int
+) -> list[RowError]:
+    """What BigQuery's insertAll would refuse in ``row`` (nested records included)."""
+    fields = {field.name.lower(): field for field in schema}
+    errors = [
+        RowError(index, name, f"no such field: {name}.")
+        for name in row
+        if name.lower() not in fields
+    ]
+    present = {name.lower(): value for name, value in row.items()}
+    for key, field in fields.items():
+        value = present.get(key)
+        if value is None:
+            if field.mode == "REQUIRED":
+                errors.append(RowError(index, field.name, f"Missing required field: {field.name}."))
+            continue
+        values = value if field.mode == "REPEATED" else [value]
+        if field.mode == "REPEATED" and not isinstance(value, list):
+            errors.append(RowError(index, field.name, "a repeated field takes a list"))
+            continue
+        for item in values:
+            if field.field_type.upper() in ("RECORD", "STRUCT") and isinstance(item, Mapping):
+                errors.extend(
+                    RowError(index, f"{field.name}.{error.field}", error.message)
+                    for error in check_row(field.fields, item, index)
+                )
+                continue
+            message = _type_error(field, item)
+            if message is not None:
+                errors.append(RowError(index, field.name, message))
+    return errors
+
+
+def _batches(rows: Sequence[Mapping[str, Any]]) -> Iterator[tuple[int, list[Mapping[str, Any]]]]:
+    batch: list[Mapping[str, Any]] = []
+    start, size = 0, 0
+    for index, row in enumerate(rows):
+        row_size = len(json.dumps(row, default=str)) + 64
+        if row_size > MAX_INSERT_BYTES:
+            raise WarehouseError(
+                "insert", [RowError(index, "", f"the row is {row_size} bytes, over the limit")]
+            )
+        if batch and (len(batch) >= MAX_INSERT_ROWS or size + row_size > MAX_INSERT_BYTES):
+            yield start, batch
+            start, batch, size = index, [], 0
+        batch.append(row)
+        size += row_size
+    if batch:
+        yield start, batch
+
+
+def insert_rows(
+    client: bigquery.Client,
+    table: bigquery.Table,
+    rows: Sequence[Mapping[str, Any]],
+    *,
+    row_ids: Sequence[str] | None = None,
+) -> None:
+    """Stream ``rows`` into ``table`` (its schema fetched), all checked before any is
+    sent. ``row_ids`` (insertId) let BigQuery drop a retried batch's duplicates."""
+    if row_ids is not None and len(row_ids) != len(rows):
+        raise ValueError("one row id per row")
+    errors = [
+        error for index, row in enumerate(rows) for error in check_row(table.schema, row, index)
+    ]
+    name = f"{table.project}.{table.dataset_id}.{table.table_id}"
+    if errors:
+        raise WarehouseError(name, errors)
+    for start, batch in _batches(rows):
+        ids = None if row_ids is None else list(row_ids[start : start + len(batch)])
+        refused = client.insert_rows_json(table, batch, row_ids=ids)
+        if refused:
+            raise WarehouseError(
+                name,
+                [
+                    RowError(
+                        start + int(entry.get("index", 0)),
+                        str(problem.get("location", "")),
+                        str(problem.get("message", problem)),
+                    )
+                    for entry in refused
+                    for problem in entry.get("errors", [{}])
+                ],
+            )

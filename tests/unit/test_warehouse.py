@@ -1,0 +1,143 @@
+"""Rows into BigQuery: the local BigQuery with the real client, and the checks that make
+it refuse what BigQuery's insertAll refuses (it accepts unknown fields, missing REQUIRED
+fields and wrongly typed values silently)."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+import google.cloud.bigquery as bigquery
+import pytest
+
+from cascade.core.warehouse import (
+    MAX_INSERT_ROWS,
+    WarehouseError,
+    check_row,
+    insert_rows,
+    table_id,
+)
+from cascade.localcloud.local_settings import LocalCloudSettings
+from tests.bigquery_emulator import bigquery_client, bigquery_local  # noqa: F401
+
+SCHEMA = [
+    bigquery.SchemaField("key", "STRING", mode="REQUIRED"),
+    bigquery.SchemaField("model_version", "STRING", mode="REQUIRED"),
+    bigquery.SchemaField("score", "FLOAT64"),
+    bigquery.SchemaField("count", "INT64"),
+    bigquery.SchemaField("ok", "BOOL"),
+    bigquery.SchemaField("predicted_at", "TIMESTAMP"),
+    bigquery.SchemaField("prediction", "JSON"),
+    bigquery.SchemaField("tags", "STRING", mode="REPEATED"),
+]
+GOOD: dict[str, Any] = {
+    "key": "a",
+    "model_version": "1",
+    "score": 0.25,
+    "count": 3,
+    "ok": True,
+    "predicted_at": "2026-11-30T12:00:00Z",
+    "prediction": '{"p": 0.25}',
+    "tags": ["x"],
+}
+
+
+@pytest.fixture
+def table(bigquery_client: bigquery.Client) -> bigquery.Table:  # noqa: F811
+    dataset = bigquery_client.create_dataset(f"t_{uuid.uuid4().hex[:8]}", exists_ok=True)
+    name = table_id(bigquery_client.project, dataset.dataset_id, "rows")
+    return bigquery_client.create_table(bigquery.Table(name, schema=SCHEMA))
+
+
+def test_rows_inserted_are_read_back_by_sql(
+    bigquery_client: bigquery.Client,  # noqa: F811
+    table: bigquery.Table,
+) -> None:
+    rows = [{**GOOD, "key": f"k{index}", "score": index / 10} for index in range(3)]
+    insert_rows(bigquery_client, table, rows)
+    found = bigquery_client.query(
+        f"SELECT key, score, JSON_VALUE(prediction, '$.p') AS p "
+        f"FROM `{table.project}.{table.dataset_id}.{table.table_id}` ORDER BY key"
+    ).result()
+    assert [(row["key"], row["score"], row["p"]) for row in found] == [
+        ("k0", 0.0, "0.25"),
+        ("k1", 0.1, "0.25"),
+        ("k2", 0.2, "0.25"),
+    ]
+
+
+def test_more_rows_than_one_request_holds_are_sent_in_batches(
+    bigquery_client: bigquery.Client,  # noqa: F811
+    table: bigquery.Table,
+) -> None:
+    total = MAX_INSERT_ROWS * 2 + 7
+    insert_rows(bigquery_client, table, [{**GOOD, "key": str(i)} for i in range(total)])
+    counted = bigquery_client.query(
+        f"SELECT COUNT(*) AS n FROM `{table.project}.{table.dataset_id}.{table.table_id}`"
+    ).result()
+    assert next(iter(counted))["n"] == total
+
+
+@pytest.mark.parametrize(
+    ("row", "field", "message"),
+    [
+        ({**GOOD, "colour": "red"}, "colour", "no such field: colour."),
+        ({k: v for k, v in GOOD.items() if k != "key"}, "key", "Missing required field: key."),
+        ({**GOOD, "key": None}, "key", "Missing required field: key."),
+        ({**GOOD, "count": "three"}, "count", "cannot convert value to int64"),
+        ({**GOOD, "count": 1.5}, "count", "cannot convert value to int64"),
+        ({**GOOD, "ok": "yes"}, "ok", "cannot convert value to bool"),
+        ({**GOOD, "score": float("nan")}, "score", "cannot convert value to float64"),
+        ({**GOOD, "score": True}, "score", "cannot convert value to float64"),
+        ({**GOOD, "predicted_at": "yesterday"}, "predicted_at", "cannot convert value"),
+        ({**GOOD, "key": 7}, "key", "cannot convert value to string"),
+        ({**GOOD, "tags": "x"}, "tags", "a repeated field takes a list"),
+        ({**GOOD, "tags": ["x", 3]}, "tags", "cannot convert value to string"),
+    ],
+)
+def test_a_row_bigquery_would_refuse_is_refused_naming_the_row_and_field(
+    bigquery_client: bigquery.Client,  # noqa: F811
+    table: bigquery.Table,
+    row: dict[str, Any],
+    field: str,
+    message: str,
+) -> None:
+    with pytest.raises(WarehouseError) as caught:
+        insert_rows(bigquery_client, table, [GOOD, row])
+    (error,) = caught.value.errors
+    assert (error.index, error.field) == (1, field)
+    assert error.message.startswith(message)
+    assert "row 1" in str(caught.value)
+    # Nothing of a refused batch is written, the good row included.
+    counted = bigquery_client.query(
+        f"SELECT COUNT(*) AS n FROM `{table.project}.{table.dataset_id}.{table.table_id}`"
+    ).result()
+    assert next(iter(counted))["n"] == 0
+
+
+def test_nan_and_infinity_go_as_bigquerys_strings() -> None:
+    for value in ("NaN", "Infinity", "-Infinity"):
+        assert check_row(SCHEMA, {**GOOD, "score": value}, 0) == []
+
+
+@pytest.mark.parametrize(
+    ("dataset", "table"),
+    [
+        ("a;DROP TABLE x", "t"),
+        ("ok", "t` UNION SELECT"),
+        ("", "t"),
+        ("ok", "1starts_with_digit"),
+        ("../../etc", "t"),
+        ("ok", "x" * 1025),
+    ],
+)
+def test_names_that_are_not_bigquery_names_are_refused(dataset: str, table: str) -> None:
+    with pytest.raises(ValueError, match="not a valid BigQuery"):
+        table_id("cascade-local", dataset, table)
+
+
+def test_the_emulator_keeps_its_tables_on_disk(
+    bigquery_local: LocalCloudSettings,  # noqa: F811
+) -> None:
+    data = bigquery_local.state_dir / "bigquery" / "data"
+    assert any(data.iterdir())
