@@ -22,6 +22,9 @@ locals {
       write   = try(spec.access.write, [])
       apis    = try(spec.access.apis, [])
       act_as  = try(spec.access.act_as, [])
+      # warehouse datasets: tables_read dataViewer, tables_write dataEditor
+      tables_read  = try(spec.access.tables_read, [])
+      tables_write = try(spec.access.tables_write, [])
     }
   }
 
@@ -30,6 +33,9 @@ locals {
     publish = try(local.topology_service_accounts["vertex-jobs"].access.publish, [])
     read    = try(local.topology_service_accounts["vertex-jobs"].access.read, [])
     write   = try(local.topology_service_accounts["vertex-jobs"].access.write, [])
+    # Its batch prediction jobs' output (topology tables_read / tables_write).
+    tables_read  = try(local.topology_service_accounts["vertex-jobs"].access.tables_read, [])
+    tables_write = try(local.topology_service_accounts["vertex-jobs"].access.tables_write, [])
     roles = distinct(flatten([
       for api in try(local.topology_service_accounts["vertex-jobs"].access.apis, []) : local.topology_apis[api].roles
     ]))
@@ -50,6 +56,25 @@ locals {
           for bucket in access.write : { fn = fn, bucket = bucket, role = "roles/storage.objectUser" }
         ]
       ]) : "${pair.fn}:${pair.bucket}:write" => pair
+    },
+  )
+
+  # Warehouse datasets: tables_read dataViewer; tables_write dataEditor (create tables,
+  # insert and read rows). Queries and loads also need the bigquery-jobs api's jobUser.
+  function_dataset_grants = merge(
+    {
+      for pair in flatten([
+        for fn, access in local.function_access : [
+          for dataset in access.tables_read : { fn = fn, dataset = dataset, role = "roles/bigquery.dataViewer" }
+        ]
+      ]) : "${pair.fn}:${pair.dataset}:read" => pair
+    },
+    {
+      for pair in flatten([
+        for fn, access in local.function_access : [
+          for dataset in access.tables_write : { fn = fn, dataset = dataset, role = "roles/bigquery.dataEditor" }
+        ]
+      ]) : "${pair.fn}:${pair.dataset}:write" => pair
     },
   )
 
@@ -314,6 +339,7 @@ resource "google_kms_crypto_key_iam_member" "service_agents" {
     storage           = data.google_storage_project_service_account.gcs.member
     pubsub            = local.pubsub_service_agent
     artifact_registry = "serviceAccount:service-${local.project_number}@gcp-sa-artifactregistry.iam.gserviceaccount.com"
+    bigquery          = "serviceAccount:bq-${local.project_number}@bigquery-encryption.iam.gserviceaccount.com"
   }
 
   crypto_key_id = var.kms_key_name

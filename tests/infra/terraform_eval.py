@@ -61,6 +61,7 @@ _STUB_ATTRIBUTES = (
     "writer_identity",
     "uri",
     "repository_id",
+    "dataset_id",
 )
 # Nested blocks of a stub: `service_config[0].uri`, `event_trigger[0].trigger`.
 _STUB_BLOCKS = {"service_config": ("uri", "service"), "event_trigger": ("trigger",)}

@@ -24,6 +24,7 @@ import pytest
 from cascade.core.messages import JobEvent, TrainRequest
 from cascade.core.topology import (
     INVOKER_GROUPS,
+    Access,
     FunctionSpec,
     RetryPolicy,
     StorageTrigger,
@@ -481,6 +482,7 @@ def grants(evaluated: EvaluatedInfra) -> list[dict[str, Any]]:
                 "service_account_id",
                 "repository",
                 "crypto_key_id",
+                "dataset_id",
                 "name",
                 "project",
             )
@@ -545,6 +547,7 @@ def test_each_function_account_holds_exactly_its_topology_access(
         expected |= {(buckets[b], "roles/storage.objectViewer") for b in access.read}
         expected |= {(buckets[b], "roles/storage.objectUser") for b in access.write}
         expected |= {(PROJECT, role) for api in access.apis for role in topology.apis[api].roles}
+        expected |= dataset_grants(evaluated, access)
         for account in access.act_as:
             if topology.service_accounts[account].external:
                 target = f"projects/{PROJECT}/serviceAccounts/{ENDPOINT_ACCOUNT}"
@@ -563,8 +566,23 @@ def test_the_vertex_jobs_account_holds_exactly_its_topology_access(
     expected |= {(buckets[b], "roles/storage.objectViewer") for b in access.read}
     expected |= {(buckets[b], "roles/storage.objectUser") for b in access.write}
     expected |= {(PROJECT, role) for api in access.apis for role in topology.apis[api].roles}
+    expected |= dataset_grants(evaluated, access)
+    assert any(role == "roles/bigquery.dataEditor" for _, role in expected)
 
     assert held_by(evaluated, ref(VERTEX_JOBS_ACCOUNT, "member")) == expected
+
+
+def dataset_grants(evaluated: EvaluatedInfra, access: Access) -> set[tuple[str, str]]:
+    """What topology ``tables_read`` / ``tables_write`` grant, on the datasets bigquery.tf
+    creates."""
+    del evaluated  # the datasets are resources: their ids are references here
+
+    def dataset(name: str) -> str:
+        return ref("google_bigquery_dataset.warehouse", "dataset_id", name)
+
+    return {(dataset(name), "roles/bigquery.dataViewer") for name in access.tables_read} | {
+        (dataset(name), "roles/bigquery.dataEditor") for name in access.tables_write
+    }
 
 
 def test_event_functions_are_invoked_by_the_invoker_account_only(

@@ -13,7 +13,14 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from cascade.cli import experiment, model_module_commands, quarantine_commands, schema_commands
+from cascade.cli import (
+    experiment,
+    model_module_commands,
+    quarantine_commands,
+    schema_commands,
+    serving_plan,
+)
+from cascade.cli.batch_predict import batch_predict
 from cascade.cli.infra import infra_commands
 from cascade.cli.models import serving_commands
 from cascade.cli.report import report_commands
@@ -279,6 +286,8 @@ for _command in [*infra_commands, *serving_commands, *tensorboard_commands, *rep
 cli.add_command(schema_commands.schema)
 cli.add_command(quarantine_commands.quarantine)
 cli.add_command(model_module_commands.model_module)
+cli.add_command(serving_plan.serving_plan)
+cli.add_command(batch_predict)
 
 
 def main() -> None:

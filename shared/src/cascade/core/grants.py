@@ -12,7 +12,8 @@ every Cascade call, refusing with the error Google returns:
 - Cloud Storage (JSON API): HTTP 403 with Google's error body, "<principal> does not have
   storage.objects.create access to the Google Cloud Storage object. Permission
   'storage.objects.create' denied on resource (or it may not exist).", which the client
-  raises as ``google.api_core.exceptions.Forbidden``.
+  raises as ``google.api_core.exceptions.Forbidden``;
+- BigQuery (REST): HTTP 403 "Access Denied: ..." (``cascade.core.bigquery_grants``).
 """
 
 from __future__ import annotations
@@ -48,6 +49,7 @@ IDENTITY_ENV = "CASCADE_LOCAL_IDENTITY"
 JOBS_IDENTITY_ENV = "CASCADE_LOCAL_JOBS_IDENTITY"  # the job service hands it to trainers
 PUBSUB_DENIED_MESSAGE = "User not authorized to perform this action."
 _PUBLISH = "/google.pubsub.v1.Publisher/Publish"
+_JOB_USER = "roles/bigquery.jobUser"
 
 
 class LocalIdentity(BaseModel):
@@ -60,6 +62,9 @@ class LocalIdentity(BaseModel):
     publish: frozenset[str] = frozenset()  # projects/<p>/topics/<id>
     read: frozenset[str] = frozenset()  # buckets: objects get, list
     write: frozenset[str] = frozenset()  # buckets: objects get, list, create, update, delete
+    tables_read: frozenset[str] = frozenset()  # BigQuery dataset ids: dataViewer
+    tables_write: frozenset[str] = frozenset()  # BigQuery dataset ids: dataEditor
+    bigquery_jobs: bool = False  # roles/bigquery.jobUser on the project: run queries, loads
 
     def may(self, permission: str, bucket: str) -> bool:
         if permission in ("storage.objects.get", "storage.objects.list"):
@@ -91,6 +96,11 @@ def identity_for(topology: Topology, name: str, settings: Settings) -> LocalIden
         publish=frozenset(settings.topic_path(topic) for topic in access.publish),
         read=frozenset(settings.bucket_for(bucket) for bucket in access.read),
         write=frozenset(settings.bucket_for(bucket) for bucket in access.write),
+        tables_read=frozenset(settings.warehouse_dataset(name) for name in access.tables_read),
+        tables_write=frozenset(settings.warehouse_dataset(name) for name in access.tables_write),
+        bigquery_jobs=any(
+            _JOB_USER in topology.apis[api].roles for api in access.apis if api in topology.apis
+        ),
     )
 
 

@@ -19,6 +19,7 @@ from cascade.core.evaluation_config import EvaluationConfig
 from cascade.core.hyperparameters import family_problem
 from cascade.core.job_spec import study_problem
 from cascade.core.paths import DatasetPaths
+from cascade.core.serving_config import ServingConfig
 from cascade.core.store import ArtifactStore
 from cascade.core.training_config import TrainingConfig, TransformConfig, TuningConfig
 from cascade.core.validation_config import ValidationConfig
@@ -49,6 +50,7 @@ class PipelineConfig(BaseModel):
     tuning: TuningConfig = Field(default_factory=TuningConfig)
     evaluation: EvaluationConfig = Field(default_factory=EvaluationConfig)
     deployment: DeploymentConfig = Field(default_factory=DeploymentConfig)
+    serving: ServingConfig = Field(default_factory=ServingConfig)
 
     @model_validator(mode="after")
     def _tuning_fits_the_model(self) -> PipelineConfig:

@@ -97,6 +97,11 @@ class Settings(BaseSettings):
     def topic_path(self, logical_name: str) -> str:
         return f"projects/{self.project}/topics/{self.topic_id(logical_name)}"
 
+    def warehouse_dataset(self, logical_name: str) -> str:
+        """The real BigQuery dataset id of a logical warehouse dataset from the topology:
+        ``<topic_prefix><name>`` with ``-`` written ``_`` (dataset ids take no ``-``)."""
+        return f"{self.topic_prefix}{logical_name}".replace("-", "_")
+
     def bucket_for(self, logical_name: str) -> str:
         """The real bucket name of a logical bucket from the topology."""
         names = {"landing": self.landing_bucket, "artifacts": self.artifacts_bucket}

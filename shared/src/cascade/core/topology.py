@@ -72,6 +72,8 @@ class Access(_Strict):
     publish: tuple[str, ...] = ()  # topics: roles/pubsub.publisher
     read: tuple[str, ...] = ()  # buckets: roles/storage.objectViewer
     write: tuple[str, ...] = ()  # buckets: roles/storage.objectUser (implies read)
+    tables_read: tuple[str, ...] = ()  # warehouse datasets: roles/bigquery.dataViewer
+    tables_write: tuple[str, ...] = ()  # warehouse datasets: roles/bigquery.dataEditor
     apis: tuple[str, ...] = ()  # keys of Topology.apis: their project roles
     act_as: tuple[str, ...] = ()  # keys of Topology.service_accounts: serviceAccountUser
 
@@ -79,6 +81,11 @@ class Access(_Strict):
     def readable(self) -> tuple[str, ...]:
         """Buckets whose objects it may get and list (``write`` includes reading)."""
         return tuple(dict.fromkeys((*self.read, *self.write)))
+
+    @property
+    def tables_readable(self) -> tuple[str, ...]:
+        """Warehouse datasets whose tables it may read (``tables_write`` includes it)."""
+        return tuple(dict.fromkeys((*self.tables_read, *self.tables_write)))
 
 
 class ApiSpec(_Strict):
@@ -220,6 +227,7 @@ class Topology(_Strict):
     runtime: str
     buckets: dict[str, _Described]
     topics: dict[str, _Described]
+    warehouse: dict[str, _Described] = Field(default_factory=dict)  # BigQuery datasets
     apis: dict[str, ApiSpec] = Field(default_factory=dict)
     service_accounts: dict[str, ServiceAccountSpec] = Field(default_factory=dict)
     defaults: FunctionDefaults
@@ -237,6 +245,7 @@ class Topology(_Strict):
         references = (
             ("topic", access.publish, self.topics),
             ("bucket", (*access.read, *access.write), self.buckets),
+            ("warehouse dataset", (*access.tables_read, *access.tables_write), self.warehouse),
             ("api", access.apis, self.apis),
             ("service account", access.act_as, self.service_accounts),
         )

@@ -1,7 +1,9 @@
 """BigQuery, the warehouse: one client factory, and row inserts as strict as BigQuery's.
 
 ``make_bigquery_client`` returns the real ``google-cloud-bigquery`` client, pointed at
-the local BigQuery (``BIGQUERY_EMULATOR_HOST``) under the local cloud.
+the local BigQuery (``BIGQUERY_EMULATOR_HOST``) under the local cloud, where a process
+with a topology identity is refused what its grants do not cover
+(``cascade.core.bigquery_grants``).
 
 ``insert_rows`` streams rows with ``insertAll`` (``Client.insert_rows_json``) in
 requests within BigQuery's streaming quotas (at most 500 rows, the recommended batch,
@@ -24,7 +26,9 @@ from typing import Any
 
 import google.cloud.bigquery as bigquery
 from google.auth.credentials import AnonymousCredentials
+from google.auth.transport.requests import AuthorizedSession
 
+from cascade.core.bigquery_grants import guard_bigquery_session
 from cascade.core.settings import Settings
 
 __all__ = [
@@ -45,15 +49,29 @@ MAX_INSERT_BYTES = 9 * 1024 * 1024
 
 _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,1023}")
 _INT = re.compile(r"[+-]?\d+")
+_DECIMAL = re.compile(r"[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?")
 
 
 def make_bigquery_client(settings: Settings) -> bigquery.Client:
     """BigQuery; the local BigQuery (``BIGQUERY_EMULATOR_HOST``) when set."""
     if settings.bigquery_emulator_host:
+        identity = settings.local_identity
+        anonymous = AnonymousCredentials()  # type: ignore[no-untyped-call]
+        # Its topology grants, refused as BigQuery's IAM refuses (bigquery_grants), on an
+        # AuthorizedSession (what the client closes), anonymous as the emulator wants.
+        session = (
+            None
+            if identity is None
+            else guard_bigquery_session(
+                AuthorizedSession(anonymous),  # type: ignore[no-untyped-call]
+                identity,
+            )
+        )
         return bigquery.Client(
             project=settings.project,
-            credentials=AnonymousCredentials(),  # type: ignore[no-untyped-call]
+            credentials=anonymous,
             client_options={"api_endpoint": settings.bigquery_emulator_host},
+            _http=session,
         )
     return bigquery.Client(project=settings.project)
 
@@ -107,6 +125,8 @@ def _type_error(field: bigquery.SchemaField, value: Any) -> str | None:
         ok = (
             isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
         ) or (kind.startswith("FLOAT") and value in ("NaN", "Infinity", "-Infinity"))
+        if kind in ("NUMERIC", "BIGNUMERIC") and isinstance(value, str):
+            ok = bool(_DECIMAL.fullmatch(value))  # exact decimals travel as strings
     elif kind in ("BOOLEAN", "BOOL"):
         ok = isinstance(value, bool)
     elif kind in ("TIMESTAMP", "DATETIME", "DATE"):

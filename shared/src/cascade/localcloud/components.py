@@ -14,6 +14,7 @@ import requests
 from cascade.core.grants import IDENTITY_ENV, JOBS_IDENTITY_ENV, LocalIdentity, identity_for
 from cascade.core.topology import Topology
 from cascade.localcloud.bigquery_emulator import MissingBigQueryEmulatorError, emulator_binary
+from cascade.localcloud.bigtable_emulator import bigtable_emulator_problem
 from cascade.localcloud.local_settings import LOOPBACK, LocalCloudSettings
 from cascade.localcloud.processes import ProcessSpec, port_accepts
 from cascade.localcloud.router import function_ports
@@ -62,6 +63,8 @@ def check_prerequisites(repo_root: Path) -> None:
         emulator_binary(repo_root)
     except MissingBigQueryEmulatorError as error:
         raise MissingToolError(str(error)) from None
+    if (problem := bigtable_emulator_problem(gcloud)) is not None:
+        raise MissingToolError(problem)
 
 
 def fake_gcs_binary() -> Path:
@@ -292,6 +295,9 @@ def model_server_spec(local: LocalCloudSettings, env: dict[str, str]) -> Process
             "AIP_PREDICT_ROUTE": "/predict",
             "CASCADE_SERVING_WORKERS": str(local.model_server_workers),
             "CASCADE_SERVING_CACHE_DIR": str(local.state_dir / "model-cache"),
+            # In the cloud the Vertex AI endpoint logs each request to BigQuery; here its
+            # stand-in writes the same rows (cascade.serving.request_log).
+            "CASCADE_SERVING_REQUEST_LOG_TABLE": local.request_log_table,
             "TF_CPP_MIN_LOG_LEVEL": "2",
         },
         log_path=local.state_dir / "logs" / "model-server.log",

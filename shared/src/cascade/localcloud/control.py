@@ -4,17 +4,19 @@ from __future__ import annotations
 
 import functools
 import logging
+import os
 import subprocess
 import sys
 import time
 
+from cascade.core.settings import Settings
 from cascade.localcloud.components import check_prerequisites
 from cascade.localcloud.fingerprint import code_fingerprint
 from cascade.localcloud.local_settings import LocalCloudSettings
 from cascade.localcloud.processes import pid_alive, stop_process_group, wait_until
 from cascade.localcloud.state_file import CloudState, read_state, state_path
 
-__all__ = ["LocalCloudError", "down", "status", "up"]
+__all__ = ["LocalCloudError", "down", "running_settings", "status", "up"]
 
 
 _log = logging.getLogger("cascade.localcloud")
@@ -30,6 +32,18 @@ def status(local: LocalCloudSettings) -> CloudState | None:
     if state is None or not pid_alive(state.supervisor_pid):
         return None
     return state
+
+
+def running_settings(local: LocalCloudSettings) -> Settings:
+    """The Settings of the running local cloud's processes (its ports are chosen at
+    start), with their environment applied to this process too: the clients that read
+    the environment themselves (Bigtable's ``BIGTABLE_EMULATOR_HOST``, the precomputed
+    store's ``CASCADE_PRECOMPUTED_*``) reach the same emulators."""
+    state = status(local.absolute())
+    if state is None or state.status != "ready":
+        raise LocalCloudError("the local cloud is not running: start it with `cascade up`")
+    os.environ.update(state.environment)
+    return Settings()
 
 
 def up(local: LocalCloudSettings, *, timeout_s: float = 180) -> CloudState:

@@ -10,7 +10,10 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from cascade.core.settings import Settings
 
-__all__ = ["LocalCloudSettings"]
+LOCAL_BIGTABLE_INSTANCE = "cascade-local"
+"""The Bigtable instance the local cloud creates in the emulator."""
+
+__all__ = ["LOCAL_BIGTABLE_INSTANCE", "LOOPBACK", "LocalCloudSettings"]
 
 LOOPBACK = "127.0.0.1"
 
@@ -54,6 +57,9 @@ class LocalCloudSettings(BaseSettings):
     bigquery_grpc_port: int = Field(
         0, ge=0, lt=65536, description="Its gRPC (Storage Read/Write) API; 0: a free port."
     )
+    bigtable_port: int = Field(
+        0, ge=0, lt=65536, description="The Bigtable emulator; 0: a free port at start."
+    )
     model_server_workers: int = Field(2, ge=1, le=16, description="Its gunicorn workers.")
     claim_lease_s: int = Field(
         60, gt=0, description="CASCADE_CLAIM_LEASE_S of every process (crashed-step takeover)."
@@ -87,6 +93,18 @@ class LocalCloudSettings(BaseSettings):
     def bigquery_url(self) -> str | None:
         """The local BigQuery's REST endpoint; None until its port is chosen."""
         return f"http://{LOOPBACK}:{self.bigquery_port}" if self.bigquery_port else None
+
+    @property
+    def bigtable_host(self) -> str | None:
+        """BIGTABLE_EMULATOR_HOST of every client; None until its port is chosen."""
+        return f"{LOOPBACK}:{self.bigtable_port}" if self.bigtable_port else None
+
+    @property
+    def request_log_table(self) -> str:
+        """Where the model server logs each request as Vertex AI's request-response
+        logging does: the warehouse's serving-logs dataset."""
+        dataset = self.runtime_settings().warehouse_dataset("serving-logs")
+        return f"{self.project}.{dataset}.request_response_logging"
 
     @property
     def vertex_api_endpoint(self) -> str | None:
@@ -159,11 +177,22 @@ class LocalCloudSettings(BaseSettings):
             else {}
         )
         bigquery = {"BIGQUERY_EMULATOR_HOST": self.bigquery_url} if self.bigquery_url else {}
+        bigtable = (
+            {
+                "BIGTABLE_EMULATOR_HOST": self.bigtable_host,
+                # The precomputed answers' store (cascade.serving.precomputed)
+                "CASCADE_PRECOMPUTED_INSTANCE": LOCAL_BIGTABLE_INSTANCE,
+                "CASCADE_PRECOMPUTED_PROJECT": self.project,
+            }
+            if self.bigtable_host
+            else {}
+        )
         return {
             **jobs,
             **deploy,
             **vertex,
             **bigquery,
+            **bigtable,
             "CASCADE_PROJECT": settings.project,
             "CASCADE_REGION": settings.region,
             "CASCADE_LANDING_BUCKET": settings.landing_bucket,

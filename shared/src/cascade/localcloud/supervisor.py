@@ -24,7 +24,9 @@ from google.api_core import exceptions as gexc
 from cascade.core.clients import make_publisher, make_storage_client, make_subscriber
 from cascade.core.grants import identity_for
 from cascade.core.topology import Topology, load_topology
+from cascade.core.warehouse import make_bigquery_client
 from cascade.localcloud.bigquery_emulator import bigquery_spec
+from cascade.localcloud.bigtable_emulator import bigtable_spec, provision_bigtable
 from cascade.localcloud.components import (
     check_prerequisites,
     function_specs,
@@ -62,12 +64,15 @@ class Supervisor:
             local = local.model_copy(update={"bigquery_port": free_loopback_port()})
         if not local.bigquery_grpc_port:
             local = local.model_copy(update={"bigquery_grpc_port": free_loopback_port()})
+        if not local.bigtable_port:
+            local = local.model_copy(update={"bigtable_port": free_loopback_port()})
         self.local = local
         self.topology = topology
         env = local.child_environment()
         self.pubsub = ManagedProcess(pubsub_spec(local, env))
         self.gcs = ManagedProcess(gcs_spec(local, env))
         self.bigquery = ManagedProcess(bigquery_spec(local, env))
+        self.bigtable = ManagedProcess(bigtable_spec(local, env))
         self.functions = [ManagedProcess(spec) for spec in function_specs(local, topology, env)]
         self.router = ManagedProcess(router_spec(local, env))
         self.scheduler = ManagedProcess(scheduler_spec(local, env))
@@ -93,6 +98,7 @@ class Supervisor:
             self.pubsub,
             self.gcs,
             self.bigquery,
+            self.bigtable,
             self.job_service,
             self.model_server,
             self.vertex_endpoint,
@@ -107,6 +113,9 @@ class Supervisor:
         self._start(self.gcs)
         self.provision_buckets()
         self._start(self.bigquery)
+        self.provision_warehouse()
+        self._start(self.bigtable)
+        provision_bigtable(self.local)
         self._start(self.job_service)
         self._start(self.model_server)
         self._start(self.vertex_endpoint)
@@ -142,6 +151,13 @@ class Supervisor:
         for name in (settings.landing_bucket, settings.artifacts_bucket):
             with contextlib.suppress(gexc.Conflict):
                 client.create_bucket(name)
+
+    def provision_warehouse(self) -> None:
+        """The topology's warehouse datasets, as Terraform creates them in the cloud."""
+        settings = self.local.runtime_settings()
+        with contextlib.closing(make_bigquery_client(settings)) as client:
+            for name in self.topology.warehouse:
+                client.create_dataset(settings.warehouse_dataset(name), exists_ok=True)
 
     def monitor(self) -> None:
         while not self.stopping.wait(0.25):

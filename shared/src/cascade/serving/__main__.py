@@ -11,6 +11,7 @@ before the fork can hang the worker).
 
 from __future__ import annotations
 
+import functools
 import logging
 import sys
 from typing import Any
@@ -21,7 +22,10 @@ from cascade.core.clients import make_storage_client
 from cascade.core.observability import configure_logging
 from cascade.core.settings import Settings, load_settings
 from cascade.core.store import ArtifactStore
+from cascade.core.warehouse import make_bigquery_client
 from cascade.serving.app import create_app
+from cascade.serving.precomputed import PrecomputedSettings, store_factory
+from cascade.serving.request_log import RequestLog, ensure_request_log_table
 from cascade.serving.server import ModelServer
 from cascade.serving.server_settings import ModelServerSettings
 from cascade.serving.uris import UriReader
@@ -41,7 +45,20 @@ def build_server(settings: Settings, serving: ModelServerSettings) -> ModelServe
         static_model=(
             None if serving.storage_uri is None else (serving.model_name, serving.storage_uri)
         ),
+        precomputed=store_factory(PrecomputedSettings(), settings.project),
+        request_log=(
+            None
+            if serving.request_log_table is None
+            else functools.partial(_request_log, settings, serving.request_log_table)
+        ),
     )
+
+
+def _request_log(settings: Settings, table: str) -> RequestLog:
+    """The local cloud's request log (Vertex AI logs requests itself in the cloud)."""
+    client = make_bigquery_client(settings)
+    ensure_request_log_table(client, table)
+    return RequestLog(client, table)
 
 
 def _reader(settings: Settings) -> UriReader:

@@ -18,23 +18,40 @@ Every predict route reads the body the same way and applies the same rules
 (``cascade.serving.request_rules``): ``{"instances": [{input: value, ...}, ...],
 "parameters": {...}}`` → ``{"predictions": [{output: value, ...}, ...]}``; the public
 Vertex route adds ``deployedModelId``, ``model`` and ``modelVersionId``. A body that
-breaks a rule is a 400 naming the instance and field. Errors: ``{"error": message}``,
-Google's ``{"error": {code, message, status}}`` on the public Vertex route.
+breaks a rule is a 400 naming the instance and field. Every answer also says which version
+answered and, per instance, whether its answer was precomputed: ``"model_version"`` and
+``"precomputed": [bool, ...]`` (the public Vertex route: ``modelVersionId`` and
+``metadata.precomputed``, fields of Vertex AI's ``PredictResponse``).
+
+Serving modes (``serving.json``'s ``mode``): the version is chosen first (by the split,
+or the one the route names), then ``dynamic`` asks that version's model; ``static``
+looks up that version's precomputed answers only (a key without one: 404 naming it);
+``hybrid`` looks up, then asks the model for the misses (and for everything while the
+store is unreachable). A static or hybrid dataset on a server without a store: 503.
+
+Errors: ``{"error": message}``, Google's ``{"error": {code, message, status}}`` on the
+public Vertex route.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-from typing import Any
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 import flask
 
+from cascade.core.serving_config import ServingMode
 from cascade.serving import request_rules
+from cascade.serving.precomputed import StoreUnavailableError, key_problem
 from cascade.serving.request_rules import MAX_BODY_BYTES, MAX_INSTANCES, RequestError
 from cascade.serving.server import ModelServer, ModelTable
 
-__all__ = ["MAX_BODY_BYTES", "MAX_INSTANCES", "create_app"]
+if TYPE_CHECKING:
+    from cascade.serving.servable import Servable
+
+__all__ = ["MAX_BODY_BYTES", "MAX_INSTANCES", "Answer", "create_app"]
 
 _log = logging.getLogger("cascade.serving.app")
 _MODELS, _PREDICT = "/v1/models/", ":predict"
@@ -70,14 +87,53 @@ def _read_body(stream: Any, content_length: int | None) -> bytes:
     return data
 
 
-def _predict(
-    server: ModelServer, name: str, version: str | None, data: bytes
-) -> tuple[list[dict[str, Any]], str]:
-    """The one request path of every predict route: rules, servable, predictions."""
+@dataclass(frozen=True)
+class Answer:
+    """One predict request's answer: which version answered, each instance's entity key
+    (None when the model has no passthrough key) and whether it came from the store."""
+
+    dataset: str
+    version: str
+    mode: ServingMode
+    keys: list[str | None]
+    predictions: list[dict[str, Any]]
+    precomputed: list[bool]
+
+    def body(self) -> dict[str, Any]:
+        """TF Serving's ``{"predictions": [...]}`` plus which version answered and, per
+        instance, whether the answer was precomputed (the same shape in every mode)."""
+        return {
+            "predictions": self.predictions,
+            "model_version": self.version,
+            "precomputed": self.precomputed,
+        }
+
+
+def _predict(server: ModelServer, name: str, version: str | None, data: bytes) -> Answer:
+    """The one request path of every predict route: rules, version, answers."""
     try:
         body = request_rules.parse_body(data)
     except RequestError as error:
         raise ApiError(400, error.message) from None
+    table, servable = _route(server, name, version)  # the version first, by the split
+    try:
+        checked = request_rules.columns(body.instances, servable.inputs)
+    except RequestError as error:
+        raise ApiError(400, error.message) from None
+    keys = _entity_keys(checked, servable)
+    mode = table.state.mode
+    if mode == "dynamic":
+        predictions, precomputed = _model(name, servable, checked), [False] * len(keys)
+    else:
+        predictions, precomputed = _lookup(server, table, servable, checked, keys)
+    # Every request passes here once: the version that answered, the keys and which
+    # answers were precomputed are all known.
+    server.log_request(name, servable.version, keys, precomputed, servable.key)
+    return Answer(name, servable.version, mode, keys, predictions, precomputed)
+
+
+def _route(server: ModelServer, name: str, version: str | None) -> tuple[ModelTable, Servable]:
+    """The table and the version that answers: ``version``, or one drawn by the split."""
     table = server.table(name, version)
     if table is None:
         raise ApiError(404, f"Servable not found for request: model {name!r}")
@@ -87,15 +143,84 @@ def _predict(
         servable = table.choose()
     if servable is None:
         raise _unavailable(table, version)
+    return table, servable
+
+
+def _entity_keys(checked: dict[str, list[Any]], servable: Servable) -> list[str | None]:
+    """Each instance's entity key (``{"b64"}`` keys as UTF-8 text; None when not text)."""
+    count = len(next(iter(checked.values()), []))
+    if servable.key is None:
+        return [None] * count
+    keys: list[str | None] = []
+    for value in checked[servable.key]:
+        if isinstance(value, bytes):
+            try:
+                value = value.decode("utf-8")
+            except UnicodeDecodeError:
+                value = None
+        keys.append(value)
+    return keys
+
+
+def _model(name: str, servable: Servable, checked: dict[str, list[Any]]) -> list[dict[str, Any]]:
     try:
-        checked = request_rules.columns(body.instances, servable.inputs)
-    except RequestError as error:
-        raise ApiError(400, error.message) from None
-    try:
-        return servable.predict_columns(checked), servable.version
+        return servable.predict_columns(checked)
     except Exception as error:  # noqa: BLE001 - a checked request the model cannot answer
         _log.exception("%s v%s: predict failed", name, servable.version)
         raise ApiError(500, f"the model failed to predict: {type(error).__name__}") from None
+
+
+def _lookup(
+    server: ModelServer,
+    table: ModelTable,
+    servable: Servable,
+    checked: dict[str, list[Any]],
+    keys: list[str | None],
+) -> tuple[list[dict[str, Any]], list[bool]]:
+    """Static and hybrid: the chosen version's precomputed answers (never another
+    version's), and in hybrid the model for the keys without one."""
+    dataset, version, mode = table.dataset, servable.version, table.state.mode
+    store = server.precomputed_store()
+    if store is None:
+        raise ApiError(
+            503,
+            f"model {dataset!r} is served {mode} but this model server has no precomputed "
+            "store (set CASCADE_PRECOMPUTED_INSTANCE)",
+        )
+    if servable.key is None:
+        raise ApiError(
+            503,
+            f"model {dataset!r} version {version} has no passthrough key input; {mode} "
+            "serving looks answers up by key",
+        )
+    wanted = [key for key in keys if key is not None and key_problem(key) is None]
+    try:
+        found = store.read(dataset, version, wanted) if wanted else {}
+    except StoreUnavailableError as error:
+        if mode == "static":
+            raise ApiError(503, f"the precomputed store is unavailable: {error}") from None
+        _log.warning("%s v%s: %s; the model answers", dataset, version, error)
+        found = {}
+    missing = [index for index, key in enumerate(keys) if key is None or key not in found]
+    if missing and mode == "static":
+        first = keys[missing[0]]
+        shown = repr(first if first is None or len(first) <= 100 else first[:100] + "...")
+        more = f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""
+        raise ApiError(
+            404,
+            f"no precomputed answer for key {shown}{more}: model {dataset!r} version "
+            f"{version} is served static (lookup only)",
+        )
+    predictions: list[dict[str, Any]] = [{} for _ in keys]
+    for index, key in enumerate(keys):
+        if key is not None and key in found:
+            predictions[index] = {**found[key], servable.key: key}
+    if missing:
+        subset = {name: [column[i] for i in missing] for name, column in checked.items()}
+        for index, prediction in zip(missing, _model(dataset, servable, subset), strict=True):
+            predictions[index] = prediction
+    skipped = set(missing)
+    return predictions, [index not in skipped for index in range(len(keys))]
 
 
 def _unavailable(table: ModelTable, version: str | None) -> ApiError:
@@ -158,8 +283,8 @@ class _FastPredict:
         try:
             data = _read_body(environ["wsgi.input"], length)
             name = path[len(_MODELS) : -len(_PREDICT)]
-            predictions, _ = _predict(self._server, name, None, data)
-            status, body = "200 OK", json.dumps({"predictions": predictions}).encode()
+            answer = _predict(self._server, name, None, data)
+            status, body = "200 OK", json.dumps(answer.body()).encode()
         except ApiError as error:
             status = f"{error.status} {_REASONS.get(error.status, 'Error')}"
             body = json.dumps({"error": error.message}).encode()
@@ -209,36 +334,33 @@ def _flask_app(
 
     @app.post("/v1/models/<name>:predict")
     def predict(name: str) -> flask.Response:
-        predictions, _ = _predict(server, name, None, _body())
-        return _json({"predictions": predictions})
+        return _json(_predict(server, name, None, _body()).body())
 
     @app.post("/v1/models/<name>/versions/<version>:predict")
     def predict_version(name: str, version: str) -> flask.Response:
-        predictions, _ = _predict(server, name, version, _body())
-        return _json({"predictions": predictions})
+        return _json(_predict(server, name, version, _body()).body())
 
     @app.post("/v1/endpoints/<endpoint>/deployedModels/<deployed_model>:predict")
     def deployed_model_predict(endpoint: str, deployed_model: str) -> flask.Response:
-        predictions, _ = _predict(server, endpoint, deployed_model, _body())
-        return _json({"predictions": predictions})
+        return _json(_predict(server, endpoint, deployed_model, _body()).body())
 
     def container_predict() -> flask.Response:
-        predictions, _ = _predict(server, model_name, None, _body())
-        return _json({"predictions": predictions})
+        return _json(_predict(server, model_name, None, _body()).body())
 
     app.add_url_rule(predict_route, "container_predict", container_predict, methods=["POST"])
 
     @app.post("/v1/projects/<project>/locations/<location>/endpoints/<endpoint>:predict")
     def vertex_predict(project: str, location: str, endpoint: str) -> flask.Response:
-        predictions, version = _predict(server, endpoint, None, _body())
+        answer = _predict(server, endpoint, None, _body())
         model = f"projects/{project}/locations/{location}/models/{endpoint}"
         return _json(
-            {
-                "predictions": predictions,
-                "deployedModelId": version,
+            {  # PredictResponse: the version is modelVersionId, the flags its metadata
+                "predictions": answer.predictions,
+                "deployedModelId": answer.version,
                 "model": model,
-                "modelVersionId": version,
+                "modelVersionId": answer.version,
                 "modelDisplayName": endpoint,
+                "metadata": {"precomputed": answer.precomputed},
             }
         )
 

@@ -22,6 +22,12 @@ One ModelServer lives in each gunicorn worker, started after the fork (``start``
 With ``static_model`` (Vertex AI's custom-container mode: ``AIP_STORAGE_URI``) there is
 no serving.json: the server loads that one model as version 1 of ``static_model``'s
 name with all the traffic, and is healthy once it has loaded.
+
+Serving modes (``serving.json``'s ``mode``): a static or hybrid dataset's answers come
+from the precomputed store (``precomputed``: a factory, called once in the worker, like
+the other clients); the request path is in ``cascade.serving.app``. Without a store, such
+a dataset is answered 503 (and logged when its table is built), never silently served by
+the model.
 """
 
 from __future__ import annotations
@@ -40,13 +46,15 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from cascade.core.store import ArtifactStore
 from cascade.serving.state import DeployedVersion, ServingState
 from cascade.serving.uris import UriReader
 
 if TYPE_CHECKING:
+    from cascade.serving.precomputed import PrecomputedStore
+    from cascade.serving.request_log import RequestLog
     from cascade.serving.servable import Servable
 
 __all__ = ["ModelServer", "ModelTable", "ServableLoader"]
@@ -114,8 +122,12 @@ class ModelServer:
         poll_interval_s: float = 0.5,
         loader: ServableLoader = _default_loader,
         static_model: tuple[str, str] | None = None,
+        precomputed: Callable[[], PrecomputedStore] | None = None,
+        request_log: Callable[[], RequestLog] | None = None,
     ) -> None:
-        """``static_model``: (name, model URI) to serve alone instead of serving.json."""
+        """``static_model``: (name, model URI) to serve alone instead of serving.json;
+        ``precomputed``: makes the store of precomputed answers (static and hybrid
+        serving); None: this server answers dynamic datasets only."""
         self._make_artifacts = artifacts
         self._make_storage = storage
         self._artifacts: ArtifactStore | None = None
@@ -133,6 +145,11 @@ class ModelServer:
         self.ready = threading.Event()
         self.static_model = static_model
         self._static_attempt = -math.inf
+        self._make_precomputed = precomputed
+        self._precomputed: PrecomputedStore | None = None
+        self._precomputed_lock = threading.Lock()
+        self._make_request_log = request_log
+        self._request_log: RequestLog | None = None
 
     # -- lifecycle --------------------------------------------------------------------
 
@@ -144,6 +161,41 @@ class ModelServer:
 
     def stop(self) -> None:
         self._stopping.set()
+        with self._precomputed_lock:
+            store, self._precomputed = self._precomputed, None
+            log, self._request_log = self._request_log, None
+        if store is not None:
+            store.close()
+        if log is not None:
+            log.close()
+
+    def log_request(
+        self,
+        dataset: str,
+        version: str,
+        keys: list[Any],
+        precomputed: list[bool],
+        key_field: str | None = None,
+    ) -> None:
+        """Log one answered request (its keys, the version, which answers were
+        precomputed) where a request log is configured; never raises."""
+        if self._make_request_log is None or self._stopping.is_set():
+            return
+        try:
+            if self._request_log is None:
+                with self._precomputed_lock:
+                    if self._request_log is None:
+                        self._request_log = self._make_request_log()
+            self._request_log.record(
+                endpoint=dataset,
+                deployed_model_id=version,
+                request_id=uuid.uuid4().int >> 76,
+                keys=keys,
+                precomputed=precomputed,
+                key_field=key_field,
+            )
+        except Exception:  # noqa: BLE001 - a log never fails a prediction
+            _log.exception("request log unavailable")
 
     def _poll(self) -> None:
         while not self._stopping.is_set():
@@ -182,6 +234,19 @@ class ModelServer:
             return os.stat(self._change_file).st_mtime_ns != self._seen_change_ns
         except FileNotFoundError:
             return False
+
+    @property
+    def has_precomputed(self) -> bool:
+        """Whether this server was given a precomputed store (static and hybrid serving)."""
+        return self._make_precomputed is not None
+
+    def precomputed_store(self) -> PrecomputedStore | None:
+        """The precomputed store (made on first use, in the worker), or None without one."""
+        if self._precomputed is None and self._make_precomputed is not None:
+            with self._precomputed_lock:
+                if self._precomputed is None and not self._stopping.is_set():
+                    self._precomputed = self._make_precomputed()
+        return self._precomputed
 
     @property
     def datasets(self) -> list[str]:
@@ -283,6 +348,13 @@ class ModelServer:
                 failures[deployed.version] = f"{type(error).__name__}: {error}"
         routes = _routes(state, loaded)
         table = ModelTable(dataset, generation, state, loaded, routes, failures, complete)
+        if state.mode != "dynamic" and not self.has_precomputed:
+            _log.error(
+                "%s: serving mode %s needs a precomputed store and this server has none "
+                "(set CASCADE_PRECOMPUTED_INSTANCE); its requests are answered 503",
+                dataset,
+                state.mode,
+            )
         _log.info(
             "%s: serving versions %s with traffic %s",
             dataset,

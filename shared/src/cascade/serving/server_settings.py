@@ -63,6 +63,12 @@ class ModelServerSettings(BaseSettings):
     poll_interval_s: float = Field(0.5, gt=0, description="How often serving.json is checked.")
     tf_threads: int = Field(1, ge=1, description="TensorFlow intra/inter-op threads per worker.")
     timeout_s: int = Field(120, ge=10, description="gunicorn worker timeout (model loads).")
+    request_log_table: str | None = Field(
+        None,
+        description="project.dataset.table where each predict request is logged as Vertex "
+        "AI's request-response logging does. Only where no Vertex AI endpoint logs them (the "
+        "local cloud); unset: nothing is logged here.",
+    )
 
     @field_validator("health_route", "predict_route")
     @classmethod

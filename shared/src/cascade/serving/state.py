@@ -15,6 +15,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from cascade.core.paths import DatasetPaths
+from cascade.core.serving_config import ServingMode
 from cascade.core.store import ArtifactStore
 
 __all__ = [
@@ -26,6 +27,7 @@ __all__ = [
     "VersionState",
     "deployed_model_uri",
     "read_serving_state",
+    "record_serving_mode",
     "update_serving_state",
 ]
 
@@ -74,6 +76,11 @@ class ServingState(BaseModel):
     traffic: dict[str, int] = Field(default_factory=dict)
     updated_at: datetime
     history: list[ServingEvent] = Field(default_factory=list)
+    mode: ServingMode = Field(
+        "dynamic",
+        description="How the model server answers (the pipeline config's serving.mode, "
+        "recorded by the deploy step); files written before modes existed are dynamic.",
+    )
 
     @model_validator(mode="after")
     def _traffic_is_a_split_of_deployed_versions(self) -> ServingState:
@@ -140,3 +147,16 @@ def update_serving_state(
         return updated
 
     return artifacts.update(DatasetPaths(dataset).serving, ServingState, change).value
+
+
+def record_serving_mode(artifacts: ArtifactStore, dataset: str, mode: ServingMode) -> bool:
+    """Record the dataset's serving mode in ``serving.json`` (the deploy step, from the
+    pipeline config). Nothing is written when nothing is deployed yet or the mode is
+    already recorded; True when the file changed."""
+
+    def change(current: ServingState | None) -> ServingState | None:
+        if current is None or current.mode == mode:
+            return None
+        return current.model_copy(update={"mode": mode})
+
+    return artifacts.update(DatasetPaths(dataset).serving, ServingState, change).written

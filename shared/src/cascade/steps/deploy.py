@@ -22,6 +22,7 @@ from cascade.deploy.deployers import deployer_for
 from cascade.deploy.rollout import roll_out
 from cascade.deploy.smoke import read_transform_spec, smoke_instances
 from cascade.evaluation.record import EvaluationRecord, evaluation_path
+from cascade.serving.state import record_serving_mode
 from cascade.steps.runner import StepOutcome, execute_step
 
 __all__ = ["handle_model_blessed"]
@@ -73,7 +74,8 @@ def handle_model_blessed(
 
     def body(claim: ClaimHandle, log: RunLogger) -> StepOutcome:
         evaluation = _blessed_evaluation(ctx, message)
-        config = load_pipeline_config(ctx.artifacts, message.dataset).deployment
+        pipeline = load_pipeline_config(ctx.artifacts, message.dataset)
+        config = pipeline.deployment
         spec = read_transform_spec(ctx.artifacts, message.run_id)
         candidate = Candidate(
             dataset=message.dataset,
@@ -83,7 +85,9 @@ def handle_model_blessed(
         )
         target = deployer or deployer_for(ctx)
         instances = [] if spec is None else smoke_instances(spec)
+        record_serving_mode(ctx.artifacts, message.dataset, pipeline.serving.mode)
         result = roll_out(target, candidate, config, instances, _ClaimProgress(claim))
+        record_serving_mode(ctx.artifacts, message.dataset, pipeline.serving.mode)  # 1st deploy
         outputs = {"target": target.target, **result.outputs(), "warnings": message.warnings}
         if result.promoted:
             summary = f"version {result.version} serves 100% (canary {result.canary.detail})"

@@ -1,0 +1,305 @@
+"""BigQuery's IAM, enforced locally: what a process's identity may do to the warehouse.
+
+On Google Cloud a function or job holds ``roles/bigquery.dataViewer`` (``tables_read``)
+or ``roles/bigquery.dataEditor`` (``tables_write``) on the topology's warehouse datasets
+and ``roles/bigquery.jobUser`` on the project (the ``bigquery-jobs`` api) to run query
+and load jobs; BigQuery refuses the rest with HTTP 403 ``accessDenied``. The local
+BigQuery answers anyone, so the client's session is wrapped (``guard_bigquery_session``)
+and refuses, before sending, every REST call the identity's grants do not cover, with
+BigQuery's error body, which the client raises as ``google.api_core.exceptions.Forbidden``.
+
+What a call needs, from its path (``/bigquery/v2/projects/<p>/...``) and, for jobs, the
+job configuration in its body:
+
+- dataset: get → read; create, update, delete → refused (Terraform owns datasets);
+- tables: list, get, list rows → read; create, update, delete, insertAll → write;
+- jobs.insert / jobs.query → ``bigquery.jobs.create``, plus read on every table a query
+  names (``project.dataset.table`` or ``dataset.table`` after FROM / JOIN, quoted or
+  not) and write on a destination table; a load's destination → write; an extract's
+  source → read; a query that names a table in a form not understood is refused;
+- job and query results (the caller's own jobs) → ``bigquery.jobs.create`` holders.
+
+Anything else is refused: the guard refuses what it does not understand.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import Any
+from urllib.parse import unquote, urlsplit
+
+import requests
+
+from cascade.core.grants import LocalIdentity
+
+__all__ = ["BigQueryDenial", "bigquery_denial", "guard_bigquery_session"]
+
+_PREFIXES = ("/upload/bigquery/v2/projects/", "/bigquery/v2/projects/")
+_READ_VERBS = {"GET"}
+_TABLE_REFERENCE = re.compile(r"\b(?:FROM|JOIN)\s+(`[^`]+`|[A-Za-z0-9_.:-]+)", re.IGNORECASE)
+_FROM_CLAUSE = re.compile(
+    r"\bFROM\b(.*?)(?=\b(?:WHERE|GROUP|ORDER|LIMIT|HAVING|QUALIFY|WINDOW|UNION|SELECT)\b|\)|$)",
+    re.IGNORECASE | re.DOTALL,
+)
+_COMMA_REFERENCE = re.compile(r",\s*(`[^`]+`|[A-Za-z0-9_.:-]+)")
+_QUOTED = re.compile(r"`[^`]+`")
+_NO_TABLE_QUERY = re.compile(r"^\s*SELECT\b(?!.*\b(?:FROM|JOIN)\b)", re.IGNORECASE | re.DOTALL)
+
+
+class BigQueryDenial(tuple[str, str, str]):
+    """(permission, resource kind, resource name) that a call needs and the identity lacks."""
+
+    __slots__ = ()
+
+
+def _denial(permission: str, kind: str, name: str) -> BigQueryDenial:
+    return BigQueryDenial((permission, kind, name))
+
+
+def _dataset_check(
+    identity: LocalIdentity,
+    project: str,
+    dataset: str,
+    *,
+    write: bool,
+    permission: str,
+    kind: str,
+    name: str,
+) -> BigQueryDenial | None:
+    allowed = dataset in identity.tables_write or (not write and dataset in identity.tables_read)
+    return None if allowed else _denial(permission, kind, name or f"{project}:{dataset}")
+
+
+def _table_name(project: str, dataset: str, table: str) -> str:
+    return f"{project}:{dataset}.{table}"
+
+
+def _referenced_datasets(query: str, project: str) -> list[tuple[str, str, str]] | None:
+    """(project, dataset, table) of each table ``query`` reads; None when it names one in
+    a form this cannot read as a table (refused: not understood).
+
+    Tables are what follows FROM or JOIN, what follows a comma inside a FROM clause (the
+    comma join), and every backquoted name with a dot anywhere (a column is never one).
+    """
+    raw_names = [match.group(1) for match in _TABLE_REFERENCE.finditer(query)]
+    for clause in _FROM_CLAUSE.finditer(query):
+        raw_names += [match.group(1) for match in _COMMA_REFERENCE.finditer(clause.group(1))]
+    raw_names += [name for name in _QUOTED.findall(query) if "." in name]
+    found = []
+    for raw in dict.fromkeys(raw_names):
+        if raw.startswith("("):
+            continue  # a subquery: its own FROM is found by the same search
+        parts = raw.strip("`").replace(":", ".").split(".")
+        if len(parts) == 2:
+            parts = [project, *parts]
+        if len(parts) != 3 or not all(parts):
+            return None
+        found.append((parts[0], parts[1], parts[2]))
+    return found
+
+
+def _job_denial(
+    identity: LocalIdentity, project: str, body: dict[str, Any]
+) -> BigQueryDenial | None:
+    configuration = body.get("configuration", body)  # jobs.query takes the query itself
+    query = configuration.get("query")
+    checks: list[tuple[str, str, str, bool]] = []  # project, dataset, table, write
+    if isinstance(query, dict) or isinstance(body.get("query"), str):
+        text = query.get("query", "") if isinstance(query, dict) else str(body.get("query", ""))
+        tables = _referenced_datasets(text, project)
+        if tables is None or (not tables and not _NO_TABLE_QUERY.match(text)):
+            return _denial("bigquery.tables.getData", "query", text[:80])
+        checks += [(p, d, t, False) for p, d, t in tables]
+        destination = query.get("destinationTable") if isinstance(query, dict) else None
+        if destination:
+            checks.append((*_reference(destination, project), True))
+    for kind, key, write in (("load", "destinationTable", True), ("extract", "sourceTable", False)):
+        section = configuration.get(kind)
+        if isinstance(section, dict) and section.get(key):
+            checks.append((*_reference(section[key], project), write))
+    copy = configuration.get("copy")
+    if isinstance(copy, dict):
+        for source in copy.get("sourceTables", []) or [copy.get("sourceTable")]:
+            if source:
+                checks.append((*_reference(source, project), False))
+        if copy.get("destinationTable"):
+            checks.append((*_reference(copy["destinationTable"], project), True))
+    if not set(configuration) & {"query", "load", "extract", "copy"}:
+        return _denial("bigquery.jobs.create", "job", "of a kind not understood")
+    if not identity.bigquery_jobs:
+        return _denial("bigquery.jobs.create", "project", project)
+    for table_project, dataset, table, write in checks:
+        permission = "bigquery.tables.updateData" if write else "bigquery.tables.getData"
+        denied = _dataset_check(
+            identity,
+            table_project,
+            dataset,
+            write=write,
+            permission=permission,
+            kind="table",
+            name=_table_name(table_project, dataset, table),
+        )
+        if denied is not None:
+            return denied
+    return None
+
+
+def _reference(reference: Any, project: str) -> tuple[str, str, str]:
+    if not isinstance(reference, dict):
+        return (project, "", "")
+    return (
+        str(reference.get("projectId") or project),
+        str(reference.get("datasetId", "")),
+        str(reference.get("tableId", "")),
+    )
+
+
+def _json_part(body: bytes | None) -> dict[str, Any]:
+    """The job resource of a jobs.insert body: plain JSON, or a multipart upload's first
+    part (``load_table_from_file``)."""
+    if not body:
+        return {}
+    text = body.decode("utf-8", "replace")
+    start = text.find("{")
+    if start < 0:
+        return {}
+    try:
+        parsed, _ = json.JSONDecoder().raw_decode(text[start:])
+    except json.JSONDecodeError:
+        return {"configuration": {"query": {"query": "FROM <unreadable body>"}}}
+    return parsed if isinstance(parsed, dict) else {}
+
+
+def bigquery_denial(
+    identity: LocalIdentity, method: str, url: str, body: bytes | None = None
+) -> BigQueryDenial | None:
+    """What the REST call needs and ``identity`` lacks; None when it may go."""
+    path = urlsplit(url).path
+    for prefix in _PREFIXES:
+        if path.startswith(prefix):
+            parts = [unquote(part) for part in path[len(prefix) :].split("/") if part]
+            break
+    else:
+        return _denial("bigquery.unknown", "request", path)
+    method = method.upper()
+    if not parts:
+        return _denial("bigquery.projects.get", "request", path)
+    project, rest = parts[0], parts[1:]
+    if not rest:
+        return _denial("bigquery.projects.get", "project", project)
+    collection = rest[0]
+    if collection in ("jobs", "queries"):
+        if len(rest) == 1 and method == "POST":
+            return _job_denial(identity, project, _json_part(body))
+        if identity.bigquery_jobs and (method == "GET" or (len(rest) == 1 and method == "PUT")):
+            return None  # results of its own jobs; a resumable upload's next chunk
+        if identity.bigquery_jobs and len(rest) >= 2 and method == "PUT":
+            return None
+        return _denial("bigquery.jobs.create", "project", project)
+    if collection != "datasets":
+        return _denial("bigquery.projects.update", "project", project)
+    if len(rest) == 1:  # the project's datasets
+        if method == "GET":
+            return None  # BigQuery lists only what the caller may see
+        return _denial("bigquery.datasets.create", "project", project)
+    dataset = rest[1]
+    if len(rest) == 2:
+        if method in _READ_VERBS:
+            return _dataset_check(
+                identity,
+                project,
+                dataset,
+                write=False,
+                permission="bigquery.datasets.get",
+                kind="dataset",
+                name="",
+            )
+        return _denial(
+            f"bigquery.datasets.{'delete' if method == 'DELETE' else 'update'}",
+            "dataset",
+            f"{project}:{dataset}",
+        )
+    if rest[2] != "tables":
+        return _denial("bigquery.datasets.update", "dataset", f"{project}:{dataset}")
+    if len(rest) == 3:  # the dataset's tables: list, or create
+        write = method != "GET"
+        permission = "bigquery.tables.create" if write else "bigquery.tables.list"
+        return _dataset_check(
+            identity, project, dataset, write=write, permission=permission, kind="dataset", name=""
+        )
+    table = rest[3]
+    action = rest[4] if len(rest) > 4 else ""
+    if action == "insertAll" and method == "POST":
+        permission, write = "bigquery.tables.updateData", True
+    elif action == "data" and method == "GET":
+        permission, write = "bigquery.tables.getData", False
+    elif not action and method == "GET":
+        permission, write = "bigquery.tables.get", False
+    elif not action and method in ("PATCH", "PUT", "DELETE"):
+        permission = "bigquery.tables.delete" if method == "DELETE" else "bigquery.tables.update"
+        write = True
+    else:
+        return _denial(
+            "bigquery.tables.setIamPolicy", "table", _table_name(project, dataset, table)
+        )
+    return _dataset_check(
+        identity,
+        project,
+        dataset,
+        write=write,
+        permission=permission,
+        kind="table",
+        name=_table_name(project, dataset, table),
+    )
+
+
+def _forbidden(
+    identity: LocalIdentity, method: str, url: str, denial: BigQueryDenial
+) -> requests.Response:
+    permission, kind, name = denial
+    if permission == "bigquery.jobs.create":
+        message = (
+            f"Access Denied: Project {name}: User does not have bigquery.jobs.create "
+            f"permission in project {name}."
+        )
+    else:
+        label = kind.capitalize()
+        message = (
+            f"Access Denied: {label} {name}: Permission {permission} denied on {kind} "
+            f"{name} (or it may not exist)."
+        )
+    body = {
+        "error": {
+            "code": 403,
+            "message": message,
+            "errors": [{"message": message, "domain": "global", "reason": "accessDenied"}],
+            "status": "PERMISSION_DENIED",
+        }
+    }
+    response = requests.Response()
+    response.status_code = 403
+    response.reason = "Forbidden"
+    response.url = url
+    response.headers["Content-Type"] = "application/json; charset=UTF-8"
+    response._content = json.dumps(body).encode()
+    response.request = requests.Request(method, url).prepare()
+    return response
+
+
+def guard_bigquery_session(session: requests.Session, identity: LocalIdentity) -> requests.Session:
+    """``session`` answering 403, as BigQuery does, for what ``identity`` lacks."""
+    send = session.request
+
+    def request(method: str, url: str, *args: Any, **kwargs: Any) -> requests.Response:
+        data = kwargs.get("data")
+        body = data if isinstance(data, bytes) else data.encode() if isinstance(data, str) else None
+        if body is None and kwargs.get("json") is not None:
+            body = json.dumps(kwargs["json"]).encode()
+        denied = bigquery_denial(identity, method, url, body)
+        if denied is not None:
+            return _forbidden(identity, method, url, denied)
+        return send(method, url, *args, **kwargs)
+
+    session.request = request  # type: ignore[method-assign, assignment]
+    return session
