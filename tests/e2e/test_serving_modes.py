@@ -166,3 +166,50 @@ def read_key_counts_now(scenario: Scenario, settings: Any) -> dict[str, int]:
     finally:
         client.close()
     return dict(found.counts)
+
+
+def test_a_static_datasets_deployed_version_is_scored_by_the_batch_predict_function(
+    scenario: Scenario,
+) -> None:
+    """The deploy step asks batch-predict; the local job service runs the batch as the
+    Vertex AI jobs' account; the static server answers every scored key from the store
+    and refuses any other key."""
+    keys = instances(20, seed=64, prefix="static")
+    name = f"batch/{scenario.dataset}/keys.jsonl"
+    scenario.cloud.artifacts.write(
+        name, "".join(json.dumps(row) + "\n" for row in keys).encode(), content_type="text/plain"
+    )
+    bucket = scenario.cloud.settings.artifacts_bucket
+    scenario.configure(
+        E2E_PIPELINE
+        + f"serving:\n  mode: static\n  batch_source:\n    files: [gs://{bucket}/{name}]\n"
+    )
+    run = scenario.wait(scenario.upload(rows=2000, seed=65), timeout=TRAINING_S)
+    assert run.state == "succeeded", run.error
+    state = scenario.serving()
+    assert state is not None
+    assert state.mode == "static"
+    version = state.primary
+    assert version is not None
+
+    url = scenario.cloud.refresh_state().environment["CASCADE_DEPLOY_MODEL_SERVER_URL"]
+
+    def answer(instance: dict[str, Any]) -> requests.Response:
+        return requests.post(
+            f"{url}/v1/models/{scenario.dataset}:predict",
+            json={"instances": [instance]},
+            timeout=30,
+        )
+
+    deadline = time.monotonic() + TRAINING_S
+    for instance in keys:  # each key: 404 until the batch has loaded it, then its answer
+        while (found := answer(instance)).status_code == 404:
+            assert time.monotonic() < deadline, found.text
+            time.sleep(0.5)
+        assert found.status_code == 200, found.text
+        body = found.json()
+        assert (body["model_version"], body["precomputed"]) == (version.version, [True])
+    [stranger] = instances(1, seed=66, prefix="stranger")
+    refused = answer(stranger)
+    assert refused.status_code == 404
+    assert "stranger-0" in refused.json()["error"]

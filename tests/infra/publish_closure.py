@@ -96,6 +96,8 @@ class PublishAnalysis:
 
     tree: SourceTree
     messages: dict[str, str]  # StepMessage subclass name -> topic
+    republished: frozenset[str] | None = None
+    """The topics of MESSAGE_TYPES (what code naming it may publish); None: every topic."""
     _modules: dict[str, _Module] = field(default_factory=dict)
 
     def _module(self, name: str) -> _Module | None:
@@ -161,7 +163,9 @@ class PublishAnalysis:
                     and module.name != MESSAGES_MODULE
                     and self._is_message(module, node.id, ALL_MESSAGES)
                 ):
-                    topics.update(self.messages.values())
+                    topics.update(
+                        self.messages.values() if self.republished is None else self.republished
+                    )
                 if not isinstance(node, ast.Call):
                     continue
                 function = node.func

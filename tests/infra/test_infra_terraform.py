@@ -330,16 +330,20 @@ def test_function_access_is_derived_from_the_topology(terraform: TerraformConfig
     assert "spec.access.publish" in derived
 
 
-def test_act_as_on_the_jobs_account_only_for_the_train_function(
+def test_act_as_on_the_jobs_account_only_for_the_functions_that_submit_jobs(
     terraform: TerraformConfig, topology: Topology
 ) -> None:
+    """train and train-http submit training jobs; batch-predict submits batch prediction
+    jobs; all of them run as vertex-jobs. Nothing else acts as it."""
     submitters = {
         name for name, spec in topology.functions.items() if "vertex-jobs" in spec.access.act_as
     }
     act_as = terraform.resource("google_service_account_iam_member", "function_act_as")
 
     assert submitters == {
-        name for name, spec in topology.functions.items() if spec.source == "functions/train"
+        name
+        for name, spec in topology.functions.items()
+        if spec.source in ("functions/train", "functions/batch_predict")
     }
     assert act_as["for_each"] == "${local.function_act_as_grants}"
     assert act_as["role"] == "roles/iam.serviceAccountUser"

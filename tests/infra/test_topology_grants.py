@@ -36,7 +36,12 @@ SOURCE_ROOT = REPO_ROOT / "shared" / "src"
 
 pytestmark = pytest.mark.infra
 
-MESSAGE_TOPICS = {cls.__name__: cls.TOPIC for cls in messages.MESSAGE_TYPES.values()}
+MESSAGE_TOPICS = {
+    cls.__name__: cls.TOPIC
+    for cls in (*messages.MESSAGE_TYPES.values(), messages.BatchPredictRequest)
+}
+REPUBLISHED_TOPICS = frozenset(cls.TOPIC for cls in messages.MESSAGE_TYPES.values())
+"""What reconcile may republish by type name: the run chain's messages."""
 # The trainer (cascade.trainer.task.main) runs as the Vertex AI jobs' account.
 TRAINER = ("cascade.trainer.task", "main")
 
@@ -234,7 +239,7 @@ def test_a_dropped_declaration_drops_the_grant(tmp_path: Path) -> None:
 
 @cache
 def _analysis() -> PublishAnalysis:
-    return PublishAnalysis(SourceTree(SOURCE_ROOT), MESSAGE_TOPICS)
+    return PublishAnalysis(SourceTree(SOURCE_ROOT), MESSAGE_TOPICS, REPUBLISHED_TOPICS)
 
 
 def code_topics(topology: Topology, name: str) -> dict[str, set[tuple[str, str]]]:

@@ -213,6 +213,7 @@ def test_a_query_reading_an_ungranted_table_in_any_form_is_refused(query: str) -
         "SELECT a.key, b.key FROM `p.mine.t` a JOIN mine.u b USING (key)",
         "SELECT 1",
         "SELECT key FROM mine.t WHERE key IN ('a, b.c', 'x')",
+        "WITH recent AS (SELECT * FROM mine.t), old AS (SELECT 1 AS x) SELECT * FROM recent",
     ],
 )
 def test_a_query_reading_granted_tables_passes(query: str) -> None:

@@ -451,7 +451,14 @@ NOT_FOR_FUNCTIONS = frozenset(
         "pytest",
     }
 )
-VERTEX_FUNCTIONS = {"train", "train-http", "evaluate-job-events", "deploy", "monitor"}
+VERTEX_FUNCTIONS = {
+    "train",
+    "train-http",
+    "evaluate-job-events",
+    "deploy",
+    "monitor",
+    "batch-predict",
+}
 
 
 @pytest.fixture(scope="module")

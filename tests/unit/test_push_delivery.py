@@ -21,6 +21,7 @@ import pytest
 import cascade.steps.training_job as training_job
 from cascade.core.events import PubSubEnvelope
 from cascade.core.messages import (
+    BatchPredictRequest,
     DataValidated,
     JobEvent,
     ModelBlessed,
@@ -66,6 +67,10 @@ STEP_MESSAGES: dict[str, tuple[StepMessage, str]] = {
     "train": (TrainRequest(dataset="credit", request_id="r1"), "handle_train_request"),
     "evaluate": (ModelTrained(dataset="credit", run_id="credit-r1"), "handle_model_trained"),
     "deploy": (ModelBlessed(dataset="credit", run_id="credit-r1"), "handle_model_blessed"),
+    "batch-predict": (
+        BatchPredictRequest(dataset="credit", request_id="r1", table="p-12345.d.t"),
+        "handle_batch_predict_request",
+    ),
     "evaluate-job-events": (
         JobEvent(dataset="credit", run_id="credit-r1", job_name="jobs/1", state="failed"),
         "handle_job_event",
@@ -106,6 +111,7 @@ def test_deliveries_are_what_terraform_sets_up() -> None:
         "evaluate": "push",
         "evaluate-job-events": "push",
         "deploy": "push",
+        "batch-predict": "push",
         "dead-letters": "eventarc",
         "reconcile": "eventarc",
     }

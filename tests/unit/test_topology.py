@@ -110,6 +110,7 @@ def test_every_repository_function_names_its_dependency_group() -> None:
         "evaluate-http": "function",
         "review-http": "function",
         "deploy": "function-vertex",
+        "batch-predict": "function-vertex",
         "dead-letters": "function",
         "reconcile": "function",
     }

@@ -15,6 +15,7 @@ from cascade.core.warehouse import (
     WarehouseError,
     check_row,
     insert_rows,
+    load_rows,
     table_id,
 )
 from cascade.localcloud.local_settings import LocalCloudSettings
@@ -141,3 +142,32 @@ def test_the_emulator_keeps_its_tables_on_disk(
 ) -> None:
     data = bigquery_local.state_dir / "bigquery" / "data"
     assert any(data.iterdir())
+
+
+def test_a_load_appends_json_values_as_json_and_runs_its_job_once(
+    bigquery_client: bigquery.Client,  # noqa: F811
+    table: bigquery.Table,
+) -> None:
+    rows = [{**GOOD, "key": f"l{index}", "prediction": '{"p": 0.5}'} for index in range(3)]
+    assert load_rows(bigquery_client, table, rows, job_id=f"load_{uuid.uuid4().hex}")
+    found = bigquery_client.query(
+        f"SELECT key, JSON_VALUE(prediction, '$.p') AS p "
+        f"FROM `{table.project}.{table.dataset_id}.{table.table_id}` ORDER BY key"
+    ).result()
+    assert [(row["key"], row["p"]) for row in found] == [
+        ("l0", "0.5"),
+        ("l1", "0.5"),
+        ("l2", "0.5"),
+    ]
+
+
+def test_a_load_of_a_row_bigquery_would_refuse_loads_nothing(
+    bigquery_client: bigquery.Client,  # noqa: F811
+    table: bigquery.Table,
+) -> None:
+    with pytest.raises(WarehouseError, match="no such field: colour"):
+        load_rows(bigquery_client, table, [GOOD, {**GOOD, "colour": "red"}], job_id="load_bad")
+    counted = bigquery_client.query(
+        f"SELECT COUNT(*) AS n FROM `{table.project}.{table.dataset_id}.{table.table_id}`"
+    ).result()
+    assert next(iter(counted))["n"] == 0

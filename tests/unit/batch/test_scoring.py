@@ -26,7 +26,7 @@ from cascade.batch.scoring import (
     score_source,
 )
 from cascade.batch.sources import BigQueryTableSource, FileSource
-from cascade.core.errors import BadInputError
+from cascade.core.errors import BadInputError, InvalidConfigError
 from cascade.core.fakes import MemoryArtifactStore
 from cascade.core.warehouse import insert_rows, table_id
 from cascade.serving.precomputed import MemoryPrecomputedStore
@@ -63,8 +63,11 @@ def project(bigquery_client: bigquery.Client) -> str:  # noqa: F811
 
 
 @pytest.fixture
-def bq_dataset() -> str:
-    return f"preds_{uuid.uuid4().hex[:8]}"
+def bq_dataset(bigquery_client: bigquery.Client) -> str:  # noqa: F811
+    """The predictions dataset, made as Terraform (or `cascade up`) makes it."""
+    name = f"preds_{uuid.uuid4().hex[:8]}"
+    bigquery_client.create_dataset(name)
+    return name
 
 
 @pytest.fixture
@@ -286,7 +289,7 @@ def test_a_model_whose_output_is_not_finite_fails_every_row_and_writes_no_predic
     assert result.manifest.rows_failed == 1
 
 
-def test_a_finished_batch_is_skipped_and_a_retried_one_sends_the_same_insert_ids(
+def test_a_finished_batch_is_skipped_and_a_retried_one_loads_nothing_twice(
     bigquery_client: bigquery.Client,  # noqa: F811
     servable: Servable,
     artifacts: MemoryArtifactStore,
@@ -312,11 +315,12 @@ def test_a_finished_batch_is_skipped_and_a_retried_one_sends_the_same_insert_ids
     assert stored is not None
     assert stored[0] == first.manifest
 
-    # A crash before the manifest: the re-run sends the very same insertIds.
+    # A crash before the manifest: the re-run finds its load jobs (named after the batch
+    # and the part) done, and loads no row twice.
     artifacts.delete(manifest_name("credit-risk", first.manifest.batch_id))
     with mock.patch.object(
-        bigquery_client, "insert_rows_json", wraps=bigquery_client.insert_rows_json
-    ) as sent:
+        bigquery_client, "load_table_from_file", wraps=bigquery_client.load_table_from_file
+    ) as loads:
         retried = _score(
             bigquery_client,
             BigQueryTableSource(bigquery_client, name),
@@ -324,8 +328,8 @@ def test_a_finished_batch_is_skipped_and_a_retried_one_sends_the_same_insert_ids
             artifacts,
             bq_dataset,
         )
-    (call,) = sent.call_args_list
-    assert call.kwargs["row_ids"] == [f"{first.manifest.batch_id}-{index}" for index in range(5)]
+    assert loads.call_args_list == []
+    assert len(_select(bigquery_client, predictions)) == 5
     assert retried.manifest.batch_id == first.manifest.batch_id
     assert not retried.skipped
 
@@ -470,3 +474,19 @@ def test_missing_objects_and_unknown_formats_are_refused_before_anything_runs() 
         output_tables("cascade-local", "credit-risk", "3", bq_dataset="x;DROP")
     with pytest.raises(ValueError, match="digits only"):
         output_tables("cascade-local", "credit-risk", "3` OR 1")
+
+
+def test_a_missing_predictions_dataset_is_a_clear_error_not_a_retry_loop(
+    bigquery_client: bigquery.Client,  # noqa: F811
+    servable: Servable,
+    artifacts: MemoryArtifactStore,
+) -> None:
+    artifacts.write("b/in.csv", b"key,age,city\na,1,paris\n")
+    with pytest.raises(InvalidConfigError, match=r"preds_missing does not exist"):
+        _score(
+            bigquery_client,
+            FileSource(artifacts, ["b/in.csv"]),
+            servable,
+            artifacts,
+            "preds_missing",
+        )

@@ -66,6 +66,7 @@ def test_the_primary_version_scores_landing_files_into_bigquery(
         "batch/in.jsonl", b'{"key": "a", "age": 30, "city": "lyon"}\n{"key": "b", "age": 1}\n'
     )
     settings = bigquery_local.runtime_settings()
+    bigquery_client.create_dataset(settings.warehouse_dataset("predictions"), exists_ok=True)
     result = run_batch(
         settings,
         dataset="churn",

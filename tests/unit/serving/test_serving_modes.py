@@ -395,9 +395,7 @@ def ctx(step_context: StepContext) -> StepContext:
 
 
 def test_the_deploy_step_records_the_datasets_mode(ctx: StepContext) -> None:
-    push_pipeline_config(
-        ctx.artifacts, DATASET, b"serving:\n  mode: hybrid\n  head_keys: 100\n", where="p.yaml"
-    )
+    push_pipeline_config(ctx.artifacts, DATASET, b"serving:\n  mode: hybrid\n", where="p.yaml")
     ctx.artifacts.write_json(
         DatasetPaths(DATASET).serving,
         ServingState(dataset=DATASET, target="local", endpoint=DATASET, updated_at=NOW),

@@ -23,9 +23,12 @@ fails alone, never its chunk:
 - the model's output is not finite (BigQuery's JSON has no NaN) or changes the key.
 
 Idempotence: the batch id is derived from the dataset, the model version and the source's
-identity (table + last modification, or objects + generations); each output row's
-``insertId`` is ``<batch id>-<row number>``, so a retried insert is dropped by BigQuery
-(best effort, within BigQuery's de-duplication window); a manifest
+identity (table + last modification, or objects + generations); rows are appended by
+load jobs named ``cascade_batch_<batch id>_p<part>`` (``_e<part>`` for errors), and
+BigQuery runs a job id once, so a retried batch loads no part twice (a load job, not
+streaming inserts: no streaming cost or quota, and exactly once rather than insertId's
+best effort); a create-only marker per loaded part in the artifacts bucket does the same
+where job ids are not enforced (the local BigQuery); a manifest
 ``models/<dataset>/batch-predictions/<batch id>.json`` written create-only at the end
 makes a re-run of a finished batch a no-op that returns the first run's counts.
 """
@@ -33,7 +36,6 @@ makes a re-run of a finished batch a no-op that returns the first run's counts.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import math
 import re
@@ -47,10 +49,11 @@ import tensorflow as tf
 from google.api_core import exceptions as gexc
 from pydantic import BaseModel, ConfigDict
 
+from cascade.batch.jobs import batch_id_for
 from cascade.batch.sources import InstanceSource, SourceRow
-from cascade.core.errors import BadInputError
+from cascade.core.errors import BadInputError, InvalidConfigError
 from cascade.core.store import ArtifactStore
-from cascade.core.warehouse import insert_rows, table_id
+from cascade.core.warehouse import load_rows, table_id
 from cascade.serving import request_rules
 from cascade.serving.servable import Servable
 
@@ -66,12 +69,15 @@ __all__ = [
     "batch_id_for",
     "manifest_name",
     "output_tables",
+    "part_name",
     "score_source",
     "summary",
 ]
 
 PREDICTIONS_DATASET = "cascade_predictions"
 CHUNK_ROWS = 1000
+LOAD_ROWS = 100_000
+"""Rows per load job: few jobs per batch (BigQuery allows 1,500 loads per table a day)."""
 """Rows per model call (and per insert)."""
 MAX_KEY_BYTES = 1024
 """Longest key (UTF-8 bytes): the precomputed store's limit, so every scored key loads."""
@@ -167,14 +173,13 @@ def output_tables(
     return table_id(project, bq_dataset, name), table_id(project, bq_dataset, f"{name}_errors")
 
 
-def batch_id_for(dataset: str, version: str, source_identity: str) -> str:
-    """Derived, never chosen: the same source (same version of it) and model, same id."""
-    digest = hashlib.sha256(json.dumps([dataset, version, source_identity]).encode()).hexdigest()
-    return digest[:32]
-
-
 def manifest_name(dataset: str, batch_id: str) -> str:
     return f"models/{dataset}/batch-predictions/{batch_id}.json"
+
+
+def part_name(dataset: str, batch_id: str, part: int) -> str:
+    """The marker of one loaded part of a batch (its load job's name inside)."""
+    return f"models/{dataset}/batch-predictions/{batch_id}/part-{part}.json"
 
 
 def _utc_now() -> datetime:
@@ -343,8 +348,16 @@ def _chunks(rows: Iterator[SourceRow], size: int) -> Iterator[list[SourceRow]]:
 def _ensure_table(
     client: bigquery.Client, name: str, schema: Sequence[bigquery.SchemaField]
 ) -> bigquery.Table:
+    # The dataset is Terraform's (the topology's warehouse; the local cloud provisions it):
+    # a batch job's account may create tables in it, never datasets.
     project, dataset, _ = name.split(".")
-    client.create_dataset(f"{project}.{dataset}", exists_ok=True)
+    try:
+        client.get_dataset(f"{project}.{dataset}")
+    except gexc.NotFound:
+        raise InvalidConfigError(
+            f"the BigQuery dataset {project}.{dataset} does not exist: Terraform creates the "
+            "warehouse's datasets (infra/bigquery.tf), `cascade up` the local ones"
+        ) from None
     with contextlib.suppress(gexc.Conflict):
         client.create_table(bigquery.Table(name, schema=list(schema)))
     table = client.get_table(name)
@@ -362,6 +375,7 @@ class _Batch:
         self,
         *,
         client: bigquery.Client,
+        artifacts: ArtifactStore,
         predictions: bigquery.Table,
         errors: bigquery.Table,
         dataset: str,
@@ -372,6 +386,7 @@ class _Batch:
         now: Callable[[], datetime],
     ) -> None:
         self._client = client
+        self._artifacts = artifacts
         self._predictions = predictions
         self._errors = errors
         self._dataset = dataset
@@ -381,11 +396,13 @@ class _Batch:
         self._sink = sink
         self._now = now
         self.scored = self.failed = self.stored = 0
+        self._pending: list[dict[str, Any]] = []
+        self._pending_errors: list[dict[str, Any]] = []
+        self._parts = 0
 
     def write(self, scored: list[tuple[_Item, dict[str, Any]]], failed: list[_Failure]) -> None:
         at = _timestamp(self._now())
         rows: list[dict[str, Any]] = []
-        ids: list[str] = []
         answers: list[tuple[str, dict[str, Any]]] = []
         for item, outputs in scored:
             prediction = {name: value for name, value in outputs.items() if name != self._key}
@@ -416,21 +433,30 @@ class _Batch:
                     "prediction": text,
                 }
             )
-            ids.append(f"{self._batch_id}-{item.row.number}")
             answers.append((item.key, prediction))
-        if rows:
-            insert_rows(self._client, self._predictions, rows, row_ids=ids)
+        self._pending.extend(rows)
         if self._sink is not None and answers:
             self.stored += self._sink.write(self._dataset, self._version, answers)
-        if failed:
-            insert_rows(
-                self._client,
-                self._errors,
-                [self._error_row(failure, at) for failure in failed],
-                row_ids=[f"{self._batch_id}-e{failure.row.number}" for failure in failed],
-            )
+        self._pending_errors.extend(self._error_row(failure, at) for failure in failed)
         self.scored += len(rows)
         self.failed += len(failed)
+        if len(self._pending) + len(self._pending_errors) >= LOAD_ROWS:
+            self.flush()
+
+    def flush(self) -> None:
+        """Load what is pending: one load job per table per part, named after the batch
+        and the part (a retried batch reuses the names: BigQuery loads each part once)."""
+        part = self._parts
+        self._parts += 1
+        marker = part_name(self._dataset, self._batch_id, part)
+        if self._artifacts.read(marker) is None:  # not loaded by an earlier attempt
+            job = f"cascade_batch_{self._batch_id}_p{part}"
+            load_rows(self._client, self._predictions, self._pending, job_id=job)
+            load_rows(self._client, self._errors, self._pending_errors, job_id=f"{job}_errors")
+            # The local BigQuery names load jobs itself (no 409 for a repeated id): this
+            # create-only marker is what keeps a retried part from loading twice there.
+            self._artifacts.create(marker, json.dumps({"load_job": job}).encode())
+        self._pending, self._pending_errors = [], []
 
     def _error_row(self, failure: _Failure, at: str) -> dict[str, Any]:
         return {
@@ -480,6 +506,7 @@ def score_source(
     )
     batch = _Batch(
         client=client,
+        artifacts=artifacts,
         predictions=_ensure_table(client, predictions_table, PREDICTIONS_SCHEMA),
         errors=_ensure_table(client, errors_table, ERRORS_SCHEMA),
         dataset=dataset,
@@ -502,6 +529,7 @@ def score_source(
                 failed.append(prepared)
         scored, refused = _score(servable, items) if items else ([], [])
         batch.write(scored, failed + refused)
+    batch.flush()
     manifest = BatchManifest(
         batch_id=batch_id,
         dataset=dataset,

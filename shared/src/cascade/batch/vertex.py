@@ -46,7 +46,7 @@ from google.cloud import aiplatform_v1 as vertex
 
 from cascade.core.errors import InvalidConfigError
 from cascade.core.settings import Settings
-from cascade.core.warehouse import table_id
+from cascade.core.warehouse_names import table_id
 
 __all__ = [
     "BATCH_ID_LABEL",

@@ -16,7 +16,7 @@ import click
 from rich.console import Console
 from rich.markup import escape
 
-from cascade.batch.scoring import batch_id_for
+from cascade.batch.jobs import batch_id_for
 from cascade.batch.task import PREDICTIONS_WAREHOUSE, deployed_version, model_inputs, run_batch
 from cascade.batch.vertex import (
     batch_prediction_job,

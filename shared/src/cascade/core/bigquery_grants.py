@@ -44,6 +44,7 @@ _FROM_CLAUSE = re.compile(
 )
 _COMMA_REFERENCE = re.compile(r",\s*(`[^`]+`|[A-Za-z0-9_.:-]+)")
 _QUOTED = re.compile(r"`[^`]+`")
+_CTE_NAME = re.compile(r"(?:\bWITH|,)\s+`?([A-Za-z_][A-Za-z0-9_]*)`?\s+AS\s*\(", re.IGNORECASE)
 _NO_TABLE_QUERY = re.compile(r"^\s*SELECT\b(?!.*\b(?:FROM|JOIN)\b)", re.IGNORECASE | re.DOTALL)
 
 
@@ -86,10 +87,13 @@ def _referenced_datasets(query: str, project: str) -> list[tuple[str, str, str]]
     for clause in _FROM_CLAUSE.finditer(query):
         raw_names += [match.group(1) for match in _COMMA_REFERENCE.finditer(clause.group(1))]
     raw_names += [name for name in _QUOTED.findall(query) if "." in name]
+    named = {name.lower() for name in _CTE_NAME.findall(query)}  # WITH x AS (...): no table
     found = []
     for raw in dict.fromkeys(raw_names):
         if raw.startswith("("):
             continue  # a subquery: its own FROM is found by the same search
+        if raw.strip("`").lower() in named:
+            continue
         parts = raw.strip("`").replace(":", ".").split(".")
         if len(parts) == 2:
             parts = [project, *parts]

@@ -9,9 +9,17 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Any, ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    field_validator,
+    model_validator,
+)
 
 from cascade.core.paths import check_dataset_name, check_run_id_name
+from cascade.core.serving_config import check_batch_files, check_batch_table
 
 __all__ = [
     "MAX_HYPERPARAMETERS",
@@ -19,6 +27,7 @@ __all__ = [
     "MAX_REASON_CHARS",
     "MESSAGE_TYPES",
     "Alert",
+    "BatchPredictRequest",
     "DataValidated",
     "JobEvent",
     "ModelBlessed",
@@ -138,6 +147,39 @@ class ModelBlessed(StepMessage):
     warnings: list[str] = Field(default_factory=list)
 
 
+class BatchPredictRequest(StepMessage):
+    """Score a table or files with a deployed version of ``dataset`` (the
+    ``batch-predict`` function): from a user, a schedule, or the deploy step after it
+    promoted a version of a static or hybrid dataset. Without ``table`` and ``files`` the
+    dataset's ``serving.batch_source`` is scored; without ``version``, the version that
+    serves most of the traffic. ``request_id`` is the idempotency key (none: the Pub/Sub
+    message id)."""
+
+    TOPIC: ClassVar[str] = "batch-predict-requests"
+    request_id: str | None = Field(
+        None, min_length=1, max_length=128, pattern=r"^[A-Za-z0-9._:-]+$"
+    )
+    table: str | None = None
+    files: tuple[str, ...] = ()
+    version: str | None = Field(None, pattern=r"^[0-9]{1,9}$")
+
+    @field_validator("table")
+    @classmethod
+    def _table(cls, value: str | None) -> str | None:
+        return None if value is None else check_batch_table(value)
+
+    @field_validator("files")
+    @classmethod
+    def _files(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        return check_batch_files(value)
+
+    @model_validator(mode="after")
+    def _at_most_one_source(self) -> BatchPredictRequest:
+        if self.table is not None and self.files:
+            raise ValueError("score a table or files, not both")
+        return self
+
+
 class Alert(StepMessage):
     TOPIC: ClassVar[str] = "alerts"
     run_id: str | None = None
@@ -148,9 +190,18 @@ class Alert(StepMessage):
     at: datetime
 
 
+# The messages of a run's chain, which reconcile may republish by name (BatchPredictRequest
+# belongs to no run: it is not here).
 MESSAGE_TYPES: dict[str, type[StepMessage]] = {
     message_type.__name__: message_type
-    for message_type in (DataValidated, TrainRequest, ModelTrained, JobEvent, ModelBlessed, Alert)
+    for message_type in (
+        DataValidated,
+        TrainRequest,
+        ModelTrained,
+        JobEvent,
+        ModelBlessed,
+        Alert,
+    )
 }
 
 

@@ -12,14 +12,72 @@ reads it there.
 
 from __future__ import annotations
 
+import re
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-__all__ = ["SERVING_MODES", "ServingConfig", "ServingMode"]
+__all__ = [
+    "MAX_BATCH_FILES",
+    "SERVING_MODES",
+    "BatchSource",
+    "ServingConfig",
+    "ServingMode",
+    "check_batch_files",
+    "check_batch_table",
+]
 
 ServingMode = Literal["dynamic", "static", "hybrid"]
 SERVING_MODES: tuple[str, ...] = ("dynamic", "static", "hybrid")
+
+
+MAX_BATCH_FILES = 100
+_TABLE = re.compile(
+    r"[a-z][a-z0-9-]{4,28}[a-z0-9]\.[A-Za-z_][A-Za-z0-9_]{0,1023}\.[A-Za-z_][A-Za-z0-9_]{0,1023}"
+)
+_GCS_URI = re.compile(r"gs://[a-z0-9][a-z0-9._-]{1,61}[a-z0-9]/[^\x00-\x1f\x7f]{0,1024}")
+
+
+def check_batch_table(value: str) -> str:
+    """A BigQuery table to score: ``project.dataset.table`` (names are data, never SQL)."""
+    if not _TABLE.fullmatch(value):
+        raise ValueError(f"not a BigQuery table id project.dataset.table: {value[:120]!r}")
+    return value
+
+
+def check_batch_files(values: tuple[str, ...]) -> tuple[str, ...]:
+    """``gs://bucket/object`` URIs (or one ``gs://bucket/prefix/``) to score."""
+    if len(values) > MAX_BATCH_FILES:
+        raise ValueError(f"at most {MAX_BATCH_FILES} files per batch, not {len(values)}")
+    for value in values:
+        if not _GCS_URI.fullmatch(value):
+            raise ValueError(f"not a gs://bucket/object URI: {value[:120]!r}")
+    return values
+
+
+class BatchSource(BaseModel):
+    """What a batch prediction scores: a BigQuery table, or Cloud Storage files."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    table: str | None = Field(None, description="project.dataset.table")
+    files: tuple[str, ...] = Field((), description="gs:// objects, or one gs://bucket/prefix/")
+
+    @field_validator("table")
+    @classmethod
+    def _table(cls, value: str | None) -> str | None:
+        return None if value is None else check_batch_table(value)
+
+    @field_validator("files")
+    @classmethod
+    def _files(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        return check_batch_files(value)
+
+    @model_validator(mode="after")
+    def _one_source(self) -> BatchSource:
+        if (self.table is None) == (not self.files):
+            raise ValueError("a batch source is either a table or files, not both or neither")
+        return self
 
 
 class ServingConfig(BaseModel):
@@ -28,19 +86,9 @@ class ServingConfig(BaseModel):
     mode: ServingMode = Field(
         "dynamic", description="dynamic (the model), static (lookup only) or hybrid."
     )
-    head_keys: int | None = Field(
+    batch_source: BatchSource | None = Field(
         None,
-        ge=1,
-        le=100_000_000,
-        description="hybrid only: how many of the most requested keys to precompute "
-        "(unset: every key the batch prediction scores).",
+        description="What to score when a version of a static or hybrid dataset is "
+        "deployed (the deploy step asks batch-predict), and what a batch-predict request "
+        "without a source scores.",
     )
-
-    @model_validator(mode="after")
-    def _head_only_for_hybrid(self) -> ServingConfig:
-        if self.head_keys is not None and self.mode != "hybrid":
-            raise ValueError(
-                f"head_keys applies to mode hybrid only (mode is {self.mode}); "
-                "static precomputes every key, dynamic none"
-            )
-        return self

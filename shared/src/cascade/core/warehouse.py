@@ -16,6 +16,7 @@ the field.
 
 from __future__ import annotations
 
+import io
 import json
 import math
 import re
@@ -25,11 +26,13 @@ from datetime import datetime
 from typing import Any
 
 import google.cloud.bigquery as bigquery
+from google.api_core.exceptions import Conflict, NotFound
 from google.auth.credentials import AnonymousCredentials
 from google.auth.transport.requests import AuthorizedSession
 
 from cascade.core.bigquery_grants import guard_bigquery_session
 from cascade.core.settings import Settings
+from cascade.core.warehouse_names import table_id
 
 __all__ = [
     "MAX_INSERT_BYTES",
@@ -38,6 +41,7 @@ __all__ = [
     "WarehouseError",
     "check_row",
     "insert_rows",
+    "load_rows",
     "make_bigquery_client",
     "table_id",
 ]
@@ -47,7 +51,6 @@ MAX_INSERT_ROWS = 500
 MAX_INSERT_BYTES = 9 * 1024 * 1024
 """Bytes per insertAll request, under BigQuery's 10 MB HTTP request limit."""
 
-_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,1023}")
 _INT = re.compile(r"[+-]?\d+")
 _DECIMAL = re.compile(r"[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?")
 
@@ -74,19 +77,6 @@ def make_bigquery_client(settings: Settings) -> bigquery.Client:
             _http=session,
         )
     return bigquery.Client(project=settings.project)
-
-
-def table_id(project: str, dataset: str, table: str) -> str:
-    """``project.dataset.table``, each part checked: names are data, never SQL."""
-    if not re.fullmatch(r"[a-z][a-z0-9-]{4,28}[a-z0-9]|[a-z0-9.:-]{1,63}", project):
-        raise ValueError(f"not a valid project id: {project!r}")
-    for kind, name in (("dataset", dataset), ("table", table)):
-        if not _NAME.fullmatch(name):
-            raise ValueError(
-                f"not a valid BigQuery {kind} name: {name!r} (letters, digits and _, "
-                "not starting with a digit, at most 1024 characters)"
-            )
-    return f"{project}.{dataset}.{table}"
 
 
 @dataclass(frozen=True)
@@ -231,3 +221,69 @@ def insert_rows(
                     for problem in entry.get("errors", [{}])
                 ],
             )
+
+
+def _checked(table: bigquery.Table, rows: Sequence[Mapping[str, Any]]) -> str:
+    """``table``'s name, once every row passed ``check_row`` (else WarehouseError)."""
+    name = f"{table.project}.{table.dataset_id}.{table.table_id}"
+    errors = [
+        error for index, row in enumerate(rows) for error in check_row(table.schema, row, index)
+    ]
+    if errors:
+        raise WarehouseError(name, errors)
+    return name
+
+
+def _load_line(schema: Sequence[bigquery.SchemaField], row: Mapping[str, Any]) -> str:
+    """One NDJSON line; a JSON column's text goes as the JSON value it holds (a load
+    job, unlike insertAll, would keep a string as a JSON string)."""
+    kinds = {field.name: field.field_type.upper() for field in schema}
+    line = {
+        name: json.loads(value) if kinds.get(name) == "JSON" and isinstance(value, str) else value
+        for name, value in row.items()
+    }
+    return json.dumps(line, ensure_ascii=False, allow_nan=False)
+
+
+def load_rows(
+    client: bigquery.Client,
+    table: bigquery.Table,
+    rows: Sequence[Mapping[str, Any]],
+    *,
+    job_id: str,
+) -> bool:
+    """Append ``rows`` to ``table`` with one load job named ``job_id`` (derived by the
+    caller from what the rows are, so a retry reuses it); False when that job already
+    ran. Every row is checked first, as ``insert_rows`` does; the load accepts no bad
+    record. BigQuery refuses a second job with the same id (409): that is what makes a
+    retried load harmless, and it is checked here before loading, as the local BigQuery
+    does not refuse it."""
+    errors = [
+        error for index, row in enumerate(rows) for error in check_row(table.schema, row, index)
+    ]
+    name = f"{table.project}.{table.dataset_id}.{table.table_id}"
+    if errors:
+        raise WarehouseError(name, errors)
+    if not rows:
+        return False
+    try:
+        existing = client.get_job(job_id)
+    except NotFound:
+        existing = None
+    if existing is not None:
+        existing.result()  # a load still running finishes (or raises) first
+        return False
+    data = "".join(_load_line(table.schema, row) + "\n" for row in rows).encode()
+    config = bigquery.LoadJobConfig(
+        source_format=bigquery.SourceFormat.NEWLINE_DELIMITED_JSON,
+        schema=list(table.schema),
+        write_disposition=bigquery.WriteDisposition.WRITE_APPEND,
+        max_bad_records=0,
+    )
+    try:
+        job = client.load_table_from_file(io.BytesIO(data), name, job_config=config, job_id=job_id)
+    except Conflict:  # a concurrent retry created it first
+        client.get_job(job_id).result()
+        return False
+    job.result()
+    return True

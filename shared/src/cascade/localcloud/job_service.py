@@ -31,11 +31,13 @@ from typing import Any
 import google.cloud.pubsub_v1 as pubsub_v1
 from pydantic import ValidationError
 
+from cascade.batch.jobs import SubmitBatchJobRequest
 from cascade.core.clients import make_publisher
 from cascade.core.grants import IDENTITY_ENV, JOBS_IDENTITY_ENV
 from cascade.core.settings import Settings, load_settings
 from cascade.jobs.job_events import job_end_log_entry
 from cascade.jobs.local_runner import LocalJob, SubmitJobRequest
+from cascade.localcloud.batch_executor import LocalBatchExecutor
 from cascade.localcloud.job_executor import LocalJobExecutor, LocalJobStore
 from cascade.localcloud.local_settings import LOOPBACK, LocalCloudSettings
 
@@ -43,6 +45,7 @@ __all__ = ["JobServiceHandler", "PubSubJobNotifier", "main", "serve", "trainer_e
 
 _log = logging.getLogger("cascade.localcloud.job_service")
 _JOB_PATH = re.compile(r"^/v1/jobs/([0-9a-f]{16})(:cancel)?$")
+_BATCH_PATH = re.compile(r"^/v1/batchPredictionJobs/([0-9a-f]{16})$")
 _ERROR_CHARS = 4000
 _ANNOUNCE_RETRY_S = 2.0
 
@@ -78,6 +81,7 @@ class PubSubJobNotifier:
 
 class JobServiceHandler(BaseHTTPRequestHandler):
     executor: LocalJobExecutor  # set on the subclass ``serve`` builds
+    batches: LocalBatchExecutor | None = None  # batch prediction jobs, where served
 
     def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - the base's name
         _log.debug(format, *args)
@@ -104,12 +108,23 @@ class JobServiceHandler(BaseHTTPRequestHandler):
             self._reply(HTTPStatus.OK, {"jobs": jobs})
         elif (match := _JOB_PATH.fullmatch(self.path)) and not match.group(2):
             self._job_reply(self.executor.store.load(match.group(1)))
+        elif self.batches is not None and self.path == "/v1/batchPredictionJobs":
+            batches = [job.model_dump(mode="json") for job in self.batches.all()]
+            self._reply(HTTPStatus.OK, {"jobs": batches})
+        elif self.batches is not None and (match := _BATCH_PATH.fullmatch(self.path)):
+            found = self.batches.load(match.group(1))
+            if found is None:
+                self._reply(HTTPStatus.NOT_FOUND, {"error": "no such batch prediction job"})
+            else:
+                self._reply(HTTPStatus.OK, found.model_dump(mode="json"))
         else:
             self._reply(HTTPStatus.NOT_FOUND, {"error": f"no route {self.path}"})
 
     def do_POST(self) -> None:
         if self.path == "/v1/jobs":
             self._submit()
+        elif self.batches is not None and self.path == "/v1/batchPredictionJobs":
+            self._submit_batch(self.batches)
         elif (match := _JOB_PATH.fullmatch(self.path)) and match.group(2):
             job_id = match.group(1)
             found = self.executor.store.load(job_id)
@@ -126,9 +141,25 @@ class JobServiceHandler(BaseHTTPRequestHandler):
             return
         self._job_reply(self.executor.submit(request.spec, request.request_id))
 
+    def _submit_batch(self, batches: LocalBatchExecutor) -> None:
+        length = int(self.headers.get("Content-Length") or 0)
+        try:
+            request = SubmitBatchJobRequest.model_validate_json(self.rfile.read(length))
+        except ValidationError as error:
+            self._reply(HTTPStatus.BAD_REQUEST, {"error": str(error)})
+            return
+        job = batches.submit(request.spec, request.request_id)
+        self._reply(HTTPStatus.OK, job.model_dump(mode="json"))
 
-def serve(executor: LocalJobExecutor, port: int) -> ThreadingHTTPServer:
-    handler = type("BoundJobServiceHandler", (JobServiceHandler,), {"executor": executor})
+
+def serve(
+    executor: LocalJobExecutor, port: int, batches: LocalBatchExecutor | None = None
+) -> ThreadingHTTPServer:
+    handler = type(
+        "BoundJobServiceHandler",
+        (JobServiceHandler,),
+        {"executor": executor, "batches": batches},
+    )
     return ThreadingHTTPServer((LOOPBACK, port), handler)
 
 
@@ -163,10 +194,18 @@ def main() -> int:
         base_environment=trainer_environment(os.environ),
         cwd=local.repo_root,
     )
-    server = serve(executor, local.job_service_port)
+    batches = LocalBatchExecutor(
+        local.state_dir / "batch-jobs",
+        project=settings.project,
+        python=sys.executable,
+        base_environment=trainer_environment(os.environ),
+        cwd=local.repo_root,
+    )
+    server = serve(executor, local.job_service_port, batches)
     stop = threading.Event()
     threading.Thread(target=_announce_loop, args=(executor, stop), daemon=True).start()
     executor.resume()
+    batches.resume()
     _log.info("job service on %s:%d", LOOPBACK, local.job_service_port)
     try:
         server.serve_forever()

@@ -21,12 +21,21 @@ import time
 
 from google.api_core import exceptions as gexc
 
+from cascade.batch.reload import reload_precomputed
 from cascade.core.clients import make_publisher, make_storage_client, make_subscriber
 from cascade.core.grants import identity_for
+from cascade.core.store import ArtifactStore
 from cascade.core.topology import Topology, load_topology
 from cascade.core.warehouse import make_bigquery_client
 from cascade.localcloud.bigquery_emulator import bigquery_spec
-from cascade.localcloud.bigtable_emulator import bigtable_spec, provision_bigtable
+from cascade.localcloud.bigtable_emulator import (
+    BIGTABLE_EMULATOR_ENV,
+    LOCAL_BIGTABLE_INSTANCE,
+    LOCAL_BIGTABLE_TABLE,
+    bigtable_host,
+    bigtable_spec,
+    provision_bigtable,
+)
 from cascade.localcloud.components import (
     check_prerequisites,
     function_specs,
@@ -44,6 +53,7 @@ from cascade.localcloud.processes import ManagedProcess, free_loopback_port
 from cascade.localcloud.pubsub_admin import provision_pubsub
 from cascade.localcloud.scheduler import SCHEDULER_STATE
 from cascade.localcloud.state_file import CloudState, ComponentState, read_state, write_state
+from cascade.serving.precomputed import BigtableStore
 
 __all__ = ["Supervisor", "main"]
 
@@ -116,6 +126,7 @@ class Supervisor:
         self.provision_warehouse()
         self._start(self.bigtable)
         provision_bigtable(self.local)
+        self.reload_precomputed()
         self._start(self.job_service)
         self._start(self.model_server)
         self._start(self.vertex_endpoint)
@@ -159,6 +170,27 @@ class Supervisor:
             for name in self.topology.warehouse:
                 client.create_dataset(settings.warehouse_dataset(name), exists_ok=True)
 
+    def reload_precomputed(self) -> None:
+        """Load the static and hybrid datasets' answers into the Bigtable emulator again
+        from their batch predictions in the local BigQuery (``cascade.batch.reload``).
+        A failure is logged, never raised: the local cloud runs on without them."""
+        settings = self.local.runtime_settings()
+        os.environ[BIGTABLE_EMULATOR_ENV] = bigtable_host(self.local)  # the client reads it
+        try:
+            store = BigtableStore(self.local.project, LOCAL_BIGTABLE_INSTANCE, LOCAL_BIGTABLE_TABLE)
+            try:
+                with contextlib.closing(make_bigquery_client(settings)) as client:
+                    artifacts = ArtifactStore(
+                        make_storage_client(settings), settings.artifacts_bucket
+                    )
+                    loaded = reload_precomputed(settings, store, artifacts, client)
+            finally:
+                store.close()
+        except Exception:  # noqa: BLE001 - keep supervising; static datasets answer 404
+            _log.exception("reloading precomputed answers failed")
+            return
+        _log.info("reloaded precomputed answers: %s", loaded or "none to reload")
+
     def monitor(self) -> None:
         while not self.stopping.wait(0.25):
             for process in self.processes:
@@ -185,6 +217,9 @@ class Supervisor:
             if process is self.pubsub:
                 self.provision_pubsub()
                 self.router.stop()  # its streams died with the emulator; it reconnects
+            if process is self.bigtable:  # its answers died with it (memory only)
+                provision_bigtable(self.local)
+                self.reload_precomputed()
         except Exception as error:  # noqa: BLE001 - keep supervising the others
             _log.error("restarting %s failed: %s", name, error)
             return

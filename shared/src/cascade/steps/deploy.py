@@ -14,9 +14,10 @@ from typing import Any
 from cascade.core.claims import ClaimHandle
 from cascade.core.context import StepContext
 from cascade.core.errors import BadRequestError
-from cascade.core.messages import Alert, ModelBlessed
+from cascade.core.messages import Alert, BatchPredictRequest, ModelBlessed, StepMessage
 from cascade.core.observability import RunLogger
 from cascade.core.pipeline_config import load_pipeline_config
+from cascade.core.serving_config import ServingConfig
 from cascade.deploy.deployer import Candidate, Deployer, lineage_of
 from cascade.deploy.deployers import deployer_for
 from cascade.deploy.rollout import roll_out
@@ -94,6 +95,7 @@ def handle_model_blessed(
             return StepOutcome(
                 summary=summary,
                 outputs=outputs,
+                messages=_batch_requests(pipeline.serving, message.dataset, result.version),
                 run_state="succeeded",
                 lineage={"deployed_version": result.version},
             )
@@ -112,3 +114,12 @@ def handle_model_blessed(
         )
 
     return execute_step(ctx, run=run, step=STEP, owner=event_id, body=body)
+
+
+def _batch_requests(serving: ServingConfig, dataset: str, version: str) -> list[StepMessage]:
+    """A promoted version of a static or hybrid dataset has no precomputed answers yet:
+    ask batch-predict to score the dataset's batch source with it (nothing without one;
+    until its batch ends, a static dataset answers 404 and a hybrid one asks the model)."""
+    if serving.mode == "dynamic" or serving.batch_source is None:
+        return []
+    return [BatchPredictRequest(dataset=dataset, request_id=f"deploy:{version}", version=version)]
