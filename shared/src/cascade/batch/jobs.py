@@ -19,10 +19,10 @@ from typing import Any
 import requests
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from cascade.core.errors import BadRequestError, InvalidConfigError, TransientError, UnknownJobError
+from cascade.core.job_service_http import call_job_service
 from cascade.core.job_spec import TERMINAL_STATES, JobState
 from cascade.core.paths import check_dataset_name
-from cascade.core.serving_config import check_batch_files, check_batch_table
+from cascade.core.serving_config import BatchFiles, BatchTable
 
 __all__ = [
     "BatchJobSpec",
@@ -48,23 +48,13 @@ class BatchJobSpec(BaseModel):
 
     dataset: str
     version: str = Field(pattern=r"^[0-9]{1,9}$")
-    table: str | None = None
-    files: tuple[str, ...] = ()
+    table: BatchTable | None = None
+    files: BatchFiles = ()
 
     @field_validator("dataset")
     @classmethod
     def _dataset(cls, value: str) -> str:
         return check_dataset_name(value)
-
-    @field_validator("table")
-    @classmethod
-    def _table(cls, value: str | None) -> str | None:
-        return None if value is None else check_batch_table(value)
-
-    @field_validator("files")
-    @classmethod
-    def _files(cls, value: tuple[str, ...]) -> tuple[str, ...]:
-        return check_batch_files(value)
 
     @model_validator(mode="after")
     def _one_source(self) -> BatchJobSpec:
@@ -131,20 +121,12 @@ class LocalBatchRunner:
         self._session.close()
 
     def _call(self, method: str, path: str, **kwargs: Any) -> dict[str, Any]:
-        url = f"{self.base_url}{path}"
-        try:
-            response = self._session.request(method, url, timeout=self._timeout_s, **kwargs)
-        except requests.RequestException as error:
-            raise TransientError(f"local job service {method} {path}: {error}") from error
-        if response.status_code == 404:
-            raise UnknownJobError(f"local job service has no {path.rsplit('/', 1)[-1]}")
-        if response.status_code == 400:
-            raise InvalidConfigError(f"local job service refused the batch: {response.text}")
-        if response.status_code >= 500 or response.status_code == 429:
-            raise TransientError(f"local job service {method} {path}: {response.status_code}")
-        if response.status_code >= 300:
-            raise BadRequestError(f"local job service {method} {path}: {response.text}")
-        payload = response.json()
-        if not isinstance(payload, dict):
-            raise TransientError(f"local job service {method} {path}: not a JSON object")
-        return payload
+        return call_job_service(
+            self._session,
+            self.base_url,
+            method,
+            path,
+            timeout_s=self._timeout_s,
+            refused="the batch",
+            **kwargs,
+        )

@@ -23,31 +23,19 @@ from cascade.batch.vertex import (
     job_service_client,
     submit_batch_prediction_job,
 )
+from cascade.cli.cloud_settings import command_settings
 from cascade.core.clients import make_storage_client
 from cascade.core.errors import BadInputError, BadRequestError, InvalidConfigError
-from cascade.core.settings import Settings, load_settings
+from cascade.core.settings import Settings
 from cascade.core.store import ArtifactStore
-from cascade.localcloud.control import LocalCloudError, running_settings
-from cascade.localcloud.local_settings import LocalCloudSettings
 
 __all__ = ["batch_predict"]
 
 console = Console()
 
 
-def _fail_now(message: str) -> None:
-    console.print(f"[red]error:[/red] {escape(message)}")
-    sys.exit(1)
-
-
 def _settings(from_env: bool) -> Settings:
-    if from_env:
-        return load_settings()
-    try:
-        return running_settings(LocalCloudSettings())
-    except LocalCloudError as error:
-        _fail_now(str(error))
-        raise  # unreachable: _fail_now exits
+    return command_settings(from_env, console)
 
 
 @click.command("batch-predict")

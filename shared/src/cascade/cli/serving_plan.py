@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import re
-import sys
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -21,13 +20,12 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from cascade.cli.cloud_settings import command_settings, fail
 from cascade.core.clients import make_storage_client
 from cascade.core.pipeline_config import load_pipeline_config
-from cascade.core.settings import Settings, load_settings
+from cascade.core.settings import Settings
 from cascade.core.store import ArtifactStore
 from cascade.core.warehouse import make_bigquery_client
-from cascade.localcloud.control import LocalCloudError, running_settings
-from cascade.localcloud.local_settings import LocalCloudSettings
 from cascade.report.serving_plan_chart import render_svg
 from cascade.serving.plan import Assumptions, NoRequestsError, ServingPlan, advise
 from cascade.serving.request_log import REQUEST_LOG_TABLE, read_key_counts
@@ -50,11 +48,6 @@ def _duration(value: str) -> timedelta:
     return timedelta(seconds=int(match.group(1)) * _UNITS[match.group(2)])
 
 
-def _fail_now(message: str) -> None:
-    console.print(f"[red]error:[/red] {escape(message)}")
-    sys.exit(1)
-
-
 def _key_column(artifacts: ArtifactStore, dataset: str) -> str:
     """The dataset's key column (its pipeline config's ``transform.key_column``), which
     is the model's key input and so the instances' key field; ``key`` without one."""
@@ -66,18 +59,11 @@ def _key_column(artifacts: ArtifactStore, dataset: str) -> str:
 
 
 def _settings(from_env: bool) -> Settings:
-    if from_env:
-        return load_settings()
-    try:
-        return running_settings(LocalCloudSettings())
-    except LocalCloudError as error:
-        _fail_now(str(error))
-        raise  # unreachable: _fail_now exits
+    return command_settings(from_env, console)
 
 
 def _fail(message: str) -> None:
-    console.print(f"[red]error:[/red] {escape(message)}")
-    sys.exit(1)
+    fail(console, message)
 
 
 def statistics_cardinality(artifacts: ArtifactStore, dataset: str, key_field: str) -> int | None:

@@ -31,7 +31,7 @@ from urllib.parse import unquote, urlsplit
 
 import requests
 
-from cascade.core.grants import LocalIdentity
+from cascade.core.grants import LocalIdentity, forbidden_response
 
 __all__ = ["BigQueryDenial", "bigquery_denial", "guard_bigquery_session"]
 
@@ -273,22 +273,9 @@ def _forbidden(
             f"Access Denied: {label} {name}: Permission {permission} denied on {kind} "
             f"{name} (or it may not exist)."
         )
-    body = {
-        "error": {
-            "code": 403,
-            "message": message,
-            "errors": [{"message": message, "domain": "global", "reason": "accessDenied"}],
-            "status": "PERMISSION_DENIED",
-        }
-    }
-    response = requests.Response()
-    response.status_code = 403
-    response.reason = "Forbidden"
-    response.url = url
-    response.headers["Content-Type"] = "application/json; charset=UTF-8"
-    response._content = json.dumps(body).encode()
-    response.request = requests.Request(method, url).prepare()
-    return response
+    return forbidden_response(
+        method, url, message, reason="accessDenied", status="PERMISSION_DENIED"
+    )
 
 
 def guard_bigquery_session(session: requests.Session, identity: LocalIdentity) -> requests.Session:

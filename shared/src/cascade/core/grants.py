@@ -37,6 +37,7 @@ __all__ = [
     "PUBSUB_DENIED_MESSAGE",
     "GrpcGuard",
     "LocalIdentity",
+    "forbidden_response",
     "guard_channel",
     "guard_session",
     "identity_for",
@@ -291,19 +292,27 @@ def _forbidden(
         f"{identity.principal} does not have {permission} access to the Google Cloud "
         f"Storage {noun}. Permission '{permission}' denied on resource (or it may not exist)."
     )
-    body = {
-        "error": {
-            "code": 403,
-            "message": message,
-            "errors": [{"message": message, "domain": "global", "reason": "forbidden"}],
-        }
+    return forbidden_response(method, url, message, reason="forbidden")
+
+
+def forbidden_response(
+    method: str, url: str, message: str, *, reason: str, status: str | None = None
+) -> requests.Response:
+    """A Google JSON API's 403 (``error.code``, ``message``, ``errors[].reason``, and
+    ``status`` where the API sends one), as the client library parses it."""
+    error: dict[str, Any] = {
+        "code": 403,
+        "message": message,
+        "errors": [{"message": message, "domain": "global", "reason": reason}],
     }
+    if status is not None:
+        error["status"] = status
     response = requests.Response()
     response.status_code = 403
     response.reason = "Forbidden"
     response.url = url
     response.headers["Content-Type"] = "application/json; charset=UTF-8"
-    response._content = json.dumps(body).encode()
+    response._content = json.dumps({"error": error}).encode()
     response.request = requests.Request(method, url).prepare()
     return response
 

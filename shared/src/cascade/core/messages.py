@@ -19,7 +19,7 @@ from pydantic import (
 )
 
 from cascade.core.paths import check_dataset_name, check_run_id_name
-from cascade.core.serving_config import check_batch_files, check_batch_table
+from cascade.core.serving_config import BatchFiles, BatchTable
 
 __all__ = [
     "MAX_HYPERPARAMETERS",
@@ -159,19 +159,9 @@ class BatchPredictRequest(StepMessage):
     request_id: str | None = Field(
         None, min_length=1, max_length=128, pattern=r"^[A-Za-z0-9._:-]+$"
     )
-    table: str | None = None
-    files: tuple[str, ...] = ()
+    table: BatchTable | None = None
+    files: BatchFiles = ()
     version: str | None = Field(None, pattern=r"^[0-9]{1,9}$")
-
-    @field_validator("table")
-    @classmethod
-    def _table(cls, value: str | None) -> str | None:
-        return None if value is None else check_batch_table(value)
-
-    @field_validator("files")
-    @classmethod
-    def _files(cls, value: tuple[str, ...]) -> tuple[str, ...]:
-        return check_batch_files(value)
 
     @model_validator(mode="after")
     def _at_most_one_source(self) -> BatchPredictRequest:

@@ -13,14 +13,16 @@ reads it there.
 from __future__ import annotations
 
 import re
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 
 __all__ = [
     "MAX_BATCH_FILES",
     "SERVING_MODES",
+    "BatchFiles",
     "BatchSource",
+    "BatchTable",
     "ServingConfig",
     "ServingMode",
     "check_batch_files",
@@ -55,23 +57,19 @@ def check_batch_files(values: tuple[str, ...]) -> tuple[str, ...]:
     return values
 
 
+BatchTable = Annotated[str, AfterValidator(check_batch_table)]
+"""A BigQuery table to score, checked (``project.dataset.table``)."""
+BatchFiles = Annotated[tuple[str, ...], AfterValidator(check_batch_files)]
+"""Cloud Storage objects to score, checked (at most ``MAX_BATCH_FILES``)."""
+
+
 class BatchSource(BaseModel):
     """What a batch prediction scores: a BigQuery table, or Cloud Storage files."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    table: str | None = Field(None, description="project.dataset.table")
-    files: tuple[str, ...] = Field((), description="gs:// objects, or one gs://bucket/prefix/")
-
-    @field_validator("table")
-    @classmethod
-    def _table(cls, value: str | None) -> str | None:
-        return None if value is None else check_batch_table(value)
-
-    @field_validator("files")
-    @classmethod
-    def _files(cls, value: tuple[str, ...]) -> tuple[str, ...]:
-        return check_batch_files(value)
+    table: BatchTable | None = Field(None, description="project.dataset.table")
+    files: BatchFiles = Field((), description="gs:// objects, or one gs://bucket/prefix/")
 
     @model_validator(mode="after")
     def _one_source(self) -> BatchSource:

@@ -16,7 +16,7 @@ from typing import Any, Literal
 import requests
 from pydantic import BaseModel, ConfigDict, Field
 
-from cascade.core.errors import BadRequestError, InvalidConfigError, TransientError, UnknownJobError
+from cascade.core.job_service_http import call_job_service
 from cascade.core.job_spec import (
     TERMINAL_STATES,
     HyperparameterValue,
@@ -109,20 +109,6 @@ class LocalJobRunner:
         return LocalJob.model_validate(payload)
 
     def _call(self, method: str, path: str, **kwargs: Any) -> dict[str, Any]:
-        url = f"{self.base_url}{path}"
-        try:
-            response = self._session.request(method, url, timeout=self._timeout_s, **kwargs)
-        except requests.RequestException as error:
-            raise TransientError(f"local job service {method} {path}: {error}") from error
-        if response.status_code == 404:
-            raise UnknownJobError(f"local job service has no {path.rsplit('/', 1)[-1]}")
-        if response.status_code == 400:
-            raise InvalidConfigError(f"local job service refused the job: {response.text}")
-        if response.status_code >= 500 or response.status_code == 429:
-            raise TransientError(f"local job service {method} {path}: {response.status_code}")
-        if response.status_code >= 300:
-            raise BadRequestError(f"local job service {method} {path}: {response.text}")
-        payload = response.json()
-        if not isinstance(payload, dict):
-            raise TransientError(f"local job service {method} {path}: not a JSON object")
-        return payload
+        return call_job_service(
+            self._session, self.base_url, method, path, timeout_s=self._timeout_s, **kwargs
+        )
