@@ -52,11 +52,16 @@ def instances(rows: int, seed: int, prefix: str) -> list[dict[str, Any]]:
     return found
 
 
-def ask(scenario: Scenario, instance: dict[str, Any]) -> dict[str, Any]:
+def post(scenario: Scenario, instance: dict[str, Any]) -> requests.Response:
+    """One instance to the model server's TF Serving route, as a client sends it."""
     url = scenario.cloud.refresh_state().environment["CASCADE_DEPLOY_MODEL_SERVER_URL"]
-    answer = requests.post(
+    return requests.post(
         f"{url}/v1/models/{scenario.dataset}:predict", json={"instances": [instance]}, timeout=30
     )
+
+
+def ask(scenario: Scenario, instance: dict[str, Any]) -> dict[str, Any]:
+    answer = post(scenario, instance)
     assert answer.status_code == 200, answer.text
     body: dict[str, Any] = answer.json()
     return body
@@ -192,24 +197,15 @@ def test_a_static_datasets_deployed_version_is_scored_by_the_batch_predict_funct
     version = state.primary
     assert version is not None
 
-    url = scenario.cloud.refresh_state().environment["CASCADE_DEPLOY_MODEL_SERVER_URL"]
-
-    def answer(instance: dict[str, Any]) -> requests.Response:
-        return requests.post(
-            f"{url}/v1/models/{scenario.dataset}:predict",
-            json={"instances": [instance]},
-            timeout=30,
-        )
-
     deadline = time.monotonic() + TRAINING_S
     for instance in keys:  # each key: 404 until the batch has loaded it, then its answer
-        while (found := answer(instance)).status_code == 404:
+        while (found := post(scenario, instance)).status_code == 404:
             assert time.monotonic() < deadline, found.text
             time.sleep(0.5)
         assert found.status_code == 200, found.text
         body = found.json()
         assert (body["model_version"], body["precomputed"]) == (version.version, [True])
     [stranger] = instances(1, seed=66, prefix="stranger")
-    refused = answer(stranger)
+    refused = post(scenario, stranger)
     assert refused.status_code == 404
     assert "stranger-0" in refused.json()["error"]
