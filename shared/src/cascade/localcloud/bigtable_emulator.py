@@ -6,9 +6,10 @@ whole process group). It serves the data and table-admin gRPC APIs on one loopba
 the real ``google-cloud-bigtable`` client reaches it through ``BIGTABLE_EMULATOR_HOST``.
 Every instance exists in the emulator; tables are created by ``provision_bigtable``.
 
-The emulator keeps its data in memory only: after a restart the table is provisioned
-again and precomputed answers must be loaded again (a static dataset answers 404 until
-then, a hybrid one asks the model).
+The emulator keeps its data in memory only: at start and after a restart the supervisor
+provisions the table again and reloads the precomputed answers from their BigQuery tables
+(``cascade.batch.reload``); until that reload ends, a static dataset answers 404 and a
+hybrid one asks the model.
 """
 
 from __future__ import annotations
