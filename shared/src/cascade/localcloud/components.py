@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import os
+import re
 import shutil
 import sys
 from importlib import resources
@@ -31,6 +32,7 @@ __all__ = [
     "pubsub_spec",
     "router_spec",
     "scheduler_spec",
+    "sweep_partial_objects",
     "vertex_endpoint_spec",
 ]
 
@@ -155,6 +157,32 @@ def _same_file(source: Path, target: Path) -> bool:
     except OSError:
         return False
     return ours.st_size == theirs.st_size and int(ours.st_mtime) == int(theirs.st_mtime)
+
+
+_PARTIAL_WRITE = re.compile(r"\..+[0-9]+")
+"""fake-gcs-server writes an object to ``.<name><random digits>`` beside it, sets its
+metadata (the ``user.metadata`` extended attribute) and renames it into place."""
+
+
+def sweep_partial_objects(root: Path) -> list[Path]:
+    """Delete the temporary files of writes fake-gcs-server was killed in the middle of.
+
+    Such a file has no ``user.metadata`` attribute, and while it is there the emulator
+    answers 404 to every listing of its prefix. Its write was never acknowledged (the
+    process died before answering), so nothing accepted is lost. Called before the
+    emulator starts and before each restart."""
+    removed = []
+    for path in root.rglob(".*"):
+        if not path.is_file() or path.parent == root or not _PARTIAL_WRITE.fullmatch(path.name):
+            continue
+        try:
+            if "user.metadata" in os.listxattr(path):
+                continue
+            path.unlink()
+        except OSError:
+            continue
+        removed.append(path)
+    return removed
 
 
 def gcs_spec(local: LocalCloudSettings, env: dict[str, str]) -> ProcessSpec:

@@ -45,6 +45,7 @@ from cascade.localcloud.components import (
     pubsub_spec,
     router_spec,
     scheduler_spec,
+    sweep_partial_objects,
     vertex_endpoint_spec,
 )
 from cascade.localcloud.fingerprint import code_fingerprint
@@ -120,6 +121,7 @@ class Supervisor:
     def start(self) -> None:
         self._start(self.pubsub)
         self.provision_pubsub()
+        sweep_partial_objects(self.local.state_dir / "gcs")
         self._start(self.gcs)
         self.provision_buckets()
         self._start(self.bigquery)
@@ -212,6 +214,9 @@ class Supervisor:
         process.restarts.append(now)
         self._record(process, "restarting")
         try:
+            if process is self.gcs:
+                for path in sweep_partial_objects(self.local.state_dir / "gcs"):
+                    _log.warning("removed %s, a write the GCS emulator died in", path)
             process.start()
             process.wait_ready(self.local.ready_timeout_s)
             if process is self.pubsub:
