@@ -14,11 +14,13 @@ ports with their state in a temporary folder, all stopped at the end: fake-gcs-s
 cascade.serving``'s ``main``, with the precomputed store of ``CASCADE_PRECOMPUTED_*``).
 
 1. **Batch scoring.** ``cascade.batch.scoring.score_source`` over a BigQuery table of
-   ``--rows`` rows into the local BigQuery (read pages, score chunks, load the
-   predictions), against the online endpoint called row by row (one client, one row per
-   request, keep-alive; a sample of ``--sample`` rows timed and extrapolated to the
-   table) and against the model on the whole table in memory (Keras ``model.predict``,
-   and the exported model through ``Servable.predict_columns``). Rounds alternate.
+   ``--rows`` rows into the local BigQuery (read the table through the Storage Read API,
+   score chunks, load the predictions; the time the source takes to produce its rows is
+   measured apart; ``--profile FILE`` adds one round under cProfile), against the
+   online endpoint called row by row (one client, one row per request, keep-alive; a
+   sample of ``--sample`` rows timed and extrapolated to the table) and against the
+   model on the whole table in memory (Keras ``model.predict``, and the exported model
+   through ``Servable.predict_columns``). Rounds alternate.
 2. **Head-key latency.** Two datasets in one model server serve the same export: one
    ``dynamic``, one ``hybrid`` whose head (the ``--head`` most requested keys) was scored
    by ``score_source`` into the Bigtable emulator (its sink). ``--clients`` threads send
@@ -33,6 +35,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import cProfile
 import http.client
 import json
 import os
@@ -278,6 +281,35 @@ class TimedServable:
             self.model_s += time.perf_counter() - started
 
 
+class TimedSource:
+    """A batch source, with the time spent producing its rows added up (the Storage Read
+    API session, its Arrow record batches, and their conversion to Python rows)."""
+
+    def __init__(self, source: Any) -> None:
+        self._source = source
+        self.read_s = 0.0
+
+    @property
+    def identity(self) -> str:
+        return self._source.identity  # type: ignore[no-any-return]
+
+    @property
+    def uri(self) -> str:
+        return self._source.uri  # type: ignore[no-any-return]
+
+    def rows(self) -> Iterator[Any]:
+        rows = self._source.rows()
+        while True:
+            started = time.perf_counter()
+            try:
+                row = next(rows)
+            except StopIteration:
+                return
+            finally:
+                self.read_s += time.perf_counter() - started
+            yield row
+
+
 def timed_inserts(client: Any) -> Callable[[], float]:
     """Wrap the client's ``load_table_from_file`` (the load jobs score_source makes: the
     job's submission and, through its ``result``, its run) and return a reader of the
@@ -304,8 +336,15 @@ def timed_inserts(client: Any) -> Callable[[], float]:
 
 
 def batch_round(
-    client: Any, table: str, servable: Any, round_index: int, insert_time: Callable[[], float]
+    client: Any,
+    table: str,
+    servable: Any,
+    round_index: int,
+    insert_time: Callable[[], float],
+    profile: Path | None = None,
 ) -> dict[str, Any]:
+    """One ``score_source`` run, timed; under cProfile (written to ``profile``) when set:
+    then its times include the profiler's overhead."""
     from cascade.batch.scoring import score_source
     from cascade.batch.sources import BigQueryTableSource
     from cascade.core.fakes import MemoryArtifactStore
@@ -313,9 +352,13 @@ def batch_round(
     timed = TimedServable(servable)
     client.create_dataset(f"{client.project}.bench_predictions_{round_index}", exists_ok=True)
     insert_time()
+    profiler = cProfile.Profile() if profile is not None else None
     started = time.perf_counter()
+    if profiler is not None:
+        profiler.enable()
+    source = TimedSource(BigQueryTableSource(client, table))
     result = score_source(
-        source=BigQueryTableSource(client, table),
+        source=source,
         servable=timed,  # type: ignore[arg-type]
         dataset="bench-batch",
         client=client,
@@ -323,7 +366,11 @@ def batch_round(
         project=client.project,
         bq_dataset=f"bench_predictions_{round_index}",
     )
+    if profiler is not None:
+        profiler.disable()
     elapsed = time.perf_counter() - started
+    if profiler is not None and profile is not None:
+        profiler.dump_stats(profile)
     manifest = result.manifest
     if manifest.rows_scored != manifest.rows_read or manifest.rows_failed:
         raise RuntimeError(f"batch scored {manifest.rows_scored} of {manifest.rows_read} rows")
@@ -337,6 +384,7 @@ def batch_round(
         "rows_per_s": round(manifest.rows_read / elapsed, 1),
         "model_s": round(timed.model_s, 3),
         "bigquery_write_s": round(inserts, 3),
+        "source_read_s": round(source.read_s, 3),
         "read_and_prepare_s": round(elapsed - timed.model_s - inserts, 3),
     }
 
@@ -390,6 +438,31 @@ def in_memory(model: Any, servable: Any, rows: list[dict[str, Any]]) -> dict[str
         "servable_s": round(servable_s, 3),
         "servable_rows_per_s": round(len(rows) / servable_s, 1),
     }
+
+
+def profile_summary(path: Path, top: int = 15) -> dict[str, Any]:
+    """The functions of a profiled round that took the most time, themselves
+    (``tottime``) and with what they called (``cumtime``), in seconds and shares."""
+    import pstats
+
+    stats = pstats.Stats(str(path))
+    total = stats.total_tt  # type: ignore[attr-defined]
+    entries = stats.stats  # type: ignore[attr-defined]
+
+    def rows(index: int) -> list[dict[str, Any]]:
+        # each entry: (file, line, name) -> (primitive calls, calls, tottime, cumtime, callers)
+        ranked = sorted(entries.items(), key=lambda item: item[1][index], reverse=True)
+        return [
+            {
+                "function": f"{Path(file).name}:{line}({name})",
+                "calls": figures[1],
+                "seconds": round(figures[index], 3),
+                "share": round(figures[index] / total, 3),
+            }
+            for (file, line, name), figures in ranked[:top]
+        ]
+
+    return {"file": str(path), "total_s": round(total, 3), "tottime": rows(2), "cumtime": rows(3)}
 
 
 # -- 2. head-key latency ----------------------------------------------------------------------
@@ -574,6 +647,13 @@ def parse() -> argparse.Namespace:
     add("--advisor-zipf-keys", type=int, default=1_000_000, help="keys of the Zipf one")
     add("--seed", type=int, default=16)
     add("--output", type=Path, default=REPO / "bench/results/serving_modes.json")
+    add(
+        "--profile",
+        type=Path,
+        default=None,
+        help="also run one batch round under cProfile; its stats to this file, a summary in "
+        "the report",
+    )
     add("--model-server", action="store_true", help=argparse.SUPPRESS)
     return parser.parse_args()
 
@@ -597,8 +677,14 @@ def print_summary(report: dict[str, Any]) -> None:
         f"  batch / row-by-row endpoint: {batch['batch_vs_endpoint']:.1f}x "
         f"(target ≥ 50x: {'met' if batch['target_met'] else 'NOT met'}); time in the local "
         f"BigQuery loads {batch['share_bigquery_insert']:.0%}, model "
-        f"{batch['share_model']:.0%}, reading + preparing {batch['share_read_prepare']:.0%}"
+        f"{batch['share_model']:.0%}, reading + preparing {batch['share_read_prepare']:.0%} "
+        f"(of which the source's rows {batch['share_source_read']:.0%})"
     )
+    if batch.get("profile"):
+        profile = batch["profile"]
+        print(f"  profiled round ({profile['total_s']:.2f} s under cProfile), most time in:")
+        for entry in profile["tottime"][:10]:
+            print(f"    {entry['share']:>5.0%} {entry['seconds']:>7.3f} s  {entry['function']}")
     print(
         f"\n2. latency, {lat['clients']} clients, Zipf {lat['zipf']} over {lat['keys']:,} keys, "
         f"head = top {lat['head']:,} keys ({lat['head_request_share']:.0%} of requests), "
@@ -740,6 +826,10 @@ def main() -> int:
                 }
             )
             print(f"batch round {round_index + 1}: {json.dumps(batch_rounds[-1])}", flush=True)
+        profiled = None
+        if options.profile is not None:  # one more round, under cProfile, not in the medians
+            batch_round(client, table, servable, options.rounds, insert_time, options.profile)
+            profiled = profile_summary(options.profile)
 
         # 2. head-key latency ----------------------------------------------------------------
         head = load_head(client, space, options.head, servable, store)
@@ -793,6 +883,7 @@ def main() -> int:
             ("share_bigquery_insert", "bigquery_write_s"),
             ("share_model", "model_s"),
             ("share_read_prepare", "read_and_prepare_s"),
+            ("share_source_read", "source_read_s"),
         )
     }
     hybrid, dynamic = summarize("hybrid", runs["hybrid"]), summarize("dynamic", runs["dynamic"])
@@ -822,6 +913,7 @@ def main() -> int:
             "batch_vs_endpoint": round(score / endpoint, 1),
             "in_memory_servable_vs_batch": round(servable_rate / score, 1),
             **{name: round(value, 3) for name, value in shares.items()},
+            "profile": profiled,
             "target": "score_source rows/s >= 50x the row-by-row endpoint",
             "target_met": score / endpoint >= 50,
         },

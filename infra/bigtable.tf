@@ -17,10 +17,17 @@ locals {
     cpu_target  = 60
   }
   precomputed_enabled = local.precomputed_store.enabled
-  # The model server reads (the Vertex AI endpoint's account); the batch-predict function,
-  # once the topology has one, loads and drops versions. Nobody else gets data access.
+  # The model server reads (the Vertex AI endpoint's account); the batch-collect function
+  # loads a collected batch's answers. Nobody else gets data access.
   precomputed_readers = local.precomputed_enabled && var.endpoint_service_account != null ? toset(["serviceAccount:${var.endpoint_service_account}"]) : toset([])
-  precomputed_writers = local.precomputed_enabled ? toset([for name in ["batch-predict"] : name if contains(keys(local.functions), name)]) : toset([])
+  precomputed_writers = local.precomputed_enabled ? toset([for name in ["batch-collect"] : name if contains(keys(local.functions), name)]) : toset([])
+  # Where the store is, for the functions that load it (batch-collect) or tell a deployed
+  # model's container about it (deploy): cascade.serving.precomputed.PrecomputedSettings.
+  precomputed_users = toset(["batch-collect", "deploy"])
+  precomputed_environment = local.precomputed_enabled ? {
+    CASCADE_PRECOMPUTED_INSTANCE = local.precomputed_store.instance_id
+    CASCADE_PRECOMPUTED_TABLE    = local.precomputed_store.table
+  } : {}
 }
 
 resource "google_bigtable_instance" "precomputed" {

@@ -270,6 +270,29 @@ resource "google_artifact_registry_repository_iam_member" "vertex_service_agent_
   member     = local.vertex_ai_service_agent
 }
 
+# ------------------------------------------------------------------ the endpoint's account
+
+# Vertex AI never tells a serving container its model version id, so the model server
+# reads it from models/<dataset>/serving.json (the entry of the run the deployer names in
+# CASCADE_SERVING_RUN_ID) as the endpoint's own account. Object Viewer on the artifacts
+# bucket, limited by an IAM condition to those files (conditions need uniform
+# bucket-level access, which storage.tf enforces); none without an account (Vertex AI's
+# default identity may read only the model, and the deployer then tells the container
+# nothing to read).
+resource "google_storage_bucket_iam_member" "endpoint_reads_serving_state" {
+  count = var.endpoint_service_account == null ? 0 : 1
+
+  bucket = google_storage_bucket.artifacts.name
+  role   = "roles/storage.objectViewer"
+  member = "serviceAccount:${var.endpoint_service_account}"
+
+  condition {
+    title       = "serving-json-only"
+    description = "models/<dataset>/serving.json only: where the model server reads its own model version."
+    expression  = "resource.name.startsWith(\"projects/_/buckets/${google_storage_bucket.artifacts.name}/objects/models/\") && resource.name.endsWith(\"/serving.json\")"
+  }
+}
+
 # ------------------------------------------------------------------ event delivery
 
 # Eventarc delivers storage events as the invoker account.

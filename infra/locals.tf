@@ -113,6 +113,8 @@ locals {
       contains(local.function_access[name].apis, "vertex-ai-endpoints") ? {
         CASCADE_SERVING_IMAGE = local.serving_image
       } : {},
+      # Only the functions that load or point at the precomputed store learn where it is.
+      contains(local.precomputed_users, name) ? local.precomputed_environment : {},
     )
   }
 

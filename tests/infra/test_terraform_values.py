@@ -670,3 +670,18 @@ def test_only_the_topology_act_as_and_push_tokens_impersonate(
         if g["role"] in IMPERSONATION_ROLES and g["member"] not in allowed
     ]
     assert offenders == []
+
+
+def test_the_endpoint_account_reads_only_serving_json_in_the_artifacts_bucket(
+    evaluated: EvaluatedInfra,
+) -> None:
+    """The Vertex AI model server reads its own model version in
+    models/<dataset>/serving.json; nothing else of the bucket (a condition)."""
+    bucket = ref("google_storage_bucket.artifacts", "name")
+    held = [g for g in grants(evaluated) if g["member"] == f"serviceAccount:{ENDPOINT_ACCOUNT}"]
+
+    assert [(g["target"], g["role"]) for g in held] == [(bucket, "roles/storage.objectViewer")]
+    assert one(held[0]["condition"])["expression"] == (
+        f'resource.name.startsWith("projects/_/buckets/{bucket}/objects/models/")'
+        ' && resource.name.endsWith("/serving.json")'
+    )

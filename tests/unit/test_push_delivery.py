@@ -97,7 +97,13 @@ def _push_body(message: StepMessage) -> tuple[str, dict[str, str], bytes, dateti
 
 
 def test_every_event_function_is_covered() -> None:
-    assert set(EVENT_FUNCTIONS) == {*STEP_MESSAGES, "validate", "dead-letters", "reconcile"}
+    assert set(EVENT_FUNCTIONS) == {
+        *STEP_MESSAGES,
+        "validate",
+        "dead-letters",
+        "reconcile",
+        "batch-collect",
+    }
 
 
 def test_deliveries_are_what_terraform_sets_up() -> None:
@@ -114,6 +120,7 @@ def test_deliveries_are_what_terraform_sets_up() -> None:
         "batch-predict": "push",
         "dead-letters": "eventarc",
         "reconcile": "eventarc",
+        "batch-collect": "eventarc",
     }
 
 
@@ -196,6 +203,24 @@ def test_a_scheduled_sweep_reaches_the_reconcile_step(monkeypatch: pytest.Monkey
     assert attributes["type"] == "google.cloud.pubsub.topic.v1.messagePublished"
     envelope = PubSubEnvelope.from_cloudevent(attributes, received)
     assert json.loads(envelope.data) == TOPOLOGY.schedules["reconcile"].data
+
+
+def test_a_scheduled_sweep_reaches_the_batch_collect_step(monkeypatch: pytest.MonkeyPatch) -> None:
+    sample = golden("pubsub_message_published.json")
+    data = sample["data"]
+    data["message"]["data"] = base64.b64encode(b'{"lookback_s":604800}').decode()
+    data["message"]["attributes"] = {"origin": "cloud-scheduler", "schedule": "batch-collect"}
+    function, _ = load_function(
+        TOPOLOGY.functions["batch-collect"], monkeypatch, _time(sample["headers"]["ce-time"])
+    )
+    monkeypatch.setattr(function.module, "handle_batch_collect_request", function.record)
+
+    status = function.post("/", sample["headers"], json.dumps(data).encode())
+
+    assert status == 200
+    [(attributes, received)] = function.calls
+    envelope = PubSubEnvelope.from_cloudevent(attributes, received)
+    assert json.loads(envelope.data) == TOPOLOGY.schedules["batch-collect"].data
 
 
 # ------------------------------------------------------------------ the router's side

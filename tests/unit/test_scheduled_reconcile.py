@@ -114,10 +114,27 @@ def test_next_tick_follows_the_cron_in_its_time_zone() -> None:
     assert next_tick(nine_in_paris, T0) == datetime(2026, 12, 1, 8, 0, tzinfo=UTC)
 
 
-def test_the_local_scheduler_publishes_the_schedules_data_at_each_tick() -> None:
+RECONCILE_ONLY = {"reconcile": TOPOLOGY.schedules["reconcile"]}
+"""The topology's reconcile schedule alone: the tests below follow one schedule's ticks."""
+
+
+def test_every_schedule_of_the_topology_publishes_on_its_own_cron() -> None:
     time = _Time(T0)
     publisher = _Publisher()
     scheduler = LocalScheduler(TOPOLOGY.schedules, SETTINGS, publisher, clock=time)
+    time.now = datetime(2026, 11, 30, 13, 0, 1, tzinfo=UTC)  # reconcile's and batch-collect's
+    scheduler.run_due()
+    time.now = datetime(2026, 11, 30, 13, 5, 1, tzinfo=UTC)  # batch-collect's only
+    scheduler.run_due()
+
+    schedules = [attributes["schedule"] for _, _, attributes in publisher.published]
+    assert sorted(schedules) == ["batch-collect", "batch-collect", "reconcile"]
+
+
+def test_the_local_scheduler_publishes_the_schedules_data_at_each_tick() -> None:
+    time = _Time(T0)
+    publisher = _Publisher()
+    scheduler = LocalScheduler(RECONCILE_ONLY, SETTINGS, publisher, clock=time)
 
     assert scheduler.run_due() == datetime(2026, 11, 30, 13, 0, tzinfo=UTC)
     assert publisher.published == []  # nothing before the first tick
@@ -135,7 +152,7 @@ def test_the_local_scheduler_publishes_the_schedules_data_at_each_tick() -> None
 def test_ticks_missed_while_down_are_not_published_late() -> None:
     time = _Time(T0)
     publisher = _Publisher()
-    scheduler = LocalScheduler(TOPOLOGY.schedules, SETTINGS, publisher, clock=time)
+    scheduler = LocalScheduler(RECONCILE_ONLY, SETTINGS, publisher, clock=time)
 
     time.now = T0 + timedelta(hours=1)  # six ticks passed while nobody ran
     scheduler.run_due()
@@ -147,7 +164,7 @@ def test_ticks_missed_while_down_are_not_published_late() -> None:
 def test_a_failed_publish_is_retried_before_the_next_tick_and_then_replaced_by_it() -> None:
     time = _Time(T0)
     publisher = _Publisher(failures=2)
-    scheduler = LocalScheduler(TOPOLOGY.schedules, SETTINGS, publisher, period_s=10, clock=time)
+    scheduler = LocalScheduler(RECONCILE_ONLY, SETTINGS, publisher, period_s=10, clock=time)
 
     time.now = T0 + timedelta(seconds=10)
     retry_at = scheduler.run_due()
@@ -168,7 +185,7 @@ def test_a_failed_publish_is_retried_before_the_next_tick_and_then_replaced_by_i
 def test_the_period_setting_replaces_every_cron() -> None:
     time = _Time(T0)
     publisher = _Publisher()
-    scheduler = LocalScheduler(TOPOLOGY.schedules, SETTINGS, publisher, period_s=2, clock=time)
+    scheduler = LocalScheduler(RECONCILE_ONLY, SETTINGS, publisher, period_s=2, clock=time)
 
     for _ in range(3):
         time.now += timedelta(seconds=2)

@@ -111,6 +111,7 @@ def test_every_repository_function_names_its_dependency_group() -> None:
         "review-http": "function",
         "deploy": "function-vertex",
         "batch-predict": "function-vertex",
+        "batch-collect": "function-batch",
         "dead-letters": "function",
         "reconcile": "function",
     }
@@ -136,7 +137,7 @@ def test_the_function_groups_are_defined_in_the_shared_pyproject() -> None:
     groups = tomllib.loads(pyproject.read_text())["project"]["optional-dependencies"]
 
     assert set(FUNCTION_DEPENDENCY_GROUPS) <= set(groups)
-    assert FUNCTION_DEPENDENCY_GROUPS == ("function", "function-vertex")
+    assert FUNCTION_DEPENDENCY_GROUPS == ("function", "function-vertex", "function-batch")
 
 
 def _document_with(function: str, **access: object) -> dict[str, object]:

@@ -4,20 +4,28 @@ fields and wrongly typed values silently)."""
 
 from __future__ import annotations
 
+import json
 import uuid
 from typing import Any
 
 import google.cloud.bigquery as bigquery
 import pytest
+from google.auth.credentials import AnonymousCredentials
+from google.cloud.bigquery_storage_v1 import types
 
+from cascade.core.errors import InvalidConfigError
+from cascade.core.settings import Settings
 from cascade.core.warehouse import (
     MAX_INSERT_ROWS,
+    JsonText,
     WarehouseError,
     check_row,
     insert_rows,
     load_rows,
+    make_bigquery_client,
     table_id,
 )
+from cascade.core.warehouse_read import make_bigquery_read_client, read_client_for
 from cascade.localcloud.local_settings import LocalCloudSettings
 from tests.bigquery_emulator import bigquery_client, bigquery_local  # noqa: F401
 
@@ -161,6 +169,40 @@ def test_a_load_appends_json_values_as_json_and_runs_its_job_once(
     ]
 
 
+def test_json_text_cascade_wrote_loads_as_the_same_value_as_text_parsed_first(
+    bigquery_client: bigquery.Client,  # noqa: F811
+    table: bigquery.Table,
+) -> None:
+    answer = {"p": 0.5, "label": 'ja "quoted"\n', "probs": [0.25, 0.75], "ключ": "🔑"}
+    text = json.dumps(answer, ensure_ascii=False, sort_keys=True)
+    rows = [
+        {**GOOD, "key": "raw", "prediction": JsonText(text)},
+        {**GOOD, "key": "parsed", "prediction": text},
+    ]
+    assert load_rows(bigquery_client, table, rows, job_id=f"load_{uuid.uuid4().hex}")
+    found = bigquery_client.query(
+        f"SELECT key, prediction FROM `{table.project}.{table.dataset_id}.{table.table_id}` "
+        "WHERE key IN ('raw', 'parsed') ORDER BY key"
+    ).result()
+    assert [(row["key"], row["prediction"]) for row in found] == [
+        ("parsed", answer),
+        ("raw", answer),
+    ]
+
+
+def test_text_not_marked_as_cascades_json_is_parsed_and_refused_when_invalid(
+    bigquery_client: bigquery.Client,  # noqa: F811
+    table: bigquery.Table,
+) -> None:
+    with pytest.raises(ValueError, match="Expecting"):
+        load_rows(
+            bigquery_client,
+            table,
+            [{**GOOD, "key": "bad", "prediction": "{not json"}],
+            job_id=f"load_{uuid.uuid4().hex}",
+        )
+
+
 def test_a_load_of_a_row_bigquery_would_refuse_loads_nothing(
     bigquery_client: bigquery.Client,  # noqa: F811
     table: bigquery.Table,
@@ -171,3 +213,61 @@ def test_a_load_of_a_row_bigquery_would_refuse_loads_nothing(
         f"SELECT COUNT(*) AS n FROM `{table.project}.{table.dataset_id}.{table.table_id}`"
     ).result()
     assert next(iter(counted))["n"] == 0
+
+
+# ---------------------------------------------------------------- the Storage Read API client
+
+
+def test_the_local_cloud_hands_its_processes_the_bigquery_grpc_host(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    local = LocalCloudSettings(bigquery_port=9050, bigquery_grpc_port=9060)
+    assert local.runtime_settings().bigquery_storage_emulator_host == "127.0.0.1:9060"
+    environment = local.runtime_environment()
+    assert environment["BIGQUERY_EMULATOR_HOST"] == "http://127.0.0.1:9050"
+    assert environment["BIGQUERY_STORAGE_EMULATOR_HOST"] == "127.0.0.1:9060"
+    for name, value in environment.items():
+        monkeypatch.setenv(name, value)
+    assert Settings().bigquery_storage_emulator_host == "127.0.0.1:9060"
+    assert "BIGQUERY_STORAGE_EMULATOR_HOST" not in LocalCloudSettings().runtime_environment()
+
+
+def test_a_local_bigquery_without_its_grpc_host_is_refused_not_read_from_the_cloud() -> None:
+    settings = Settings(bigquery_emulator_host="http://127.0.0.1:9050")  # type: ignore[call-arg]
+    with pytest.raises(InvalidConfigError, match="BIGQUERY_STORAGE_EMULATOR_HOST"):
+        make_bigquery_read_client(settings)
+
+
+def test_the_read_client_of_a_client_reads_the_same_local_bigquery(
+    bigquery_local: LocalCloudSettings,  # noqa: F811
+    table: bigquery.Table,
+) -> None:
+    client = make_bigquery_client(bigquery_local.runtime_settings())
+    insert_rows(client, table, [GOOD])
+    reader = read_client_for(client)
+    try:
+        session = reader.create_read_session(
+            parent=f"projects/{client.project}",
+            read_session=types.ReadSession(
+                table=f"projects/{table.project}/datasets/{table.dataset_id}/tables/rows",
+                data_format=types.DataFormat.ARROW,
+                read_options=types.ReadSession.TableReadOptions(selected_fields=["key"]),
+            ),
+            max_stream_count=1,
+        )
+        (stream,) = session.streams
+        assert sum(message.row_count for message in reader.read_rows(stream.name)) == 1
+    finally:
+        reader.transport.close()
+        client.close()
+
+
+def test_a_client_not_made_by_the_factory_gets_no_guessed_read_client() -> None:
+    foreign = bigquery.Client(
+        project="p",
+        credentials=AnonymousCredentials(),  # type: ignore[no-untyped-call]
+        client_options={"api_endpoint": "http://127.0.0.1:9"},
+    )
+    with pytest.raises(ValueError, match="not made by make_bigquery_client"):
+        read_client_for(foreign)
+    foreign.close()

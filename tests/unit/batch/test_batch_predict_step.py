@@ -1,5 +1,6 @@
 """The batch-predict step: what a request scores, the local job service's batch jobs,
-the Vertex AI request (spec'd mock), and the deploy step asking for a batch."""
+the Vertex AI request (spec'd mock) — for a hybrid dataset's head, on the head's rows
+materialised in the local BigQuery —, and the deploy step asking for a batch."""
 
 from __future__ import annotations
 
@@ -7,15 +8,17 @@ import dataclasses
 import os
 import sys
 from collections.abc import Iterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
-from unittest.mock import create_autospec
+from unittest.mock import MagicMock, create_autospec
 
+import google.cloud.bigquery as bigquery
 import pytest
 from google.cloud import aiplatform_v1
 from pydantic import ValidationError
 
+from cascade.batch.head import head_table_id, request_log_table
 from cascade.batch.jobs import BatchJobSpec, LocalBatchRunner
 from cascade.core.context import StepContext
 from cascade.core.errors import BadRequestError
@@ -25,12 +28,15 @@ from cascade.core.pipeline_config import push_pipeline_config
 from cascade.localcloud.batch_executor import LocalBatchExecutor, local_batch_job_id
 from cascade.localcloud.job_executor import LocalJobExecutor, LocalJobStore
 from cascade.localcloud.job_service import serve
+from cascade.localcloud.local_settings import LocalCloudSettings
 from cascade.localcloud.processes import wait_until
+from cascade.serving.request_log import ensure_request_log_table, request_log_row
 from cascade.serving.state import DeployedVersion, ServingState, update_serving_state
 from cascade.steps import batch_predict
 from cascade.steps.batch_predict import batch_spec, handle_batch_predict_request
 from cascade.steps.deploy import handle_model_blessed
 from cascade.transform.spec import LabelSpec, NumericTransform, SplitSpec, TransformSpec
+from tests.bigquery_emulator import bigquery_client, bigquery_local  # noqa: F401
 from tests.unit.conftest import Clock, memory_step_context
 from tests.unit.deploy.fakes import FakeDeployer
 from tests.unit.deploy.test_deploy_step import BLESSED, evaluation
@@ -38,6 +44,7 @@ from tests.unit.evaluation.builders import DATASET, RUN_ID, start_run
 
 AT = datetime(2026, 11, 30, tzinfo=UTC)
 TABLE = "cascade-local.cascade_features.customers"
+ENDPOINT = "projects/p/locations/us-central1/endpoints/1"
 FILES = ("gs://cascade-landing/batch/a.jsonl", "gs://cascade-landing/batch/b.jsonl")
 
 
@@ -46,7 +53,7 @@ def deploy(ctx: StepContext, *versions: str, traffic: dict[str, int]) -> None:
         return ServingState(
             dataset=DATASET,
             target="vertex",
-            endpoint="projects/p/locations/us-central1/endpoints/1",
+            endpoint=ENDPOINT,
             versions=[
                 DeployedVersion(
                     version=version,
@@ -175,6 +182,163 @@ def _transform_spec() -> TransformSpec:
         created_at=AT,
         passthrough_key="customer_id",
     )
+
+
+# Google Cloud: a hybrid dataset's head ---------------------------------------------------
+
+HEAD_CONFIG = f"serving:\n  mode: hybrid\n  batch_source: {{table: {TABLE}}}\n  head: {{keys: 2}}\n"
+
+
+@pytest.fixture(scope="module")
+def customers(bigquery_client: bigquery.Client) -> str:  # noqa: F811
+    """The batch source (c1 to c4) and the request log in the local BigQuery."""
+    project = bigquery_client.project
+    for dataset in ("cascade_features", "cascade_predictions"):
+        bigquery_client.create_dataset(f"{project}.{dataset}", exists_ok=True)
+    schema = [
+        bigquery.SchemaField("customer_id", "STRING"),
+        bigquery.SchemaField("age", "FLOAT64"),
+        bigquery.SchemaField("note", "STRING"),
+    ]
+    bigquery_client.create_table(bigquery.Table(TABLE, schema=schema))
+    rows = [{"customer_id": f"c{n}", "age": 30.0 + n, "note": f"n{n}"} for n in range(1, 5)]
+    assert bigquery_client.insert_rows_json(TABLE, rows) == []
+    return TABLE
+
+
+@pytest.fixture
+def cloud(
+    clock: Clock,
+    bigquery_local: LocalCloudSettings,  # noqa: F811
+    customers: str,
+    monkeypatch: pytest.MonkeyPatch,
+) -> tuple[StepContext, MagicMock]:
+    """A step context on Google Cloud (no job service) whose BigQuery is the local one,
+    and the spec'd Vertex AI client it submits to."""
+    settings = bigquery_local.runtime_settings().model_copy(
+        update={
+            "job_service_url": None,
+            "jobs_service_account": "jobs@p.iam.gserviceaccount.com",
+            "function_timeout_s": 60,
+        }
+    )
+    context = memory_step_context(clock, settings)
+    deploy(context, "1", "2", traffic={"2": 100})
+    client = create_autospec(aiplatform_v1.JobServiceClient, instance=True)
+    client.list_batch_prediction_jobs.return_value = []
+    client.create_batch_prediction_job.return_value = aiplatform_v1.BatchPredictionJob(
+        name="projects/p/locations/us-central1/batchPredictionJobs/9"
+    )
+    monkeypatch.setattr(batch_predict, "job_service_client", lambda settings: client)
+    monkeypatch.setattr(
+        batch_predict, "read_transform_spec", lambda artifacts, run_id: _transform_spec()
+    )
+    return context, client
+
+
+def _log_requests(client: bigquery.Client, settings: Any, at: datetime, *keys: str) -> None:
+    table = request_log_table(settings)
+    ensure_request_log_table(client, table)
+    rows = [
+        request_log_row(
+            endpoint=ENDPOINT,
+            deployed_model_id="2",
+            request_id=number,
+            keys=[key],
+            key_field="customer_id",
+            logged_at=at,
+        )
+        for number, key in enumerate(keys)
+    ]
+    assert client.insert_rows_json(table, rows) == []
+
+
+def _submitted_job(client: MagicMock) -> aiplatform_v1.BatchPredictionJob:
+    [call] = client.create_batch_prediction_job.call_args_list
+    job: aiplatform_v1.BatchPredictionJob = call.kwargs["batch_prediction_job"]
+    return job
+
+
+def test_on_google_cloud_a_heads_rows_are_materialised_and_the_job_scores_them(
+    cloud: tuple[StepContext, MagicMock],
+    bigquery_client: bigquery.Client,  # noqa: F811
+) -> None:
+    ctx, client = cloud
+    configure(ctx, HEAD_CONFIG)
+    # c3: 3 requests; c1 and c9: 2 each (c1 first by key); c2: 1. c9 is not in the source.
+    _log_requests(
+        bigquery_client,
+        ctx.settings,
+        ctx.clock() - timedelta(hours=1),
+        *["c3", "c3", "c3", "c9", "c9", "c1", "c1", "c2"],
+    )
+
+    handle_batch_predict_request(
+        ctx, BatchPredictRequest(dataset=DATASET, request_id="deploy:2"), event_id="e"
+    )
+
+    head = head_table_id(ctx.settings.project, "cascade_predictions", DATASET)
+    rows = bigquery_client.query(f"SELECT * FROM `{head}` ORDER BY customer_id").result()
+    assert [dict(row) for row in rows] == [
+        {"customer_id": "c1", "age": 31.0, "note": "n1"},
+        {"customer_id": "c3", "age": 33.0, "note": "n3"},
+    ]
+    job = _submitted_job(client)
+    assert job.input_config.bigquery_source.input_uri == f"bq://{head}"
+    assert sorted(job.instance_config.included_fields) == ["age", "customer_id"]
+    assert job.output_config.bigquery_destination.output_uri == (
+        f"bq://{ctx.settings.project}.cascade_predictions"
+    )
+
+
+def test_on_google_cloud_a_head_without_traffic_scores_the_whole_table(
+    cloud: tuple[StepContext, MagicMock], clock: Clock
+) -> None:
+    ctx, client = cloud
+    configure(ctx, HEAD_CONFIG)
+    clock.advance(timedelta(days=365).total_seconds())  # nothing logged in the window
+
+    handle_batch_predict_request(
+        ctx, BatchPredictRequest(dataset=DATASET, request_id="r2"), event_id="e"
+    )
+
+    assert _submitted_job(client).input_config.bigquery_source.input_uri == f"bq://{TABLE}"
+
+
+def test_on_google_cloud_files_with_a_head_are_refused_saying_why(
+    cloud: tuple[StepContext, MagicMock],
+) -> None:
+    ctx, client = cloud
+    configure(ctx, HEAD_CONFIG)
+    with pytest.raises(BadRequestError, match="a head is scored from a BigQuery table only"):
+        handle_batch_predict_request(
+            ctx, BatchPredictRequest(dataset=DATASET, files=FILES, request_id="r3"), event_id="e"
+        )
+    client.create_batch_prediction_job.assert_not_called()
+
+
+def test_a_redelivered_head_request_leaves_the_submitted_jobs_table_alone(
+    cloud: tuple[StepContext, MagicMock], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    ctx, client = cloud
+    configure(ctx, HEAD_CONFIG)
+    client.list_batch_prediction_jobs.return_value = [
+        aiplatform_v1.BatchPredictionJob(
+            name="projects/p/locations/us-central1/batchPredictionJobs/7",
+            state=aiplatform_v1.JobState.JOB_STATE_RUNNING,
+        )
+    ]
+
+    def no_bigquery(settings: Any) -> bigquery.Client:
+        raise AssertionError("the head table was materialised again under a running job")
+
+    monkeypatch.setattr(batch_predict, "make_bigquery_client", no_bigquery)
+
+    handle_batch_predict_request(
+        ctx, BatchPredictRequest(dataset=DATASET, request_id="deploy:2"), event_id="e2"
+    )
+
+    client.create_batch_prediction_job.assert_not_called()
 
 
 # Locally: the job service runs the batch task ----------------------------------------

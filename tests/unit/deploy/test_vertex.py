@@ -18,10 +18,12 @@ from cascade.core.deployment_config import DeploymentConfig
 from cascade.core.errors import InvalidConfigError
 from cascade.core.fakes import MemoryArtifactStore
 from cascade.core.paths import DatasetPaths
+from cascade.core.serving_config import ServingMode
 from cascade.deploy.deployer import Candidate
 from cascade.deploy.rollout import roll_out
-from cascade.deploy.vertex_deployer import VertexDeployer
+from cascade.deploy.vertex_deployer import PrecomputedStoreLocation, VertexDeployer
 from cascade.serving import request_rules
+from cascade.serving.precomputed import PrecomputedSettings
 from cascade.serving.state import ServingState, read_serving_state
 
 NOW = datetime(2026, 11, 27, tzinfo=UTC)
@@ -41,12 +43,17 @@ CONFIG = DeploymentConfig(
 )
 
 
-def candidate(run: str) -> Candidate:
+ENDPOINT_ACCOUNT = "serving@proj.iam.gserviceaccount.com"
+STORE = PrecomputedStoreLocation(instance="answers", table="precomputed", project="bt-proj")
+
+
+def candidate(run: str, mode: ServingMode = "dynamic") -> Candidate:
     return Candidate(
         dataset="credit",
         run_id=run,
         model_uri=f"gs://art/runs/{run}/training/model",
         lineage={"run_id": run, "data_snapshot": "abc123"},
+        serving_mode=mode,
     )
 
 
@@ -96,6 +103,7 @@ def deployer(sdk: Sdk, artifacts: MemoryArtifactStore) -> VertexDeployer:
         models=sdk.models,
         endpoints=sdk.endpoints,
         serving_image=SERVING_IMAGE,
+        precomputed=STORE,
     )
 
 
@@ -388,3 +396,227 @@ def test_monitoring_predictions_answered_by_an_unknown_deployed_model_name_no_ve
     answered = deployer.predict("credit", "1", [{"age": 30.0, "city": "oslo", "key": "r1"}])
 
     assert answered.version is None
+
+
+# -- the serving container's environment: its run, its mode, its store ---------------------
+
+WITH_ACCOUNT = CONFIG.model_copy(update={"endpoint_service_account": ENDPOINT_ACCOUNT})
+
+
+def first_upload(sdk: Sdk) -> None:
+    sdk.models.side_effect = gexc.NotFound("no such model")
+    sdk.models.upload.return_value = sdk.model_version("1")
+
+
+def uploaded_environment(sdk: Sdk) -> dict[str, str]:
+    environment: dict[str, str] = sdk.models.upload.call_args.kwargs[
+        "serving_container_environment_variables"
+    ]
+    return environment
+
+
+def test_a_static_upload_tells_the_container_its_run_mode_bucket_and_store(
+    sdk: Sdk, deployer: VertexDeployer
+) -> None:
+    first_upload(sdk)
+
+    deployer.register(candidate("credit-aaa", "static"), WITH_ACCOUNT)
+
+    sdk.models.upload.assert_called_once_with(
+        display_name="credit",
+        artifact_uri="gs://art/runs/credit-aaa/training/model",
+        serving_container_image_uri=SERVING_IMAGE,
+        serving_container_predict_route="/predict",
+        serving_container_health_route="/health",
+        serving_container_ports=[8080],
+        serving_container_environment_variables={
+            "CASCADE_SERVING_MODEL_NAME": "credit",
+            "CASCADE_SERVING_RUN_ID": "credit-aaa",
+            "CASCADE_SERVING_MODE": "static",
+            "CASCADE_PROJECT": "proj",
+            "CASCADE_ARTIFACTS_BUCKET": "art",
+            "CASCADE_PRECOMPUTED_INSTANCE": "answers",
+            "CASCADE_PRECOMPUTED_TABLE": "precomputed",
+            "CASCADE_PRECOMPUTED_PROJECT": "bt-proj",
+        },
+        model_id="credit",
+        parent_model=None,
+        is_default_version=True,
+        version_aliases=["run-credit-aaa"],
+        version_description="Cascade run credit-aaa: data_snapshot=abc123, run_id=credit-aaa",
+        labels={
+            "cascade-dataset": "credit",
+            "cascade-run-id": "credit-aaa",
+            "cascade-data-snapshot": "abc123",
+        },
+        sync=True,
+        **WHERE,
+    )
+
+
+def test_the_store_project_defaults_to_the_deploying_project(
+    sdk: Sdk, artifacts: MemoryArtifactStore
+) -> None:
+    first_upload(sdk)
+    deployer = VertexDeployer(
+        artifacts,
+        project="proj",
+        region="europe-west4",
+        clock=lambda: NOW,
+        models=sdk.models,
+        endpoints=sdk.endpoints,
+        serving_image=SERVING_IMAGE,
+        precomputed=PrecomputedStoreLocation(instance="answers", table="answers-t", project=None),
+    )
+
+    deployer.register(candidate("credit-aaa", "hybrid"), WITH_ACCOUNT)
+
+    environment = uploaded_environment(sdk)
+    assert environment["CASCADE_SERVING_MODE"] == "hybrid"
+    assert environment["CASCADE_PRECOMPUTED_TABLE"] == "answers-t"
+    assert environment["CASCADE_PRECOMPUTED_PROJECT"] == "proj"
+
+
+def test_a_dynamic_upload_with_an_endpoint_account_is_told_its_run_but_no_store(
+    sdk: Sdk, deployer: VertexDeployer
+) -> None:
+    first_upload(sdk)
+
+    deployer.register(candidate("credit-aaa"), WITH_ACCOUNT)
+
+    assert uploaded_environment(sdk) == {
+        "CASCADE_SERVING_MODEL_NAME": "credit",
+        "CASCADE_SERVING_RUN_ID": "credit-aaa",
+        "CASCADE_SERVING_MODE": "dynamic",
+        "CASCADE_PROJECT": "proj",
+        "CASCADE_ARTIFACTS_BUCKET": "art",
+    }
+
+
+def test_a_dynamic_upload_without_an_endpoint_account_keeps_the_model_name_only(
+    sdk: Sdk, deployer: VertexDeployer
+) -> None:
+    """Vertex AI's default identity reads only AIP_STORAGE_URI: a container told its run
+    could never read serving.json, so it would never be healthy."""
+    first_upload(sdk)
+
+    deployer.register(candidate("credit-aaa"), CONFIG)
+
+    assert uploaded_environment(sdk) == {"CASCADE_SERVING_MODEL_NAME": "credit"}
+
+
+@pytest.mark.parametrize("mode", ["static", "hybrid"])
+def test_a_precomputed_mode_without_an_endpoint_account_is_refused_before_uploading(
+    sdk: Sdk, deployer: VertexDeployer, mode: ServingMode
+) -> None:
+    first_upload(sdk)
+
+    with pytest.raises(InvalidConfigError, match=r"deployment\.endpoint_service_account"):
+        deployer.register(candidate("credit-aaa", mode), CONFIG)
+
+    sdk.models.upload.assert_not_called()
+
+
+@pytest.mark.parametrize("mode", ["static", "hybrid"])
+def test_a_precomputed_mode_without_a_store_is_refused_naming_the_variable(
+    sdk: Sdk, artifacts: MemoryArtifactStore, mode: ServingMode, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("CASCADE_PRECOMPUTED_INSTANCE", raising=False)
+    first_upload(sdk)
+    deployer = VertexDeployer(  # the store of this process's environment: none
+        artifacts,
+        project="proj",
+        region="europe-west4",
+        clock=lambda: NOW,
+        models=sdk.models,
+        endpoints=sdk.endpoints,
+        serving_image=SERVING_IMAGE,
+    )
+
+    with pytest.raises(InvalidConfigError, match="CASCADE_PRECOMPUTED_INSTANCE"):
+        deployer.register(candidate("credit-aaa", mode), WITH_ACCOUNT)
+
+    sdk.models.upload.assert_not_called()
+
+
+def test_the_version_is_listed_in_serving_json_before_the_endpoint_deploy(
+    sdk: Sdk, deployer: VertexDeployer, artifacts: MemoryArtifactStore
+) -> None:
+    """The container reads its version by run id and is not healthy before, and
+    Endpoint.deploy waits for a healthy container: the entry must already be there."""
+    serving_v1(artifacts)
+    sdk.endpoint.traffic_split = {"111": 100}
+    version = sdk.model_version("2")
+    sdk.models.return_value = version
+    sdk.deployed(("111", "1"), ("222", "2"))
+    seen_at_deploy: list[ServingState] = []
+
+    def deploy(**_: Any) -> None:
+        found = read_serving_state(artifacts, "credit")
+        assert found is not None
+        seen_at_deploy.append(found[0])
+
+    sdk.endpoint.deploy.side_effect = deploy
+    registered = deployer._version_of(candidate("credit-bbb"), version)
+
+    deployer.start_canary(candidate("credit-bbb"), registered, CONFIG)
+
+    [before] = seen_at_deploy
+    listed = before.version("2")
+    assert listed is not None
+    assert (listed.run_id, listed.state, listed.vertex_deployed_model_id) == (
+        "credit-bbb",
+        "standby",
+        None,
+    )
+    assert before.traffic == {"1": 100}
+    after = read_serving_state(artifacts, "credit")[0]  # type: ignore[index]
+    assert [v.version for v in after.versions] == ["1", "2"]
+    assert after.version("2").vertex_deployed_model_id == "222"  # type: ignore[union-attr]
+    assert after.traffic == {"1": 90, "2": 10}
+
+
+def test_retiring_a_version_whose_deploy_failed_undeploys_nothing_of_it(
+    sdk: Sdk, deployer: VertexDeployer, artifacts: MemoryArtifactStore
+) -> None:
+    """Listed before its deploy, a version whose deploy failed has no deployed model."""
+    serving_v1(artifacts)
+    state = read_serving_state(artifacts, "credit")[0]  # type: ignore[index]
+    state.versions[0].state = "standby"
+    never = state.versions[0].model_copy(
+        update={"version": "2", "run_id": "credit-bbb", "vertex_deployed_model_id": None}
+    )
+    serving = state.versions[0].model_copy(
+        update={"version": "3", "run_id": "credit-ccc", "vertex_deployed_model_id": "333"}
+    )
+    serving.state = "serving"
+    state.versions += [never, serving]
+    state.traffic = {"3": 100}
+    artifacts.write_json(DatasetPaths("credit").serving, state)
+
+    assert deployer.retire("credit", keep=1) == ["1", "2"]
+
+    sdk.endpoint.undeploy.assert_called_once_with(deployed_model_id="111")
+    after = read_serving_state(artifacts, "credit")[0]  # type: ignore[index]
+    assert [v.state for v in after.versions] == ["retired", "retired", "serving"]
+
+
+def test_the_deployers_store_location_reads_what_the_model_server_reads(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The deploy function cannot import PrecomputedSettings (Bigtable's client comes with
+    it): its own reading of CASCADE_PRECOMPUTED_* must stay the server's."""
+    fields = ("instance", "table", "project")
+    assert (
+        PrecomputedStoreLocation.model_config["env_prefix"]
+        == (PrecomputedSettings.model_config["env_prefix"])
+    )
+    for name in fields:
+        mine = PrecomputedStoreLocation.model_fields[name]
+        theirs = PrecomputedSettings.model_fields[name]
+        assert (mine.default, mine.annotation) == (theirs.default, theirs.annotation), name
+    monkeypatch.setenv("CASCADE_PRECOMPUTED_INSTANCE", "answers")
+    monkeypatch.setenv("CASCADE_PRECOMPUTED_TABLE", "t")
+    monkeypatch.delenv("CASCADE_PRECOMPUTED_PROJECT", raising=False)
+    location, settings = PrecomputedStoreLocation(), PrecomputedSettings()
+    assert [getattr(location, f) for f in fields] == [getattr(settings, f) for f in fields]

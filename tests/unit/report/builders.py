@@ -60,6 +60,7 @@ __all__ = [
     "SERVING_RUN_ID",
     "SKEWED_RUN_ID",
     "UNTRAINED_RUN_ID",
+    "LocalCloudStandIn",
     "csv_text",
     "full_run",
     "land_first_file",
@@ -470,3 +471,13 @@ def full_run(ctx: StepContext, tmp_path: Path) -> None:
     handle_model_blessed(
         ctx, blessed, event_id="blessed-1", deployer=ServingStateDeployer(artifacts)
     )
+
+
+class LocalCloudStandIn:
+    """What ``cascade report`` uses of ``LocalCloudClient``: its artifacts store."""
+
+    def __init__(self, artifacts: ArtifactStore) -> None:
+        self.artifacts = artifacts
+
+    def __call__(self, settings: Any) -> LocalCloudStandIn:
+        return self

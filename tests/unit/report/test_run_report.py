@@ -152,7 +152,14 @@ def test_a_full_run_renders_every_section_with_its_numbers(full: MemoryArtifactS
     html = render_run_report(full, RUN_ID)
 
     structure = _parse(html)
-    assert structure.ids == ["summary", "validation", "training", "evaluation", "deployment"]
+    assert structure.ids == [
+        "summary",
+        "validation",
+        "training",
+        "evaluation",
+        "deployment",
+        "serving-plan",
+    ]
     assert "script" not in structure.tags
     assert not re.search(r"(src|href)=\"(https?:)?//", html)  # nothing fetched: opens offline
     summary = _section(html, "summary")

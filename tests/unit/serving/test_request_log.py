@@ -131,7 +131,12 @@ def test_records_are_sent_in_batches_on_flush() -> None:
                 endpoint="clicks", deployed_model_id="1", request_id=number, keys=[f"k{number}"]
             )
         assert log.flush(DEADLINE_S)
-        assert [len(rows) for _, rows, _ in client.calls] == [3, 3, 1]
+        sizes = [len(rows) for _, rows, _ in client.calls]
+        # Batches of at most batch_rows; how the 7 split depends on when the sender
+        # thread woke (a full batch wakes it while records still arrive).
+        assert sum(sizes) == 7
+        assert max(sizes) == 3
+        assert len(sizes) >= 3
         assert [row["request_id"] for row in client.rows] == list(range(7))
         ids = [row_id for _, _, row_ids in client.calls for row_id in row_ids]
         assert len(set(ids)) == 7  # insertIds: BigQuery drops a retried duplicate

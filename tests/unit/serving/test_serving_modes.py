@@ -401,9 +401,13 @@ def test_the_deploy_step_records_the_datasets_mode(ctx: StepContext) -> None:
         ServingState(dataset=DATASET, target="local", endpoint=DATASET, updated_at=NOW),
     )
     evaluation(ctx, "blessed")
+    deployer = FakeDeployer()
 
-    handle_model_blessed(ctx, BLESSED, event_id="e1", deployer=FakeDeployer())
+    handle_model_blessed(ctx, BLESSED, event_id="e1", deployer=deployer)
 
     found = read_serving_state(ctx.artifacts, DATASET)
     assert found is not None
     assert found[0].mode == "hybrid"
+    # and the deployer is told it (a Vertex AI container learns its mode with the upload)
+    [(name, (candidate, _))] = deployer.calls[:1]
+    assert (name, candidate.serving_mode) == ("register", "hybrid")

@@ -4,9 +4,9 @@ In the cloud a batch is a Vertex AI ``BatchPredictionJob`` (``cascade.batch.vert
 Locally the job service plays that part: ``POST /v1/batchPredictionJobs`` (idempotent
 by request id) runs ``python -m cascade.batch.task`` for the spec as the Vertex AI jobs'
 account, ``GET /v1/batchPredictionJobs[/<id>]`` reads them. Job names look like Vertex
-AI's (``projects/<p>/locations/local/batchPredictionJobs/<id>``). As on Google Cloud,
-where the job-events log sink forwards the ends of training jobs only, a batch job's end
-is announced to nobody: its outcome is its manifest, its tables and its job record.
+AI's (``projects/<p>/locations/local/batchPredictionJobs/<id>``). A batch job's end is
+announced to nobody: its outcome is its manifest, its tables and its job record (on
+Google Cloud the ``batch-collect`` sweep writes the first two: ``cascade.batch.collect``).
 """
 
 from __future__ import annotations

@@ -33,9 +33,8 @@ an answer overwritten by the older one the reload read before the batch's row ex
 (the supervisor reloads before the job service starts, and after a restart of the store,
 when a running batch's writes to it were failing anyway).
 
-This module does not import TensorFlow (the supervisor runs it): the table's name is
-built here by the rule of ``cascade.batch.scoring.output_tables``, and a test holds the
-two to the same answer.
+This module does not import TensorFlow (the supervisor runs it); the table names come
+from ``cascade.batch.tables``, which the scoring task uses too.
 """
 
 from __future__ import annotations
@@ -48,9 +47,9 @@ from typing import Any
 import google.cloud.bigquery as bigquery
 from google.api_core import exceptions as gexc
 
+from cascade.batch.tables import output_tables
 from cascade.core.settings import DATASET_NAME_PATTERN, Settings
 from cascade.core.store import ArtifactStore
-from cascade.core.warehouse import table_id
 from cascade.serving.precomputed import PrecomputedStore, key_problem
 from cascade.serving.state import ServingState
 
@@ -61,6 +60,7 @@ __all__ = [
     "newest_answers_query",
     "predictions_table",
     "reload_precomputed",
+    "reload_version",
 ]
 
 _log = logging.getLogger("cascade.batch.reload")
@@ -90,14 +90,13 @@ class ReloadError(RuntimeError):
 
 
 def predictions_table(settings: Settings, dataset: str, version: str) -> str:
-    """The predictions table of one model version (``scoring.output_tables``' rule)."""
-    if not version.isascii() or not version.isdigit():
-        raise ValueError(f"invalid model version {version!r}: digits only")
-    return table_id(
+    """The predictions table of one model version (``tables.output_tables``)."""
+    return output_tables(
         settings.project,
-        settings.warehouse_dataset(PREDICTIONS_WAREHOUSE),
-        f"{dataset.replace('-', '_')}_v{version}",
-    )
+        dataset,
+        version,
+        bq_dataset=settings.warehouse_dataset(PREDICTIONS_WAREHOUSE),
+    )[0]
 
 
 def newest_answers_query(table: str) -> str:
@@ -151,7 +150,7 @@ def _answers(
         yield key, prediction
 
 
-def _reload_version(
+def reload_version(
     settings: Settings,
     store: PrecomputedStore,
     client: bigquery.Client,
@@ -204,7 +203,7 @@ def reload_precomputed(
         for deployed in state.deployed:
             scope = (dataset, deployed.version)
             try:
-                written = _reload_version(
+                written = reload_version(
                     settings, store, bigquery_client, dataset, deployed.version
                 )
             except Exception as error:  # noqa: BLE001 - one version's failure is not all's

@@ -35,25 +35,32 @@ makes a re-run of a finished batch a no-op that returns the first run's counts.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import math
 import re
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
 import google.cloud.bigquery as bigquery
 import tensorflow as tf
-from google.api_core import exceptions as gexc
-from pydantic import BaseModel, ConfigDict
 
 from cascade.batch.jobs import batch_id_for
 from cascade.batch.sources import InstanceSource, SourceRow
-from cascade.core.errors import BadInputError, InvalidConfigError
+from cascade.batch.tables import (
+    ERRORS_SCHEMA,
+    PREDICTIONS_DATASET,
+    PREDICTIONS_SCHEMA,
+    BatchManifest,
+    ensure_table,
+    manifest_name,
+    output_tables,
+    part_name,
+)
+from cascade.core.errors import BadInputError
 from cascade.core.store import ArtifactStore
-from cascade.core.warehouse import load_rows, table_id
+from cascade.core.warehouse import JsonText, load_rows
 from cascade.serving import request_rules
 from cascade.serving.servable import Servable
 
@@ -74,7 +81,6 @@ __all__ = [
     "summary",
 ]
 
-PREDICTIONS_DATASET = "cascade_predictions"
 CHUNK_ROWS = 1000
 LOAD_ROWS = 100_000
 """Rows per load job: few jobs per batch (BigQuery allows 1,500 loads per table a day)."""
@@ -83,24 +89,6 @@ MAX_KEY_BYTES = 1024
 """Longest key (UTF-8 bytes): the precomputed store's limit, so every scored key loads."""
 SHOWN_CHARS = 1024
 """How much of a refused row's key and of a reason the errors table keeps."""
-
-PREDICTIONS_SCHEMA = [
-    bigquery.SchemaField("key", "STRING", mode="REQUIRED"),
-    bigquery.SchemaField("model_version", "STRING", mode="REQUIRED"),
-    bigquery.SchemaField("predicted_at", "TIMESTAMP", mode="REQUIRED"),
-    bigquery.SchemaField("batch_id", "STRING", mode="REQUIRED"),
-    bigquery.SchemaField("prediction", "JSON", mode="REQUIRED"),
-]
-ERRORS_SCHEMA = [
-    bigquery.SchemaField("key", "STRING"),
-    bigquery.SchemaField("row_number", "INT64", mode="REQUIRED"),
-    bigquery.SchemaField("source", "STRING", mode="REQUIRED"),
-    bigquery.SchemaField("field", "STRING"),
-    bigquery.SchemaField("reason", "STRING", mode="REQUIRED"),
-    bigquery.SchemaField("model_version", "STRING", mode="REQUIRED"),
-    bigquery.SchemaField("batch_id", "STRING", mode="REQUIRED"),
-    bigquery.SchemaField("recorded_at", "TIMESTAMP", mode="REQUIRED"),
-]
 
 _INT = re.compile(r"\s*[+-]?\d+\s*")
 _MODEL_ERRORS = (tf.errors.OpError, ValueError, TypeError)
@@ -114,27 +102,6 @@ class PredictionSink(Protocol):
     def write(
         self, dataset: str, version: str, rows: Iterable[tuple[str, dict[str, Any]]]
     ) -> int: ...
-
-
-class BatchManifest(BaseModel):
-    """What a finished batch did; its existence marks the batch done."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    batch_id: str
-    dataset: str
-    model_version: str
-    source: str
-    source_identity: str
-    predictions_table: str
-    errors_table: str
-    rows_read: int
-    rows_scored: int
-    rows_failed: int
-    rows_stored: int = 0
-    """Answers also written to the precomputed store."""
-    started_at: datetime
-    finished_at: datetime
 
 
 @dataclass(frozen=True)
@@ -161,25 +128,6 @@ class _Failure:
 
 class _BadValueError(ValueError):
     pass
-
-
-def output_tables(
-    project: str, dataset: str, version: str, *, bq_dataset: str = PREDICTIONS_DATASET
-) -> tuple[str, str]:
-    """The predictions table and the errors table of one model version."""
-    if not version.isascii() or not version.isdigit():
-        raise ValueError(f"invalid model version {version!r}: digits only")
-    name = f"{dataset.replace('-', '_')}_v{version}"
-    return table_id(project, bq_dataset, name), table_id(project, bq_dataset, f"{name}_errors")
-
-
-def manifest_name(dataset: str, batch_id: str) -> str:
-    return f"models/{dataset}/batch-predictions/{batch_id}.json"
-
-
-def part_name(dataset: str, batch_id: str, part: int) -> str:
-    """The marker of one loaded part of a batch (its load job's name inside)."""
-    return f"models/{dataset}/batch-predictions/{batch_id}/part-{part}.json"
 
 
 def _utc_now() -> datetime:
@@ -345,29 +293,6 @@ def _chunks(rows: Iterator[SourceRow], size: int) -> Iterator[list[SourceRow]]:
         yield chunk
 
 
-def _ensure_table(
-    client: bigquery.Client, name: str, schema: Sequence[bigquery.SchemaField]
-) -> bigquery.Table:
-    # The dataset is Terraform's (the topology's warehouse; the local cloud provisions it):
-    # a batch job's account may create tables in it, never datasets.
-    project, dataset, _ = name.split(".")
-    try:
-        client.get_dataset(f"{project}.{dataset}")
-    except gexc.NotFound:
-        raise InvalidConfigError(
-            f"the BigQuery dataset {project}.{dataset} does not exist: Terraform creates the "
-            "warehouse's datasets (infra/bigquery.tf), `cascade up` the local ones"
-        ) from None
-    with contextlib.suppress(gexc.Conflict):
-        client.create_table(bigquery.Table(name, schema=list(schema)))
-    table = client.get_table(name)
-    have = {field.name: (field.field_type, field.mode) for field in table.schema}
-    missing = [field.name for field in schema if field.name not in have]
-    if missing:
-        raise BadInputError(f"table {name} exists without the columns {missing}")
-    return table
-
-
 class _Batch:
     """One batch's writes: predictions, errors and the optional sink."""
 
@@ -412,7 +337,9 @@ class _Batch:
                 )
                 continue
             try:
-                text = json.dumps(prediction, allow_nan=False, ensure_ascii=False, sort_keys=True)
+                text = JsonText(
+                    json.dumps(prediction, allow_nan=False, ensure_ascii=False, sort_keys=True)
+                )
             except ValueError:
                 failed.append(
                     _Failure(
@@ -507,8 +434,8 @@ def score_source(
     batch = _Batch(
         client=client,
         artifacts=artifacts,
-        predictions=_ensure_table(client, predictions_table, PREDICTIONS_SCHEMA),
-        errors=_ensure_table(client, errors_table, ERRORS_SCHEMA),
+        predictions=ensure_table(client, predictions_table, PREDICTIONS_SCHEMA),
+        errors=ensure_table(client, errors_table, ERRORS_SCHEMA),
         dataset=dataset,
         version=version,
         key=preparer.key,

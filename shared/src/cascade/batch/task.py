@@ -9,21 +9,35 @@ processes it starts), picks the model version (``--version``, or the one serving
 the traffic in ``models/<dataset>/serving.json``), downloads and loads it, and scores the
 source with ``cascade.batch.scoring``; it prints the batch manifest as JSON. The same
 code runs in the CLI (``cascade batch-predict``) and in the ``batch-predict`` step.
+
+A hybrid dataset whose pipeline config has ``serving.head`` scores only the source rows
+whose key is in its head (``cascade.batch.head``: the most requested keys of the request
+log); the rows outside it are skipped and counted in the log, and the head is part of
+the batch's identity. An empty head (no traffic logged yet) scores the whole source.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import logging
 import sys
 import tempfile
 from collections.abc import Callable, Sequence
+from datetime import datetime
 from pathlib import Path
 
+import google.cloud.bigquery as bigquery
+
+from cascade.batch.head import HeadSource, log_endpoint, read_head, request_log_table
 from cascade.batch.scoring import BatchResult, PredictionSink, score_source
 from cascade.batch.sources import BigQueryTableSource, FileSource, InstanceSource
 from cascade.core.clients import make_storage_client
-from cascade.core.errors import BadInputError, BadRequestError
+from cascade.core.context import utc_now
+from cascade.core.errors import BadInputError, BadRequestError, InvalidConfigError
+from cascade.core.observability import configure_logging
+from cascade.core.pipeline_config import load_pipeline_config
+from cascade.core.serving_config import HeadConfig
 from cascade.core.settings import Settings, load_settings
 from cascade.core.store import ArtifactStore
 from cascade.core.warehouse import make_bigquery_client
@@ -44,6 +58,7 @@ __all__ = [
 
 PREDICTIONS_WAREHOUSE = "predictions"
 """The topology's warehouse dataset of batch predictions (infra/topology.yaml)."""
+_log = logging.getLogger("cascade.batch.task")
 
 
 def deployed_version(
@@ -110,8 +125,10 @@ def run_batch(
     version: str | None = None,
     sink: PredictionSink | None = None,
     store_for_bucket: Callable[[str], ArtifactStore] | None = None,
+    now: Callable[[], datetime] = utc_now,
 ) -> BatchResult:
-    """Score ``table`` or ``files`` with a deployed version of ``dataset``.
+    """Score ``table`` or ``files`` with a deployed version of ``dataset`` (only the rows
+    of its head when its config has ``serving.head``; ``now`` ends the head's window).
     ``store_for_bucket`` (tests: in-memory stores) defaults to Cloud Storage."""
     if (table is None) == (not files):
         raise BadRequestError("score either a BigQuery table (--table) or files (--files)")
@@ -129,6 +146,7 @@ def run_batch(
         store_for_bucket = cloud_store
     artifacts = store_for_bucket(settings.artifacts_bucket)
     deployed = deployed_version(artifacts, dataset, version)
+    head = load_pipeline_config(artifacts, dataset).serving.head
     store = None if sink is not None else precomputed_store_for(settings, artifacts, dataset)
     client = make_bigquery_client(settings)
     try:
@@ -139,8 +157,13 @@ def run_batch(
         )
         with tempfile.TemporaryDirectory(prefix="cascade-batch-") as folder:
             servable = _load(store_for_bucket, deployed, Path(folder))
-            return score_source(
-                source=source,
+            filtered: HeadSource | None = None
+            if head is not None:
+                filtered = _head_of(
+                    settings, client, artifacts, dataset, source, servable.key or "key", head, now
+                )
+            result = score_source(
+                source=source if filtered is None else filtered,
                 servable=servable,
                 dataset=dataset,
                 client=client,
@@ -149,10 +172,48 @@ def run_batch(
                 bq_dataset=settings.warehouse_dataset(PREDICTIONS_WAREHOUSE),
                 sink=sink if sink is not None else store,
             )
+            if filtered is not None and not result.skipped:
+                _log.info(
+                    "batch %s of %s: %d row(s) of the head scored, %d row(s) outside the "
+                    "head skipped",
+                    result.manifest.batch_id,
+                    dataset,
+                    filtered.inside,
+                    filtered.outside,
+                )
+            return result
     finally:
         client.close()  # type: ignore[no-untyped-call]
         if store is not None:
             store.close()
+
+
+def _head_of(
+    settings: Settings,
+    client: bigquery.Client,
+    artifacts: ArtifactStore,
+    dataset: str,
+    source: InstanceSource,
+    key: str,
+    config: HeadConfig,
+    now: Callable[[], datetime],
+) -> HeadSource | None:
+    """``source`` filtered to the dataset's head, or None (the whole source) when the head
+    is empty. The key field is the model's key input: what the model server logs each
+    instance's key under, and what the batch keys rows by."""
+    head = read_head(
+        client,
+        request_log_table(settings),
+        config=config,
+        endpoint=log_endpoint(artifacts, dataset),
+        key_field=key,
+        now=now(),
+    )
+    if head.empty:  # worth a warning: a hybrid dataset's batch scores everything
+        _log.warning("batch of %s: %s", dataset, head.describe())
+        return None
+    _log.info("batch of %s: %s", dataset, head.describe())
+    return HeadSource(source, head, key)
 
 
 def precomputed_store_for(
@@ -182,14 +243,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--version", default=None, help="model version (default: the primary)")
     args = parser.parse_args(argv)
     try:
+        settings = load_settings()
+        configure_logging(function_name="batch-task", project=settings.project)
         result = run_batch(
-            load_settings(),
+            settings,
             dataset=args.dataset,
             table=args.table,
             files=args.files or (),
             version=args.version,
         )
-    except (BadRequestError, BadInputError, ValueError) as error:
+    except (BadRequestError, BadInputError, InvalidConfigError, ValueError) as error:
         print(f"batch prediction refused: {error}", file=sys.stderr)
         return 2
     print(json.dumps({"skipped": result.skipped, **result.manifest.model_dump(mode="json")}))

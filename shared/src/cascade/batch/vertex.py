@@ -41,26 +41,44 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime
 
 from google.cloud import aiplatform_v1 as vertex
 
-from cascade.core.errors import InvalidConfigError
+from cascade.batch.collect import VertexBatchOutput
+from cascade.core.errors import BadInputError, InvalidConfigError
 from cascade.core.settings import Settings
 from cascade.core.warehouse_names import table_id
 
 __all__ = [
     "BATCH_ID_LABEL",
     "DATASET_LABEL",
+    "ENDED_WITHOUT_OUTPUT",
+    "SUCCEEDED",
     "VERSION_LABEL",
     "BatchResources",
     "batch_prediction_job",
+    "cascade_batch_jobs",
     "job_service_client",
+    "scored_source",
     "submit_batch_prediction_job",
+    "vertex_output",
 ]
 
 BATCH_ID_LABEL = "cascade_batch_id"
 DATASET_LABEL = "cascade_dataset"
 VERSION_LABEL = "cascade_model_version"
+SUCCEEDED = frozenset(
+    {vertex.JobState.JOB_STATE_SUCCEEDED, vertex.JobState.JOB_STATE_PARTIALLY_SUCCEEDED}
+)
+"""End states with output to collect (partially: some rows failed, in ``errors_<time>``)."""
+ENDED_WITHOUT_OUTPUT = frozenset(
+    {
+        vertex.JobState.JOB_STATE_FAILED,
+        vertex.JobState.JOB_STATE_CANCELLED,
+        vertex.JobState.JOB_STATE_EXPIRED,
+    }
+)
 _GCS_FORMATS = {".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "jsonl"}
 _NOT_LABEL = re.compile(r"[^a-z0-9_-]")
 
@@ -201,3 +219,55 @@ def submit_batch_prediction_job(
             return str(existing.name)
     created = client.create_batch_prediction_job(parent=parent, batch_prediction_job=job)
     return str(created.name)
+
+
+def cascade_batch_jobs(
+    client: vertex.JobServiceClient, settings: Settings, *, created_after: datetime
+) -> list[vertex.BatchPredictionJob]:
+    """Cascade's batch prediction jobs (those with a batch-id label) created after
+    ``created_after``, in any state (the list filter's fields: labels and create_time)."""
+    after = created_after.astimezone(UTC).isoformat().replace("+00:00", "Z")
+    return list(
+        client.list_batch_prediction_jobs(
+            request=vertex.ListBatchPredictionJobsRequest(
+                parent=f"projects/{settings.project}/locations/{settings.region}",
+                filter=f'labels.{BATCH_ID_LABEL}:* AND create_time>"{after}"',
+            )
+        )
+    )
+
+
+def scored_source(job: vertex.BatchPredictionJob) -> str:
+    """What the job scored: ``bq://project.dataset.table`` or its ``gs://`` files."""
+    config = job.input_config
+    if config.bigquery_source.input_uri:
+        return str(config.bigquery_source.input_uri)
+    return ",".join(sorted(config.gcs_source.uris))
+
+
+def vertex_output(job: vertex.BatchPredictionJob, *, key: str) -> VertexBatchOutput:
+    """The collection of a succeeded job: its labels name the dataset, version and batch,
+    its ``output_info`` the tables Vertex AI wrote. ``BadInputError`` for a job that
+    does not carry them (not Cascade's, or edited)."""
+    labels = dict(job.labels)
+    missing = [
+        label for label in (DATASET_LABEL, VERSION_LABEL, BATCH_ID_LABEL) if label not in labels
+    ]
+    if missing:
+        raise BadInputError(f"{job.name}: no {', '.join(missing)} label")
+    info = job.output_info
+    dataset_uri = str(info.bigquery_output_dataset)
+    if not dataset_uri.startswith("bq://") or not info.bigquery_output_table:
+        raise BadInputError(f"{job.name}: Vertex AI reports no BigQuery output")
+    started = job.start_time if job.start_time else None
+    return VertexBatchOutput(
+        job=str(job.name),
+        dataset=labels[DATASET_LABEL],
+        version=labels[VERSION_LABEL],
+        batch_id=labels[BATCH_ID_LABEL],
+        source=scored_source(job),
+        output_dataset=dataset_uri.removeprefix("bq://"),
+        output_table=str(info.bigquery_output_table),
+        key=key,
+        started_at=started,
+    )

@@ -3,40 +3,51 @@
 Reads the model server's request log (``cascade.serving.request_log``: Vertex AI's
 request-response logging table in the cloud, the same table in the local BigQuery) and
 the key column's distinct count from the dataset's baseline statistics, and prints the
-advisor's plan (``cascade.serving.plan``).
+advisor's plan (``cascade.serving.plan``). ``--save`` stores it as
+``models/<dataset>/serving-plan.json``, which the run report shows. The computing is
+``cascade.report.serving_plan_compute``, shared with ``cascade report``.
 """
 
 from __future__ import annotations
 
 import json
 import re
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 import click
-from google.api_core import exceptions as gexc
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
 from cascade.cli.cloud_settings import command_settings, fail
 from cascade.core.clients import make_storage_client
-from cascade.core.pipeline_config import load_pipeline_config
 from cascade.core.settings import Settings
 from cascade.core.store import ArtifactStore
 from cascade.core.warehouse import make_bigquery_client
+from cascade.report.serving_plan import (
+    StoredServingPlan,
+    format_bytes,
+    save_serving_plan,
+    serving_plan_path,
+)
 from cascade.report.serving_plan_chart import render_svg
-from cascade.serving.plan import Assumptions, NoRequestsError, ServingPlan, advise
-from cascade.serving.request_log import REQUEST_LOG_TABLE, read_key_counts
-from cascade.serving.state import read_serving_state
-from cascade.validation.baseline_store import BaselineStore
+from cascade.report.serving_plan_compute import (
+    REQUEST_LOG_TABLE_ENV,
+    NoServingPlanError,
+    compute_serving_plan,
+    request_log_table,
+    statistics_cardinality,
+)
+from cascade.serving.plan import Assumptions, ServingPlan
+from cascade.serving.request_log import REQUEST_LOG_TABLE
 
-__all__ = ["serving_plan"]
+__all__ = ["TABLE_ENV", "print_plan", "serving_plan", "statistics_cardinality"]
 
 console = Console()
 
-TABLE_ENV = "CASCADE_REQUEST_LOG_TABLE"
+TABLE_ENV = REQUEST_LOG_TABLE_ENV
 _DURATION = re.compile(r"^(\d+)([smhd])$")
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 
@@ -48,35 +59,12 @@ def _duration(value: str) -> timedelta:
     return timedelta(seconds=int(match.group(1)) * _UNITS[match.group(2)])
 
 
-def _key_column(artifacts: ArtifactStore, dataset: str) -> str:
-    """The dataset's key column (its pipeline config's ``transform.key_column``), which
-    is the model's key input and so the instances' key field; ``key`` without one."""
-    try:
-        config = load_pipeline_config(artifacts, dataset)
-    except Exception:  # noqa: BLE001 - no config or an invalid one: the default field
-        return "key"
-    return config.transform.key_column or "key"
-
-
 def _settings(from_env: bool) -> Settings:
     return command_settings(from_env, console)
 
 
 def _fail(message: str) -> None:
     fail(console, message)
-
-
-def statistics_cardinality(artifacts: ArtifactStore, dataset: str, key_field: str) -> int | None:
-    """The key column's distinct values in the dataset's baseline statistics (a lower
-    bound when they were truncated), or None when the column has no string counts."""
-    stored = BaselineStore(artifacts, dataset).load()
-    if stored is None:
-        return None
-    feature = stored.summary.features.get(key_field)
-    if feature is None or feature.strings is None:
-        return None
-    compact = feature.strings.compacted(2**62)
-    return 0 if not compact.parts else len(compact.parts[0][0])
 
 
 def _assumptions(pairs: tuple[str, ...]) -> Assumptions:
@@ -90,15 +78,6 @@ def _assumptions(pairs: tuple[str, ...]) -> Assumptions:
         return Assumptions().with_overrides(overrides)
     except ValueError as error:
         raise click.BadParameter(str(error), param_hint="--assume") from None
-
-
-def _bytes(value: int) -> str:
-    amount = float(value)
-    for unit in ("B", "KB", "MB", "GB", "TB"):
-        if amount < 1000 or unit == "TB":
-            return f"{amount:.0f} {unit}" if unit == "B" else f"{amount:.1f} {unit}"
-        amount /= 1000
-    return f"{value} B"
 
 
 def _optional(value: float | None, fmt: str) -> str:
@@ -137,7 +116,7 @@ def print_plan(plan: ServingPlan, dataset: str, out: Console) -> None:
         costs.add_row(
             f"{cost.mode}{mark}",
             f"{cost.precomputed_keys:,}",
-            _bytes(cost.storage_bytes),
+            format_bytes(cost.storage_bytes),
             f"{cost.model_share:.0%}",
             _optional(cost.model_calls_per_s, ".3g"),
             _optional(cost.cpu_cores, ".3g"),
@@ -179,6 +158,11 @@ def print_plan(plan: ServingPlan, dataset: str, out: Console) -> None:
 )
 @click.option("--json", "as_json", is_flag=True, help="Print the plan as JSON.")
 @click.option("--plot", type=click.Path(dir_okay=False, path_type=Path), help="Write the SVG plot.")
+@click.option(
+    "--save",
+    is_flag=True,
+    help="Also store the plan as models/DATASET/serving-plan.json (the run report shows it).",
+)
 @click.option("--from-env", is_flag=True, help="Use CASCADE_* settings (the cloud), not .cascade/.")
 def serving_plan(
     dataset: str,
@@ -189,6 +173,7 @@ def serving_plan(
     assume: tuple[str, ...],
     as_json: bool,
     plot: Path | None,
+    save: bool,
     from_env: bool,
 ) -> None:
     """Recommend static, dynamic or hybrid serving for DATASET from its request log.
@@ -200,75 +185,61 @@ def serving_plan(
     window = _duration(since)
     assumptions = _assumptions(assume)
     settings = _settings(from_env)
-    logs = settings.warehouse_dataset("serving-logs")
-    table_id = table or f"{settings.project}.{logs}.{REQUEST_LOG_TABLE}"
+    table_id = table or request_log_table(settings)
     artifacts = ArtifactStore(make_storage_client(settings), settings.artifacts_bucket)
-    if key_field is None:
-        key_field = _key_column(artifacts, dataset)
     try:
-        found = read_serving_state(artifacts, dataset)
-        statistics_keys = statistics_cardinality(artifacts, dataset, key_field)
-    except Exception as error:  # noqa: BLE001 - the bucket is down or the name is invalid
-        _fail(f"could not read {dataset}'s serving state and statistics: {error}")
-        return
-    if endpoint is None:
-        endpoint = found[0].endpoint if found is not None and found[0].endpoint else dataset
-    end = datetime.now(UTC)
-    start = end - window
-    try:
-        logged = read_key_counts(
-            make_bigquery_client(settings),
-            table_id,
+        stored = compute_serving_plan(
+            artifacts,
+            dataset,
+            bigquery_client=lambda: make_bigquery_client(settings),
+            table=table_id,
+            window=window,
+            window_label=since,
             endpoint=endpoint,
-            start=start,
-            end=end,
             key_field=key_field,
-        )
-    except ValueError as error:
-        _fail(str(error))
-        return
-    except gexc.NotFound:
-        _fail(
-            f"no request log yet: table {table_id} does not exist (the model server "
-            "creates it on its first logged request; in the cloud, enable the endpoint's "
-            "request-response logging to that table)"
-        )
-        return
-    except gexc.GoogleAPICallError as error:
-        _fail(f"could not read the request log {table_id}: {error}")
-        return
-    try:
-        plan = advise(
-            logged.counts,
-            statistics_keys=statistics_keys,
-            window_s=logged.window_s,
             assumptions=assumptions,
         )
-    except NoRequestsError:
-        _fail(
-            f"no keyed requests for endpoint {endpoint!r} in {table_id} over the last "
-            f"{since} ({logged.unkeyed} instances without {key_field!r}): send traffic "
-            "first, or widen --since"
-        )
+    except NoServingPlanError as error:
+        _fail(str(error))
         return
+    plan = stored.plan
     if plot is not None:
         plot.write_text(render_svg(plan, dataset), encoding="utf-8")
     if as_json:
         body: dict[str, Any] = {
             "dataset": dataset,
-            "endpoint": endpoint,
+            "endpoint": stored.endpoint,
             "table": table_id,
-            "start": start.isoformat(),
-            "end": end.isoformat(),
-            "unkeyed": logged.unkeyed,
+            "start": stored.start.isoformat(),
+            "end": stored.end.isoformat(),
+            "unkeyed": stored.unkeyed,
             "plan": plan.as_dict(),
         }
         click.echo(json.dumps(body, indent=2))
+    else:
+        print_plan(plan, dataset, console)
+        if plan.statistics_keys is None:
+            console.print(
+                f"(no statistics for a string column {stored.key_field!r}: "
+                "cardinality from the log)"
+            )
+        if plot is not None:
+            console.print(f"plot: {escape(str(plot))}")
+    if save:
+        _save(artifacts, stored, err=as_json)
+
+
+def _save(artifacts: ArtifactStore, stored: StoredServingPlan, *, err: bool) -> None:
+    """Store the plan and say where: on stderr with ``--json``, so stdout stays one JSON
+    document. Printed after the plan, so a failed write does not hide it."""
+    try:
+        uri = save_serving_plan(artifacts, stored)
+    except Exception as error:  # noqa: BLE001 - the bucket refused or is down: say so
+        where = artifacts.uri(serving_plan_path(stored.dataset))
+        _fail(f"could not save the plan to {where}: {error}")
         return
-    print_plan(plan, dataset, console)
-    if statistics_keys is None:
-        console.print(
-            f"(no statistics for a string column {key_field!r}: cardinality from the log)"
-        )
-    if plot is not None:
-        console.print(f"plot: {escape(str(plot))}")
+    message = f"saved: {uri} (the run report shows it)"
+    if err:
+        click.echo(message, err=True)
+    else:
+        console.print(escape(message))

@@ -20,29 +20,64 @@ job configuration in its body:
 - job and query results (the caller's own jobs) → ``bigquery.jobs.create`` holders.
 
 Anything else is refused: the guard refuses what it does not understand.
+
+The Storage Read API (gRPC, ``BigQueryRead``) is guarded the same way on the read
+client's channel (``guard_read_channel``, an interceptor): ``CreateReadSession`` needs
+``bigquery.readsessions.create`` on the project (``roles/bigquery.readSessionUser``: the
+``bigquery-read-sessions`` api) and read on the table's dataset (``getData``);
+``ReadRows`` and ``SplitReadStream`` need the same role (``readsessions.getData``,
+``readsessions.update``); any other method is refused. A refusal is the status BigQuery
+answers, ``PERMISSION_DENIED`` "request failed: the user does not have '<permission>'
+permission for '<resource>'", which the client raises as
+``google.api_core.exceptions.PermissionDenied``.
 """
 
 from __future__ import annotations
 
 import json
 import re
+from collections.abc import Callable
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
+import grpc
 import requests
 
-from cascade.core.grants import LocalIdentity, forbidden_response
+from cascade.core.grants import GrpcPermissionDenied, LocalIdentity, forbidden_response
 
-__all__ = ["BigQueryDenial", "bigquery_denial", "guard_bigquery_session"]
+__all__ = [
+    "BigQueryDenial",
+    "ReadSessionGuard",
+    "bigquery_denial",
+    "guard_bigquery_session",
+    "guard_read_channel",
+    "read_denial",
+]
 
 _PREFIXES = ("/upload/bigquery/v2/projects/", "/bigquery/v2/projects/")
 _READ_VERBS = {"GET"}
-_TABLE_REFERENCE = re.compile(r"\b(?:FROM|JOIN)\s+(`[^`]+`|[A-Za-z0-9_.:-]+)", re.IGNORECASE)
+# What follows FROM, JOIN or MERGE's USING; a name followed by "(" is a function
+# (UNNEST(...), a table function) or JOIN's USING (columns), not a table; the possessive
+# ++ keeps the name whole so a shorter prefix of it is never taken for one.
+_TABLE_REFERENCE = re.compile(
+    r"\b(?:FROM|JOIN|USING)\s+(`[^`]+`|[A-Za-z0-9_.:-]++)(?!\s*\()", re.IGNORECASE
+)
+# The table a statement writes. Atomic groups (?>...) keep an optional INTO / FROM / IF
+# [NOT] EXISTS from being read as the name; MERGE's own clauses (THEN INSERT ROW,
+# INSERT (...) VALUES, UPDATE SET, DELETE WHEN) name no table.
+_WRITTEN_TABLE = re.compile(
+    r"\b(?:INSERT\s+(?>INTO\s+)?"
+    r"|CREATE\s+(?>OR\s+REPLACE\s+)?(?>TEMP(?:ORARY)?\s+)?TABLE\s+(?>IF\s+NOT\s+EXISTS\s+)?"
+    r"|MERGE\s+(?>INTO\s+)?|UPDATE\s+|DELETE\s+(?>FROM\s+)?|TRUNCATE\s+TABLE\s+"
+    r"|DROP\s+TABLE\s+(?>IF\s+EXISTS\s+)?)"
+    r"(?!(?:ROW|VALUES|SET|WHEN|SELECT)\b)(`[^`]+`|[A-Za-z0-9_.:-]++)",
+    re.IGNORECASE,
+)
 _FROM_CLAUSE = re.compile(
     r"\bFROM\b(.*?)(?=\b(?:WHERE|GROUP|ORDER|LIMIT|HAVING|QUALIFY|WINDOW|UNION|SELECT)\b|\)|$)",
     re.IGNORECASE | re.DOTALL,
 )
-_COMMA_REFERENCE = re.compile(r",\s*(`[^`]+`|[A-Za-z0-9_.:-]+)")
+_COMMA_REFERENCE = re.compile(r",\s*(`[^`]+`|[A-Za-z0-9_.:-]++)(?!\s*\()")
 _QUOTED = re.compile(r"`[^`]+`")
 _CTE_NAME = re.compile(r"(?:\bWITH|,)\s+`?([A-Za-z_][A-Za-z0-9_]*)`?\s+AS\s*\(", re.IGNORECASE)
 _NO_TABLE_QUERY = re.compile(r"^\s*SELECT\b(?!.*\b(?:FROM|JOIN)\b)", re.IGNORECASE | re.DOTALL)
@@ -76,6 +111,28 @@ def _table_name(project: str, dataset: str, table: str) -> str:
     return f"{project}:{dataset}.{table}"
 
 
+def _table_parts(raw: str, project: str) -> tuple[str, str, str] | None:
+    parts = raw.strip("`").replace(":", ".").split(".")
+    if len(parts) == 2:
+        parts = [project, *parts]
+    if len(parts) != 3 or not all(parts):
+        return None
+    return parts[0], parts[1], parts[2]
+
+
+def _written_tables(query: str, project: str) -> list[tuple[str, str, str]] | None:
+    """(project, dataset, table) of each table a DML or DDL ``query`` writes (INSERT,
+    CREATE TABLE, MERGE, UPDATE, DELETE, TRUNCATE, DROP); None when one is not a table
+    name this understands (refused)."""
+    found = []
+    for match in _WRITTEN_TABLE.finditer(query):
+        parts = _table_parts(match.group(1), project)
+        if parts is None:
+            return None
+        found.append(parts)
+    return found
+
+
 def _referenced_datasets(query: str, project: str) -> list[tuple[str, str, str]] | None:
     """(project, dataset, table) of each table ``query`` reads; None when it names one in
     a form this cannot read as a table (refused: not understood).
@@ -94,12 +151,10 @@ def _referenced_datasets(query: str, project: str) -> list[tuple[str, str, str]]
             continue  # a subquery: its own FROM is found by the same search
         if raw.strip("`").lower() in named:
             continue
-        parts = raw.strip("`").replace(":", ".").split(".")
-        if len(parts) == 2:
-            parts = [project, *parts]
-        if len(parts) != 3 or not all(parts):
+        parts = _table_parts(raw, project)
+        if parts is None:
             return None
-        found.append((parts[0], parts[1], parts[2]))
+        found.append(parts)
     return found
 
 
@@ -112,8 +167,12 @@ def _job_denial(
     if isinstance(query, dict) or isinstance(body.get("query"), str):
         text = query.get("query", "") if isinstance(query, dict) else str(body.get("query", ""))
         tables = _referenced_datasets(text, project)
-        if tables is None or (not tables and not _NO_TABLE_QUERY.match(text)):
+        written = _written_tables(text, project)
+        if written is None:
+            return _denial("bigquery.tables.updateData", "query", text[:80])
+        if tables is None or (not tables and not written and not _NO_TABLE_QUERY.match(text)):
             return _denial("bigquery.tables.getData", "query", text[:80])
+        checks += [(p, d, t, True) for p, d, t in written]
         checks += [(p, d, t, False) for p, d, t in tables]
         destination = query.get("destinationTable") if isinstance(query, dict) else None
         if destination:
@@ -294,3 +353,88 @@ def guard_bigquery_session(session: requests.Session, identity: LocalIdentity) -
 
     session.request = request  # type: ignore[method-assign, assignment]
     return session
+
+
+# ---------------------------------------------------------------- Storage Read API (gRPC)
+
+_READ_SERVICE = "/google.cloud.bigquery.storage.v1.BigQueryRead/"
+_TABLE_PATH = re.compile(r"projects/([^/]+)/datasets/([^/]+)/tables/([^/@$]+)")
+
+
+def read_denial(identity: LocalIdentity, method: str, request: Any) -> BigQueryDenial | None:
+    """What the Storage Read API call ``method`` (``/package.Service/Method``) needs and
+    ``identity`` lacks; None when it may go."""
+    name = method.removeprefix(_READ_SERVICE)
+    if name == "CreateReadSession":
+        parent = str(getattr(request, "parent", "") or "")
+        if not identity.bigquery_read_sessions:
+            return _denial("bigquery.readsessions.create", "project", parent)
+        session = getattr(request, "read_session", None)
+        table = str(getattr(session, "table", "") or "")
+        found = _TABLE_PATH.fullmatch(table)
+        if found is None:
+            return _denial("bigquery.tables.getData", "table", table)
+        dataset = found.group(2)
+        if dataset in identity.tables_read or dataset in identity.tables_write:
+            return None
+        return _denial("bigquery.tables.getData", "table", table)
+    stream = str(getattr(request, "read_stream", "") or getattr(request, "name", "") or "")
+    if name == "ReadRows":
+        permission = "bigquery.readsessions.getData"
+    elif name == "SplitReadStream":
+        permission = "bigquery.readsessions.update"
+    else:
+        return _denial(method, "request", stream or method)
+    return None if identity.bigquery_read_sessions else _denial(permission, "stream", stream)
+
+
+def _read_refusal(denial: BigQueryDenial) -> GrpcPermissionDenied:
+    permission, _, resource = denial
+    return GrpcPermissionDenied(
+        f"request failed: the user does not have '{permission}' permission for '{resource}'"
+    )
+
+
+class ReadSessionGuard(
+    grpc.UnaryUnaryClientInterceptor,  # type: ignore[misc]
+    grpc.UnaryStreamClientInterceptor,  # type: ignore[misc]
+    grpc.StreamUnaryClientInterceptor,  # type: ignore[misc]
+    grpc.StreamStreamClientInterceptor,  # type: ignore[misc]
+):
+    """Refuses, before sending, every Storage Read API call ``identity`` may not make."""
+
+    def __init__(self, identity: LocalIdentity) -> None:
+        self._identity = identity
+
+    def _check(self, method: str, request: Any) -> None:
+        denied = read_denial(self._identity, method, request)
+        if denied is not None:
+            raise _read_refusal(denied)
+
+    def intercept_unary_unary(
+        self, continuation: Callable[..., Any], client_call_details: Any, request: Any
+    ) -> Any:
+        self._check(client_call_details.method, request)
+        return continuation(client_call_details, request)
+
+    def intercept_unary_stream(
+        self, continuation: Callable[..., Any], client_call_details: Any, request: Any
+    ) -> Any:
+        self._check(client_call_details.method, request)
+        return continuation(client_call_details, request)
+
+    def intercept_stream_unary(
+        self, continuation: Callable[..., Any], client_call_details: Any, request_iterator: Any
+    ) -> Any:
+        raise _read_refusal(_denial(client_call_details.method, "request", "a stream"))
+
+    def intercept_stream_stream(
+        self, continuation: Callable[..., Any], client_call_details: Any, request_iterator: Any
+    ) -> Any:
+        raise _read_refusal(_denial(client_call_details.method, "request", "a stream"))
+
+
+def guard_read_channel(channel: grpc.Channel, identity: LocalIdentity) -> grpc.Channel:
+    """``channel`` refusing, as BigQuery does, the Storage Read API calls ``identity``
+    lacks the grants for."""
+    return grpc.intercept_channel(channel, ReadSessionGuard(identity))

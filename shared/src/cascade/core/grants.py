@@ -13,7 +13,9 @@ every Cascade call, refusing with the error Google returns:
   storage.objects.create access to the Google Cloud Storage object. Permission
   'storage.objects.create' denied on resource (or it may not exist).", which the client
   raises as ``google.api_core.exceptions.Forbidden``;
-- BigQuery (REST): HTTP 403 "Access Denied: ..." (``cascade.core.bigquery_grants``).
+- BigQuery (REST): HTTP 403 "Access Denied: ..." (``cascade.core.bigquery_grants``);
+  its Storage Read API (gRPC): ``PERMISSION_DENIED`` "request failed: the user does not
+  have '<permission>' permission for '<resource>'" (the same module).
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ __all__ = [
     "JOBS_IDENTITY_ENV",
     "PUBSUB_DENIED_MESSAGE",
     "GrpcGuard",
+    "GrpcPermissionDenied",
     "LocalIdentity",
     "forbidden_response",
     "guard_channel",
@@ -51,6 +54,7 @@ JOBS_IDENTITY_ENV = "CASCADE_LOCAL_JOBS_IDENTITY"  # the job service hands it to
 PUBSUB_DENIED_MESSAGE = "User not authorized to perform this action."
 _PUBLISH = "/google.pubsub.v1.Publisher/Publish"
 _JOB_USER = "roles/bigquery.jobUser"
+_READ_SESSION_USER = "roles/bigquery.readSessionUser"
 
 
 class LocalIdentity(BaseModel):
@@ -66,6 +70,8 @@ class LocalIdentity(BaseModel):
     tables_read: frozenset[str] = frozenset()  # BigQuery dataset ids: dataViewer
     tables_write: frozenset[str] = frozenset()  # BigQuery dataset ids: dataEditor
     bigquery_jobs: bool = False  # roles/bigquery.jobUser on the project: run queries, loads
+    # roles/bigquery.readSessionUser on the project: Storage Read API sessions
+    bigquery_read_sessions: bool = False
 
     def may(self, permission: str, bucket: str) -> bool:
         if permission in ("storage.objects.get", "storage.objects.list"):
@@ -101,6 +107,11 @@ def identity_for(topology: Topology, name: str, settings: Settings) -> LocalIden
         tables_write=frozenset(settings.warehouse_dataset(name) for name in access.tables_write),
         bigquery_jobs=any(
             _JOB_USER in topology.apis[api].roles for api in access.apis if api in topology.apis
+        ),
+        bigquery_read_sessions=any(
+            _READ_SESSION_USER in topology.apis[api].roles
+            for api in access.apis
+            if api in topology.apis
         ),
     )
 
@@ -160,6 +171,11 @@ class _PermissionDenied(grpc.RpcError, grpc.Call, grpc.Future):  # type: ignore[
 
     def add_done_callback(self, fn: Callable[[Any], None]) -> None:
         fn(self)
+
+
+GrpcPermissionDenied = _PermissionDenied
+"""What an interceptor raises to refuse a gRPC call as the server would (BigQuery's
+Storage Read API guard in ``cascade.core.bigquery_grants`` too)."""
 
 
 class GrpcGuard(grpc.UnaryUnaryClientInterceptor, grpc.UnaryStreamClientInterceptor):  # type: ignore[misc]

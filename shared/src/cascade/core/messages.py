@@ -27,6 +27,7 @@ __all__ = [
     "MAX_REASON_CHARS",
     "MESSAGE_TYPES",
     "Alert",
+    "BatchCollectRequest",
     "BatchPredictRequest",
     "DataValidated",
     "JobEvent",
@@ -218,3 +219,18 @@ class ReconcileRequest(BaseModel):
     @classmethod
     def _dataset_name(cls, value: str | None) -> str | None:
         return None if value is None else check_dataset_name(value)
+
+
+MAX_COLLECT_LOOKBACK_S = 30 * 86_400
+"""The furthest back a batch-collect sweep may look for batch jobs (30 days)."""
+
+
+class BatchCollectRequest(BaseModel):
+    """Collect finished Vertex AI batch prediction jobs (``cascade.steps.batch_collect``):
+    the message ``schedules.batch-collect`` publishes. Not a step message: it belongs to
+    no run. ``lookback_s``: jobs created this long ago or later are looked at."""
+
+    model_config = ConfigDict(extra="forbid")
+    TOPIC: ClassVar[str] = "batch-collect-requests"
+
+    lookback_s: int = Field(7 * 86_400, ge=600, le=MAX_COLLECT_LOOKBACK_S)

@@ -6,6 +6,11 @@
 - ``hybrid``: the precomputed answer when there is one (the most requested keys, the
   "head"), else the model (the long tail).
 
+A hybrid dataset with a ``batch_source`` may say which keys its batches precompute:
+``head: {keys: N, window_days: D}`` scores only the source rows whose key is among the
+``N`` keys requested most over the last ``D`` days of the request log
+(``cascade.batch.head``); without ``head`` a batch scores the whole source.
+
 The deploy step records the mode in ``models/<dataset>/serving.json``; the model server
 reads it there.
 """
@@ -19,10 +24,13 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validat
 
 __all__ = [
     "MAX_BATCH_FILES",
+    "MAX_HEAD_KEYS",
+    "MAX_HEAD_WINDOW_DAYS",
     "SERVING_MODES",
     "BatchFiles",
     "BatchSource",
     "BatchTable",
+    "HeadConfig",
     "ServingConfig",
     "ServingMode",
     "check_batch_files",
@@ -34,6 +42,10 @@ SERVING_MODES: tuple[str, ...] = ("dynamic", "static", "hybrid")
 
 
 MAX_BATCH_FILES = 100
+MAX_HEAD_KEYS = 10_000_000
+"""Most keys a head holds: the precomputed store's rows for one version, and what one
+BigQuery query job materialises for a Vertex AI batch."""
+MAX_HEAD_WINDOW_DAYS = 90
 _TABLE = re.compile(
     r"[a-z][a-z0-9-]{4,28}[a-z0-9]\.[A-Za-z_][A-Za-z0-9_]{0,1023}\.[A-Za-z_][A-Za-z0-9_]{0,1023}"
 )
@@ -78,6 +90,28 @@ class BatchSource(BaseModel):
         return self
 
 
+class HeadConfig(BaseModel):
+    """The head a hybrid dataset precomputes: its ``keys`` most requested keys over the
+    last ``window_days`` days of the request log (ties broken by key)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    keys: int = Field(
+        ...,
+        strict=True,
+        ge=1,
+        le=MAX_HEAD_KEYS,
+        description="How many of the most requested keys a batch scores.",
+    )
+    window_days: int = Field(
+        7,
+        strict=True,
+        ge=1,
+        le=MAX_HEAD_WINDOW_DAYS,
+        description="Days of the request log the requests are counted over.",
+    )
+
+
 class ServingConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -90,3 +124,22 @@ class ServingConfig(BaseModel):
         "deployed (the deploy step asks batch-predict), and what a batch-predict request "
         "without a source scores.",
     )
+    head: HeadConfig | None = Field(
+        None,
+        description="hybrid only, with a batch_source: score only the source rows of the "
+        "most requested keys (the request log's top `keys` over `window_days`).",
+    )
+
+    @model_validator(mode="after")
+    def _head_needs_a_hybrid_batch(self) -> ServingConfig:
+        if self.head is not None and self.mode != "hybrid":
+            raise ValueError(
+                f"serving.head: only a hybrid dataset precomputes a head, not a {self.mode} "
+                "one (static answers only what was precomputed, so its batch scores every "
+                "key; dynamic precomputes nothing)"
+            )
+        if self.head is not None and self.batch_source is None:
+            raise ValueError(
+                "serving.head: needs serving.batch_source, the rows the head's keys are scored from"
+            )
+        return self

@@ -82,6 +82,12 @@ class Settings(BaseSettings):
         validation_alias=AliasChoices("BIGQUERY_EMULATOR_HOST"),
         description="The local BigQuery's REST endpoint (http://127.0.0.1:<port>).",
     )
+    bigquery_storage_emulator_host: str | None = Field(
+        None,
+        validation_alias=AliasChoices("BIGQUERY_STORAGE_EMULATOR_HOST"),
+        description="The local BigQuery's gRPC endpoint (127.0.0.1:<port>): its Storage "
+        "Read API, which batch scoring reads tables with.",
+    )
 
     @field_validator("landing_bucket", "artifacts_bucket")
     @classmethod

@@ -39,8 +39,9 @@ PUBSUB_PUBLISHED = "google.cloud.pubsub.topic.v1.messagePublished"
 
 # The optional-dependency groups of shared/pyproject.toml that a function may install
 # (`dependencies:` of a topology entry): `function` for every step, `function-vertex`
-# for the ones that call Vertex AI. A unit test keeps this list and pyproject in step.
-FunctionDependencies = Literal["function", "function-vertex"]
+# for the ones that call Vertex AI, `function-batch` for the one that also loads the
+# precomputed store (Bigtable). A unit test keeps this list and pyproject in step.
+FunctionDependencies = Literal["function", "function-vertex", "function-batch"]
 FUNCTION_DEPENDENCY_GROUPS: tuple[str, ...] = get_args(FunctionDependencies)
 
 

@@ -5,6 +5,14 @@ the local BigQuery (``BIGQUERY_EMULATOR_HOST``) under the local cloud, where a p
 with a topology identity is refused what its grants do not cover
 (``cascade.core.bigquery_grants``).
 
+``make_bigquery_read_client`` returns the BigQuery Storage Read API's client
+(``google-cloud-bigquery-storage``: Arrow over gRPC, how batch scoring reads a whole
+table): Google's endpoint in the cloud; under the local cloud the local BigQuery's gRPC
+port (``BIGQUERY_STORAGE_EMULATOR_HOST``) on an insecure channel, anonymous, with the
+identity's grants checked on the channel (``bigquery_grants.guard_read_channel``).
+``read_client_for`` is the read client that goes with a client ``make_bigquery_client``
+made (same settings, same identity).
+
 ``insert_rows`` streams rows with ``insertAll`` (``Client.insert_rows_json``) in
 requests within BigQuery's streaming quotas (at most 500 rows, the recommended batch,
 and under the 10 MB request limit). It checks each row against the table's schema first,
@@ -16,10 +24,12 @@ the field.
 
 from __future__ import annotations
 
+import functools
 import io
 import json
 import math
 import re
+import weakref
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -37,12 +47,14 @@ from cascade.core.warehouse_names import table_id
 __all__ = [
     "MAX_INSERT_BYTES",
     "MAX_INSERT_ROWS",
+    "JsonText",
     "RowError",
     "WarehouseError",
     "check_row",
     "insert_rows",
     "load_rows",
     "make_bigquery_client",
+    "settings_of",
     "table_id",
 ]
 
@@ -55,8 +67,23 @@ _INT = re.compile(r"[+-]?\d+")
 _DECIMAL = re.compile(r"[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?")
 
 
+_SETTINGS_OF: weakref.WeakKeyDictionary[bigquery.Client, Settings] = weakref.WeakKeyDictionary()
+"""The settings each client of ``make_bigquery_client`` was made with (``settings_of``)."""
+
+
 def make_bigquery_client(settings: Settings) -> bigquery.Client:
     """BigQuery; the local BigQuery (``BIGQUERY_EMULATOR_HOST``) when set."""
+    client = _bigquery_client(settings)
+    _SETTINGS_OF[client] = settings
+    return client
+
+
+def settings_of(client: bigquery.Client) -> Settings | None:
+    """The settings ``client`` was made with by ``make_bigquery_client`` (else None)."""
+    return _SETTINGS_OF.get(client)
+
+
+def _bigquery_client(settings: Settings) -> bigquery.Client:
     if settings.bigquery_emulator_host:
         identity = settings.local_identity
         anonymous = AnonymousCredentials()  # type: ignore[no-untyped-call]
@@ -102,8 +129,28 @@ class WarehouseError(RuntimeError):
         super().__init__(f"{table}: {len(self.errors)} row(s) refused: {shown}{more}")
 
 
-def _type_error(field: bigquery.SchemaField, value: Any) -> str | None:
-    kind = field.field_type.upper()
+@dataclass(frozen=True)
+class _Field:
+    """A schema field's name, type and mode, read once (``SchemaField``'s properties
+    are computed at every access, and ``Table.schema`` builds new fields each time)."""
+
+    name: str
+    kind: str
+    mode: str
+    fields: dict[str, _Field]
+
+
+def _compile(schema: Sequence[bigquery.SchemaField]) -> dict[str, _Field]:
+    """``schema``'s fields by lower-cased name (BigQuery's names are case-insensitive)."""
+    return {
+        field.name.lower(): _Field(
+            field.name, field.field_type.upper(), field.mode, _compile(field.fields)
+        )
+        for field in schema
+    }
+
+
+def _type_error(kind: str, value: Any) -> str | None:
     if kind in ("STRING", "JSON"):
         ok = isinstance(value, str)
     elif kind in ("INTEGER", "INT64"):
@@ -128,7 +175,9 @@ def _type_error(field: bigquery.SchemaField, value: Any) -> str | None:
     return None if ok else f"cannot convert value to {kind.lower()}: {value!r:.80}"
 
 
+@functools.lru_cache(maxsize=4096)
 def _parses_as_time(value: str) -> bool:
+    # Cached: a batch writes the same few timestamps on thousands of rows.
     try:
         datetime.fromisoformat(value.replace("Z", "+00:00"))
     except ValueError:
@@ -140,7 +189,16 @@ def check_row(
     schema: Sequence[bigquery.SchemaField], row: Mapping[str, Any], index: int
 ) -> list[RowError]:
     """What BigQuery's insertAll would refuse in ``row`` (nested records included)."""
-    fields = {field.name.lower(): field for field in schema}
+    return _check(_compile(schema), row, index)
+
+
+def _check_rows(table: bigquery.Table, rows: Sequence[Mapping[str, Any]]) -> list[RowError]:
+    """``check_row`` of every row, the table's schema read once."""
+    fields = _compile(table.schema)
+    return [error for index, row in enumerate(rows) for error in _check(fields, row, index)]
+
+
+def _check(fields: dict[str, _Field], row: Mapping[str, Any], index: int) -> list[RowError]:
     errors = [
         RowError(index, name, f"no such field: {name}.")
         for name in row
@@ -158,13 +216,13 @@ def check_row(
             errors.append(RowError(index, field.name, "a repeated field takes a list"))
             continue
         for item in values:
-            if field.field_type.upper() in ("RECORD", "STRUCT") and isinstance(item, Mapping):
+            if field.kind in ("RECORD", "STRUCT") and isinstance(item, Mapping):
                 errors.extend(
                     RowError(index, f"{field.name}.{error.field}", error.message)
-                    for error in check_row(field.fields, item, index)
+                    for error in _check(field.fields, item, index)
                 )
                 continue
-            message = _type_error(field, item)
+            message = _type_error(field.kind, item)
             if message is not None:
                 errors.append(RowError(index, field.name, message))
     return errors
@@ -199,9 +257,7 @@ def insert_rows(
     sent. ``row_ids`` (insertId) let BigQuery drop a retried batch's duplicates."""
     if row_ids is not None and len(row_ids) != len(rows):
         raise ValueError("one row id per row")
-    errors = [
-        error for index, row in enumerate(rows) for error in check_row(table.schema, row, index)
-    ]
+    errors = _check_rows(table, rows)
     name = f"{table.project}.{table.dataset_id}.{table.table_id}"
     if errors:
         raise WarehouseError(name, errors)
@@ -226,23 +282,37 @@ def insert_rows(
 def _checked(table: bigquery.Table, rows: Sequence[Mapping[str, Any]]) -> str:
     """``table``'s name, once every row passed ``check_row`` (else WarehouseError)."""
     name = f"{table.project}.{table.dataset_id}.{table.table_id}"
-    errors = [
-        error for index, row in enumerate(rows) for error in check_row(table.schema, row, index)
-    ]
+    errors = _check_rows(table, rows)
     if errors:
         raise WarehouseError(name, errors)
     return name
 
 
-def _load_line(schema: Sequence[bigquery.SchemaField], row: Mapping[str, Any]) -> str:
+class JsonText(str):
+    """JSON text Cascade itself produced with ``json.dumps`` (so valid, and one line): a
+    load job takes it as the value it holds without its being parsed and written again.
+    Any other ``str`` for a JSON column is parsed first (a load refuses invalid JSON)."""
+
+    __slots__ = ()
+
+
+def _load_line(kinds: Mapping[str, str], row: Mapping[str, Any]) -> str:
     """One NDJSON line; a JSON column's text goes as the JSON value it holds (a load
-    job, unlike insertAll, would keep a string as a JSON string)."""
-    kinds = {field.name: field.field_type.upper() for field in schema}
-    line = {
-        name: json.loads(value) if kinds.get(name) == "JSON" and isinstance(value, str) else value
-        for name, value in row.items()
-    }
-    return json.dumps(line, ensure_ascii=False, allow_nan=False)
+    job, unlike insertAll, would keep a string as a JSON string). ``kinds``: each
+    field's type by name."""
+    line: dict[str, Any] = {}
+    raw: list[str] = []
+    for name, value in row.items():
+        if kinds.get(name) == "JSON" and isinstance(value, str):
+            if isinstance(value, JsonText):
+                raw.append(f"{json.dumps(name, ensure_ascii=False)}: {value}")
+                continue
+            value = json.loads(value)
+        line[name] = value
+    text = json.dumps(line, ensure_ascii=False, allow_nan=False)
+    if not raw:
+        return text
+    return text[:-1] + (", " if line else "") + ", ".join(raw) + "}"
 
 
 def load_rows(
@@ -258,9 +328,7 @@ def load_rows(
     record. BigQuery refuses a second job with the same id (409): that is what makes a
     retried load harmless, and it is checked here before loading, as the local BigQuery
     does not refuse it."""
-    errors = [
-        error for index, row in enumerate(rows) for error in check_row(table.schema, row, index)
-    ]
+    errors = _check_rows(table, rows)
     name = f"{table.project}.{table.dataset_id}.{table.table_id}"
     if errors:
         raise WarehouseError(name, errors)
@@ -273,10 +341,12 @@ def load_rows(
     if existing is not None:
         existing.result()  # a load still running finishes (or raises) first
         return False
-    data = "".join(_load_line(table.schema, row) + "\n" for row in rows).encode()
+    schema = list(table.schema)
+    kinds = {field.name: field.field_type.upper() for field in schema}
+    data = "".join(_load_line(kinds, row) + "\n" for row in rows).encode()
     config = bigquery.LoadJobConfig(
         source_format=bigquery.SourceFormat.NEWLINE_DELIMITED_JSON,
-        schema=list(table.schema),
+        schema=schema,
         write_disposition=bigquery.WriteDisposition.WRITE_APPEND,
         max_bad_records=0,
     )

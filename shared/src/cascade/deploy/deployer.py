@@ -9,6 +9,7 @@ from typing import Any, Protocol
 
 from cascade.core.deployment_config import DeploymentConfig
 from cascade.core.errors import BadRequestError, TransientError
+from cascade.core.serving_config import ServingMode
 from cascade.serving.state import DeployedVersion
 from cascade.transform.spec import TransformSpec
 
@@ -51,6 +52,9 @@ class Candidate:
     run_id: str
     model_uri: str
     lineage: dict[str, str] = field(default_factory=dict)
+    serving_mode: ServingMode = "dynamic"
+    """The dataset's ``serving.mode``: a Vertex AI container learns it with the upload
+    (it reads no pipeline config), so the deployer needs it from the deploy step."""
 
 
 @dataclass(frozen=True)

@@ -3,12 +3,14 @@
 - ``register``: ``Model.upload`` of the SavedModel directory with Cascade's serving
   container (``shared/Dockerfile.serving``: the same model server and request rules as
   the local cloud, with the trainer's TensorFlow) as a custom container — its predict
-  and health routes and port — as a new version of the dataset's model (model id = the
-  dataset; the first upload creates it, later ones pass ``parent_model``), labelled with
-  the lineage (dataset, run id, data snapshot digest, transform fingerprint);
+  and health routes and port, and its environment (``container_environment``) — as a
+  new version of the dataset's model (model id = the dataset; the first upload creates
+  it, later ones pass ``parent_model``), labelled with the lineage (dataset, run id, data
+  snapshot digest, transform fingerprint);
 - ``start_canary``: the dataset's endpoint (found by its ``cascade-dataset`` label, else
-  created), then ``Endpoint.deploy`` with the canary share (100% when nothing serves),
-  the machine type and min/max replicas of the config;
+  created); the version is listed in ``serving.json`` (no traffic), then
+  ``Endpoint.deploy`` with the canary share (100% when nothing serves), the machine type
+  and min/max replicas of the config;
 - ``check_canary``: smoke predictions through the endpoint (``rawPredict``: the JSON
   body reaches the container byte for byte, ``NaN`` included), fitted to the version's
   exported signature (``cascade_model.json``); each answer's
@@ -18,6 +20,13 @@
 
 ``serving.json`` is kept in step (versions, deployed model ids, traffic) so the train
 step finds the deployed model and ``cascade rollback`` works the same as locally.
+
+Why the version is listed before the deploy: Vertex AI never tells a container its model
+version id (its variables are the routes, the port, ``AIP_STORAGE_URI`` and resource
+ids), and the id exists only once ``Model.upload`` returns, too late for the upload's
+own environment. So the container is told its run (``CASCADE_SERVING_RUN_ID``) and
+reads its version from ``serving.json`` (the entry with that run id); it is not healthy
+until it has, and ``Endpoint.deploy`` waits for a healthy container.
 """
 
 from __future__ import annotations
@@ -31,6 +40,8 @@ from typing import Any
 import requests
 from google.api_core import exceptions as gexc
 from google.cloud import aiplatform
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from cascade.core.deployment_config import DeploymentConfig
 from cascade.core.errors import (
@@ -39,6 +50,7 @@ from cascade.core.errors import (
     TransientError,
     transient_errors,
 )
+from cascade.core.serving_config import ServingMode
 from cascade.core.store import ArtifactStore
 from cascade.deploy import traffic
 from cascade.deploy.canary import judge_canary
@@ -51,13 +63,35 @@ from cascade.serving.state import (
     update_serving_state,
 )
 
-__all__ = ["HEALTH_ROUTE", "PREDICT_ROUTE", "SERVING_PORT", "VertexDeployer"]
+__all__ = [
+    "HEALTH_ROUTE",
+    "PREDICT_ROUTE",
+    "SERVING_PORT",
+    "PrecomputedStoreLocation",
+    "VertexDeployer",
+]
 
 PREDICT_ROUTE = "/predict"
 """The serving container's AIP_PREDICT_ROUTE (cascade.serving.server_settings' default)."""
 HEALTH_ROUTE = "/health"
 SERVING_PORT = 8080
 DEPLOYED_MODEL_HEADER = "X-Vertex-AI-Deployed-Model-Id"
+
+
+class PrecomputedStoreLocation(BaseSettings):
+    """Where the precomputed store is, as the deploy function's ``CASCADE_PRECOMPUTED_*``
+    say: the ``instance``, ``table`` and ``project`` of
+    ``cascade.serving.precomputed.PrecomputedSettings`` (the same variables and defaults;
+    a test holds them equal). Not that class: its module brings the Bigtable client,
+    which the deploy function neither needs nor installs."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="CASCADE_PRECOMPUTED_", frozen=True, extra="ignore"
+    )
+
+    instance: str | None = Field(None, description="The Bigtable instance; unset: no store.")
+    table: str = Field("precomputed", min_length=1)
+    project: str | None = Field(None, description="Default: the project Cascade runs in.")
 
 
 class VertexDeployer:
@@ -73,10 +107,14 @@ class VertexDeployer:
         models: Any = aiplatform.Model,
         endpoints: Any = aiplatform.Endpoint,
         serving_image: str = "",
+        precomputed: PrecomputedStoreLocation | None = None,
     ) -> None:
         """``serving_image``: the serving container CI built (``Settings.serving_image``,
-        which Terraform sets on the deploy function); a dataset's config may pin another."""
+        which Terraform sets on the deploy function); a dataset's config may pin another.
+        ``precomputed``: the store a static or hybrid dataset's containers read (default:
+        this process's ``CASCADE_PRECOMPUTED_*``, the store batch prediction writes)."""
         self._serving_image = serving_image
+        self._precomputed = PrecomputedStoreLocation() if precomputed is None else precomputed
         self._artifacts = artifacts
         self._project = project
         self._region = region
@@ -106,6 +144,54 @@ class VertexDeployer:
             )
         return self._serving_image
 
+    def container_environment(
+        self, candidate: Candidate, config: DeploymentConfig
+    ) -> dict[str, str]:
+        """The serving container's variables (``cascade.serving.server_settings``).
+
+        With an endpoint service account, the container is told its run and mode and
+        where ``serving.json`` is: it reads its real model version there (answers name
+        it, and a static or hybrid dataset's answers are looked up under it). Without
+        one, a dynamic dataset's container gets only its model name, as before: Vertex
+        AI's default identity may read nothing but ``AIP_STORAGE_URI``, so the container
+        could never read its version (nor become healthy); it answers as version 1. A
+        static or hybrid dataset needs the account (and a store): InvalidConfigError."""
+        dataset, mode = candidate.dataset, candidate.serving_mode
+        environment = {"CASCADE_SERVING_MODEL_NAME": dataset}
+        if mode == "dynamic" and not config.endpoint_service_account:
+            return environment
+        if not config.endpoint_service_account:
+            raise InvalidConfigError(
+                f"{dataset} is served {mode}: on Vertex AI its containers read serving.json "
+                "and the precomputed store as the endpoint's own service account; set "
+                "deployment.endpoint_service_account (and Terraform's endpoint_service_account)"
+            )
+        environment |= {
+            "CASCADE_SERVING_RUN_ID": candidate.run_id,
+            "CASCADE_SERVING_MODE": mode,
+            "CASCADE_PROJECT": self._project,
+            "CASCADE_ARTIFACTS_BUCKET": self._artifacts.bucket_name,
+        }
+        if mode != "dynamic":
+            environment |= self._store_environment(dataset, mode)
+        return environment
+
+    def _store_environment(self, dataset: str, mode: ServingMode) -> dict[str, str]:
+        """Where a static or hybrid container reads its answers: the store this deploy
+        function is configured with (the one batch prediction writes)."""
+        store = self._precomputed
+        if not store.instance:
+            raise InvalidConfigError(
+                f"{dataset} is served {mode} but CASCADE_PRECOMPUTED_INSTANCE is not set on "
+                "the deploy function: its Vertex AI containers would have no precomputed "
+                "store (every request a 503)"
+            )
+        return {
+            "CASCADE_PRECOMPUTED_INSTANCE": store.instance,
+            "CASCADE_PRECOMPUTED_TABLE": store.table,
+            "CASCADE_PRECOMPUTED_PROJECT": store.project or self._project,
+        }
+
     def register(self, candidate: Candidate, config: DeploymentConfig) -> DeployedVersion:
         dataset = candidate.dataset
         parent = self._model_name(dataset)
@@ -125,6 +211,7 @@ class VertexDeployer:
                 return self._version_of(candidate, existing)
         described = ", ".join(f"{key}={value}" for key, value in sorted(candidate.lineage.items()))
         image = self.serving_image(config)
+        environment = self.container_environment(candidate, config)
         with transient_errors(f"Model.upload of {candidate.model_uri}"):
             model = self._models.upload(
                 display_name=dataset,
@@ -133,7 +220,7 @@ class VertexDeployer:
                 serving_container_predict_route=PREDICT_ROUTE,
                 serving_container_health_route=HEALTH_ROUTE,
                 serving_container_ports=[SERVING_PORT],
-                serving_container_environment_variables={"CASCADE_SERVING_MODEL_NAME": dataset},
+                serving_container_environment_variables=environment,
                 model_id=dataset if first else None,
                 parent_model=None if first else parent,
                 is_default_version=True,
@@ -187,6 +274,13 @@ class VertexDeployer:
     ) -> int:
         dataset = candidate.dataset
         endpoint = self._endpoint(dataset, create=True)
+        # Listed before the deploy: the container reads its version here by run id, and
+        # Endpoint.deploy waits until it is healthy (which it is not before).
+        self._update(
+            dataset,
+            endpoint.resource_name,
+            lambda state, _now: traffic.add_version(state, version.model_copy()),
+        )
         serving = {key: share for key, share in dict(endpoint.traffic_split).items() if share}
         share = 100 if not serving else config.canary_traffic_percent
         model = self._models(model_name=version.vertex_model, **self._where())
@@ -202,10 +296,10 @@ class VertexDeployer:
                 sync=True,
             )
         deployed_id = self._deployed_model_id(endpoint, model)
-        entry = version.model_copy(update={"vertex_deployed_model_id": deployed_id})
 
         def change(state: ServingState, now: datetime) -> None:
-            traffic.add_version(state, entry)
+            entry = traffic.add_version(state, version.model_copy())
+            entry.vertex_deployed_model_id = deployed_id
             traffic.start_canary(state, entry.version, share, now)
 
         self._update(dataset, endpoint.resource_name, change)
@@ -301,7 +395,11 @@ class VertexDeployer:
         found = read_serving_state(self._artifacts, dataset)
         versions = [] if found is None else found[0].versions
         answered = next(
-            (item.version for item in versions if item.vertex_deployed_model_id == deployed_id),
+            (
+                item.version
+                for item in versions
+                if deployed_id is not None and item.vertex_deployed_model_id == deployed_id
+            ),
             None,
         )
         return Answer(predictions, answered)
@@ -337,7 +435,10 @@ class VertexDeployer:
         assert found is not None
         planned = traffic.retire_beyond(found[0].model_copy(deep=True), keep, self._clock())
         for entry in planned:
-            endpoint.undeploy(deployed_model_id=self._deployed_id(dataset, entry.version))
+            # A version is listed before its deploy: one whose deploy failed has no
+            # deployed model, and nothing to undeploy.
+            if entry.vertex_deployed_model_id is not None:
+                endpoint.undeploy(deployed_model_id=entry.vertex_deployed_model_id)
         self._update(
             dataset,
             endpoint.resource_name,

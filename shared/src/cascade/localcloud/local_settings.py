@@ -95,6 +95,11 @@ class LocalCloudSettings(BaseSettings):
         return f"http://{LOOPBACK}:{self.bigquery_port}" if self.bigquery_port else None
 
     @property
+    def bigquery_grpc_host(self) -> str | None:
+        """The local BigQuery's gRPC endpoint (the Storage Read API); None until chosen."""
+        return f"{LOOPBACK}:{self.bigquery_grpc_port}" if self.bigquery_grpc_port else None
+
+    @property
     def bigtable_host(self) -> str | None:
         """BIGTABLE_EMULATOR_HOST of every client; None until its port is chosen."""
         return f"{LOOPBACK}:{self.bigtable_port}" if self.bigtable_port else None
@@ -152,6 +157,7 @@ class LocalCloudSettings(BaseSettings):
             deploy_model_server_url=self.model_server_url or "",
             claim_lease_s=self.claim_lease_s,
             bigquery_emulator_host=self.bigquery_url,
+            bigquery_storage_emulator_host=self.bigquery_grpc_host,
         )
 
     def runtime_environment(self) -> dict[str, str]:
@@ -177,6 +183,8 @@ class LocalCloudSettings(BaseSettings):
             else {}
         )
         bigquery = {"BIGQUERY_EMULATOR_HOST": self.bigquery_url} if self.bigquery_url else {}
+        if self.bigquery_grpc_host:
+            bigquery["BIGQUERY_STORAGE_EMULATOR_HOST"] = self.bigquery_grpc_host
         bigtable = (
             {
                 "BIGTABLE_EMULATOR_HOST": self.bigtable_host,

@@ -2,9 +2,11 @@
 
 ``write_run_report`` renders it and stores it as ``runs/<run_id>/report.html``;
 ``render_run_report`` only renders. ``collect`` reads the artifacts into a typed
-``RunReport`` (summary, validation, training, evaluation, deployment), ``charts`` lays
-out the inline SVG charts, ``render`` fills the Jinja2 template. See
-docs/observability.md.
+``RunReport`` (summary, validation, training, evaluation, deployment, the dataset's
+stored serving plan), ``charts`` lays out the inline SVG charts, ``render`` fills the
+Jinja2 template. ``serving_plan`` keeps the serving advisor's plan per dataset and
+``serving_plan_compute`` computes it from the request log (for ``cascade serving-plan
+--save`` and ``cascade report``). See docs/observability.md.
 """
 
 from cascade.report.collect import RunNotFoundError, collect_run_report

@@ -30,6 +30,7 @@ from cascade.report.page_model import (
     ValidationSection,
 )
 from cascade.report.reading import read_json
+from cascade.report.serving_plan_section import serving_plan_section
 from cascade.report.training_section import training_section
 from cascade.report.validation_section import validation_section
 
@@ -123,9 +124,17 @@ def _summary(
 
 
 def collect_run_report(
-    artifacts: ArtifactStore, run_id: str, *, clock: Callable[[], datetime] = utc_now
+    artifacts: ArtifactStore,
+    run_id: str,
+    *,
+    clock: Callable[[], datetime] = utc_now,
+    serving_plan_note: str | None = None,
 ) -> RunReport:
-    """Everything the report shows about ``run_id``; RunNotFoundError without a record."""
+    """Everything the report shows about ``run_id``; RunNotFoundError without a record.
+
+    ``serving_plan_note``: why the caller could not refresh the dataset's serving plan
+    (``cascade report`` tries before it renders); the section shows it above the plan.
+    """
     record = RunLedger(artifacts).get(run_id)
     if record is None:
         raise RunNotFoundError(f"no run {run_id} in {artifacts.uri('runs/')}")
@@ -144,4 +153,5 @@ def collect_run_report(
         evaluation=evaluation_view,
         deployment=deployment_view,
         monitoring=monitoring_section(artifacts, record),
+        serving_plan=serving_plan_section(artifacts, record, note=serving_plan_note),
     )

@@ -16,6 +16,7 @@ from cascade.report.charts import SvgChart
 
 __all__ = [
     "CheckView",
+    "CoverageView",
     "DeploymentSection",
     "DistributionView",
     "DriftView",
@@ -25,9 +26,11 @@ __all__ = [
     "InfraView",
     "MetricComparison",
     "MetricCurve",
+    "ModeCostView",
     "RunReport",
     "RunSummary",
     "ServingEventView",
+    "ServingPlanSection",
     "ShareRow",
     "StepView",
     "TrainingSection",
@@ -231,6 +234,65 @@ class DeploymentSection(_View):
     history: list[ServingEventView] = Field(default_factory=list)
 
 
+class CoverageView(_View):
+    """Peakedness: the top ``keys`` keys (``label``: top 10, top 1%…) take ``share``."""
+
+    label: str
+    keys: int
+    share: float
+
+
+class ModeCostView(_View):
+    """One serving mode's expected cost for the logged traffic (estimates)."""
+
+    mode: str
+    recommended: bool
+    precomputed_keys: int
+    storage_bytes: int
+    model_share: float
+    model_calls_per_s: float | None = None
+    cpu_cores: float | None = None
+    mean_latency_ms: float
+    p50_latency_ms: float
+
+
+class ServingPlanSection(_View):
+    """The dataset's newest stored serving plan (``models/<dataset>/serving-plan.json``).
+
+    ``missing`` says how to get one when there is none; ``note`` why this report could
+    not refresh it (shown above the stored plan, or above ``missing``).
+    """
+
+    missing: str | None = None
+    note: str | None = None
+    uri: str = ""
+    mode: str = ""
+    reason: str = ""
+    serving_mode: str | None = Field(None, description="How the dataset is served now.")
+    computed_at: datetime | None = None
+    start: datetime | None = None
+    end: datetime | None = None
+    source: list[Fact] = Field(
+        default_factory=list, description="Dataset, endpoint, request log, key field."
+    )
+    requests: int = 0
+    unkeyed: int = 0
+    requests_per_s: float | None = None
+    distinct_keys: int = 0
+    cardinality: int = 0
+    cardinality_source: str = ""
+    head_keys: int = 0
+    head_share: float = 0.0
+    assumptions: str = ""
+    peakedness: list[CoverageView] = Field(default_factory=list)
+    costs: list[ModeCostView] = Field(default_factory=list)
+    plot_svg: str = Field(
+        "",
+        description="The advisor's plot, rendered by render_svg from its autoescaped "
+        "template (never a string read as is): the page embeds it unescaped.",
+    )
+
+
 class MonitoringRow(_View):
     """One monitored file of the dataset: the served model's value on it."""
 
@@ -262,3 +324,4 @@ class RunReport(_View):
     evaluation: EvaluationSection
     deployment: DeploymentSection
     monitoring: MonitoringSection | None = None
+    serving_plan: ServingPlanSection | None = None

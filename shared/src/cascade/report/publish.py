@@ -16,9 +16,12 @@ __all__ = ["REPORT_CONTENT_TYPE", "render_run_report", "store_report_html", "wri
 REPORT_CONTENT_TYPE = "text/html; charset=utf-8"
 
 
-def render_run_report(artifacts: ArtifactStore, run_id: str) -> str:
-    """The HTML report of ``run_id`` (RunNotFoundError when the run has no record)."""
-    return render_html(collect_run_report(artifacts, run_id))
+def render_run_report(
+    artifacts: ArtifactStore, run_id: str, *, serving_plan_note: str | None = None
+) -> str:
+    """The HTML report of ``run_id`` (RunNotFoundError when the run has no record);
+    ``serving_plan_note`` says why its serving plan could not be refreshed."""
+    return render_html(collect_run_report(artifacts, run_id, serving_plan_note=serving_plan_note))
 
 
 def store_report_html(artifacts: ArtifactStore, run_id: str, html: str) -> str:

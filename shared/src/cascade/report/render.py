@@ -14,6 +14,7 @@ from functools import cache
 import jinja2
 
 from cascade.report.page_model import RunReport
+from cascade.report.serving_plan import format_bytes
 
 __all__ = ["TEMPLATE_NAME", "render_html"]
 
@@ -33,6 +34,18 @@ def _seconds(value: float | None) -> str:
     return "" if value is None else f"{value:.3f} s"
 
 
+def _thousands(value: int | None) -> str:
+    return _MISSING if value is None else f"{value:,}"
+
+
+def _percent(value: float | None) -> str:
+    return _MISSING if value is None else f"{value:.1%}"
+
+
+def _size(value: int | None) -> str:
+    return _MISSING if value is None else format_bytes(value)
+
+
 def _when(value: datetime | None) -> str:
     if value is None:
         return ""
@@ -48,7 +61,15 @@ def _environment() -> jinja2.Environment:
         undefined=jinja2.StrictUndefined,
         keep_trailing_newline=True,
     )
-    environment.filters.update(num=_number, signed=_signed, seconds=_seconds, when=_when)
+    environment.filters.update(
+        num=_number,
+        signed=_signed,
+        seconds=_seconds,
+        when=_when,
+        thousands=_thousands,
+        percent=_percent,
+        size=_size,
+    )
     return environment
 
 

@@ -1,7 +1,9 @@
 """``python -m cascade.serving``: the model server under gunicorn — the serving image's
 entry point on Vertex AI (``shared/Dockerfile.serving``) and the local cloud's model
 server, configured by the same variables (``AIP_HTTP_PORT``, ``AIP_HEALTH_ROUTE``,
-``AIP_PREDICT_ROUTE``, ``AIP_STORAGE_URI``; see ``server_settings``).
+``AIP_PREDICT_ROUTE``, ``AIP_STORAGE_URI``; on Vertex AI also ``CASCADE_SERVING_RUN_ID``
+and ``CASCADE_SERVING_MODE``, which the deployer sets; see ``server_settings``). Invalid
+settings stop it at once with a message naming the variable.
 
 The Flask app and its ``ModelServer`` are created here, before gunicorn forks, but
 nothing is loaded and no client or thread exists until ``post_worker_init`` runs in each
@@ -17,6 +19,7 @@ import sys
 from typing import Any
 
 from gunicorn.app.base import BaseApplication  # type: ignore[import-untyped]
+from pydantic import ValidationError
 
 from cascade.core.clients import make_storage_client
 from cascade.core.observability import configure_logging
@@ -45,6 +48,8 @@ def build_server(settings: Settings, serving: ModelServerSettings) -> ModelServe
         static_model=(
             None if serving.storage_uri is None else (serving.model_name, serving.storage_uri)
         ),
+        static_run_id=serving.run_id,
+        static_mode=serving.mode,
         precomputed=store_factory(PrecomputedSettings(), settings.project),
         request_log=(
             None
@@ -89,7 +94,11 @@ def _configure_tensorflow(threads: int) -> None:
 
 def main() -> int:
     settings = load_settings()
-    serving = ModelServerSettings()
+    try:
+        serving = ModelServerSettings()
+    except ValidationError as error:
+        print(f"cascade.serving: invalid settings: {error}", file=sys.stderr)
+        return 2
     configure_logging(function_name="model-server", project=settings.project)
     server = build_server(settings, serving)
 

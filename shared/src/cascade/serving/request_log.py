@@ -399,10 +399,16 @@ def read_key_counts(
     start: datetime,
     end: datetime,
     key_field: str = "key",
+    deadline_s: float | None = None,
 ) -> KeyCounts:
     """Requests per key of ``endpoint`` in [start, end), read from the log table.
 
-    Raises ``google.api_core.exceptions.NotFound`` when the table does not exist.
+    ``deadline_s`` bounds the retries of each call and the wait for the query, for
+    callers that only want the counts if BigQuery answers soon (the run report builds
+    its serving plan best-effort); None keeps the client's defaults, which retry an
+    unreachable BigQuery for up to 10 minutes. Raises
+    ``google.api_core.exceptions.NotFound`` when the table does not exist, and
+    ``RetryError`` (or a timeout) once ``deadline_s`` has passed.
     """
     config = bigquery.QueryJobConfig(
         query_parameters=[
@@ -411,7 +417,17 @@ def read_key_counts(
             bigquery.ScalarQueryParameter("end", "TIMESTAMP", end.astimezone(UTC)),
         ]
     )
-    rows = client.query(key_counts_query(table, key_field), job_config=config).result()
+    query = key_counts_query(table, key_field)
+    if deadline_s is None:
+        rows = client.query(query, job_config=config).result()
+    else:
+        # job_retry=None: the client's outer retry of a failed query insert has its own
+        # 10-minute deadline, which would outlast ``deadline_s``.
+        retry = bigquery.DEFAULT_RETRY.with_timeout(deadline_s)
+        job = client.query(
+            query, job_config=config, retry=retry, timeout=deadline_s, job_retry=None
+        )
+        rows = job.result(retry=retry, timeout=deadline_s, job_retry=None)
     counts: dict[str, int] = {}
     unkeyed = 0
     for row in rows:

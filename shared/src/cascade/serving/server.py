@@ -19,9 +19,14 @@ reference assignment, so:
 
 One ModelServer lives in each gunicorn worker, started after the fork (``start``).
 
-With ``static_model`` (Vertex AI's custom-container mode: ``AIP_STORAGE_URI``) there is
-no serving.json: the server loads that one model as version 1 of ``static_model``'s
-name with all the traffic, and is healthy once it has loaded.
+With ``static_model`` (Vertex AI's custom-container mode: ``AIP_STORAGE_URI``) the server
+loads that one model under ``static_model``'s name with all the traffic, and is healthy
+once it has loaded. Its version: without ``static_run_id``, 1 (dynamic only). With it,
+the version ``models/<name>/serving.json`` lists for that run (Vertex AI never tells a
+container its model version id; the deployer lists the version there before it deploys),
+read every ``STATIC_RETRY_S`` until found: the server is not healthy before, and never
+answers under a guessed version, so a static or hybrid model (``static_mode``) looks up
+only the answers stored under its own version.
 
 Serving modes (``serving.json``'s ``mode``): a static or hybrid dataset's answers come
 from the precomputed store (``precomputed``: a factory, called once in the worker, like
@@ -48,6 +53,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from cascade.core.paths import DatasetPaths
+from cascade.core.serving_config import ServingMode
 from cascade.core.store import ArtifactStore
 from cascade.serving.state import DeployedVersion, ServingState
 from cascade.serving.uris import UriReader
@@ -122,12 +129,19 @@ class ModelServer:
         poll_interval_s: float = 0.5,
         loader: ServableLoader = _default_loader,
         static_model: tuple[str, str] | None = None,
+        static_run_id: str | None = None,
+        static_mode: ServingMode = "dynamic",
         precomputed: Callable[[], PrecomputedStore] | None = None,
         request_log: Callable[[], RequestLog] | None = None,
     ) -> None:
         """``static_model``: (name, model URI) to serve alone instead of serving.json;
-        ``precomputed``: makes the store of precomputed answers (static and hybrid
-        serving); None: this server answers dynamic datasets only."""
+        ``static_run_id``: that model's run, whose version is read from serving.json
+        (None: version 1); ``static_mode``: how that model answers; ``precomputed``:
+        makes the store of precomputed answers (static and hybrid serving); None: this
+        server answers dynamic datasets only."""
+        static_run_id = static_run_id or None
+        if static_mode != "dynamic" and static_run_id is None:
+            raise ValueError(f"static_mode {static_mode} needs static_run_id (its version)")
         self._make_artifacts = artifacts
         self._make_storage = storage
         self._artifacts: ArtifactStore | None = None
@@ -144,6 +158,9 @@ class ModelServer:
         self._seen_change_ns = -1
         self.ready = threading.Event()
         self.static_model = static_model
+        self._static_run_id = static_run_id
+        self._static_mode: ServingMode = static_mode
+        self._static_version: str | None = None if static_run_id else "1"
         self._static_attempt = -math.inf
         self._make_precomputed = precomputed
         self._precomputed: PrecomputedStore | None = None
@@ -293,26 +310,72 @@ class ModelServer:
             self._last_sync = time.monotonic()
 
     def _sync_static(self, name: str, model_uri: str, *, load: bool) -> None:
-        """Load the one model (again after a failure, at most every 10 s)."""
+        """Resolve the one model's version, then load it (each again after a failure, at
+        most every ``STATIC_RETRY_S``); no table, so not healthy, until both are done."""
         current = self._tables.get(name)
         if not load or (current is not None and current.versions):
             return
         if time.monotonic() - self._static_attempt < STATIC_RETRY_S:
             return
         self._static_attempt = time.monotonic()
+        version = self._resolve_static_version(name)
+        if version is None:
+            return
         now = datetime.now(UTC)
-        version = DeployedVersion(
-            version="1", run_id="", model_uri=model_uri, state="serving", deployed_at=now
+        deployed = DeployedVersion(
+            version=version,
+            run_id=self._static_run_id or "",
+            model_uri=model_uri,
+            state="serving",
+            deployed_at=now,
         )
         state = ServingState(
             dataset=name,
             target="vertex",
             endpoint=name,
-            versions=[version],
-            traffic={"1": 100},
+            versions=[deployed],
+            traffic={version: 100},
             updated_at=now,
+            mode=self._static_mode,
         )
         self._tables[name] = self._build(name, state, 1, None, load=True)
+
+    def _resolve_static_version(self, name: str) -> str | None:
+        """The one model's version: "1" without a run id, else the version serving.json
+        lists for the run (kept once found: a run's version never changes); None while
+        it cannot be read or does not list the run yet (logged; retried)."""
+        if self._static_version is not None:
+            return self._static_version
+        where = DatasetPaths(name).serving
+        try:
+            found = self._artifacts_store().read_model(where, ServingState)
+        except Exception:  # noqa: BLE001 - unreadable now (permissions, network): retry
+            _log.exception(
+                "%s: reading %s failed (the endpoint's service account needs read access to "
+                "it); not serving until this model's version is known",
+                name,
+                where,
+            )
+            return None
+        listed = [] if found is None else found[0].versions
+        mine = [entry for entry in listed if entry.run_id == self._static_run_id]
+        if not mine:
+            _log.warning(
+                "%s: %s lists no version of run %s yet; not serving until it does",
+                name,
+                where,
+                self._static_run_id,
+            )
+            return None
+        self._static_version = max(mine, key=lambda entry: int(entry.version)).version
+        _log.info(
+            "%s: run %s is version %s (%s)",
+            name,
+            self._static_run_id,
+            self._static_version,
+            self._static_mode,
+        )
+        return self._static_version
 
     def _build(
         self,

@@ -13,15 +13,28 @@ the local cloud, with the same variables:
   ``model_name``; when not (the local cloud) it follows every dataset's
   ``models/<dataset>/serving.json`` in the artifacts bucket, with its traffic split.
 
+Serving one model, Vertex AI does not say which model version it is (no ``AIP_*``
+variable carries the version id, and the id only exists after the upload that sets the
+container's variables), so the Vertex AI deployer sets ``CASCADE_SERVING_RUN_ID`` (the
+run that trained it) and ``CASCADE_SERVING_MODE`` (the dataset's serving mode): the
+server reads the version from ``models/<model_name>/serving.json`` (the entry with that
+run id) before it is healthy, and answers static or hybrid from the precomputed store
+(``CASCADE_PRECOMPUTED_*``) under that version. Without a run id it is version 1 and
+dynamic, as before.
+
 It binds 127.0.0.1 unless told otherwise (the serving image sets ``0.0.0.0``).
 """
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
-from pydantic import AliasChoices, Field, field_validator
+from pydantic import AliasChoices, Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from cascade.core.serving_config import SERVING_MODES, ServingMode
+from cascade.core.settings import DATASET_NAME_PATTERN
 
 __all__ = ["ModelServerSettings"]
 
@@ -55,6 +68,19 @@ class ModelServerSettings(BaseSettings):
     model_name: str = Field(
         "model", min_length=1, description="The name predict_route and AIP_STORAGE_URI use."
     )
+    run_id: str | None = Field(
+        None,
+        description="With storage_uri: the run that trained that model; its version is read "
+        "from models/<model_name>/serving.json (the server is not healthy until it is). "
+        "Unset: version 1.",
+    )
+    mode: ServingMode = Field(
+        "dynamic",
+        description="With storage_uri: how that model answers (dynamic, static, hybrid); "
+        "static and hybrid need run_id (answers are stored by version) and a precomputed "
+        "store (CASCADE_PRECOMPUTED_INSTANCE). Without storage_uri the mode is each "
+        "dataset's serving.json's.",
+    )
     workers: int = Field(2, ge=1, le=64, description="gunicorn worker processes.")
     threads: int = Field(
         2, ge=1, le=64, description="Threads per worker (gthread, keep-alive, when > 1)."
@@ -77,7 +103,39 @@ class ModelServerSettings(BaseSettings):
             raise ValueError(f"a route is a literal path starting with '/', not {value!r}")
         return value
 
-    @field_validator("storage_uri")
+    @field_validator("storage_uri", "run_id")
     @classmethod
     def _blank_is_unset(cls, value: str | None) -> str | None:
         return value or None
+
+    @field_validator("mode", mode="before")
+    @classmethod
+    def _known_mode(cls, value: Any) -> Any:
+        if value not in SERVING_MODES:
+            raise ValueError(
+                f"CASCADE_SERVING_MODE must be one of {', '.join(SERVING_MODES)}, not {value!r}"
+            )
+        return value
+
+    @model_validator(mode="after")
+    def _one_model_settings_fit(self) -> ModelServerSettings:
+        """Refuse at startup what would otherwise serve wrongly: a mode or run id that
+        nothing reads, a static or hybrid model without the version its answers are
+        stored under, a run id whose serving.json cannot be named."""
+        if self.storage_uri is None and (self.run_id is not None or self.mode != "dynamic"):
+            raise ValueError(
+                "CASCADE_SERVING_RUN_ID and CASCADE_SERVING_MODE apply to the one model of "
+                "AIP_STORAGE_URI, which is not set (without it, each dataset's mode and "
+                "versions come from its serving.json)"
+            )
+        if self.mode != "dynamic" and self.run_id is None:
+            raise ValueError(
+                f"CASCADE_SERVING_MODE={self.mode} needs CASCADE_SERVING_RUN_ID: precomputed "
+                "answers are stored by model version, which is read from serving.json by run id"
+            )
+        if self.run_id is not None and not DATASET_NAME_PATTERN.fullmatch(self.model_name):
+            raise ValueError(
+                f"CASCADE_SERVING_MODEL_NAME {self.model_name!r} is not a dataset name, so "
+                "CASCADE_SERVING_RUN_ID cannot be looked up in models/<name>/serving.json"
+            )
+        return self

@@ -83,6 +83,7 @@ def handle_model_blessed(
             run_id=message.run_id,
             model_uri=evaluation.model_uri,
             lineage={**lineage_of(message.run_id, spec), **_model_lineage(run.lineage)},
+            serving_mode=pipeline.serving.mode,
         )
         target = deployer or deployer_for(ctx)
         instances = [] if spec is None else smoke_instances(spec)

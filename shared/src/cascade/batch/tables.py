@@ -1,0 +1,119 @@
+"""The batch predictions' tables and records, without TensorFlow: what the scoring task
+(``cascade.batch.scoring``) writes and what the collection of a Vertex AI batch
+(``cascade.batch.collect``) and the store's reload (``cascade.batch.reload``) read.
+
+Tables (names are data: built with ``table_id``, never from raw input)::
+
+    <project>.<predictions dataset>.<dataset>_v<version>          one row per scored key
+    <project>.<predictions dataset>.<dataset>_v<version>_errors   one row per refused row
+
+(``-`` in a dataset name becomes ``_``: BigQuery table names take letters, digits, ``_``.)
+A finished batch has a manifest ``models/<dataset>/batch-predictions/<batch id>.json``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Sequence
+from datetime import datetime
+
+import google.cloud.bigquery as bigquery
+from google.api_core import exceptions as gexc
+from pydantic import BaseModel, ConfigDict
+
+from cascade.core.errors import BadInputError, InvalidConfigError
+from cascade.core.warehouse import table_id
+
+__all__ = [
+    "ERRORS_SCHEMA",
+    "PREDICTIONS_DATASET",
+    "PREDICTIONS_SCHEMA",
+    "BatchManifest",
+    "ensure_table",
+    "manifest_name",
+    "output_tables",
+    "part_name",
+]
+
+PREDICTIONS_DATASET = "cascade_predictions"
+
+PREDICTIONS_SCHEMA = [
+    bigquery.SchemaField("key", "STRING", mode="REQUIRED"),
+    bigquery.SchemaField("model_version", "STRING", mode="REQUIRED"),
+    bigquery.SchemaField("predicted_at", "TIMESTAMP", mode="REQUIRED"),
+    bigquery.SchemaField("batch_id", "STRING", mode="REQUIRED"),
+    bigquery.SchemaField("prediction", "JSON", mode="REQUIRED"),
+]
+ERRORS_SCHEMA = [
+    bigquery.SchemaField("key", "STRING"),
+    bigquery.SchemaField("row_number", "INT64", mode="REQUIRED"),
+    bigquery.SchemaField("source", "STRING", mode="REQUIRED"),
+    bigquery.SchemaField("field", "STRING"),
+    bigquery.SchemaField("reason", "STRING", mode="REQUIRED"),
+    bigquery.SchemaField("model_version", "STRING", mode="REQUIRED"),
+    bigquery.SchemaField("batch_id", "STRING", mode="REQUIRED"),
+    bigquery.SchemaField("recorded_at", "TIMESTAMP", mode="REQUIRED"),
+]
+
+
+class BatchManifest(BaseModel):
+    """What a finished batch did; its existence marks the batch done."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    batch_id: str
+    dataset: str
+    model_version: str
+    source: str
+    source_identity: str
+    predictions_table: str
+    errors_table: str
+    rows_read: int
+    rows_scored: int
+    rows_failed: int
+    rows_stored: int = 0
+    """Answers also written to the precomputed store."""
+    started_at: datetime
+    finished_at: datetime
+
+
+def output_tables(
+    project: str, dataset: str, version: str, *, bq_dataset: str = PREDICTIONS_DATASET
+) -> tuple[str, str]:
+    """The predictions table and the errors table of one model version."""
+    if not version.isascii() or not version.isdigit():
+        raise ValueError(f"invalid model version {version!r}: digits only")
+    name = f"{dataset.replace('-', '_')}_v{version}"
+    return table_id(project, bq_dataset, name), table_id(project, bq_dataset, f"{name}_errors")
+
+
+def manifest_name(dataset: str, batch_id: str) -> str:
+    return f"models/{dataset}/batch-predictions/{batch_id}.json"
+
+
+def part_name(dataset: str, batch_id: str, part: int) -> str:
+    """The marker of one loaded part of a batch (its load job's name inside)."""
+    return f"models/{dataset}/batch-predictions/{batch_id}/part-{part}.json"
+
+
+def ensure_table(
+    client: bigquery.Client, name: str, schema: Sequence[bigquery.SchemaField]
+) -> bigquery.Table:
+    # The dataset is Terraform's (the topology's warehouse; the local cloud provisions it):
+    # a batch job's account may create tables in it, never datasets.
+    project, dataset, _ = name.split(".")
+    try:
+        client.get_dataset(f"{project}.{dataset}")
+    except gexc.NotFound:
+        raise InvalidConfigError(
+            f"the BigQuery dataset {project}.{dataset} does not exist: Terraform creates the "
+            "warehouse's datasets (infra/bigquery.tf), `cascade up` the local ones"
+        ) from None
+    with contextlib.suppress(gexc.Conflict):
+        client.create_table(bigquery.Table(name, schema=list(schema)))
+    table = client.get_table(name)
+    have = {field.name: (field.field_type, field.mode) for field in table.schema}
+    missing = [field.name for field in schema if field.name not in have]
+    if missing:
+        raise BadInputError(f"table {name} exists without the columns {missing}")
+    return table
