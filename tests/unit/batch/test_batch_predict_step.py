@@ -277,13 +277,14 @@ def test_on_google_cloud_a_heads_rows_are_materialised_and_the_job_scores_them(
         ctx, BatchPredictRequest(dataset=DATASET, request_id="deploy:2"), event_id="e"
     )
 
-    head = head_table_id(ctx.settings.project, "cascade_predictions", DATASET)
+    job = _submitted_job(client)
+    batch_id = job.labels["cascade_batch_id"]
+    head = head_table_id(ctx.settings.project, "cascade_predictions", DATASET, batch_id)
     rows = bigquery_client.query(f"SELECT * FROM `{head}` ORDER BY customer_id").result()
     assert [dict(row) for row in rows] == [
         {"customer_id": "c1", "age": 31.0, "note": "n1"},
         {"customer_id": "c3", "age": 33.0, "note": "n3"},
     ]
-    job = _submitted_job(client)
     assert job.input_config.bigquery_source.input_uri == f"bq://{head}"
     assert sorted(job.instance_config.included_fields) == ["age", "customer_id"]
     assert job.output_config.bigquery_destination.output_uri == (

@@ -45,6 +45,7 @@ T0 = datetime(2026, 11, 30, 12, tzinfo=UTC)
 BATCH_ID = "0123456789abcdef0123456789abcdef"
 KEY = "customer_id"
 LONG_KEY = "k" * 1025
+MODEL_V4 = "projects/p/locations/europe-west4/models/credit@4"
 
 
 @pytest.fixture
@@ -325,6 +326,7 @@ def test_the_key_limit_is_the_scoring_tasks() -> None:
 def _job(state: vertex.JobState, **labels: str) -> vertex.BatchPredictionJob:
     return vertex.BatchPredictionJob(
         name="projects/p/locations/europe-west4/batchPredictionJobs/77",
+        model=MODEL_V4,
         state=state,
         labels={
             "cascade_dataset": "credit",
@@ -337,7 +339,7 @@ def _job(state: vertex.JobState, **labels: str) -> vertex.BatchPredictionJob:
             bigquery_source=vertex.BigQuerySource(input_uri="bq://p.features.customers"),
         ),
         output_info=vertex.BatchPredictionJob.OutputInfo(
-            bigquery_output_dataset="bq://p.cascade_predictions",
+            bigquery_output_dataset="bq://cascade-local.cascade_predictions",
             bigquery_output_table="predictions_2026_11_30T12_00_00_000Z",
         ),
         error={"code": 3, "message": "quota exceeded"},
@@ -347,8 +349,9 @@ def _job(state: vertex.JobState, **labels: str) -> vertex.BatchPredictionJob:
 def test_a_jobs_labels_and_output_info_make_its_collection() -> None:
     output = vertex_output(_job(vertex.JobState.JOB_STATE_SUCCEEDED), key=KEY)
     assert (output.dataset, output.version, output.batch_id) == ("credit", "4", BATCH_ID)
-    assert output.predictions == "p.cascade_predictions.predictions_2026_11_30T12_00_00_000Z"
-    assert output.errors == "p.cascade_predictions.errors_2026_11_30T12_00_00_000Z"
+    tables = "cascade-local.cascade_predictions"
+    assert output.predictions == f"{tables}.predictions_2026_11_30T12_00_00_000Z"
+    assert output.errors == f"{tables}.errors_2026_11_30T12_00_00_000Z"
     assert output.source == "bq://p.features.customers"
     job = _job(vertex.JobState.JOB_STATE_SUCCEEDED)
     del job.labels["cascade_batch_id"]
@@ -386,6 +389,7 @@ def ctx(clock: Clock) -> StepContext:
                 model_uri="gs://cascade-artifacts/runs/credit-run4/model",
                 state="serving",
                 deployed_at=T0,
+                vertex_model=MODEL_V4,
             )
         ],
         traffic={"4": 100},
@@ -545,3 +549,19 @@ def _pubsub_event(body: bytes) -> tuple[dict[str, Any], dict[str, Any]]:
         "subscription": "projects/p/subscriptions/eventarc-batch-collect",
     }
     return attributes, data
+
+
+def test_a_job_that_keeps_failing_to_collect_is_alerted_once(
+    ctx: StepContext, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(batch_collect, "read_transform_spec", lambda artifacts, run_id: None)
+    job = _job(vertex.JobState.JOB_STATE_SUCCEEDED)
+    client = create_autospec(bigquery.Client, instance=True)
+
+    for _ in range(3):
+        report = collect_jobs(ctx, [job], bigquery_client=client, make_store=lambda: None)
+        assert list(report.failures) == [job.name]  # tried again at every sweep
+
+    bus: RecordingBus = ctx.bus  # type: ignore[assignment]
+    [alert] = [m for m in bus.published if isinstance(m, Alert)]
+    assert "no transform spec" in alert.summary

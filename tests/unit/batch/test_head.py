@@ -26,6 +26,7 @@ from cascade.batch.head import (
     top_keys_query,
 )
 from cascade.batch.sources import SourceRow
+from cascade.batch.tables import table_prefix
 from cascade.core.bigquery_grants import bigquery_denial
 from cascade.core.errors import InvalidConfigError
 from cascade.core.grants import LocalIdentity, identity_for
@@ -138,10 +139,16 @@ def test_hostile_table_names_never_reach_the_sql(name: str) -> None:
             materialise_head_query(**(good | {which: name}), key_column="key")
 
 
-def test_the_head_table_is_the_datasets_in_the_predictions_dataset() -> None:
-    assert head_table_id("cascade-local", "cascade_predictions", "credit-risk") == (
-        "cascade-local.cascade_predictions.credit_risk_head"
+def test_the_head_table_is_the_batchs_own_in_the_predictions_dataset() -> None:
+    batch = "0123456789abcdef0123456789abcdef"
+    name = head_table_id("cascade-local", "cascade_predictions", "credit-risk", batch)
+    assert name == (
+        f"cascade-local.cascade_predictions.{table_prefix('credit-risk')}_head_0123456789abcdef"
     )
+    assert name != head_table_id("cascade-local", "cascade_predictions", "credit-risk", "f" * 32)
+    assert name != head_table_id("cascade-local", "cascade_predictions", "credit_risk", batch)
+    with pytest.raises(ValueError, match="not a batch id"):
+        head_table_id("cascade-local", "cascade_predictions", "credit", "../x")
 
 
 # -- the head, read from the local BigQuery ----------------------------------------------
@@ -383,7 +390,7 @@ def features(bigquery_client: bigquery.Client) -> str:  # noqa: F811
 def _materialise(
     client: bigquery.Client, log_table: str, source: str, endpoint: str, column: str, keys: int
 ) -> Any:
-    head = head_table_id(client.project, "cascade_predictions", endpoint.replace("-", "_"))
+    head = head_table_id(client.project, "cascade_predictions", endpoint, "ab" * 16)
     outcome = materialise_head(
         client,
         source_table=source,

@@ -26,6 +26,7 @@ from cascade.batch.scoring import (
     score_source,
 )
 from cascade.batch.sources import BigQueryTableSource, FileSource
+from cascade.batch.tables import table_prefix
 from cascade.core.errors import BadInputError, InvalidConfigError
 from cascade.core.fakes import MemoryArtifactStore
 from cascade.core.warehouse import insert_rows, table_id
@@ -139,7 +140,7 @@ def test_every_key_of_a_10k_row_table_gets_one_prediction_with_the_model_version
     predictions, errors = output_tables(
         bigquery_client.project, "credit-risk", "3", bq_dataset=bq_dataset
     )
-    assert predictions.endswith(".credit_risk_v3")
+    assert predictions.endswith(f".{table_prefix('credit-risk')}_v3")
     written = _select(bigquery_client, predictions)
     assert [row["key"] for row in written] == [row["key"] for row in rows]
     assert {row["model_version"] for row in written} == {"3"}

@@ -35,6 +35,7 @@ from typing import TYPE_CHECKING, Any, Literal
 import google.cloud.bigquery as bigquery
 from google.api_core import exceptions as gexc
 
+from cascade.batch.tables import table_prefix
 from cascade.core.serving_config import HeadConfig
 from cascade.core.settings import Settings
 from cascade.core.store import ArtifactStore
@@ -100,10 +101,14 @@ def _checked_table(name: str) -> str:
     return table_id(*parts)
 
 
-def head_table_id(project: str, predictions_dataset: str, dataset: str) -> str:
-    """Where a Vertex AI batch's head rows are materialised: ``<dataset>_head`` in the
-    predictions dataset (``-`` written ``_``, as the predictions tables)."""
-    return table_id(project, predictions_dataset, f"{dataset.replace('-', '_')}{HEAD_TABLE_SUFFIX}")
+def head_table_id(project: str, predictions_dataset: str, dataset: str, batch_id: str) -> str:
+    """Where one Vertex AI batch's head rows are materialised:
+    ``<dataset>_head_<batch id>`` in the predictions dataset (``tables.table_prefix``),
+    one table per batch, so a later batch never replaces the rows a running job scores."""
+    if not re.fullmatch(r"[0-9a-f]{12,64}", batch_id):
+        raise ValueError(f"not a batch id: {batch_id[:80]!r}")
+    name = f"{table_prefix(dataset)}{HEAD_TABLE_SUFFIX}_{batch_id[:16]}"
+    return table_id(project, predictions_dataset, name)
 
 
 def top_keys_query(log_table: str, key_field: str) -> str:

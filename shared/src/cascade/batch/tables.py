@@ -7,13 +7,15 @@ Tables (names are data: built with ``table_id``, never from raw input)::
     <project>.<predictions dataset>.<dataset>_v<version>          one row per scored key
     <project>.<predictions dataset>.<dataset>_v<version>_errors   one row per refused row
 
-(``-`` in a dataset name becomes ``_``: BigQuery table names take letters, digits, ``_``.)
+(``<dataset>`` is ``table_prefix(dataset)``: the name, or for a name with ``-`` or ``_``
+the name with ``_`` for ``-`` and a digest, so two datasets never share a table.)
 A finished batch has a manifest ``models/<dataset>/batch-predictions/<batch id>.json``.
 """
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 from collections.abc import Sequence
 from datetime import datetime
 
@@ -33,6 +35,7 @@ __all__ = [
     "manifest_name",
     "output_tables",
     "part_name",
+    "table_prefix",
 ]
 
 PREDICTIONS_DATASET = "cascade_predictions"
@@ -77,13 +80,24 @@ class BatchManifest(BaseModel):
     finished_at: datetime
 
 
+def table_prefix(dataset: str) -> str:
+    """A dataset's name in BigQuery table names, never another dataset's: the name itself
+    when it holds no ``-`` or ``_``; else with ``-`` written ``_`` and a digest of the
+    name (``credit-a`` and ``credit_a`` would otherwise share ``credit_a``: table names
+    take letters, digits and ``_`` only)."""
+    if "-" not in dataset and "_" not in dataset:
+        return dataset
+    digest = hashlib.sha256(dataset.encode("utf-8")).hexdigest()[:10]
+    return f"{dataset.replace('-', '_')}_{digest}"
+
+
 def output_tables(
     project: str, dataset: str, version: str, *, bq_dataset: str = PREDICTIONS_DATASET
 ) -> tuple[str, str]:
     """The predictions table and the errors table of one model version."""
     if not version.isascii() or not version.isdigit():
         raise ValueError(f"invalid model version {version!r}: digits only")
-    name = f"{dataset.replace('-', '_')}_v{version}"
+    name = f"{table_prefix(dataset)}_v{version}"
     return table_id(project, bq_dataset, name), table_id(project, bq_dataset, f"{name}_errors")
 
 

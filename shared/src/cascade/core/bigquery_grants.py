@@ -14,9 +14,11 @@ job configuration in its body:
 - dataset: get → read; create, update, delete → refused (Terraform owns datasets);
 - tables: list, get, list rows → read; create, update, delete, insertAll → write;
 - jobs.insert / jobs.query → ``bigquery.jobs.create``, plus read on every table a query
-  names (``project.dataset.table`` or ``dataset.table`` after FROM / JOIN, quoted or
-  not) and write on a destination table; a load's destination → write; an extract's
-  source → read; a query that names a table in a form not understood is refused;
+  reads and write on every table it writes or its destination table
+  (``cascade.core.sql_tables``: a conservative scanner that refuses what it cannot
+  account for: scripts, unknown statements, parenthesised joins, raw strings, legacy
+  SQL); a load's destination → write; an extract's source table or model → read;
+- a path with ``.`` or ``..`` segments is refused (the HTTP stack would send another);
 - job and query results (the caller's own jobs) → ``bigquery.jobs.create`` holders.
 
 Anything else is refused: the guard refuses what it does not understand.
@@ -43,7 +45,13 @@ from urllib.parse import unquote, urlsplit
 import grpc
 import requests
 
-from cascade.core.grants import GrpcPermissionDenied, LocalIdentity, forbidden_response
+from cascade.core.grants import (
+    GrpcPermissionDenied,
+    LocalIdentity,
+    UnaryGuard,
+    forbidden_response,
+)
+from cascade.core.sql_tables import query_tables
 
 __all__ = [
     "BigQueryDenial",
@@ -56,31 +64,6 @@ __all__ = [
 
 _PREFIXES = ("/upload/bigquery/v2/projects/", "/bigquery/v2/projects/")
 _READ_VERBS = {"GET"}
-# What follows FROM, JOIN or MERGE's USING; a name followed by "(" is a function
-# (UNNEST(...), a table function) or JOIN's USING (columns), not a table; the possessive
-# ++ keeps the name whole so a shorter prefix of it is never taken for one.
-_TABLE_REFERENCE = re.compile(
-    r"\b(?:FROM|JOIN|USING)\s+(`[^`]+`|[A-Za-z0-9_.:-]++)(?!\s*\()", re.IGNORECASE
-)
-# The table a statement writes. Atomic groups (?>...) keep an optional INTO / FROM / IF
-# [NOT] EXISTS from being read as the name; MERGE's own clauses (THEN INSERT ROW,
-# INSERT (...) VALUES, UPDATE SET, DELETE WHEN) name no table.
-_WRITTEN_TABLE = re.compile(
-    r"\b(?:INSERT\s+(?>INTO\s+)?"
-    r"|CREATE\s+(?>OR\s+REPLACE\s+)?(?>TEMP(?:ORARY)?\s+)?TABLE\s+(?>IF\s+NOT\s+EXISTS\s+)?"
-    r"|MERGE\s+(?>INTO\s+)?|UPDATE\s+|DELETE\s+(?>FROM\s+)?|TRUNCATE\s+TABLE\s+"
-    r"|DROP\s+TABLE\s+(?>IF\s+EXISTS\s+)?)"
-    r"(?!(?:ROW|VALUES|SET|WHEN|SELECT)\b)(`[^`]+`|[A-Za-z0-9_.:-]++)",
-    re.IGNORECASE,
-)
-_FROM_CLAUSE = re.compile(
-    r"\bFROM\b(.*?)(?=\b(?:WHERE|GROUP|ORDER|LIMIT|HAVING|QUALIFY|WINDOW|UNION|SELECT)\b|\)|$)",
-    re.IGNORECASE | re.DOTALL,
-)
-_COMMA_REFERENCE = re.compile(r",\s*(`[^`]+`|[A-Za-z0-9_.:-]++)(?!\s*\()")
-_QUOTED = re.compile(r"`[^`]+`")
-_CTE_NAME = re.compile(r"(?:\bWITH|,)\s+`?([A-Za-z_][A-Za-z0-9_]*)`?\s+AS\s*\(", re.IGNORECASE)
-_NO_TABLE_QUERY = re.compile(r"^\s*SELECT\b(?!.*\b(?:FROM|JOIN)\b)", re.IGNORECASE | re.DOTALL)
 
 
 class BigQueryDenial(tuple[str, str, str]):
@@ -111,53 +94,6 @@ def _table_name(project: str, dataset: str, table: str) -> str:
     return f"{project}:{dataset}.{table}"
 
 
-def _table_parts(raw: str, project: str) -> tuple[str, str, str] | None:
-    parts = raw.strip("`").replace(":", ".").split(".")
-    if len(parts) == 2:
-        parts = [project, *parts]
-    if len(parts) != 3 or not all(parts):
-        return None
-    return parts[0], parts[1], parts[2]
-
-
-def _written_tables(query: str, project: str) -> list[tuple[str, str, str]] | None:
-    """(project, dataset, table) of each table a DML or DDL ``query`` writes (INSERT,
-    CREATE TABLE, MERGE, UPDATE, DELETE, TRUNCATE, DROP); None when one is not a table
-    name this understands (refused)."""
-    found = []
-    for match in _WRITTEN_TABLE.finditer(query):
-        parts = _table_parts(match.group(1), project)
-        if parts is None:
-            return None
-        found.append(parts)
-    return found
-
-
-def _referenced_datasets(query: str, project: str) -> list[tuple[str, str, str]] | None:
-    """(project, dataset, table) of each table ``query`` reads; None when it names one in
-    a form this cannot read as a table (refused: not understood).
-
-    Tables are what follows FROM or JOIN, what follows a comma inside a FROM clause (the
-    comma join), and every backquoted name with a dot anywhere (a column is never one).
-    """
-    raw_names = [match.group(1) for match in _TABLE_REFERENCE.finditer(query)]
-    for clause in _FROM_CLAUSE.finditer(query):
-        raw_names += [match.group(1) for match in _COMMA_REFERENCE.finditer(clause.group(1))]
-    raw_names += [name for name in _QUOTED.findall(query) if "." in name]
-    named = {name.lower() for name in _CTE_NAME.findall(query)}  # WITH x AS (...): no table
-    found = []
-    for raw in dict.fromkeys(raw_names):
-        if raw.startswith("("):
-            continue  # a subquery: its own FROM is found by the same search
-        if raw.strip("`").lower() in named:
-            continue
-        parts = _table_parts(raw, project)
-        if parts is None:
-            return None
-        found.append(parts)
-    return found
-
-
 def _job_denial(
     identity: LocalIdentity, project: str, body: dict[str, Any]
 ) -> BigQueryDenial | None:
@@ -166,18 +102,20 @@ def _job_denial(
     checks: list[tuple[str, str, str, bool]] = []  # project, dataset, table, write
     if isinstance(query, dict) or isinstance(body.get("query"), str):
         text = query.get("query", "") if isinstance(query, dict) else str(body.get("query", ""))
-        tables = _referenced_datasets(text, project)
-        written = _written_tables(text, project)
-        if written is None:
-            return _denial("bigquery.tables.updateData", "query", text[:80])
-        if tables is None or (not tables and not written and not _NO_TABLE_QUERY.match(text)):
+        legacy = (query if isinstance(query, dict) else body).get("useLegacySql") is True
+        tables = None if legacy else query_tables(text, project)
+        if tables is None:
             return _denial("bigquery.tables.getData", "query", text[:80])
-        checks += [(p, d, t, True) for p, d, t in written]
-        checks += [(p, d, t, False) for p, d, t in tables]
+        checks += [(p, d, t, True) for p, d, t in tables.writes]
+        checks += [(p, d, t, False) for p, d, t in tables.reads]
         destination = query.get("destinationTable") if isinstance(query, dict) else None
         if destination:
             checks.append((*_reference(destination, project), True))
-    for kind, key, write in (("load", "destinationTable", True), ("extract", "sourceTable", False)):
+    for kind, key, write in (
+        ("load", "destinationTable", True),
+        ("extract", "sourceTable", False),
+        ("extract", "sourceModel", False),
+    ):
         section = configuration.get(kind)
         if isinstance(section, dict) and section.get(key):
             checks.append((*_reference(section[key], project), write))
@@ -239,6 +177,11 @@ def bigquery_denial(
 ) -> BigQueryDenial | None:
     """What the REST call needs and ``identity`` lacks; None when it may go."""
     path = urlsplit(url).path
+    # The HTTP stack resolves "." and ".." before sending (RFC 3986), so the path checked
+    # would not be the path sent: refuse them, encoded or not.
+    segments = [unquote(segment) for segment in path.split("/")]
+    if any(segment in (".", "..") for segment in segments) or "%2e" in path.lower():
+        return _denial("bigquery.unknown", "request", path)
     for prefix in _PREFIXES:
         if path.startswith(prefix):
             parts = [unquote(part) for part in path[len(prefix) :].split("/") if part]
@@ -396,32 +339,16 @@ def _read_refusal(denial: BigQueryDenial) -> GrpcPermissionDenied:
 
 
 class ReadSessionGuard(
-    grpc.UnaryUnaryClientInterceptor,  # type: ignore[misc]
-    grpc.UnaryStreamClientInterceptor,  # type: ignore[misc]
+    UnaryGuard,
     grpc.StreamUnaryClientInterceptor,  # type: ignore[misc]
     grpc.StreamStreamClientInterceptor,  # type: ignore[misc]
 ):
     """Refuses, before sending, every Storage Read API call ``identity`` may not make."""
 
-    def __init__(self, identity: LocalIdentity) -> None:
-        self._identity = identity
-
     def _check(self, method: str, request: Any) -> None:
         denied = read_denial(self._identity, method, request)
         if denied is not None:
             raise _read_refusal(denied)
-
-    def intercept_unary_unary(
-        self, continuation: Callable[..., Any], client_call_details: Any, request: Any
-    ) -> Any:
-        self._check(client_call_details.method, request)
-        return continuation(client_call_details, request)
-
-    def intercept_unary_stream(
-        self, continuation: Callable[..., Any], client_call_details: Any, request: Any
-    ) -> Any:
-        self._check(client_call_details.method, request)
-        return continuation(client_call_details, request)
 
     def intercept_stream_unary(
         self, continuation: Callable[..., Any], client_call_details: Any, request_iterator: Any

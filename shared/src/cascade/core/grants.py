@@ -40,6 +40,7 @@ __all__ = [
     "GrpcGuard",
     "GrpcPermissionDenied",
     "LocalIdentity",
+    "UnaryGuard",
     "forbidden_response",
     "guard_channel",
     "guard_session",
@@ -178,12 +179,32 @@ GrpcPermissionDenied = _PermissionDenied
 Storage Read API guard in ``cascade.core.bigquery_grants`` too)."""
 
 
-class GrpcGuard(grpc.UnaryUnaryClientInterceptor, grpc.UnaryStreamClientInterceptor):  # type: ignore[misc]
-    """Refuses every Pub/Sub call the identity holds no role for: it may publish to its
-    topics (roles/pubsub.publisher has pubsub.topics.publish only), nothing else."""
+class UnaryGuard(grpc.UnaryUnaryClientInterceptor, grpc.UnaryStreamClientInterceptor):  # type: ignore[misc]
+    """A client interceptor that checks each unary-request call (``_check`` raises
+    ``GrpcPermissionDenied`` to refuse it) before it is sent, as one identity."""
 
     def __init__(self, identity: LocalIdentity) -> None:
         self._identity = identity
+
+    def _check(self, method: str, request: Any) -> None:
+        raise NotImplementedError
+
+    def intercept_unary_unary(
+        self, continuation: Callable[..., Any], client_call_details: Any, request: Any
+    ) -> Any:
+        self._check(client_call_details.method, request)
+        return continuation(client_call_details, request)
+
+    def intercept_unary_stream(
+        self, continuation: Callable[..., Any], client_call_details: Any, request: Any
+    ) -> Any:
+        self._check(client_call_details.method, request)
+        return continuation(client_call_details, request)
+
+
+class GrpcGuard(UnaryGuard):
+    """Refuses every Pub/Sub call the identity holds no role for: it may publish to its
+    topics (roles/pubsub.publisher has pubsub.topics.publish only), nothing else."""
 
     def _check(self, method: str, request: Any) -> None:
         topic = str(getattr(request, "topic", "") or "")
@@ -198,18 +219,6 @@ class GrpcGuard(grpc.UnaryUnaryClientInterceptor, grpc.UnaryStreamClientIntercep
             f"identity of {self._identity.name}, lacks {permission} on {resource}; "
             "grant it in infra/topology.yaml)"
         )
-
-    def intercept_unary_unary(
-        self, continuation: Callable[..., Any], client_call_details: Any, request: Any
-    ) -> Any:
-        self._check(client_call_details.method, request)
-        return continuation(client_call_details, request)
-
-    def intercept_unary_stream(
-        self, continuation: Callable[..., Any], client_call_details: Any, request: Any
-    ) -> Any:
-        self._check(client_call_details.method, request)
-        return continuation(client_call_details, request)
 
 
 class _StreamGuard(grpc.StreamUnaryClientInterceptor, grpc.StreamStreamClientInterceptor):  # type: ignore[misc]

@@ -150,7 +150,7 @@ def collect_jobs(
         except Exception as error:  # noqa: BLE001 - one job's failure is not the sweep's
             _log.exception("batch-collect: %s failed", job.name)
             report.failures[str(job.name)] = f"{type(error).__name__}: {error}"
-            _alert(ctx, job, "WARNING", f"collecting batch job {job.name} failed: {error}")
+            _failed_collection(ctx, job, error)
     return report
 
 
@@ -178,6 +178,18 @@ def _collect(
     if transform is None:
         raise BadInputError(f"{job.name}: run {entry.run_id} has no transform spec: no key")
     output = vertex_output(job, key=transform.passthrough_key or "key")
+    # Labels are anyone's to set: only a job that scored this version's model into the
+    # predictions dataset is Cascade's batch (else its rows would reach the store).
+    expected = f"{ctx.settings.project}.{ctx.settings.warehouse_dataset(PREDICTIONS_WAREHOUSE)}"
+    if output.output_dataset != expected:
+        raise BadInputError(
+            f"{job.name}: wrote to {output.output_dataset}, not the predictions dataset {expected}"
+        )
+    if not entry.vertex_model or str(job.model) != entry.vertex_model:
+        raise BadInputError(
+            f"{job.name}: scored {job.model or 'no model'}, not version {version}'s model "
+            f"{entry.vertex_model or '(none recorded)'}"
+        )
     state = found[0]
     deployed = {item.version for item in state.deployed}
     load_store = None
@@ -208,20 +220,27 @@ def _collect(
     return not collected.skipped
 
 
-def _record_end(ctx: StepContext, job: vertex.BatchPredictionJob) -> bool:
-    """Record a job that ended without output, once; True (and an alert) the first time."""
+def _record_once(
+    ctx: StepContext, job: vertex.BatchPredictionJob, kind: str, record: dict[str, str]
+) -> bool:
+    """Write ``record`` beside the job's batch, create-only; True the first time."""
     dataset = _dataset(job)
     batch_id = str(dict(job.labels).get(BATCH_ID_LABEL, ""))
     job_id = str(job.name).rsplit("/", 1)[-1]
     if not batch_id.isalnum() or not job_id.isdigit():
         raise BadInputError(f"{job.name}: not a batch job Cascade submitted")
+    name = f"models/{dataset}/batch-predictions/{batch_id}/{kind}-{job_id}.json"
+    return ctx.artifacts.create(name, json.dumps(record).encode()) is not None
+
+
+def _record_end(ctx: StepContext, job: vertex.BatchPredictionJob) -> bool:
+    """Record a job that ended without output, once; True (and an alert) the first time."""
     record = {
         "job": str(job.name),
         "state": vertex.JobState(job.state).name,
         "error": str(job.error.message),
     }
-    name = f"models/{dataset}/batch-predictions/{batch_id}/ended-{job_id}.json"
-    if ctx.artifacts.create(name, json.dumps(record).encode()) is None:
+    if not _record_once(ctx, job, "ended", record):
         return False
     _alert(
         ctx,
@@ -230,6 +249,17 @@ def _record_end(ctx: StepContext, job: vertex.BatchPredictionJob) -> bool:
         f"batch job {job.name} ended {record['state']}: {record['error'] or 'no error given'}",
     )
     return True
+
+
+def _failed_collection(ctx: StepContext, job: vertex.BatchPredictionJob, error: Exception) -> None:
+    """Alert once for a job whose collection fails (every sweep tries it again)."""
+    reason = f"{type(error).__name__}: {error}"
+    try:
+        first = _record_once(ctx, job, "collect-failed", {"job": str(job.name), "error": reason})
+    except Exception:  # noqa: BLE001 - not Cascade's job, or the bucket is down: say it
+        first = True
+    if first:
+        _alert(ctx, job, "WARNING", f"collecting batch job {job.name} failed: {reason}")
 
 
 def _alert(

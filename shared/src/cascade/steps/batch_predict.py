@@ -119,7 +119,7 @@ def handle_batch_predict_request(
         identity += f"|head:{head.keys}/{head.window_days}d"
     batch_id = batch_id_for(spec.dataset, spec.version, identity)
     output_dataset = ctx.settings.warehouse_dataset(PREDICTIONS_WAREHOUSE)
-    head_table = head_table_id(ctx.settings.project, output_dataset, spec.dataset)
+    head_table = head_table_id(ctx.settings.project, output_dataset, spec.dataset, batch_id)
 
     def job_on(table: str | None) -> vertex.BatchPredictionJob:
         return batch_prediction_job(
