@@ -271,3 +271,43 @@ def test_a_client_not_made_by_the_factory_gets_no_guessed_read_client() -> None:
     with pytest.raises(ValueError, match="not made by make_bigquery_client"):
         read_client_for(foreign)
     foreign.close()
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        "plain",
+        'quotes " and \\ backslash',
+        "control \x00\x1f\n\t and unicode ключ 🔑 \u2028",
+        "",
+        0,
+        -(2**63),
+        2**70,
+        1.5,
+        -0.0,
+        1e300,
+        5e-324,
+        True,
+        False,
+        None,
+        [1, "a", None, [2.5]],
+        {"nested": {"a": [1, 2]}, "ключ": "🔑"},
+    ],
+)
+def test_a_load_line_is_the_text_json_dumps_writes(value: object) -> None:
+    from cascade.core.warehouse import _load_line
+
+    kinds = {"v": "STRING", "j": "JSON", "r": "JSON"}
+    answer = {"p": value} if value is not None else {"p": 1}
+    text = json.dumps(answer, ensure_ascii=False)
+    row = {"v": value, "j": text, "r": JsonText(text)}
+    expected = json.dumps({"v": value, "j": answer, "r": answer}, ensure_ascii=False)
+    assert _load_line(kinds, row, {}) == expected
+
+
+@pytest.mark.parametrize("value", [float("nan"), float("inf"), -float("inf")])
+def test_a_load_line_refuses_what_json_cannot_hold(value: float) -> None:
+    from cascade.core.warehouse import _load_line
+
+    with pytest.raises(ValueError, match="not JSON compliant"):
+        _load_line({"v": "FLOAT64"}, {"v": value}, {})

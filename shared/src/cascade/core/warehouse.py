@@ -30,9 +30,10 @@ import json
 import math
 import re
 import weakref
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from json.encoder import encode_basestring as _quote  # what dumps writes for a str
 from typing import Any
 
 import google.cloud.bigquery as bigquery
@@ -193,9 +194,54 @@ def check_row(
 
 
 def _check_rows(table: bigquery.Table, rows: Sequence[Mapping[str, Any]]) -> list[RowError]:
-    """``check_row`` of every row, the table's schema read once."""
+    """``check_row`` of every row, the table's schema read once (column by column first:
+    when every value passes there, no row has an error to report)."""
     fields = _compile(table.schema)
+    if _columns_pass(fields, rows):
+        return []
     return [error for index, row in enumerate(rows) for error in _check(fields, row, index)]
+
+
+def _is_int(value: Any) -> bool:
+    return type(value) is int
+
+
+def _is_number(value: Any) -> bool:
+    return (type(value) is float and math.isfinite(value)) or type(value) is int
+
+
+_PLAIN_CHECKS: dict[str, Callable[[Any], bool]] = {
+    "STRING": lambda value: type(value) is str or type(value) is JsonText,
+    "JSON": lambda value: type(value) is str or type(value) is JsonText,
+    "INTEGER": _is_int,
+    "INT64": _is_int,
+    "FLOAT": _is_number,
+    "FLOAT64": _is_number,
+    "BOOLEAN": lambda value: type(value) is bool,
+    "BOOL": lambda value: type(value) is bool,
+    "TIMESTAMP": lambda value: type(value) is str and _parses_as_time(value),
+}
+"""A fast, narrower acceptance per type: what passes here passes ``_type_error``; what
+does not is checked row by row, which has the last word and the messages."""
+
+
+def _columns_pass(fields: dict[str, _Field], rows: Sequence[Mapping[str, Any]]) -> bool:
+    """True when every row is plainly valid: exact field names only, required fields
+    present, every value of the simplest type of its column (no records, no lists)."""
+    names = {field.name for field in fields.values()}
+    if not all(row.keys() <= names for row in rows):
+        return False
+    for field in fields.values():
+        accept = _PLAIN_CHECKS.get(field.kind)
+        if accept is None or field.mode == "REPEATED":
+            return False
+        values = [row.get(field.name) for row in rows]
+        if field.mode == "REQUIRED":
+            if not all(value is not None and accept(value) for value in values):
+                return False
+        elif not all(value is None or accept(value) for value in values):
+            return False
+    return True
 
 
 def _check(fields: dict[str, _Field], row: Mapping[str, Any], index: int) -> list[RowError]:
@@ -296,23 +342,42 @@ class JsonText(str):
     __slots__ = ()
 
 
-def _load_line(kinds: Mapping[str, str], row: Mapping[str, Any]) -> str:
-    """One NDJSON line; a JSON column's text goes as the JSON value it holds (a load
-    job, unlike insertAll, would keep a string as a JSON string). ``kinds``: each
-    field's type by name."""
-    line: dict[str, Any] = {}
-    raw: list[str] = []
+_LINE_JSON = json.JSONEncoder(ensure_ascii=False, allow_nan=False)
+"""The encoder of values with no shortcut below (records, lists, parsed JSON)."""
+
+
+def _json_value(kind: str | None, value: Any) -> str:
+    """``value`` as JSON text, as ``json.dumps(ensure_ascii=False, allow_nan=False)``
+    writes it, with shortcuts for the common types (one encoder call per row costs more
+    than a batch's scoring); a JSON column's text is the JSON value it holds (a load job,
+    unlike insertAll, would keep a string as a JSON string)."""
+    if kind == "JSON" and isinstance(value, str):
+        return str(value) if type(value) is JsonText else _LINE_JSON.encode(json.loads(value))
+    if type(value) is str:
+        return _quote(value)
+    if value is None:
+        return "null"
+    if type(value) is bool:
+        return "true" if value else "false"
+    if type(value) is int:
+        return int.__repr__(value)
+    if type(value) is float:
+        if not math.isfinite(value):
+            raise ValueError(f"Out of range float values are not JSON compliant: {value!r}")
+        return float.__repr__(value)
+    return _LINE_JSON.encode(value)
+
+
+def _load_line(kinds: Mapping[str, str], row: Mapping[str, Any], names: dict[str, str]) -> str:
+    """One NDJSON line of ``row``. ``kinds``: each field's type by name; ``names``: each
+    field's name as JSON text (filled as met: the same few names on every row)."""
+    members = []
     for name, value in row.items():
-        if kinds.get(name) == "JSON" and isinstance(value, str):
-            if isinstance(value, JsonText):
-                raw.append(f"{json.dumps(name, ensure_ascii=False)}: {value}")
-                continue
-            value = json.loads(value)
-        line[name] = value
-    text = json.dumps(line, ensure_ascii=False, allow_nan=False)
-    if not raw:
-        return text
-    return text[:-1] + (", " if line else "") + ", ".join(raw) + "}"
+        quoted = names.get(name)
+        if quoted is None:
+            quoted = names[name] = _quote(name)
+        members.append(f"{quoted}: {_json_value(kinds.get(name), value)}")
+    return "{" + ", ".join(members) + "}"
 
 
 def load_rows(
@@ -343,7 +408,8 @@ def load_rows(
         return False
     schema = list(table.schema)
     kinds = {field.name: field.field_type.upper() for field in schema}
-    data = "".join(_load_line(kinds, row) + "\n" for row in rows).encode()
+    names: dict[str, str] = {}
+    data = "".join(_load_line(kinds, row, names) + "\n" for row in rows).encode()
     config = bigquery.LoadJobConfig(
         source_format=bigquery.SourceFormat.NEWLINE_DELIMITED_JSON,
         schema=schema,
