@@ -565,3 +565,76 @@ def test_a_job_that_keeps_failing_to_collect_is_alerted_once(
     bus: RecordingBus = ctx.bus  # type: ignore[assignment]
     [alert] = [m for m in bus.published if isinstance(m, Alert)]
     assert "no transform spec" in alert.summary
+
+
+# Answers of versions no longer deployed ---------------------------------------------
+
+
+def _with_versions(ctx: StepContext, states: dict[str, str]) -> None:
+    def change(_: ServingState | None) -> ServingState:
+        return ServingState(
+            dataset="credit",
+            target="local",
+            endpoint="credit",
+            versions=[
+                DeployedVersion(
+                    version=version,
+                    run_id=f"credit-run{version}",
+                    model_uri=f"gs://cascade-artifacts/runs/credit-run{version}/model",
+                    state=state,  # type: ignore[arg-type]
+                    deployed_at=T0,
+                )
+                for version, state in states.items()
+            ],
+            traffic={"4": 100},
+            updated_at=T0,
+            mode="static",
+        )
+
+    update_serving_state(ctx.artifacts, "credit", change)
+
+
+def test_answers_of_versions_no_longer_deployed_leave_the_store_once(ctx: StepContext) -> None:
+    _with_versions(ctx, {"2": "rolled_back", "3": "retired", "4": "serving", "5": "standby"})
+    store = MemoryPrecomputedStore()
+    for version in ("2", "3", "4", "5"):
+        store.write("credit", version, [("a", {"p": 0.5}), ("b", {"p": 0.25})])
+    drops: list[tuple[str, str]] = []
+    original = store.drop_version
+
+    def counted(dataset: str, version: str) -> int:
+        drops.append((dataset, version))
+        return original(dataset, version)
+
+    store.drop_version = counted  # type: ignore[method-assign]
+
+    first = batch_collect.drop_undeployed_answers(ctx, lambda: store)
+    again = batch_collect.drop_undeployed_answers(ctx, lambda: store)
+
+    assert first == ["credit v2", "credit v3"]
+    assert again == []
+    assert drops == [("credit", "2"), ("credit", "3")]
+    for version, kept in (("2", False), ("3", False), ("4", True), ("5", True)):
+        assert bool(store.read("credit", version, ["a", "b"])) is kept, version
+
+
+def test_without_a_store_nothing_is_dropped_or_recorded(ctx: StepContext) -> None:
+    _with_versions(ctx, {"3": "retired", "4": "serving"})
+    assert batch_collect.drop_undeployed_answers(ctx, lambda: None) == []
+    assert not [name for name in ctx.artifacts.list_names("models/") if "dropped-" in name]
+
+
+def test_the_local_sweep_drops_undeployed_answers_too(
+    ctx: StepContext, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _with_versions(ctx, {"3": "retired", "4": "serving"})
+    store = MemoryPrecomputedStore()
+    store.write("credit", "3", [("a", {"p": 0.5})])
+    monkeypatch.setattr(batch_collect, "store_factory", lambda settings, project: lambda: store)
+    local = dataclasses.replace(ctx, settings=Settings(job_service_url="http://127.0.0.1:1"))
+    monkeypatch.setattr(batch_collect, "job_service_client", _never)
+
+    report = handle_batch_collect_request(local, *_pubsub_event(b"{}"))
+
+    assert report.dropped == ["credit v3"]
+    assert store.read("credit", "3", ["a"]) == {}

@@ -176,6 +176,22 @@ def test_only_the_columns_asked_for_are_read_in_the_tables_order(
         BigQueryTableSource(bigquery_client, name, columns=["key", "nope"])
 
 
+def test_a_source_narrowed_to_a_models_inputs_reads_only_those_it_has(
+    bigquery_client: bigquery.Client,  # noqa: F811
+) -> None:
+    name = _table(bigquery_client, ROWS)
+    source = BigQueryTableSource(bigquery_client, name)
+    source.read_only({"score", "key", "not_in_the_table"})
+    assert source.columns == ["key", "score"]
+    assert [row.values for row in source.rows()] == [
+        {"key": row["key"], "score": row.get("score")} for row in ROWS
+    ]
+    everything = BigQueryTableSource(bigquery_client, name)
+    before = everything.columns
+    everything.read_only({"none_of_them"})
+    assert everything.columns == before  # never an empty selection (BigQuery: all)
+
+
 def test_an_empty_table_reads_no_rows(bigquery_client: bigquery.Client) -> None:  # noqa: F811
     name = _table(bigquery_client, [])
     assert list(BigQueryTableSource(bigquery_client, name).rows()) == []

@@ -91,3 +91,23 @@ def test_registering_a_run_again_reuses_its_version(server: tuple[str, list[Any]
     state = read_serving_state(artifacts, "credit")
     assert state is not None
     assert [v.run_id for v in state[0].versions] == ["credit-r1", "credit-r2"]
+
+
+def test_a_first_registration_writes_serving_json_in_the_datasets_mode(
+    server: tuple[str, list[Any]],
+) -> None:
+    """The model server must never see a static dataset as dynamic: before this, the first
+    serving.json said dynamic until the deploy step recorded the mode after the rollout,
+    and a request in between was answered by the model."""
+    url, _ = server
+    artifacts = MemoryArtifactStore("artifacts")
+    deployer = LocalDeployer(artifacts, url, clock=lambda: datetime(2026, 11, 30, tzinfo=UTC))
+    candidate = Candidate(
+        dataset="credit", run_id="credit-r1", model_uri="gs://a/m1", serving_mode="static"
+    )
+
+    deployer.register(candidate, DeploymentConfig())
+
+    state = read_serving_state(artifacts, "credit")
+    assert state is not None
+    assert state[0].mode == "static"

@@ -382,7 +382,10 @@ def test_monitoring_predictions_go_through_raw_predict_and_name_the_answering_ve
     sdk.endpoints.assert_called_with(endpoint_name=ENDPOINT, **WHERE)
     [call] = sdk.endpoint.raw_predict.call_args_list
     assert call.kwargs["headers"] == {"Content-Type": "application/json"}
-    assert json.loads(call.kwargs["body"]) == {"instances": rows}
+    assert json.loads(call.kwargs["body"]) == {
+        "instances": rows,
+        "parameters": {"answer_from": "model"},
+    }
     assert answered.predictions == [{"score": 0.1}, {"score": 0.9}]
     assert answered.version == "1"
 
@@ -620,3 +623,28 @@ def test_the_deployers_store_location_reads_what_the_model_server_reads(
     monkeypatch.delenv("CASCADE_PRECOMPUTED_PROJECT", raising=False)
     location, settings = PrecomputedStoreLocation(), PrecomputedSettings()
     assert [getattr(location, f) for f in fields] == [getattr(settings, f) for f in fields]
+
+
+def test_a_first_serving_json_is_written_in_the_datasets_mode(
+    sdk: Sdk, deployer: VertexDeployer, artifacts: MemoryArtifactStore
+) -> None:
+    """No reader (the batch sweep, the report) may see a static dataset as dynamic while
+    its first version deploys."""
+    sdk.endpoint.traffic_split = {}
+    version = sdk.model_version("1")
+    sdk.models.return_value = version
+    sdk.deployed(("111", "1"))
+    seen_at_deploy: list[ServingState] = []
+
+    def deploy(**_: Any) -> None:
+        found = read_serving_state(artifacts, "credit")
+        assert found is not None
+        seen_at_deploy.append(found[0])
+
+    sdk.endpoint.deploy.side_effect = deploy
+    registered = deployer._version_of(candidate("credit-aaa", "static"), version)
+
+    deployer.start_canary(candidate("credit-aaa", "static"), registered, CONFIG)
+
+    [before] = seen_at_deploy
+    assert before.mode == "static"

@@ -194,6 +194,31 @@ def test_static_answers_an_unknown_key_404_naming_it(harness: Harness) -> None:
     assert "version 1 is served static" in error
 
 
+@pytest.mark.parametrize("mode", ["static", "hybrid"])
+def test_the_models_answers_are_asked_for_in_any_mode(harness: Harness, mode: str) -> None:
+    """The deployer's smoke and canary checks and continued evaluation judge the model,
+    not the store: they ask for the model's answers, known keys or not."""
+    harness.publish(mode, {"1": 100})
+    body = {"instances": [HEAD, TAIL], "parameters": {"answer_from": "model"}}
+
+    answer = ok(harness.client.post("/v1/models/credit:predict", data=json.dumps(body)))
+
+    assert answer["precomputed"] == [False, False]
+    positives = [p["probabilities"][1] for p in answer["predictions"]]
+    assert positives == pytest.approx([model_positive(HEAD), model_positive(TAIL)], abs=1e-6)
+
+
+@pytest.mark.parametrize("value", ["store", "", None, True, ["model"], {"model": 1}])
+def test_any_other_answer_source_is_refused_naming_the_field(harness: Harness, value: Any) -> None:
+    harness.publish("static", {"1": 100})
+    body = {"instances": [HEAD], "parameters": {"answer_from": value}}
+
+    response = harness.client.post("/v1/models/credit:predict", data=json.dumps(body))
+
+    assert response.status_code == 400
+    assert "parameters.answer_from" in response.get_json()["error"]
+
+
 def test_static_still_applies_the_request_rules(harness: Harness) -> None:
     harness.publish("static", {"1": 100})
 

@@ -25,7 +25,7 @@ from __future__ import annotations
 import csv
 import io
 import json
-from collections.abc import Iterator, Sequence
+from collections.abc import Collection, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal, Protocol
 
@@ -137,6 +137,15 @@ class BigQueryTableSource:
     @property
     def columns(self) -> list[str]:
         return list(self._columns)
+
+    def read_only(self, names: Collection[str]) -> None:
+        """Read only the columns among ``names`` (a model's inputs: a wide table's other
+        columns are never fetched nor turned into Python values); a column of ``names``
+        the table lacks stays missing, for each row to report. Without any of them, every
+        column is still read (an empty selection would mean all of them anyway)."""
+        kept = [name for name in self._columns if name in names]
+        if kept:
+            self._columns = kept
 
     def rows(self) -> Iterator[SourceRow]:
         """One read session (Arrow, one stream), each record batch turned into rows."""

@@ -157,6 +157,8 @@ def run_batch(
         )
         with tempfile.TemporaryDirectory(prefix="cascade-batch-") as folder:
             servable = _load(store_for_bucket, deployed, Path(folder))
+            if isinstance(source, BigQueryTableSource):
+                source.read_only(servable.inputs)
             filtered: HeadSource | None = None
             if head is not None:
                 filtered = _head_of(

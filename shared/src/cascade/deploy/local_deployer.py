@@ -20,11 +20,13 @@ import requests
 
 from cascade.core.deployment_config import DeploymentConfig
 from cascade.core.errors import BadRequestError, TransientError
+from cascade.core.serving_config import ServingMode
 from cascade.core.store import ArtifactStore
 from cascade.deploy import traffic
 from cascade.deploy.canary import judge_canary
 from cascade.deploy.deployer import Answer, CanaryReport, Candidate, prediction_list
 from cascade.deploy.smoke import fit_to_signature, inputs_from_metadata, key_from_metadata
+from cascade.serving.request_rules import MODEL_ANSWERS
 from cascade.serving.state import DeployedVersion, ServingState, update_serving_state
 
 __all__ = ["LocalDeployer"]
@@ -54,7 +56,9 @@ class LocalDeployer:
         registered: list[DeployedVersion] = []
 
         def mutate(state: ServingState | None) -> ServingState:
-            state = state or self._new_state(candidate.dataset)
+            # A first serving.json starts in the dataset's mode: the model server must never
+            # see a static dataset as dynamic, not even until the deploy step records it.
+            state = state or self._new_state(candidate.dataset, candidate.serving_mode)
             # A retry after the registration (the step failed later and its claim was
             # released) reuses the run's version, as Vertex AI's deployer reuses the
             # model version under the run's alias: no orphan version, no second deploy.
@@ -111,7 +115,7 @@ class LocalDeployer:
                     url,
                     # NaN stands for a missing float: TF Serving's JSON reads it, and
                     # requests' json= refuses it, so the body is encoded here.
-                    data=json.dumps({"instances": batch}),
+                    data=json.dumps({"instances": batch, "parameters": MODEL_ANSWERS}),
                     headers={"Content-Type": "application/json"},
                     timeout=30,
                 )
@@ -166,7 +170,8 @@ class LocalDeployer:
         try:
             response = self._session.post(
                 url,
-                data=json.dumps({"instances": rows}),  # NaN: a missing float (see above)
+                # NaN: a missing float (see above); the model's answers in every mode
+                data=json.dumps({"instances": rows, "parameters": MODEL_ANSWERS}),
                 headers={"Content-Type": "application/json"},
                 timeout=60,
             )
@@ -182,9 +187,9 @@ class LocalDeployer:
 
     # -- helpers -----------------------------------------------------------------------------
 
-    def _new_state(self, dataset: str) -> ServingState:
+    def _new_state(self, dataset: str, mode: ServingMode = "dynamic") -> ServingState:
         return ServingState(
-            dataset=dataset, target="local", endpoint=dataset, updated_at=self._clock()
+            dataset=dataset, target="local", endpoint=dataset, updated_at=self._clock(), mode=mode
         )
 
     def _update(self, dataset: str, change: Callable[[ServingState, datetime], None]) -> None:

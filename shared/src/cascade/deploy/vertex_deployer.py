@@ -56,6 +56,7 @@ from cascade.deploy import traffic
 from cascade.deploy.canary import judge_canary
 from cascade.deploy.deployer import Answer, CanaryReport, Candidate, label_value, prediction_list
 from cascade.deploy.smoke import MODEL_MANIFEST, fit_to_signature, inputs_from_manifest
+from cascade.serving.request_rules import MODEL_ANSWERS
 from cascade.serving.state import (
     DeployedVersion,
     ServingState,
@@ -280,6 +281,7 @@ class VertexDeployer:
             dataset,
             endpoint.resource_name,
             lambda state, _now: traffic.add_version(state, version.model_copy()),
+            mode=candidate.serving_mode,
         )
         serving = {key: share for key, share in dict(endpoint.traffic_split).items() if share}
         share = 100 if not serving else config.canary_traffic_percent
@@ -331,7 +333,9 @@ class VertexDeployer:
         headers = {"Content-Type": "application/json"}
         errors, latencies, last_error, by_canary = 0, [], "", 0
         for index in range(config.canary_requests):
-            body = json.dumps({"instances": [instances[index % len(instances)]]}).encode()
+            body = json.dumps(
+                {"instances": [instances[index % len(instances)]], "parameters": MODEL_ANSWERS}
+            ).encode()
             started = time.perf_counter()
             try:
                 response = endpoint.raw_predict(body=body, headers=headers)
@@ -375,7 +379,7 @@ class VertexDeployer:
         signature = self._signature(dataset, version)
         if signature is not None:
             instances = fit_to_signature(instances, *signature)
-        body = json.dumps({"instances": instances}).encode()
+        body = json.dumps({"instances": instances, "parameters": MODEL_ANSWERS}).encode()
         where = f"rawPredict on {endpoint.resource_name}"
         try:
             with transient_errors(where):
@@ -471,8 +475,16 @@ class VertexDeployer:
         return entry.vertex_deployed_model_id
 
     def _update(
-        self, dataset: str, endpoint_name: str, change: Callable[[ServingState, datetime], object]
+        self,
+        dataset: str,
+        endpoint_name: str,
+        change: Callable[[ServingState, datetime], object],
+        *,
+        mode: ServingMode = "dynamic",
     ) -> None:
+        """Apply ``change`` to serving.json; a first one is created in ``mode`` (the
+        dataset's, so no reader ever sees a static dataset as dynamic)."""
+
         def mutate(state: ServingState | None) -> ServingState:
             if state is None:
                 state = ServingState(
@@ -480,6 +492,7 @@ class VertexDeployer:
                     target="vertex",
                     endpoint=endpoint_name,
                     updated_at=self._clock(),
+                    mode=mode,
                 )
             state.endpoint = endpoint_name
             change(state, self._clock())

@@ -122,7 +122,7 @@ def _predict(server: ModelServer, name: str, version: str | None, data: bytes) -
         raise ApiError(400, error.message) from None
     keys = _entity_keys(checked, servable)
     mode = table.state.mode
-    if mode == "dynamic":
+    if mode == "dynamic" or request_rules.wants_model_answers(body.parameters):
         predictions, precomputed = _model(name, servable, checked), [False] * len(keys)
     else:
         predictions, precomputed = _lookup(server, table, servable, checked, keys)

@@ -7,7 +7,10 @@ so a body this server accepts is one Google Cloud accepts too (never more lenien
 - the body is at most ``MAX_BODY_BYTES`` (Vertex AI: "Request payload size exceeds the
   limit: 1572864 bytes"), nested at most ``MAX_DEPTH`` deep, valid UTF-8 JSON;
 - it is an object with ``"instances"`` (row format): a non-empty list of at most
-  ``MAX_INSTANCES`` objects; ``"parameters"`` (Vertex AI) must be an object and
+  ``MAX_INSTANCES`` objects; ``"parameters"`` (Vertex AI) must be an object (its one
+  key Cascade reads, ``"answer_from": "model"``, asks a static or hybrid dataset's
+  version for its model's answers, not the store's: the deployer's smoke and canary
+  checks and continued evaluation judge the model; any other value is refused) and
   ``"signature_name"`` (TF Serving) must name ``serving_default`` when given; the
   columnar ``"inputs"`` form is refused (the one client format is rows);
 - each instance's keys equal the signature's inputs exactly: no missing input, no
@@ -50,6 +53,17 @@ MAX_DEPTH = 32
 """Deepest nesting of arrays and objects in a body (a row body needs 3)."""
 MAX_INSTANCES = 10_000
 SIGNATURE = "serving_default"
+ANSWER_FROM = "answer_from"
+MODEL = "model"
+MODEL_ANSWERS = {ANSWER_FROM: MODEL}
+"""The ``"parameters"`` that ask for the model's answers in every serving mode."""
+
+
+def wants_model_answers(parameters: dict[str, Any]) -> bool:
+    """Whether a parsed body's ``parameters`` ask for the model's answers."""
+    return parameters.get(ANSWER_FROM) == MODEL
+
+
 TOP_LEVEL_KEYS = frozenset({"instances", "parameters", "signature_name"})
 
 _FLOATS = {"DT_FLOAT": 3.4028234663852886e38, "DT_DOUBLE": math.inf, "DT_HALF": 65504.0}
@@ -119,6 +133,13 @@ def parse_body(data: bytes) -> Body:
     parameters = body.get("parameters", {})
     if type(parameters) is not dict:
         raise RequestError('"parameters" must be a JSON object', field="parameters")
+    answer_from = parameters.get(ANSWER_FROM, MODEL)
+    if answer_from != MODEL:
+        raise RequestError(
+            f'"parameters.{ANSWER_FROM}" may only be "{MODEL}" (the model\'s answers, not '
+            f"precomputed ones), not {_shown(answer_from)}",
+            field=f"parameters.{ANSWER_FROM}",
+        )
     instances = body["instances"]
     if type(instances) is not list or not instances:
         raise RequestError('"instances" must be a non-empty list of JSON objects')

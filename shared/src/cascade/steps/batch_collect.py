@@ -15,10 +15,15 @@ labelled with a batch id, created within ``lookback_s``) and, for each one that
   submits a new job (``submit_batch_prediction_job`` reuses any job but a failed one);
 - is still running: is looked at again by the next sweep.
 
+Each sweep, locally too, first drops from the precomputed store the answers of every
+version ``serving.json`` no longer deploys (retired, rolled back), once per version
+(``drop_undeployed_answers``): the model server never reads them again.
+
 One job's failure does not stop the others; a sweep is never retried (the next tick
 sweeps again) and two overlapping sweeps are harmless (every write is create-only or
-a once-only BigQuery job). Locally there is nothing to collect: the local job service's
-scoring task writes Cascade's tables itself, so the sweep returns at once.
+a once-only BigQuery job, and dropping a version twice drops nothing more). Locally
+there is nothing to collect: the local job service's scoring task writes Cascade's
+tables itself.
 """
 
 from __future__ import annotations
@@ -53,11 +58,19 @@ from cascade.core.settings import DATASET_NAME_PATTERN
 from cascade.core.warehouse import make_bigquery_client
 from cascade.deploy.smoke import read_transform_spec
 from cascade.serving.precomputed import PrecomputedSettings, PrecomputedStore, store_factory
-from cascade.serving.state import read_serving_state
+from cascade.serving.state import DEPLOYED_STATES, ServingState, read_serving_state
 
-__all__ = ["STEP", "CollectReport", "collect_jobs", "handle_batch_collect_request"]
+__all__ = [
+    "STEP",
+    "CollectReport",
+    "collect_jobs",
+    "drop_undeployed_answers",
+    "handle_batch_collect_request",
+]
 
 STEP = "batch-collect"
+_MODELS_PREFIX = "models/"
+_SERVING_SUFFIX = "/serving.json"
 _log = logging.getLogger("cascade.steps.batch_collect")
 
 StoreMaker = Callable[[], PrecomputedStore | None]
@@ -71,17 +84,45 @@ class CollectReport:
     running: int = 0
     ended_without_output: list[str] = field(default_factory=list)
     failures: dict[str, str] = field(default_factory=dict)
+    dropped: list[str] = field(default_factory=list)
 
 
 def handle_batch_collect_request(
     ctx: StepContext, attributes: dict[str, Any], data: Any
 ) -> CollectReport:
-    """The ``batch-collect`` function: one sweep per scheduled ``BatchCollectRequest``."""
+    """The ``batch-collect`` function: one sweep per scheduled ``BatchCollectRequest``:
+    the answers of versions no longer deployed leave the store, then (on Google Cloud)
+    the finished Vertex AI batch jobs are collected."""
     envelope = PubSubEnvelope.from_cloudevent(attributes, data)
     request = decode_message(envelope, BatchCollectRequest)
-    if ctx.settings.job_service_url:
-        _log.info("local cloud: batch tasks write their own tables; nothing to collect")
-        return CollectReport()
+    store = _LazyStore(ctx)
+    try:
+        dropped = drop_undeployed_answers(ctx, store)
+        if ctx.settings.job_service_url:
+            _log.debug("local cloud: batch tasks write their own tables; nothing to collect")
+            report = CollectReport()
+        else:
+            report = _collect_cloud_jobs(ctx, request, store)
+    finally:
+        store.close()
+    report.dropped = dropped
+    _log.info(
+        "batch-collect: %d job(s) seen, %d collected, %d running, %d ended without output, "
+        "%d failed, %d version(s) of answers dropped",
+        report.jobs_seen,
+        len(report.collected),
+        report.running,
+        len(report.ended_without_output),
+        len(report.failures),
+        len(report.dropped),
+        extra={"labels": {"event_id": envelope.event_id}, "json_fields": asdict(report)},
+    )
+    return report
+
+
+def _collect_cloud_jobs(
+    ctx: StepContext, request: BatchCollectRequest, store: StoreMaker
+) -> CollectReport:
     client = job_service_client(ctx.settings)
     try:
         jobs = cascade_batch_jobs(
@@ -90,23 +131,45 @@ def handle_batch_collect_request(
     finally:
         client.transport.close()  # type: ignore[no-untyped-call]
     bigquery_client = make_bigquery_client(ctx.settings)
-    store = _LazyStore(ctx)
     try:
-        report = collect_jobs(ctx, jobs, bigquery_client=bigquery_client, make_store=store)
+        return collect_jobs(ctx, jobs, bigquery_client=bigquery_client, make_store=store)
     finally:
-        store.close()
         bigquery_client.close()  # type: ignore[no-untyped-call]
-    _log.info(
-        "batch-collect: %d job(s) seen, %d collected, %d running, %d ended without output, "
-        "%d failed",
-        report.jobs_seen,
-        len(report.collected),
-        report.running,
-        len(report.ended_without_output),
-        len(report.failures),
-        extra={"labels": {"event_id": envelope.event_id}, "json_fields": asdict(report)},
-    )
-    return report
+
+
+def drop_undeployed_answers(ctx: StepContext, make_store: StoreMaker) -> list[str]:
+    """Drop from the store the answers of every version ``serving.json`` no longer
+    deploys (retired, rolled back), once per version (a create-only record,
+    ``models/<dataset>/batch-predictions/dropped-v<version>.json``, says it was done).
+    Returns ``<dataset> v<version>`` of each version dropped now. Without a configured
+    store there is nothing to drop."""
+    dropped: list[str] = []
+    for name in ctx.artifacts.list_names(_MODELS_PREFIX):
+        if not name.endswith(_SERVING_SUFFIX):
+            continue
+        dataset = name[len(_MODELS_PREFIX) : -len(_SERVING_SUFFIX)]
+        if not DATASET_NAME_PATTERN.fullmatch(dataset):
+            continue
+        found = ctx.artifacts.read_model(name, ServingState)
+        if found is None:
+            continue
+        for entry in found[0].versions:
+            if entry.state in DEPLOYED_STATES:
+                continue
+            record = f"models/{dataset}/batch-predictions/dropped-v{entry.version}.json"
+            if ctx.artifacts.read(record) is not None:
+                continue
+            store = make_store()
+            if store is None:
+                return dropped
+            rows = store.drop_version(dataset, entry.version)
+            body = {"rows": rows, "state": entry.state, "at": ctx.clock().isoformat()}
+            ctx.artifacts.create(record, json.dumps(body).encode())
+            _log.info(
+                "%s v%s (%s): %d answer(s) dropped", dataset, entry.version, entry.state, rows
+            )
+            dropped.append(f"{dataset} v{entry.version}")
+    return dropped
 
 
 class _LazyStore:
