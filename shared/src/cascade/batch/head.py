@@ -13,9 +13,10 @@ so the same log gives the same head.
   source is wrapped in a ``HeadSource`` that skips (and counts) the rows outside it; its
   identity carries a digest of the sorted keys, so a different head is a different batch.
 - On Vertex AI, which scores a whole table, one BigQuery query job first materialises
-  the head's rows of the source table into ``<project>.<predictions dataset>.<dataset>_head``
-  (``materialise_head``), and the job scores that table. Names come from checked ids
-  only and values are query parameters.
+  the head's rows of the source table into the batch's own table
+  ``<project>.<predictions dataset>.<dataset>_head_<batch id>`` (``materialise_head``),
+  and the job scores that table. Names come from checked ids only and values are query
+  parameters.
 
 An empty head — no log table yet, or no keyed request of the endpoint in the window (a
 new hybrid dataset has no traffic) — means the batch scores the whole source: everything
