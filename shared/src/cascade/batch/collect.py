@@ -50,7 +50,9 @@ from google.api_core import exceptions as gexc
 
 from cascade.batch.tables import (
     ERRORS_SCHEMA,
+    MAX_KEY_BYTES,
     PREDICTIONS_SCHEMA,
+    SHOWN_CHARS,
     BatchManifest,
     ensure_table,
     manifest_name,
@@ -72,10 +74,6 @@ __all__ = [
 
 _log = logging.getLogger("cascade.batch.collect")
 
-MAX_KEY_BYTES = 1024
-"""Longest key (UTF-8 bytes): ``cascade.batch.scoring.MAX_KEY_BYTES`` (a test holds them
-equal; that module imports TensorFlow, this one must not)."""
-SHOWN_CHARS = 1024
 _COLUMN = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,299}$")
 _OUTPUT_TABLE = re.compile(r"^predictions_[A-Za-z0-9_]{1,200}$")
 _BATCH_ID = re.compile(r"^[0-9a-f]{32}$")

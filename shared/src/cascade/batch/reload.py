@@ -48,10 +48,10 @@ import google.cloud.bigquery as bigquery
 from google.api_core import exceptions as gexc
 
 from cascade.batch.tables import output_tables
-from cascade.core.settings import DATASET_NAME_PATTERN, Settings
+from cascade.core.settings import Settings
 from cascade.core.store import ArtifactStore
 from cascade.serving.precomputed import PrecomputedStore, key_problem
-from cascade.serving.state import ServingState
+from cascade.serving.state import ServingState, serving_states
 
 __all__ = [
     "PREDICTIONS_WAREHOUSE",
@@ -70,8 +70,6 @@ PREDICTIONS_WAREHOUSE = "predictions"
 RELOAD_BATCH = 1000
 """Answers per ``store.write`` call (and rows per page read from BigQuery)."""
 RELOADED_MODES = frozenset({"static", "hybrid"})
-_MODELS_PREFIX = "models/"
-_SERVING_SUFFIX = "/serving.json"
 
 Loaded = dict[tuple[str, str], int]
 
@@ -110,16 +108,7 @@ def newest_answers_query(table: str) -> str:
 
 def _served_datasets(artifacts: ArtifactStore) -> Iterator[tuple[str, ServingState]]:
     """(dataset, serving state) of every dataset served static or hybrid."""
-    for name in artifacts.list_names(_MODELS_PREFIX):
-        if not name.endswith(_SERVING_SUFFIX):
-            continue
-        dataset = name[len(_MODELS_PREFIX) : -len(_SERVING_SUFFIX)]
-        if not DATASET_NAME_PATTERN.fullmatch(dataset):
-            continue  # not a dataset's serving.json (e.g. a deeper object named so)
-        found = artifacts.read_model(name, ServingState)
-        if found is None:
-            continue  # deleted since it was listed
-        state = found[0]
+    for dataset, state in serving_states(artifacts):
         if state.mode in RELOADED_MODES:
             yield dataset, state
 

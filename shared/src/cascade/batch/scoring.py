@@ -52,8 +52,10 @@ from cascade.batch.jobs import batch_id_for
 from cascade.batch.sources import InstanceSource, SourceRow
 from cascade.batch.tables import (
     ERRORS_SCHEMA,
+    MAX_KEY_BYTES,
     PREDICTIONS_DATASET,
     PREDICTIONS_SCHEMA,
+    SHOWN_CHARS,
     BatchManifest,
     ensure_table,
     manifest_name,
@@ -87,10 +89,6 @@ CHUNK_ROWS = 1000
 LOAD_ROWS = 100_000
 """Rows per load job: few jobs per batch (BigQuery allows 1,500 loads per table a day)."""
 """Rows per model call (and per insert)."""
-MAX_KEY_BYTES = 1024
-"""Longest key (UTF-8 bytes): the precomputed store's limit, so every scored key loads."""
-SHOWN_CHARS = 1024
-"""How much of a refused row's key and of a reason the errors table keeps."""
 GC_THRESHOLD = 50_000
 _ANSWER_JSON = json.JSONEncoder(allow_nan=False, ensure_ascii=False, sort_keys=True)
 """One encoder for every answer (``json.dumps`` with options builds one per call)."""

@@ -28,8 +28,10 @@ from cascade.core.warehouse import table_id
 
 __all__ = [
     "ERRORS_SCHEMA",
+    "MAX_KEY_BYTES",
     "PREDICTIONS_DATASET",
     "PREDICTIONS_SCHEMA",
+    "SHOWN_CHARS",
     "BatchManifest",
     "ensure_table",
     "manifest_name",
@@ -39,6 +41,10 @@ __all__ = [
 ]
 
 PREDICTIONS_DATASET = "cascade_predictions"
+MAX_KEY_BYTES = 1024
+"""Longest key (UTF-8 bytes): the precomputed store's limit, so every scored key loads."""
+SHOWN_CHARS = 1024
+"""How much of a refused row's key and of a reason the errors table keeps."""
 
 PREDICTIONS_SCHEMA = [
     bigquery.SchemaField("key", "STRING", mode="REQUIRED"),

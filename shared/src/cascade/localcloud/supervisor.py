@@ -128,6 +128,9 @@ class Supervisor:
         self.provision_warehouse()
         self._start(self.bigtable)
         provision_bigtable(self.local)
+        # Bigtable's data client finds an emulator only in the environment: this process
+        # (the local cloud's own edge) sets it once, for its reloads.
+        os.environ[BIGTABLE_EMULATOR_ENV] = bigtable_host(self.local)
         self.reload_precomputed()
         self._start(self.job_service)
         self._start(self.model_server)
@@ -177,7 +180,6 @@ class Supervisor:
         from their batch predictions in the local BigQuery (``cascade.batch.reload``).
         A failure is logged, never raised: the local cloud runs on without them."""
         settings = self.local.runtime_settings()
-        os.environ[BIGTABLE_EMULATOR_ENV] = bigtable_host(self.local)  # the client reads it
         try:
             store = BigtableStore(self.local.project, LOCAL_BIGTABLE_INSTANCE, LOCAL_BIGTABLE_TABLE)
             try:

@@ -8,7 +8,7 @@ train step (the deployed model is the baseline a candidate is compared with) and
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from datetime import datetime
 from typing import Literal
 
@@ -16,6 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from cascade.core.paths import DatasetPaths
 from cascade.core.serving_config import ServingMode
+from cascade.core.settings import DATASET_NAME_PATTERN
 from cascade.core.store import ArtifactStore
 
 __all__ = [
@@ -28,6 +29,7 @@ __all__ = [
     "deployed_model_uri",
     "read_serving_state",
     "record_serving_mode",
+    "serving_states",
     "update_serving_state",
 ]
 
@@ -160,3 +162,18 @@ def record_serving_mode(artifacts: ArtifactStore, dataset: str, mode: ServingMod
         return current.model_copy(update={"mode": mode})
 
     return artifacts.update(DatasetPaths(dataset).serving, ServingState, change).written
+
+
+def serving_states(artifacts: ArtifactStore) -> Iterator[tuple[str, ServingState]]:
+    """(dataset, serving state) of every dataset with a ``models/<dataset>/serving.json``
+    (a deeper object named so, or one deleted since it was listed, is skipped)."""
+    prefix, suffix = "models/", "/serving.json"
+    for name in artifacts.list_names(prefix):
+        if not name.endswith(suffix):
+            continue
+        dataset = name[len(prefix) : -len(suffix)]
+        if not DATASET_NAME_PATTERN.fullmatch(dataset):
+            continue
+        found = artifacts.read_model(name, ServingState)
+        if found is not None:
+            yield dataset, found[0]

@@ -58,7 +58,7 @@ from cascade.core.settings import DATASET_NAME_PATTERN
 from cascade.core.warehouse import make_bigquery_client
 from cascade.deploy.smoke import read_transform_spec
 from cascade.serving.precomputed import PrecomputedSettings, PrecomputedStore, store_factory
-from cascade.serving.state import DEPLOYED_STATES, ServingState, read_serving_state
+from cascade.serving.state import DEPLOYED_STATES, read_serving_state, serving_states
 
 __all__ = [
     "STEP",
@@ -69,8 +69,6 @@ __all__ = [
 ]
 
 STEP = "batch-collect"
-_MODELS_PREFIX = "models/"
-_SERVING_SUFFIX = "/serving.json"
 _log = logging.getLogger("cascade.steps.batch_collect")
 
 StoreMaker = Callable[[], PrecomputedStore | None]
@@ -144,16 +142,8 @@ def drop_undeployed_answers(ctx: StepContext, make_store: StoreMaker) -> list[st
     Returns ``<dataset> v<version>`` of each version dropped now. Without a configured
     store there is nothing to drop."""
     dropped: list[str] = []
-    for name in ctx.artifacts.list_names(_MODELS_PREFIX):
-        if not name.endswith(_SERVING_SUFFIX):
-            continue
-        dataset = name[len(_MODELS_PREFIX) : -len(_SERVING_SUFFIX)]
-        if not DATASET_NAME_PATTERN.fullmatch(dataset):
-            continue
-        found = ctx.artifacts.read_model(name, ServingState)
-        if found is None:
-            continue
-        for entry in found[0].versions:
+    for dataset, state in serving_states(ctx.artifacts):
+        for entry in state.versions:
             if entry.state in DEPLOYED_STATES:
                 continue
             record = f"models/{dataset}/batch-predictions/dropped-v{entry.version}.json"
