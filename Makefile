@@ -7,6 +7,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 INFRA_STAMP := .venv-infra/.installed
 BQ_STAMP := .venv-bq/.installed
+BEAM_STAMP := .venv-beam/.installed
 RUFF   := $(BIN)/ruff --config shared/pyproject.toml
 PY_SOURCES := shared functions tests bench
 
@@ -34,7 +35,16 @@ $(BQ_STAMP): requirements-bqemulator.txt
 	.venv-bq/bin/python -m pip install --quiet --disable-pip-version-check -r requirements-bqemulator.txt
 	touch $@
 
-setup: $(STAMP) $(BQ_STAMP)
+# Apache Beam has its own venv (docs/beam.md): Beam 2.77 needs protobuf<7 and pyarrow<26,
+# the project pins 7 and 26. cascade goes on top with --no-deps: the pipeline runs the
+# functions' validation and transform code. The local job service runs Beam jobs in it.
+$(BEAM_STAMP): requirements-beam.txt shared/pyproject.toml
+	$(PYTHON) -m venv .venv-beam
+	.venv-beam/bin/python -m pip install --quiet --disable-pip-version-check -r requirements-beam.txt
+	.venv-beam/bin/python -m pip install --quiet --disable-pip-version-check --no-deps -e shared
+	touch $@
+
+setup: $(STAMP) $(BQ_STAMP) $(BEAM_STAMP)
 
 # checkov has its own venv so that its dependencies cannot move the project's pins.
 $(INFRA_STAMP): infra/requirements-checkov.txt

@@ -20,6 +20,7 @@ locals {
       publish = try(spec.access.publish, [])
       read    = try(spec.access.read, [])
       write   = try(spec.access.write, [])
+      create  = try(spec.access.create, [])
       apis    = try(spec.access.apis, [])
       act_as  = try(spec.access.act_as, [])
       # warehouse datasets: tables_read dataViewer, tables_write dataEditor
@@ -41,7 +42,8 @@ locals {
     ]))
   }
 
-  # read: objectViewer (get, list); write: objectUser (get, list, create, update, delete).
+  # read: objectViewer (get, list); write: objectUser (get, list, create, update, delete);
+  # create: objectCreator (create only: no overwrite, which needs delete).
   function_bucket_grants = merge(
     {
       for pair in flatten([
@@ -56,6 +58,13 @@ locals {
           for bucket in access.write : { fn = fn, bucket = bucket, role = "roles/storage.objectUser" }
         ]
       ]) : "${pair.fn}:${pair.bucket}:write" => pair
+    },
+    {
+      for pair in flatten([
+        for fn, access in local.function_access : [
+          for bucket in access.create : { fn = fn, bucket = bucket, role = "roles/storage.objectCreator" }
+        ]
+      ]) : "${pair.fn}:${pair.bucket}:create" => pair
     },
   )
 
@@ -207,13 +216,16 @@ resource "google_project_iam_member" "function" {
 }
 
 # actAs on the accounts a function's `act_as` names: the Vertex AI jobs' account (the
-# functions that submit jobs), the endpoint's account (deploy, when one is set).
+# functions that submit jobs), the Dataflow workers' account (the functions that launch
+# Beam jobs), the endpoint's account (deploy, when one is set).
 resource "google_service_account_iam_member" "function_act_as" {
   for_each = local.function_act_as_grants
 
   service_account_id = (
     each.value.account == "vertex-jobs"
     ? google_service_account.vertex_jobs.name
+    : each.value.account == "dataflow-workers"
+    ? google_service_account.dataflow_workers.name # infra/dataflow.tf
     : "projects/${var.project_id}/serviceAccounts/${local.act_as_accounts[each.value.account]}"
   )
   role   = "roles/iam.serviceAccountUser"

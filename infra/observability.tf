@@ -1,4 +1,5 @@
-# Vertex AI job state changes as job events, and an alert on dead letters.
+# Vertex AI job state changes and Dataflow job messages as job events, and an alert on
+# dead letters.
 
 locals {
   job_events_topic     = "job-events"
@@ -10,15 +11,28 @@ locals {
   # the job; evaluate-job-events reads the job's real state from the API, so an entry that
   # is not an end state is harmless. A failure releases the dataset's training lock and
   # fails the run; a tuning job's success publishes model-trained for its best trial.
-  default_job_event_log_filter = join(" AND ", [
+  vertex_job_event_clauses = [
     "resource.type=\"ml_job\"",
     "resource.labels.task_name=\"service\"",
+  ]
+  # Dataflow's job messages of Cascade's Beam statistics jobs (cascade-stats-<run>,
+  # cascade.jobs.beam_spec.dataflow_job_name): "Worker pool stopped.", "Workflow failed.
+  # Causes: ..." and the rest. evaluate-job-events asks Dataflow for the job's state and
+  # finishes the run's validate when it has ended; any other message is a no-op.
+  dataflow_job_event_clauses = [
+    "resource.type=\"dataflow_step\"",
+    "log_id(\"dataflow.googleapis.com/job-message\")",
+    "resource.labels.job_name:\"cascade-stats-\"",
+  ]
+  default_job_event_log_filter = join(" OR ", [
+    for clauses in [local.vertex_job_event_clauses, local.dataflow_job_event_clauses] :
+    "(${join(" AND ", clauses)})"
   ])
 }
 
 resource "google_logging_project_sink" "job_events" {
   name        = "${var.name_prefix}job-events"
-  description = "Vertex AI job state changes become messages on the job-events topic (evaluate-job-events records them on the run)."
+  description = "Vertex AI job state changes and Dataflow job messages of Beam statistics jobs become messages on the job-events topic (evaluate-job-events records them on the run)."
   destination = "pubsub.googleapis.com/${google_pubsub_topic.this[local.job_events_topic].id}"
   filter      = coalesce(var.job_event_log_filter, local.default_job_event_log_filter)
 

@@ -115,6 +115,17 @@ variable "review_http_invokers" {
   }
 }
 
+variable "stream_publishers" {
+  description = "Producers of each streamed dataset (topology `streams`): dataset => IAM members (user:, group:, serviceAccount:) granted roles/pubsub.publisher on that dataset's ingestion topic only. A dataset not named here has no publisher; a dataset without a stream fails the plan. Public members are refused."
+  type        = map(list(string))
+  default     = {}
+
+  validation {
+    condition     = alltrue([for members in values(var.stream_publishers) : alltrue([for member in members : !can(regex("^all(Users|AuthenticatedUsers)$", member))])])
+    error_message = "stream_publishers must not contain public principals."
+  }
+}
+
 variable "endpoint_service_account" {
   description = "Email of the service account Vertex AI endpoint models run as (the deployment config's endpoint_service_account), if any. The deploy function gets roles/iam.serviceAccountUser on it, which deploying a model with a service account requires. Null: models run as Vertex AI's default and deploy acts as nobody."
   type        = string

@@ -260,7 +260,10 @@ def running_test_cloud(
         "gcs_port": base + 1,
         "router_port": base + 2,
         "functions_base_port": base + 3,
-        "backoff_scale": 0.01,
+        # Pub/Sub's 10 s minimum backoff times this: 0.5 s, so the five attempts span
+        # longer than a step's run.json write waiting out Cloud Storage's one write a
+        # second per object (the router's retries would otherwise outrun it).
+        "backoff_scale": 0.05,
     }
     local = LocalCloudSettings(**{**settings, **overrides}).absolute()
     record_dir = root / "records"

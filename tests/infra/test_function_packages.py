@@ -166,6 +166,38 @@ def test_a_function_names_function_batch_only_when_it_loads_the_precomputed_stor
     assert lacking == {"google-cloud-bigtable"}
 
 
+@pytest.mark.parametrize(
+    "spec",
+    [spec for spec in _functions() if spec.dependencies == "function-warehouse"],
+    ids=lambda spec: spec.name,
+)
+def test_a_function_names_function_warehouse_only_when_it_runs_bigquery_jobs(
+    spec: FunctionSpec, tree: SourceTree
+) -> None:
+    lacking = set(_needed(tree, spec)) - _distributions("function")
+
+    # BigQuery's client, without Vertex AI's.
+    assert "google-cloud-bigquery" in lacking
+    assert "google-cloud-aiplatform" not in lacking
+    assert lacking <= _distributions("function-warehouse")
+
+
+@pytest.mark.parametrize(
+    ("group", "base"),
+    [("function-beam", "function"), ("function-vertex-beam", "function-vertex")],
+)
+def test_a_function_names_a_beam_group_only_when_it_reaches_dataflow(
+    group: str, base: str, tree: SourceTree
+) -> None:
+    specs = [spec for spec in _functions() if spec.dependencies == group]
+    assert specs, f"no function installs {group}"
+    for spec in specs:
+        lacking = set(_needed(tree, spec)) - _distributions(base)
+
+        # Dataflow's client (validate's Beam route, its completion, reconcile's poll).
+        assert lacking == {"google-cloud-dataflow-client"}, spec.name
+
+
 def test_every_requirement_of_a_function_group_is_imported_by_one_of_its_functions(
     topology: Topology, tree: SourceTree
 ) -> None:
@@ -181,7 +213,13 @@ def test_every_requirement_of_a_function_group_is_imported_by_one_of_its_functio
 
 
 def test_function_groups_bring_in_no_trainer_server_or_local_cloud_distribution() -> None:
-    for group in ("function", "function-vertex"):
+    for group in (
+        "function",
+        "function-vertex",
+        "function-warehouse",
+        "function-beam",
+        "function-vertex-beam",
+    ):
         installed = _distributions(group)
         assert installed & NOT_FOR_FUNCTIONS == set(), group
         without_framework = group_distributions(
@@ -347,7 +385,7 @@ def test_a_vertex_function_does_not_import_without_vertex_ai(
     packaged: tuple[dict[str, Path], dict[str, Path]],
 ) -> None:
     staging, pythons = packaged
-    spec = topology.functions["evaluate-job-events"]
+    spec = topology.functions["train"]
     modules = sorted(_entry_closure(tree, spec).local_modules)
 
     error = _import_in(pythons["function"], staging[spec.name], spec, modules)

@@ -15,18 +15,22 @@ import base64
 import copy
 import json
 import re
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
+from urllib.parse import quote
 
 import hcl2
 import pytest
 import yaml
 
 import cascade.steps.training_job as training_job
+from cascade.core.job_spec import JobState
 from cascade.core.messages import TrainRequest
 from cascade.core.paths import dead_letter_record
 from cascade.core.runs import run_id_for_object
 from cascade.core.topology import Topology, load_topology, parse_topology
+from cascade.jobs.beam_jobs import LocalDataflowJob, dataflow_job_end_log_entry
+from cascade.jobs.beam_spec import dataflow_job_name
 from cascade.jobs.job_events import JobLogEntry, parse_job_event
 from cascade.steps.dead_letter import DeadLetter
 from tests.function_client import REPO_ROOT, golden, load_function
@@ -182,16 +186,28 @@ def test_a_scheduled_retrain_reaches_the_train_step(monkeypatch: pytest.MonkeyPa
 # ------------------------------------------------------------------ log sink job events
 
 
-def _sink_filter_clauses() -> list[tuple[str, str]]:
-    """infra/observability.tf's default filter as (field path, value) equality clauses."""
-    expression = _locals("observability.tf")["default_job_event_log_filter"]
-    clauses = re.findall(r'([\w.]+)=\\"([^"\\]*)\\"', expression)
-    assert clauses, expression
-    remainder = re.sub(r'"[\w.]+=\\"[^"\\]*\\"",?\s*', "", expression)
-    assert remainder == '${join(" AND ", [])}', (
-        f"filter has clauses this test cannot read: {remainder}"
-    )
+def _sink_filter_clauses(kind: str) -> list[str]:
+    """infra/observability.tf's clauses for one kind of job (``vertex``, ``dataflow``);
+    the default filter is the OR of each kind's clauses joined by AND."""
+    found = _locals("observability.tf")
+    expression = found["default_job_event_log_filter"]
+    kinds = re.findall(r"local\.(\w+)_job_event_clauses", expression)
+    assert kinds == ["vertex", "dataflow"], expression
+    assert expression.startswith('${join(" OR ", [for clauses in ['), expression
+    assert expression.endswith(' : "(${join(" AND ", clauses)})"])}'), expression
+    clauses: list[str] = found[f"{kind}_job_event_clauses"]
     return clauses
+
+
+def _matches(entry: dict[str, Any], clause: str) -> bool:
+    """One clause of the Logging query language, of the three forms the sink uses."""
+    if found := re.fullmatch(r'log_id\("([^"]+)"\)', clause):
+        return str(entry["logName"]).endswith("/logs/" + quote(found.group(1), safe=""))
+    if found := re.fullmatch(r'([\w.]+)=\"([^"]*)\"', clause):
+        return bool(_field(entry, found.group(1)) == found.group(2))
+    if found := re.fullmatch(r'([\w.]+):\"([^"]*)\"', clause):
+        return found.group(2) in str(_field(entry, found.group(1)) or "")
+    raise AssertionError(f"a clause this test cannot read: {clause}")
 
 
 def _field(document: dict[str, Any], dotted: str) -> Any:
@@ -204,15 +220,40 @@ def _field(document: dict[str, Any], dotted: str) -> Any:
 def test_the_sink_filter_selects_the_entries_the_parser_reads() -> None:
     entry = golden("logging_sink_job_event.json")["data"]
 
-    for path, value in _sink_filter_clauses():
-        assert _field(entry, path) == value, path
+    assert all(_matches(entry, clause) for clause in _sink_filter_clauses("vertex"))
+    assert not all(_matches(entry, clause) for clause in _sink_filter_clauses("dataflow"))
     parsed = parse_job_event(json.dumps(entry).encode())
     assert parsed == JobLogEntry(
         job_id="1234567890123456789",
+        resource_type="ml_job",
         severity="ERROR",
         text=entry["textPayload"],
         insert_id=entry["insertId"],
     )
+    assert parsed.announces_end
+
+
+@pytest.mark.parametrize("state", ["succeeded", "failed", "cancelled"])
+def test_the_sink_filter_selects_the_end_of_a_beam_job(state: JobState) -> None:
+    """The entry the local job service announces a Beam job's end with is the one the
+    sink's Dataflow clauses select (Dataflow's job-message log, the job's name)."""
+    job = LocalDataflowJob(
+        job_id="0123456789abcdef",
+        name=dataflow_job_name("credit-0123456789abcdef"),
+        parameters={},
+        state=state,
+        error="worker lost",
+        created_at=datetime(2026, 12, 1, tzinfo=UTC),
+    )
+    entry = dataflow_job_end_log_entry(
+        project="p", region="us-central1", job=job, timestamp="t", insert_id="i"
+    )
+
+    assert all(_matches(entry, clause) for clause in _sink_filter_clauses("dataflow"))
+    assert not all(_matches(entry, clause) for clause in _sink_filter_clauses("vertex"))
+    parsed = parse_job_event(json.dumps(entry).encode())
+    assert isinstance(parsed, JobLogEntry)
+    assert (parsed.job_id, parsed.resource_type) == ("0123456789abcdef", "dataflow_step")
     assert parsed.announces_end
 
 

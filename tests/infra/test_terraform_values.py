@@ -87,6 +87,7 @@ FUNCTION = "google_cloudfunctions2_function.this"
 TOPIC = "google_pubsub_topic.this"
 PUSH = "google_pubsub_subscription.push"
 REVIEW = "google_pubsub_subscription.review"
+STREAM = "google_pubsub_subscription.stream"
 EVENTARC_DEAD_LETTER = "terraform_data.eventarc_dead_letter"
 
 
@@ -410,8 +411,13 @@ def test_topics_are_the_topology_topics(evaluated: EvaluatedInfra, topology: Top
 
 
 def test_only_the_subscriptions_of_the_design_exist(infra: InfraConfig) -> None:
-    """Push subscriptions per push function, review subscriptions per review topic."""
-    assert infra.resources_of(lambda kind: kind == "google_pubsub_subscription") == [PUSH, REVIEW]
+    """Push subscriptions per push function, review subscriptions per review topic, a
+    Cloud Storage subscription per stream (infra/streams.tf, tests/infra/test_infra_streams.py)."""
+    assert infra.resources_of(lambda kind: kind == "google_pubsub_subscription") == [
+        PUSH,
+        REVIEW,
+        STREAM,
+    ]
 
 
 def test_review_subscriptions_keep_unconsumed_topics_and_dead_letters(
@@ -546,6 +552,7 @@ def test_each_function_account_holds_exactly_its_topology_access(
         expected = {(topic_id(topic), "roles/pubsub.publisher") for topic in access.publish}
         expected |= {(buckets[b], "roles/storage.objectViewer") for b in access.read}
         expected |= {(buckets[b], "roles/storage.objectUser") for b in access.write}
+        expected |= {(buckets[b], "roles/storage.objectCreator") for b in access.create}
         expected |= {(PROJECT, role) for api in access.apis for role in topology.apis[api].roles}
         expected |= dataset_grants(evaluated, access)
         for account in access.act_as:
@@ -554,6 +561,8 @@ def test_each_function_account_holds_exactly_its_topology_access(
             else:
                 target = ref(f"google_service_account.{account.replace('-', '_')}", "name")
             expected.add((target, "roles/iam.serviceAccountUser"))
+            if account == "dataflow-workers":  # a Beam launcher (infra/dataflow.tf)
+                expected.add((PROJECT, "google_project_iam_custom_role.dataflow_launcher.id"))
         assert held_by(evaluated, function_member(name)) == expected, name
 
 
@@ -622,8 +631,9 @@ def test_the_pubsub_service_agent_holds_only_what_dead_lettering_needs(
     evaluated: EvaluatedInfra, topology: Topology, infra: InfraConfig
 ) -> None:
     """Subscriber on the subscriptions it forwards dead letters from, publisher on the
-    topics it forwards them to, token creator on the invoker (push OIDC tokens), and the
-    CMEK key."""
+    topics it forwards them to, token creator on the invoker (push OIDC tokens), the
+    CMEK key; and for the streams, writing their files: objectCreator and
+    legacyBucketReader on the landing bucket."""
     reviewed = review_topics(infra, topology)
     dead_letter_topics = {spec.dead_letter_topic for spec in topology.event_functions()}
     expected = {
@@ -638,7 +648,17 @@ def test_the_pubsub_service_agent_holds_only_what_dead_lettering_needs(
         ),
         (ref(INVOKER_ACCOUNT, "name"), "roles/iam.serviceAccountTokenCreator"),
         (KMS_KEY, "roles/cloudkms.cryptoKeyEncrypterDecrypter"),
+        *(
+            (ref(STREAM, "name", dataset), "roles/pubsub.subscriber")
+            for dataset in topology.streams
+        ),
     }
+    if topology.streams:
+        landing = ref("google_storage_bucket.landing", "name")
+        expected |= {
+            (landing, "roles/storage.objectCreator"),
+            (landing, "roles/storage.legacyBucketReader"),
+        }
 
     assert held_by(evaluated, evaluated.locals["pubsub_service_agent"]) == expected
 

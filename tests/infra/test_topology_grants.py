@@ -44,6 +44,8 @@ REPUBLISHED_TOPICS = frozenset(cls.TOPIC for cls in messages.MESSAGE_TYPES.value
 """What reconcile may republish by type name: the run chain's messages."""
 # The trainer (cascade.trainer.task.main) runs as the Vertex AI jobs' account.
 TRAINER = ("cascade.trainer.task", "main")
+# The Beam pipeline (cascade.beam.pipeline.main) runs as the Dataflow workers' account.
+BEAM_PIPELINE = ("cascade.beam.pipeline", "main")
 
 
 def derived_grants_text() -> str:
@@ -147,15 +149,23 @@ def test_bucket_grants_are_the_declared_reads_and_writes(
     grants: dict[str, Any], topology: Topology
 ) -> None:
     granted = {(g["fn"], g["bucket"], g["role"]) for g in grants["function_bucket_grants"].values()}
-    declared = {
-        (name, bucket, "roles/storage.objectViewer")
-        for name, spec in topology.functions.items()
-        for bucket in spec.access.read
-    } | {
-        (name, bucket, "roles/storage.objectUser")
-        for name, spec in topology.functions.items()
-        for bucket in spec.access.write
-    }
+    declared = (
+        {
+            (name, bucket, "roles/storage.objectViewer")
+            for name, spec in topology.functions.items()
+            for bucket in spec.access.read
+        }
+        | {
+            (name, bucket, "roles/storage.objectUser")
+            for name, spec in topology.functions.items()
+            for bucket in spec.access.write
+        }
+        | {
+            (name, bucket, "roles/storage.objectCreator")
+            for name, spec in topology.functions.items()
+            for bucket in spec.access.create
+        }
+    )
     assert granted == declared
 
 
@@ -246,6 +256,8 @@ def code_topics(topology: Topology, name: str) -> dict[str, set[tuple[str, str]]
     """topic -> where the code reachable from identity ``name`` constructs its message."""
     if name == "vertex-jobs":
         return _analysis().topics_of_function(*TRAINER)
+    if name == "dataflow-workers":
+        return _analysis().topics_of_function(*BEAM_PIPELINE)
     spec = topology.functions[name]
     return _analysis().topics_of(REPO_ROOT / spec.source / "main.py", spec.entry_point)
 

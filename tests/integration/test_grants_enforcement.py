@@ -168,3 +168,31 @@ def test_a_read_only_bucket_refuses_writes_but_serves_reads(
         landing.blob("credit/a.csv").delete()
     with pytest.raises(gexc.Forbidden, match=r"storage\.buckets\.get"):
         landing.reload()
+
+
+def test_a_create_only_bucket_takes_new_objects_but_never_overwrites_or_deletes(
+    emulators: LocalCloudSettings,
+) -> None:
+    """``extract`` holds objectCreator on landing: a create-only write (and copy) of a
+    new name passes; an overwrite, a write that could be one, and a delete are refused
+    (Cloud Storage needs storage.objects.delete to replace an object)."""
+    admin = emulators.runtime_settings()
+    staged = make_storage_client(admin).bucket(admin.artifacts_bucket).blob("staging/p.parquet")
+    staged.upload_from_string(b"shard")
+    settings = _as(emulators, "extract")
+    client = make_storage_client(settings)
+    landing = client.bucket(settings.landing_bucket)
+
+    landing.blob("credit/extracts/new.parquet").upload_from_string(b"1", if_generation_match=0)
+    client.bucket(settings.artifacts_bucket).copy_blob(
+        staged, landing, "credit/extracts/copied.parquet", if_generation_match=0
+    )
+
+    assert landing.blob("credit/extracts/copied.parquet").download_as_bytes() == b"shard"
+    with pytest.raises(gexc.PreconditionFailed):  # the name exists: Cloud Storage's 412
+        landing.blob("credit/extracts/new.parquet").upload_from_string(b"2", if_generation_match=0)
+    with pytest.raises(gexc.Forbidden, match=r"storage\.objects\.delete"):
+        landing.blob("credit/extracts/new.parquet").upload_from_string(b"3")
+    with pytest.raises(gexc.Forbidden, match=r"storage\.objects\.delete"):
+        landing.blob("credit/extracts/new.parquet").delete()
+    assert landing.blob("credit/extracts/new.parquet").download_as_bytes() == b"1"

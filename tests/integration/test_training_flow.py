@@ -32,8 +32,12 @@ FAKE_TRAINER = "tests.unit.jobs.fake_trainer"
 
 @pytest.fixture(scope="module")
 def training_cloud(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCloud]:
+    # Backoff as the end-to-end suite's (2 s first): a run's validate, monitor and
+    # transform all write its run.json within seconds, each waiting out Cloud Storage's
+    # one write a second per object, and a train request that arrives before validate
+    # has recorded its end is retried until it has.
     with running_test_cloud(
-        tmp_path_factory.mktemp("training-cloud"), trainer_module=FAKE_TRAINER
+        tmp_path_factory.mktemp("training-cloud"), trainer_module=FAKE_TRAINER, backoff_scale=0.2
     ) as cloud:
         yield cloud
 

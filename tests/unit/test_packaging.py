@@ -461,6 +461,8 @@ VERTEX_FUNCTIONS = {
     "batch-collect",
 }
 STORE_LOADERS = {"batch-collect": {"google-cloud-bigtable"}}
+WAREHOUSE_FUNCTIONS = {"extract": {"google-cloud-bigquery"}}
+"""Functions that run BigQuery jobs without Vertex AI (whose client brings BigQuery's)."""
 
 
 @pytest.fixture(scope="module")
@@ -516,7 +518,12 @@ def test_only_the_functions_that_call_vertex_ai_install_its_client(
     assert with_aiplatform == VERTEX_FUNCTIONS
     for function, requirements in repository_requirements.items():
         # and nothing else new, but the Bigtable client of the one that loads the store
-        allowed = {"google-cloud-aiplatform"} | STORE_LOADERS.get(function, set())
+        # and BigQuery's of the one that extracts BigQuery sources
+        allowed = (
+            {"google-cloud-aiplatform"}
+            | STORE_LOADERS.get(function, set())
+            | WAREHOUSE_FUNCTIONS.get(function, set())
+        )
         others = _names(requirements) - allowed
         assert others <= _names(repository_requirements["validate"]), function
     assert {
@@ -524,6 +531,12 @@ def test_only_the_functions_that_call_vertex_ai_install_its_client(
         for function, requirements in repository_requirements.items()
         if "google-cloud-bigtable" in _names(requirements)
     } == set(STORE_LOADERS)
+    assert {
+        function
+        for function, requirements in repository_requirements.items()
+        if "google-cloud-bigquery" in _names(requirements)
+        and "google-cloud-aiplatform" not in _names(requirements)
+    } == set(WAREHOUSE_FUNCTIONS)
 
 
 def test_the_lock_pins_every_group_within_its_ranges() -> None:

@@ -103,6 +103,7 @@ def test_every_event_function_is_covered() -> None:
         "dead-letters",
         "reconcile",
         "batch-collect",
+        "extract",
     }
 
 
@@ -121,6 +122,7 @@ def test_deliveries_are_what_terraform_sets_up() -> None:
         "dead-letters": "eventarc",
         "reconcile": "eventarc",
         "batch-collect": "eventarc",
+        "extract": "push",
     }
 
 
@@ -221,6 +223,32 @@ def test_a_scheduled_sweep_reaches_the_batch_collect_step(monkeypatch: pytest.Mo
     [(attributes, received)] = function.calls
     envelope = PubSubEnvelope.from_cloudevent(attributes, received)
     assert json.loads(envelope.data) == TOPOLOGY.schedules["batch-collect"].data
+
+
+@pytest.mark.parametrize(
+    "data",
+    [{"dataset": "credit", "request_id": "r1"}, TOPOLOGY.schedules["extract"].data],
+    ids=["one-dataset", "the-schedules-sweep"],
+)
+def test_a_push_body_reaches_the_extract_step(
+    data: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    sample = golden("pubsub_push_request.json")
+    body = sample["body"]
+    body["message"]["data"] = base64.b64encode(json.dumps(data).encode()).decode()
+    body["message"]["attributes"] = {"origin": "cloud-scheduler", "schedule": "extract"}
+    function, ctx = load_function(
+        TOPOLOGY.functions["extract"], monkeypatch, _time(body["message"]["publishTime"])
+    )
+    monkeypatch.setattr(function.module, "handle_extract_request", function.record)
+
+    status = function.post(sample["path"], sample["headers"], json.dumps(body).encode())
+
+    assert status == 200
+    [(attributes, received)] = function.calls
+    envelope = PubSubEnvelope.from_cloudevent(attributes, received)
+    assert json.loads(envelope.data) == data
+    assert ctx.bus.published == []  # type: ignore[attr-defined]  # no rejection alert
 
 
 # ------------------------------------------------------------------ the router's side

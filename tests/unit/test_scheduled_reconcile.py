@@ -122,13 +122,13 @@ def test_every_schedule_of_the_topology_publishes_on_its_own_cron() -> None:
     time = _Time(T0)
     publisher = _Publisher()
     scheduler = LocalScheduler(TOPOLOGY.schedules, SETTINGS, publisher, clock=time)
-    time.now = datetime(2026, 11, 30, 13, 0, 1, tzinfo=UTC)  # reconcile's and batch-collect's
-    scheduler.run_due()
+    time.now = datetime(2026, 11, 30, 13, 0, 1, tzinfo=UTC)  # reconcile's, batch-collect's
+    scheduler.run_due()  # and the hourly extract's
     time.now = datetime(2026, 11, 30, 13, 5, 1, tzinfo=UTC)  # batch-collect's only
     scheduler.run_due()
 
     schedules = [attributes["schedule"] for _, _, attributes in publisher.published]
-    assert sorted(schedules) == ["batch-collect", "batch-collect", "reconcile"]
+    assert sorted(schedules) == ["batch-collect", "batch-collect", "extract", "reconcile"]
 
 
 def test_the_local_scheduler_publishes_the_schedules_data_at_each_tick() -> None:

@@ -100,20 +100,21 @@ def test_every_repository_function_names_its_dependency_group() -> None:
 
     # Vertex AI's client only where the step calls Vertex AI (and iam.tf grants it a role).
     assert groups == {
-        "validate": "function",
+        "validate": "function-beam",
         "transform": "function",
         "monitor": "function-vertex",
         "train": "function-vertex",
         "train-http": "function-vertex",
         "evaluate": "function",
-        "evaluate-job-events": "function-vertex",
+        "evaluate-job-events": "function-vertex-beam",
         "evaluate-http": "function",
-        "review-http": "function",
+        "review-http": "function-beam",
         "deploy": "function-vertex",
         "batch-predict": "function-vertex",
         "batch-collect": "function-batch",
         "dead-letters": "function",
-        "reconcile": "function",
+        "reconcile": "function-beam",
+        "extract": "function-warehouse",
     }
 
 
@@ -137,7 +138,14 @@ def test_the_function_groups_are_defined_in_the_shared_pyproject() -> None:
     groups = tomllib.loads(pyproject.read_text())["project"]["optional-dependencies"]
 
     assert set(FUNCTION_DEPENDENCY_GROUPS) <= set(groups)
-    assert FUNCTION_DEPENDENCY_GROUPS == ("function", "function-vertex", "function-batch")
+    assert FUNCTION_DEPENDENCY_GROUPS == (
+        "function",
+        "function-vertex",
+        "function-batch",
+        "function-warehouse",
+        "function-beam",
+        "function-vertex-beam",
+    )
 
 
 def _document_with(function: str, **access: object) -> dict[str, object]:

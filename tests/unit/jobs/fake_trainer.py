@@ -5,9 +5,11 @@ Same command line and environment as ``cascade.trainer.task``, no TensorFlow. It
 ``(log10(learning_rate) + 2.2)**2 + |hidden_units - 64| / 100`` (best at 0.01 and 64,
 no two of the test grid's points equal),
 reported in cloudml-hypertune's file format. Hyperparameters ``fail=true`` make it exit
-with status 3 and ``sleep_s`` keeps it running. Each replica records what it was told
-under ``<AIP_MODEL_DIR>/../replicas/``. Outside a tuning trial the chief publishes
-``model-trained`` when a Pub/Sub emulator is configured, as the real trainer does.
+with status 3 and ``sleep_s`` keeps it running; in a cluster with parameter servers its
+worker and ps replicas serve until stopped, as TensorFlow's servers do. Each replica
+records what it was told (and its pid) under ``<AIP_MODEL_DIR>/../replicas/``. Outside a
+tuning trial the chief publishes ``model-trained`` when a Pub/Sub emulator is configured,
+as the real trainer does.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import json
 import math
 import os
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -100,9 +103,12 @@ def main(argv: list[str]) -> int:
             if name.startswith(("AIP_", "CLOUD_ML_")) or name == "CLUSTER_SPEC"
         },
         "transform_spec_uri": spec.transform_spec_uri,
+        "pid": os.getpid(),
     }
     replicas = f"{model_dir.removesuffix('/model')}/replicas/{task['type']}-{task['index']}.json"
     _write(replicas, json.dumps(told).encode())
+    if "ps" in tf_config.get("cluster", {}) and task["type"] in ("worker", "ps"):
+        threading.Event().wait()  # as tf.distribute.Server.join(): serves until stopped
     time.sleep(float(hyperparameters.get("sleep_s", 0)))
     if hyperparameters.get("fail"):
         print("failing as asked", file=sys.stderr)

@@ -430,6 +430,27 @@ def test_a_request_naming_a_run_without_an_accepted_file_is_refused(
         )
 
 
+def test_a_request_while_validate_still_records_its_end_is_retried_not_refused(
+    step_context: StepContext, runner: FakeJobRunner, clock: Clock
+) -> None:
+    """validate publishes data-validated before it records its end (and that write may
+    wait out Cloud Storage's same-object limit on run.json): transform's request can
+    arrive while the record still says validate is running."""
+    upload = Trigger(kind="object", uri="gs://cascade-landing/credit/a.csv", generation=1)
+    run_id = _run_waiting_for_training(step_context, clock, upload, "validate", "transform")
+
+    def validate_running(record: RunRecord) -> None:
+        record.steps["validate"].state = "running"
+
+    step_context.ledger.update(run_id, validate_running)
+
+    with pytest.raises(StepInProgressError, match="validate step has not finished yet"):
+        handle_train_request(
+            step_context, _request(f"run:{run_id}", run_id=run_id), event_id="e1", runner=runner
+        )
+    assert runner.jobs == {}
+
+
 @pytest.mark.parametrize(("written_by", "shown"), [("own", True), ("earlier-job", False)])
 def test_a_failed_job_records_the_trainers_own_reason_not_the_generic_exit(
     step_context: StepContext, runner: FakeJobRunner, written_by: str, shown: bool

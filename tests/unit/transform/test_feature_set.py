@@ -7,15 +7,16 @@ import pytest
 
 from cascade.core.context import StepContext
 from cascade.core.errors import InvalidConfigError
-from cascade.core.paths import DatasetPaths
 from cascade.core.training_config import TransformConfig
 from cascade.core.validation_config import ValidationConfig
 from cascade.steps.transform import handle_data_validated
 from cascade.transform.catalog import latest_transform, read_transform
 from cascade.transform.spec import TransformSpec
 from cascade.transform.spec_fitting import fit_transform
+from cascade.validation.baseline_store import BaselineStore
 from cascade.validation.schema import infer_schema
 from cascade.validation.schema_store import accept_feature
+from cascade.validation.statistics import statistics_proto
 from cascade.validation.summaries import DatasetSummary
 from cascade.validation.tfmd import schema_pb2
 from tests.unit.conftest import Clock
@@ -131,9 +132,9 @@ def _transform(ctx: StepContext) -> TransformSpec:
 
 
 def _baseline_bytes(ctx: StepContext) -> bytes:
-    stored = ctx.artifacts.read(DatasetPaths(DATASET).baseline_stats)
+    stored = BaselineStore(ctx.artifacts, DATASET).load()
     assert stored is not None
-    return stored.data
+    return statistics_proto(stored.summary, ValidationConfig(), name="b").SerializeToString()
 
 
 def test_a_5000_column_file_is_quarantined_and_changes_neither_baseline_nor_transform(

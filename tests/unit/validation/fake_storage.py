@@ -71,6 +71,7 @@ class FakeBlob:
         data: bytes | str,
         content_type: str = "application/octet-stream",
         if_generation_match: int | None = None,
+        retry: object = None,  # the store passes its retry policy of unconditional writes
     ) -> None:
         payload = data.encode() if isinstance(data, str) else bytes(data)
         with self.bucket.client.lock:

@@ -14,6 +14,7 @@ from cascade.core.paths import DatasetPaths, RunPaths
 from cascade.core.runs import run_id_for_object
 from cascade.steps.runner import StepOutcome
 from cascade.steps.validate import handle_object_finalized
+from cascade.validation.baseline_store import BaselineStore
 from cascade.validation.statistics import summary_of_statistics
 from cascade.validation.summaries import DatasetSummary
 from cascade.validation.tfmd import statistics_pb2
@@ -75,7 +76,9 @@ def summary_at(ctx: StepContext, name: str) -> DatasetSummary:
 
 
 def baseline(ctx: StepContext) -> DatasetSummary:
-    return summary_at(ctx, DatasetPaths(DATASET).baseline_stats)
+    stored = BaselineStore(ctx.artifacts, DATASET).load()
+    assert stored is not None
+    return stored.summary
 
 
 def run_statistics(ctx: StepContext, run_id: str) -> DatasetSummary:

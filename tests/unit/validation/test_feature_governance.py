@@ -87,19 +87,28 @@ def test_a_new_column_is_a_warning_kept_in_the_files_statistics_but_not_in_the_b
 
 def test_a_merge_sheds_columns_the_schema_does_not_list_but_keeps_deprecated_ones() -> None:
     config = ValidationConfig()
-    store = BaselineStore(MemoryArtifactStore("cascade-artifacts"), DATASET)
+    now = [1000.0]
+    store = BaselineStore(MemoryArtifactStore("cascade-artifacts"), DATASET, clock=lambda: now[0])
     first = summary_of({"x": [1, 2], "old": [3, 4], "junk": [5, 6]})
-    store.merge_file("file-1", first, config, schema=infer_schema(first, config))  # an old baseline
+    first_schema = infer_schema(first, config)
+    store.merge_file("file-1", first, config, schema=first_schema)
+    store.compact(config, schema=first_schema, is_accepted=lambda _id: True)  # an old baseline
     schema = infer_schema(summary_of({"x": [1], "old": [1]}), config)
     schema.feature[1].lifecycle_stage = schema_pb2.DEPRECATED
-
-    merged = store.merge_file(
+    store.merge_file(
         "file-2", summary_of({"x": [7], "old": [8], "junk": [9]}), config, schema=schema
     )
 
-    assert set(merged.summary.features) == {"x", "old"}
-    assert merged.summary.features["old"].presence.num_non_missing == 3
-    assert merged.summary.num_examples == 3
+    read = store.load(schema, config)  # what validation and the transform read
+    now[0] += 5
+    store.compact(config, schema=schema, is_accepted=lambda _id: True)
+    compacted = store.load()
+
+    for merged in (read, compacted):
+        assert merged is not None
+        assert set(merged.summary.features) == {"x", "old"}
+        assert merged.summary.features["old"].presence.num_non_missing == 3
+        assert merged.summary.num_examples == 3
 
 
 # -- max_features -----------------------------------------------------------------------

@@ -214,11 +214,12 @@ def test_normalised_alias_is_what_a_path_cleaning_store_keeps() -> None:
 
 
 def test_an_identical_re_upload_is_accepted_as_a_duplicate_and_not_merged_again(
-    ctx: StepContext, storage: FakeStorageClient
+    ctx: StepContext, storage: FakeStorageClient, clock: Clock
 ) -> None:
     data = _csv(1)
     first = _land(storage, f"{DATASET}/day-1.csv", data)
     handle_object_finalized(ctx, first)
+    clock.advance(1)  # accepted after the first (same-time manifests sort by file id)
     again = _land(storage, f"{DATASET}/day-1.csv", data)  # same bytes, new generation
 
     outcome = handle_object_finalized(ctx, again)

@@ -184,3 +184,29 @@ def test_gzip_and_ndjson_and_parquet_give_the_same_counts(tmp_path: Path) -> Non
 
     assert {summary.num_examples for summary in summaries} == {2}
     assert {summary.features["b"].kind.value for summary in summaries} == {"string"}
+
+
+@pytest.mark.parametrize("values", [[0.0], [0.0, 0.0, -0.0], [5e-324, 0.0, 1e-310]])
+def test_a_float_column_of_zeros_or_subnormals_is_summarised_and_merges(
+    values: list[float],
+) -> None:
+    """2**-scale must stay a finite double: an all-zero float column (a file or a batch
+    of one) once overflowed computing its histogram."""
+    summary = summary_of({"x": values})
+    numeric = summary.features["x"].numeric
+    assert numeric is not None
+    assert numeric.count == len(values)
+
+    merged = summary.merged(summary_of({"x": [1.5, 2.5]}), 100).features["x"].numeric
+    whole = summary_of({"x": [*values, 1.5, 2.5]}).features["x"].numeric
+
+    assert merged is not None
+    assert whole is not None
+    assert merged.histogram == whole.histogram
+    assert (merged.count, merged.zeros, merged.minimum, merged.maximum) == (
+        whole.count,
+        whole.zeros,
+        whole.minimum,
+        whole.maximum,
+    )
+    assert merged.mean == pytest.approx(whole.mean)

@@ -254,30 +254,37 @@ def test_resumed_step_after_a_crash_does_not_merge_the_file_twice(
 
 
 def test_concurrent_accepts_do_not_lose_each_others_statistics(storage: FakeStorageClient) -> None:
+    """A file recorded while a compaction runs (after it listed the files) is neither lost
+    nor counted twice: the compaction covers only what it listed."""
     config = ValidationConfig()
     artifacts = ArtifactStore(storage, ARTIFACTS)  # type: ignore[arg-type]
-    store = BaselineStore(artifacts, DATASET)
+    now = [1000.0]
+    store = BaselineStore(artifacts, DATASET, clock=lambda: now[0])
     schema = infer_schema(summary_of({"x": [1, 2, 3]}), config)
     store.merge_file("file-1", summary_of({"x": [1, 2, 3]}), config, schema=schema)
-    original_read = artifacts.read
+    store.compact(config, schema=schema, is_accepted=lambda _file_id: True)
+    now[0] += 5
+    store.merge_file("file-2", summary_of({"x": [4, 5]}), config, schema=schema)
+    original_list = artifacts.list_objects
     raced = []
 
-    def read_then_lose_a_race(name, **options):  # type: ignore[no-untyped-def]
-        current = original_read(name, **options)
+    def list_then_lose_a_race(prefix):  # type: ignore[no-untyped-def]
+        listed = list(original_list(prefix))
         if not raced:
             raced.append(True)
-            _baselines(storage).merge_file(
-                "file-2", summary_of({"x": [4, 5]}), config, schema=schema
-            )
-        return current
+            _baselines(storage).merge_file("file-3", summary_of({"x": [6]}), config, schema=schema)
+        return iter(listed)
 
-    artifacts.read = read_then_lose_a_race  # type: ignore[method-assign]
+    artifacts.list_objects = list_then_lose_a_race  # type: ignore[method-assign]
+    compaction = store.compact(config, schema=schema, is_accepted=lambda _file_id: True)
+    artifacts.list_objects = original_list  # type: ignore[method-assign]
 
-    merged = store.merge_file("file-3", summary_of({"x": [6]}), config, schema=schema)
-
+    assert compaction.merged == ("file-2",)
+    merged = _baselines(storage).load(schema, config)
+    assert merged is not None
     assert merged.files == 3
     assert merged.summary.num_examples == 6
-    assert set(merged.recent_files) == {"file-1", "file-2", "file-3"}
+    assert merged.recent_files == ("file-3",)
 
 
 def test_user_edited_schema_wins_over_inference(

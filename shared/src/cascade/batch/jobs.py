@@ -13,14 +13,13 @@ from __future__ import annotations
 
 import hashlib
 import json
-from datetime import datetime
 from typing import Any
 
 import requests
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from cascade.core.job_service_http import call_job_service
-from cascade.core.job_spec import TERMINAL_STATES, JobState
+from cascade.core.job_spec import LocalTaskJob
 from cascade.core.paths import check_dataset_name
 from cascade.core.serving_config import BatchFiles, BatchTable
 
@@ -31,8 +30,6 @@ __all__ = [
     "SubmitBatchJobRequest",
     "batch_id_for",
 ]
-
-_JOB_ID = r"^[0-9a-f]{16}$"
 
 
 def batch_id_for(dataset: str, version: str, source_identity: str) -> str:
@@ -68,25 +65,11 @@ class BatchJobSpec(BaseModel):
         return ["--dataset", self.dataset, *source, "--version", self.version]
 
 
-class LocalBatchJob(BaseModel):
+class LocalBatchJob(LocalTaskJob):
     """A batch job as the local job service stores and returns it."""
 
-    model_config = ConfigDict(extra="forbid")
-
-    job_id: str = Field(pattern=_JOB_ID)
-    name: str
     request_id: str
     spec: BatchJobSpec
-    state: JobState = "queued"
-    error: str = ""
-    created_at: datetime
-    started_at: datetime | None = None
-    finished_at: datetime | None = None
-    pid: int | None = None
-
-    @property
-    def finished(self) -> bool:
-        return self.state in TERMINAL_STATES
 
 
 class SubmitBatchJobRequest(BaseModel):

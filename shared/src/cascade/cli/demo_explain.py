@@ -70,7 +70,8 @@ def drift_rows(anomalies: Any) -> list[DriftRow]:
 
 
 def _stored_anomalies(artifacts: ArtifactStore, record: RunRecord) -> Any | None:
-    uri = str(record.steps["validate"].outputs.get("anomalies", ""))
+    step = record.validation
+    uri = "" if step is None else str(step.outputs.get("anomalies", ""))
     name = _object_name(artifacts, uri)
     stored = None if name is None else artifacts.read(name)
     if stored is None:
@@ -104,7 +105,8 @@ def print_rejection(
     console: Console, artifacts: ArtifactStore, record: RunRecord, gcs_root: Path
 ) -> None:
     """Which features drifted (distance vs threshold), what else blocked, where to look."""
-    validate = record.steps["validate"]
+    validate = record.validation
+    assert validate is not None  # explained only once validation ended
     anomalies = _stored_anomalies(artifacts, record)
     rows = [] if anomalies is None else drift_rows(anomalies)
     if rows:

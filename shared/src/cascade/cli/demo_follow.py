@@ -81,7 +81,7 @@ def step_detail(record: RunRecord, step: str) -> str:
     found = record.steps[step]
     if found.error:
         return _first_line(found.error)
-    if step == "validate":
+    if step in ("validate", "validate_statistics"):
         return _validate_detail(found)
     if step == "transform":
         return _transform_detail(found)

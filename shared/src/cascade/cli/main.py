@@ -23,6 +23,7 @@ from cascade.cli import (
 from cascade.cli.batch_predict import batch_predict
 from cascade.cli.infra import infra_commands
 from cascade.cli.models import serving_commands
+from cascade.cli.publish_records import publish_records_command
 from cascade.cli.report import report_commands
 from cascade.cli.status import latest_runs, monitoring_table, runs_table
 from cascade.cli.tensorboard import tensorboard_commands
@@ -288,6 +289,7 @@ cli.add_command(quarantine_commands.quarantine)
 cli.add_command(model_module_commands.model_module)
 cli.add_command(serving_plan.serving_plan)
 cli.add_command(batch_predict)
+cli.add_command(publish_records_command)
 
 
 def main() -> None:

@@ -64,7 +64,7 @@ def training_job_pending(record: RunRecord) -> bool:
 
 def validation_verdict(record: RunRecord) -> str:
     """``accepted``, ``quarantined``, ``unreadable``, ``validating``; empty if not validated."""
-    step = record.steps.get("validate")
+    step = record.validation
     if step is None:
         return ""
     return {

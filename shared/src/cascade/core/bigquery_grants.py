@@ -18,6 +18,9 @@ job configuration in its body:
   (``cascade.core.sql_tables``: a conservative scanner that refuses what it cannot
   account for: scripts, unknown statements, parenthesised joins, raw strings, legacy
   SQL); a load's destination → write; an extract's source table or model → read;
+  ``EXPORT DATA`` (``cascade.core.export_data``) → its query's reads, and
+  ``storage.objects.create`` (and ``.delete`` with ``overwrite=true``) on the bucket of
+  its ``uri``, which BigQuery writes as the caller;
 - a path with ``.`` or ``..`` segments is refused (the HTTP stack would send another);
 - job and query results (the caller's own jobs) → ``bigquery.jobs.create`` holders.
 
@@ -45,6 +48,7 @@ from urllib.parse import unquote, urlsplit
 import grpc
 import requests
 
+from cascade.core.export_data import ExportData, is_export_data, parse_export_data
 from cascade.core.grants import (
     GrpcPermissionDenied,
     LocalIdentity,
@@ -98,11 +102,17 @@ def _job_denial(
     identity: LocalIdentity, project: str, body: dict[str, Any]
 ) -> BigQueryDenial | None:
     configuration = body.get("configuration", body)  # jobs.query takes the query itself
+    export: ExportData | None = None
     query = configuration.get("query")
     checks: list[tuple[str, str, str, bool]] = []  # project, dataset, table, write
     if isinstance(query, dict) or isinstance(body.get("query"), str):
         text = query.get("query", "") if isinstance(query, dict) else str(body.get("query", ""))
         legacy = (query if isinstance(query, dict) else body).get("useLegacySql") is True
+        if not legacy and is_export_data(text):  # its query, and its bucket (below)
+            export = parse_export_data(text)
+            if export is None:
+                return _denial("bigquery.tables.getData", "query", text[:80])
+            text = export.query
         tables = None if legacy else query_tables(text, project)
         if tables is None:
             return _denial("bigquery.tables.getData", "query", text[:80])
@@ -130,6 +140,10 @@ def _job_denial(
         return _denial("bigquery.jobs.create", "job", "of a kind not understood")
     if not identity.bigquery_jobs:
         return _denial("bigquery.jobs.create", "project", project)
+    if export is not None:  # EXPORT DATA writes (and overwrites) as the caller
+        for needed in ("create", "delete") if export.overwrite else ("create",):
+            if not identity.may(f"storage.objects.{needed}", export.bucket):
+                return _denial(f"storage.objects.{needed}", "bucket", export.bucket)
     for table_project, dataset, table, write in checks:
         permission = "bigquery.tables.updateData" if write else "bigquery.tables.getData"
         denied = _dataset_check(

@@ -108,6 +108,7 @@ class MemoryArtifactStore(ArtifactStore):
         content_type: str = "application/octet-stream",
         if_generation_match: int | None = None,
         metadata: Mapping[str, str] | None = None,
+        retry: bool = True,  # nothing to retry in memory
     ) -> int | None:
         with self._lock:
             current = self.objects.get(name)

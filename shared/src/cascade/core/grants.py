@@ -23,7 +23,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
-from urllib.parse import unquote, urlsplit
+from urllib.parse import parse_qs, unquote, urlsplit
 
 import grpc
 import requests
@@ -68,6 +68,7 @@ class LocalIdentity(BaseModel):
     publish: frozenset[str] = frozenset()  # projects/<p>/topics/<id>
     read: frozenset[str] = frozenset()  # buckets: objects get, list
     write: frozenset[str] = frozenset()  # buckets: objects get, list, create, update, delete
+    create: frozenset[str] = frozenset()  # buckets: objects create (new names only)
     tables_read: frozenset[str] = frozenset()  # BigQuery dataset ids: dataViewer
     tables_write: frozenset[str] = frozenset()  # BigQuery dataset ids: dataEditor
     bigquery_jobs: bool = False  # roles/bigquery.jobUser on the project: run queries, loads
@@ -82,7 +83,9 @@ class LocalIdentity(BaseModel):
             "storage.objects.update",
             "storage.objects.delete",
         ):
-            return bucket in self.write
+            return bucket in self.write or (
+                permission == "storage.objects.create" and bucket in self.create
+            )
         return False  # bucket administration: no function holds it
 
     def to_env(self) -> str:
@@ -104,6 +107,7 @@ def identity_for(topology: Topology, name: str, settings: Settings) -> LocalIden
         publish=frozenset(settings.topic_path(topic) for topic in access.publish),
         read=frozenset(settings.bucket_for(bucket) for bucket in access.read),
         write=frozenset(settings.bucket_for(bucket) for bucket in access.write),
+        create=frozenset(settings.bucket_for(bucket) for bucket in access.create),
         tables_read=frozenset(settings.warehouse_dataset(name) for name in access.tables_read),
         tables_write=frozenset(settings.warehouse_dataset(name) for name in access.tables_write),
         bigquery_jobs=any(
@@ -303,11 +307,30 @@ def storage_permission(method: str, url: str) -> list[tuple[str, str, str]]:
 
 
 def storage_denial(identity: LocalIdentity, method: str, url: str) -> tuple[str, str, str] | None:
-    """The first permission the request needs and ``identity`` lacks, or None."""
+    """The first permission the request needs and ``identity`` lacks, or None.
+
+    Overwriting an object needs ``storage.objects.delete`` besides ``create``, which a
+    create-only grant (objectCreator) lacks. The guard cannot tell a new name from an
+    existing one without asking, so it holds a create-only identity to create-only
+    writes: ``ifGenerationMatch=0``, which Cloud Storage itself refuses (412) for a name
+    that exists. A create without it is refused as the overwrite it may be: stricter
+    than Google for a new name, never more lenient.
+    """
     for permission, bucket, noun in storage_permission(method, url):
         if not identity.may(permission, bucket):
             return permission, bucket, noun
+        if (
+            permission == "storage.objects.create"
+            and bucket not in identity.write
+            and not _create_only(url)
+        ):
+            return "storage.objects.delete", bucket, noun
     return None
+
+
+def _create_only(url: str) -> bool:
+    """The request carries Cloud Storage's create-only precondition."""
+    return "0" in parse_qs(urlsplit(url).query).get("ifGenerationMatch", [])
 
 
 def _forbidden(

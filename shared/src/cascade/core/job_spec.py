@@ -21,8 +21,10 @@ __all__ = [
     "JobRunner",
     "JobState",
     "JobStatus",
+    "LocalTaskJob",
     "ModelFamily",
     "ModelModule",
+    "ParameterServerSpec",
     "ParameterSpec",
     "TrainingFailure",
     "TrainingJobSpec",
@@ -48,6 +50,16 @@ class WorkerPool(_Strict):
     replica_count: int = Field(1, ge=1)
     accelerator_type: str | None = None
     accelerator_count: int = Field(0, ge=0)
+
+
+class ParameterServerSpec(_Strict):
+    """Model parallelism (``training.distribution: parameter_server``): the network's
+    categorical features become embedding tables of ``embedding_dim`` columns, each split
+    along its rows across the parameter servers into shards of at least
+    ``min_shard_bytes`` (TensorFlow's ``MinSizePartitioner``; a smaller table stays whole)."""
+
+    embedding_dim: int = Field(16, ge=1, le=1024)
+    min_shard_bytes: int = Field(256 << 10, ge=1 << 10, le=1 << 34)
 
 
 _DISCRETE_MAX_VALUES = 1000
@@ -209,6 +221,12 @@ class TrainingJobSpec(_Strict):
     )
     chief: WorkerPool = WorkerPool()
     workers: WorkerPool | None = None
+    parameter_servers: WorkerPool | None = Field(
+        None, description="Worker pool 2 (TF_CONFIG task type ps): model parallelism."
+    )
+    sharding: ParameterServerSpec | None = Field(
+        None, description="How the parameter-server network shards its embedding tables."
+    )
     tuning: TuningSpec | None = None
     labels: dict[str, str] = Field(default_factory=dict)
 
@@ -216,6 +234,13 @@ class TrainingJobSpec(_Strict):
     def _module_for_custom(self) -> TrainingJobSpec:
         if (self.model == "custom") != (self.model_module is not None):
             raise ValueError("model_module is set exactly when model is custom")
+        if (self.parameter_servers is None) != (self.sharding is None):
+            raise ValueError("parameter_servers and sharding are set together")
+        if self.parameter_servers is not None and (self.workers is None or self.model != "network"):
+            raise ValueError(
+                "parameter servers need model network and a worker pool (the chief coordinates, "
+                "the workers compute the steps)"
+            )
         return self
 
     @property
@@ -235,8 +260,9 @@ class TrainingJobSpec(_Strict):
 
     @property
     def replica_count(self) -> int:
-        """Processes per training run: the chief plus every worker."""
-        return self.chief.replica_count + (self.workers.replica_count if self.workers else 0)
+        """Processes per training run: the chief, every worker and every parameter server."""
+        pools = (self.chief, self.workers, self.parameter_servers)
+        return sum(pool.replica_count for pool in pools if pool is not None)
 
 
 TRAINING_FAILURE_FILE = "failure.json"
@@ -269,6 +295,26 @@ class JobStatus(_Strict):
     finished_at: datetime | None = None
     best_trial_id: str | None = None
     best_metric: float | None = None
+
+    @property
+    def finished(self) -> bool:
+        return self.state in TERMINAL_STATES
+
+
+class LocalTaskJob(BaseModel):
+    """A job of the local job service that one task process runs (a batch prediction
+    job, a Beam job), as the service stores and returns it."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    job_id: str = Field(pattern=r"^[0-9a-f]{16}$")
+    name: str
+    state: JobState = "queued"
+    error: str = ""
+    created_at: datetime
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+    pid: int | None = None
 
     @property
     def finished(self) -> bool:

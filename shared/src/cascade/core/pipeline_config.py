@@ -13,6 +13,7 @@ from typing import Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from cascade.core.bigquery_source import BigQuerySource
 from cascade.core.deployment_config import DeploymentConfig
 from cascade.core.errors import InvalidConfigError, describe_validation_error
 from cascade.core.evaluation_config import EvaluationConfig
@@ -51,6 +52,11 @@ class PipelineConfig(BaseModel):
     evaluation: EvaluationConfig = Field(default_factory=EvaluationConfig)
     deployment: DeploymentConfig = Field(default_factory=DeploymentConfig)
     serving: ServingConfig = Field(default_factory=ServingConfig)
+    bigquery_source: BigQuerySource | None = Field(
+        None,
+        description="A BigQuery table or query extracted incrementally into the landing "
+        "bucket by the extract function (cascade.core.bigquery_source).",
+    )
 
     @model_validator(mode="after")
     def _tuning_fits_the_model(self) -> PipelineConfig:

@@ -86,6 +86,12 @@ class StepRecord(BaseModel):
     outputs: dict[str, Any] = Field(default_factory=dict)
 
 
+VALIDATE_STEP = "validate"
+VALIDATE_STATISTICS_STEP = "validate_statistics"
+"""A file too big for a function: ``validate`` launches a Beam job and this step,
+run when the job ends, judges its statistics (cascade.steps.validate_beam)."""
+
+
 class RunRecord(BaseModel):
     run_id: str
     dataset: str
@@ -96,6 +102,13 @@ class RunRecord(BaseModel):
     steps: dict[str, StepRecord] = Field(default_factory=dict)
     lineage: dict[str, Any] = Field(default_factory=dict)
     error: str | None = None
+
+    @property
+    def validation(self) -> StepRecord | None:
+        """The step holding the file's validation outcome: ``validate_statistics`` when a
+        Beam job computed the statistics (``validate`` then only launched it), else
+        ``validate``; None before validation started."""
+        return self.steps.get(VALIDATE_STATISTICS_STEP) or self.steps.get(VALIDATE_STEP)
 
 
 class RunLedger:

@@ -25,6 +25,7 @@ from cascade.core.errors import ConcurrentUpdateError, transient_errors
 
 __all__ = [
     "DEFAULT_UPDATE_ATTEMPTS",
+    "RATE_LIMITED_RETRY",
     "READ_CHUNK_BYTES",
     "ArtifactStore",
     "Codec",
@@ -40,6 +41,20 @@ DEFAULT_UPDATE_ATTEMPTS = 20
 
 READ_CHUNK_BYTES = 8 * 1024 * 1024
 """How much ``open_read`` fetches per request while streaming."""
+
+
+def _rate_limited(error: BaseException) -> bool:
+    """A 429, as the client raises it (uploads raise the media layer's InvalidResponse
+    inside the retry, TooManyRequests only once it gives up)."""
+    if isinstance(error, gexc.TooManyRequests):
+        return True
+    return getattr(getattr(error, "response", None), "status_code", None) == 429
+
+
+RATE_LIMITED_RETRY = storage.retry.DEFAULT_RETRY.with_predicate(_rate_limited)
+"""An unconditional write retries 429 only (Cloud Storage's same-object limit: nothing was
+written), with the client's exponential backoff; a conditional write keeps the client's
+default policy, which retries 429 among other transient errors."""
 
 ModelT = TypeVar("ModelT", bound=BaseModel)
 ValueT = TypeVar("ValueT")
@@ -230,20 +245,30 @@ class ArtifactStore:
         content_type: str = "application/octet-stream",
         if_generation_match: int | None = None,
         metadata: Mapping[str, str] | None = None,
+        retry: bool = True,
     ) -> int | None:
         """Write ``data``; with ``if_generation_match`` the write is conditional.
 
         Returns the new generation, or None when the precondition failed (the object
         exists for ``if_generation_match=0``, or changed since that generation).
-        ``metadata`` is stored as the object's custom metadata.
+        ``metadata`` is stored as the object's custom metadata. ``retry=False`` tries
+        once (a 429 raises TransientError at once: for a writer that then gives way).
         """
         blob = self._bucket.blob(name)
         if metadata is not None:
             blob.metadata = dict(metadata)
+        options: dict[str, Any] = {}
+        if not retry:
+            options["retry"] = None
+        elif if_generation_match is None:
+            options["retry"] = RATE_LIMITED_RETRY
         try:
             with transient_errors(f"writing {self.uri(name)}"):
                 blob.upload_from_string(
-                    data, content_type=content_type, if_generation_match=if_generation_match
+                    data,
+                    content_type=content_type,
+                    if_generation_match=if_generation_match,
+                    **options,
                 )
         except gexc.PreconditionFailed:
             return None

@@ -14,6 +14,8 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from cascade.core.errors import InvalidConfigError
+from cascade.core.settings import DATASET_NAME_PATTERN
+from cascade.core.streams import StreamSpec
 
 __all__ = [
     "FUNCTION_DEPENDENCY_GROUPS",
@@ -40,8 +42,17 @@ PUBSUB_PUBLISHED = "google.cloud.pubsub.topic.v1.messagePublished"
 # The optional-dependency groups of shared/pyproject.toml that a function may install
 # (`dependencies:` of a topology entry): `function` for every step, `function-vertex`
 # for the ones that call Vertex AI, `function-batch` for the one that also loads the
-# precomputed store (Bigtable). A unit test keeps this list and pyproject in step.
-FunctionDependencies = Literal["function", "function-vertex", "function-batch"]
+# precomputed store (Bigtable), `function-warehouse` for the one that runs BigQuery jobs
+# without Vertex AI (extract), `function-beam` / `function-vertex-beam` for the ones that
+# launch or follow Beam jobs on Dataflow. A unit test keeps this list and pyproject in step.
+FunctionDependencies = Literal[
+    "function",
+    "function-vertex",
+    "function-batch",
+    "function-warehouse",
+    "function-beam",
+    "function-vertex-beam",
+]
 FUNCTION_DEPENDENCY_GROUPS: tuple[str, ...] = get_args(FunctionDependencies)
 
 
@@ -73,6 +84,9 @@ class Access(_Strict):
     publish: tuple[str, ...] = ()  # topics: roles/pubsub.publisher
     read: tuple[str, ...] = ()  # buckets: roles/storage.objectViewer
     write: tuple[str, ...] = ()  # buckets: roles/storage.objectUser (implies read)
+    # buckets: roles/storage.objectCreator (create new objects only: no get, list,
+    # overwrite or delete)
+    create: tuple[str, ...] = ()
     tables_read: tuple[str, ...] = ()  # warehouse datasets: roles/bigquery.dataViewer
     tables_write: tuple[str, ...] = ()  # warehouse datasets: roles/bigquery.dataEditor
     apis: tuple[str, ...] = ()  # keys of Topology.apis: their project roles
@@ -106,6 +120,8 @@ class ServiceAccountSpec(_Strict):
     def _external_has_no_access(self) -> ServiceAccountSpec:
         if self.external and self.access != Access():
             raise ValueError("an external service account's grants are not managed here")
+        if self.access.create:
+            raise ValueError("create (objectCreator) is derived for functions only")
         return self
 
 
@@ -234,6 +250,8 @@ class Topology(_Strict):
     defaults: FunctionDefaults
     functions: dict[str, FunctionSpec]
     schedules: dict[str, ScheduleSpec] = Field(default_factory=dict)
+    # Datasets fed by a stream (cascade.core.streams), keyed by dataset name.
+    streams: dict[str, StreamSpec] = Field(default_factory=dict)
 
     def identities(self) -> dict[str, Access]:
         """Every identity with grants here: each function, and each service account."""
@@ -245,7 +263,7 @@ class Topology(_Strict):
     def _check_access(self, who: str, access: Access) -> None:
         references = (
             ("topic", access.publish, self.topics),
-            ("bucket", (*access.read, *access.write), self.buckets),
+            ("bucket", (*access.read, *access.write, *access.create), self.buckets),
             ("warehouse dataset", (*access.tables_read, *access.tables_write), self.warehouse),
             ("api", access.apis, self.apis),
             ("service account", access.act_as, self.service_accounts),
@@ -284,6 +302,9 @@ class Topology(_Strict):
         for name, schedule in self.schedules.items():
             if schedule.topic not in self.topics:
                 raise ValueError(f"schedule {name}: unknown topic {schedule.topic!r}")
+        for dataset in self.streams:
+            if not DATASET_NAME_PATTERN.fullmatch(dataset):
+                raise ValueError(f"streams: {dataset!r} is not a dataset name")
         return self
 
     def event_functions(self) -> list[FunctionSpec]:

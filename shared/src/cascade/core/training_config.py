@@ -14,7 +14,14 @@ training:
   batch_size: 256
   hyperparameters: {shrinkage: 0.05, num_leaves: 31}   # the family's names only
   early_stopping_patience: 5
-  workers: 1                     # >1: multi-worker data parallelism (network, custom)
+  workers: 1                     # processes computing steps: >1 multi-worker data
+                                 # parallelism (network, custom); with parameter servers,
+                                 # the worker pool beside the coordinating chief
+  distribution: auto             # auto | data_parallel | parameter_server (docs/trainer.md)
+  parameter_servers: 2           # parameter_server: the tasks holding the table shards
+  embedding_dim: 16              # parameter_server: columns of each embedding table
+  min_shard_bytes: 262144        # parameter_server: smallest shard of a split table
+  parameter_server_above_bytes: 268435456  # auto: a larger table switches to it
   machine_type: n1-standard-4
   retrain_on: every_file         # every_file | value_skew (docs/validation.md, "Policy")
 tuning:
@@ -34,6 +41,7 @@ tuning:
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
@@ -49,6 +57,7 @@ from cascade.core.job_spec import (
 
 __all__ = [
     "DEFAULT_SEARCH_SPACES",
+    "Distribution",
     "RetrainOn",
     "TrainingConfig",
     "TransformConfig",
@@ -61,6 +70,15 @@ RetrainOn = Literal["every_file", "value_skew"]
 file while no model serves the dataset). Either way transform refits on all accepted
 data."""
 
+
+Distribution = Literal["auto", "data_parallel", "parameter_server"]
+"""How a network trains on several machines (docs/trainer.md, "Parameter servers"):
+``data_parallel`` (every worker holds the whole model), ``parameter_server`` (embedding
+tables sharded across parameter servers) or ``auto`` (parameter servers when the largest
+embedding table would exceed ``parameter_server_above_bytes``)."""
+
+MAX_WORKERS = 1000
+MAX_PARAMETER_SERVERS = 100
 
 _MODULE_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_-]*(/[A-Za-z0-9_][A-Za-z0-9_-]*)*\.py$")
 
@@ -94,7 +112,37 @@ class TrainingConfig(_Section):
     batch_size: int = Field(256, ge=1)
     hyperparameters: dict[str, HyperparameterValue] = Field(default_factory=dict)
     early_stopping_patience: int = Field(5, ge=1)
-    workers: int = Field(1, ge=1)
+    workers: int = Field(
+        1,
+        ge=1,
+        le=MAX_WORKERS,
+        description="Processes that compute training steps: the chief and its workers "
+        "(data parallel), or the workers beside a coordinating chief (parameter servers).",
+    )
+    distribution: Distribution = Field(
+        "auto",
+        description="data_parallel | parameter_server | auto (parameter servers when an "
+        "embedding table exceeds parameter_server_above_bytes; model network only).",
+    )
+    parameter_servers: int = Field(
+        2, ge=1, le=MAX_PARAMETER_SERVERS, description="Parameter-server tasks (worker pool 2)."
+    )
+    embedding_dim: int = Field(
+        16, ge=1, le=1024, description="parameter_server: columns of each embedding table."
+    )
+    min_shard_bytes: int = Field(
+        256 << 10,
+        ge=1 << 10,
+        le=1 << 34,
+        description="parameter_server: a table is split into shards of at least this size.",
+    )
+    parameter_server_above_bytes: int = Field(
+        256 << 20,
+        ge=1 << 10,
+        le=1 << 50,
+        description="distribution auto: an embedding table larger than this (rows x "
+        "embedding_dim x 4 bytes) trains with parameter servers.",
+    )
     machine_type: str = "n1-standard-4"
     accelerator_type: str | None = None
     accelerator_count: int = Field(0, ge=0)
@@ -126,10 +174,28 @@ class TrainingConfig(_Section):
                 f"workers: {self.workers} needs model network or custom; boosted trees "
                 "train on one machine (give it more cores with machine_type)"
             )
+        if self.distribution == "parameter_server" and self.model != "network":
+            raise ValueError(
+                f"distribution parameter_server needs model network, not {self.model}: "
+                "its embedding tables are what the parameter servers hold"
+            )
         problem = family_problem(self.model, list(self.hyperparameters))
         if problem:
             raise ValueError(f"hyperparameters: {problem}")
         return self
+
+    def table_bytes(self, rows: int) -> int:
+        """The size of an embedding table of ``rows`` rows: rows x embedding_dim x 4 bytes."""
+        return rows * self.embedding_dim * 4
+
+    def uses_parameter_servers(self, table_rows: Mapping[str, int]) -> bool:
+        """Whether this config trains with parameter servers, given the rows of each
+        categorical feature's table (``auto``: the largest table decides)."""
+        if self.distribution != "auto":
+            return self.distribution == "parameter_server"
+        if self.model != "network" or not table_rows:
+            return False
+        return self.table_bytes(max(table_rows.values())) > self.parameter_server_above_bytes
 
 
 DEFAULT_SEARCH_SPACES: dict[ModelFamily, list[ParameterSpec]] = {

@@ -11,9 +11,9 @@ from __future__ import annotations
 from enum import StrEnum
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, model_validator
 
-__all__ = ["Check", "Severities", "Severity", "ValidationConfig"]
+__all__ = ["BeamRouting", "Check", "Severities", "Severity", "ValidationConfig"]
 
 MIB = 1024 * 1024
 GIB = 1024 * MIB
@@ -81,6 +81,39 @@ class Severities(BaseModel):
     def of(self, check: Check) -> Severity:
         severity: Severity = getattr(self, check.value)
         return severity
+
+
+class BeamRouting(BaseModel):
+    """When a file's statistics run as an Apache Beam job instead of in the function
+    (docs/beam.md, "Routing"): ``always``, or a file larger than ``above_bytes`` (never
+    when it is null, the default). ``block_bytes`` is the size of the byte ranges the
+    pipeline cuts a text file into (one range per worker task).
+
+    Strict types: ``always: "yes"`` or ``above_bytes: true`` are refused, not read as
+    ``True`` or ``1``.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    above_bytes: StrictInt | None = Field(
+        None,
+        gt=0,
+        le=1 << 62,
+        description="Files larger than this many bytes are summarised by Beam; null: none.",
+    )
+    always: StrictBool = Field(
+        False, description="Every file of the dataset is summarised by Beam."
+    )
+    block_bytes: StrictInt = Field(
+        64 * MIB,
+        ge=64 * 1024,
+        le=4 * GIB,
+        description="Bytes of one range of a text file read by one Beam worker task.",
+    )
+
+    def routes(self, size: int) -> bool:
+        """Whether a file of ``size`` bytes goes to Beam."""
+        return self.always or (self.above_bytes is not None and size > self.above_bytes)
 
 
 class ValidationConfig(BaseModel):
@@ -209,6 +242,10 @@ class ValidationConfig(BaseModel):
         10.0, gt=0, description="More examples than this x the mean accepted file: anomaly."
     )
     severities: Severities = Field(default_factory=Severities)
+    beam: BeamRouting = Field(
+        default_factory=BeamRouting,
+        description="When statistics run as an Apache Beam job (docs/beam.md).",
+    )
 
     @model_validator(mode="after")
     def _ratios_ordered(self) -> ValidationConfig:

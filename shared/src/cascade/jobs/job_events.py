@@ -1,8 +1,9 @@
 """What arrives on ``job-events``: a ``JobEvent``, or a Cloud Logging ``LogEntry``.
 
 On Google Cloud a log sink forwards Vertex AI's job log entries (``resource.type
-"ml_job"``) as LogEntry JSON whose ``resource.labels.job_id`` names the job; the local
-job service publishes the same entries when a job ends (and nothing else). A log entry
+"ml_job"``) and Dataflow's job messages (``resource.type "dataflow_step"``: Beam
+statistics jobs) as LogEntry JSON whose ``resource.labels.job_id`` names the job; the
+local job service publishes the same entries when a job ends (and nothing else). A log entry
 says which job, not what state it is in: the handler asks the job runner for that. A
 ``JobEvent`` (a job's end with its state) is accepted from other publishers.
 """
@@ -18,9 +19,13 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 from cascade.core.errors import BadRequestError
 from cascade.core.messages import JobEvent
 
-__all__ = ["JobLogEntry", "job_end_log_entry", "parse_job_event"]
+__all__ = ["DATAFLOW_RESOURCE", "JobLogEntry", "job_end_log_entry", "parse_job_event"]
 
-_TERMINAL_TEXT = re.compile(r"\b(fail|failed|succeeded|success|completed|cancell?ed)\b", re.I)
+_TERMINAL_TEXT = re.compile(
+    r"\b(fail|failed|succeeded|success|completed|cancell?ed|worker pool stopped)\b", re.I
+)
+DATAFLOW_RESOURCE = "dataflow_step"
+"""The resource type of Dataflow's job messages (a Beam job's)."""
 
 
 class JobLogEntry(BaseModel):
@@ -29,6 +34,8 @@ class JobLogEntry(BaseModel):
     model_config = ConfigDict(frozen=True)
 
     job_id: str
+    resource_type: str = ""
+    """``ml_job`` (Vertex AI) or ``dataflow_step`` (Dataflow)."""
     severity: str = "DEFAULT"
     text: str = ""
     insert_id: str = ""
@@ -56,8 +63,10 @@ def _log_entry(document: dict[str, Any]) -> JobLogEntry:
     job_id = labels.get("job_id") if isinstance(labels, dict) else None
     if not job_id:
         raise BadRequestError("job-events log entry without resource.labels.job_id")
+    kind = resource.get("type") if isinstance(resource, dict) else None
     return JobLogEntry(
         job_id=str(job_id),
+        resource_type=kind if isinstance(kind, str) else "",
         severity=str(document.get("severity") or "DEFAULT"),
         text=_entry_text(document),
         insert_id=str(document.get("insertId") or ""),

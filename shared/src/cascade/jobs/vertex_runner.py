@@ -2,8 +2,9 @@
 
 A ``TrainingJobSpec`` becomes a ``CustomJob``: one worker pool for the chief and, for
 multi-worker training, a second for the workers (Vertex AI sets ``TF_CONFIG`` with
-``chief`` and ``worker`` tasks); the trainer image runs ``python -m
-cascade.trainer.task --job-spec-uri …`` as the jobs service account, with the
+``chief`` and ``worker`` tasks) and, for parameter-server training, a third for the
+parameter servers (``ps`` tasks); every pool runs the same trainer image, ``python -m
+cascade.trainer.task --job-spec-uri …``, as the jobs service account, with the
 ``CASCADE_*`` runtime settings in its environment so it can publish ``model-trained``;
 ``base_output_directory`` is the spec's output dir (Vertex AI derives ``AIP_MODEL_DIR``,
 ``AIP_CHECKPOINT_DIR`` and ``AIP_TENSORBOARD_LOG_DIR`` from it and, for tuning, one
@@ -138,6 +139,8 @@ def custom_job_spec(
     pools = [_worker_pool(spec.chief, container)]
     if spec.workers is not None:
         pools.append(_worker_pool(spec.workers, container))
+    if spec.parameter_servers is not None:  # pool 2: TF_CONFIG task type "ps"
+        pools.append(_worker_pool(spec.parameter_servers, container))
     return vertex.CustomJobSpec(
         worker_pool_specs=pools,
         service_account=settings.jobs_service_account,

@@ -5,7 +5,9 @@ protobuf the project's pins exclude), binds loopback only, and keeps its tables 
 ``<state>/bigquery/data`` (``--persistent``): a restart loses nothing. At start DuckDB's
 ``INSTALL spatial`` looks for the extension under ``$HOME/.duckdb``; the process's HOME
 is ``<state>/bigquery/home`` with the extension copied there from the
-``duckdb-extension-spatial`` package, so nothing is downloaded.
+``duckdb-extension-spatial`` package, so nothing is downloaded. ``EXPORT DATA`` writes
+its ``gs://`` destinations into ``<state>/bigquery/gcs`` (``BQEMU_GCS_LOCAL_ROOT``), from
+where the extract function's bridge uploads them (``cascade.core.export_landing``).
 
 Clients reach it with the real ``google-cloud-bigquery`` client
 (``cascade.core.clients.make_bigquery_client``, ``BIGQUERY_EMULATOR_HOST``).
@@ -19,6 +21,7 @@ from pathlib import Path
 
 import requests
 
+from cascade.core.export_landing import local_export_root
 from cascade.localcloud.local_settings import LOOPBACK, LocalCloudSettings
 from cascade.localcloud.processes import ProcessSpec
 
@@ -111,11 +114,24 @@ def bigquery_spec(local: LocalCloudSettings, env: dict[str, str]) -> ProcessSpec
             "--log-level",
             "warning",
         ],
-        env={**env, "HOME": str(home), "TMPDIR": str(_tmp(root))},
+        env={
+            **env,
+            "HOME": str(home),
+            "TMPDIR": str(_tmp(root)),
+            # EXPORT DATA writes gs://<bucket>/<path> under this folder (bqemulator cannot
+            # reach the GCS emulator); the extract function's bridge uploads it there.
+            "BQEMU_GCS_LOCAL_ROOT": str(_exports(local.state_dir)),
+        },
         log_path=local.state_dir / "logs" / "bigquery-emulator.log",
         ready=lambda: _ready(url, local.project),
         cwd=root,
     )
+
+
+def _exports(state_dir: Path) -> Path:
+    path = local_export_root(state_dir)
+    path.mkdir(parents=True, exist_ok=True)
+    return path
 
 
 def _tmp(root: Path) -> Path:

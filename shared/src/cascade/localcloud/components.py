@@ -16,6 +16,7 @@ from cascade.core.grants import IDENTITY_ENV, JOBS_IDENTITY_ENV, LocalIdentity, 
 from cascade.core.topology import Topology
 from cascade.localcloud.bigquery_emulator import MissingBigQueryEmulatorError, emulator_binary
 from cascade.localcloud.bigtable_emulator import bigtable_emulator_problem
+from cascade.localcloud.gcs_subscriber import GCS_SUBSCRIBER_STATE
 from cascade.localcloud.local_settings import LOOPBACK, LocalCloudSettings
 from cascade.localcloud.processes import ProcessSpec, port_accepts
 from cascade.localcloud.router import function_ports
@@ -26,7 +27,9 @@ __all__ = [
     "MissingToolError",
     "check_prerequisites",
     "function_specs",
+    "gcs_front_spec",
     "gcs_spec",
+    "gcs_subscriber_spec",
     "job_service_spec",
     "model_server_spec",
     "pubsub_spec",
@@ -187,7 +190,9 @@ def sweep_partial_objects(root: Path) -> list[Path]:
 
 def gcs_spec(local: LocalCloudSettings, env: dict[str, str]) -> ProcessSpec:
     """fake-gcs-server, its filesystem backend rooted at ``<state>/gcs`` and confined
-    there (chroot): an object name with ``..`` cannot reach a file outside it."""
+    there (chroot): an object name with ``..`` cannot reach a file outside it. With a
+    ``gcs_backend_port`` it listens there, behind ``gcs_front_spec``; the URLs it hands
+    out (resumable upload sessions) stay the front's."""
     settings = local.runtime_settings()
     return ProcessSpec(
         name="gcs-emulator",
@@ -198,7 +203,7 @@ def gcs_spec(local: LocalCloudSettings, env: dict[str, str]) -> ProcessSpec:
             "-host",
             LOOPBACK,
             "-port",
-            str(local.gcs_port),
+            str(local.gcs_backend_port or local.gcs_port),
             "-backend",
             "filesystem",
             "-filesystem-root",
@@ -220,6 +225,28 @@ def gcs_spec(local: LocalCloudSettings, env: dict[str, str]) -> ProcessSpec:
         ],
         env={**env, "PUBSUB_EMULATOR_HOST": local.pubsub_host},
         log_path=local.state_dir / "logs" / "gcs-emulator.log",
+        ready=lambda: _http_ok(f"{local.gcs_backend_url}/storage/v1/b"),
+    )
+
+
+def gcs_front_spec(local: LocalCloudSettings, env: dict[str, str]) -> ProcessSpec:
+    """Cloud Storage's same-object mutation limit (``localcloud.gcs_front``) on
+    ``gcs_port``, in front of fake-gcs-server on ``gcs_backend_port``."""
+    return ProcessSpec(
+        name="gcs-front",
+        argv=[
+            sys.executable,
+            "-m",
+            "cascade.localcloud.gcs_front",
+            "--port",
+            str(local.gcs_port),
+            "--backend",
+            local.gcs_backend_url,
+            "--writes-per-s",
+            str(local.gcs_object_writes_per_s),
+        ],
+        env=env,
+        log_path=local.state_dir / "logs" / "gcs-front.log",
         ready=lambda: _http_ok(f"{local.gcs_url}/storage/v1/b"),
     )
 
@@ -286,6 +313,20 @@ def scheduler_spec(local: LocalCloudSettings, env: dict[str, str]) -> ProcessSpe
         argv=[sys.executable, "-m", "cascade.localcloud.scheduler"],
         env={k: v for k, v in env.items() if k != IDENTITY_ENV},
         log_path=local.state_dir / "logs" / "scheduler.log",
+        ready=state.is_file,
+    )
+
+
+def gcs_subscriber_spec(local: LocalCloudSettings, env: dict[str, str]) -> ProcessSpec:
+    """The Pub/Sub Cloud Storage subscriptions' writer (``cascade.localcloud.gcs_subscriber``);
+    it writes as the Pub/Sub service agent does, as none of the pipeline's accounts.
+    Ready once it has provisioned the streams and written its state."""
+    state = local.state_dir / GCS_SUBSCRIBER_STATE
+    return ProcessSpec(
+        name="gcs-subscriber",
+        argv=[sys.executable, "-m", "cascade.localcloud.gcs_subscriber"],
+        env={k: v for k, v in env.items() if k != IDENTITY_ENV},
+        log_path=local.state_dir / "logs" / "gcs-subscriber.log",
         ready=state.is_file,
     )
 

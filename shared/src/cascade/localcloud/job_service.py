@@ -35,17 +35,27 @@ from cascade.batch.jobs import SubmitBatchJobRequest
 from cascade.core.clients import make_publisher
 from cascade.core.grants import IDENTITY_ENV, JOBS_IDENTITY_ENV
 from cascade.core.settings import Settings, load_settings
+from cascade.jobs.beam_jobs import LaunchDataflowJobRequest
 from cascade.jobs.job_events import job_end_log_entry
 from cascade.jobs.local_runner import LocalJob, SubmitJobRequest
 from cascade.localcloud.batch_executor import LocalBatchExecutor
+from cascade.localcloud.beam_executor import DataflowLaunchRefused, LocalBeamExecutor
 from cascade.localcloud.job_executor import LocalJobExecutor, LocalJobStore
 from cascade.localcloud.local_settings import LOOPBACK, LocalCloudSettings
 
-__all__ = ["JobServiceHandler", "PubSubJobNotifier", "main", "serve", "trainer_environment"]
+__all__ = [
+    "JobServiceHandler",
+    "PubSubJobNotifier",
+    "beam_environment",
+    "main",
+    "serve",
+    "trainer_environment",
+]
 
 _log = logging.getLogger("cascade.localcloud.job_service")
 _JOB_PATH = re.compile(r"^/v1/jobs/([0-9a-f]{16})(:cancel)?$")
 _BATCH_PATH = re.compile(r"^/v1/batchPredictionJobs/([0-9a-f]{16})$")
+_DATAFLOW_PATH = re.compile(r"^/v1/dataflowJobs/([0-9a-f]{16})$")
 _ERROR_CHARS = 4000
 _ANNOUNCE_RETRY_S = 2.0
 
@@ -74,6 +84,10 @@ class PubSubJobNotifier:
             timestamp=finished.isoformat().replace("+00:00", "Z"),
             insert_id=uuid.uuid4().hex,
         )
+        self.publish_log_entry(entry)
+
+    def publish_log_entry(self, entry: dict[str, Any]) -> None:
+        """One job log entry on ``job-events``, as a log sink forwards it."""
         topic = self._settings.topic_path("job-events")
         future = self._publisher.publish(topic, json.dumps(entry).encode())
         future.result(timeout=self._settings.publish_timeout_s)
@@ -82,6 +96,7 @@ class PubSubJobNotifier:
 class JobServiceHandler(BaseHTTPRequestHandler):
     executor: LocalJobExecutor  # set on the subclass ``serve`` builds
     batches: LocalBatchExecutor | None = None  # batch prediction jobs, where served
+    dataflow: LocalBeamExecutor | None = None  # Beam jobs (Dataflow's stand-in), where served
 
     def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - the base's name
         _log.debug(format, *args)
@@ -111,6 +126,15 @@ class JobServiceHandler(BaseHTTPRequestHandler):
         elif self.batches is not None and self.path == "/v1/batchPredictionJobs":
             batches = [job.model_dump(mode="json") for job in self.batches.all()]
             self._reply(HTTPStatus.OK, {"jobs": batches})
+        elif self.dataflow is not None and self.path == "/v1/dataflowJobs":
+            beam_jobs = [job.model_dump(mode="json") for job in self.dataflow.all()]
+            self._reply(HTTPStatus.OK, {"jobs": beam_jobs})
+        elif self.dataflow is not None and (match := _DATAFLOW_PATH.fullmatch(self.path)):
+            beam_job = self.dataflow.load(match.group(1))
+            if beam_job is None:
+                self._reply(HTTPStatus.NOT_FOUND, {"error": "no such Dataflow job"})
+            else:
+                self._reply(HTTPStatus.OK, beam_job.model_dump(mode="json"))
         elif self.batches is not None and (match := _BATCH_PATH.fullmatch(self.path)):
             found = self.batches.load(match.group(1))
             if found is None:
@@ -125,6 +149,8 @@ class JobServiceHandler(BaseHTTPRequestHandler):
             self._submit()
         elif self.batches is not None and self.path == "/v1/batchPredictionJobs":
             self._submit_batch(self.batches)
+        elif self.dataflow is not None and self.path == "/v1/dataflowJobs":
+            self._launch_dataflow(self.dataflow)
         elif (match := _JOB_PATH.fullmatch(self.path)) and match.group(2):
             job_id = match.group(1)
             found = self.executor.store.load(job_id)
@@ -151,21 +177,47 @@ class JobServiceHandler(BaseHTTPRequestHandler):
         job = batches.submit(request.spec, request.request_id)
         self._reply(HTTPStatus.OK, job.model_dump(mode="json"))
 
+    def _launch_dataflow(self, dataflow: LocalBeamExecutor) -> None:
+        length = int(self.headers.get("Content-Length") or 0)
+        try:
+            request = LaunchDataflowJobRequest.model_validate_json(self.rfile.read(length))
+            job = dataflow.launch(request.job_name, request.parameters)
+        except ValidationError as error:
+            self._reply(HTTPStatus.BAD_REQUEST, {"error": str(error)})
+            return
+        except DataflowLaunchRefused as refused:
+            self._reply(HTTPStatus(refused.status), {"error": str(refused)})
+            return
+        self._reply(HTTPStatus.OK, job.model_dump(mode="json"))
+
 
 def serve(
-    executor: LocalJobExecutor, port: int, batches: LocalBatchExecutor | None = None
+    executor: LocalJobExecutor,
+    port: int,
+    batches: LocalBatchExecutor | None = None,
+    dataflow: LocalBeamExecutor | None = None,
 ) -> ThreadingHTTPServer:
     handler = type(
         "BoundJobServiceHandler",
         (JobServiceHandler,),
-        {"executor": executor, "batches": batches},
+        {"executor": executor, "batches": batches, "dataflow": dataflow},
     )
     return ThreadingHTTPServer((LOOPBACK, port), handler)
 
 
-def _announce_loop(executor: LocalJobExecutor, stop: threading.Event) -> None:
+def _announce_loop(
+    executor: LocalJobExecutor, dataflow: LocalBeamExecutor, stop: threading.Event
+) -> None:
     while not stop.wait(_ANNOUNCE_RETRY_S):
         executor.announce_pending()
+        dataflow.announce_pending()
+
+
+def beam_environment(environ: Mapping[str, str]) -> dict[str, str]:
+    """The Beam jobs' environment: ours (the emulators' hosts), without a local identity:
+    the pipeline reads and writes through Beam's GCS filesystem and the storage client,
+    not through the clients that enforce one (docs/fidelity.md)."""
+    return {k: v for k, v in environ.items() if k not in (IDENTITY_ENV, JOBS_IDENTITY_ENV)}
 
 
 def trainer_environment(environ: Mapping[str, str]) -> dict[str, str]:
@@ -185,9 +237,10 @@ def main() -> int:
     logging.getLogger("optuna").setLevel(logging.WARNING)
     local = LocalCloudSettings().absolute()
     settings = load_settings()
+    notifier = PubSubJobNotifier(settings, make_publisher(settings))
     executor = LocalJobExecutor(
         LocalJobStore(local.state_dir / "jobs"),
-        PubSubJobNotifier(settings, make_publisher(settings)),
+        notifier,
         project=settings.project,
         trainer_module=local.trainer_module,
         python=sys.executable,
@@ -201,11 +254,21 @@ def main() -> int:
         base_environment=trainer_environment(os.environ),
         cwd=local.repo_root,
     )
-    server = serve(executor, local.job_service_port, batches)
+    dataflow = LocalBeamExecutor(
+        local.state_dir / "dataflow-jobs",
+        project=settings.project,
+        region=settings.region,
+        python=str(local.repo_root / ".venv-beam" / "bin" / "python"),
+        base_environment=beam_environment(os.environ),
+        announce=notifier.publish_log_entry,
+        cwd=local.repo_root,
+    )
+    server = serve(executor, local.job_service_port, batches, dataflow)
     stop = threading.Event()
-    threading.Thread(target=_announce_loop, args=(executor, stop), daemon=True).start()
+    threading.Thread(target=_announce_loop, args=(executor, dataflow, stop), daemon=True).start()
     executor.resume()
     batches.resume()
+    dataflow.resume()
     _log.info("job service on %s:%d", LOOPBACK, local.job_service_port)
     try:
         server.serve_forever()

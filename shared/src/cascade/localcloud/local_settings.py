@@ -29,6 +29,17 @@ class LocalCloudSettings(BaseSettings):
     project: str = "cascade-local"
     pubsub_port: int = Field(8085, gt=0, lt=65536)
     gcs_port: int = Field(9023, gt=0, lt=65536)
+    gcs_backend_port: int = Field(
+        0,
+        ge=0,
+        lt=65536,
+        description="fake-gcs-server behind the same-object write limit (localcloud.gcs_front),"
+        " which serves gcs_port; 0: a free port chosen at start (0 without the supervisor:"
+        " fake-gcs-server serves gcs_port itself).",
+    )
+    gcs_object_writes_per_s: float = Field(
+        1.0, gt=0, description="Mutations of one object name a second (Cloud Storage: 1)."
+    )
     router_port: int = Field(8790, gt=0, lt=65536)
     functions_base_port: int = Field(8800, gt=0, lt=65000)
     backoff_scale: float = Field(
@@ -70,10 +81,23 @@ class LocalCloudSettings(BaseSettings):
         description="Tests and demos: every topology schedule fires this often instead of "
         "on its cron; 0 follows the cron, as Cloud Scheduler does.",
     )
+    stream_duration_scale: float = Field(
+        1.0,
+        gt=0,
+        le=1,
+        description="Tests and demos: the gcs-subscriber times a stream's batch by "
+        "max_duration times this (the subscription keeps its legal 60-600 s value); 1 "
+        "times it as the service does.",
+    )
 
     @property
     def gcs_url(self) -> str:
         return f"http://{LOOPBACK}:{self.gcs_port}"
+
+    @property
+    def gcs_backend_url(self) -> str:
+        """fake-gcs-server itself: behind the front when there is one, else ``gcs_url``."""
+        return f"http://{LOOPBACK}:{self.gcs_backend_port or self.gcs_port}"
 
     @property
     def pubsub_host(self) -> str:

@@ -9,7 +9,11 @@ there are several replicas). Two local additions, which Vertex AI does not set:
 ``CASCADE_JOB_NAME`` (the full job name, carried by ``model-trained``) and, for a trial,
 ``CLOUD_ML_HP_METRIC_FILE`` (each trial's own metric file: on Vertex AI every trial has
 its own machine and cloudml-hypertune's default path). The run succeeds when every
-replica exits 0; one failing stops the others.
+replica exits 0; one failing stops the others. A parameter-server run (worker pool 2,
+``ps`` tasks) follows Vertex AI's rule that the primary replica's status is the job's:
+its workers and parameter servers serve until stopped, so it ends when the chief exits,
+with the chief's status, and the others are stopped then (one of them failing first
+fails the run).
 """
 
 from __future__ import annotations
@@ -74,18 +78,27 @@ def cluster_addresses(spec: TrainingJobSpec) -> list[list[str]]:
         pools.append(
             [f"127.0.0.1:{free_loopback_port()}" for _ in range(spec.workers.replica_count)]
         )
+    if spec.parameter_servers is not None:
+        count = spec.parameter_servers.replica_count
+        pools.append([f"127.0.0.1:{free_loopback_port()}" for _ in range(count)])
     return pools
 
 
 def _tasks(spec: TrainingJobSpec) -> list[tuple[int, int]]:
-    """(worker pool, replica index) of every replica: the chief, then the workers."""
+    """(worker pool, replica index) of every replica: the chief, the workers, the
+    parameter servers."""
     workers = spec.workers.replica_count if spec.workers is not None else 0
-    return [(0, 0), *((1, index) for index in range(workers))]
+    servers = spec.parameter_servers.replica_count if spec.parameter_servers is not None else 0
+    return [
+        (0, 0),
+        *((1, index) for index in range(workers)),
+        *((2, index) for index in range(servers)),
+    ]
 
 
 def _task_name(task: tuple[int, int]) -> str:
     pool, index = task
-    return f"{'chief' if pool == 0 else 'worker'}-{index}"
+    return f"{('chief', 'worker', 'ps')[pool]}-{index}"
 
 
 def _environment(
@@ -159,8 +172,11 @@ def run_replicas(
     processes = [_start(plan, task, _environment(plan, task, pools)) for task in tasks]
     if on_start is not None:
         on_start([process.pid for process in processes])
+    chief_decides = plan.spec.parameter_servers is not None
     try:
         while any(process.poll() is None for process in processes):
+            if chief_decides and processes[0].poll() is not None:
+                return _first_failure(processes[:1], tasks[:1], plan.log_dir) or RunResult(True)
             failed = _first_failure(processes, tasks, plan.log_dir)
             if failed is not None or cancelled.wait(_POLL_S):
                 _stop(processes)

@@ -39,7 +39,9 @@ from cascade.localcloud.bigtable_emulator import (
 from cascade.localcloud.components import (
     check_prerequisites,
     function_specs,
+    gcs_front_spec,
     gcs_spec,
+    gcs_subscriber_spec,
     job_service_spec,
     model_server_spec,
     pubsub_spec,
@@ -49,6 +51,7 @@ from cascade.localcloud.components import (
     vertex_endpoint_spec,
 )
 from cascade.localcloud.fingerprint import code_fingerprint
+from cascade.localcloud.gcs_subscriber import GCS_SUBSCRIBER_STATE
 from cascade.localcloud.local_settings import LocalCloudSettings
 from cascade.localcloud.processes import ManagedProcess, free_loopback_port
 from cascade.localcloud.pubsub_admin import provision_pubsub
@@ -77,16 +80,20 @@ class Supervisor:
             local = local.model_copy(update={"bigquery_grpc_port": free_loopback_port()})
         if not local.bigtable_port:
             local = local.model_copy(update={"bigtable_port": free_loopback_port()})
+        if not local.gcs_backend_port:
+            local = local.model_copy(update={"gcs_backend_port": free_loopback_port()})
         self.local = local
         self.topology = topology
         env = local.child_environment()
         self.pubsub = ManagedProcess(pubsub_spec(local, env))
         self.gcs = ManagedProcess(gcs_spec(local, env))
+        self.gcs_front = ManagedProcess(gcs_front_spec(local, env))
         self.bigquery = ManagedProcess(bigquery_spec(local, env))
         self.bigtable = ManagedProcess(bigtable_spec(local, env))
         self.functions = [ManagedProcess(spec) for spec in function_specs(local, topology, env)]
         self.router = ManagedProcess(router_spec(local, env))
         self.scheduler = ManagedProcess(scheduler_spec(local, env))
+        self.gcs_subscriber = ManagedProcess(gcs_subscriber_spec(local, env))
         jobs_identity = (
             identity_for(topology, VERTEX_JOBS_ACCOUNT, local.runtime_settings())
             if VERTEX_JOBS_ACCOUNT in topology.service_accounts
@@ -108,6 +115,7 @@ class Supervisor:
         return [
             self.pubsub,
             self.gcs,
+            self.gcs_front,
             self.bigquery,
             self.bigtable,
             self.job_service,
@@ -115,6 +123,7 @@ class Supervisor:
             self.vertex_endpoint,
             *self.functions,
             self.router,
+            self.gcs_subscriber,
             self.scheduler,
         ]
 
@@ -123,6 +132,7 @@ class Supervisor:
         self.provision_pubsub()
         sweep_partial_objects(self.local.state_dir / "gcs")
         self._start(self.gcs)
+        self._start(self.gcs_front)
         self.provision_buckets()
         self._start(self.bigquery)
         self.provision_warehouse()
@@ -141,6 +151,10 @@ class Supervisor:
             function.wait_ready(self.local.ready_timeout_s)
             self._record(function, "running")
         self._start(self.router)
+        # The streams' files (Pub/Sub Cloud Storage subscriptions) land once the router
+        # delivers their finalize notifications.
+        (self.local.state_dir / GCS_SUBSCRIBER_STATE).unlink(missing_ok=True)  # a previous run's
+        self._start(self.gcs_subscriber)
         (self.local.state_dir / SCHEDULER_STATE).unlink(missing_ok=True)  # a previous run's
         self._start(self.scheduler)
         self.state.status = "ready"
@@ -224,6 +238,9 @@ class Supervisor:
             if process is self.pubsub:
                 self.provision_pubsub()
                 self.router.stop()  # its streams died with the emulator; it reconnects
+                # The streams' topics and subscriptions died with it: the gcs-subscriber
+                # provisions them again when it restarts.
+                self.gcs_subscriber.stop()
             if process is self.bigtable:  # its answers died with it (memory only)
                 provision_bigtable(self.local)
                 self.reload_precomputed()

@@ -16,12 +16,14 @@ from datetime import datetime
 
 from google.protobuf.message import DecodeError  # type: ignore[import-untyped,unused-ignore]
 
+from cascade.core.errors import TransientError
 from cascade.core.paths import DatasetPaths
 from cascade.core.store import ArtifactStore
 from cascade.core.validation_config import ValidationConfig
 from cascade.report.charts import Bar, BarRow, horizontal_bar_chart
 from cascade.report.page_model import DistributionView, DriftView, ShareRow
 from cascade.report.reading import object_name, read_json
+from cascade.validation.baseline_store import BaselineStore
 from cascade.validation.drift import drift_boundaries, shares
 from cascade.validation.manifest import AcceptedFile
 from cascade.validation.statistics import summary_of_statistics
@@ -74,13 +76,16 @@ def _accepted_before(
 
 
 def _stored_baseline(artifacts: ArtifactStore, dataset: str, why: str) -> BaselineUsed:
-    name = DatasetPaths(dataset).baseline_stats
-    summary = read_summary(artifacts, name)
-    if summary is None:
-        return BaselineUsed(None, f"{why}, and {artifacts.uri(name)} cannot be read.")
+    baselines = BaselineStore(artifacts, dataset)
+    try:
+        stored = baselines.load()
+    except TransientError:
+        stored = None
+    if stored is None:
+        return BaselineUsed(None, f"{why}, and {baselines.uri} cannot be read.")
     return BaselineUsed(
-        summary,
-        f"Baseline: the dataset's stored baseline as it is now ({artifacts.uri(name)}); "
+        stored.summary,
+        f"Baseline: the dataset's stored baseline as it is now ({baselines.uri}); "
         f"{why}, so it may include files accepted after this run.",
     )
 

@@ -94,7 +94,7 @@ def _curves(history: TrainingHistory) -> list[MetricCurve]:
 
 
 def _not_trained(record: RunRecord) -> str:
-    validate = record.steps.get("validate")
+    validate = record.validation
     if validate is not None and validate.state == "rejected":
         return "Training did not run: the data was rejected at validation."
     transform = record.steps.get("transform")

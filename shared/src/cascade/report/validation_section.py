@@ -24,9 +24,8 @@ from cascade.report.page_model import DriftView, Fact, FindingView, ValidationSe
 from cascade.report.reading import object_name
 from cascade.validation.tfmd import anomalies_pb2
 
-__all__ = ["VALIDATION_STEP", "validation_section"]
+__all__ = ["validation_section"]
 
-VALIDATION_STEP = "validate"
 _FILES = {
     "statistics": "stats.pb",
     "anomalies": "anomalies.pbtxt",
@@ -180,7 +179,7 @@ def _missing(record: RunRecord, step: StepRecord | None) -> str:
 
 
 def validation_section(artifacts: ArtifactStore, record: RunRecord) -> ValidationSection:
-    step = record.steps.get(VALIDATION_STEP)
+    step = record.validation
     names = _names(artifacts, record.run_id, step)
     current = read_summary(artifacts, names["statistics"])
     stored_anomalies = artifacts.read(names["anomalies"])

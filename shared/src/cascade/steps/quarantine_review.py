@@ -143,7 +143,8 @@ class QuarantinedRun:
 
     @property
     def quarantined_at(self) -> datetime:
-        step = self.run.steps[VALIDATE]
+        step = self.run.validation
+        assert step is not None  # a quarantined run was validated
         return step.finished_at or step.started_at
 
 
@@ -170,7 +171,7 @@ def read_review(ctx: StepContext, dataset: str, run_id: str) -> QuarantineReview
 
 
 def _as_quarantined(run: RunRecord) -> QuarantinedRun | None:
-    step = run.steps.get(VALIDATE)
+    step = run.validation
     if run.state != "rejected" or step is None or step.state != "rejected":
         return None
     quarantine = step.outputs.get("quarantine")
@@ -391,7 +392,7 @@ def _continue_release(
     if outcome is not None:
         summary = outcome.summary
     else:
-        step = stored.steps.get(VALIDATE)
+        step = stored.validation
         summary = f"validate already {step.state if step else 'done'}"
     return Released(review=review, run=stored, summary=summary)
 

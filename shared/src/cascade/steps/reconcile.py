@@ -16,6 +16,10 @@ second run of any step a no-op):
   claim) are published again; if its owner died (expired claim) or it never started,
   the messages that triggered it — the previous step's — are published again, or for the
   first step, validate runs again;
+- a run waiting on the Beam statistics job of its validate step (a big file,
+  ``cascade.steps.validate_beam``) has the job's state polled: a job that ended
+  without its end reaching ``job-events`` finishes validate now (``finish_beam_job``,
+  claimed like the event's own handling);
 - a dataset's training lock held by a run without a job whose train request was lost
   (``cascade.jobs.lost_request.lost_train_request``: its train step never started, or its
   owner died, ``lost_request_after`` — two claim leases — or ``stale_after`` if shorter,
@@ -41,6 +45,7 @@ from cascade.core.context import StepContext
 from cascade.core.events import PubSubEnvelope, StorageObjectEvent, decode_message
 from cascade.core.messages import MESSAGE_TYPES, Alert, ReconcileRequest
 from cascade.core.runs import RunRecord, run_id_for_object
+from cascade.jobs.beam_records import BeamRunner
 from cascade.jobs.lock import (
     ActiveRun,
     TrainingLock,
@@ -49,7 +54,12 @@ from cascade.jobs.lock import (
     mark_request_republished,
 )
 from cascade.jobs.lost_request import lost_request_after, lost_train_request
-from cascade.steps.validate import dataset_of_object, handle_object_finalized
+from cascade.steps.validate import (
+    BEAM_STEP,
+    dataset_of_object,
+    finish_beam_job,
+    handle_object_finalized,
+)
 from cascade.validation.names import INVALID_NAMES_DATASET, normalised_alias
 
 __all__ = ["ReconcileReport", "handle_reconcile_request", "reconcile"]
@@ -69,6 +79,8 @@ class ReconcileReport:
     aliases_skipped: list[str] = field(default_factory=list)
     """Listed names that are only the cleaned form of a refused name's object."""
     train_requests_republished: list[str] = field(default_factory=list)
+    beam_jobs_polled: list[str] = field(default_factory=list)
+    """Beam statistics jobs of stalled runs whose state was asked for."""
 
 
 def reconcile(
@@ -77,13 +89,15 @@ def reconcile(
     stale_after: timedelta,
     dataset: str | None = None,
     start_upload: StartUpload = handle_object_finalized,
+    beam_runner: BeamRunner | None = None,
 ) -> ReconcileReport:
     """Resume everything older than ``stale_after`` that has not finished."""
     report = ReconcileReport()
     _start_missing_runs(ctx, report, stale_after, dataset, start_upload)
     for run in _runs(ctx, dataset):
         report.runs_checked += 1
-        if run.state == "running" and ctx.clock() - run.updated_at >= stale_after:
+        stalled = run.state == "running" and ctx.clock() - run.updated_at >= stale_after
+        if stalled and not _poll_beam_job(ctx, run, report, beam_runner):
             _resume(ctx, run, report, start_upload)
     _republish_lost_train_requests(ctx, report, stale_after, dataset)
     return report
@@ -204,6 +218,30 @@ def _runs(ctx: StepContext, dataset: str | None) -> Iterator[RunRecord]:
             record = ctx.ledger.get(name.split("/")[1])
             if record is not None:
                 yield record
+
+
+def _poll_beam_job(
+    ctx: StepContext, run: RunRecord, report: ReconcileReport, runner: BeamRunner | None
+) -> bool:
+    """A run waiting on its validate step's Beam job: ask for the job's state and finish
+    validate if it ended. False when the run is not waiting on one."""
+    if list(run.steps)[-1:] not in (["validate"], [BEAM_STEP]):
+        return False
+    launched = ctx.claims.get(run.run_id, "validate")
+    if launched is None or launched.state != "done":
+        return False
+    job_id = launched.submitted.get("beam_job")
+    if not job_id:
+        return False
+    finishing = ctx.claims.get(run.run_id, BEAM_STEP)
+    if finishing is not None and finishing.state == "done":
+        return False  # finished: its messages are republished like any step's
+    if finishing is not None and finishing.lease_expires_at > ctx.clock():
+        return True  # its owner is still working
+    report.beam_jobs_polled.append(str(job_id))
+    if finish_beam_job(ctx, str(job_id), owner=f"reconcile:{job_id}", runner=runner):
+        report.runs_resumed.append(run.run_id)
+    return True
 
 
 SIDE_STEPS = frozenset({"monitor"})

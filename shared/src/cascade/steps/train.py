@@ -67,7 +67,7 @@ from cascade.jobs.records import (
     write_job_record,
 )
 from cascade.jobs.runners import job_runner_for
-from cascade.jobs.spec_builder import build_job_spec, resolve_transform_uri
+from cascade.jobs.spec_builder import build_job_spec, read_run_transform, resolve_transform_uri
 from cascade.serving.state import deployed_model_uri
 from cascade.steps.runner import StepOutcome, execute_step
 
@@ -117,8 +117,9 @@ def handle_train_request(
 def accepted_run_id(ctx: StepContext, request: TrainRequest, request_id: str) -> str | None:
     """The run ``request`` trains, or None for a redelivered transform request whose run
     is already past training. BadRequestError when the message names a run it may not;
-    StepInProgressError while the named run's transform is still finishing (transform
-    publishes its request just before it records its step as done)."""
+    StepInProgressError while the named run's validate or transform is still finishing
+    (each publishes before it records its step as done, and that record may wait out
+    Cloud Storage's same-object write limit)."""
     derived = run_id_for_request(request.dataset, request_id)
     if request.run_id is None or request.run_id == derived:
         return derived
@@ -131,7 +132,11 @@ def accepted_run_id(ctx: StepContext, request: TrainRequest, request_id: str) ->
     run = ctx.ledger.get(run_id)
     if run is None:
         raise BadRequestError(f"run_id {run_id} names no run")
-    validate = run.steps.get("validate")
+    validate = run.validation
+    still_recording = validate is not None and validate.state == "running"
+    if run.dataset == request.dataset and still_recording and run.state == "running":
+        # validate publishes before it records its end
+        raise StepInProgressError(f"run {run_id}: its validate step has not finished yet")
     if run.dataset != request.dataset or validate is None or validate.state != "succeeded":
         # An upload's run, or a quarantined file's release run: a file accepted into it.
         raise BadRequestError(
@@ -286,6 +291,12 @@ def _job_spec(ctx: StepContext, run: RunRecord, active: ActiveRun) -> TrainingJo
         tune=active.tune,
         baseline_model_uri=deployed_model_uri(ctx.artifacts, run.dataset),
         model_module=module,
+        # `distribution: auto` weighs the embedding tables the transform sizes.
+        transform=(
+            read_run_transform(ctx.artifacts, run_id=run.run_id, dataset=run.dataset)
+            if config.training.distribution == "auto"
+            else None
+        ),
     )
 
 

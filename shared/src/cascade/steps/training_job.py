@@ -1,5 +1,8 @@
 """training_job: a training job ended (a job event), so its run's training step ends.
 
+(A Beam statistics job's end arrives on the same topic: it finishes validate instead,
+``cascade.steps.validate.finish_beam_job``.)
+
 The evaluate-job-events function receives job events: a ``JobEvent`` from the local job
 service, or a Vertex AI job log entry forwarded by a log sink. Finishing the step
 releases the dataset's training lock (handing it to the coalesced follow-up run, whose
@@ -21,12 +24,14 @@ from cascade.core.events import PubSubEnvelope
 from cascade.core.job_spec import TRAINING_FAILURE_FILE, JobRunner, JobStatus, TrainingFailure
 from cascade.core.messages import JobEvent, ModelTrained, StepMessage
 from cascade.core.observability import RunLogger
-from cascade.jobs.job_events import JobLogEntry, parse_job_event
+from cascade.jobs.beam_records import BeamRunner
+from cascade.jobs.job_events import DATAFLOW_RESOURCE, JobLogEntry, parse_job_event
 from cascade.jobs.lock import TrainingLockStore, follow_up_request, release
 from cascade.jobs.records import JobRecord, job_id_of, read_job_record, training_folder
 from cascade.jobs.runners import job_runner_for
 from cascade.steps.runner import StepOutcome, execute_step
 from cascade.steps.train import failure_messages
+from cascade.steps.validate import finish_beam_job
 
 __all__ = ["JOB_STEP", "finish_training", "handle_job_event", "handle_job_event_data"]
 
@@ -40,6 +45,7 @@ def handle_job_event(
     *,
     event_id: str,
     runner: JobRunner | None = None,
+    beam_runner: BeamRunner | None = None,
 ) -> StepOutcome | None:
     """A training job ended (or logged something): finish its run's ``training_job`` step.
 
@@ -49,7 +55,19 @@ def handle_job_event(
     and its state from the job runner. Finishing releases the dataset's training lock
     (handing it to the coalesced follow-up), fails the run on failure, and on success of
     a Vertex AI tuning job publishes ``model-trained`` for the best trial.
+
+    A Dataflow job message is a Beam statistics job's: it finishes its run's validate
+    (``cascade.steps.validate.finish_beam_job``).
     """
+    if isinstance(message, JobLogEntry) and message.resource_type == DATAFLOW_RESOURCE:
+        return finish_beam_job(
+            ctx,
+            message.job_id,
+            owner=event_id,
+            runner=beam_runner,
+            announces_end=message.announces_end,
+            message=message.text,
+        )
     jobs = runner if runner is not None else job_runner_for(ctx.settings)
     resolved = _resolve_job_event(ctx, jobs, message)
     if resolved is None:

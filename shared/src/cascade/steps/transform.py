@@ -31,11 +31,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from google.protobuf.message import DecodeError  # type: ignore[import-untyped,unused-ignore]
-
 from cascade.core.claims import ClaimHandle
 from cascade.core.context import StepContext
-from cascade.core.errors import BadInputError, BadRequestError, TransientError
+from cascade.core.errors import BadInputError, BadRequestError
 from cascade.core.job_spec import TrainingJobSpec
 from cascade.core.messages import MAX_REASON_CHARS, DataValidated, StepMessage, TrainRequest
 from cascade.core.observability import RunLogger
@@ -59,10 +57,9 @@ from cascade.transform.shard_columns import shard_schema
 from cascade.transform.snapshot import GcsObjectOpener, ObjectOpener, load_or_create_snapshot
 from cascade.transform.spec import SnapshotFile, TransformSpec
 from cascade.transform.spec_fitting import FittedTransform, dataset_schema, fit_transform
+from cascade.validation.baseline_store import BaselineStore
 from cascade.validation.manifest import AcceptedFile, ValueSkew
-from cascade.validation.statistics import summary_of_statistics
 from cascade.validation.summaries import DatasetSummary
-from cascade.validation.tfmd import statistics_pb2
 
 __all__ = ["handle_data_validated", "train_decision", "transform_run"]
 
@@ -155,7 +152,12 @@ def transform_run(
         spec.eval_rows,
         len(spec.snapshot),
     )
-    return _outcome(ctx, run, spec, skipped=fitted.skipped, config=config)
+    outcome = _outcome(ctx, run, spec, skipped=fitted.skipped, config=config)
+    # Stream rows a message id had brought in already (at-least-once delivery).
+    outcome.outputs["duplicates_removed"] = shards.duplicate_rows
+    if shards.duplicate_rows:
+        outcome.summary += f"; {shards.duplicate_rows} duplicate stream message(s) removed"
+    return outcome
 
 
 def _production_snapshot(ctx: StepContext, dataset: str) -> list[SnapshotFile] | None:
@@ -179,27 +181,26 @@ def _production_snapshot(ctx: StepContext, dataset: str) -> list[SnapshotFile] |
 
 
 def _fit(ctx: StepContext, dataset: str, config: PipelineConfig) -> FittedTransform:
+    schema = dataset_schema(ctx.artifacts, dataset)
     return fit_transform(
-        _baseline_summary(ctx, dataset),
+        _baseline_summary(ctx, dataset, schema, config),
         dataset=dataset,
         label=config.label,
         problem_type=config.problem_type,
         config=config.transform,
-        schema=dataset_schema(ctx.artifacts, dataset),
+        schema=schema,
     )
 
 
-def _baseline_summary(ctx: StepContext, dataset: str) -> DatasetSummary:
-    name = DatasetPaths(dataset).baseline_stats
-    stored = ctx.artifacts.read(name)
+def _baseline_summary(
+    ctx: StepContext, dataset: str, schema: Any, config: PipelineConfig
+) -> DatasetSummary:
+    """The dataset's baseline as validation reads it (``BaselineStore.load``)."""
+    baselines = BaselineStore(ctx.artifacts, dataset)
+    stored = baselines.load(schema, config.validation)
     if stored is None:
-        raise BadInputError(f"dataset {dataset} has no baseline statistics ({name}) yet")
-    statistics = statistics_pb2.DatasetFeatureStatisticsList()
-    try:
-        statistics.ParseFromString(stored.data)
-    except DecodeError as error:
-        raise TransientError(f"{ctx.artifacts.uri(name)} is not a statistics proto") from error
-    return summary_of_statistics(statistics)
+        raise BadInputError(f"dataset {dataset} has no baseline statistics ({baselines.uri}) yet")
+    return stored.summary
 
 
 def _run_manifest(ctx: StepContext, run: RunRecord) -> AcceptedFile | None:

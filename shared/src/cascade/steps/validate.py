@@ -33,24 +33,45 @@ in for it, so the data stays in the training snapshot.
 
 from __future__ import annotations
 
+import logging
 import posixpath
 from dataclasses import replace
 from typing import Any
 
 from google.protobuf import text_format  # type: ignore[import-untyped,unused-ignore]
+from google.protobuf.message import DecodeError  # type: ignore[import-untyped,unused-ignore]
+from pydantic import ValidationError
 
 from cascade.core.claims import ClaimHandle
 from cascade.core.context import StepContext
-from cascade.core.errors import BadInputError, BadRequestError
+from cascade.core.errors import (
+    BadInputError,
+    BadRequestError,
+    PermanentError,
+    TransientError,
+    describe_validation_error,
+)
 from cascade.core.events import StorageObjectEvent
+from cascade.core.job_spec import JobStatus
 from cascade.core.messages import Alert, DataValidated, ObjectRef, StepMessage
 from cascade.core.observability import RunLogger
 from cascade.core.paths import DatasetPaths, RunPaths
 from cascade.core.pipeline_config import load_pipeline_config
-from cascade.core.runs import RunRecord, Trigger, run_id_for_object
-from cascade.core.validation_config import Check, Severity
+from cascade.core.runs import VALIDATE_STATISTICS_STEP, RunRecord, Trigger, run_id_for_object
+from cascade.core.validation_config import Check, Severity, ValidationConfig
+from cascade.jobs.beam_records import (
+    RESULT_NAME,
+    STATISTICS_NAME,
+    BeamJobRecord,
+    BeamResult,
+    BeamRunner,
+    read_beam_job_record,
+)
+from cascade.jobs.beam_runners import beam_runner_for
 from cascade.report.validation_page import render_validation_page
 from cascade.steps.runner import StepOutcome, execute_step
+from cascade.steps.stream_records import split_out_records, with_split
+from cascade.steps.validate_beam import launch_statistics_job, waiting_outcome
 from cascade.validation.anomalies import ValidationResult, anomalies_proto
 from cascade.validation.baseline_store import BaselineStore
 from cascade.validation.drift_checks import DriftMeasurement
@@ -63,23 +84,36 @@ from cascade.validation.manifest import (
 )
 from cascade.validation.names import (
     INVALID_NAMES_DATASET,
+    FileFormat,
     check_landed_name,
     file_format_of,
     landed_dataset,
 )
 from cascade.validation.schema import parse_schema_text, schema_to_text
 from cascade.validation.source import DataSource
-from cascade.validation.validator import FileValidation, validate_file
+from cascade.validation.statistics import summary_of_statistics
+from cascade.validation.tfmd import statistics_pb2
+from cascade.validation.validator import (
+    FileValidation,
+    judge_summary,
+    refused_by_header,
+    validate_file,
+)
 
 __all__ = [
+    "BEAM_STEP",
     "dataset_of_object",
+    "finish_beam_job",
     "handle_object_finalized",
     "validate_landed_object",
     "value_skews_of",
 ]
 
 STEP = "validate"
+BEAM_STEP = VALIDATE_STATISTICS_STEP
+"""The step that finishes validate from a Beam job's statistics, when the job ends."""
 _ALERT_FINDINGS = 20
+_log = logging.getLogger("cascade.steps.validate")
 _SUMMARY_SKEWS = 3
 
 
@@ -105,7 +139,11 @@ def check_landing_bucket(ctx: StepContext, event: StorageObjectEvent) -> None:
         )
 
 
-def handle_object_finalized(ctx: StepContext, event: StorageObjectEvent) -> StepOutcome | None:
+def handle_object_finalized(
+    ctx: StepContext, event: StorageObjectEvent, *, beam_runner: BeamRunner | None = None
+) -> StepOutcome | None:
+    """Validate a landed object (its run's first step); ``beam_runner`` launches the
+    Beam job of a file routed to Beam (default: ``jobs.runners.beam_runner_for``)."""
     check_landing_bucket(ctx, event)
     try:
         dataset = landed_dataset(event.name, uri=event.uri)
@@ -126,7 +164,7 @@ def handle_object_finalized(ctx: StepContext, event: StorageObjectEvent) -> Step
     def body(claim: ClaimHandle, log: RunLogger) -> StepOutcome:
         if refusal is not None:
             raise refusal  # a failed run with the reason: the object is never read
-        return validate_landed_object(ctx, run, event, log)
+        return validate_landed_object(ctx, run, event, log, claim=claim, beam_runner=beam_runner)
 
     return execute_step(ctx, run=run, step=STEP, owner=event.event_id, body=body)
 
@@ -139,6 +177,8 @@ def validate_landed_object(
     *,
     acknowledged: frozenset[tuple[str, str]] = frozenset(),
     read_from: ObjectRef | None = None,
+    claim: ClaimHandle | None = None,
+    beam_runner: BeamRunner | None = None,
 ) -> StepOutcome:
     """The body of the step: judge the object, then accept or reject it.
 
@@ -146,6 +186,12 @@ def validate_landed_object(
     the (check, feature) findings a person reviewed, graded ``warning`` for this file
     only; and ``read_from`` when the landed generation is gone and its quarantine copy is
     read instead (the manifest then names the copy, which transform reads).
+
+    With the step's ``claim`` (the landed-object path), a file that
+    ``validation.beam`` routes to Beam has its statistics computed by a Beam job
+    (``cascade.steps.validate_beam``): the step records the job and ends without
+    publishing; ``finish_beam_job`` judges the job's statistics when it ends, with the
+    same code as here (``_judged``).
     """
     check_landed_name(event.name, uri=f"gs://{event.bucket}/{event.name}")
     source_ref = read_from or ObjectRef(
@@ -153,16 +199,12 @@ def validate_landed_object(
     )
     paths = DatasetPaths(run.dataset)
     file_id = run.run_id
-    already = ctx.artifacts.read_model(paths.accepted_manifest(file_id), AcceptedFile)
-    if already is not None:
-        if already[0].duplicate_of is not None:
-            log.info("resumed after %s was accepted as a duplicate", source_ref.uri)
-            duplicate_of = already[0].duplicate_of
-            return _duplicate_outcome(
-                run, source_ref, duplicate_of, f"file {duplicate_of}", already[0], True
-            )
-        log.info("resumed after %s was accepted: republishing", source_ref.uri)
-        return _accepted_outcome(ctx, run, source_ref, already[0])
+    resumed = _resumed_outcome(ctx, run, source_ref, log)
+    if resumed is not None:
+        return resumed
+    if claim is not None and claim.claim.submitted.get("beam_job"):
+        log.info("resumed after launching Beam job %s", claim.claim.submitted["beam_job"])
+        return waiting_outcome(claim.claim.submitted)
     pipeline = load_pipeline_config(ctx.artifacts, run.dataset)
     config = pipeline.validation
     source = _landed_source(ctx, source_ref)
@@ -171,8 +213,17 @@ def validate_landed_object(
     if original is not None and original.file_id != file_id:
         return _accept_duplicate(ctx, run, source_ref, original, log)
     schema, schema_generation = _stored_schema(ctx, paths)
+    if (
+        claim is not None
+        and config.beam.routes(source.size or 0)
+        and refused_by_header(source, config) is None  # refused at once, here
+    ):
+        runner = beam_runner if beam_runner is not None else beam_runner_for(ctx.settings)
+        return launch_statistics_job(
+            ctx, runner, claim, run, source, source_ref, digest, schema, config, log
+        )
     baselines = BaselineStore(ctx.artifacts, run.dataset)
-    stored = baselines.load()
+    stored = baselines.load(schema, config)
     validation = validate_file(
         source,
         schema=schema,
@@ -180,6 +231,64 @@ def validate_landed_object(
         config=config,
         label=pipeline.label,
     )
+    return _judged(
+        ctx,
+        run,
+        source_ref,
+        source,
+        digest,
+        validation,
+        config,
+        schema_generation,
+        baselines,
+        log,
+        acknowledged=acknowledged,
+    )
+
+
+def _resumed_outcome(
+    ctx: StepContext, run: RunRecord, source_ref: ObjectRef, log: RunLogger
+) -> StepOutcome | None:
+    """The outcome of a step resumed after the file's manifest was written; None if it
+    was not."""
+    paths = DatasetPaths(run.dataset)
+    already = ctx.artifacts.read_model(paths.accepted_manifest(run.run_id), AcceptedFile)
+    if already is None:
+        return None
+    if already[0].duplicate_of is not None:
+        log.info("resumed after %s was accepted as a duplicate", source_ref.uri)
+        duplicate_of = already[0].duplicate_of
+        return _duplicate_outcome(
+            run, source_ref, duplicate_of, f"file {duplicate_of}", already[0], True
+        )
+    log.info("resumed after %s was accepted: republishing", source_ref.uri)
+    outcome = _accepted_outcome(ctx, run, source_ref, already[0])
+    if file_format_of(source_ref.name) is not FileFormat.AVRO:
+        return outcome
+    config = load_pipeline_config(ctx.artifacts, run.dataset).validation
+    split = split_out_records(ctx, run, _landed_source(ctx, source_ref), config)
+    return with_split(ctx, run, outcome, split)  # a stream file's counts, again
+
+
+def _judged(
+    ctx: StepContext,
+    run: RunRecord,
+    source_ref: ObjectRef,
+    source: DataSource,
+    digest: str,
+    validation: FileValidation,
+    config: ValidationConfig,
+    schema_generation: int,
+    baselines: BaselineStore,
+    log: RunLogger,
+    *,
+    acknowledged: frozenset[tuple[str, str]] = frozenset(),
+) -> StepOutcome:
+    """The rest of validate once a file is judged, however its statistics were computed
+    (here, or by a Beam job): the run's artifacts, then reject (quarantine) or accept
+    (schema, content entry, baseline, manifest, ``data-validated``)."""
+    paths = DatasetPaths(run.dataset)
+    file_id = run.run_id
     if acknowledged:
         validation = _acknowledge(validation, acknowledged)
     page = render_validation_page(validation, run_id=run.run_id, config=config)
@@ -192,8 +301,9 @@ def validate_landed_object(
         len(validation.result.value_skews),
         len(validation.result.warnings),
     )
+    split = split_out_records(ctx, run, source, config)  # a stream file's unusable records
     if not validation.accepted:
-        return _reject(ctx, run, source_ref, validation, outputs)
+        return with_split(ctx, run, _reject(ctx, run, source_ref, validation, outputs), split)
     schema_uri = _keep_schema(ctx, paths, validation, schema_generation)
     entry = ContentEntry(
         digest=digest,
@@ -222,7 +332,166 @@ def validate_landed_object(
     ctx.artifacts.create(
         paths.accepted_manifest(file_id), manifest.model_dump_json(indent=2).encode()
     )
-    return _accepted_outcome(ctx, run, source_ref, manifest, outputs)
+    _compact_baseline(ctx, baselines, paths, validation.schema, config, log)
+    return with_split(ctx, run, _accepted_outcome(ctx, run, source_ref, manifest, outputs), split)
+
+
+def finish_beam_job(
+    ctx: StepContext,
+    job_id: str,
+    *,
+    owner: str,
+    runner: BeamRunner | None = None,
+    announces_end: bool = False,
+    message: str = "",
+) -> StepOutcome | None:
+    """A Beam statistics job ended (or logged something): finish its run's validate.
+
+    Called by evaluate-job-events for a Dataflow job message (which names only the job)
+    and by reconcile for a run whose job's end was never heard of. The job index says
+    which run and file; the runner says the job's state. A job still running is left
+    alone (TransientError when its message announces its end, so the message is
+    redelivered until the state is visible); a job Cascade did not launch is ignored.
+    The ``validate_statistics`` step's claim makes a duplicate end event a no-op.
+    ``message``: the job message's text (Dataflow says why a job failed there, not in
+    the job's state), added to a failed job's reason.
+    """
+    record = read_beam_job_record(ctx.artifacts, job_id)
+    if record is None:
+        _log.info("Beam job %r: not a job Cascade launched; ignored", job_id)
+        return None
+    jobs = runner if runner is not None else beam_runner_for(ctx.settings)
+    status = jobs.get(record.job_id)
+    if not status.finished:
+        if announces_end:
+            raise TransientError(
+                f"Beam job {record.job_id} logged its end but is still {status.state}: "
+                "retry until its final state is visible"
+            )
+        _log.info("Beam job %s is %s: nothing to do yet", record.job_id, status.state)
+        return None
+    run = ctx.ledger.get(record.run_id)
+    if run is None:
+        raise BadRequestError(f"Beam job {record.job_id} names the unknown run {record.run_id}")
+
+    if status.state != "succeeded" and message and message not in status.error:
+        status = status.model_copy(update={"error": f"{status.error} ({message})".strip()})
+
+    def body(claim: ClaimHandle, log: RunLogger) -> StepOutcome:
+        return _finish_statistics(ctx, run, record, status, log)
+
+    return execute_step(ctx, run=run, step=BEAM_STEP, owner=owner, body=body)
+
+
+def _finish_statistics(
+    ctx: StepContext, run: RunRecord, record: BeamJobRecord, status: JobStatus, log: RunLogger
+) -> StepOutcome:
+    """Validate's end from the job's outputs: what the in-function path does after
+    ``compute_statistics``, with the same code (``judge_summary``, ``_judged``)."""
+    ref = record.source
+    resumed = _resumed_outcome(ctx, run, ref, log)
+    if resumed is not None:
+        return resumed
+    if status.state != "succeeded":
+        reason = status.error or "no reason given"
+        raise BeamJobError(
+            f"the Beam statistics job {record.job_id} of {ref.uri} {status.state}: {reason}"
+        )
+    result = _beam_result(ctx, record)
+    if result.status == "bad_input":
+        raise BadInputError(result.message)  # the pipeline's message names the file and row
+    statistics = _beam_statistics(ctx, record)
+    pipeline = load_pipeline_config(ctx.artifacts, run.dataset)
+    config = pipeline.validation
+    source = _landed_source(ctx, ref)
+    schema, schema_generation = _stored_schema(ctx, DatasetPaths(run.dataset))
+    baselines = BaselineStore(ctx.artifacts, run.dataset)
+    stored = baselines.load(schema, config)
+    validation = judge_summary(
+        source.uri,
+        summary_of_statistics(statistics),
+        schema=schema,
+        baseline=None if stored is None else stored.baseline,
+        config=config,
+        label=pipeline.label,
+    )
+    log.info("%s: statistics from Beam job %s", ref.uri, record.job_id)
+    return _judged(
+        ctx,
+        run,
+        ref,
+        source,
+        record.content_digest,
+        validation,
+        config,
+        schema_generation,
+        baselines,
+        log,
+    )
+
+
+class BeamJobError(PermanentError):
+    """A Beam statistics job failed or was cancelled, or left no usable outputs."""
+
+
+def _beam_result(ctx: StepContext, record: BeamJobRecord) -> BeamResult:
+    name = f"{record.output}/{RESULT_NAME}"
+    stored = ctx.artifacts.read(name)
+    if stored is None:
+        raise BeamJobError(
+            f"the Beam statistics job {record.job_id} succeeded without writing "
+            f"{ctx.artifacts.uri(name)}"
+        )
+    try:
+        return BeamResult.model_validate_json(stored.data)
+    except ValidationError as error:
+        raise BeamJobError(
+            f"{ctx.artifacts.uri(name)}: not the pipeline's result: "
+            f"{describe_validation_error(error)}"
+        ) from error
+
+
+def _beam_statistics(
+    ctx: StepContext, record: BeamJobRecord
+) -> statistics_pb2.DatasetFeatureStatisticsList:
+    name = f"{record.output}/{STATISTICS_NAME}"
+    stored = ctx.artifacts.read(name)
+    statistics = statistics_pb2.DatasetFeatureStatisticsList()
+    try:
+        if stored is None:
+            raise DecodeError("missing")
+        statistics.ParseFromString(stored.data)
+    except DecodeError as error:
+        raise BeamJobError(
+            f"the Beam statistics job {record.job_id} left no readable "
+            f"{ctx.artifacts.uri(name)}: {error}"
+        ) from error
+    if len(statistics.datasets) != 1 or statistics.datasets[0].name != record.source.uri:
+        raise BeamJobError(f"{ctx.artifacts.uri(name)} holds no statistics of {record.source.uri}")
+    return statistics
+
+
+def _compact_baseline(
+    ctx: StepContext,
+    baselines: BaselineStore,
+    paths: DatasetPaths,
+    schema: Any,
+    config: ValidationConfig,
+    log: RunLogger,
+) -> None:
+    """Fold the files accepted since the last compaction into a new one, when one is
+    due (``BaselineStore.compact``). The file is in the baseline already: a failure
+    here fails nothing, the next accepted file compacts."""
+    try:
+        baselines.compact(
+            config,
+            schema=schema,
+            is_accepted=lambda file_id: (
+                ctx.artifacts.stat(paths.accepted_manifest(file_id)) is not None
+            ),
+        )
+    except TransientError as error:
+        log.warning("%s: baseline compaction left to the next file: %s", baselines.uri, error)
 
 
 def _accepted_content(ctx: StepContext, dataset: str, digest: str) -> ContentEntry | None:

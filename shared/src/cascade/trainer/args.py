@@ -10,7 +10,8 @@ the command line and environment variables:
   ``AIP_TENSORBOARD_LOG_DIR`` (``<base>/logs/``): the model, backups, TensorBoard logs;
   ``<base>`` is the job's base output directory, ``<base>/<trial id>`` for a trial
   (``cascade.core.vertex_job_env`` owns the layout);
-- ``TF_CONFIG``: the cluster (chief, workers) and this process's task in it;
+- ``TF_CONFIG``: the cluster (chief, workers, and ps tasks for parameter-server training)
+  and this process's task in it;
 - ``CLOUD_ML_TRIAL_ID``: set for hyperparameter-tuning trials;
   ``CLOUD_ML_HP_METRIC_FILE`` (the local runner's per-trial file; on Vertex AI unset, so
   cloudml-hypertune's default) and ``CLOUD_ML_HP_METRIC_TAG`` (when set; else the job
@@ -37,6 +38,7 @@ __all__ = ["ClusterConfig", "TrainerArgs", "parse_hyperparameter_value"]
 _FLAG = re.compile(r"^--([A-Za-z][A-Za-z0-9_-]*)(?:=(.*))?$", re.DOTALL)
 _INTEGER = re.compile(r"^[+-]?\d+$")
 _TRAINING_TASK_TYPES = ("chief", "worker")
+_CLUSTER_TASK_TYPES = ("chief", "worker", "ps")
 
 
 def parse_hyperparameter_value(text: str) -> HyperparameterValue:
@@ -54,7 +56,7 @@ def parse_hyperparameter_value(text: str) -> HyperparameterValue:
 
 @dataclass(frozen=True)
 class ClusterConfig:
-    """The training cluster of ``TF_CONFIG``: its chief and worker addresses, and our task.
+    """The cluster of ``TF_CONFIG``: its chief, worker (and ps) addresses, and our task.
 
     Vertex AI names the first worker pool ``chief`` and the others ``worker``; a cluster
     without a chief treats worker 0 as the chief, as TensorFlow does.
@@ -77,7 +79,9 @@ class ClusterConfig:
             task_index = int(task.get("index", 0))
         except (ValueError, KeyError, TypeError, AttributeError) as error:
             raise InvalidConfigError(f"TF_CONFIG is not a valid cluster config: {error}") from None
-        if task_type in _TRAINING_TASK_TYPES and task_index >= len(cluster.get(task_type, [])):
+        if task_type in _CLUSTER_TASK_TYPES and not 0 <= task_index < len(
+            cluster.get(task_type, [])
+        ):
             raise InvalidConfigError(
                 f"TF_CONFIG task {task_type}:{task_index} is not in its cluster {cluster}"
             )
@@ -87,6 +91,22 @@ class ClusterConfig:
     def training_cluster(self) -> dict[str, list[str]]:
         """The chief and worker tasks only (an evaluator or parameter server is not ours)."""
         return {kind: self.cluster[kind] for kind in _TRAINING_TASK_TYPES if self.cluster.get(kind)}
+
+    @property
+    def parameter_servers(self) -> list[str]:
+        """The ``ps`` tasks' addresses (worker pool 2): parameter-server training."""
+        return list(self.cluster.get("ps", []))
+
+    @property
+    def full_cluster(self) -> dict[str, list[str]]:
+        """The chief, worker and ps tasks (what ``ParameterServerStrategy`` connects to)."""
+        return {kind: self.cluster[kind] for kind in _CLUSTER_TASK_TYPES if self.cluster.get(kind)}
+
+    @property
+    def serves_only(self) -> bool:
+        """A worker or ps task of parameter-server training: it runs a TensorFlow server
+        that the chief (the coordinator) drives, and nothing else."""
+        return bool(self.parameter_servers) and self.task_type in ("worker", "ps")
 
     @property
     def num_workers(self) -> int:

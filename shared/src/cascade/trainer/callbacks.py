@@ -3,6 +3,8 @@ their upload."""
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -11,9 +13,19 @@ import tensorflow as tf
 from tensorflow.core.framework import summary_pb2
 
 from cascade.core.observability import RunLogger
-from cascade.trainer.storage import TrainerStorage
+from cascade.trainer.storage import TrainerStorage, join_uri
 
-__all__ = ["EpochLogger", "TensorBoardScalars", "UploadDirectory"]
+__all__ = [
+    "SAME_OBJECT_WRITE_INTERVAL_S",
+    "DirectoryUploader",
+    "EpochLogger",
+    "TensorBoardScalars",
+    "UploadDirectory",
+]
+
+SAME_OBJECT_WRITE_INTERVAL_S = 1.0
+"""Cloud Storage sustains about one write per second to one object name (faster writes
+fail with 429); the local twin enforces the same."""
 
 
 class EpochLogger(keras.callbacks.Callback):  # type: ignore[misc]
@@ -28,6 +40,45 @@ class EpochLogger(keras.callbacks.Callback):  # type: ignore[misc]
         self._log.info("epoch %d: %s", epoch + 1, metrics, extra={"labels": {"epoch": epoch + 1}})
 
 
+class DirectoryUploader:
+    """Mirrors a local directory (TensorBoard logs) to its gs:// home, again and again:
+    each call writes only the files that changed since the last, and never writes one
+    object twice within ``SAME_OBJECT_WRITE_INTERVAL_S`` (it waits out the rest: epochs
+    can be shorter than that, the final upload follows the last epoch at once)."""
+
+    def __init__(
+        self,
+        storage: TrainerStorage,
+        local_dir: Path,
+        uri: str,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        wait: Callable[[float], None] = time.sleep,
+    ) -> None:
+        self._storage, self._local_dir, self._uri = storage, local_dir, uri
+        self._clock, self._wait = clock, wait
+        self._uploaded: dict[str, tuple[int, int]] = {}
+        self._written_at: dict[str, float] = {}
+
+    def upload(self) -> None:
+        if not self._local_dir.exists():
+            return
+        for path in sorted(self._local_dir.rglob("*")):
+            if not path.is_file():
+                continue
+            name = path.relative_to(self._local_dir).as_posix()
+            status = path.stat()
+            stamp = (status.st_size, status.st_mtime_ns)
+            if self._uploaded.get(name) == stamp:
+                continue
+            if name in self._written_at:
+                remaining = self._written_at[name] + SAME_OBJECT_WRITE_INTERVAL_S - self._clock()
+                if remaining > 0:
+                    self._wait(remaining)
+            self._storage.write_bytes(join_uri(self._uri, name), path.read_bytes())
+            self._written_at[name], self._uploaded[name] = self._clock(), stamp
+
+
 class UploadDirectory(keras.callbacks.Callback):  # type: ignore[misc]
     """Copies a local directory (TensorBoard logs) to its gs:// home after each epoch.
 
@@ -38,11 +89,10 @@ class UploadDirectory(keras.callbacks.Callback):  # type: ignore[misc]
 
     def __init__(self, storage: TrainerStorage, local_dir: Path, uri: str) -> None:
         super().__init__()
-        self._storage, self._local_dir, self._uri = storage, local_dir, uri
+        self._uploader = DirectoryUploader(storage, local_dir, uri)
 
     def upload(self) -> None:
-        if self._local_dir.exists():
-            self._storage.upload_tree(self._local_dir, self._uri)
+        self._uploader.upload()
 
     def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
         self.upload()

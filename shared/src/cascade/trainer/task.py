@@ -1,12 +1,17 @@
 """``python -m cascade.trainer.task``: one training run, as Vertex AI or the local runner starts it.
 
-args → strategy (first: TensorFlow requires it before any other op) → job spec and
+args → strategy (first: TensorFlow requires it before any other op; with parameter
+servers after the job spec, whose sharding the strategy's partitioner needs) → job spec and
 transform spec → data → model → fit → export (every worker, as multi-worker saving
 requires; only the chief's copy is kept and uploaded) → per-epoch history
 (``history.json``) and eval metrics of the candidate and the baseline (chief) → tuning
 metric (tuning runs) → load-and-probe check in a fresh process (chief) → postcondition:
 the model dir has ``saved_model.pb`` → ``model-trained`` (chief; not for tuning trials,
 whose best one the tuner picks).
+
+The worker and ps tasks of parameter-server training only run a TensorFlow server for the
+chief, the coordinator, which does everything above (``cascade.trainer.parameter_servers``);
+they serve until the job service stops them.
 
 Exit status 0 on success; 1 with a one-line reason on stderr when the run failed.
 """
@@ -45,6 +50,7 @@ from cascade.core.job_spec import (
 from cascade.core.messages import ModelTrained
 from cascade.core.observability import RunLogger, run_logger
 from cascade.trainer.args import TrainerArgs
+from cascade.trainer.callbacks import DirectoryUploader, TensorBoardScalars
 from cascade.trainer.data import download_shards, target_moments
 from cascade.trainer.export import export_serving_model
 from cascade.trainer.fit import FitPlan, FitResult, fit_arguments, fit_model, fit_result
@@ -57,6 +63,11 @@ from cascade.trainer.model import (
     compile_model,
     output_units,
 )
+from cascade.trainer.parameter_servers import (
+    ShardedTraining,
+    shard_devices,
+    train_sharded_network,
+)
 from cascade.trainer.preprocessing import feature_input_dtype
 from cascade.trainer.probe import InfraCheck, run_probe_in_subprocess
 from cascade.trainer.scoring import (
@@ -67,7 +78,7 @@ from cascade.trainer.scoring import (
     load_eval_table,
 )
 from cascade.trainer.storage import TrainerStorage, join_uri
-from cascade.trainer.strategy import StrategyChoice, choose_strategy
+from cascade.trainer.strategy import StrategyChoice, choose_strategy, serve_cluster_task
 from cascade.trainer.trees import train_boosted_trees
 from cascade.trainer.tuning import report_tuning_metric
 from cascade.trainer.user_module import (
@@ -119,6 +130,7 @@ class TrainingResult:
     infra_check: InfraCheck | None = None
     tuning_metric: tuple[str, float] | None = None
     message_id: str | None = None
+    sharded: ShardedTraining | None = None
 
 
 def output_locations(args: TrainerArgs, job_spec: TrainingJobSpec) -> OutputLocations:
@@ -176,8 +188,17 @@ def run(
 ) -> TrainingResult:
     """One training run. ``bus`` may be None when nothing is to be published (trials,
     non-chief workers); ``probe`` runs the infra check on the local export directory."""
-    choice = choose_strategy(args.cluster)
-    job_spec, spec = read_specs(storage, args.job_spec_uri)
+    if args.cluster is not None and args.cluster.serves_only:
+        raise InvalidConfigError(
+            f"task {args.cluster.task_type}:{args.cluster.task_index} of parameter-server "
+            "training only serves the chief (main starts its server)"
+        )
+    if args.cluster is not None and args.cluster.parameter_servers:
+        job_spec, spec = read_specs(storage, args.job_spec_uri)
+        choice = choose_strategy(args.cluster, sharding=job_spec.sharding)
+    else:
+        choice = choose_strategy(args.cluster)
+        job_spec, spec = read_specs(storage, args.job_spec_uri)
     family = job_spec.model
     if family in ("boosted_trees", "auto") and choice.worker.count > 1:
         raise InvalidConfigError(
@@ -228,6 +249,7 @@ def run(
         check,
         tuning_metric,
         message_id,
+        chosen.sharded,
     )
 
 
@@ -262,6 +284,7 @@ class _Candidate:
     trained: TrainerModel
     export_dir: Path
     metrics: ModelMetrics | None = None
+    sharded: ShardedTraining | None = None
 
 
 def _train(ctx: _Run, choice: StrategyChoice) -> list[_Candidate]:
@@ -279,16 +302,63 @@ def _train(ctx: _Run, choice: StrategyChoice) -> list[_Candidate]:
     )
     candidates = []
     for name in families:
+        sharded = None
         if name == "boosted_trees":
             fitted, trained = _train_trees(ctx, plan, several=len(families) > 1)
+        elif name == "network" and ctx.job_spec.sharding is not None:
+            sharded = _train_sharded(ctx, choice, plan)
+            fitted, trained = sharded.fit, sharded.trained
         elif name == "custom":
             fitted, trained = _train_custom(ctx, choice, plan)
         else:
             fitted, trained = _train_network(ctx, choice, plan, several=len(families) > 1)
         folder = "export" if len(families) == 1 else f"export-{name}"
         export_dir = export_serving_model(trained.model, ctx.spec, ctx.work / folder)
-        candidates.append(_Candidate(name, fitted, trained, export_dir))
+        candidates.append(_Candidate(name, fitted, trained, export_dir, sharded=sharded))
     return candidates
+
+
+def _train_sharded(ctx: _Run, choice: StrategyChoice, plan: FitPlan) -> ShardedTraining:
+    """The network with its embedding tables on the parameter servers (``choice`` is the
+    coordinator's strategy; without a cluster, the default one)."""
+    sharding = ctx.job_spec.sharding
+    assert sharding is not None
+    target = None
+    if ctx.spec.label.problem_type == "regression":
+        target = TargetScale(*target_moments(plan.train_files, ctx.spec.label))
+    if plan.checkpoint_dir:
+        ctx.log.info("parameter-server training does not back up to %s", plan.checkpoint_dir)
+    scalars = TensorBoardScalars(plan.tensorboard_local_dir)
+    uploader = None
+    if plan.tensorboard_uri:
+        uploader = DirectoryUploader(ctx.storage, plan.tensorboard_local_dir, plan.tensorboard_uri)
+
+    def on_epoch(epoch: int, logs: dict[str, float]) -> None:
+        scalars.on_epoch_end(epoch, logs)
+        if uploader is not None:
+            uploader.upload()
+
+    sharded = train_sharded_network(
+        choice,
+        ctx.spec,
+        ctx.hparams,
+        sharding,
+        train_files=plan.train_files,
+        eval_files=plan.eval_files,
+        log=ctx.log,
+        target=target,
+        on_epoch=on_epoch,
+    )
+    scalars.on_train_end()
+    if uploader is not None:
+        uploader.upload()
+    ctx.log.info(
+        "trained %d epochs, %d steps; embedding shards %s",
+        sharded.fit.epochs_trained,
+        sharded.fit.steps,
+        shard_devices(sharded.network),
+    )
+    return sharded
 
 
 def _tensorboard_plan(plan: FitPlan, family: str, several: bool) -> FitPlan:
@@ -571,6 +641,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         settings = load_settings()
         configure_logging(function_name="trainer", project=settings.project)
         args = TrainerArgs.from_command_line(sys.argv[1:] if argv is None else argv, os.environ)
+        if args.cluster is not None and args.cluster.serves_only:
+            log.info("serving as %s:%d", args.cluster.task_type, args.cluster.task_index)
+            serve_cluster_task(args.cluster)  # returns only if the server stops
+            return 0
         storage = TrainerStorage.from_client_factory(lambda: make_storage_client(settings))
         bus = None
         if args.is_chief and not args.is_tuning_trial:

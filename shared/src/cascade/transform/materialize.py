@@ -34,12 +34,19 @@ from cascade.transform.shards import ShardWriter
 from cascade.transform.snapshot import ObjectOpener, split_gs_uri
 from cascade.transform.spec import SnapshotFile, SplitSpec
 from cascade.transform.split import eval_fractions
-from cascade.validation.names import file_format_of
+from cascade.validation.avro_reader import MessageIdFilter
+from cascade.validation.names import FileFormat, file_format_of
 from cascade.validation.reader import read_batches
 from cascade.validation.source import DataSource
 from cascade.validation.widening import ColumnWidening
 
-__all__ = ["DEFAULT_ROWS_PER_SHARD", "SplitShards", "file_batches", "write_split_shards"]
+__all__ = [
+    "DEFAULT_ROWS_PER_SHARD",
+    "SplitShards",
+    "file_batches",
+    "split_file",
+    "write_split_shards",
+]
 
 DEFAULT_ROWS_PER_SHARD = 500_000
 _MAX_RESTARTS = 64
@@ -54,6 +61,8 @@ class SplitShards:
     newest_eval_rows: int = 0
     file_eval_rows: list[int] = field(default_factory=list)
     """Eval rows of each file, in the order of the files given."""
+    duplicate_rows: int = 0
+    """Stream rows left out as a message already read from an earlier file."""
 
 
 def _source(file: SnapshotFile, opener: ObjectOpener) -> DataSource:
@@ -72,9 +81,14 @@ def _read_types(schema: pa.Schema) -> dict[str, pa.DataType]:
 
 
 def file_batches(
-    file: SnapshotFile, opener: ObjectOpener, schema: pa.Schema, config: ValidationConfig
+    file: SnapshotFile,
+    opener: ObjectOpener,
+    schema: pa.Schema,
+    config: ValidationConfig,
+    duplicates: MessageIdFilter | None = None,
 ) -> Iterator[pa.Table]:
-    """The file's rows as tables of ``schema``, in file order.
+    """The file's rows as tables of ``schema``, in file order; a stream file's rows
+    whose message id ``duplicates`` has seen already are left out.
 
     Columns outside the schema are read with the types the reader infers; when one of
     them turns out wider (``ColumnWidening``), the file is read again with the wider
@@ -82,18 +96,25 @@ def file_batches(
     """
     source = _source(file, opener)
     column_types = _read_types(schema)
+    duplicates = duplicates if duplicates is not None else MessageIdFilter()
     produced = 0
     for _ in range(_MAX_RESTARTS):
         seen = 0
         try:
-            for batch in read_batches(source, config, column_types):
+            # Only a stream file's ids are Pub/Sub's: another file's column of that
+            # name is the user's data, never deduplicated.
+            stream = source.file_format is FileFormat.AVRO
+            batches = read_batches(source, config, column_types, message_ids=stream)
+            for batch in batches:
                 table = batch if isinstance(batch, pa.Table) else pa.Table.from_batches([batch])
                 fresh = table.slice(produced - seen) if seen < produced else table
                 seen += table.num_rows
                 if seen <= produced:
                     continue
                 produced = seen
-                yield canonical_table(fresh, schema, uri=source.uri)
+                fresh = duplicates.keep_first(fresh) if stream else fresh
+                if fresh.num_rows:  # a batch of messages all read before yields nothing
+                    yield canonical_table(fresh, schema, uri=source.uri)
             return
         except ColumnWidening as widening:
             if widening.column in schema.names:
@@ -161,6 +182,31 @@ def _marked(table: pa.Table, column: str | None, value: bool) -> pa.Table:
     return table.append_column(pa.field(column, pa.bool_()), pa.array([value] * table.num_rows))
 
 
+def split_file(
+    file: SnapshotFile,
+    opener: ObjectOpener,
+    writers: tuple[ShardWriter, ShardWriter],
+    *,
+    schema: pa.Schema,
+    split: SplitSpec,
+    config: ValidationConfig,
+    duplicates: MessageIdFilter,
+    newest_column: str | None,
+    is_newest: bool,
+) -> int:
+    """Send one file's rows to ``writers`` (train, eval); the file's eval rows.
+
+    The whole split of one file: ``write_split_shards`` runs it for each file in order,
+    the Beam materialisation (``cascade.beam.materialize``) for each file in parallel.
+    """
+    sides = _FileSplit(*writers)
+    for table in file_batches(file, opener, schema, config, duplicates):
+        fractions = eval_fractions(table, split)
+        sides.write(_marked(table, newest_column, is_newest), fractions, split.eval_fraction)
+    sides.finish()
+    return sides.eval_rows
+
+
 def write_split_shards(
     store: ArtifactStore,
     files: list[SnapshotFile],
@@ -183,15 +229,22 @@ def write_split_shards(
     newest_pins = {(file.uri, file.generation) for file in newest}
     file_eval_rows: list[int] = []
     newest_eval_rows = 0
+    duplicates = MessageIdFilter()  # across every stream file of the snapshot, in order
     for file in files:
         is_newest = (file.uri, file.generation) in newest_pins
-        sides = _FileSplit(train, evaluation)
-        for table in file_batches(file, opener, schema, config):
-            fractions = eval_fractions(table, split)
-            sides.write(_marked(table, newest_column, is_newest), fractions, split.eval_fraction)
-        sides.finish()
-        file_eval_rows.append(sides.eval_rows)
-        newest_eval_rows += sides.eval_rows if is_newest else 0
+        eval_rows = split_file(
+            file,
+            opener,
+            (train, evaluation),
+            schema=schema,
+            split=split,
+            config=config,
+            duplicates=duplicates,
+            newest_column=newest_column,
+            is_newest=is_newest,
+        )
+        file_eval_rows.append(eval_rows)
+        newest_eval_rows += eval_rows if is_newest else 0
     return SplitShards(
         train_names=train.close(),
         eval_names=evaluation.close(),
@@ -199,4 +252,5 @@ def write_split_shards(
         eval_rows=evaluation.rows,
         newest_eval_rows=newest_eval_rows,
         file_eval_rows=file_eval_rows,
+        duplicate_rows=duplicates.removed,
     )

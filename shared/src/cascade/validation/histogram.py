@@ -43,7 +43,9 @@ def _finest_scale(low: float, high: float, *, integers: bool) -> int:
         return 0
     magnitude = max(abs(low), abs(high))
     exponent = math.frexp(magnitude)[1] if magnitude > 0 else -1021
-    return max(exponent - _MANTISSA_BITS, -1074)
+    # 2**-scale multiplies the values: it must be a finite double (2**1023 at most), so
+    # an all-zero (or subnormal) column gets the finest scale that can be computed
+    return max(exponent - _MANTISSA_BITS, -1023)
 
 
 def _fitting_scale(low: float, high: float, max_bins: int, floor_scale: int) -> int:

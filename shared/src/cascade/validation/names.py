@@ -44,6 +44,7 @@ class FileFormat(StrEnum):
     PARQUET = "parquet"
     NDJSON = "ndjson"
     NDJSON_GZIP = "ndjson.gz"
+    AVRO = "avro"  # a stream file: Pub/Sub messages (cascade.validation.avro_reader)
 
     @property
     def gzipped(self) -> bool:
@@ -60,6 +61,7 @@ _SUFFIXES: tuple[tuple[str, FileFormat], ...] = (
     (".jsonl.gz", FileFormat.NDJSON_GZIP),
     (".ndjson", FileFormat.NDJSON),
     (".jsonl", FileFormat.NDJSON),
+    (".avro", FileFormat.AVRO),
 )
 
 

@@ -1,7 +1,8 @@
 """Record batches of a data file in any supported format, in bounded memory.
 
 CSV (also gzip) is parsed in blocks of whole lines (``csv_reader``), newline-delimited
-JSON with Arrow's streaming JSON reader, Parquet row group by row group. The size
+JSON with Arrow's streaming JSON reader, Parquet row group by row group, a stream's Avro
+file message by message (``avro_reader``: unusable records split out). The size
 limit is checked before the first byte is read. Every problem with the bytes becomes
 a BadInputError naming the file and, where it can be known, the line and column.
 """
@@ -17,6 +18,7 @@ import pyarrow.parquet as pq  # type: ignore[import-untyped,unused-ignore]
 
 from cascade.core.errors import BadInputError
 from cascade.core.validation_config import ValidationConfig
+from cascade.validation.avro_reader import read_avro_batches
 from cascade.validation.csv_reader import read_csv_batches
 from cascade.validation.diagnostics import (
     check_text_start,
@@ -56,13 +58,20 @@ def read_batches(
     source: DataSource,
     config: ValidationConfig,
     column_types: dict[str, pa.DataType] | None = None,
+    *,
+    message_ids: bool = False,
 ) -> Iterator[pa.RecordBatch]:
-    """The file's rows as record batches; ``column_types`` fixes CSV column types."""
+    """The file's rows as record batches; ``column_types`` fixes CSV column types;
+    ``message_ids`` adds a stream file's message ids (``avro_reader.MESSAGE_ID_COLUMN``)."""
     check_size(source, config)
     if source.file_format in (FileFormat.CSV, FileFormat.CSV_GZIP):
         return read_csv_batches(source, config, dict(column_types or {}))
     if source.file_format is FileFormat.PARQUET:
         return _read_parquet(source, config)
+    if source.file_format is FileFormat.AVRO:
+        return read_avro_batches(
+            source, config, dict(column_types or {}), with_message_ids=message_ids
+        )
     return _read_ndjson(source, config)
 
 

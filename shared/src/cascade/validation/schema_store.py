@@ -28,6 +28,7 @@ from cascade.core.errors import InvalidConfigError, TransientError
 from cascade.core.paths import DatasetPaths, RunPaths
 from cascade.core.store import ArtifactStore, Payload, StoredObject
 from cascade.core.validation_config import ValidationConfig
+from cascade.validation.baseline_store import load_baseline_summary
 from cascade.validation.manifest import AcceptedFile
 from cascade.validation.schema import (
     inactive_reason,
@@ -211,7 +212,7 @@ def _statistics_of(store: ArtifactStore, dataset: str, feature: str, run_id: str
 
 
 def _baseline_summary(store: ArtifactStore, dataset: str) -> DatasetSummary | None:
-    return _summary_at(store, DatasetPaths(dataset).baseline_stats)
+    return load_baseline_summary(store, dataset)
 
 
 def _summary_at(store: ArtifactStore, name: str) -> DatasetSummary | None:

@@ -27,7 +27,7 @@ from cascade.validation.source import DataSource
 from cascade.validation.statistics import compute_statistics, statistics_proto
 from cascade.validation.summaries import DatasetSummary
 
-__all__ = ["FileValidation", "validate_file"]
+__all__ = ["FileValidation", "judge_summary", "refused_by_header", "validate_file"]
 
 
 @dataclass(frozen=True)
@@ -61,23 +61,39 @@ def validate_file(
 
     ``cascade.report.validation_page`` renders the result as the run's validation page.
     """
-    refused = _refused_by_header(source, config)
+    refused = refused_by_header(source, config)
     if refused is not None:
         return _without_statistics(source, refused, schema, baseline, config)
     float_features, string_features = schema_column_names(schema)
     summary = compute_statistics(
         source, config, float_features=float_features, string_features=string_features
     )
+    return judge_summary(
+        source.uri, summary, schema=schema, baseline=baseline, config=config, label=label
+    )
+
+
+def judge_summary(
+    source_uri: str,
+    summary: DatasetSummary,
+    *,
+    schema: Any | None,
+    baseline: Baseline | None,
+    config: ValidationConfig,
+    label: str | None = None,
+) -> FileValidation:
+    """Judge a file's statistics however they were computed: here (``validate_file``) or
+    by the Beam pipeline (``cascade.steps.validate``'s completion of a Beam job)."""
     inferred = schema is None
     judged_schema = infer_schema(summary, config) if schema is None else schema
     result = validate_statistics(summary, judged_schema, baseline, config, label=label)
-    too_many = feature_count_finding(source.uri, len(summary.features), config, from_header=False)
+    too_many = feature_count_finding(source_uri, len(summary.features), config, from_header=False)
     if too_many is not None:
         result = _with_finding(result, too_many, judged_schema, config)
     return FileValidation(
-        source_uri=source.uri,
+        source_uri=source_uri,
         summary=summary,
-        statistics=statistics_proto(summary, config, name=source.uri),
+        statistics=statistics_proto(summary, config, name=source_uri),
         schema=judged_schema,
         schema_inferred=inferred,
         result=result,
@@ -85,7 +101,7 @@ def validate_file(
     )
 
 
-def _refused_by_header(source: DataSource, config: ValidationConfig) -> Finding | None:
+def refused_by_header(source: DataSource, config: ValidationConfig) -> Finding | None:
     """The ``feature_count`` error of a file whose header alone is too wide."""
     if config.severities.of(Check.FEATURE_COUNT) is not Severity.ERROR:
         return None  # not blocking: the exact count is judged after the statistics

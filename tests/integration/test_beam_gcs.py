@@ -1,0 +1,124 @@
+"""The Beam pipeline reads the landed object from the local Cloud Storage twin.
+
+fake-gcs-server (the local cloud's Cloud Storage) serves the object; the pipeline runs
+as the local job service would run it (a process of .venv-beam, STORAGE_EMULATOR_HOST
+in its environment) and reads the generation its event named, not the live one; its
+outputs go back to the bucket (Beam's own GCS filesystem).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+from pathlib import Path
+
+import pytest
+from google.cloud import storage
+
+from cascade.core.validation_config import ValidationConfig
+from cascade.validation.names import FileFormat
+from cascade.validation.source import DataSource
+from cascade.validation.statistics import compute_statistics, statistics_proto
+from cascade.validation.tfmd import statistics_pb2
+from tests.integration.fake_gcs import gcs_fixture  # noqa: F401 - the `gcs` fixture
+from tests.unit.beam.beam_venv import PIPELINE_TIMEOUT_S, beam_python, rounded
+
+pytestmark = pytest.mark.integration
+
+
+def _run(endpoint: str, *arguments: str) -> dict[str, object]:
+    environment = {
+        **{k: v for k, v in os.environ.items() if not k.startswith("GOOGLE_")},
+        "STORAGE_EMULATOR_HOST": endpoint,
+    }
+    completed = subprocess.run(
+        [str(beam_python()), "-m", "cascade.beam.pipeline", *arguments],
+        capture_output=True,
+        text=True,
+        timeout=PIPELINE_TIMEOUT_S,
+        check=False,
+        env=environment,
+    )
+    assert completed.returncode == 0, completed.stderr[-4000:]
+    return {}
+
+
+def _csv(rows: int, offset: int) -> bytes:
+    lines = ["id,score,kind"] + [
+        f"{i + offset},{(i * 7) % 13 / 3:.4f},{'abc'[i % 3]}" for i in range(rows)
+    ]
+    return ("\n".join(lines) + "\n").encode()
+
+
+def test_the_pipeline_reads_the_event_s_generation_and_writes_to_the_bucket(
+    gcs: tuple[str, storage.Client], tmp_path: Path
+) -> None:
+    endpoint, client = gcs
+    blob = client.bucket("landing").blob("shop/orders.csv")
+    blob.upload_from_string(_csv(3000, 0))
+    first = blob.generation
+    uri = f"gs://landing/shop/orders.csv#{first}"
+
+    _run(
+        endpoint,
+        "--input=gs://landing/shop/orders.csv",
+        f"--generation={first}",
+        f"--uri={uri}",
+        "--file_format=csv",
+        "--output=gs://artifacts/dataflow/outputs/r1/validate",
+        "--block_bytes=4096",
+    )
+
+    outputs = client.bucket("artifacts")
+    result = json.loads(
+        outputs.blob("dataflow/outputs/r1/validate/result.json").download_as_bytes()
+    )
+    assert result["status"] == "ok"
+    assert result["num_examples"] == 3000
+    assert result["blocks"] > 3
+    beam = statistics_pb2.DatasetFeatureStatisticsList()
+    beam.ParseFromString(
+        outputs.blob("dataflow/outputs/r1/validate/statistics.pb").download_as_bytes()
+    )
+    local = tmp_path / "orders.csv"
+    local.write_bytes(_csv(3000, 0))
+    config = ValidationConfig()
+    expected = statistics_proto(
+        compute_statistics(DataSource.local_file(str(local), FileFormat.CSV, uri=uri), config),
+        config,
+        name=uri,
+    )
+    assert rounded(beam) == rounded(expected)
+
+
+def test_an_overwritten_generation_is_refused_by_name_never_read_live(
+    gcs: tuple[str, storage.Client],
+) -> None:
+    """As in the function (validate's ``_landed_source``): the new bytes are another
+    event's file; without object versioning the event's generation is gone."""
+    endpoint, client = gcs
+    blob = client.bucket("landing").blob("shop/orders.csv")
+    blob.upload_from_string(_csv(100, 0))
+    gone = blob.generation
+    blob.upload_from_string(_csv(5, 10_000))
+
+    _run(
+        endpoint,
+        "--input=gs://landing/shop/orders.csv",
+        f"--generation={gone}",
+        f"--uri=gs://landing/shop/orders.csv#{gone}",
+        "--file_format=csv",
+        "--output=gs://artifacts/dataflow/outputs/r2/validate",
+    )
+
+    result = json.loads(
+        client.bucket("artifacts")
+        .blob("dataflow/outputs/r2/validate/result.json")
+        .download_as_bytes()
+    )
+    assert result == {
+        "status": "bad_input",
+        "message": f"gs://landing/shop/orders.csv#{gone}: the object no longer exists "
+        "(deleted or overwritten)",
+    }
