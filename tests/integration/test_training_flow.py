@@ -68,8 +68,13 @@ def _done(run: RunRecord) -> bool:
 
 
 def _trained(run: RunRecord) -> bool:
-    """Its job's model-trained arrived (evaluate ran), or the run ended before that."""
-    return "evaluate" in run.steps or (run.state != "running" and "train" in run.steps)
+    """Its job's model-trained arrived (evaluate ran), or the run ended before that; and
+    train's own record is final (its end is written after the submission, and may wait
+    out Cloud Storage's same-object limit on run.json while the job already ended)."""
+    train = run.steps.get("train")
+    if train is None or train.state == "running":
+        return False
+    return "evaluate" in run.steps or run.state != "running"
 
 
 def _wait_for_job_end(cloud: LocalCloud, run: RunRecord) -> None:
