@@ -28,6 +28,10 @@ from tests.conftest import LocalCloud, running_test_cloud
 pytestmark = pytest.mark.integration
 
 FAKE_TRAINER = "tests.unit.jobs.fake_trainer"
+JOB_SECONDS = 12
+"""How long the jobs that later requests must find running take: longer than the
+run.json writes in between, each of which may wait out Cloud Storage's one write a
+second per object."""
 
 
 @pytest.fixture(scope="module")
@@ -128,7 +132,7 @@ def test_requests_during_a_failing_job_coalesce_into_one_follow_up(
     _assert_trained(upload)
     _wait_for_job_end(training_cloud, upload)
     first = TrainRequest(
-        dataset=dataset, request_id="first", hyperparameters={"fail": True, "sleep_s": 3}
+        dataset=dataset, request_id="first", hyperparameters={"fail": True, "sleep_s": JOB_SECONDS}
     )
     training_cloud.publish(first)
     first_run = run_id_for_request(dataset, "first")
@@ -162,7 +166,7 @@ def test_a_successful_job_hands_the_lock_to_its_follow_up(training_cloud: LocalC
     _assert_trained(upload)
     _wait_for_job_end(training_cloud, upload)
     training_cloud.publish(
-        TrainRequest(dataset=dataset, request_id="slow", hyperparameters={"sleep_s": 3})
+        TrainRequest(dataset=dataset, request_id="slow", hyperparameters={"sleep_s": JOB_SECONDS})
     )
     slow_run = run_id_for_request(dataset, "slow")
     training_cloud.wait_for_run(
