@@ -79,7 +79,7 @@ def _landed(scenario: Scenario, count: int, timeout: float = 120) -> dict[str, i
         if len(found) >= count:
             return found
         assert time.monotonic() < deadline, f"{len(found)} of {count} stream files landed"
-        time.sleep(0.5)
+        time.sleep(0.5)  # polling a condition with a deadline
 
 
 def _redelivery(scenario: Scenario, name: str) -> tuple[str, bytes]:
