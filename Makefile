@@ -2,6 +2,7 @@
 # Both create .venv and install what they need on first use.
 
 PYTHON ?= python3.11
+TEST_WORKERS ?= auto
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
@@ -80,7 +81,7 @@ checkov: $(INFRA_STAMP)
 	.venv-infra/bin/checkov --quiet --compact --config-file infra/.checkov.yaml
 
 unit: setup
-	$(BIN)/pytest -c shared/pyproject.toml --rootdir . -m "not integration" tests
+	$(BIN)/pytest -c shared/pyproject.toml --rootdir . -m "not integration" -n $(TEST_WORKERS) tests
 
 integration: setup
 	$(BIN)/pytest -c shared/pyproject.toml --rootdir . -m integration tests
@@ -88,8 +89,11 @@ integration: setup
 e2e: setup
 	$(BIN)/pytest -c shared/pyproject.toml --rootdir . tests/e2e
 
+# The tests without a local cloud run on every core (pytest-xdist); the local clouds'
+# tests run one at a time (each starts its own emulators and function processes).
 test: lint typecheck checkov
-	$(BIN)/pytest -c shared/pyproject.toml --rootdir . tests
+	$(BIN)/pytest -c shared/pyproject.toml --rootdir . -m "not integration" -n $(TEST_WORKERS) tests
+	$(BIN)/pytest -c shared/pyproject.toml --rootdir . -m integration tests
 
 bench: setup
 	$(BIN)/python bench/event_latency.py
