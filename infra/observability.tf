@@ -15,14 +15,16 @@ locals {
     "resource.type=\"ml_job\"",
     "resource.labels.task_name=\"service\"",
   ]
-  # Dataflow's job messages of Cascade's Beam statistics jobs (cascade-stats-<run>,
+  # Dataflow's job messages of Cascade's Beam jobs (cascade-stats-<run>: a file's
+  # statistics; cascade-split-<run>: a run's train/eval split;
   # cascade.jobs.beam_spec.dataflow_job_name): "Worker pool stopped.", "Workflow failed.
   # Causes: ..." and the rest. evaluate-job-events asks Dataflow for the job's state and
-  # finishes the run's validate when it has ended; any other message is a no-op.
+  # finishes the run's validate or transform when it has ended; any other message is a
+  # no-op.
   dataflow_job_event_clauses = [
     "resource.type=\"dataflow_step\"",
     "log_id(\"dataflow.googleapis.com/job-message\")",
-    "resource.labels.job_name:\"cascade-stats-\"",
+    "resource.labels.job_name=~\"^cascade-(stats|split)-\"",
   ]
   default_job_event_log_filter = join(" OR ", [
     for clauses in [local.vertex_job_event_clauses, local.dataflow_job_event_clauses] :
@@ -32,7 +34,7 @@ locals {
 
 resource "google_logging_project_sink" "job_events" {
   name        = "${var.name_prefix}job-events"
-  description = "Vertex AI job state changes and Dataflow job messages of Beam statistics jobs become messages on the job-events topic (evaluate-job-events records them on the run)."
+  description = "Vertex AI job state changes and Dataflow job messages of Beam jobs become messages on the job-events topic (evaluate-job-events records them on the run)."
   destination = "pubsub.googleapis.com/${google_pubsub_topic.this[local.job_events_topic].id}"
   filter      = coalesce(var.job_event_log_filter, local.default_job_event_log_filter)
 

@@ -261,7 +261,7 @@ def running_test_cloud(
         "router_port": base + 2,
         "functions_base_port": base + 3,
         # Pub/Sub's 10 s minimum backoff times this: 0.5 s, so the five attempts span
-        # longer than a step's run.json write waiting out Cloud Storage's one write a
+        # longer than a step's bookkeeping waiting out Cloud Storage's one write a
         # second per object (the router's retries would otherwise outrun it).
         "backoff_scale": 0.05,
         # Cloud Storage's same-object write limit, at 5 writes a second per object here

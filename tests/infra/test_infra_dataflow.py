@@ -132,18 +132,21 @@ def test_the_workers_write_only_under_the_dataflow_prefix(repository: EvaluatedI
     )
 
 
-def test_the_launchers_are_the_functions_that_reach_validates_beam_route(
+def test_the_launchers_are_the_functions_that_reach_a_beam_route(
     repository: EvaluatedInfra,
 ) -> None:
-    """validate launches a big file's Beam job; reconcile runs validate for a landed
-    file without a run. Nothing else holds the launcher role or Dataflow's developer."""
-    assert sorted(repository.locals["dataflow_launchers"]) == ["reconcile", "validate"]
+    """validate launches a big file's Beam job, transform a big snapshot's split;
+    reconcile runs validate for a landed file without a run. Nothing else holds the
+    launcher role or Dataflow's developer."""
+    assert sorted(repository.locals["dataflow_launchers"]) == ["reconcile", "transform", "validate"]
     launchers = {
         grant["member"]
         for _, _, grant in iter_grants(repository)
         if grant["role"] in (LAUNCHER_ROLE, "roles/dataflow.developer")
     }
-    assert launchers == {ref(FUNCTION_ACCOUNT, "member", fn) for fn in ("reconcile", "validate")}
+    assert launchers == {
+        ref(FUNCTION_ACCOUNT, "member", fn) for fn in ("reconcile", "transform", "validate")
+    }
 
 
 def test_a_launcher_gets_the_launcher_role_and_acts_as_the_workers_only(
@@ -153,7 +156,7 @@ def test_a_launcher_gets_the_launcher_role_and_acts_as_the_workers_only(
 
     added = _held(repository, member) - _held(not_launching, member)
 
-    assert not_launching.locals["dataflow_launchers"] == ["reconcile"]
+    assert sorted(not_launching.locals["dataflow_launchers"]) == ["reconcile", "transform"]
     assert added == {
         (PROJECT, LAUNCHER_ROLE),
         (ref(WORKERS, "name"), "roles/iam.serviceAccountUser"),

@@ -200,13 +200,15 @@ def _sink_filter_clauses(kind: str) -> list[str]:
 
 
 def _matches(entry: dict[str, Any], clause: str) -> bool:
-    """One clause of the Logging query language, of the three forms the sink uses."""
+    """One clause of the Logging query language, of the four forms the sink uses."""
     if found := re.fullmatch(r'log_id\("([^"]+)"\)', clause):
         return str(entry["logName"]).endswith("/logs/" + quote(found.group(1), safe=""))
     if found := re.fullmatch(r'([\w.]+)=\"([^"]*)\"', clause):
         return bool(_field(entry, found.group(1)) == found.group(2))
     if found := re.fullmatch(r'([\w.]+):\"([^"]*)\"', clause):
         return found.group(2) in str(_field(entry, found.group(1)) or "")
+    if found := re.fullmatch(r'([\w.]+)=~\"([^"]*)\"', clause):  # an RE2 search
+        return re.search(found.group(2), str(_field(entry, found.group(1)) or "")) is not None
     raise AssertionError(f"a clause this test cannot read: {clause}")
 
 
@@ -233,13 +235,15 @@ def test_the_sink_filter_selects_the_entries_the_parser_reads() -> None:
     assert parsed.announces_end
 
 
+@pytest.mark.parametrize("kind", ["stats", "split"])
 @pytest.mark.parametrize("state", ["succeeded", "failed", "cancelled"])
-def test_the_sink_filter_selects_the_end_of_a_beam_job(state: JobState) -> None:
-    """The entry the local job service announces a Beam job's end with is the one the
-    sink's Dataflow clauses select (Dataflow's job-message log, the job's name)."""
+def test_the_sink_filter_selects_the_end_of_a_beam_job(state: JobState, kind: str) -> None:
+    """The entry the local job service announces a Beam job's end with (a file's
+    statistics, a run's split) is the one the sink's Dataflow clauses select (Dataflow's
+    job-message log, the job's name); another job's name is not."""
     job = LocalDataflowJob(
         job_id="0123456789abcdef",
-        name=dataflow_job_name("credit-0123456789abcdef"),
+        name=dataflow_job_name("credit-0123456789abcdef", kind=kind),
         parameters={},
         state=state,
         error="worker lost",
@@ -251,6 +255,8 @@ def test_the_sink_filter_selects_the_end_of_a_beam_job(state: JobState) -> None:
 
     assert all(_matches(entry, clause) for clause in _sink_filter_clauses("dataflow"))
     assert not all(_matches(entry, clause) for clause in _sink_filter_clauses("vertex"))
+    other = {**entry, "resource": {**entry["resource"], "labels": {"job_name": "etl-cascade-x"}}}
+    assert not all(_matches(other, clause) for clause in _sink_filter_clauses("dataflow"))
     parsed = parse_job_event(json.dumps(entry).encode())
     assert isinstance(parsed, JobLogEntry)
     assert (parsed.job_id, parsed.resource_type) == ("0123456789abcdef", "dataflow_step")

@@ -252,3 +252,151 @@ def _source(name: str, data: bytes) -> DataSource:
         size=len(data),
         open=lambda: contextlib.nullcontext(io.BytesIO(data)),
     )
+
+
+class _Ticks:
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_messages_the_writer_cannot_write_go_to_the_dead_letter_topic(
+    emulators: Emulators, tmp_path: Path
+) -> None:
+    # The bucket is missing: each failed write nacks the batch, Pub/Sub counts the
+    # deliveries and, after max_delivery_attempts, the emulator itself forwards the
+    # messages to the dead-letter topic with the CloudPubSubDeadLetterSource* attributes.
+    settings = emulators.settings
+    topology = load_topology(TOPOLOGY)
+    spec = topology.streams["credit"]
+    names = stream_names("credit", settings.topic_prefix)
+    watch = f"projects/{settings.project}/subscriptions/verify-dead-letters-{os.getpid()}"
+    with contextlib.suppress(gexc.AlreadyExists):
+        emulators.subscriber.create_subscription(
+            request={"name": watch, "topic": settings.topic_path("dead-letter")}
+        )
+    rows = tmp_path / "rows.csv"
+    rows.write_bytes(sample_csv(3, seed=5))
+    artifacts = ArtifactStore(make_storage_client(settings), settings.artifacts_bucket)
+    report = publish_records(settings, "credit", rows, _publisher(settings), artifacts)
+    assert report.published == 3
+
+    missing = make_storage_client(settings).bucket("no-such-landing-bucket")
+
+    def write(name: str, data: bytes) -> None:
+        missing.blob(name).upload_from_string(data)
+
+    ticks = _Ticks()
+    writer = StreamWriter(spec, names, settings.project, emulators.subscriber, write, clock=ticks)
+    for _ in range(spec.max_delivery_attempts + 3):
+        for _ in range(50):  # pulls until the redelivered copies are back (bounded)
+            writer.poll()
+            if len(writer.batch.messages) >= 3:
+                break
+        writer.flush()
+        ticks.now += 100.0  # past the writer's pause after a failed write
+        if writer.messages_nacked >= 3 * spec.max_delivery_attempts:
+            break
+    assert writer.state == "NOT_FOUND"
+    assert writer.files_written == []
+    assert writer.messages_nacked == 3 * spec.max_delivery_attempts
+    # The next pull finds nothing: the emulator forwards the messages instead of
+    # delivering them a sixth time (the running writer pulls all the time).
+    writer.poll()
+    assert writer.batch.messages == []
+
+    letters: dict[str, Any] = {}
+    for _ in range(50):
+        response = emulators.subscriber.pull(
+            request={"subscription": watch, "max_messages": 10}, timeout=5
+        )
+        for received in response.received_messages:
+            letters[received.message.message_id] = received.message
+        if received_ids := [r.ack_id for r in response.received_messages]:
+            emulators.subscriber.acknowledge(
+                request={"subscription": watch, "ack_ids": received_ids}
+            )
+        if len(letters) >= 3:
+            break
+    assert len(letters) == 3
+    for letter in letters.values():
+        attributes = dict(letter.attributes)
+        assert attributes["CloudPubSubDeadLetterSourceSubscription"] == names.subscription_id
+        assert attributes["CloudPubSubDeadLetterSourceDeliveryCount"] == str(
+            spec.max_delivery_attempts
+        )
+        assert attributes["CloudPubSubDeadLetterSourceSubscriptionProject"] == settings.project
+        assert attributes["dataset"] == "credit"  # publish-records names it
+        assert json.loads(letter.data)["customer_id"]
+
+
+def test_nullable_fields_publish_as_avro_json_unions_and_unknown_fields_never(
+    emulators: Emulators, tmp_path: Path
+) -> None:
+    # The emulator refuses a bare value for a ["null", "string"] field and takes a field
+    # the schema lacks; publish-records wraps the one and refuses the other.
+    from google.pubsub_v1 import types as pubsub_types
+
+    settings = emulators.settings.model_copy(update={"topic_prefix": "nullable-"})
+    names = stream_names("credit", settings.topic_prefix)
+    schema = {
+        "type": "record",
+        "name": "R",
+        "fields": [
+            {"name": "age", "type": "long"},
+            {"name": "note", "type": ["null", "string"]},
+        ],
+    }
+    with contextlib.suppress(gexc.AlreadyExists):
+        _schema_client(settings).create_schema(
+            request={
+                "parent": f"projects/{settings.project}",
+                "schema": {
+                    "type_": pubsub_types.Schema.Type.AVRO,
+                    "definition": json.dumps(schema),
+                },
+                "schema_id": names.schema_id,
+            }
+        )
+    publisher = make_publisher(settings)
+    with contextlib.suppress(gexc.AlreadyExists):
+        publisher.create_topic(
+            request={
+                "name": names.topic_path(settings.project),
+                "schema_settings": {
+                    "schema": names.schema_path(settings.project),
+                    "encoding": pubsub_types.Encoding.JSON,
+                },
+            }
+        )
+    path = tmp_path / "rows.ndjson"
+    path.write_text(
+        "\n".join(
+            [
+                '{"age": 1, "note": {"string": "north"}}',
+                '{"age": 2, "note": null}',
+                '{"age": 3, "note": "bare"}',  # the topic refuses a bare union value
+                '{"age": 4, "note": null, "extra": 1}',  # the emulator would take it
+            ]
+        )
+        + "\n",
+        encoding="utf-8",
+    )
+    csv = tmp_path / "rows.csv"
+    csv.write_text("age,note\n5,south\n6,\n", encoding="utf-8")
+    artifacts = ArtifactStore(make_storage_client(settings), settings.artifacts_bucket)
+
+    lines = publish_records(
+        settings, "credit", path, _publisher(settings), artifacts, record_schema=schema
+    )
+    rows = publish_records(
+        settings, "credit", csv, _publisher(settings), artifacts, record_schema=schema
+    )
+
+    assert (lines.published, rows.published) == (2, 2)
+    reasons = {letter.location: letter.reason for letter in lines.dead_letters}
+    assert sorted(reasons) == ["row 3", "row 4"]
+    assert "the topic refused" in reasons["row 3"]
+    assert "not in the stream's Avro schema" in reasons["row 4"]

@@ -69,8 +69,8 @@ def _assert_restarted(cloud: LocalCloud, component: str, pid: int, restarts: int
 
 def _both_steps_done(run: RunRecord) -> bool:
     """The run ended (transform failed it) and validate's own record is final: validate
-    marks itself done after publishing, and that write may wait out Cloud Storage's
-    same-object write limit on run.json while transform already ran."""
+    creates its result after publishing, so transform may already have ended the run
+    while validate's step still reads as running."""
     validate = run.steps.get("validate")
     return run.state != "running" and validate is not None and validate.state != "running"
 

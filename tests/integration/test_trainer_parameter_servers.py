@@ -5,6 +5,7 @@ of ``python -m cascade.trainer.task`` with Vertex AI's environment (``TF_CONFIG`
 ``chief``, ``worker`` and ``ps`` tasks); the workers and parameter servers serve until
 the chief, which reads its inputs from the storage emulator and publishes
 ``model-trained`` on the Pub/Sub emulator, exits — then the job has the chief's status.
+The worker reads the training data itself, from chunks the chief wrote on this host.
 """
 
 from __future__ import annotations
@@ -82,6 +83,12 @@ def test_a_parameter_server_job_trains_shards_and_ends_with_its_chief(
     assert "(parameter_server, 1 replicas)" in chief
     assert "/job:ps/replica:0/task:0/device:CPU:0', '/job:ps/replica:0/task:1" in chief
     assert "serving as ps:1" in logs["ps-1.log"]
+    # the worker reads the chunks itself (two training chunks, one eval chunk, 2 epochs);
+    # the chief sends only their paths
+    assert logs["worker-0.log"].count("cascade-ps: read") == 6
+    assert "cascade-ps: read" not in chief
+    # TensorFlow cannot reach the storage emulator: no checkpoints, as the Keras path
+    assert "not checkpointing to gs://" in chief
     assert "saved_model.pb" in storage.list_tree(job_spec.model_dir)
     report = EvaluationReport.model_validate_json(
         storage.read_bytes(f"{job_spec.output_dir}/metrics.json")

@@ -30,16 +30,14 @@ pytestmark = pytest.mark.integration
 FAKE_TRAINER = "tests.unit.jobs.fake_trainer"
 JOB_SECONDS = 12
 """How long the jobs that later requests must find running take: longer than the
-run.json writes in between, each of which may wait out Cloud Storage's one write a
-second per object."""
+steps' bookkeeping in between (and its retries) on a loaded machine."""
 
 
 @pytest.fixture(scope="module")
 def training_cloud(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCloud]:
-    # Backoff as the end-to-end suite's (2 s first): a run's validate, monitor and
-    # transform all write its run.json within seconds, each waiting out Cloud Storage's
-    # one write a second per object, and a train request that arrives before validate
-    # has recorded its end is retried until it has.
+    # Backoff as the end-to-end suite's (2 s first): a train request that arrives
+    # before validate has created its result (validate publishes first) is retried
+    # until it has.
     with running_test_cloud(
         tmp_path_factory.mktemp("training-cloud"), trainer_module=FAKE_TRAINER, backoff_scale=0.2
     ) as cloud:
@@ -73,8 +71,8 @@ def _done(run: RunRecord) -> bool:
 
 def _trained(run: RunRecord) -> bool:
     """Its job's model-trained arrived (evaluate ran), or the run ended before that; and
-    train's own record is final (its end is written after the submission, and may wait
-    out Cloud Storage's same-object limit on run.json while the job already ended)."""
+    train's own record is final (its result is created after the submission, and the
+    job may end first)."""
     train = run.steps.get("train")
     if train is None or train.state == "running":
         return False

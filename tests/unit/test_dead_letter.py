@@ -2,13 +2,19 @@
 
 from __future__ import annotations
 
+import pytest
+
+from cascade.core.claims import ClaimHandle
 from cascade.core.context import StepContext
+from cascade.core.errors import TransientError
 from cascade.core.events import PubSubEnvelope
 from cascade.core.fakes import RecordingBus
 from cascade.core.messages import Alert
+from cascade.core.observability import RunLogger
 from cascade.core.paths import dead_letter_record
-from cascade.core.runs import RunRecord, StepRecord, Trigger, run_id_for_object
+from cascade.core.runs import RunRecord, Trigger, run_id_for_object
 from cascade.steps.dead_letter import DeadLetter, record_dead_letter
+from cascade.steps.runner import StepOutcome, execute_step
 from tests.unit.conftest import Clock
 
 FORWARDED = {
@@ -38,6 +44,18 @@ def _running(step_context: StepContext, clock: Clock, run_id: str) -> None:
             updated_at=clock.now,
         )
     )
+
+
+def _attempt_fails(step_context: StepContext, run_id: str, step: str, error: str) -> None:
+    """A delivery of ``step`` whose attempt fails (the event will be redelivered)."""
+    run = step_context.ledger.get(run_id)
+    assert run is not None
+
+    def failing(claim: ClaimHandle, log: RunLogger) -> StepOutcome:
+        raise TransientError(error)
+
+    with pytest.raises(TransientError):
+        execute_step(step_context, run=run, step=step, owner=f"{step}-1", body=failing)
 
 
 def _alerts(step_context: StepContext) -> list[Alert]:
@@ -137,16 +155,12 @@ def test_a_dead_lettered_run_keeps_the_cause_its_step_recorded(
     """Google's dead letter carries no error: the step's last failed attempt says why."""
     _running(step_context, clock, "credit-run3")
 
-    def attempt_failed(record: RunRecord) -> None:
-        record.steps["transform"] = StepRecord(
-            state="running",
-            attempts=5,
-            started_at=clock.now,
-            error="attempt failed (will retry): publishing to cascade-train-requests: 403 "
-            "User not authorized to perform this action.",
-        )
-
-    step_context.ledger.update("credit-run3", attempt_failed)
+    _attempt_fails(
+        step_context,
+        "credit-run3",
+        "transform",
+        "publishing to cascade-train-requests: 403 User not authorized to perform this action.",
+    )
     envelope = _envelope(
         {"dataset": "credit", "run_id": "credit-run3", "message_type": "DataValidated"},
         message_id="9999",
@@ -173,13 +187,16 @@ def test_a_dead_lettered_run_leaves_no_step_running_and_keeps_finished_steps(
     _running(step_context, clock, "credit-run4")
     started = clock.now
 
-    def two_steps(record: RunRecord) -> None:
-        record.steps["validate"] = StepRecord(
-            state="succeeded", attempts=1, started_at=started, finished_at=started
-        )
-        record.steps["transform"] = StepRecord(state="running", attempts=5, started_at=started)
-
-    step_context.ledger.update("credit-run4", two_steps)
+    run = step_context.ledger.get("credit-run4")
+    assert run is not None
+    execute_step(
+        step_context,
+        run=run,
+        step="validate",
+        owner="validate-1",
+        body=lambda claim, log: StepOutcome(summary="accepted"),
+    )
+    _attempt_fails(step_context, "credit-run4", "transform", "storage 503")
     clock.advance(90)
     envelope = _envelope(
         {"dataset": "credit", "run_id": "credit-run4", "message_type": "DataValidated"},

@@ -4,17 +4,22 @@ object naming and Avro records, and the service's rules for a subscription's con
 from __future__ import annotations
 
 import io
+import json
 import uuid
+from concurrent.futures import Future
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import fastavro
 import pytest
+from google.api_core import exceptions as gexc
 from google.pubsub_v1 import types as pubsub_types
 from pydantic import ValidationError
 
+from cascade.cli.publish_records import publish_records, schema_fields, stream_record_schema
 from cascade.core.errors import InvalidConfigError
+from cascade.core.fakes import MemoryArtifactStore
 from cascade.core.settings import Settings
 from cascade.core.streams import (
     StreamSpec,
@@ -24,12 +29,17 @@ from cascade.core.streams import (
 )
 from cascade.core.topology import load_topology, parse_topology
 from cascade.localcloud.gcs_subscriber import (
+    ACTIVE,
+    NOT_FOUND,
+    PERMISSION_DENIED,
     Message,
     StreamWriter,
     avro_file_bytes,
     object_name,
     subscription_request,
+    write_state,
 )
+from cascade.validation.avro_reader import record_problem
 from cascade.validation.names import check_landed_name, file_format_of, landed_dataset
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -221,12 +231,19 @@ def test_an_avro_file_holds_the_write_metadata_fields() -> None:
 class FakeSubscriber:
     def __init__(self) -> None:
         self.acked: list[str] = []
+        self.nacked: list[str] = []
+        self.pulls = 0
 
     def pull(self, request: dict[str, Any], timeout: float) -> Any:
-        raise AssertionError("not pulled in these tests")
+        self.pulls += 1
+        return pubsub_types.PullResponse()
 
     def acknowledge(self, request: dict[str, Any]) -> Any:
         self.acked += request["ack_ids"]
+
+    def modify_ack_deadline(self, request: dict[str, Any]) -> Any:
+        assert request["ack_deadline_seconds"] == 0  # a nack
+        self.nacked += request["ack_ids"]
 
 
 class Ticks:
@@ -237,7 +254,13 @@ class Ticks:
         return self.now
 
 
-def _writer(spec: StreamSpec, *, fail_writes: bool = False, scale: float = 1.0) -> Any:
+def _writer(
+    spec: StreamSpec,
+    *,
+    fail_writes: bool = False,
+    scale: float = 1.0,
+    failures: list[Exception] | None = None,
+) -> Any:
     files: dict[str, bytes] = {}
     subscriber = FakeSubscriber()
     ticks = Ticks()
@@ -245,6 +268,8 @@ def _writer(spec: StreamSpec, *, fail_writes: bool = False, scale: float = 1.0) 
     def write(name: str, data: bytes) -> None:
         if fail_writes:
             raise ConnectionError("storage is down")
+        if failures:
+            raise failures.pop(0)
         files[name] = data
 
     writer = StreamWriter(
@@ -299,7 +324,184 @@ def test_an_empty_batch_writes_nothing() -> None:
 
 def test_messages_are_acknowledged_only_after_the_file_is_written() -> None:
     writer, files, subscriber, _ = _writer(_spec(max_messages=1000), fail_writes=True)
-    with pytest.raises(ConnectionError):
-        writer.receive(_message(i) for i in range(1000))
-    assert subscriber.acked == []  # redelivered later: at least once, never lost
+    writer.receive(_message(i) for i in range(1000))
+    assert subscriber.acked == []  # redelivered: at least once, never lost
     assert files == {}
+
+
+@pytest.mark.parametrize(
+    ("error", "state"),
+    [
+        (gexc.NotFound("The specified bucket does not exist."), NOT_FOUND),
+        (gexc.Forbidden("does not have storage.objects.create access"), PERMISSION_DENIED),
+        (ConnectionError("storage is down"), ACTIVE),
+        (gexc.ServiceUnavailable("try again"), ACTIVE),
+    ],
+)
+def test_a_batch_that_cannot_be_written_is_nacked_for_pub_sub_to_count(
+    error: Exception, state: str
+) -> None:
+    # A nack is a failed delivery: Pub/Sub delivers the messages again and, after the
+    # subscription's max_delivery_attempts, forwards them to the dead-letter topic.
+    writer, files, subscriber, _ = _writer(_spec(max_messages=1000), failures=[error])
+    writer.receive(_message(i) for i in range(1000))
+    assert files == {}
+    assert subscriber.acked == []
+    assert subscriber.nacked == [f"ack{i}" for i in range(1000)]
+    assert not writer.batch.messages  # the next batch holds the redelivered copies
+    assert (writer.state, writer.failed_writes, writer.messages_nacked) == (state, 1, 1000)
+    assert type(error).__name__ in writer.last_error
+
+
+def test_after_a_failed_write_the_writer_waits_longer_each_time_then_recovers() -> None:
+    failures: list[Exception] = [gexc.NotFound("no bucket"), gexc.NotFound("no bucket")]
+    writer, files, subscriber, ticks = _writer(_spec(max_messages=1000), failures=failures)
+    writer.receive(_message(i) for i in range(1000))  # fails: pause 1 s
+    assert writer.poll() == 0
+    assert subscriber.pulls == 0
+    ticks.now = 1.0
+    writer.poll()
+    assert subscriber.pulls == 1
+    writer.receive(_message(i) for i in range(1000))  # fails again: pause 2 s
+    ticks.now = 2.5
+    assert writer.poll() == 0
+    assert subscriber.pulls == 1
+    ticks.now = 3.0
+    writer.poll()
+    assert subscriber.pulls == 2
+    writer.receive(_message(i) for i in range(1000))  # written
+    assert len(files) == 1
+    assert writer.state == ACTIVE
+    assert writer.paused_for() == 0
+    assert subscriber.acked == [f"ack{i}" for i in range(1000)]
+
+
+def test_write_states_follow_the_service() -> None:
+    assert write_state(gexc.NotFound("x")) == NOT_FOUND
+    assert write_state(gexc.Forbidden("x")) == PERMISSION_DENIED
+    assert write_state(gexc.PermissionDenied("x")) == PERMISSION_DENIED
+    assert write_state(gexc.Unauthorized("x")) == PERMISSION_DENIED
+    assert write_state(gexc.TooManyRequests("x")) == ACTIVE
+
+
+# ------------------------------------------------------------------ publish-records and the schema
+
+NULLABLE_SCHEMA = {
+    "type": "record",
+    "name": "R",
+    "fields": [
+        {"name": "age", "type": "long"},
+        {"name": "note", "type": ["null", "string"]},
+    ],
+}
+
+
+class RecordingTopic:
+    """Takes every message (what the emulator does with a field the schema lacks)."""
+
+    def __init__(self) -> None:
+        self.sent: list[tuple[bytes, dict[str, str]]] = []
+
+    def publish(self, topic: str, data: bytes, **attributes: str) -> Future[str]:
+        self.sent.append((data, attributes))
+        future: Future[str] = Future()
+        future.set_result(str(len(self.sent)))
+        return future
+
+
+def test_publish_records_writes_nullable_fields_as_avro_json_unions(tmp_path: Path) -> None:
+    path = tmp_path / "rows.csv"
+    path.write_text("age,note\n40,north\n41,\n", encoding="utf-8")
+    topic = RecordingTopic()
+    report = publish_records(
+        Settings(), "credit", path, topic, MemoryArtifactStore("a"), record_schema=NULLABLE_SCHEMA
+    )
+    assert report.published == 2
+    assert [json.loads(data) for data, _ in topic.sent] == [
+        {"age": 40, "note": {"string": "north"}},
+        {"age": 41, "note": None},
+    ]
+    assert {attributes["dataset"] for _, attributes in topic.sent} == {"credit"}
+    # ... and the stream reader reads the union's value back
+    assert [record_problem(data)[0] for data, _ in topic.sent] == [
+        {"age": 40, "note": "north"},
+        {"age": 41, "note": None},
+    ]
+
+
+@pytest.mark.parametrize("suffix", [".csv", ".ndjson"])
+def test_publish_records_refuses_a_field_the_schema_does_not_name(
+    tmp_path: Path, suffix: str
+) -> None:
+    path = tmp_path / f"rows{suffix}"
+    if suffix == ".csv":
+        path.write_text("age,note,extra\n40,,1\n", encoding="utf-8")
+    else:
+        lines = ['{"age": 40, "note": null}', '{"age": 40, "note": null, "extra": 1}', "no json"]
+        path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    topic = RecordingTopic()
+    store = MemoryArtifactStore("a")
+    report = publish_records(
+        Settings(), "credit", path, topic, store, record_schema=NULLABLE_SCHEMA
+    )
+    refused = [letter for letter in report.dead_letters if "extra" in letter.reason]
+    assert len(refused) == 1
+    assert "not in the stream's Avro schema" in refused[0].reason
+    assert all(b"extra" not in data for data, _ in topic.sent)  # never published
+    if suffix == ".ndjson":
+        assert refused[0].location == "row 2"
+        assert len(topic.sent) == 2  # the good line, and the one the topic judges
+
+
+def test_without_a_schema_nothing_is_checked_or_wrapped(tmp_path: Path) -> None:
+    path = tmp_path / "rows.csv"
+    path.write_text("age,note,extra\n40,north,1\n", encoding="utf-8")
+    topic = RecordingTopic()
+    publish_records(Settings(), "credit", path, topic, MemoryArtifactStore("a"))
+    assert json.loads(topic.sent[0][0]) == {"age": 40, "note": "north", "extra": 1}
+
+
+def test_the_command_reads_the_streams_schema_from_the_topology() -> None:
+    schema = stream_record_schema("credit", REPO_ROOT, from_env=True)
+    assert schema_fields(schema)["age"] is None
+    assert set(schema_fields(schema)) == {
+        "customer_id",
+        "age",
+        "income",
+        "loan_amount",
+        "term_months",
+        "credit_score",
+        "employment",
+        "home_ownership",
+        "purpose",
+        "region",
+        "num_late_payments",
+        "defaulted",
+    }
+    with pytest.raises(InvalidConfigError, match="has no stream"):
+        stream_record_schema("nostream", REPO_ROOT, from_env=True)
+
+
+@pytest.mark.parametrize(
+    ("wrapped", "read"),
+    [
+        ({"string": "north"}, "north"),
+        ({"long": 3}, 3),
+        ({"double": 1.5}, 1.5),
+        ({"boolean": True}, True),
+    ],
+)
+def test_the_stream_reader_unwraps_avro_json_union_branches(wrapped: Any, read: Any) -> None:
+    row, reason = record_problem(json.dumps({"f": wrapped}).encode())
+    assert reason == ""
+    assert row == {"f": read}
+
+
+@pytest.mark.parametrize(
+    "value",
+    [{"string": "a", "long": 1}, {"record": "x"}, {"string": {"nested": 1}}, {"string": [1]}],
+)
+def test_objects_that_are_no_union_branch_are_still_split_out(value: Any) -> None:
+    row, reason = record_problem(json.dumps({"f": value}).encode())
+    assert row is None
+    assert "a column holds scalars" in reason

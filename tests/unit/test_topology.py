@@ -101,7 +101,7 @@ def test_every_repository_function_names_its_dependency_group() -> None:
     # Vertex AI's client only where the step calls Vertex AI (and iam.tf grants it a role).
     assert groups == {
         "validate": "function-beam",
-        "transform": "function",
+        "transform": "function-beam",
         "monitor": "function-vertex",
         "train": "function-vertex",
         "train-http": "function-vertex",

@@ -14,6 +14,7 @@ from cascade.core.errors import BadRequestError
 from cascade.core.fakes import RecordingBus
 from cascade.core.messages import Alert, ModelBlessed
 from cascade.core.paths import DatasetPaths
+from cascade.core.runs import RunLedger
 from cascade.evaluation.override import CannotBlessError, force_bless
 from cascade.evaluation.record import EvaluationRecord, evaluation_path
 from cascade.serving.state import DeployedVersion, ServingState
@@ -235,6 +236,37 @@ def test_force_bless_is_audited_and_publishes_model_blessed(ctx: StepContext) ->
     assert run.error is None
     assert run.lineage["evaluation_override"]["actor"] == "ana@example.com"
     assert run.steps["evaluate"].outputs["override"]["reason"].startswith("known label shift")
+
+
+class _Crash(BaseException):
+    """The process dies here (no ``except Exception`` sees it)."""
+
+
+def test_force_bless_overrules_a_rejection_run_json_has_not_recorded_yet(
+    ctx: StepContext, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """evaluate's result says the run is rejected, but its process died before run.json
+    said so: the bless still leaves the run running, and evaluate's redelivery does not
+    bring the rejection back."""
+    with monkeypatch.context() as patched:
+
+        def crash(self: RunLedger, run_id: str, mutate: Any) -> None:
+            raise _Crash
+
+        patched.setattr(RunLedger, "update", crash)
+        with pytest.raises(_Crash):
+            evaluate(ctx, auc=0.6)
+    run = ctx.ledger.get(RUN_ID)
+    assert run is not None
+    assert run.state == "rejected"
+
+    bless(ctx)
+    handle_model_trained(ctx, model_trained(), event_id="e1-again")
+
+    run = ctx.ledger.get(RUN_ID)
+    assert run is not None
+    assert (run.state, run.error) == ("running", None)
+    assert run.steps["evaluate"].outputs["verdict"] == "force_blessed"
 
 
 def test_force_bless_approves_a_first_run_awaiting_approval(ctx: StepContext) -> None:

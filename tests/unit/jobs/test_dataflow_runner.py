@@ -18,6 +18,8 @@ from google.cloud import dataflow_v1beta3 as dataflow
 
 from cascade.core.errors import InvalidConfigError, TransientError
 from cascade.core.settings import Settings
+from cascade.jobs.beam_jobs import launch_refusal
+from cascade.jobs.beam_spec import BeamMaterializeSpec
 from cascade.jobs.dataflow_runner import (
     BeamStatisticsSpec,
     DataflowBeamRunner,
@@ -38,6 +40,19 @@ SPEC = BeamStatisticsSpec(
     output_uri=f"gs://acme-artifacts/dataflow/outputs/{RUN_ID}/validate",
     float_features=("income", "age"),
     string_features=("zip",),
+)
+SPLIT = BeamMaterializeSpec(
+    run_id=RUN_ID,
+    dataset="shop",
+    request_uri=f"gs://acme-artifacts/dataflow/inputs/{RUN_ID}/materialize.json",
+    output_uri=f"gs://acme-artifacts/dataflow/outputs/{RUN_ID}/transform",
+)
+ENVIRONMENT = dataflow.FlexTemplateRuntimeEnvironment(
+    max_workers=10,
+    service_account_email="cascade-dataflow-workers@acme-ml.iam.gserviceaccount.com",
+    temp_location="gs://acme-artifacts/dataflow/temp",
+    staging_location="gs://acme-artifacts/dataflow/staging",
+    additional_user_labels={"cascade_run_id": RUN_ID.lower(), "cascade_dataset": "shop"},
 )
 NAME_RULE = re.compile(r"^[a-z]([-a-z0-9]{0,1022}[a-z0-9])?$")
 
@@ -164,3 +179,49 @@ def test_job_states_map_to_cascade_states(state: dataflow.JobState, expected: st
     jobs.get_job.assert_called_once_with(
         request=dataflow.GetJobRequest(project_id="acme-ml", job_id="j1", location="europe-west4")
     )
+
+
+def test_the_split_launch_is_the_same_template_in_materialize_mode() -> None:
+    """The transform's split: the template's ``mode``, ``request`` and ``output``
+    parameters only, its own job name, the same environment as a statistics job."""
+    runner, templates, _ = _runner()
+    split_name = dataflow_job_name(RUN_ID, kind="split")
+    templates.launch_flex_template.return_value = dataflow.LaunchFlexTemplateResponse(
+        job=dataflow.Job(id="2026-12-01_00_45_00-42", name=split_name)
+    )
+
+    job_id = runner.submit(SPLIT)
+
+    assert job_id == "2026-12-01_00_45_00-42"
+    parameters = {
+        "mode": "materialize",
+        "request": f"gs://acme-artifacts/dataflow/inputs/{RUN_ID}/materialize.json",
+        "output": f"gs://acme-artifacts/dataflow/outputs/{RUN_ID}/transform",
+    }
+    templates.launch_flex_template.assert_called_once_with(
+        request=dataflow.LaunchFlexTemplateRequest(
+            project_id="acme-ml",
+            location="europe-west4",
+            launch_parameter=dataflow.LaunchFlexTemplateParameter(
+                job_name=split_name,
+                container_spec_gcs_path="gs://acme-artifacts/dataflow/templates/cascade-beam.json",
+                parameters=parameters,
+                environment=ENVIRONMENT,
+            ),
+        )
+    )
+    assert split_name != dataflow_job_name(RUN_ID)  # the run's statistics job is another
+    assert NAME_RULE.match(split_name)
+    assert launch_refusal(split_name, parameters) == ""  # the template declares them so
+
+
+def test_a_repeated_split_launch_finds_the_runs_split_job_not_its_statistics_job() -> None:
+    runner, templates, jobs = _runner()
+    templates.launch_flex_template.side_effect = gexc.AlreadyExists("job name in use")
+    jobs.list_jobs.return_value = [
+        dataflow.Job(id="stats", name=dataflow_job_name(RUN_ID)),
+        dataflow.Job(id="split", name=dataflow_job_name(RUN_ID, kind="split")),
+    ]
+
+    assert runner.submit(SPLIT) == "split"
+    assert runner.submit(SPEC) == "stats"

@@ -12,6 +12,7 @@ from cascade.core.errors import BadRequestError, StepInProgressError, TransientE
 from cascade.core.fakes import MemoryArtifactStore, RecordingBus
 from cascade.core.job_spec import TRAINING_FAILURE_FILE, TrainingFailure
 from cascade.core.messages import Alert, JobEvent, ModelTrained, TrainRequest
+from cascade.core.paths import RunPaths
 from cascade.core.runs import RunRecord, Trigger, run_id_for_request
 from cascade.jobs.job_events import parse_job_event
 from cascade.jobs.lock import TrainingLockStore, follow_up_run_id
@@ -433,16 +434,15 @@ def test_a_request_naming_a_run_without_an_accepted_file_is_refused(
 def test_a_request_while_validate_still_records_its_end_is_retried_not_refused(
     step_context: StepContext, runner: FakeJobRunner, clock: Clock
 ) -> None:
-    """validate publishes data-validated before it records its end (and that write may
-    wait out Cloud Storage's same-object limit on run.json): transform's request can
-    arrive while the record still says validate is running."""
+    """validate publishes data-validated before it creates its result: transform's
+    request can arrive while the record still says validate is running (its claim
+    without its result)."""
     upload = Trigger(kind="object", uri="gs://cascade-landing/credit/a.csv", generation=1)
     run_id = _run_waiting_for_training(step_context, clock, upload, "validate", "transform")
-
-    def validate_running(record: RunRecord) -> None:
-        record.steps["validate"].state = "running"
-
-    step_context.ledger.update(run_id, validate_running)
+    assert step_context.artifacts.delete(RunPaths(run_id).result("validate"))
+    record = step_context.ledger.get(run_id)
+    assert record is not None
+    assert record.steps["validate"].state == "running"
 
     with pytest.raises(StepInProgressError, match="validate step has not finished yet"):
         handle_train_request(

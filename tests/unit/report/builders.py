@@ -10,12 +10,13 @@ local one does).
 from __future__ import annotations
 
 import random
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 from google.protobuf import text_format
 
+from cascade.core.claims import StepResult
 from cascade.core.context import StepContext
 from cascade.core.deployment_config import DeploymentConfig
 from cascade.core.job_spec import TrainingJobSpec
@@ -152,8 +153,10 @@ def _store_validation(
     return outputs
 
 
-def _step(state: str, minutes: float, duration_s: float, **fields: Any) -> StepRecord:
-    started = NOW + timedelta(minutes=minutes)
+def _step(
+    state: str, minutes: float, duration_s: float, *, base: datetime = NOW, **fields: Any
+) -> StepRecord:
+    started = base + timedelta(minutes=minutes)
     return StepRecord.model_validate(
         {
             "state": state,
@@ -164,6 +167,24 @@ def _step(state: str, minutes: float, duration_s: float, **fields: Any) -> StepR
             **fields,
         }
     )
+
+
+def _store_result(artifacts: ArtifactStore, run_id: str, name: str, step: StepRecord) -> None:
+    """A finished step's result, as ``execute_step`` creates it."""
+    assert step.finished_at is not None
+    assert step.duration_s is not None
+    result = StepResult(
+        run_id=run_id,
+        step=name,
+        owner=f"{name}-event",
+        state=step.state,  # type: ignore[arg-type]
+        outputs=step.outputs,
+        started_at=step.started_at,
+        finished_at=step.finished_at,
+        duration_s=step.duration_s,
+        attempts=step.attempts,
+    )
+    assert artifacts.create(RunPaths(run_id).result(name), result.model_dump_json().encode())
 
 
 def land_first_file(artifacts: ArtifactStore, tmp_path: Path) -> FileValidation:
@@ -455,15 +476,20 @@ def full_run(ctx: StepContext, tmp_path: Path) -> None:
     assert validation.accepted
     outputs = _store_validation(artifacts, RUN_ID, validation, f"gs://{LANDING}/credit/day-3.csv")
     job = "projects/p/locations/us-central1/customJobs/123"
+    base = ctx.clock() - timedelta(minutes=10)  # before the real evaluate and deploy steps
     steps = {
-        "validate": _step("succeeded", 0, 1.5, outputs=outputs),
-        "transform": _step("succeeded", 1, 2.25, outputs={"train_rows": 480, "eval_rows": 120}),
-        "train": _step("succeeded", 2, 0.5, outputs={"job_name": job, "kind": "custom"}),
+        "validate": _step("succeeded", 0, 1.5, base=base, outputs=outputs),
+        "transform": _step(
+            "succeeded", 1, 2.25, base=base, outputs={"train_rows": 480, "eval_rows": 120}
+        ),
+        "train": _step("succeeded", 2, 0.5, base=base, outputs={"job_name": job, "kind": "custom"}),
         "training_job": _step(
-            "succeeded", 3, 0.2, outputs={"job_name": job, "job_state": "succeeded"}
+            "succeeded", 3, 0.2, base=base, outputs={"job_name": job, "job_state": "succeeded"}
         ),
     }
-    ctx.ledger.ensure(_run_record(RUN_ID, "day-3.csv", "running", steps))
+    ctx.ledger.ensure(_run_record(RUN_ID, "day-3.csv", "running", {}))
+    for name, step in steps.items():
+        _store_result(artifacts, RUN_ID, name, step)
     _serving_before(artifacts)
     _training_outputs(artifacts)
     handle_model_trained(ctx, model_trained(), event_id="trained-1")

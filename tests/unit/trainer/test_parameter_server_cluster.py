@@ -6,17 +6,24 @@ on local paths (``tests.unit.trainer.ps_chief``). The hashed feature's 4,096-row
 above twice ``min_shard_bytes``, so the partitioner must split it across both ps tasks;
 the export must load with ``tf.saved_model.load`` and carry exactly the signatures of the
 single-machine network's export of the same transform.
+
+The chief checkpoints every epoch (``AIP_CHECKPOINT_DIR``); the first chief dies right
+after epoch 1's checkpoint and a second one resumes from it, so every assertion below is
+about a run that survived losing its chief. The workers read the training data
+themselves: the chief sends each step a chunk's path, and the worker logs what it read.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 import tensorflow as tf
 
@@ -30,6 +37,7 @@ from cascade.trainer.storage import TrainerStorage
 from cascade.trainer.task import run
 from cascade.transform.spec import HashTransform, TransformSpec
 from tests.unit.trainer.builders import write_run
+from tests.unit.trainer.ps_chief import DIED_AFTER_CHECKPOINT
 
 REPO_ROOT = Path(__file__).resolve().parents[3]
 CHIEF_TIMEOUT_S = 300
@@ -67,9 +75,12 @@ def _tf_config(cluster: dict[str, list[str]], task_type: str, index: int) -> str
     return json.dumps({"cluster": cluster, "task": {"type": task_type, "index": index}})
 
 
-def _start(argv: list[str], tf_config: str, log: Path) -> subprocess.Popen[bytes]:
+def _start(
+    argv: list[str], tf_config: str, log: Path, extra: dict[str, str] | None = None
+) -> subprocess.Popen[bytes]:
     environment = {
         **os.environ,
+        **(extra or {}),
         "TF_CONFIG": tf_config,
         "TF_CPP_MIN_LOG_LEVEL": "2",
         "PYTHONPATH": str(REPO_ROOT),
@@ -109,6 +120,8 @@ def _signatures(model_dir: str) -> dict[str, Any]:
 
 @pytest.fixture(scope="module")
 def cluster_run(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    """The chief dies right after epoch 1's checkpoint; a new chief (the worker and ps
+    tasks still serving, as on Vertex AI when only the chief restarts) resumes at epoch 2."""
     base = tmp_path_factory.mktemp("ps-cluster")
     job_spec_uri, _, _ = _write_sharded_run(base)
     cluster = {
@@ -118,18 +131,22 @@ def cluster_run(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     }
     trainer = ["cascade.trainer.task", f"--job-spec-uri={job_spec_uri}"]
     result_path = base / "chief-result.json"
+    checkpoints = {"AIP_CHECKPOINT_DIR": str(base / "checkpoints")}
     processes = [
         _start(trainer, _tf_config(cluster, kind, index), base / f"{kind}-{index}.log")
         for kind, index in (("ps", 0), ("ps", 1), ("worker", 0))
     ]
+    codes = []
     try:
-        chief = _start(
-            ["tests.unit.trainer.ps_chief", job_spec_uri, str(result_path)],
-            _tf_config(cluster, "chief", 0),
-            base / "chief-0.log",
-        )
-        processes.append(chief)
-        code = chief.wait(timeout=CHIEF_TIMEOUT_S)
+        for attempt, exit_after in enumerate([["1"], []]):
+            chief = _start(
+                ["tests.unit.trainer.ps_chief", job_spec_uri, str(result_path), *exit_after],
+                _tf_config(cluster, "chief", 0),
+                base / f"chief-0-attempt-{attempt}.log",
+                checkpoints,
+            )
+            processes.append(chief)
+            codes.append(chief.wait(timeout=CHIEF_TIMEOUT_S))
         servers_alive = [process.poll() is None for process in processes[:3]]
     finally:
         _stop(processes)
@@ -137,9 +154,9 @@ def cluster_run(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
         f"--- {path.name}\n{path.read_text(errors='replace')[-3000:]}"
         for path in sorted(base.glob("*.log"))
     )
-    assert code == 0, logs
+    assert codes == [DIED_AFTER_CHECKPOINT, 0], logs
     assert servers_alive == [True, True, True], logs  # they serve until stopped
-    return {**json.loads(result_path.read_text()), "base": str(base)}
+    return {**json.loads(result_path.read_text()), "base": str(base), "logs": logs}
 
 
 def test_the_large_table_is_a_sharded_variable_across_both_ps_tasks(
@@ -199,3 +216,58 @@ def test_the_export_has_the_single_machine_signatures(
     assert sharded == _signatures(result.locations.model_dir)
     assert "customer_id" in sharded["serving_default"]["inputs"]
     assert "customer_id" in sharded["serving_default"]["outputs"]
+
+
+def _checkpoint_values(path: str) -> dict[str, np.ndarray]:
+    """The network's saved variables: ``tables/4`` (a sharded table saved whole), …"""
+    reader = tf.train.load_checkpoint(path)
+    suffix = "/.ATTRIBUTES/VARIABLE_VALUE"
+    return {
+        key.removeprefix("network/").removesuffix(suffix): reader.get_tensor(key)
+        for key in reader.get_variable_to_shape_map()
+        if key.startswith("network/") and key.endswith(suffix)
+    }
+
+
+def test_a_new_chief_resumes_from_the_last_checkpoint_with_its_values(
+    cluster_run: dict[str, Any],
+) -> None:
+    restored = np.load(f"{cluster_run['base']}/chief-result.json.restored.npz")
+    checkpoint = str(restored["checkpoint"])
+    saved = _checkpoint_values(checkpoint)
+
+    assert checkpoint.endswith("/checkpoints/parameter-servers/epoch-1")
+    assert set(saved) == {
+        name
+        for name in restored.files
+        if name.split("/")[0] in {"tables", "kernels", "biases", "accumulators"}
+    }
+    for name, value in saved.items():
+        np.testing.assert_array_equal(restored[name], value, err_msg=name)
+    # the 4,096-row table was restored into the same two shards, and it had trained
+    assert restored["region_shard_rows"].tolist() == [TABLE_ROWS // 2] * 2
+    assert not np.allclose(saved["accumulators/4"], 0.1)
+    assert int(restored["epoch"]) == 1
+    assert int(restored["steps"]) == -(-900 // 64)
+    second = Path(cluster_run["base"], "chief-0-attempt-1.log").read_text(errors="replace")
+    assert "resuming at epoch 2" in second
+    assert "epoch 1:" not in second  # epoch 1 was not trained again
+    assert "epoch 2:" in second
+    # the manager keeps a bounded number: epochs 1 and 2
+    folder = Path(cluster_run["base"], "checkpoints/parameter-servers")
+    indexes = sorted(p.name for p in folder.glob("*.index"))
+    assert indexes == ["epoch-1.index", "epoch-2.index"]
+
+
+def test_the_worker_reads_the_training_data_itself(cluster_run: dict[str, Any]) -> None:
+    base = Path(cluster_run["base"])
+    worker = (base / "worker-0.log").read_text(errors="replace")
+    chiefs = "".join(p.read_text(errors="replace") for p in base.glob("chief-0-*.log"))
+    read = re.findall(r'cascade-ps: read "\S*/((?:train|eval)-\d+\.chunk)" (\d+) rows', worker)
+
+    # two training chunks (512 + 388 rows) and one eval chunk, each once per epoch
+    assert sorted(read) == sorted(
+        [("train-00000.chunk", "512"), ("train-00001.chunk", "388"), ("eval-00000.chunk", "300")]
+        * 2
+    )
+    assert "cascade-ps: read" not in chiefs

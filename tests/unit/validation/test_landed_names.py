@@ -297,6 +297,7 @@ def test_a_duplicate_resumed_after_a_crash_is_still_not_merged(
     handle_object_finalized(ctx, again)
     run_id = run_id_for_object(DATASET, LANDING, again.name, again.generation)
     ctx.artifacts.delete(f"runs/{run_id}/claims/validate.json")  # as if it never finished
+    ctx.artifacts.delete(f"runs/{run_id}/results/validate.json")
 
     outcome = handle_object_finalized(ctx, again.model_copy(update={"event_id": "retry"}))
 

@@ -294,6 +294,7 @@ def test_a_takeover_after_a_crash_resumes_the_recorded_job(
     claim = ctx.claims.get(run_id, "validate")
     assert claim is not None
     ctx.artifacts.delete(RunPaths(run_id).claim("validate"))
+    ctx.artifacts.delete(RunPaths(run_id).result("validate"))
     held = ctx.claims.acquire(
         run_id, "validate", owner="dead", now=clock.now, lease=timedelta(seconds=60)
     )
@@ -318,6 +319,7 @@ def test_a_crash_between_launch_and_record_finds_the_active_job(
     assert first is not None
     # The step died right after the launch: no claim record of the job survives.
     ctx.artifacts.delete(RunPaths(run_id).claim("validate"))
+    ctx.artifacts.delete(RunPaths(run_id).result("validate"))
     ctx.claims.acquire(run_id, "validate", owner="dead", now=clock.now, lease=timedelta(seconds=60))
     clock.advance(120)
 

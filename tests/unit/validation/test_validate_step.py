@@ -239,6 +239,7 @@ def test_resumed_step_after_a_crash_does_not_merge_the_file_twice(
     ctx.artifacts.delete(manifest)
     claim_path = RunPaths(run_id).claim("validate")
     ctx.artifacts.delete(claim_path)
+    ctx.artifacts.delete(RunPaths(run_id).result("validate"))
     ctx.claims.acquire(run_id, "validate", owner="dead", now=clock.now, lease=timedelta(seconds=60))
     clock.advance(120)
 

@@ -83,7 +83,9 @@ def step_detail(record: RunRecord, step: str) -> str:
         return _first_line(found.error)
     if step in ("validate", "validate_statistics"):
         return _validate_detail(found)
-    if step == "transform":
+    if step == "transform" and "beam_job" in found.outputs:
+        return f"the split runs as Beam job {found.outputs['beam_job']}"
+    if step in ("transform", "transform_split"):
         return _transform_detail(found)
     if step == "train":
         return _train_detail(found)

@@ -21,6 +21,7 @@ from cascade.cli import (
     serving_plan,
 )
 from cascade.cli.batch_predict import batch_predict
+from cascade.cli.console import console_command
 from cascade.cli.infra import infra_commands
 from cascade.cli.models import serving_commands
 from cascade.cli.publish_records import publish_records_command
@@ -290,6 +291,7 @@ cli.add_command(model_module_commands.model_module)
 cli.add_command(serving_plan.serving_plan)
 cli.add_command(batch_predict)
 cli.add_command(publish_records_command)
+cli.add_command(console_command)
 
 
 def main() -> None:

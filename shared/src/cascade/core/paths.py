@@ -84,6 +84,10 @@ class RunPaths:
     def claim(self, step: str) -> str:
         return f"{self.root}/claims/{step}.json"
 
+    def result(self, step: str) -> str:
+        """A finished step's outcome, written once (``cascade.core.claims.StepResult``)."""
+        return f"{self.root}/results/{step}.json"
+
     def step_dir(self, step: str) -> str:
         return f"{self.root}/{step}"
 

@@ -27,6 +27,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from cascade.core.errors import InvalidConfigError
 
 __all__ = [
+    "AVRO_SCALARS",
     "AVRO_SUFFIX",
     "DATETIME_FORMAT",
     "MAX_BYTES_RANGE",
@@ -55,12 +56,17 @@ DELIVERY_ATTEMPTS_RANGE = (5, 100)
 
 AVRO_SUFFIX = ".avro"
 DATETIME_FORMAT = "YYYY-MM-DD/hh_mm_ssZ"
-"""The objects' datetime (Google's own Terraform example's format). The service's
-default (``YYYY-MM-DDThh:mm:ssZ``) has colons, which the landing bucket's name rules
-(``cascade.validation.names``) refuse; this one makes a folder per day."""
+"""The objects' datetime, set explicitly (Google's own Terraform example's format,
+``magic-modules`` ``pubsub_subscription_push_cloudstorage_avro``): a folder per day and no
+colon, which the landing bucket's name rules (``cascade.validation.names``) refuse. The
+service's rendering without it is not in the references read here (the API field only
+points at the "datetime format guidance" of create-cloudstorage-subscription), so
+Cascade never leaves it unset, and no reader parses the middle of a name: landed names
+are matched by ``filename_prefix`` and ``filename_suffix`` alone."""
 FILENAME_STEM = "stream-"
 _SCHEMA_FILE = re.compile(r"^schemas/[a-z][a-z0-9_-]{0,62}\.avsc$")
-_AVRO_SCALARS = frozenset({"string", "long", "int", "double", "float", "boolean"})
+AVRO_SCALARS = frozenset({"string", "long", "int", "double", "float", "boolean"})
+"""The Avro types a stream field may have (alone, or in a union with ``"null"``)."""
 
 
 class StreamSpec(BaseModel):
@@ -185,9 +191,9 @@ def _field_problem(field: object) -> str:
     kind = field.get("type")
     kinds = kind if isinstance(kind, list) else [kind]
     scalars = [k for k in kinds if k != "null"]
-    if len(scalars) != 1 or not isinstance(scalars[0], str) or scalars[0] not in _AVRO_SCALARS:
+    if len(scalars) != 1 or not isinstance(scalars[0], str) or scalars[0] not in AVRO_SCALARS:
         return (
-            f"{field['name']!r} must be one of {sorted(_AVRO_SCALARS)}, optionally in a union "
+            f"{field['name']!r} must be one of {sorted(AVRO_SCALARS)}, optionally in a union "
             'with "null" (a column holds scalars)'
         )
     return ""

@@ -7,6 +7,7 @@ transform:
   hash_buckets: 1024
   bucketize: {age: [25, 35, 50, 65]}
   exclude: [customer_id]
+  beam: {above_rows: 50000000, always: false}  # the split as a Beam job (docs/beam.md)
 training:
   model: boosted_trees           # network | boosted_trees | auto | custom (docs/trainer.md)
   model_module: models/churn.py  # model: custom — datasets/<dataset>/models/churn.py
@@ -44,7 +45,15 @@ import re
 from collections.abc import Mapping
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictBool,
+    StrictInt,
+    field_validator,
+    model_validator,
+)
 
 from cascade.core.hyperparameters import family_problem
 from cascade.core.job_spec import (
@@ -60,6 +69,7 @@ __all__ = [
     "Distribution",
     "RetrainOn",
     "TrainingConfig",
+    "TransformBeamRouting",
     "TransformConfig",
     "TuningConfig",
 ]
@@ -87,6 +97,29 @@ class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+class TransformBeamRouting(_Section):
+    """When the transform's train/eval split is materialised by an Apache Beam job
+    instead of in the function (docs/beam.md, "The transform's materialisation"):
+    ``always``, or a snapshot of more than ``above_rows`` rows (never when it is null,
+    the default).
+
+    Strict types: ``always: "yes"`` or ``above_rows: true`` are refused, not read as
+    ``True`` or ``1``.
+    """
+
+    above_rows: StrictInt | None = Field(
+        None,
+        gt=0,
+        le=1 << 62,
+        description="Snapshots of more rows than this are split by Beam; null: none.",
+    )
+    always: StrictBool = Field(False, description="Every run's split is written by Beam.")
+
+    def routes(self, rows: int) -> bool:
+        """Whether a snapshot of ``rows`` rows is split by a Beam job."""
+        return self.always or (self.above_rows is not None and rows > self.above_rows)
+
+
 class TransformConfig(_Section):
     key_column: str | None = None
     eval_fraction: float = Field(0.2, gt=0, lt=1)
@@ -95,6 +128,7 @@ class TransformConfig(_Section):
     hash_buckets: int = Field(1024, ge=2)
     bucketize: dict[str, list[float]] = Field(default_factory=dict)
     exclude: list[str] = Field(default_factory=list)
+    beam: TransformBeamRouting = Field(default_factory=TransformBeamRouting)
 
 
 class TrainingConfig(_Section):

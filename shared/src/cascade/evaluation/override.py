@@ -82,11 +82,16 @@ def _record_on_run(run: RunRecord, record: EvaluationRecord) -> None:
     assert record.override is not None
     audit = record.override.model_dump(mode="json")
     run.lineage["evaluation_override"] = audit
+    # The evaluate step's result is written once; the override amends its outputs from
+    # run.json (``RunRecord.step_outputs``), or the step itself in an earlier layout.
+    amended = {"verdict": record.verdict, "override": audit}
+    run.step_outputs.setdefault(STEP, {}).update(amended)
     step = run.steps.get(STEP)
     if step is not None:
-        step.outputs["verdict"] = record.verdict
-        step.outputs["override"] = audit
+        step.outputs.update(amended)
     if run.state in ("rejected", "running"):
         run.state = "running"  # deploy finishes it
         run.error = None
+        if STEP not in run.ends_recorded:  # evaluate's rejection is overruled, not pending
+            run.ends_recorded.append(STEP)
     run.updated_at = record.override.at

@@ -1,7 +1,8 @@
 """Beam jobs in the local job service: Dataflow's stand-in, and its HTTP client.
 
 The local job service takes the launch Dataflow takes — a job name and the Flex
-Template's parameters (``dataflow_runner.pipeline_parameters``) — and refuses what
+Template's parameters (``beam_spec.launch_of``: a file's statistics or, with
+``mode=materialize``, a run's split) — and refuses what
 Dataflow refuses (``launch_refusal``): a job name outside Dataflow's rule, a parameter
 the template does not declare, a declared one missing or not matching its regexes
 (``cascade/beam/template_metadata.json``, the file ``gcloud dataflow flex-template
@@ -28,7 +29,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from cascade.core.errors import InvalidConfigError, TransientError
 from cascade.core.job_service_http import call_job_service
 from cascade.core.job_spec import JobStatus, LocalTaskJob
-from cascade.jobs.beam_spec import BeamStatisticsSpec, dataflow_job_name, pipeline_parameters
+from cascade.jobs.beam_spec import BeamSpec, launch_of
 
 __all__ = [
     "JOB_NAME_RULE",
@@ -122,11 +123,11 @@ class LocalBeamRunner:
         self._timeout_s = timeout_s
         self._session = requests.Session()
 
-    def submit(self, spec: BeamStatisticsSpec) -> str:
-        """Launch the job; its id. A job of the run already active is found, not doubled."""
-        request = LaunchDataflowJobRequest(
-            job_name=dataflow_job_name(spec.run_id), parameters=pipeline_parameters(spec)
-        )
+    def submit(self, spec: BeamSpec) -> str:
+        """Launch the job (a file's statistics or a run's split); its id. A job of the
+        run and kind already active is found, not doubled."""
+        job_name, parameters = launch_of(spec)
+        request = LaunchDataflowJobRequest(job_name=job_name, parameters=parameters)
         url = f"{self.base_url}/v1/dataflowJobs"
         try:
             response = self._session.post(

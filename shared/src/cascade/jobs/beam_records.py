@@ -1,12 +1,19 @@
-"""The index of Beam statistics jobs, and what their outputs say.
+"""The index of Beam jobs, and what their outputs say.
 
 A Dataflow job message (``resource.type "dataflow_step"``) names only the job
 (``resource.labels.job_id``); the index ``jobs/dataflow/<job_id>.json``, written by the
-validate step when it launches the job, says which run, which landed object (bucket,
-name, generation), which content digest and which output folder it is for. The
-pipeline (``cascade.beam.pipeline``) writes ``statistics.pb`` then ``result.json`` into
-that folder: ``{"status": "ok", "num_examples": N, "blocks": B}`` or ``{"status":
-"bad_input", "message": "..."}``.
+step that launches the job, says which kind of job it is (which step its end
+finishes), which run, which input object (bucket, name, generation), which content
+digest and which output folder it is for:
+
+- ``validate_statistics`` (validate): the landed file; the pipeline
+  (``cascade.beam.pipeline``) writes ``statistics.pb`` then ``result.json`` into the
+  folder: ``{"status": "ok", "num_examples": N, "blocks": B}`` or ``{"status":
+  "bad_input", "message": "..."}``;
+- ``transform_split`` (transform): the ``MaterializeRequest`` the step stored
+  (``dataflow/inputs/<run>/materialize.json``) and the SHA-256 of its bytes; the
+  pipeline (``cascade.beam.materialize``) writes the shards then ``result.json``
+  (``MaterializeResult``).
 """
 
 from __future__ import annotations
@@ -20,16 +27,19 @@ from pydantic import BaseModel, ConfigDict
 from cascade.core.job_spec import JobStatus
 from cascade.core.messages import ObjectRef
 from cascade.core.store import ArtifactStore
-from cascade.jobs.beam_spec import BeamStatisticsSpec
+from cascade.jobs.beam_spec import BeamSpec
 
 __all__ = [
     "RESULT_NAME",
     "STATISTICS_NAME",
+    "BeamJobKind",
     "BeamJobRecord",
     "BeamResult",
     "BeamRunner",
     "beam_job_record_name",
     "beam_output_folder",
+    "materialize_output_folder",
+    "materialize_request_name",
     "read_beam_job_record",
     "write_beam_job_record",
 ]
@@ -42,12 +52,17 @@ _JOB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,127}$")
 """Dataflow's job ids (``2026-12-01_01_23_45-123…``) and the local job service's (hex)."""
 
 
+BeamJobKind = Literal["validate_statistics", "transform_split"]
+"""Which step a Beam job's end finishes (the step's name)."""
+
+
 class BeamRunner(Protocol):
-    """Launches and follows Beam statistics jobs: ``DataflowBeamRunner`` in the cloud,
+    """Launches and follows Beam jobs: ``DataflowBeamRunner`` in the cloud,
     ``LocalBeamRunner`` (the local job service) on a laptop."""
 
-    def submit(self, spec: BeamStatisticsSpec) -> str:
-        """Launch the job; its id (a job of the run already active is found, not doubled)."""
+    def submit(self, spec: BeamSpec) -> str:
+        """Launch the job; its id (a job of the run and kind already active is found,
+        not doubled)."""
         ...
 
     def get(self, job_id: str) -> JobStatus:
@@ -56,24 +71,24 @@ class BeamRunner(Protocol):
 
 
 class BeamJobRecord(BaseModel):
-    """One launched Beam statistics job of a validate step.
+    """One launched Beam job: a validate step's statistics, or a transform step's split.
 
-    ``kind`` says which step the job's end finishes: another kind of Beam job (the
-    transform's materialisation) gets its own kind in a union here and its own branch in
-    ``cascade.steps.training_job.handle_job_event``.
+    ``kind`` says which step the job's end finishes
+    (``cascade.steps.beam_completion.finish_dataflow_job`` dispatches on it).
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    kind: Literal["validate_statistics"] = "validate_statistics"
+    kind: BeamJobKind = "validate_statistics"
     job_id: str
     job_name: str
     run_id: str
     dataset: str
     source: ObjectRef
-    """The landed object (its generation) the job summarises."""
+    """What the job reads: the landed object (its generation) a statistics job
+    summarises; the stored ``MaterializeRequest`` (its generation) of a split."""
     content_digest: str
-    """The SHA-256 of the object's bytes, computed by the step before the launch."""
+    """The SHA-256 of ``source``'s bytes, computed by the step before the launch."""
     output: str
     """Name (in the artifacts bucket) of the folder the job writes its outputs to."""
     submitted_at: datetime
@@ -93,6 +108,17 @@ def beam_output_folder(run_id: str) -> str:
     """Where a run's Beam statistics job writes (under ``dataflow/`` of the artifacts
     bucket: the only prefix the workers' account may write, infra/dataflow.tf)."""
     return f"dataflow/outputs/{run_id}/validate"
+
+
+def materialize_output_folder(run_id: str) -> str:
+    """Where a run's Beam split writes its shards and ``result.json`` (under
+    ``dataflow/``, like ``beam_output_folder``)."""
+    return f"dataflow/outputs/{run_id}/transform"
+
+
+def materialize_request_name(run_id: str) -> str:
+    """The run's ``MaterializeRequest``, stored create-only by the transform step."""
+    return f"dataflow/inputs/{run_id}/materialize.json"
 
 
 def beam_job_record_name(job_id: str) -> str:

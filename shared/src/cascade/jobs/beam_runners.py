@@ -16,7 +16,7 @@ __all__ = ["beam_runner_for"]
 
 @cache
 def beam_runner_for(settings: Settings) -> BeamRunner:
-    """Beam statistics jobs: the local job service's Dataflow stand-in when its URL is
+    """Beam jobs (statistics, splits): the local job service's Dataflow stand-in when its URL is
     set (the local cloud sets it on every function), else Dataflow, whose client library
     is imported only then."""
     if settings.job_service_url:

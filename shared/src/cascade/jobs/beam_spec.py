@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 __all__ = [
     "BeamMaterializeSpec",
+    "BeamSpec",
     "BeamStatisticsSpec",
     "dataflow_job_name",
     "launch_of",
@@ -81,7 +82,11 @@ def materialize_parameters(spec: BeamMaterializeSpec) -> dict[str, str]:
     return {"mode": "materialize", "request": spec.request_uri, "output": spec.output_uri}
 
 
-def launch_of(spec: BeamStatisticsSpec | BeamMaterializeSpec) -> tuple[str, dict[str, str]]:
+BeamSpec = BeamStatisticsSpec | BeamMaterializeSpec
+"""Either kind of Beam job a step launches (one template, two modes)."""
+
+
+def launch_of(spec: BeamSpec) -> tuple[str, dict[str, str]]:
     """The job name and template parameters of either kind of Beam job."""
     if isinstance(spec, BeamMaterializeSpec):
         return dataflow_job_name(spec.run_id, kind="split"), materialize_parameters(spec)

@@ -1,8 +1,10 @@
-"""Beam statistics jobs on Dataflow: a Flex Template launched through the Dataflow API.
+"""Beam jobs on Dataflow (a file's statistics, a run's split): a Flex Template launched
+through the Dataflow API.
 
 ``DataflowBeamRunner.submit`` launches the template that Cloud Build builds from
 ``shared/Dockerfile.beam`` (``gs://<artifacts>/dataflow/templates/cascade-beam.json``)
-with the pipeline's arguments (``cascade.beam.pipeline``) as the template's parameters,
+with the pipeline's arguments (``cascade.beam.pipeline``, or ``cascade.beam.materialize``
+with ``mode=materialize``: ``beam_spec.launch_of``) as the template's parameters,
 as the Dataflow workers' account, with temp and staging under ``dataflow/`` of the
 artifacts bucket; it returns the job id, which the step records in its claim. ``get``
 reads the job's state (``JobsV1Beta3Client.get_job``) for the job-events handler and
@@ -25,7 +27,13 @@ from google.cloud import dataflow_v1beta3 as dataflow
 from cascade.core.errors import TRANSIENT_ERRORS, InvalidConfigError, TransientError
 from cascade.core.job_spec import JobState, JobStatus
 from cascade.core.settings import Settings
-from cascade.jobs.beam_spec import BeamStatisticsSpec, dataflow_job_name, pipeline_parameters
+from cascade.jobs.beam_spec import (
+    BeamSpec,
+    BeamStatisticsSpec,
+    dataflow_job_name,
+    launch_of,
+    pipeline_parameters,
+)
 from cascade.jobs.records import label_value
 
 __all__ = [
@@ -88,7 +96,7 @@ class DataflowLayout:
 
 
 class DataflowBeamRunner:
-    """Launches and follows Beam statistics jobs; the clients are injected."""
+    """Launches and follows Beam jobs of either kind; the clients are injected."""
 
     def __init__(
         self,
@@ -111,15 +119,18 @@ class DataflowBeamRunner:
             jobs=dataflow.JobsV1Beta3Client(),
         )
 
-    def launch_request(self, spec: BeamStatisticsSpec) -> dataflow.LaunchFlexTemplateRequest:
+    def launch_request(self, spec: BeamSpec) -> dataflow.LaunchFlexTemplateRequest:
+        """The Flex Template launch of either kind of job (``launch_of``: its name and
+        parameters); the environment is the same for both."""
         layout = self._layout
+        job_name, parameters = launch_of(spec)
         return dataflow.LaunchFlexTemplateRequest(
             project_id=layout.project,
             location=layout.region,
             launch_parameter=dataflow.LaunchFlexTemplateParameter(
-                job_name=dataflow_job_name(spec.run_id),
+                job_name=job_name,
                 container_spec_gcs_path=layout.template_spec_uri,
-                parameters=pipeline_parameters(spec),
+                parameters=parameters,
                 environment=dataflow.FlexTemplateRuntimeEnvironment(
                     max_workers=layout.max_workers,
                     service_account_email=layout.workers_account,
@@ -133,8 +144,9 @@ class DataflowBeamRunner:
             ),
         )
 
-    def submit(self, spec: BeamStatisticsSpec) -> str:
-        """Launch the job; its id. A job of the run already active is found, not doubled."""
+    def submit(self, spec: BeamSpec) -> str:
+        """Launch the job; its id. A job of the run and kind already active is found, not
+        doubled."""
         request = self.launch_request(spec)
         try:
             response = self._templates.launch_flex_template(request=request)

@@ -2,7 +2,7 @@
 
 On Google Cloud a log sink forwards Vertex AI's job log entries (``resource.type
 "ml_job"``) and Dataflow's job messages (``resource.type "dataflow_step"``: Beam
-statistics jobs) as LogEntry JSON whose ``resource.labels.job_id`` names the job; the
+statistics and split jobs) as LogEntry JSON whose ``resource.labels.job_id`` names the job; the
 local job service publishes the same entries when a job ends (and nothing else). A log entry
 says which job, not what state it is in: the handler asks the job runner for that. A
 ``JobEvent`` (a job's end with its state) is accepted from other publishers.

@@ -18,6 +18,16 @@ file: it serves the subscription as an ordinary pull subscription
   ``avro_config.write_metadata``, and acknowledges the batch's messages only after the
   object is written: a crash between the two delivers them again, into another file,
   as the service's at-least-once delivery does (transform removes them by message id).
+- A batch it cannot write (the bucket missing, the permission denied, any failed
+  upload) is not acknowledged: its messages are nacked (``modify_ack_deadline`` 0), so
+  Pub/Sub counts a delivery attempt (1 + nacks + expired deadlines) and delivers them
+  again, into another batch; after the subscription's ``max_delivery_attempts`` the
+  emulator itself forwards each to the dead-letter topic with the
+  ``CloudPubSubDeadLetterSource*`` attributes, as the service does (checked against the
+  emulator: ``tests/integration/test_stream_ingestion.py``). The writer keeps the
+  subscription's state as the service reports it (``NOT_FOUND`` for a missing bucket,
+  ``PERMISSION_DENIED`` for a refused write, ``ACTIVE`` after a written file) and waits
+  1, 2, 4 ... 60 s before pulling again, so a short outage is not spent in a second.
 
 The write is an ordinary upload, so the router's finalize notification starts validate
 as for any landed file.
@@ -67,7 +77,10 @@ from cascade.core.topology import Topology, load_topology
 from cascade.localcloud.local_settings import LocalCloudSettings
 
 __all__ = [
+    "ACTIVE",
     "GCS_SUBSCRIBER_STATE",
+    "NOT_FOUND",
+    "PERMISSION_DENIED",
     "PUBSUB_AVRO_SCHEMA",
     "Batch",
     "Message",
@@ -77,6 +90,7 @@ __all__ = [
     "object_name",
     "provision_streams",
     "subscription_request",
+    "write_state",
 ]
 
 _log = logging.getLogger("cascade.localcloud.gcs_subscriber")
@@ -96,10 +110,16 @@ PUBSUB_AVRO_SCHEMA: dict[str, Any] = {
         {"name": "data", "type": "bytes"},
     ],
 }
-"""The records of a Cloud Storage subscription's Avro file with ``write_metadata``: the
-fields the service's docs list (subscription_name, message_id, publish_time as
-timestamp-micros, attributes, data). Readers read the writer schema from the header,
-never this constant."""
+"""The records of a Cloud Storage subscription's Avro file with ``write_metadata``.
+Verified (``google.pubsub_v1.types.CloudStorageConfig.AvroConfig.write_metadata``, the
+proto's own text, and gcloud's ``--cloud-storage-write-metadata`` help): "the
+subscription name, message_id, and publish_time fields are put in their own fields while
+all other message properties other than data (for example, an ordering_key, if present)
+are added as entries in the attributes map". Not found in the references read here: the
+record's name and namespace, the fields' order and exact Avro types, and the attribute
+key of an ordering key, so these are the stand-in's (Cascade's publishers set no
+ordering key). Readers never depend on them: they read the writer schema from the
+file's header and need only a string ``message_id`` and bytes ``data``."""
 _PARSED_SCHEMA = fastavro.parse_schema(PUBSUB_AVRO_SCHEMA)
 
 
@@ -179,6 +199,24 @@ class Puller(Protocol):
 
     def acknowledge(self, request: dict[str, Any]) -> Any: ...
 
+    def modify_ack_deadline(self, request: dict[str, Any]) -> Any: ...
+
+
+ACTIVE = "ACTIVE"
+NOT_FOUND = "NOT_FOUND"
+PERMISSION_DENIED = "PERMISSION_DENIED"
+_MAX_PAUSE_S = 60.0
+
+
+def write_state(error: BaseException) -> str:
+    """The ``CloudStorageConfig.State`` the service reports for a failed write: the
+    bucket missing (404) or the write refused (401, 403); else it stays ``ACTIVE``."""
+    if isinstance(error, gexc.NotFound):
+        return NOT_FOUND
+    if isinstance(error, gexc.Forbidden | gexc.Unauthorized | gexc.PermissionDenied):
+        return PERMISSION_DENIED
+    return ACTIVE
+
 
 class StreamWriter:
     """Pulls one subscription, writes its batches, acknowledges after each write."""
@@ -206,6 +244,12 @@ class StreamWriter:
         self.batch = Batch(opened_at=clock())
         self.files_written: list[str] = []
         self.messages_written = 0
+        self.state = ACTIVE
+        self.failed_writes = 0
+        self.messages_nacked = 0
+        self.last_error = ""
+        self._failures_in_a_row = 0
+        self._paused_until = 0.0
 
     def receive(self, messages: Iterable[Message]) -> None:
         """Add pulled messages; write every batch that fills up."""
@@ -226,7 +270,13 @@ class StreamWriter:
         if not batch.messages:
             return
         name = object_name(self.names, self._wall_clock(), uuid.uuid4())
-        self._write(name, avro_file_bytes(self._subscription, batch.messages))
+        try:
+            self._write(name, avro_file_bytes(self._subscription, batch.messages))
+        except Exception as error:  # noqa: BLE001 - any failed upload: nack, as the service
+            self._write_failed(name, batch, error)
+            return
+        self.state = ACTIVE
+        self._failures_in_a_row = 0
         # Written: the batch is closed whatever the acknowledgement does. A failed one
         # leaves the messages to come again after their deadline, into another file
         # (at least once, as the service); it never writes this batch again.
@@ -246,8 +296,51 @@ class StreamWriter:
         except gexc.GoogleAPICallError as error:
             _log.warning("%s: acknowledging failed (redelivered later): %s", name, error)
 
+    def _write_failed(self, name: str, batch: Batch, error: Exception) -> None:
+        """Nack the batch (a failed delivery each: Pub/Sub delivers the messages again,
+        and forwards them to the dead-letter topic after ``max_delivery_attempts``), keep
+        the subscription's state, and pause before the next pull."""
+        self.batch = Batch(opened_at=self._clock())
+        self.state = write_state(error)
+        self.failed_writes += 1
+        self.last_error = f"{type(error).__name__}: {error}"[:1000]
+        self._failures_in_a_row += 1
+        pause = min(_MAX_PAUSE_S, 2.0 ** (self._failures_in_a_row - 1))
+        self._paused_until = self._clock() + pause
+        _log.warning(
+            "%s: cannot write %s (%s, state %s): %d messages nacked, next pull in %.0f s",
+            self.names.subscription_id,
+            name,
+            self.last_error,
+            self.state,
+            len(batch.messages),
+            pause,
+        )
+        ack_ids = [message.ack_id for message in batch.messages if message.ack_id]
+        try:
+            for start in range(0, len(ack_ids), _PULL_MAX):
+                self._subscriber.modify_ack_deadline(
+                    request={
+                        "subscription": self._subscription,
+                        "ack_ids": ack_ids[start : start + _PULL_MAX],
+                        "ack_deadline_seconds": 0,
+                    }
+                )
+            self.messages_nacked += len(ack_ids)
+        except gexc.GoogleAPICallError as nack_error:
+            # Not nacked: the messages come again once their ack deadline passes (an
+            # expired deadline is a failed delivery too).
+            _log.warning("%s: nacking failed: %s", name, nack_error)
+
+    def paused_for(self) -> float:
+        """Seconds until the writer pulls again after a failed write (0: it pulls)."""
+        return max(0.0, self._paused_until - self._clock())
+
     def poll(self) -> int:
-        """One pull (at most a second); the number of messages received."""
+        """One pull (at most a second); the number of messages received (0 while the
+        writer waits after a failed write)."""
+        if self.paused_for() > 0:
+            return 0
         wanted = max(1, min(_PULL_MAX, self.spec.max_messages - len(self.batch.messages)))
         try:
             response = self._subscriber.pull(
@@ -363,6 +456,10 @@ def _save_state(path: Path, writers: list[StreamWriter]) -> None:
             "files_written": len(writer.files_written),
             "messages_written": writer.messages_written,
             "open_messages": len(writer.batch.messages),
+            "state": writer.state,
+            "failed_writes": writer.failed_writes,
+            "messages_nacked": writer.messages_nacked,
+            "last_error": writer.last_error,
         }
         for writer in writers
     }
@@ -394,6 +491,9 @@ def serve(writers: list[StreamWriter], stopping: threading.Event, state_file: Pa
             last_saved = time.monotonic()
         if not writers:
             stopping.wait(1.0)
+        elif all(writer.paused_for() > 0 for writer in writers):
+            # Every writer waits after a failed write: no pull would wait for us.
+            stopping.wait(min(1.0, min(writer.paused_for() for writer in writers)))
     # Messages of an unwritten batch were never acknowledged: they are delivered again.
     _save_state(state_file, writers)
 

@@ -97,7 +97,7 @@ def _not_trained(record: RunRecord) -> str:
     validate = record.validation
     if validate is not None and validate.state == "rejected":
         return "Training did not run: the data was rejected at validation."
-    transform = record.steps.get("transform")
+    transform = record.transformation
     not_requested = transform.outputs.get("train_request") if transform is not None else None
     if transform is not None and transform.state == "succeeded" and not_requested:
         return f"Training did not run: {not_requested}."

@@ -141,21 +141,26 @@ def _last_attempt_errors(record: RunRecord) -> str:
 
 
 def _fail_run(ctx: StepContext, run_id: str, letter: DeadLetter) -> None:
-    now = letter.recorded_at
-
-    def mutate(record: RunRecord) -> None:
-        if record.state != "running":
-            return
-        record.state = "failed"
-        record.error = f"dead-lettered: {letter.reason()}{_last_attempt_errors(record)}"
-        for step in record.steps.values():
-            if step.state == "running":
-                step.state = "failed"
-                step.error = record.error
-                step.finished_at = now
-        record.updated_at = now
-
-    if ctx.ledger.get(run_id) is None:
+    """Fail a still-running run: run.json's run-level fields only. Its steps without a
+    result then read as failed with this error (``cascade.core.runs.assemble_run``)."""
+    record = ctx.ledger.get(run_id)
+    if record is None:
         _log.warning("dead letter %s names run %s, which has no record", letter.message_id, run_id)
         return
+    if record.state != "running":
+        return
+    error = f"dead-lettered: {letter.reason()}{_last_attempt_errors(record)}"
+
+    def mutate(stored: RunRecord) -> None:
+        if stored.state != "running":
+            return
+        stored.state = "failed"
+        stored.error = error
+        stored.updated_at = letter.recorded_at
+        for step in stored.steps.values():  # a record an earlier version wrote
+            if step.state == "running":
+                step.state = "failed"
+                step.error = error
+                step.finished_at = letter.recorded_at
+
     ctx.ledger.update(run_id, mutate)

@@ -12,14 +12,15 @@ second run of any step a no-op):
   (the local emulator keeps ``credit/../credit/a.csv`` as ``credit/a.csv``, same
   generation) is an alias, not an upload: no run is derived from it;
 - a run still ``running`` whose record has not changed for ``stale_after`` is resumed
-  from its last step: if that step finished, the messages it published (kept on its
-  claim) are published again; if its owner died (expired claim) or it never started,
+  from its last step: if that step finished, the messages it published (kept in its
+  result) are published again; if its owner died (expired claim) or it never started,
   the messages that triggered it — the previous step's — are published again, or for the
   first step, validate runs again;
 - a run waiting on the Beam statistics job of its validate step (a big file,
   ``cascade.steps.validate_beam``) has the job's state polled: a job that ended
   without its end reaching ``job-events`` finishes validate now (``finish_beam_job``,
-  claimed like the event's own handling);
+  claimed like the event's own handling); likewise a run waiting on the Beam split job
+  of its transform step (``cascade.steps.transform_beam``, ``finish_transform_job``);
 - a dataset's training lock held by a run without a job whose train request was lost
   (``cascade.jobs.lost_request.lost_train_request``: its train step never started, or its
   owner died, ``lost_request_after`` — two claim leases — or ``stale_after`` if shorter,
@@ -54,6 +55,7 @@ from cascade.jobs.lock import (
     mark_request_republished,
 )
 from cascade.jobs.lost_request import lost_request_after, lost_train_request
+from cascade.steps.transform import SPLIT_STEP, finish_transform_job
 from cascade.steps.validate import (
     BEAM_STEP,
     dataset_of_object,
@@ -80,7 +82,7 @@ class ReconcileReport:
     """Listed names that are only the cleaned form of a refused name's object."""
     train_requests_republished: list[str] = field(default_factory=list)
     beam_jobs_polled: list[str] = field(default_factory=list)
-    """Beam statistics jobs of stalled runs whose state was asked for."""
+    """Beam jobs (statistics, splits) of stalled runs whose state was asked for."""
 
 
 def reconcile(
@@ -97,7 +99,9 @@ def reconcile(
     for run in _runs(ctx, dataset):
         report.runs_checked += 1
         stalled = run.state == "running" and ctx.clock() - run.updated_at >= stale_after
-        if stalled and not _poll_beam_job(ctx, run, report, beam_runner):
+        if not stalled or _poll_beam_job(ctx, run, report, beam_runner):
+            continue
+        if not _poll_split_job(ctx, run, report, beam_runner):
             _resume(ctx, run, report, start_upload)
     _republish_lost_train_requests(ctx, report, stale_after, dataset)
     return report
@@ -240,6 +244,31 @@ def _poll_beam_job(
         return True  # its owner is still working
     report.beam_jobs_polled.append(str(job_id))
     if finish_beam_job(ctx, str(job_id), owner=f"reconcile:{job_id}", runner=runner):
+        report.runs_resumed.append(run.run_id)
+    return True
+
+
+def _poll_split_job(
+    ctx: StepContext, run: RunRecord, report: ReconcileReport, runner: BeamRunner | None
+) -> bool:
+    """A run waiting on its transform step's Beam split job: ask for the job's state and
+    finish transform if it ended. False when the run is not waiting on one."""
+    chain = [step for step in run.steps if step not in SIDE_STEPS]
+    if chain[-1:] not in (["transform"], [SPLIT_STEP]):
+        return False
+    launched = ctx.claims.get(run.run_id, "transform")
+    if launched is None or launched.state != "done":
+        return False
+    job_id = launched.submitted.get("beam_job")
+    if not job_id:
+        return False
+    finishing = ctx.claims.get(run.run_id, SPLIT_STEP)
+    if finishing is not None and finishing.state == "done":
+        return False  # finished: its messages are republished like any step's
+    if finishing is not None and finishing.lease_expires_at > ctx.clock():
+        return True  # its owner is still working
+    report.beam_jobs_polled.append(str(job_id))
+    if finish_transform_job(ctx, str(job_id), owner=f"reconcile:{job_id}", runner=runner):
         report.runs_resumed.append(run.run_id)
     return True
 

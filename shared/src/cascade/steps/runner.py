@@ -3,18 +3,28 @@
 ``execute_step`` wraps a step body with the run record and claim bookkeeping that
 make at-least-once delivery safe:
 
-1. the run record exists (created on first sight, found again on redelivery);
-2. the step's claim is taken, or the delivery is a duplicate of finished work (no-op),
-   or another delivery is working (StepInProgressError: redeliver later); while the
-   step works, a heartbeat renews the claim's short lease, so a crashed owner's step
-   is taken over by a redelivery one lease after its last beat;
+1. the run record exists (read; created create-only on first sight), and so do its
+   run-index entries (``cascade.core.run_index``: one metadata read; written
+   create-only when missing, so a crash between run.json and its entries heals);
+2. the step's claim is taken (one write), or the delivery is a duplicate of finished
+   work (no-op), or another delivery is working (StepInProgressError: redeliver later);
+   while the step works, a heartbeat renews the claim's short lease, so a crashed
+   owner's step is taken over by a redelivery one lease after its last beat;
 3. the body runs; a PermanentError fails the step and the run and raises an alert,
    and the event is acknowledged; any other error (also while publishing or recording)
-   releases the claim and propagates so the trigger retries;
-4. the body's messages are published before the step is marked done, so a crash in
-   between is redelivered and republished (the next step's claim absorbs duplicates);
-5. a step that ends the run writes the run's HTML report (best effort: a report that
-   cannot be written is logged, never a reason to redo the step).
+   releases the claim (one write, the error kept on it) and propagates so the trigger
+   retries;
+4. the body's messages are published before the step's result is created (one
+   create-only write: the step is done), so a crash in between is redelivered and
+   republished (the next step's claim absorbs duplicates);
+5. a step that ends the run writes run.json once (state, error); a crash before that
+   write is repaired by the next delivery, which finds the result. Then the run's HTML
+   report is written (best effort: a report that cannot be written is logged, never a
+   reason to redo the step).
+
+So a step writes each object once (its claim, its result, run.json only when it
+creates or ends the run): never the same object twice within Cloud Storage's one
+mutation per second of one name.
 """
 
 from __future__ import annotations
@@ -23,17 +33,22 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from cascade.core.claims import Claim, ClaimHandle, LeaseHeartbeat, PublishedMessage
+from cascade.core.claims import (
+    ATTEMPT_ERROR_PREFIX,
+    Claim,
+    ClaimHandle,
+    LeaseHeartbeat,
+    PublishedMessage,
+    StepResult,
+)
 from cascade.core.context import StepContext
 from cascade.core.errors import PermanentError
 from cascade.core.messages import Alert, StepMessage
 from cascade.core.observability import RunLogger, run_logger
-from cascade.core.runs import RunRecord, RunState, StepRecord
+from cascade.core.run_index import ensure_run_indexed
+from cascade.core.runs import RunRecord, RunState
 
 __all__ = ["ATTEMPT_ERROR_PREFIX", "StepOutcome", "execute_step"]
-
-ATTEMPT_ERROR_PREFIX = "attempt failed (will retry): "
-"""How a step's record says its last attempt failed and the event will be redelivered."""
 
 
 @dataclass
@@ -56,14 +71,16 @@ def execute_step(
 ) -> StepOutcome | None:
     """Run ``body`` as ``step`` of ``run`` exactly once in effect; None for a duplicate."""
     log = run_logger(f"cascade.steps.{step}", run_id=run.run_id, step=step, dataset=run.dataset)
-    ctx.ledger.ensure(run)
+    stored = ctx.ledger.ensure(run)
+    ensure_run_indexed(ctx.artifacts, stored)  # the console's list: entries once per run
     acquired = ctx.claims.acquire(
         run.run_id, step, owner=owner, now=ctx.clock(), lease=ctx.claim_lease
     )
     if isinstance(acquired, Claim):
         log.info("duplicate delivery: %s already %s", step, acquired.outcome)
+        if acquired.result is not None and _ends_run_unrecorded(stored, acquired.result):
+            _end_run(ctx, acquired.result, log)  # the last delivery died before it
         return None
-    _mark_started(ctx, run.run_id, step)
     try:
         with LeaseHeartbeat(acquired, lease=ctx.claim_lease, clock=ctx.clock):
             try:
@@ -73,29 +90,75 @@ def execute_step(
                 outcome = _failure_outcome(ctx, run, step, error)
             for message in outcome.messages:
                 ctx.bus.publish(message)
-            _mark_finished(ctx, run.run_id, step, outcome)
+            result = acquired.finish(_result_of(ctx, acquired, outcome))
     except Exception as error:
         log.warning("%s attempt failed, will be retried: %s", step, error)
-        _record_attempt_error(ctx, run.run_id, step, error)
-        acquired.release()
+        _release(ctx, acquired, error, log)
         raise
-    acquired.complete(
-        outcome.state,
+    log.info("%s %s: %s", step, outcome.state, outcome.summary)
+    if result.run_state is not None:
+        _end_run(ctx, result, log)
+    return outcome
+
+
+def _result_of(ctx: StepContext, handle: ClaimHandle, outcome: StepOutcome) -> StepResult:
+    claim = handle.claim
+    now = ctx.clock()
+    return StepResult(
+        run_id=claim.run_id,
+        step=claim.step,
+        owner=claim.owner,
+        state=outcome.state,
+        summary=outcome.summary,
+        error=outcome.summary if outcome.state == "failed" else None,
+        outputs=outcome.outputs,
+        lineage=outcome.lineage,
+        started_at=claim.claimed_at,
+        finished_at=now,
+        duration_s=round((now - claim.claimed_at).total_seconds(), 3),
+        attempts=claim.attempts,
+        submitted=claim.submitted,
         published=[
             PublishedMessage(type=type(message).__name__, body=message.model_dump(mode="json"))
             for message in outcome.messages
         ],
+        run_state=outcome.run_state,
     )
-    log.info("%s %s: %s", step, outcome.state, outcome.summary)
-    if outcome.run_state is not None:
-        _write_report(ctx, run.run_id, log)
-    return outcome
+
+
+def _ends_run_unrecorded(stored: RunRecord, result: StepResult) -> bool:
+    """Whether ``result`` ended the run but run.json (as ``stored``) does not say so."""
+    return result.run_state is not None and result.step not in stored.ends_recorded
+
+
+def _end_run(ctx: StepContext, result: StepResult, log: RunLogger) -> None:
+    """run.json's one write for a step that ends the run; then the run's report."""
+
+    def mutate(record: RunRecord) -> None:
+        if result.step in record.ends_recorded:
+            return  # written already (this is a repair that raced the owner's write)
+        assert result.run_state is not None
+        record.state = result.run_state
+        if result.state != "succeeded":
+            record.error = f"{result.step}: {result.summary}"
+        record.ends_recorded.append(result.step)
+        record.updated_at = max(record.updated_at, result.finished_at)
+
+    ctx.ledger.update(result.run_id, mutate)
+    _write_report(ctx, result.run_id, log)
+
+
+def _release(ctx: StepContext, handle: ClaimHandle, error: Exception, log: RunLogger) -> None:
+    try:
+        handle.release(str(error), now=ctx.clock())
+    except Exception as release_error:  # noqa: BLE001 - its lease expires anyway
+        log.warning("could not release the claim (its lease expires instead): %s", release_error)
 
 
 def _write_report(ctx: StepContext, run_id: str, log: RunLogger) -> None:
-    from cascade.report import write_run_report  # rendering is only needed at a run's end
-
     try:
+        from cascade.report import write_run_report  # rendering: only at a run's end
+
         log.info("run report: %s", write_run_report(ctx.artifacts, run_id))
     except Exception as error:  # noqa: BLE001 - `cascade report` can always rebuild it
         log.warning("could not write the run report: %s", error)
@@ -114,45 +177,3 @@ def _failure_outcome(
         at=ctx.clock(),
     )
     return StepOutcome(state="failed", summary=str(error), messages=[alert], run_state="failed")
-
-
-def _mark_started(ctx: StepContext, run_id: str, step: str) -> None:
-    now = ctx.clock()
-
-    def mutate(record: RunRecord) -> None:
-        previous = record.steps.get(step)
-        attempts = previous.attempts + 1 if previous else 1
-        record.steps[step] = StepRecord(state="running", attempts=attempts, started_at=now)
-        record.updated_at = now
-
-    ctx.ledger.update(run_id, mutate)
-
-
-def _mark_finished(ctx: StepContext, run_id: str, step: str, outcome: StepOutcome) -> None:
-    now = ctx.clock()
-
-    def mutate(record: RunRecord) -> None:
-        step_record = record.steps[step]
-        step_record.state = outcome.state
-        step_record.finished_at = now
-        step_record.duration_s = round((now - step_record.started_at).total_seconds(), 3)
-        step_record.outputs = outcome.outputs
-        step_record.error = outcome.summary if outcome.state == "failed" else None
-        record.lineage.update(outcome.lineage)
-        if outcome.run_state is not None:
-            record.state = outcome.run_state
-            if outcome.state != "succeeded":
-                record.error = f"{step}: {outcome.summary}"
-        record.updated_at = now
-
-    ctx.ledger.update(run_id, mutate)
-
-
-def _record_attempt_error(ctx: StepContext, run_id: str, step: str, error: Exception) -> None:
-    def mutate(record: RunRecord) -> None:
-        record.steps[step].error = f"{ATTEMPT_ERROR_PREFIX}{error}"
-
-    try:
-        ctx.ledger.update(run_id, mutate)
-    except Exception:  # noqa: BLE001 - best effort: the original error is what matters
-        return

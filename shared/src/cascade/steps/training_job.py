@@ -1,7 +1,7 @@
 """training_job: a training job ended (a job event), so its run's training step ends.
 
-(A Beam statistics job's end arrives on the same topic: it finishes validate instead,
-``cascade.steps.validate.finish_beam_job``.)
+(A Beam job's end arrives on the same topic: it finishes the step that launched it
+instead, validate or transform: ``cascade.steps.beam_completion.finish_dataflow_job``.)
 
 The evaluate-job-events function receives job events: a ``JobEvent`` from the local job
 service, or a Vertex AI job log entry forwarded by a log sink. Finishing the step
@@ -29,9 +29,9 @@ from cascade.jobs.job_events import DATAFLOW_RESOURCE, JobLogEntry, parse_job_ev
 from cascade.jobs.lock import TrainingLockStore, follow_up_request, release
 from cascade.jobs.records import JobRecord, job_id_of, read_job_record, training_folder
 from cascade.jobs.runners import job_runner_for
+from cascade.steps.beam_completion import finish_dataflow_job
 from cascade.steps.runner import StepOutcome, execute_step
 from cascade.steps.train import failure_messages
-from cascade.steps.validate import finish_beam_job
 
 __all__ = ["JOB_STEP", "finish_training", "handle_job_event", "handle_job_event_data"]
 
@@ -56,11 +56,11 @@ def handle_job_event(
     (handing it to the coalesced follow-up), fails the run on failure, and on success of
     a Vertex AI tuning job publishes ``model-trained`` for the best trial.
 
-    A Dataflow job message is a Beam statistics job's: it finishes its run's validate
-    (``cascade.steps.validate.finish_beam_job``).
+    A Dataflow job message is a Beam job's: it finishes its run's validate or transform
+    (``cascade.steps.beam_completion.finish_dataflow_job``).
     """
     if isinstance(message, JobLogEntry) and message.resource_type == DATAFLOW_RESOURCE:
-        return finish_beam_job(
+        return finish_dataflow_job(
             ctx,
             message.job_id,
             owner=event_id,

@@ -17,6 +17,14 @@ On ``data-validated`` for a run:
    in its reason (``value skew in credit/2026-02.csv: drift in 'amount' (...)``), and
    the step's outputs record the reason or why no request was made.
 
+A snapshot that ``transform.beam`` routes to Beam (``always``, or more rows than
+``above_rows``) has step 3 written by an Apache Beam job instead
+(``cascade.steps.transform_beam``: Dataflow in the cloud, the local job service's
+DirectRunner on a laptop): the step launches it and ends without publishing; the job's
+end runs step 4 as the step ``transform_split`` (``finish_transform_job``), with the
+same code as here (``split_outcome``), from the job's shards under
+``dataflow/outputs/<run_id>/transform/``.
+
 The split marks the rows of the snapshot's **newest files** (``cascade.transform.newest``:
 the files the production model was not trained on, else the last accepted file), so the
 trainer reports both models on them (the ``newest_files`` slice); every file contributes
@@ -29,20 +37,33 @@ label or problem type is an InvalidConfigError, recorded on the run and alerted.
 
 from __future__ import annotations
 
+import logging
+from dataclasses import replace
 from typing import Any
 
+from cascade.beam.materialize_request import MaterializeRequest
 from cascade.core.claims import ClaimHandle
 from cascade.core.context import StepContext
-from cascade.core.errors import BadInputError, BadRequestError
-from cascade.core.job_spec import TrainingJobSpec
+from cascade.core.errors import BadInputError, BadRequestError, TransientError
+from cascade.core.job_spec import JobStatus, TrainingJobSpec
 from cascade.core.messages import MAX_REASON_CHARS, DataValidated, StepMessage, TrainRequest
 from cascade.core.observability import RunLogger
 from cascade.core.paths import DatasetPaths
 from cascade.core.pipeline_config import PipelineConfig, load_pipeline_config
 from cascade.core.runs import RunRecord
+from cascade.jobs.beam_records import BeamJobRecord, BeamRunner, read_beam_job_record
+from cascade.jobs.beam_runners import beam_runner_for
 from cascade.jobs.records import job_spec_name
 from cascade.serving.state import deployed_model_uri, read_serving_state
 from cascade.steps.runner import StepOutcome, execute_step
+from cascade.steps.transform_beam import (
+    SPLIT_STEP,
+    SplitJobError,
+    launch_split_job,
+    split_job_outputs,
+    split_request,
+    waiting_outcome,
+)
 from cascade.transform.catalog import (
     TransformPointer,
     advance_latest_transform,
@@ -51,9 +72,8 @@ from cascade.transform.catalog import (
     transform_folder,
     transform_spec_name,
 )
-from cascade.transform.materialize import write_split_shards
-from cascade.transform.newest import newest_column_name, newest_files
-from cascade.transform.shard_columns import shard_schema
+from cascade.transform.materialize import SplitShards, write_split_shards
+from cascade.transform.newest import newest_files
 from cascade.transform.snapshot import GcsObjectOpener, ObjectOpener, load_or_create_snapshot
 from cascade.transform.spec import SnapshotFile, TransformSpec
 from cascade.transform.spec_fitting import FittedTransform, dataset_schema, fit_transform
@@ -61,9 +81,17 @@ from cascade.validation.baseline_store import BaselineStore
 from cascade.validation.manifest import AcceptedFile, ValueSkew
 from cascade.validation.summaries import DatasetSummary
 
-__all__ = ["handle_data_validated", "train_decision", "transform_run"]
+__all__ = [
+    "SPLIT_STEP",
+    "finish_transform_job",
+    "handle_data_validated",
+    "split_outcome",
+    "train_decision",
+    "transform_run",
+]
 
 STEP = "transform"
+_log = logging.getLogger("cascade.steps.transform")
 _REASON_SKEWS = 5
 """Value skews named in a train request's reason (the rest are counted)."""
 
@@ -74,28 +102,46 @@ def handle_data_validated(
     *,
     event_id: str,
     opener: ObjectOpener | None = None,
+    beam_runner: BeamRunner | None = None,
 ) -> StepOutcome | None:
-    """``opener`` reads landed files (default: the storage client, pinned generations)."""
+    """``opener`` reads landed files (default: the storage client, pinned generations);
+    ``beam_runner`` launches the split of a run routed to Beam (default:
+    ``jobs.beam_runners.beam_runner_for``)."""
     run = ctx.ledger.get(message.run_id)
     if run is None:
         raise BadRequestError(f"data-validated for unknown run {message.run_id}")
 
     def body(claim: ClaimHandle, log: RunLogger) -> StepOutcome:
         reader = opener if opener is not None else GcsObjectOpener(ctx.store)
-        return transform_run(ctx, run, reader, log)
+        return transform_run(ctx, run, reader, log, claim=claim, beam_runner=beam_runner)
 
     return execute_step(ctx, run=run, step=STEP, owner=event_id, body=body)
 
 
 def transform_run(
-    ctx: StepContext, run: RunRecord, opener: ObjectOpener, log: RunLogger
+    ctx: StepContext,
+    run: RunRecord,
+    opener: ObjectOpener,
+    log: RunLogger,
+    *,
+    claim: ClaimHandle | None = None,
+    beam_runner: BeamRunner | None = None,
 ) -> StepOutcome:
-    """The body of the step (also what a resumed delivery runs)."""
+    """The body of the step (also what a resumed delivery runs).
+
+    With the step's ``claim``, a snapshot that ``transform.beam`` routes to Beam has its
+    split written by a Beam job (``cascade.steps.transform_beam``): the step records the
+    job and ends without publishing; ``finish_transform_job`` runs the rest of this
+    function (``split_outcome``) from the job's shards when it ends.
+    """
     existing = read_transform(ctx.artifacts, run.run_id)
     config = load_pipeline_config(ctx.artifacts, run.dataset)
     if existing is not None:
         log.info("resumed after transform.json was written: republishing the train request")
         return _outcome(ctx, run, existing, skipped={}, config=config)
+    if claim is not None and claim.claim.submitted.get("beam_job"):
+        log.info("resumed after launching Beam job %s", claim.claim.submitted["beam_job"])
+        return waiting_outcome(claim.claim.submitted)
     fitted = _fit(ctx, run.dataset, config)
     snapshot = load_or_create_snapshot(
         ctx.artifacts,
@@ -107,40 +153,64 @@ def transform_run(
     )
     if not snapshot.files:
         raise BadInputError(f"dataset {run.dataset} has no readable accepted files to train on")
-    schema = shard_schema(fitted.label, fitted.features, fitted.passthrough_key)
     newest = newest_files(snapshot.files, _production_snapshot(ctx, run.dataset))
-    newest_column = newest_column_name(schema.names)
+    request = split_request(run, snapshot.files, fitted, newest, config.validation)
+    if claim is not None and config.transform.beam.routes(snapshot.rows):
+        runner = beam_runner if beam_runner is not None else beam_runner_for(ctx.settings)
+        return launch_split_job(ctx, runner, claim, run, request, fitted.skipped, log)
     shards = write_split_shards(
         ctx.artifacts,
-        snapshot.files,
+        request.files,
         opener,
-        schema=schema,
-        split=fitted.split,
+        schema=request.row_schema(),
+        split=request.split,
         folder=transform_folder(run.run_id),
-        config=config.validation,
-        newest=newest,
-        newest_column=newest_column,
+        config=request.validation,
+        newest=request.newest,
+        newest_column=request.newest_column,
     )
+    shards = replace(
+        shards,
+        train_names=[ctx.artifacts.uri(name) for name in shards.train_names],
+        eval_names=[ctx.artifacts.uri(name) for name in shards.eval_names],
+    )
+    return split_outcome(ctx, run, request, shards, skipped=fitted.skipped, config=config, log=log)
+
+
+def split_outcome(
+    ctx: StepContext,
+    run: RunRecord,
+    request: MaterializeRequest,
+    shards: SplitShards,
+    *,
+    skipped: dict[str, str],
+    config: PipelineConfig,
+    log: RunLogger,
+) -> StepOutcome:
+    """The rest of transform once the split is written, in the function or by a Beam
+    job: the zero-rows check, ``transform.json``, the latest pointer, the train request.
+    ``shards`` names the shards by gs:// URI (as ``MaterializeResult.split_shards``)."""
     if not shards.train_rows or not shards.eval_rows:
+        rows = sum(file.rows for file in request.files)
         raise BadInputError(
-            f"the split of {snapshot.rows} rows left {shards.train_rows} train and "
+            f"the split of {rows} rows left {shards.train_rows} train and "
             f"{shards.eval_rows} eval rows: upload more data or change transform.eval_fraction"
         )
     spec = TransformSpec(
         dataset=run.dataset,
         run_id=run.run_id,
-        label=fitted.label,
-        features=fitted.features,
-        passthrough_key=fitted.passthrough_key,
-        split=fitted.split,
-        snapshot=snapshot.files,
-        train_files=[ctx.artifacts.uri(name) for name in shards.train_names],
-        eval_files=[ctx.artifacts.uri(name) for name in shards.eval_names],
+        label=request.label,
+        features=request.features,
+        passthrough_key=request.passthrough_key,
+        split=request.split,
+        snapshot=request.files,
+        train_files=list(shards.train_names),
+        eval_files=list(shards.eval_names),
         train_rows=shards.train_rows,
         eval_rows=shards.eval_rows,
         created_at=ctx.clock(),
-        newest_files=newest,
-        newest_column=newest_column,
+        newest_files=request.newest,
+        newest_column=request.newest_column,
         newest_eval_rows=shards.newest_eval_rows,
     )
     ctx.artifacts.write_json(transform_spec_name(run.run_id), spec)
@@ -152,12 +222,86 @@ def transform_run(
         spec.eval_rows,
         len(spec.snapshot),
     )
-    outcome = _outcome(ctx, run, spec, skipped=fitted.skipped, config=config)
+    outcome = _outcome(ctx, run, spec, skipped=skipped, config=config)
     # Stream rows a message id had brought in already (at-least-once delivery).
     outcome.outputs["duplicates_removed"] = shards.duplicate_rows
     if shards.duplicate_rows:
         outcome.summary += f"; {shards.duplicate_rows} duplicate stream message(s) removed"
     return outcome
+
+
+def finish_transform_job(
+    ctx: StepContext,
+    job_id: str,
+    *,
+    owner: str,
+    runner: BeamRunner | None = None,
+    announces_end: bool = False,
+    message: str = "",
+) -> StepOutcome | None:
+    """A Beam split job ended (or logged something): finish its run's transform.
+
+    Called for a Dataflow job message (``cascade.steps.beam_completion``) and by
+    reconcile for a run whose job's end was never heard of. The job index says which
+    run; the runner says the job's state. A job still running is left alone
+    (TransientError when its message announces its end, so the message is redelivered
+    until the state is visible); a job Cascade did not launch, or not a split job, is
+    ignored. The ``transform_split`` step's claim makes a duplicate end a no-op.
+    ``message``: the job message's text, added to a failed job's reason.
+    """
+    record = read_beam_job_record(ctx.artifacts, job_id)
+    if record is None or record.kind != SPLIT_STEP:
+        _log.info("Beam job %r: not a split job Cascade launched; ignored", job_id)
+        return None
+    jobs = runner if runner is not None else beam_runner_for(ctx.settings)
+    status = jobs.get(record.job_id)
+    if not status.finished:
+        if announces_end:
+            raise TransientError(
+                f"Beam job {record.job_id} logged its end but is still {status.state}: "
+                "retry until its final state is visible"
+            )
+        _log.info("Beam job %s is %s: nothing to do yet", record.job_id, status.state)
+        return None
+    run = ctx.ledger.get(record.run_id)
+    if run is None:
+        raise BadRequestError(f"Beam job {record.job_id} names the unknown run {record.run_id}")
+    if status.state != "succeeded" and message and message not in status.error:
+        status = status.model_copy(update={"error": f"{status.error} ({message})".strip()})
+
+    def body(claim: ClaimHandle, log: RunLogger) -> StepOutcome:
+        return _finish_split(ctx, run, record, status, log)
+
+    return execute_step(ctx, run=run, step=SPLIT_STEP, owner=owner, body=body)
+
+
+def _finish_split(
+    ctx: StepContext, run: RunRecord, record: BeamJobRecord, status: JobStatus, log: RunLogger
+) -> StepOutcome:
+    """transform's end from the job's shards: ``split_outcome``, as the function path."""
+    config = load_pipeline_config(ctx.artifacts, run.dataset)
+    existing = read_transform(ctx.artifacts, run.run_id)
+    if existing is not None:
+        log.info("resumed after transform.json was written: republishing the train request")
+        return _outcome(ctx, run, existing, skipped={}, config=config)
+    if status.state != "succeeded":
+        reason = status.error or "no reason given"
+        raise SplitJobError(
+            f"the Beam split job {record.job_id} of run {run.run_id} {status.state}: {reason}"
+        )
+    request, result = split_job_outputs(ctx, record)
+    launched = ctx.claims.get(run.run_id, STEP)
+    skipped = launched.submitted.get("skipped_features", {}) if launched is not None else {}
+    log.info("the split of run %s from Beam job %s", run.run_id, record.job_id)
+    return split_outcome(
+        ctx,
+        run,
+        request,
+        result.split_shards(),
+        skipped=dict(skipped) if isinstance(skipped, dict) else {},
+        config=config,
+        log=log,
+    )
 
 
 def _production_snapshot(ctx: StepContext, dataset: str) -> list[SnapshotFile] | None:

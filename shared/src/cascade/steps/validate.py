@@ -360,6 +360,9 @@ def finish_beam_job(
     if record is None:
         _log.info("Beam job %r: not a job Cascade launched; ignored", job_id)
         return None
+    if record.kind != "validate_statistics":
+        _log.warning("Beam job %r is a %s job, not a statistics job; ignored", job_id, record.kind)
+        return None
     jobs = runner if runner is not None else beam_runner_for(ctx.settings)
     status = jobs.get(record.job_id)
     if not status.finished:

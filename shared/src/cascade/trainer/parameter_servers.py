@@ -13,10 +13,38 @@ The network: numeric features exactly as the other network's preprocessing compu
 looked up in its own table of ``embedding_dim`` columns; all concatenated into the same
 MLP and head as the other network.
 
-The chief reads the transform's shards (the same data and split as every family) and
-sends each batch with its step; workers hold no data. After training it builds the
-serving model outside the strategy — the same preprocessing layers, ``Embedding`` layers
-holding the de-sharded tables, the MLP's weights — and the usual export writes it, so the
+**Input: the workers read it.** The chief reads the transform's shards once (the same
+data and split as every family), encodes them as the step takes them (numeric transform,
+vocabulary and hash positions: ``encode_examples``) and writes them as chunks of
+``CHUNK_BATCHES`` batches (``write_chunks``: serialized tensors in a ``tf.train.Example``)
+to a directory every worker reads (``gs://`` on Google Cloud, a local directory when
+every task runs on this host). Each epoch it schedules one closure per chunk, in a new
+random order, with only the chunk's path and a seed; the worker that runs it reads the
+chunk itself (``tf.io.read_file``), shuffles its rows with the seed, and trains on its
+batches. Every training row is seen once per epoch; TensorFlow re-runs a closure whose
+worker failed on another worker (or the restarted one), so a chunk a worker was
+interrupted in is trained on again — at least once. Why not ``create_per_worker_dataset``:
+a dataset function runs in the workers' TensorFlow runtime, not their Python, so it
+cannot read Parquet (no TensorFlow op does; ``from_generator``'s ``py_func`` names a
+function of the chief's interpreter), and under ``ParameterServerStrategy`` every
+worker's ``InputContext`` is pipeline 0 of 1 (the datasets are the same on every
+worker, TensorFlow assumes): no worker can pick its own part, and "once per epoch" would
+become "about once, sampled". Keras ``StringLookup`` / ``Hashing`` are not needed on the
+workers: the positions are computed when the chunks are written (``vocabulary_indices``
+/ ``hash_indices``, which give the serving model's layers' positions).
+
+**Checkpoints.** With a checkpoint directory (``AIP_CHECKPOINT_DIR``) the chief saves,
+after every epoch, a ``tf.train.Checkpoint`` of the network's variables (a sharded table
+saved whole, restored into the same partitioning), the Adagrad accumulators, the
+best-weights copies and the loop's progress (epochs, steps, early stopping, each epoch's
+losses, a fingerprint of what the run trains) with a ``tf.train.CheckpointManager``
+(``MAX_CHECKPOINTS`` kept), every read and write through the chief's CPU. A chief that
+starts and finds one restores it and resumes at the next epoch; a checkpoint of another
+run (another transform, vocabulary, hyperparameters or sharding) is refused, naming it.
+
+After training the chief builds the serving model outside the strategy — the same
+preprocessing layers, ``Embedding`` layers holding the de-sharded tables, the MLP's
+weights — and the usual export writes it, so the
 signature is the single-machine one by construction (a SavedModel of partitioned
 variables cannot be loaded with ``tf.saved_model.load``, which evaluation and serving do).
 
@@ -27,8 +55,12 @@ trains on the default strategy, unpartitioned.
 from __future__ import annotations
 
 import functools
+import hashlib
 import itertools
+import json
 import math
+import sys
+import tempfile
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,7 +71,7 @@ import numpy as np
 import numpy.typing as npt
 import tensorflow as tf
 
-from cascade.core.errors import BadInputError
+from cascade.core.errors import BadInputError, InvalidConfigError
 from cascade.core.hyperparameters import Hyperparameters
 from cascade.core.job_spec import ParameterServerSpec
 from cascade.core.observability import RunLogger
@@ -66,13 +98,18 @@ from cascade.transform.spec import (
 )
 
 __all__ = [
+    "CHECKPOINT_FOLDER",
+    "CHUNK_BATCHES",
     "EncodedBatch",
+    "InputChunks",
     "ShardedNetwork",
     "ShardedTraining",
     "encode_examples",
+    "run_fingerprint",
     "serving_model",
     "shard_devices",
     "train_sharded_network",
+    "write_chunks",
 ]
 
 CategoricalFeature = VocabularyTransform | HashTransform
@@ -81,6 +118,14 @@ EncodedBatch = tuple[npt.NDArray[np.float32], npt.NDArray[np.int64], npt.NDArray
 ``[rows, numeric width]``, each categorical feature's table index ``[rows, features]``,
 the targets ``[rows]``."""
 
+CHUNK_BATCHES = 8
+"""Batches per chunk: what one scheduled closure reads and trains on."""
+CHECKPOINT_FOLDER = "parameter-servers"
+"""The loop's checkpoints, under the job's checkpoint directory (``AIP_CHECKPOINT_DIR``)."""
+MAX_CHECKPOINTS = 2
+CHIEF_IO_DEVICE = "/job:chief/replica:0/task:0/device:CPU:0"
+_CHUNK_STREAM = 7919
+_SEED_STRIDE = 1_000_003
 _INITIAL_ACCUMULATOR = 0.1
 _ADAGRAD_EPSILON = 1e-7
 _EMBEDDING_LIMIT = 0.05
@@ -195,13 +240,16 @@ class ShardedNetwork(tf.Module):  # type: ignore[misc]
             initial = functools.partial(_uniform, (seed, 1000 + layer), limit)
             self.kernels.append(_variable(f"{name}_kernel", (fan_in, fan_out), initial))
             self.biases.append(_variable(f"{name}_bias", (fan_out,), _zeros))
-        self.parts = [
-            part for variable in self.variables_in_order() for part in _components(variable)
-        ]
         self.accumulators = [_twin(part, "accumulator", _accumulator) for part in self.parts]
 
     def variables_in_order(self) -> list[Any]:
         return [*self.tables, *self.kernels, *self.biases]
+
+    @property
+    def parts(self) -> list[Any]:
+        """Every variable, a sharded one as its shards (not tracked again: a checkpoint
+        holds each table once, a sharded one whole)."""
+        return [part for variable in self.variables_in_order() for part in _components(variable)]
 
     def outputs(self, numeric: tf.Tensor, ids: tf.Tensor, *, training: bool) -> tf.Tensor:
         """The head's pre-activation ``[rows, units]`` (a standardized target: regression)."""
@@ -325,7 +373,7 @@ class _Done:
 
 
 class _InProcess:
-    """Runs each step at once: training without a cluster."""
+    """Runs each closure at once: training without a cluster."""
 
     def schedule(self, function: Any, args: tuple[Any, ...]) -> _Result:
         return _Done(function(*args))
@@ -379,31 +427,258 @@ def _joined(first: EncodedBatch, second: EncodedBatch) -> EncodedBatch:
     return numeric, np.concatenate([first[1], second[1]]), np.concatenate([first[2], second[2]])
 
 
-def _mean_loss(results: list[_Result]) -> float:
-    """The mean over rows of the batches' ``[loss x rows, rows]``."""
+@dataclass(frozen=True)
+class InputChunks:
+    """One split written for the workers: each chunk's file (local or ``gs://``) and rows."""
+
+    paths: list[str]
+    rows: list[int]
+    target_dtype: tf.DType
+
+    @property
+    def total_rows(self) -> int:
+        return sum(self.rows)
+
+
+def _feature(value: tf.Tensor) -> tf.train.Feature:
+    serialized = tf.io.serialize_tensor(value).numpy()
+    return tf.train.Feature(bytes_list=tf.train.BytesList(value=[serialized]))
+
+
+def write_chunks(
+    spec: TransformSpec,
+    files: Sequence[Path],
+    directory: str,
+    kind: str,
+    *,
+    chunk_rows: int,
+    rng: np.random.Generator | None,
+) -> InputChunks:
+    """The split's rows encoded as the step takes them (``encode_examples``: vocabulary
+    and hash positions computed here, once), in chunks of ``chunk_rows`` rows across
+    shard boundaries, each a ``tf.train.Example`` of three serialized tensors in
+    ``<directory>/<kind>-NNNNN.chunk`` — a format TensorFlow's own ops read on a worker.
+    With ``rng``, the shard order and each shard's rows are permuted first. Written
+    whole each time (a restarted chief rewrites the same files)."""
+    tf.io.gfile.makedirs(directory)
+    target_dtype = ShardReader(spec).encoder.target_dtype
+    paths, rows = [], []
+    for index, (numeric, ids, targets) in enumerate(_batches(spec, chunk_rows, files, rng)):
+        example = tf.train.Example(
+            features=tf.train.Features(
+                feature={
+                    "numeric": _feature(tf.constant(numeric, tf.float32)),
+                    "ids": _feature(tf.constant(ids, tf.int64)),
+                    "targets": _feature(tf.constant(targets, target_dtype)),
+                }
+            )
+        )
+        path = f"{directory.rstrip('/')}/{kind}-{index:05d}.chunk"
+        with tf.io.gfile.GFile(path, "wb") as output:
+            output.write(example.SerializeToString())
+        paths.append(path)
+        rows.append(len(targets))
+    return InputChunks(paths, rows, target_dtype)
+
+
+_CHUNK_FEATURES = {
+    name: tf.io.FixedLenFeature([], tf.string) for name in ("numeric", "ids", "targets")
+}
+
+
+class _ChunkSteps:
+    """The closures the coordinator schedules: each names one chunk file, which the worker
+    running it reads itself (``tf.io.read_file``: the chief sends a path and a seed, never
+    rows), then trains (or evaluates) on its batches in order. Each read is logged on the
+    worker's own standard error."""
+
+    def __init__(self, network: ShardedNetwork, batch_size: int, target_dtype: tf.DType) -> None:
+        self._network = network
+        self._size = batch_size
+        self._target_dtype = target_dtype
+        signature = [tf.TensorSpec([], tf.string), tf.TensorSpec([2], tf.int64)]
+        self.train = tf.function(self._train, input_signature=signature)
+        self.evaluate = tf.function(self._evaluate, input_signature=signature[:1])
+
+    def _read(self, path: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
+        parsed = tf.io.parse_single_example(tf.io.read_file(path), _CHUNK_FEATURES)
+        numeric = tf.io.parse_tensor(parsed["numeric"], tf.float32)
+        ids = tf.io.parse_tensor(parsed["ids"], tf.int64)
+        targets = tf.io.parse_tensor(parsed["targets"], self._target_dtype)
+        tf.print("cascade-ps: read", path, tf.shape(targets)[0], "rows", output_stream=sys.stderr)
+        return numeric, ids, targets
+
+    def _over_batches(
+        self, chunk: tuple[tf.Tensor, tf.Tensor, tf.Tensor], step: Callable[..., tf.Tensor]
+    ) -> tf.Tensor:
+        """``[loss x rows, rows, batches]`` of ``step`` over the chunk's batches."""
+        numeric, ids, targets = chunk
+        rows = tf.shape(targets)[0]
+        batches = (rows + self._size - 1) // self._size
+        totals = tf.zeros([2], tf.float32)
+        for batch in tf.range(batches):
+            start = batch * self._size
+            end = tf.minimum(start + self._size, rows)
+            totals += step(numeric[start:end], ids[start:end], targets[start:end])
+        return tf.concat([totals, [tf.cast(batches, tf.float32)]], axis=0)
+
+    def _train(self, path: tf.Tensor, seed: tf.Tensor) -> tf.Tensor:
+        numeric, ids, targets = self._read(path)
+        noise = tf.random.stateless_uniform(tf.shape(targets)[:1], seed=seed)
+        order = tf.argsort(noise)
+        shuffled = (tf.gather(numeric, order), tf.gather(ids, order), tf.gather(targets, order))
+        return self._over_batches(shuffled, self._network.train_step)
+
+    def _evaluate(self, path: tf.Tensor) -> tf.Tensor:
+        return self._over_batches(self._read(path), self._network.eval_step)
+
+
+def _totals(results: list[_Result]) -> npt.NDArray[np.float64]:
+    """``[loss x rows, rows, batches]`` summed over the closures' results."""
     if not results:
-        return float("nan")
-    totals = np.sum([np.asarray(result.fetch()) for result in results], axis=0)
-    return float(totals[0] / totals[1])
+        return np.zeros(3)
+    fetched = [np.asarray(result.fetch(), dtype=np.float64) for result in results]
+    return np.asarray(np.sum(fetched, axis=0), dtype=np.float64)
 
 
-class _BestWeights:
+def _mean_loss(totals: npt.NDArray[np.float64]) -> float:
+    return float(totals[0] / totals[1]) if totals[1] else float("nan")
+
+
+class _BestWeights(tf.Module):  # type: ignore[misc]
     """Early stopping's ``restore_best_weights``: a copy of every variable (shard) on its
     own parameter server, assigned shard to shard (no table travels to the chief)."""
 
     def __init__(self, network: ShardedNetwork) -> None:
+        super().__init__(name="best_weights")
         self._network = network
-        self._copies = [_twin(part, "best", _zeros) for part in network.parts]
+        self.copies = [_twin(part, "best", _zeros) for part in network.parts]
 
     @tf.function  # type: ignore[untyped-decorator]
     def keep(self) -> None:
-        for copy, part in zip(self._copies, self._network.parts, strict=True):
+        for copy, part in zip(self.copies, self._network.parts, strict=True):
             copy.assign(part)
 
     @tf.function  # type: ignore[untyped-decorator]
     def restore(self) -> None:
-        for copy, part in zip(self._copies, self._network.parts, strict=True):
+        for copy, part in zip(self.copies, self._network.parts, strict=True):
             part.assign(copy)
+
+
+class _Progress(tf.Module):  # type: ignore[misc]
+    """The loop's own state, checkpointed beside the variables: epochs done, optimizer
+    steps, early stopping's best eval loss and patience, each epoch's losses, and the
+    fingerprint of what the run trains (a checkpoint of another one is refused)."""
+
+    def __init__(self, epochs: int, fingerprint: str) -> None:
+        super().__init__(name="progress")
+        self.epoch = tf.Variable(0, dtype=tf.int64, name="epoch")
+        self.steps = tf.Variable(0, dtype=tf.int64, name="steps")
+        self.best_loss = tf.Variable(math.inf, dtype=tf.float64, name="best_loss")
+        self.waited = tf.Variable(0, dtype=tf.int64, name="waited")
+        self.stopped = tf.Variable(False, name="stopped")
+        self.history = tf.Variable(
+            tf.fill([epochs, 2], tf.constant(math.nan, tf.float64)), name="history"
+        )
+        self.fingerprint = tf.Variable(fingerprint, dtype=tf.string, name="fingerprint")
+
+    def fit(self) -> FitResult:
+        done = int(self.epoch.numpy())
+        history = self.history.numpy()[:done]
+        return FitResult(
+            epochs_trained=done,
+            steps=int(self.steps.numpy()),
+            history={
+                "loss": [float(value) for value in history[:, 0]],
+                "val_loss": [float(value) for value in history[:, 1]],
+            },
+        )
+
+
+FINGERPRINT_KEY = "progress/fingerprint/.ATTRIBUTES/VARIABLE_VALUE"
+"""Where a checkpoint of this loop holds its run's fingerprint."""
+
+
+def run_fingerprint(
+    spec: TransformSpec,
+    hparams: Hyperparameters,
+    sharding: ParameterServerSpec,
+    target: TargetScale | None,
+) -> str:
+    """What the checkpointed state depends on: the transform (vocabularies, hash buckets,
+    files), the hyperparameters, the sharding and the regression target's scale."""
+    scale = target or TargetScale()
+    document = {
+        "transform": spec.model_dump(mode="json"),
+        "hyperparameters": hparams.model_dump(mode="json"),
+        "sharding": sharding.model_dump(mode="json"),
+        "target": [scale.mean, scale.std],
+    }
+    return hashlib.sha256(json.dumps(document, sort_keys=True).encode()).hexdigest()
+
+
+@dataclass(frozen=True)
+class _Checkpoints:
+    """``tf.train.CheckpointManager`` over the network, its accumulators, the best-weights
+    copies and the loop's progress; ``options`` route every read and write through the
+    chief's CPU (a cluster's ps tasks need no access to the directory)."""
+
+    checkpoint: tf.train.Checkpoint
+    manager: tf.train.CheckpointManager
+    options: tf.train.CheckpointOptions
+
+    def save(self, epochs_done: int) -> str:
+        return str(self.manager.save(checkpoint_number=epochs_done, options=self.options))
+
+
+def _restore(checkpoints: _Checkpoints, progress: _Progress, log: RunLogger) -> str | None:
+    """Restore the newest checkpoint, if any; a checkpoint of another run (another
+    transform, vocabulary, hyperparameters or sharding) is refused, naming it."""
+    latest = checkpoints.manager.latest_checkpoint
+    if not latest:
+        return None
+    expected = progress.fingerprint.numpy().decode()
+    try:
+        reader = tf.train.load_checkpoint(latest)
+        has_fingerprint = reader.has_tensor(FINGERPRINT_KEY)
+        saved = reader.get_tensor(FINGERPRINT_KEY).decode() if has_fingerprint else "none"
+    except (ValueError, tf.errors.OpError) as error:
+        raise InvalidConfigError(f"checkpoint {latest} cannot be read: {error}") from None
+    if saved != expected:
+        raise InvalidConfigError(
+            f"checkpoint {latest} was written by another run (fingerprint {saved[:12]}, this "
+            f"run {expected[:12]}): the transform (vocabularies, hash buckets), hyperparameters "
+            "or sharding differ; its directory belongs to one run, so it is neither restored "
+            "nor overwritten"
+        )
+    try:
+        status = checkpoints.checkpoint.restore(latest, options=checkpoints.options)
+        status.assert_existing_objects_matched()
+    except (AssertionError, ValueError, tf.errors.OpError) as error:
+        raise InvalidConfigError(f"checkpoint {latest} does not fit this run: {error}") from None
+    log.info(
+        "restored checkpoint %s: %d epochs done, %d steps; resuming at epoch %d",
+        latest,
+        int(progress.epoch.numpy()),
+        int(progress.steps.numpy()),
+        int(progress.epoch.numpy()) + 1,
+    )
+    return str(latest)
+
+
+def _checkpoints(
+    directory: str,
+    choice: StrategyChoice,
+    parts: dict[str, tf.Module],
+) -> _Checkpoints:
+    checkpoint = tf.train.Checkpoint(**parts)
+    manager = tf.train.CheckpointManager(
+        checkpoint, directory, max_to_keep=MAX_CHECKPOINTS, checkpoint_name="epoch"
+    )
+    device = CHIEF_IO_DEVICE if choice.kind == PARAMETER_SERVER else None
+    return _Checkpoints(
+        checkpoint, manager, tf.train.CheckpointOptions(experimental_io_device=device)
+    )
 
 
 def train_sharded_network(
@@ -417,55 +692,135 @@ def train_sharded_network(
     log: RunLogger,
     target: TargetScale | None = None,
     on_epoch: Callable[[int, dict[str, float]], None] | None = None,
+    input_dir: str | None = None,
+    checkpoint_dir: str | None = None,
 ) -> ShardedTraining:
-    """Train on the chief through the cluster's coordinator (in this process without a
-    cluster); early stopping on the eval loss keeps the best epoch's weights."""
+    """Train through the cluster's coordinator (in this process without a cluster); early
+    stopping on the eval loss keeps the best epoch's weights.
+
+    ``input_dir`` (local or ``gs://``, readable by every worker; default a temporary
+    directory, for a cluster on this host) receives the splits as chunks the workers read
+    (``write_chunks``). With ``checkpoint_dir``, each epoch's state is saved there and a
+    run that finds a checkpoint resumes at the epoch after it."""
+    if input_dir is None:
+        with tempfile.TemporaryDirectory(prefix="cascade-ps-input-") as scratch:
+            return _train(
+                choice,
+                spec,
+                hparams,
+                sharding,
+                train_files,
+                eval_files,
+                log,
+                target,
+                on_epoch,
+                scratch,
+                checkpoint_dir,
+            )
+    return _train(
+        choice,
+        spec,
+        hparams,
+        sharding,
+        train_files,
+        eval_files,
+        log,
+        target,
+        on_epoch,
+        input_dir,
+        checkpoint_dir,
+    )
+
+
+def _train(
+    choice: StrategyChoice,
+    spec: TransformSpec,
+    hparams: Hyperparameters,
+    sharding: ParameterServerSpec,
+    train_files: list[Path],
+    eval_files: list[Path],
+    log: RunLogger,
+    target: TargetScale | None,
+    on_epoch: Callable[[int, dict[str, float]], None] | None,
+    input_dir: str,
+    checkpoint_dir: str | None,
+) -> ShardedTraining:
     tf.random.set_seed(hparams.seed)
+    chunk_rows = hparams.batch_size * CHUNK_BATCHES
+    shuffled = np.random.default_rng([hparams.seed, _CHUNK_STREAM])
+    train = write_chunks(spec, train_files, input_dir, "train", chunk_rows=chunk_rows, rng=shuffled)
+    if not train.paths:
+        raise BadInputError("the training split has no rows with a label")
+    evaluation = write_chunks(spec, eval_files, input_dir, "eval", chunk_rows=chunk_rows, rng=None)
     with choice.strategy.scope():
         network = ShardedNetwork(spec, hparams, sharding, target)
         best = _BestWeights(network)
+    progress = _Progress(hparams.epochs, run_fingerprint(spec, hparams, sharding, target))
+    checkpoints = None
+    if checkpoint_dir:
+        directory = f"{checkpoint_dir.rstrip('/')}/{CHECKPOINT_FOLDER}"
+        parts = {"network": network, "best": best, "progress": progress}
+        checkpoints = _checkpoints(directory, choice, parts)
+        _restore(checkpoints, progress, log)
     scheduler: _Scheduler = (
         tf.distribute.coordinator.ClusterCoordinator(choice.strategy)
         if choice.kind == PARAMETER_SERVER
         else _InProcess()
     )
-    train_step = tf.function(network.train_step)
-    eval_step = tf.function(network.eval_step)
-    size = hparams.batch_size
-    history: dict[str, list[float]] = {"loss": [], "val_loss": []}
-    steps, best_loss, waited = 0, math.inf, 0
-    for epoch in range(hparams.epochs):
-        rng = np.random.default_rng([hparams.seed, epoch])
+    steps = _ChunkSteps(network, hparams.batch_size, train.target_dtype)
+    for epoch in range(int(progress.epoch.numpy()), hparams.epochs):
+        if bool(progress.stopped.numpy()):
+            break
+        order = np.random.default_rng([hparams.seed, epoch]).permutation(len(train.paths))
         trained = [
-            scheduler.schedule(train_step, args=batch)
-            for batch in _batches(spec, size, train_files, rng)
+            scheduler.schedule(
+                steps.train,
+                args=(
+                    tf.constant(train.paths[index]),
+                    tf.constant([hparams.seed, epoch * _SEED_STRIDE + index], tf.int64),
+                ),
+            )
+            for index in order
         ]
         scheduler.join()
-        if not trained:
-            raise BadInputError("the training split has no rows with a label")
         evaluated = [
-            scheduler.schedule(eval_step, args=batch)
-            for batch in _batches(spec, size, eval_files, None)
+            scheduler.schedule(steps.evaluate, args=(tf.constant(path),))
+            for path in evaluation.paths
         ]
         scheduler.join()
-        steps += len(trained)
-        logs = {"loss": _mean_loss(trained), "val_loss": _mean_loss(evaluated)}
-        for name, value in logs.items():
-            history[name].append(value)
+        train_totals = _totals(trained)
+        logs = {"loss": _mean_loss(train_totals), "val_loss": _mean_loss(_totals(evaluated))}
+        _record(progress, epoch, logs, int(train_totals[2]), hparams.early_stopping_patience, best)
         log.info("epoch %d: %s", epoch + 1, {k: round(v, 6) for k, v in logs.items()})
         if on_epoch is not None:
             on_epoch(epoch, logs)
-        if logs["val_loss"] < best_loss:
-            best_loss, waited = logs["val_loss"], 0
-            best.keep()
-        else:
-            waited += 1
-            if waited >= hparams.early_stopping_patience:
-                break
-    if math.isfinite(best_loss):
+        if checkpoints is not None:
+            log.info("saved checkpoint %s", checkpoints.save(epoch + 1))
+    if math.isfinite(float(progress.best_loss.numpy())):
         best.restore()
-    fit = FitResult(epochs_trained=len(history["loss"]), steps=steps, history=history)
-    return ShardedTraining(network, fit, serving_model(network, spec, sharding))
+    return ShardedTraining(network, progress.fit(), serving_model(network, spec, sharding))
+
+
+def _record(
+    progress: _Progress,
+    epoch: int,
+    logs: dict[str, float],
+    steps: int,
+    patience: int,
+    best: _BestWeights,
+) -> None:
+    """One epoch into the progress: its losses, its steps, early stopping's bookkeeping."""
+    progress.history[epoch].assign([logs["loss"], logs["val_loss"]])
+    progress.steps.assign_add(steps)
+    progress.epoch.assign(epoch + 1)
+    if logs["val_loss"] < float(progress.best_loss.numpy()):
+        progress.best_loss.assign(logs["val_loss"])
+        progress.waited.assign(0)
+        best.keep()
+    else:
+        progress.waited.assign_add(1)
+        if int(progress.waited.numpy()) >= patience:
+            progress.stopped.assign(True)
 
 
 def shard_devices(network: ShardedNetwork) -> dict[str, list[str]]:

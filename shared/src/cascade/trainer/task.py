@@ -77,8 +77,13 @@ from cascade.trainer.scoring import (
     evaluate_model,
     load_eval_table,
 )
-from cascade.trainer.storage import TrainerStorage, join_uri
-from cascade.trainer.strategy import StrategyChoice, choose_strategy, serve_cluster_task
+from cascade.trainer.storage import TrainerStorage, is_gcs_uri, join_uri
+from cascade.trainer.strategy import (
+    PARAMETER_SERVER,
+    StrategyChoice,
+    choose_strategy,
+    serve_cluster_task,
+)
 from cascade.trainer.trees import train_boosted_trees
 from cascade.trainer.tuning import report_tuning_metric
 from cascade.trainer.user_module import (
@@ -326,8 +331,7 @@ def _train_sharded(ctx: _Run, choice: StrategyChoice, plan: FitPlan) -> ShardedT
     target = None
     if ctx.spec.label.problem_type == "regression":
         target = TargetScale(*target_moments(plan.train_files, ctx.spec.label))
-    if plan.checkpoint_dir:
-        ctx.log.info("parameter-server training does not back up to %s", plan.checkpoint_dir)
+    checkpoint_dir, input_dir = _sharded_directories(ctx, plan, choice)
     scalars = TensorBoardScalars(plan.tensorboard_local_dir)
     uploader = None
     if plan.tensorboard_uri:
@@ -348,8 +352,12 @@ def _train_sharded(ctx: _Run, choice: StrategyChoice, plan: FitPlan) -> ShardedT
         log=ctx.log,
         target=target,
         on_epoch=on_epoch,
+        input_dir=input_dir,
+        checkpoint_dir=checkpoint_dir,
     )
     scalars.on_train_end()
+    if is_gcs_uri(input_dir):
+        tf.io.gfile.rmtree(input_dir)
     if uploader is not None:
         uploader.upload()
     ctx.log.info(
@@ -359,6 +367,28 @@ def _train_sharded(ctx: _Run, choice: StrategyChoice, plan: FitPlan) -> ShardedT
         shard_devices(sharded.network),
     )
     return sharded
+
+
+def _sharded_directories(
+    ctx: _Run, plan: FitPlan, choice: StrategyChoice
+) -> tuple[str | None, str]:
+    """Where parameter-server training checkpoints (``AIP_CHECKPOINT_DIR``) and writes the
+    chunks its workers read: TensorFlow itself reads and writes both, so on Cloud Storage
+    (a cluster's chunks in ``<run base>/ps-input``, deleted after training) only when it
+    reaches it; with the storage emulator (whose tasks all run on this host) or in one
+    process, the chunks go to the local work directory, and no checkpoint is kept on the
+    emulator, as the Keras path's backups."""
+    reachable = not ctx.args.storage_emulated
+    checkpoint_dir = plan.checkpoint_dir
+    if checkpoint_dir and is_gcs_uri(checkpoint_dir) and not reachable:
+        ctx.log.info(
+            "not checkpointing to %s: TensorFlow cannot reach the emulator", checkpoint_dir
+        )
+        checkpoint_dir = None
+    output_dir = ctx.locations.output_dir
+    if choice.kind == PARAMETER_SERVER and is_gcs_uri(output_dir) and reachable:
+        return checkpoint_dir, join_uri(output_dir, "ps-input")
+    return checkpoint_dir, str(ctx.work / "ps-input")
 
 
 def _tensorboard_plan(plan: FitPlan, family: str, several: bool) -> FitPlan:

@@ -17,37 +17,62 @@ transform, whatever types either reads with): bytes that are not UTF-8, not JSON
 JSON object, an empty object, a field with an empty name (as a CSV header's), a field
 named ``MESSAGE_ID_COLUMN`` (reserved for the
 message's id), a value that is an object or a list (a column holds scalars) or a number
-JSON cannot hold (NaN, Infinity). A record whose ``message_id`` is empty or longer than
+JSON cannot hold (NaN, Infinity). A nullable field's value arrives as Avro's JSON
+encoding of a union branch, ``{"string": "north"}`` (a topic with JSON encoding refuses
+a bare ``"north"`` for a ``["null", "string"]`` field: checked on the Pub/Sub emulator),
+and is read as the value it wraps. A record whose ``message_id`` is empty or longer than
 ``MAX_MESSAGE_ID_CHARS`` is no record Pub/Sub wrote: the file is refused. Types are
 the topic schema's job at publish, and the dataset's schema's job in validation: a
 column whose type the caller fixes takes its type (numbers in a text column are written
 as text), other columns are inferred from the first batch, and a value that does not fit
 widens the column (``ColumnWidening``) as in the other readers, for the validator to
 judge.
+
+**Decompression is bounded.** An Avro container compresses block by block (codecs
+``deflate``, ``bzip2``, ``xz`` here; ``snappy``, ``zstandard`` and ``lz4`` need libraries
+the functions do not install and are refused by name), and a block of a few KiB can
+expand into gigabytes. fastavro decompresses a whole block in one call, so this module
+walks the container itself (``avro_blocks``: the header, then each block's record count,
+size, bytes and sync marker, as the Avro 1.11 specification's "Object Container Files"
+lays them out), decompresses each block with a bounded decompressor that stops past
+``MAX_BLOCK_BYTES``, and hands fastavro only the decompressed bytes to decode. A block
+over the limit, a header over ``MAX_HEADER_BYTES``, a block count or size that cannot
+be, a wrong sync marker, or more than ``validation.max_uncompressed_bytes`` in all is bad
+input naming the file and the block, never a crash. Rows are handed on in batches of at
+most ``parquet_batch_rows`` rows or ``read_block_bytes`` of message data, whichever
+comes first, so the decoded rows stay bounded too.
 """
 
 from __future__ import annotations
 
+import bz2
+import io
 import json
+import lzma
 import math
+import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, BinaryIO, Protocol, cast
 
 import fastavro  # type: ignore[import-untyped,unused-ignore]
 import pyarrow as pa  # type: ignore[import-untyped,unused-ignore]
 
 from cascade.core.errors import BadInputError
+from cascade.core.streams import AVRO_SCALARS
 from cascade.core.validation_config import ValidationConfig
 from cascade.validation.source import NETWORK_ERRORS, DataSource
 from cascade.validation.widening import ColumnWidening
 
 __all__ = [
+    "MAX_BLOCK_BYTES",
+    "MAX_HEADER_BYTES",
     "MAX_MESSAGE_ID_CHARS",
     "MESSAGE_ID_COLUMN",
     "MessageIdFilter",
     "RejectedRecord",
     "StreamRecord",
+    "avro_blocks",
     "read_avro_batches",
     "record_problem",
     "rejected_records",
@@ -61,6 +86,28 @@ _MAX_REASON = 300
 MAX_MESSAGE_ID_CHARS = 256
 """Longest message id read: Pub/Sub's are short decimal strings; a forged file's
 empty or huge ids would merge records in deduplication or swell alerts."""
+MAX_BLOCK_BYTES = 64 << 20
+"""Most bytes one Avro block may hold once decompressed. A block is in memory about
+three times at once (compressed, decompressed, decoded), so 64 MiB keeps it well inside
+the smallest memory of a function that reads stream files (validate and transform:
+2 GiB; ``tests/unit/validation/test_decompression_bombs.py`` checks the topology), and
+above the largest message Pub/Sub accepts (10 MB) with its metadata."""
+MAX_HEADER_BYTES = 1 << 20
+"""Most bytes of an Avro file's header (magic, metadata with the schema, sync marker)."""
+_MAGIC = b"Obj\x01"
+_SYNC_SIZE = 16
+_HEADER_SCHEMA = fastavro.parse_schema(
+    {
+        "type": "record",
+        "name": "org.apache.avro.file.Header",
+        "fields": [
+            {"name": "magic", "type": {"type": "fixed", "name": "magic", "size": 4}},
+            {"name": "meta", "type": {"type": "map", "values": "bytes"}},
+            {"name": "sync", "type": {"type": "fixed", "name": "sync", "size": _SYNC_SIZE}},
+        ],
+    }
+)
+_CODEC_SLACK = 1 << 20  # a compressed block may be a little larger than its content
 
 
 @dataclass(frozen=True)
@@ -82,47 +129,308 @@ class RejectedRecord:
 
 def stream_records(source: DataSource, config: ValidationConfig) -> Iterator[StreamRecord]:
     """The file's messages in order; BadInputError if it is no stream file."""
+    position = 0
     total = 0
     with source.open() as raw:
+        for block, record in _container_records(raw, source.uri, config):
+            position += 1
+            location = f"record {position} (block {block})"
+            fields = record if isinstance(record, dict) else {}
+            data = fields.get("data")
+            message_id = fields.get("message_id")
+            if not isinstance(data, bytes) or not isinstance(message_id, str):
+                raise BadInputError(
+                    "the record has no bytes `data` or string `message_id`",
+                    uri=source.uri,
+                    location=location,
+                )
+            _check_message_id(message_id, source.uri, position)
+            total += len(data)
+            if total > config.max_uncompressed_bytes:
+                raise BadInputError(
+                    f"the messages hold more than {config.max_uncompressed_bytes} bytes "
+                    "(validation.max_uncompressed_bytes)",
+                    uri=source.uri,
+                    location=location,
+                )
+            yield StreamRecord(position=position, message_id=message_id, data=data)
+    if position == 0:
+        raise BadInputError("the Avro file has no records", uri=source.uri)
+
+
+@dataclass(frozen=True)
+class AvroBlock:
+    number: int  # 1-based, in file order
+    count: int  # records in the block
+    data: bytes  # decompressed
+
+
+@dataclass(frozen=True)
+class AvroHeader:
+    writer_schema: dict[str, Any]
+    codec: str
+    sync: bytes
+
+
+def _container_records(
+    raw: BinaryIO, uri: str, config: ValidationConfig
+) -> Iterator[tuple[int, Any]]:
+    """(block number, record) for every record of the container, decoded by fastavro
+    from bounded decompressed blocks."""
+    header, blocks = avro_blocks(raw, uri, max_total_bytes=config.max_uncompressed_bytes)
+    _check_writer_schema(header.writer_schema, uri)
+    try:
+        parsed = fastavro.parse_schema(header.writer_schema)
+    except Exception as error:  # fastavro raises SchemaParseException, ValueError, ...
+        raise BadInputError(f"the Avro file's schema is invalid: {error}", uri=uri) from error
+    for block in blocks:
+        buffer = io.BytesIO(block.data)
+        for index in range(block.count):
+            try:
+                record = fastavro.schemaless_reader(buffer, parsed, None)
+            except NETWORK_ERRORS:
+                raise
+            except Exception as error:  # EOFError, ValueError, UnicodeDecodeError, ...
+                raise BadInputError(
+                    f"cannot read Avro data: {type(error).__name__}: {error}",
+                    uri=uri,
+                    location=f"block {block.number}, record {index + 1} of {block.count}",
+                ) from error
+            yield block.number, record
+
+
+def avro_blocks(
+    raw: BinaryIO, uri: str, *, max_total_bytes: int, max_block_bytes: int = MAX_BLOCK_BYTES
+) -> tuple[AvroHeader, Iterator[AvroBlock]]:
+    """The container's header, and its blocks decompressed, each at most
+    ``max_block_bytes`` and all together at most ``max_total_bytes``: past either limit
+    the reading stops with BadInputError naming the block, before the rest is
+    decompressed."""
+    header = _read_header(raw, uri)
+    decompress = _DECOMPRESSORS.get(header.codec)
+    if decompress is None:
+        raise BadInputError(
+            f"the Avro codec {header.codec!r} is not read here (one of "
+            f"{', '.join(sorted(_DECOMPRESSORS))})",
+            uri=uri,
+        )
+    return header, _blocks(raw, uri, header, decompress, max_total_bytes, max_block_bytes)
+
+
+class _Limited:
+    """Reads from ``raw``, refusing to go past ``limit`` bytes in all."""
+
+    def __init__(self, raw: BinaryIO, limit: int, uri: str) -> None:
+        self._raw = raw
+        self._left = limit
+        self._uri = uri
+
+    def read(self, size: int = -1) -> bytes:
+        if size < 0 or size > self._left:
+            raise BadInputError(
+                f"the Avro header is larger than {MAX_HEADER_BYTES} bytes", uri=self._uri
+            )
+        data = self._raw.read(size)
+        self._left -= len(data)
+        return data
+
+
+def _read_header(raw: BinaryIO, uri: str) -> AvroHeader:
+    try:
+        fields = fastavro.schemaless_reader(
+            cast(BinaryIO, _Limited(raw, MAX_HEADER_BYTES, uri)), _HEADER_SCHEMA
+        )
+    except NETWORK_ERRORS:
+        raise
+    except BadInputError:
+        raise
+    except Exception as error:  # EOFError, ValueError, ...
+        raise BadInputError(f"not a valid Avro file: {error}", uri=uri) from error
+    if not isinstance(fields, dict) or fields.get("magic") != _MAGIC:
+        raise BadInputError("not a valid Avro file: the magic bytes are wrong", uri=uri)
+    meta = fields.get("meta") or {}
+    try:
+        schema = json.loads(meta["avro.schema"])
+        codec = meta.get("avro.codec", b"null").decode("ascii")
+    except (KeyError, ValueError) as error:
+        raise BadInputError(
+            f"not a valid Avro file: the header's schema or codec is unreadable ({error})",
+            uri=uri,
+        ) from error
+    if not isinstance(schema, dict):
+        raise BadInputError("not a Pub/Sub stream file: the schema is no record", uri=uri)
+    return AvroHeader(writer_schema=schema, codec=codec, sync=bytes(fields["sync"]))
+
+
+def _read_long(raw: BinaryIO, uri: str, where: str) -> int | None:
+    """One Avro ``long`` (zig-zag varint); None at the end of the file."""
+    result = 0
+    for index in range(10):
+        byte = raw.read(1)
+        if not byte:
+            if index == 0:
+                return None
+            raise BadInputError("the file ends inside a block header", uri=uri, location=where)
+        result |= (byte[0] & 0x7F) << (7 * index)
+        if not byte[0] & 0x80:
+            return (result >> 1) ^ -(result & 1)
+    raise BadInputError("a block header holds a malformed number", uri=uri, location=where)
+
+
+def _blocks(
+    raw: BinaryIO,
+    uri: str,
+    header: AvroHeader,
+    decompress: _Decompressor,
+    max_total_bytes: int,
+    max_block_bytes: int,
+) -> Iterator[AvroBlock]:
+    total = 0
+    number = 0
+    while True:
+        number += 1
+        where = f"block {number}"
         try:
-            reader = fastavro.reader(raw)
-        except NETWORK_ERRORS:
-            raise
-        except Exception as error:  # fastavro raises ValueError, EOFError, ...
-            raise BadInputError(f"not a valid Avro file: {error}", uri=source.uri) from error
-        _check_writer_schema(reader.writer_schema, source.uri)
-        position = 0
-        try:
-            for record in reader:
-                position += 1
-                fields = record if isinstance(record, dict) else {}
-                data = fields.get("data")
-                message_id = fields.get("message_id")
-                if not isinstance(data, bytes) or not isinstance(message_id, str):
+            count = _read_long(raw, uri, where)
+            if count is None:
+                return
+            size = _read_long(raw, uri, where)
+            if size is None:
+                raise BadInputError("the file ends inside a block header", uri=uri, location=where)
+            # Every record holds at least a message id and data (a byte each).
+            if count < 0 or count > max_block_bytes // 2:
+                raise BadInputError(
+                    f"the block claims {count} records: not a block of this file",
+                    uri=uri,
+                    location=where,
+                )
+            if size < 0 or size > max_block_bytes + _CODEC_SLACK:
+                raise BadInputError(
+                    f"the block is {size} bytes, over the {max_block_bytes}-byte limit "
+                    "on an Avro block",
+                    uri=uri,
+                    location=where,
+                )
+            compressed = raw.read(size)
+            if len(compressed) != size:
+                raise BadInputError("the file ends inside a block", uri=uri, location=where)
+            left = max_total_bytes - total
+            if left < max_block_bytes:  # the file's limit binds first
+                try:
+                    data = decompress(compressed, left, uri, where)
+                except _TooLargeError as error:
                     raise BadInputError(
-                        "the record has no bytes `data` or string `message_id`",
-                        uri=source.uri,
-                        location=f"record {position}",
-                    )
-                _check_message_id(message_id, source.uri, position)
-                total += len(data)
-                if total > config.max_uncompressed_bytes:
-                    raise BadInputError(
-                        f"the messages hold more than {config.max_uncompressed_bytes} bytes "
-                        "(validation.max_uncompressed_bytes)",
-                        uri=source.uri,
-                    )
-                yield StreamRecord(position=position, message_id=message_id, data=data)
+                        f"the file holds more than {max_total_bytes} bytes once "
+                        "decompressed (validation.max_uncompressed_bytes)",
+                        uri=uri,
+                        location=where,
+                    ) from error
+            else:
+                data = decompress(compressed, max_block_bytes, uri, where)
+            if raw.read(_SYNC_SIZE) != header.sync:
+                raise BadInputError(
+                    "the block is not followed by the file's sync marker (truncated or corrupt)",
+                    uri=uri,
+                    location=where,
+                )
         except NETWORK_ERRORS:
             raise
         except BadInputError:
             raise
         except Exception as error:
             raise BadInputError(
-                f"cannot read Avro data: {error}", uri=source.uri, location=f"record {position + 1}"
+                f"cannot read the block: {type(error).__name__}: {error}", uri=uri, location=where
             ) from error
-    if position == 0:
-        raise BadInputError("the Avro file has no records", uri=source.uri)
+        total += len(data)
+        if total > max_total_bytes:
+            raise BadInputError(
+                f"the file holds more than {max_total_bytes} bytes once decompressed "
+                "(validation.max_uncompressed_bytes)",
+                uri=uri,
+                location=where,
+            )
+        yield AvroBlock(number=number, count=count, data=data)
+
+
+class _Decompressor(Protocol):
+    def __call__(self, data: bytes, limit: int, uri: str, where: str) -> bytes: ...
+
+
+class _TooLargeError(BadInputError):
+    """A block that expands past the limit it was decompressed with."""
+
+
+def _too_large(limit: int, codec: str, uri: str, where: str) -> BadInputError:
+    return _TooLargeError(
+        f"the block expands past {limit} bytes once decompressed ({codec}): refused before "
+        "it is held in memory (a decompression bomb, or blocks larger than a stream file "
+        "has)",
+        uri=uri,
+        location=where,
+    )
+
+
+def _null(data: bytes, limit: int, uri: str, where: str) -> bytes:
+    if len(data) > limit:
+        raise _too_large(limit, "null", uri, where)
+    return data
+
+
+def _deflate(data: bytes, limit: int, uri: str, where: str) -> bytes:
+    inflater = zlib.decompressobj(-15)  # raw deflate, as Avro writes it
+    try:
+        out = inflater.decompress(data, limit + 1)
+        if len(out) > limit or inflater.unconsumed_tail:
+            raise _too_large(limit, "deflate", uri, where)
+        out += inflater.flush()
+    except zlib.error as error:
+        raise BadInputError(
+            f"cannot inflate the block: {error}", uri=uri, location=where
+        ) from error
+    if len(out) > limit:
+        raise _too_large(limit, "deflate", uri, where)
+    return out
+
+
+def _streams(
+    codec: str,
+    make: Any,
+    errors: tuple[type[Exception], ...],
+) -> _Decompressor:
+    """A decompressor of concatenated bz2 or xz streams (what ``bz2.decompress`` and
+    ``lzma.decompress`` accept), stopping once the output passes the limit."""
+
+    def decompress(data: bytes, limit: int, uri: str, where: str) -> bytes:
+        parts: list[bytes] = []
+        produced = 0
+        rest = data
+        try:
+            while rest:
+                decompressor = make()
+                parts.append(decompressor.decompress(rest, max_length=limit + 1 - produced))
+                produced += len(parts[-1])
+                if produced > limit:
+                    raise _too_large(limit, codec, uri, where)
+                if not decompressor.eof:
+                    raise BadInputError(
+                        f"the {codec} data of the block ends early", uri=uri, location=where
+                    )
+                rest = decompressor.unused_data
+        except errors as error:
+            raise BadInputError(
+                f"cannot decompress the block ({codec}): {error}", uri=uri, location=where
+            ) from error
+        return b"".join(parts)
+
+    return decompress
+
+
+_DECOMPRESSORS: dict[str, _Decompressor] = {
+    "null": _null,
+    "deflate": _deflate,
+    "bzip2": _streams("bzip2", bz2.BZ2Decompressor, (OSError, ValueError, EOFError)),
+    "xz": _streams("xz", lzma.LZMADecompressor, (lzma.LZMAError, EOFError)),
+}
 
 
 def _check_message_id(message_id: str, uri: str, position: int) -> None:
@@ -165,11 +473,22 @@ def record_problem(data: bytes) -> tuple[dict[str, Any] | None, str]:
         return None, "a field has an empty name (a column needs a name)"
     if MESSAGE_ID_COLUMN in value:
         return None, f"field {MESSAGE_ID_COLUMN!r} is reserved for the message's Pub/Sub id"
+    value = {name: _union_branch(item) for name, item in value.items()}
     for name, item in value.items():
         problem = _value_problem(name, item)
         if problem:
             return None, _short(problem)
     return value, ""
+
+
+def _union_branch(item: object) -> object:
+    """A nullable field's value as Avro's JSON encoding writes it, ``{"string": "x"}``
+    (the only form a topic with a union in its schema accepts), as the value itself."""
+    if isinstance(item, dict) and len(item) == 1:
+        ((branch, inner),) = item.items()
+        if branch in AVRO_SCALARS and not isinstance(inner, dict | list):
+            return inner
+    return item
 
 
 def _refuse_constant(name: str) -> float:
@@ -215,6 +534,7 @@ def read_avro_batches(
     rows: list[dict[str, Any]] = []
     ids: list[str] = []
     kept = 0
+    held = 0
     first_rejection = ""
     for record in stream_records(source, config):
         row, reason = record_problem(record.data)
@@ -223,10 +543,13 @@ def read_avro_batches(
             continue
         rows.append(row)
         ids.append(record.message_id)
-        if len(rows) >= config.parquet_batch_rows:
+        held += len(record.data)
+        # A batch holds at most parquet_batch_rows rows or read_block_bytes of messages:
+        # 65,536 messages of up to 10 MB each would not fit a function's memory.
+        if len(rows) >= config.parquet_batch_rows or held >= config.read_block_bytes:
             kept += len(rows)
             yield _batch(rows, ids if with_message_ids else None, types, seen)
-            rows, ids = [], []
+            rows, ids, held = [], [], 0
     if rows:
         kept += len(rows)
         yield _batch(rows, ids if with_message_ids else None, types, seen)

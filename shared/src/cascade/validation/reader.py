@@ -14,7 +14,6 @@ from collections.abc import Iterator
 
 import pyarrow as pa  # type: ignore[import-untyped,unused-ignore]
 import pyarrow.json as pajson  # type: ignore[import-untyped,unused-ignore]
-import pyarrow.parquet as pq  # type: ignore[import-untyped,unused-ignore]
 
 from cascade.core.errors import BadInputError
 from cascade.core.validation_config import ValidationConfig
@@ -28,8 +27,8 @@ from cascade.validation.diagnostics import (
     long_line_error,
 )
 from cascade.validation.names import FileFormat
+from cascade.validation.parquet_reader import read_parquet_batches
 from cascade.validation.source import (
-    NETWORK_ERRORS,
     BlockStream,
     DataSource,
     line_blocks,
@@ -76,21 +75,8 @@ def read_batches(
 
 
 def _read_parquet(source: DataSource, config: ValidationConfig) -> Iterator[pa.RecordBatch]:
-    with source.open() as raw:
-        try:
-            parquet = pq.ParquetFile(raw)
-        except NETWORK_ERRORS:
-            raise
-        except (pa.ArrowException, OSError) as error:
-            raise BadInputError(f"not a valid Parquet file: {error}", uri=source.uri) from error
-        if parquet.metadata.num_rows == 0:
-            raise BadInputError("the Parquet file has no rows", uri=source.uri)
-        try:
-            yield from parquet.iter_batches(batch_size=config.parquet_batch_rows)
-        except NETWORK_ERRORS:
-            raise
-        except (pa.ArrowException, OSError) as error:
-            raise BadInputError(f"cannot read Parquet data: {error}", uri=source.uri) from error
+    # Decompression and dictionary decoding bounded (parquet_reader).
+    return read_parquet_batches(source, config)
 
 
 def _read_ndjson(source: DataSource, config: ValidationConfig) -> Iterator[pa.RecordBatch]:
