@@ -42,7 +42,7 @@ from cascade.core.claims import (
     StepResult,
 )
 from cascade.core.context import StepContext
-from cascade.core.errors import PermanentError
+from cascade.core.errors import BadRequestError, PermanentError
 from cascade.core.messages import Alert, StepMessage
 from cascade.core.observability import RunLogger, run_logger
 from cascade.core.run_index import ensure_run_indexed
@@ -72,7 +72,7 @@ def execute_step(
     """Run ``body`` as ``step`` of ``run`` exactly once in effect; None for a duplicate."""
     log = run_logger(f"cascade.steps.{step}", run_id=run.run_id, step=step, dataset=run.dataset)
     stored = ctx.ledger.ensure(run)
-    ensure_run_indexed(ctx.artifacts, stored)  # the console's list: entries once per run
+    _index(ctx, stored, log)
     acquired = ctx.claims.acquire(
         run.run_id, step, owner=owner, now=ctx.clock(), lease=ctx.claim_lease
     )
@@ -99,6 +99,16 @@ def execute_step(
     if result.run_state is not None:
         _end_run(ctx, result, log)
     return outcome
+
+
+def _index(ctx: StepContext, run: RunRecord, log: RunLogger) -> None:
+    """The run's entries in the run index (the console's list), once per run. A run id
+    the system would not derive (only tests and hand-made records have one) is left out
+    of the index, never a reason to fail the step."""
+    try:
+        ensure_run_indexed(ctx.artifacts, run)
+    except BadRequestError as error:
+        log.warning("run %s is not indexed: %s", run.run_id, error)
 
 
 def _result_of(ctx: StepContext, handle: ClaimHandle, outcome: StepOutcome) -> StepResult:

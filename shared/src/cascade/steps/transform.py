@@ -44,17 +44,18 @@ from typing import Any
 from cascade.beam.materialize_request import MaterializeRequest
 from cascade.core.claims import ClaimHandle
 from cascade.core.context import StepContext
-from cascade.core.errors import BadInputError, BadRequestError, TransientError
+from cascade.core.errors import BadInputError, BadRequestError
 from cascade.core.job_spec import JobStatus, TrainingJobSpec
 from cascade.core.messages import MAX_REASON_CHARS, DataValidated, StepMessage, TrainRequest
 from cascade.core.observability import RunLogger
 from cascade.core.paths import DatasetPaths
 from cascade.core.pipeline_config import PipelineConfig, load_pipeline_config
 from cascade.core.runs import RunRecord
-from cascade.jobs.beam_records import BeamJobRecord, BeamRunner, read_beam_job_record
+from cascade.jobs.beam_records import BeamJobRecord, BeamRunner
 from cascade.jobs.beam_runners import beam_runner_for
 from cascade.jobs.records import job_spec_name
 from cascade.serving.state import deployed_model_uri, read_serving_state
+from cascade.steps.beam_job_end import ended_job
 from cascade.steps.runner import StepOutcome, execute_step
 from cascade.steps.transform_beam import (
     SPLIT_STEP,
@@ -249,28 +250,20 @@ def finish_transform_job(
     ignored. The ``transform_split`` step's claim makes a duplicate end a no-op.
     ``message``: the job message's text, added to a failed job's reason.
     """
-    record = read_beam_job_record(ctx.artifacts, job_id)
-    if record is None or record.kind != SPLIT_STEP:
-        _log.info("Beam job %r: not a split job Cascade launched; ignored", job_id)
+    ended = ended_job(
+        ctx,
+        job_id,
+        kind="transform_split",
+        runner=runner,
+        announces_end=announces_end,
+        message=message,
+    )
+    if ended is None:
         return None
-    jobs = runner if runner is not None else beam_runner_for(ctx.settings)
-    status = jobs.get(record.job_id)
-    if not status.finished:
-        if announces_end:
-            raise TransientError(
-                f"Beam job {record.job_id} logged its end but is still {status.state}: "
-                "retry until its final state is visible"
-            )
-        _log.info("Beam job %s is %s: nothing to do yet", record.job_id, status.state)
-        return None
-    run = ctx.ledger.get(record.run_id)
-    if run is None:
-        raise BadRequestError(f"Beam job {record.job_id} names the unknown run {record.run_id}")
-    if status.state != "succeeded" and message and message not in status.error:
-        status = status.model_copy(update={"error": f"{status.error} ({message})".strip()})
+    run = ended.run
 
     def body(claim: ClaimHandle, log: RunLogger) -> StepOutcome:
-        return _finish_split(ctx, run, record, status, log)
+        return _finish_split(ctx, run, ended.record, ended.status, log)
 
     return execute_step(ctx, run=run, step=SPLIT_STEP, owner=owner, body=body)
 

@@ -65,10 +65,10 @@ from cascade.jobs.beam_records import (
     BeamJobRecord,
     BeamResult,
     BeamRunner,
-    read_beam_job_record,
 )
 from cascade.jobs.beam_runners import beam_runner_for
 from cascade.report.validation_page import render_validation_page
+from cascade.steps.beam_job_end import ended_job
 from cascade.steps.runner import StepOutcome, execute_step
 from cascade.steps.stream_records import split_out_records, with_split
 from cascade.steps.validate_beam import launch_statistics_job, waiting_outcome
@@ -356,32 +356,20 @@ def finish_beam_job(
     ``message``: the job message's text (Dataflow says why a job failed there, not in
     the job's state), added to a failed job's reason.
     """
-    record = read_beam_job_record(ctx.artifacts, job_id)
-    if record is None:
-        _log.info("Beam job %r: not a job Cascade launched; ignored", job_id)
+    ended = ended_job(
+        ctx,
+        job_id,
+        kind="validate_statistics",
+        runner=runner,
+        announces_end=announces_end,
+        message=message,
+    )
+    if ended is None:
         return None
-    if record.kind != "validate_statistics":
-        _log.warning("Beam job %r is a %s job, not a statistics job; ignored", job_id, record.kind)
-        return None
-    jobs = runner if runner is not None else beam_runner_for(ctx.settings)
-    status = jobs.get(record.job_id)
-    if not status.finished:
-        if announces_end:
-            raise TransientError(
-                f"Beam job {record.job_id} logged its end but is still {status.state}: "
-                "retry until its final state is visible"
-            )
-        _log.info("Beam job %s is %s: nothing to do yet", record.job_id, status.state)
-        return None
-    run = ctx.ledger.get(record.run_id)
-    if run is None:
-        raise BadRequestError(f"Beam job {record.job_id} names the unknown run {record.run_id}")
-
-    if status.state != "succeeded" and message and message not in status.error:
-        status = status.model_copy(update={"error": f"{status.error} ({message})".strip()})
+    run = ended.run
 
     def body(claim: ClaimHandle, log: RunLogger) -> StepOutcome:
-        return _finish_statistics(ctx, run, record, status, log)
+        return _finish_statistics(ctx, run, ended.record, ended.status, log)
 
     return execute_step(ctx, run=run, step=BEAM_STEP, owner=owner, body=body)
 
