@@ -263,3 +263,18 @@ def test_the_artifact_store_retries_a_rate_limited_write_and_can_give_way(bucket
     with pytest.raises(TransientError) as raised:
         store.write("state.json", b"3", if_generation_match=second, retry=False)
     assert isinstance(raised.value.__cause__, gexc.TooManyRequests)
+
+
+def test_an_unconditional_write_retries_a_429_and_a_broken_connection_only() -> None:
+    """A connection the server closed before answering (a stale keep-alive connection)
+    is retried like a 429: at worst the writer writes the same bytes to the same name
+    again. Other errors are the caller's (a 503 becomes a TransientError)."""
+    from cascade.core.store import RATE_LIMITED_RETRY
+
+    predicate = RATE_LIMITED_RETRY._predicate
+    broken = requests.exceptions.ConnectionError("Remote end closed connection without response")
+    assert predicate(broken)
+    assert predicate(gexc.TooManyRequests("slow down"))
+    assert not predicate(gexc.ServiceUnavailable("busy"))
+    assert not predicate(gexc.PreconditionFailed("changed"))
+    assert not predicate(ValueError("a bug"))

@@ -74,7 +74,7 @@ class FakeDeployer(Deployer):
             "p95 1.5 ms" if self.canary_passes else "20/20 requests failed",
         )
 
-    def promote(self, dataset: str, version: str) -> None:
+    def promote(self, dataset: str, version: str, *, actor: str = "", reason: str = "") -> None:
         self.calls.append(("promote", (dataset, version)))
 
     def roll_back(self, dataset: str, version: str, reason: str) -> None:
@@ -84,7 +84,9 @@ class FakeDeployer(Deployer):
         self.calls.append(("retire", (dataset, keep)))
         return ["1"]
 
-    def restore_previous(self, dataset: str) -> tuple[str, str]:
+    def restore_previous(
+        self, dataset: str, *, actor: str = "", reason: str = ""
+    ) -> tuple[str, str]:
         raise AssertionError("not part of a rollout")
 
     def predict(self, dataset: str, version: str, instances: list[dict[str, Any]]) -> Answer:

@@ -85,6 +85,28 @@ def _publish_model_trained(spec: TrainingJobSpec, model_dir: str) -> None:
     )
 
 
+CLUSTER_WAIT_S = 120.0
+
+
+def _wait_for_cluster(replicas: Path, cluster: dict[str, list[str]]) -> None:
+    """As a real coordinator, which cannot finish before it reaches its workers and
+    parameter servers: wait until every other replica has recorded itself (local
+    output folders only), at most ``CLUSTER_WAIT_S``."""
+    if str(replicas).startswith("gs:"):
+        return
+    expected = {
+        f"{kind}-{index}"
+        for kind in ("worker", "ps")
+        for index in range(len(cluster.get(kind, [])))
+    }
+    deadline = time.monotonic() + CLUSTER_WAIT_S
+    while time.monotonic() < deadline:
+        present = {path.stem for path in replicas.glob("*.json")}
+        if expected <= present:
+            return
+        time.sleep(0.05)
+
+
 def main(argv: list[str]) -> int:
     flags = dict(arg.removeprefix("--").split("=", 1) for arg in argv)
     spec = TrainingJobSpec.model_validate_json(_read(flags.pop("job-spec-uri")))
@@ -109,6 +131,8 @@ def main(argv: list[str]) -> int:
     _write(replicas, json.dumps(told).encode())
     if "ps" in tf_config.get("cluster", {}) and task["type"] in ("worker", "ps"):
         threading.Event().wait()  # as tf.distribute.Server.join(): serves until stopped
+    if "ps" in tf_config.get("cluster", {}) and task["type"] == "chief":
+        _wait_for_cluster(Path(replicas).parent, tf_config["cluster"])
     time.sleep(float(hyperparameters.get("sleep_s", 0)))
     if hyperparameters.get("fail"):
         print("failing as asked", file=sys.stderr)

@@ -10,7 +10,7 @@ import getpass
 import json
 import socket
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 import requests
@@ -18,12 +18,16 @@ from rich.console import Console
 from rich.markup import escape
 
 from cascade.core.context import StepContext, utc_now
-from cascade.core.errors import CascadeError
+from cascade.core.errors import CascadeError, TransientError
 from cascade.core.settings import Settings, load_settings
+from cascade.core.store import ArtifactStore
 from cascade.localcloud import control
 from cascade.localcloud.local_settings import LocalCloudSettings
 
-__all__ = ["serving_commands"]
+if TYPE_CHECKING:
+    from cascade.deploy.deployer import Deployer
+
+__all__ = ["serving_commands", "serving_deployer"]
 
 console = Console()
 
@@ -36,13 +40,21 @@ def _settings(from_env: bool) -> Settings:
     return load_settings() if from_env else _local().runtime_settings()
 
 
-def _model_server_url() -> str:
+def _running_model_server_url() -> str:
+    """The local model server's address; TransientError when the local cloud is down."""
     state = control.status(_local())
     url = None if state is None else state.environment.get("CASCADE_DEPLOY_MODEL_SERVER_URL")
     if not url:
-        console.print("the local cloud is not running (start it with `cascade up`)")
-        sys.exit(3)
+        raise TransientError("the local cloud is not running (start it with `cascade up`)")
     return url
+
+
+def _model_server_url() -> str:
+    try:
+        return _running_model_server_url()
+    except TransientError as error:
+        console.print(str(error))
+        sys.exit(3)
 
 
 def _fail(error: Exception) -> None:
@@ -79,25 +91,34 @@ def bless(run_id: str, reason: str, actor: str | None, from_env: bool) -> None:
     console.print(f"{run_id}: force-blessed (was {previous}); model-blessed published")
 
 
-@click.command()
-@click.argument("dataset")
-@click.option("--from-env", is_flag=True, help="Roll back the Vertex AI endpoint of a project.")
-def rollback(dataset: str, from_env: bool) -> None:
-    """Send all of DATASET's traffic back to the previously deployed version."""
-    from cascade.deploy.deployer import Deployer
+def serving_deployer(artifacts: ArtifactStore, settings: Settings, from_env: bool) -> Deployer:
+    """The deployer ``cascade rollback`` acts through (and ``cascade console``'s rollback
+    and promote): Vertex AI with ``--from-env``, else the local model server."""
     from cascade.deploy.local_deployer import LocalDeployer
     from cascade.deploy.vertex_deployer import VertexDeployer
 
-    ctx = StepContext.from_settings(_settings(from_env))
-    deployer: Deployer
     if from_env:
-        deployer = VertexDeployer(
-            ctx.artifacts, project=ctx.settings.project, region=ctx.settings.region, clock=utc_now
+        return VertexDeployer(
+            artifacts, project=settings.project, region=settings.region, clock=utc_now
         )
-    else:
-        deployer = LocalDeployer(ctx.artifacts, _model_server_url(), clock=utc_now)
+    return LocalDeployer(artifacts, _running_model_server_url(), clock=utc_now)
+
+
+@click.command()
+@click.argument("dataset")
+@click.option("--reason", default="", help="Why (recorded on serving.json's history).")
+@click.option("--actor", default=None, help="Who rolls back [default: user@host].")
+@click.option("--from-env", is_flag=True, help="Roll back the Vertex AI endpoint of a project.")
+def rollback(dataset: str, reason: str, actor: str | None, from_env: bool) -> None:
+    """Send all of DATASET's traffic back to the previously deployed version."""
+    ctx = StepContext.from_settings(_settings(from_env))
     try:
-        rolled_back, serving = deployer.restore_previous(dataset)
+        deployer = serving_deployer(ctx.artifacts, ctx.settings, from_env)
+        rolled_back, serving = deployer.restore_previous(
+            dataset,
+            actor=actor or f"{getpass.getuser()}@{socket.gethostname()}",
+            reason=" ".join(reason.split()),
+        )
     except CascadeError as error:
         _fail(error)
         return

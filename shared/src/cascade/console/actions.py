@@ -9,19 +9,36 @@ before anything is published.
 from __future__ import annotations
 
 import hashlib
+import re
 from dataclasses import dataclass
+from datetime import datetime
 
 from cascade.core.bus import MessageBus
 from cascade.core.errors import BadRequestError
 from cascade.core.messages import MAX_REASON_CHARS, TrainRequest
 from cascade.core.paths import check_dataset_name
-from cascade.core.runs import run_id_for_request
+from cascade.core.runs import RunLedger, check_system_run_id, run_id_for_request
+from cascade.core.store import ArtifactStore
+from cascade.deploy.deployer import Deployer
+from cascade.evaluation.override import force_bless
+from cascade.evaluation.record import EvaluationRecord
 
-__all__ = ["MAX_WHY_CHARS", "Caller", "RetrainRequested", "request_retrain"]
+__all__ = [
+    "MAX_WHY_CHARS",
+    "Caller",
+    "RetrainRequested",
+    "RolledBack",
+    "force_bless_run",
+    "promote_version",
+    "request_retrain",
+    "roll_back_serving",
+]
 
 MAX_WHY_CHARS = 500
 """A person's reason; the recorded reason adds who asked, within ``MAX_REASON_CHARS``."""
 MAX_CALLER_CHARS = 200
+MIN_BLESS_WHY_CHARS = 3
+"""``Override.reason``'s minimum: a force-bless needs a reason that says something."""
 
 
 @dataclass(frozen=True)
@@ -45,10 +62,10 @@ class RetrainRequested:
     message_id: str
 
 
-def _why(reason: str) -> str:
+def _why(reason: str, what: str = "the dataset should be retrained") -> str:
     text = " ".join(reason.split())
     if not text:
-        raise BadRequestError("reason: say why the dataset should be retrained")
+        raise BadRequestError(f"reason: say why {what}")
     if len(text) > MAX_WHY_CHARS:
         raise BadRequestError(f"reason: at most {MAX_WHY_CHARS} characters (got {len(text)})")
     return text
@@ -73,4 +90,66 @@ def request_retrain(
     message_id = bus.publish(TrainRequest(dataset=dataset, request_id=request_id, reason=recorded))
     return RetrainRequested(
         dataset, request_id, run_id_for_request(dataset, request_id), message_id
+    )
+
+
+@dataclass(frozen=True)
+class RolledBack:
+    dataset: str
+    rolled_back: str
+    serving: str
+
+
+def roll_back_serving(deployer: Deployer, caller: Caller, dataset: str, reason: str) -> RolledBack:
+    """``cascade rollback``'s call (``Deployer.restore_previous``): the serving version is
+    rolled back and the previous deployed one takes all traffic; serving.json's history
+    records who and why. Refused (BadRequestError, the CLI's message) when nothing or
+    only one version is deployed."""
+    check_dataset_name(dataset)
+    why = _why(reason, "the serving version should be rolled back")
+    rolled_back, serving = deployer.restore_previous(dataset, actor=caller.name, reason=why)
+    return RolledBack(dataset, rolled_back, serving)
+
+
+_VERSION = re.compile(r"[0-9]{1,9}")
+
+
+def promote_version(
+    deployer: Deployer, caller: Caller, dataset: str, version: str, reason: str
+) -> str:
+    """What the deploy step's rollout does once a canary passes (``Deployer.promote``):
+    all traffic to ``version``, the other deployed versions stand by; serving.json's
+    history records who and why. BadRequestError when ``version`` is not deployed."""
+    check_dataset_name(dataset)
+    if not _VERSION.fullmatch(version):
+        raise BadRequestError("version: a version number (1, 2, ...)")
+    why = _why(reason, f"version {version} should take all traffic")
+    deployer.promote(dataset, version, actor=caller.name, reason=why)
+    return version
+
+
+def force_bless_run(
+    artifacts: ArtifactStore,
+    bus: MessageBus,
+    caller: Caller,
+    run_id: str,
+    reason: str,
+    now: datetime,
+) -> EvaluationRecord:
+    """``cascade bless``'s call (``cascade.evaluation.override.force_bless``) with
+    ``via="console"``: refused with its messages (``CannotBlessError``) when the run has no
+    evaluation, is already blessed or its model cannot be served."""
+    check_system_run_id(run_id)
+    why = _why(reason, "this model may ship")
+    if len(why) < MIN_BLESS_WHY_CHARS:
+        raise BadRequestError(f"reason: at least {MIN_BLESS_WHY_CHARS} characters")
+    return force_bless(
+        artifacts=artifacts,
+        ledger=RunLedger(artifacts),
+        bus=bus,
+        run_id=run_id,
+        actor=caller.name,
+        reason=why,
+        via="console",
+        now=now,
     )

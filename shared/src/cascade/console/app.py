@@ -28,6 +28,9 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
 from cascade.console.actions import MAX_WHY_CHARS, Caller, request_retrain
+from cascade.console.alerts import alert_routes
+from cascade.console.datasets import dataset_routes
+from cascade.console.models import bless_view, model_routes
 from cascade.console.security import (
     CSRF_COOKIE,
     CSRF_FIELD,
@@ -39,11 +42,13 @@ from cascade.console.security import (
 from cascade.console.timeline import timeline
 from cascade.console.views import RUN_STATES, TRIGGER_KINDS, run_row, when
 from cascade.core.bus import MessageBus
+from cascade.core.context import StepContext
 from cascade.core.errors import BadRequestError, TransientError
 from cascade.core.paths import RunPaths, check_dataset_name
 from cascade.core.run_index import IndexLister, IndexPage, RunIndex, TriggerKind
 from cascade.core.runs import SYSTEM_RUN_ID_PATTERN, RunRecord, check_system_run_id
 from cascade.core.store import ArtifactStore, ObjectInfo
+from cascade.deploy.deployer import Deployer
 from cascade.report import RunNotFoundError, collect_run_report, render_run_report
 
 __all__ = ["ConsoleConfig", "create_app"]
@@ -67,6 +72,16 @@ class ConsoleConfig:
     poll_ms: int = 2000
     allowed_hosts: list[str] = field(default_factory=lambda: ["127.0.0.1", "localhost"])
     scan_limit: int = 200
+    step_context: Callable[[], StepContext] | None = None
+    """The steps' context (made on the first quarantine review): a release re-validates
+    the file with the validate step's own code, as ``cascade quarantine release`` does.
+    None: the dataset page lists quarantined files without their review actions."""
+    deployer: Callable[[], Deployer] | None = None
+    """What rollback and promote act through (made on the first one): ``cascade
+    rollback``'s deployer. None: the models pages show no actions."""
+    tensorboard: Callable[[str], str] | None = None
+    """Starts TensorBoard on a run's logs and answers its address (``cascade console``
+    fills it locally with what ``cascade tensorboard`` does). None: no such action."""
 
 
 @cache
@@ -150,7 +165,13 @@ class _Console:
             token=token,
         )
 
-    def runs_page(self, request: Request, dataset: str | None = None) -> Response:
+    def runs_page(
+        self,
+        request: Request,
+        dataset: str | None = None,
+        template: str = "runs.html.j2",
+        **extra: Any,
+    ) -> Response:
         filters = self._filters(request, dataset)
         token = _one(request, "page")
         page = self._index_page(filters, token)
@@ -158,7 +179,7 @@ class _Console:
         next_query = dict(filters, page=page.next_token) if page.next_token else None
         return _page(
             request,
-            "runs.html.j2",
+            template,
             title=f"Dataset {dataset}" if dataset else "Runs",
             dataset_page=dataset,
             filters=filters,
@@ -172,6 +193,7 @@ class _Console:
             poll_ms=self.config.poll_ms,
             requested=_requested(request),
             max_why=MAX_WHY_CHARS,
+            **extra,
         )
 
     def runs_json(self, request: Request) -> Response:
@@ -200,6 +222,8 @@ class _Console:
             summary=report.summary,
             timeline=timeline(report),
             max_why=MAX_WHY_CHARS,
+            bless=bless_view(self.config.artifacts, run_id),
+            tensorboard=self.config.tensorboard is not None,
         )
 
     def _reason(self, run_id: str) -> str:
@@ -251,19 +275,19 @@ class _Console:
         return RedirectResponse(target, status_code=303)
 
 
-async def _form(request: Request) -> dict[str, str]:
+async def _form(request: Request, limit: int = MAX_FORM_BYTES) -> dict[str, str]:
     """An urlencoded form's fields (the first value of each); 413 / 415 / 400 otherwise."""
     kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if kind != "application/x-www-form-urlencoded":
         raise HTTPException(415, "send the form as application/x-www-form-urlencoded")
     declared = request.headers.get("content-length")
-    if declared is not None and (not declared.isdigit() or int(declared) > MAX_FORM_BYTES):
-        raise HTTPException(413, f"a form is at most {MAX_FORM_BYTES} bytes")
+    if declared is not None and (not declared.isdigit() or int(declared) > limit):
+        raise HTTPException(413, f"a form is at most {limit} bytes")
     body = b""
     async for chunk in request.stream():
         body += chunk
-        if len(body) > MAX_FORM_BYTES:
-            raise HTTPException(413, f"a form is at most {MAX_FORM_BYTES} bytes")
+        if len(body) > limit:
+            raise HTTPException(413, f"a form is at most {limit} bytes")
     try:
         fields = parse_qs(body.decode("utf-8"), strict_parsing=False, max_num_fields=20)
     except (UnicodeDecodeError, ValueError) as error:
@@ -295,9 +319,6 @@ def create_app(config: ConsoleConfig) -> Starlette:
     """The console as an ASGI application (served by uvicorn; tested with TestClient)."""
     console = _Console(config)
 
-    def dataset_page(request: Request) -> Response:
-        return console.runs_page(request, check_dataset_name(request.path_params["dataset"]))
-
     def home(request: Request) -> Response:
         return RedirectResponse("/runs", status_code=303)
 
@@ -312,7 +333,9 @@ def create_app(config: ConsoleConfig) -> Starlette:
         Route("/runs/{run_id}", console.run_page),
         Route("/runs/{run_id}/report", console.run_report),
         Route("/runs/{run_id}/artifacts", console.run_artifacts),
-        Route("/datasets/{dataset}", dataset_page),
+        *dataset_routes(console, _page, _form),
+        *model_routes(console, _page, _form),
+        *alert_routes(console, _page),
         Route("/datasets/{dataset}/retrain", console.retrain, methods=["POST"]),
         Mount("/static", StaticFiles(directory=_STATIC), name="static"),
     ]

@@ -18,6 +18,7 @@ from datetime import datetime
 from typing import Any, BinaryIO, Generic, Protocol, TypeVar, overload
 
 import google.cloud.storage as storage
+import requests
 from google.api_core import exceptions as gexc
 from pydantic import BaseModel
 
@@ -45,16 +46,20 @@ READ_CHUNK_BYTES = 8 * 1024 * 1024
 
 def _rate_limited(error: BaseException) -> bool:
     """A 429, as the client raises it (uploads raise the media layer's InvalidResponse
-    inside the retry, TooManyRequests only once it gives up)."""
-    if isinstance(error, gexc.TooManyRequests):
+    inside the retry, TooManyRequests only once it gives up), or a connection that broke
+    before any answer (a reused keep-alive connection the server had closed: the
+    client's default policy retries these for idempotent requests too)."""
+    if isinstance(error, gexc.TooManyRequests | requests.exceptions.ConnectionError):
         return True
     return getattr(getattr(error, "response", None), "status_code", None) == 429
 
 
 RATE_LIMITED_RETRY = storage.retry.DEFAULT_RETRY.with_predicate(_rate_limited)
-"""An unconditional write retries 429 only (Cloud Storage's same-object limit: nothing was
-written), with the client's exponential backoff; a conditional write keeps the client's
-default policy, which retries 429 among other transient errors."""
+"""An unconditional write retries 429 (Cloud Storage's same-object limit: nothing was
+written) and a broken connection (at worst the same bytes are written twice to the same
+name by the same writer) only, with the client's exponential backoff; a conditional
+write keeps the client's default policy, which retries both among other transient
+errors."""
 
 ModelT = TypeVar("ModelT", bound=BaseModel)
 ValueT = TypeVar("ValueT")

@@ -126,8 +126,9 @@ class Deployer(Protocol):
         """Send smoke predictions and judge the errors and latency."""
         ...
 
-    def promote(self, dataset: str, version: str) -> None:
-        """All traffic to ``version``; other versions stay deployed without traffic."""
+    def promote(self, dataset: str, version: str, *, actor: str = "", reason: str = "") -> None:
+        """All traffic to ``version``; other versions stay deployed without traffic.
+        ``actor`` / ``reason``: who asked and why (recorded on serving.json's history)."""
         ...
 
     def roll_back(self, dataset: str, version: str, reason: str) -> None:
@@ -138,8 +139,11 @@ class Deployer(Protocol):
         """Undeploy the oldest versions without traffic beyond ``keep``; their ids."""
         ...
 
-    def restore_previous(self, dataset: str) -> tuple[str, str]:
-        """Roll back the serving version to the previous one: (rolled back, now serving)."""
+    def restore_previous(
+        self, dataset: str, *, actor: str = "", reason: str = ""
+    ) -> tuple[str, str]:
+        """Roll back the serving version to the previous one: (rolled back, now serving).
+        ``actor`` / ``reason``: who asked and why (recorded on serving.json's history)."""
         ...
 
     def predict(self, dataset: str, version: str, instances: list[dict[str, Any]]) -> Answer:

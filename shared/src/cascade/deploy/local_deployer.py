@@ -132,8 +132,11 @@ class LocalDeployer:
             config, errors, latencies, last_error, answered_by_canary=len(latencies)
         )
 
-    def promote(self, dataset: str, version: str) -> None:
-        self._update(dataset, lambda state, now: traffic.promote(state, version, now))
+    def promote(self, dataset: str, version: str, *, actor: str = "", reason: str = "") -> None:
+        self._update(
+            dataset,
+            lambda state, now: traffic.promote(state, version, now, actor=actor, reason=reason),
+        )
 
     def roll_back(self, dataset: str, version: str, reason: str) -> None:
         self._update(
@@ -149,11 +152,13 @@ class LocalDeployer:
         self._update(dataset, change)
         return retired
 
-    def restore_previous(self, dataset: str) -> tuple[str, str]:
+    def restore_previous(
+        self, dataset: str, *, actor: str = "", reason: str = ""
+    ) -> tuple[str, str]:
         result: list[str] = []
 
         def change(state: ServingState, now: datetime) -> None:
-            rolled_back, serving = traffic.restore_previous(state, now)
+            rolled_back, serving = traffic.restore_previous(state, now, actor=actor, reason=reason)
             result[:] = [rolled_back.version, serving.version]
 
         self._update(dataset, change)

@@ -60,15 +60,18 @@ def start_canary(state: ServingState, version: str, percent: int, at: datetime) 
     return share
 
 
-def promote(state: ServingState, version: str, at: datetime) -> None:
-    """All traffic to ``version``; the other deployed versions stand by (for rollback)."""
+def promote(
+    state: ServingState, version: str, at: datetime, *, actor: str = "", reason: str = ""
+) -> None:
+    """All traffic to ``version``; the other deployed versions stand by (for rollback).
+    ``actor`` and ``reason``: who asked and why, when a person did (the console)."""
     entry = _entry(state, version)
     for other in state.deployed:
         if other.version != version:
             other.state = "standby"
     entry.state = "serving"
     state.traffic = {version: 100}
-    state.record(at, "promote", version, "100% of traffic")
+    state.record(at, "promote", version, "100% of traffic", actor=actor, reason=reason)
 
 
 def remove_version(state: ServingState, version: str, at: datetime, reason: str) -> None:
@@ -93,9 +96,12 @@ def previous_version(state: ServingState, before: str) -> DeployedVersion | None
     return max(older, key=lambda v: int(v.version), default=None)
 
 
-def restore_previous(state: ServingState, at: datetime) -> tuple[DeployedVersion, DeployedVersion]:
+def restore_previous(
+    state: ServingState, at: datetime, *, actor: str = "", reason: str = ""
+) -> tuple[DeployedVersion, DeployedVersion]:
     """``cascade rollback``: the version serving now is rolled back and the previous
-    deployed one takes all traffic. Returns (rolled back, now serving)."""
+    deployed one takes all traffic. Returns (rolled back, now serving). ``actor`` and
+    ``reason`` (who asked and why) are recorded on the history's event."""
     current = state.primary
     if current is None:
         raise BadRequestError(f"{state.dataset}: no version is serving; nothing to roll back")
@@ -111,7 +117,14 @@ def restore_previous(state: ServingState, at: datetime) -> tuple[DeployedVersion
     previous.state = "serving"
     current.state = "rolled_back"
     state.traffic = {previous.version: 100}
-    state.record(at, "rollback", current.version, f"to version {previous.version}")
+    state.record(
+        at,
+        "rollback",
+        current.version,
+        f"to version {previous.version}",
+        actor=actor,
+        reason=reason,
+    )
     return current, previous
 
 

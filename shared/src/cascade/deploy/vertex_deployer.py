@@ -410,11 +410,13 @@ class VertexDeployer:
 
     # -- traffic --------------------------------------------------------------------------------
 
-    def promote(self, dataset: str, version: str) -> None:
+    def promote(self, dataset: str, version: str, *, actor: str = "", reason: str = "") -> None:
         endpoint = self._endpoint(dataset, create=False)
         endpoint.update(traffic_split={self._deployed_id(dataset, version): 100})
         self._update(
-            dataset, endpoint.resource_name, lambda state, now: traffic.promote(state, version, now)
+            dataset,
+            endpoint.resource_name,
+            lambda state, now: traffic.promote(state, version, now, actor=actor, reason=reason),
         )
 
     def roll_back(self, dataset: str, version: str, reason: str) -> None:
@@ -450,7 +452,9 @@ class VertexDeployer:
         )
         return [entry.version for entry in planned]
 
-    def restore_previous(self, dataset: str) -> tuple[str, str]:
+    def restore_previous(
+        self, dataset: str, *, actor: str = "", reason: str = ""
+    ) -> tuple[str, str]:
         endpoint = self._endpoint(dataset, create=False)
         found = read_serving_state(self._artifacts, dataset)
         if found is None:
@@ -461,7 +465,9 @@ class VertexDeployer:
         endpoint.update(traffic_split={self._deployed_id(dataset, serving.version): 100})
         endpoint.undeploy(deployed_model_id=self._deployed_id(dataset, rolled_back.version))
         self._update(
-            dataset, endpoint.resource_name, lambda state, now: traffic.restore_previous(state, now)
+            dataset,
+            endpoint.resource_name,
+            lambda state, now: traffic.restore_previous(state, now, actor=actor, reason=reason),
         )
         return rolled_back.version, serving.version
 

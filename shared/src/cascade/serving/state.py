@@ -64,6 +64,8 @@ class ServingEvent(BaseModel):
     action: ServingAction
     version: str
     detail: str = ""
+    actor: str = Field("", description="Who asked (a person's rollback or promotion).")
+    reason: str = Field("", description="Why they asked.")
 
 
 class ServingState(BaseModel):
@@ -114,8 +116,21 @@ class ServingState(BaseModel):
     def next_version(self) -> str:
         return str(max((int(item.version) for item in self.versions), default=0) + 1)
 
-    def record(self, at: datetime, action: ServingAction, version: str, detail: str = "") -> None:
-        self.history.append(ServingEvent(at=at, action=action, version=version, detail=detail))
+    def record(
+        self,
+        at: datetime,
+        action: ServingAction,
+        version: str,
+        detail: str = "",
+        *,
+        actor: str = "",
+        reason: str = "",
+    ) -> None:
+        self.history.append(
+            ServingEvent(
+                at=at, action=action, version=version, detail=detail, actor=actor, reason=reason
+            )
+        )
         del self.history[:-HISTORY_LIMIT]
         self.updated_at = at
 
