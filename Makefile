@@ -84,7 +84,7 @@ unit: setup
 	$(BIN)/pytest -c shared/pyproject.toml --rootdir . -m "not integration" -n $(TEST_WORKERS) tests
 
 integration: setup
-	$(BIN)/pytest -c shared/pyproject.toml --rootdir . -m integration tests
+	$(BIN)/pytest -c shared/pyproject.toml --rootdir . -m integration --durations=30 tests
 
 e2e: setup
 	$(BIN)/pytest -c shared/pyproject.toml --rootdir . tests/e2e
@@ -93,7 +93,7 @@ e2e: setup
 # tests run one at a time (each starts its own emulators and function processes).
 test: lint typecheck checkov
 	$(BIN)/pytest -c shared/pyproject.toml --rootdir . -m "not integration" -n $(TEST_WORKERS) tests
-	$(BIN)/pytest -c shared/pyproject.toml --rootdir . -m integration tests
+	$(BIN)/pytest -c shared/pyproject.toml --rootdir . -m integration --durations=30 tests
 
 bench: setup
 	$(BIN)/python bench/event_latency.py

@@ -8,7 +8,7 @@ semantics (a second launch of an active job name returns that job); its "job" do
 job's output folder with the transform package's own split code, then ``result.json``),
 which the pipeline's parity tests (tests/unit/beam/test_beam_materialize.py) hold equal to
 the pipeline's. The real pipeline through the local job service is
-tests/e2e/test_beam_transform.py.
+tests/e2e/test_beam_validation.py.
 """
 
 from __future__ import annotations

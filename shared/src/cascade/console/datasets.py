@@ -29,10 +29,11 @@ from __future__ import annotations
 import base64
 import binascii
 import contextlib
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, TypeVar
 from urllib.parse import urlencode
 
 from google.protobuf import text_format  # type: ignore[import-untyped,unused-ignore]
@@ -48,7 +49,7 @@ from cascade.console.views import when
 from cascade.core.context import StepContext
 from cascade.core.errors import BadRequestError, CascadeError, InvalidConfigError
 from cascade.core.paths import DatasetPaths, RunPaths, check_dataset_name
-from cascade.core.run_index import IndexLister
+from cascade.core.run_index import READ_WORKERS, IndexLister
 from cascade.core.runs import check_system_run_id
 from cascade.core.store import ArtifactStore
 from cascade.report.serving_plan import format_bytes, load_serving_plan
@@ -250,20 +251,26 @@ def save_schema(
 # ------------------------------------------------------------------ files
 
 
+Item = TypeVar("Item")
+Result = TypeVar("Result")
+
+_READERS = ThreadPoolExecutor(READ_WORKERS, thread_name_prefix="console-datasets")
+
+
+def _read_all(read: Callable[[Item], Result], items: Sequence[Item]) -> list[Result]:
+    """``read`` of every item, ``READ_WORKERS`` at a time (as the run index reads its
+    pages), in the items' order; the first error is raised."""
+    return list(_READERS.map(read, items))
+
+
 def _accepted_page(
     store: ArtifactStore, lister: IndexLister, dataset: str, start: str | None, size: int
 ) -> tuple[list[AcceptedFile], str | None]:
     prefix = DatasetPaths(dataset).accepted_prefix
-    manifests: list[AcceptedFile] = []
-    for name in lister.list_from(prefix, start, size + 1):
-        if not name.endswith(".json"):
-            continue
-        if len(manifests) == size:
-            return manifests, name
-        found = store.read_model(name, AcceptedFile)
-        if found is not None:
-            manifests.append(found[0])
-    return manifests, None
+    names = [name for name in lister.list_from(prefix, start, size + 1) if name.endswith(".json")]
+    following = names[size] if len(names) > size else None
+    found = _read_all(lambda name: store.read_model(name, AcceptedFile), names[:size])
+    return [manifest for manifest, _ in filter(None, found)], following
 
 
 def _quarantined_run_ids(
@@ -344,10 +351,9 @@ def drift_series(
     measured feature when None): up to ``DRIFT_FILES`` files from ``start``, in order
     of acceptance."""
     manifests, _ = _accepted_page(store, lister, dataset, start, DRIFT_FILES)
-    measured = [
-        (manifest, _drift_of(store, manifest.run_id))
-        for manifest in sorted(manifests, key=lambda m: (m.accepted_at, m.file_id))
-    ]
+    ordered = sorted(manifests, key=lambda m: (m.accepted_at, m.file_id))
+    drifts = _read_all(lambda manifest: _drift_of(store, manifest.run_id), ordered)
+    measured = list(zip(ordered, drifts, strict=True))
     features = sorted({name for _, drift in measured for name in drift})
     if feature is not None and feature not in features:
         raise BadRequestError(
@@ -496,7 +502,7 @@ class DatasetPages:
         run_ids, quarantine_next = _quarantined_run_ids(lister, dataset, quarantine_start, size)
         ctx = self.ctx()
         quarantined = (
-            [_quarantined_row(ctx, run_id) for run_id in run_ids]
+            _read_all(lambda run_id: _quarantined_row(ctx, run_id), run_ids)
             if ctx is not None
             else [{"run_id": run_id, "problem": "", "review": ""} for run_id in run_ids]
         )
