@@ -62,10 +62,22 @@ def pid_alive(pid: int) -> bool:
 
 def stop_process_group(pid: int, timeout: float = 10.0) -> None:
     """SIGTERM the process group led by ``pid``, then SIGKILL what is left."""
+    stop_process_groups([pid], timeout)
+
+
+def stop_process_groups(pids: list[int], timeout: float = 10.0) -> None:
+    """SIGTERM the process groups led by ``pids`` all at once, wait up to ``timeout`` for
+    them to end, then SIGKILL what is left: stopping many processes costs the slowest
+    one's exit, not the sum of all of theirs."""
+
+    def gone() -> bool:
+        return all(not pid_alive(pid) and not _group_alive(pid) for pid in pids)
+
     for sig in (signal.SIGTERM, signal.SIGKILL):
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(pid, sig)
-        if wait_until(lambda: not pid_alive(pid) and not _group_alive(pid), timeout):
+        for pid in pids:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(pid, sig)
+        if wait_until(gone, timeout):
             return
 
 
@@ -128,6 +140,12 @@ class ManagedProcess:
         if self.process is None:
             return
         stop_process_group(self.process.pid, timeout)
+        self.reap()
+
+    def reap(self) -> None:
+        """Collect the exit status of a stopped process (no zombie left behind)."""
+        if self.process is None:
+            return
         with contextlib.suppress(subprocess.TimeoutExpired):
             self.process.wait(timeout=1)
 

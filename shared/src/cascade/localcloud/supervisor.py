@@ -53,7 +53,7 @@ from cascade.localcloud.components import (
 from cascade.localcloud.fingerprint import code_fingerprint
 from cascade.localcloud.gcs_subscriber import GCS_SUBSCRIBER_STATE
 from cascade.localcloud.local_settings import LocalCloudSettings
-from cascade.localcloud.processes import ManagedProcess, free_loopback_port
+from cascade.localcloud.processes import ManagedProcess, free_loopback_port, stop_process_groups
 from cascade.localcloud.pubsub_admin import provision_pubsub
 from cascade.localcloud.scheduler import SCHEDULER_STATE
 from cascade.localcloud.state_file import CloudState, ComponentState, read_state, write_state
@@ -250,10 +250,15 @@ class Supervisor:
         self._record(process, "running")
 
     def stop(self) -> None:
+        """Stop every child at once (SIGTERM to each process group, then SIGKILL to what
+        is left after 10 s): what was in flight is redelivered after the next start."""
         self.state.status = "stopping"
         self.save()
+        stop_process_groups(
+            [process.process.pid for process in self.processes if process.process is not None]
+        )
         for process in reversed(self.processes):
-            process.stop()
+            process.reap()
             self._record(process, "stopped")
 
     def _record(self, process: ManagedProcess, status: str) -> None:
