@@ -12,7 +12,6 @@ from __future__ import annotations
 import getpass
 import socket
 import sys
-from typing import Any
 
 import click
 from rich.console import Console
@@ -26,9 +25,7 @@ from cascade.core.pipeline_config import load_pipeline_config
 from cascade.core.settings import Settings, load_settings
 from cascade.core.store import ArtifactStore
 from cascade.localcloud.local_settings import LocalCloudSettings
-from cascade.validation.schema import inactive_reason
-from cascade.validation.schema_store import accept_feature, read_schema
-from cascade.validation.tfmd import schema_pb2
+from cascade.validation.schema_store import accept_feature, read_schema, schema_rows
 
 __all__ = ["schema"]
 
@@ -77,35 +74,16 @@ def show(dataset: str, as_text: bool, from_env: bool) -> None:
     table = Table(title=f"{stored.versioned_uri}: {len(stored.schema.feature)} features")
     for column in ("feature", "type", "min presence", "domain", "drift", "status"):
         table.add_column(column)
-    for feature in stored.schema.feature:
+    for row in schema_rows(stored):
         table.add_row(
-            escape(feature.name),
-            schema_pb2.FeatureType.Name(feature.type),
-            f"{feature.presence.min_fraction:g}",
-            _domain(feature),
-            _drift(feature),
-            inactive_reason(feature) or "active: checked and trained on",
+            escape(row["feature"]),
+            row["type"],
+            row["presence"],
+            row["domain"],
+            row["drift"],
+            row["status"],
         )
     console.print(table)
-
-
-def _domain(feature: Any) -> str:
-    if feature.HasField("string_domain"):
-        return f"{len(feature.string_domain.value)} values"
-    if feature.HasField("int_domain"):
-        return f"{feature.int_domain.min}..{feature.int_domain.max}"
-    if feature.HasField("float_domain") and feature.float_domain.HasField("min"):
-        return f"{feature.float_domain.min:g}..{feature.float_domain.max:g}"
-    return ""
-
-
-def _drift(feature: Any) -> str:
-    comparator = feature.drift_comparator
-    if comparator.jensen_shannon_divergence.threshold:
-        return f"JSD > {comparator.jensen_shannon_divergence.threshold:g}"
-    if comparator.infinity_norm.threshold:
-        return f"L-inf > {comparator.infinity_norm.threshold:g}"
-    return ""
 
 
 @schema.command("accept-feature")

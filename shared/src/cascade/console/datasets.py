@@ -64,9 +64,9 @@ from cascade.steps.quarantine_review import (
     release,
 )
 from cascade.validation.manifest import AcceptedFile
-from cascade.validation.schema import inactive_reason, parse_schema_text
-from cascade.validation.schema_store import StoredSchema, read_schema
-from cascade.validation.tfmd import anomalies_pb2, schema_pb2
+from cascade.validation.schema import parse_schema_text
+from cascade.validation.schema_store import StoredSchema, read_schema, schema_rows
+from cascade.validation.tfmd import anomalies_pb2
 
 if TYPE_CHECKING:
     from cascade.console.app import _Console
@@ -155,40 +155,6 @@ def dataset_names(
 
 
 # ------------------------------------------------------------------ schema
-
-
-def _domain(feature: Any) -> str:
-    if feature.HasField("string_domain"):
-        return f"{len(feature.string_domain.value)} values"
-    if feature.HasField("int_domain"):
-        return f"{feature.int_domain.min}..{feature.int_domain.max}"
-    if feature.HasField("float_domain") and feature.float_domain.HasField("min"):
-        return f"{feature.float_domain.min:g}..{feature.float_domain.max:g}"
-    return ""
-
-
-def _drift_setting(feature: Any) -> str:
-    comparator = feature.drift_comparator
-    if comparator.jensen_shannon_divergence.threshold:
-        return f"JSD > {comparator.jensen_shannon_divergence.threshold:g}"
-    if comparator.infinity_norm.threshold:
-        return f"L-inf > {comparator.infinity_norm.threshold:g}"
-    return ""
-
-
-def schema_rows(stored: StoredSchema) -> list[dict[str, str]]:
-    """The rows ``cascade schema show`` prints."""
-    return [
-        {
-            "feature": feature.name,
-            "type": schema_pb2.FeatureType.Name(feature.type),
-            "presence": f"{feature.presence.min_fraction:g}",
-            "domain": _domain(feature),
-            "drift": _drift_setting(feature),
-            "status": inactive_reason(feature) or "active: checked and trained on",
-        }
-        for feature in stored.schema.feature
-    ]
 
 
 def _why(reason: str, field: str = "reason") -> str:

@@ -41,7 +41,7 @@ from cascade.validation.statistics import summary_of_statistics
 from cascade.validation.summaries import DatasetSummary, FeatureSummary
 from cascade.validation.tfmd import schema_pb2, statistics_pb2
 
-__all__ = ["AcceptedFeature", "StoredSchema", "accept_feature", "read_schema"]
+__all__ = ["AcceptedFeature", "StoredSchema", "accept_feature", "read_schema", "schema_rows"]
 
 
 @dataclass(frozen=True)
@@ -68,6 +68,41 @@ class AcceptedFeature:
     """Where the inferred constraints came from (the baseline, or a run's statistics)."""
     feature_text: str
     """The feature as it now stands in the schema, in text format."""
+
+
+def _domain(feature: Any) -> str:
+    if feature.HasField("string_domain"):
+        return f"{len(feature.string_domain.value)} values"
+    if feature.HasField("int_domain"):
+        return f"{feature.int_domain.min}..{feature.int_domain.max}"
+    if feature.HasField("float_domain") and feature.float_domain.HasField("min"):
+        return f"{feature.float_domain.min:g}..{feature.float_domain.max:g}"
+    return ""
+
+
+def _drift_setting(feature: Any) -> str:
+    comparator = feature.drift_comparator
+    if comparator.jensen_shannon_divergence.threshold:
+        return f"JSD > {comparator.jensen_shannon_divergence.threshold:g}"
+    if comparator.infinity_norm.threshold:
+        return f"L-inf > {comparator.infinity_norm.threshold:g}"
+    return ""
+
+
+def schema_rows(stored: StoredSchema) -> list[dict[str, str]]:
+    """One row per feature, as people read a schema (``cascade schema show``, the
+    console): name, type, minimum presence, domain, drift comparator, status."""
+    return [
+        {
+            "feature": feature.name,
+            "type": schema_pb2.FeatureType.Name(feature.type),
+            "presence": f"{feature.presence.min_fraction:g}",
+            "domain": _domain(feature),
+            "drift": _drift_setting(feature),
+            "status": inactive_reason(feature) or "active: checked and trained on",
+        }
+        for feature in stored.schema.feature
+    ]
 
 
 def read_schema(store: ArtifactStore, dataset: str) -> StoredSchema | None:
