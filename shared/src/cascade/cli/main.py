@@ -155,7 +155,7 @@ def reconcile(stale_after: int, dataset: str | None, from_env: bool) -> None:
     ctx = StepContext.from_settings(settings)
     report = reconcile_runs(ctx, stale_after=timedelta(seconds=stale_after), dataset=dataset)
     console.print(
-        f"checked {report.objects_seen} landed objects and {report.runs_checked} runs; "
+        f"checked {report.objects_seen} landed objects and {report.runs_checked} running runs; "
         f"started {len(report.uploads_started)} runs, resumed {len(report.runs_resumed)}, "
         f"republished {report.messages_republished} messages"
     )

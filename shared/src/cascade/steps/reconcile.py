@@ -75,6 +75,7 @@ StartUpload = Callable[[StepContext, StorageObjectEvent], object]
 class ReconcileReport:
     objects_seen: int = 0
     runs_checked: int = 0
+    """Runs still running (by their run.json) whose steps were looked at."""
     uploads_started: list[str] = field(default_factory=list)
     runs_resumed: list[str] = field(default_factory=list)
     messages_republished: int = 0
@@ -178,8 +179,8 @@ def _start_missing_runs(
         run_id = run_id_for_object(object_dataset, landing.bucket_name, info.name, info.generation)
         if info.updated is not None and now - info.updated < stale_after:
             continue  # its event may still be on its way
-        if ctx.ledger.get(run_id) is not None:
-            continue
+        if ctx.ledger.read_run_level(run_id) is not None:
+            continue  # its run exists (one read: not its steps' objects)
         if aliases is None:
             aliases = _refused_name_aliases(ctx, landing.bucket_name)
         if (info.name, info.generation) in aliases:
@@ -216,12 +217,20 @@ def _event_for(bucket: str, name: str, generation: int, size: int) -> StorageObj
 
 
 def _runs(ctx: StepContext, dataset: str | None) -> Iterator[RunRecord]:
+    """The runs whose run.json says ``running``, assembled with their steps. A finished
+    run costs one read (run.json), not its steps' objects; a run whose last step ended
+    it but whose run.json has not caught up is assembled, and shows its end."""
     prefix = f"runs/{dataset}-" if dataset else "runs/"
     for name in ctx.artifacts.list_names(prefix):
-        if name.endswith("/run.json"):
-            record = ctx.ledger.get(name.split("/")[1])
-            if record is not None:
-                yield record
+        if not name.endswith("/run.json"):
+            continue
+        run_id = name.split("/")[1]
+        stored = ctx.ledger.read_run_level(run_id)
+        if stored is None or stored.state != "running":
+            continue
+        record = ctx.ledger.get(run_id)
+        if record is not None:
+            yield record
 
 
 def _poll_beam_job(
