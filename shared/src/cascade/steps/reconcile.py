@@ -55,6 +55,7 @@ from cascade.jobs.lock import (
     mark_request_republished,
 )
 from cascade.jobs.lost_request import lost_request_after, lost_train_request
+from cascade.steps.runner import StepOutcome
 from cascade.steps.transform import SPLIT_STEP, finish_transform_job
 from cascade.steps.validate import (
     BEAM_STEP,
@@ -102,8 +103,7 @@ def reconcile(
         stalled = run.state == "running" and ctx.clock() - run.updated_at >= stale_after
         if not stalled or _poll_beam_job(ctx, run, report, beam_runner):
             continue
-        if not _poll_split_job(ctx, run, report, beam_runner):
-            _resume(ctx, run, report, start_upload)
+        _resume(ctx, run, report, start_upload)
     _republish_lost_train_requests(ctx, report, stale_after, dataset)
     return report
 
@@ -236,48 +236,41 @@ def _runs(ctx: StepContext, dataset: str | None) -> Iterator[RunRecord]:
 def _poll_beam_job(
     ctx: StepContext, run: RunRecord, report: ReconcileReport, runner: BeamRunner | None
 ) -> bool:
-    """A run waiting on its validate step's Beam job: ask for the job's state and finish
-    validate if it ended. False when the run is not waiting on one."""
-    if list(run.steps)[-1:] not in (["validate"], [BEAM_STEP]):
-        return False
-    launched = ctx.claims.get(run.run_id, "validate")
-    if launched is None or launched.state != "done":
-        return False
-    job_id = launched.submitted.get("beam_job")
-    if not job_id:
-        return False
-    finishing = ctx.claims.get(run.run_id, BEAM_STEP)
-    if finishing is not None and finishing.state == "done":
-        return False  # finished: its messages are republished like any step's
-    if finishing is not None and finishing.lease_expires_at > ctx.clock():
-        return True  # its owner is still working
-    report.beam_jobs_polled.append(str(job_id))
-    if finish_beam_job(ctx, str(job_id), owner=f"reconcile:{job_id}", runner=runner):
-        report.runs_resumed.append(run.run_id)
-    return True
-
-
-def _poll_split_job(
-    ctx: StepContext, run: RunRecord, report: ReconcileReport, runner: BeamRunner | None
-) -> bool:
-    """A run waiting on its transform step's Beam split job: ask for the job's state and
-    finish transform if it ended. False when the run is not waiting on one."""
+    """A run waiting on a Beam job its last step launched (validate's statistics,
+    transform's split): ask for the job's state and finish the step if it ended. False
+    when the run is not waiting on one."""
     chain = [step for step in run.steps if step not in SIDE_STEPS]
-    if chain[-1:] not in (["transform"], [SPLIT_STEP]):
-        return False
-    launched = ctx.claims.get(run.run_id, "transform")
+    for launch, finish_step, finish in (
+        ("validate", BEAM_STEP, finish_beam_job),
+        ("transform", SPLIT_STEP, finish_transform_job),
+    ):
+        if chain[-1:] in ([launch], [finish_step]):
+            return _poll_launched_job(ctx, run, report, runner, launch, finish_step, finish)
+    return False
+
+
+def _poll_launched_job(
+    ctx: StepContext,
+    run: RunRecord,
+    report: ReconcileReport,
+    runner: BeamRunner | None,
+    launch: str,
+    finish_step: str,
+    finish: Callable[..., StepOutcome | None],
+) -> bool:
+    launched = ctx.claims.get(run.run_id, launch)
     if launched is None or launched.state != "done":
         return False
     job_id = launched.submitted.get("beam_job")
     if not job_id:
         return False
-    finishing = ctx.claims.get(run.run_id, SPLIT_STEP)
+    finishing = ctx.claims.get(run.run_id, finish_step)
     if finishing is not None and finishing.state == "done":
         return False  # finished: its messages are republished like any step's
     if finishing is not None and finishing.lease_expires_at > ctx.clock():
         return True  # its owner is still working
     report.beam_jobs_polled.append(str(job_id))
-    if finish_transform_job(ctx, str(job_id), owner=f"reconcile:{job_id}", runner=runner):
+    if finish(ctx, str(job_id), owner=f"reconcile:{job_id}", runner=runner):
         report.runs_resumed.append(run.run_id)
     return True
 
