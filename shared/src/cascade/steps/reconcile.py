@@ -194,7 +194,7 @@ def _refused_name_aliases(ctx: StepContext, bucket: str) -> set[tuple[str, int]]
     """(cleaned name, generation) of every refused landed name that has a run."""
     prefix = f"gs://{bucket}/"
     aliases = set()
-    for run in _runs(ctx, INVALID_NAMES_DATASET):
+    for run in _run_levels(ctx, INVALID_NAMES_DATASET):  # finished runs too
         trigger = run.trigger
         if trigger.kind != "object" or trigger.generation is None:
             continue
@@ -216,19 +216,24 @@ def _event_for(bucket: str, name: str, generation: int, size: int) -> StorageObj
     )
 
 
+def _run_levels(ctx: StepContext, dataset: str | None) -> Iterator[RunRecord]:
+    """Every run's run.json alone (trigger, state, error: one read each, not its steps)."""
+    prefix = f"runs/{dataset}-" if dataset else "runs/"
+    for name in ctx.artifacts.list_names(prefix):
+        if name.endswith("/run.json"):
+            stored = ctx.ledger.read_run_level(name.split("/")[1])
+            if stored is not None:
+                yield stored
+
+
 def _runs(ctx: StepContext, dataset: str | None) -> Iterator[RunRecord]:
     """The runs whose run.json says ``running``, assembled with their steps. A finished
     run costs one read (run.json), not its steps' objects; a run whose last step ended
     it but whose run.json has not caught up is assembled, and shows its end."""
-    prefix = f"runs/{dataset}-" if dataset else "runs/"
-    for name in ctx.artifacts.list_names(prefix):
-        if not name.endswith("/run.json"):
+    for stored in _run_levels(ctx, dataset):
+        if stored.state != "running":
             continue
-        run_id = name.split("/")[1]
-        stored = ctx.ledger.read_run_level(run_id)
-        if stored is None or stored.state != "running":
-            continue
-        record = ctx.ledger.get(run_id)
+        record = ctx.ledger.get(stored.run_id)
         if record is not None:
             yield record
 
