@@ -31,7 +31,7 @@ from cascade.jobs.local_runner import LocalJob, LocalJobRunner
 from cascade.serving.state import ServingState, read_serving_state
 from tests.conftest import LocalCloud, running_test_cloud
 
-RECONCILE_PERIOD_S = 3
+RECONCILE_PERIOD_S = 5
 """The local scheduler's period for every schedule here (the topology's cron: 10 min)."""
 RECONCILE_STALE_AFTER_S = 20
 """The scheduled sweep resumes work without progress for this long (topology: 600 s)."""
