@@ -16,11 +16,11 @@ import binascii
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC
 from itertools import islice
 from typing import TYPE_CHECKING, Any, Protocol
 
-from pydantic import BaseModel, ValidationError
+from pydantic import ValidationError
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
@@ -30,6 +30,7 @@ from cascade.core.errors import BadRequestError
 from cascade.core.run_index import READ_WORKERS, RunIndex
 from cascade.core.runs import check_system_run_id
 from cascade.core.store import StoredObject
+from cascade.steps.dead_letter import DeadLetter
 
 if TYPE_CHECKING:
     from cascade.console.app import ConsoleConfig
@@ -56,22 +57,6 @@ PageRenderer = Callable[..., Response]
 
 class ConsoleParts(Protocol):
     config: ConsoleConfig
-
-
-class _StoredLetter(BaseModel):
-    """The fields of ``cascade.steps.dead_letter.DeadLetter`` the page shows (the console
-    sits above the steps' floor; extra fields are ignored, a missing one is unreadable)."""
-
-    message_id: str
-    source_subscription: str
-    delivery_attempts: int | None
-    last_error: str
-    message_type: str
-    dataset: str | None
-    run_id: str | None
-    attributes: dict[str, str]
-    data: str
-    recorded_at: datetime
 
 
 @dataclass
@@ -119,7 +104,7 @@ def _view(name: str, stored: StoredObject | None) -> DeadLetterView:
         view.unreadable = "deleted since it was listed"
         return view
     try:
-        letter = _StoredLetter.model_validate_json(stored.data)
+        letter = DeadLetter.model_validate_json(stored.data)
     except ValidationError as error:
         view.unreadable = f"not a dead-letter record: {error.error_count()} invalid field(s)"
         return view

@@ -54,6 +54,7 @@ trains on the default strategy, unpartitioned.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import hashlib
 import itertools
@@ -702,34 +703,25 @@ def train_sharded_network(
     directory, for a cluster on this host) receives the splits as chunks the workers read
     (``write_chunks``). With ``checkpoint_dir``, each epoch's state is saved there and a
     run that finds a checkpoint resumes at the epoch after it."""
-    if input_dir is None:
-        with tempfile.TemporaryDirectory(prefix="cascade-ps-input-") as scratch:
-            return _train(
-                choice,
-                spec,
-                hparams,
-                sharding,
-                train_files,
-                eval_files,
-                log,
-                target,
-                on_epoch,
-                scratch,
-                checkpoint_dir,
-            )
-    return _train(
-        choice,
-        spec,
-        hparams,
-        sharding,
-        train_files,
-        eval_files,
-        log,
-        target,
-        on_epoch,
-        input_dir,
-        checkpoint_dir,
+    scratch = (
+        tempfile.TemporaryDirectory(prefix="cascade-ps-input-")
+        if input_dir is None
+        else contextlib.nullcontext(input_dir)
     )
+    with scratch as folder:
+        return _train(
+            choice,
+            spec,
+            hparams,
+            sharding,
+            train_files,
+            eval_files,
+            log,
+            target,
+            on_epoch,
+            folder,
+            checkpoint_dir,
+        )
 
 
 def _train(
