@@ -126,7 +126,10 @@ def test_duplicate_object_events_and_retrain_requests_run_one_job_each(
         list(pool.map(lambda _: scenario.publish(retrain), range(2)))
     retrain_run = scenario.wait(run_id_for_request(scenario.dataset, retrain.request_id))
 
-    assert upload.state == "succeeded", upload.error
+    # The model's quality is not what this test names: a 1,500-row sample may fall under
+    # the blocking AUC bound (it did once, 0.539), and evaluation then rejects it.
+    assert upload.state in ("succeeded", "rejected"), upload.error
+    assert "evaluate" in upload.steps, upload.error
     assert upload.steps["validate"].attempts == 1
     assert retrain_run.state in ("succeeded", "rejected"), retrain_run.error
     assert retrain_run.steps["train"].attempts == 1
