@@ -11,20 +11,23 @@ locally: the front, a Python reverse proxy modelling Cloud Storage's write limit
 its own time to every request). The console (``cascade.console.create_app`` with the
 clients ``cascade console`` builds) is served by uvicorn on 127.0.0.1; one keep-alive
 client on loopback times each request to its last byte. 1,000 runs over 5 datasets
-(mixed states and triggers), each with its run.json (six steps) and its two index
-entries, written as the steps write them.
+(mixed states and triggers), each with its run.json (six steps) and its index entries,
+written as the steps write them: the two of every run and its ``running`` state's two
+when the run is created, its end state's two when it ends (``record_run_state``).
 
 Page sets (``--pages``, default both):
 
-- ``runs``: the runs list (first page, a dataset's page, a state filter, a trigger
-  filter, the sixth page through page tokens), the JSON the list polls, and a run's page
+- ``runs``: the runs list (first page, a dataset's page, state filters: ``failed``,
+  ``running`` (whose entries every run keeps), a dataset with a state; a trigger filter,
+  the sixth page through page tokens), the JSON the list polls, and a run's page
   (the run report's collection of its artifacts). Baseline: what a page would cost
   without the index, listing ``runs/`` and reading every run.json to sort them.
 - ``models``: 10 model versions deployed for each dataset (``serving.json`` written by the
   deployers' traffic code, each version's evaluation and transform spec; builders from
   ``tests.console.models_builders``) and 100 dead letters as the dead-letter recorder
-  keeps them: ``/models``, a dataset's models page, ``/alerts`` (a page of dead letters and
-  the failed and rejected runs among the newest 50) and its second page, and a run's page
+  keeps and indexes them: ``/models``, a dataset's models page, ``/alerts`` (a page of
+  dead letters newest first from their index, and the newest failed and rejected runs
+  from the state entries) and its second page, and a run's page
   with the force-bless block. Baselines: the same objects the models pages show, read
   one by one through the store without rendering a page (the storage floor); every dead
   letter read (10 at a time, as the page reads) to show the newest 25; the run page of a
@@ -62,8 +65,13 @@ sys.path.insert(0, str(REPO_ROOT))
 from cascade.console import Caller, create_app  # noqa: E402
 from cascade.console.wiring import console_config  # noqa: E402
 from cascade.core.clients import make_storage_client  # noqa: E402
+from cascade.core.dead_letter_index import index_dead_letter  # noqa: E402
 from cascade.core.paths import DatasetPaths, RunPaths, dead_letter_record  # noqa: E402
-from cascade.core.run_index import READ_WORKERS, record_run_created  # noqa: E402
+from cascade.core.run_index import (  # noqa: E402
+    READ_WORKERS,
+    record_run_created,
+    record_run_state,
+)
 from cascade.core.runs import (  # noqa: E402
     RunRecord,
     StepRecord,
@@ -127,11 +135,14 @@ def make_run(number: int, dataset: str | None = None) -> RunRecord:
 
 
 def write_runs(artifacts: ArtifactStore, records: list[RunRecord]) -> None:
-    """Each run's run.json and its two index entries, as the steps write them."""
+    """Each run's run.json and its index entries, as the steps write them: created
+    running (its entries and its ``running`` ones), then its end state's entries."""
 
     def write(record: RunRecord) -> None:
         artifacts.create(RunPaths(record.run_id).record, record.model_dump_json(indent=2).encode())
-        record_run_created(artifacts, record)
+        record_run_created(artifacts, record.model_copy(update={"state": "running"}))
+        if record.state != "running":
+            record_run_state(artifacts, record)
 
     with ThreadPoolExecutor(8) as pool:
         list(pool.map(write, records))
@@ -201,6 +212,8 @@ def measure_runs(
             "runs, first page": "/runs",
             "runs, dataset page": "/datasets/churn",
             "runs, state=failed": "/runs?state=failed",
+            "runs, dataset=churn&state=rejected": "/runs?dataset=churn&state=rejected",
+            "runs, state=running": "/runs?state=running",
             "runs, trigger=request": "/runs?trigger=request",
             "runs, sixth page": later_page(client, 6),
             "api/runs (the poll)": "/api/runs",
@@ -268,16 +281,16 @@ def seed_models(artifacts: ArtifactStore, records: list[RunRecord]) -> ModelsSee
         )
         for number in range(DEAD_LETTERS)
     ]
-    with ThreadPoolExecutor(8) as pool:
-        list(
-            pool.map(
-                lambda letter: artifacts.create(
-                    dead_letter_record(letter.message_id),
-                    letter.model_dump_json(indent=2).encode(),
-                ),
-                letters,
-            )
+
+    def record(letter: DeadLetter) -> None:
+        """As the recorder keeps a letter: its record, then its index entry."""
+        artifacts.create(
+            dead_letter_record(letter.message_id), letter.model_dump_json(indent=2).encode()
         )
+        index_dead_letter(artifacts, letter.message_id, letter.recorded_at)
+
+    with ThreadPoolExecutor(8) as pool:
+        list(pool.map(record, letters))
     return ModelsSeed(blessable=rejected.run_id, plain=plain)
 
 
@@ -328,7 +341,7 @@ def measure_models(
         pages = {
             "models list (5 datasets)": "/models",
             f"a dataset's models ({VERSIONS} versions)": "/models/credit",
-            "alerts (25 dead letters, failed/rejected of the newest 50)": "/alerts",
+            "alerts (25 dead letters, newest 10 failed and 10 rejected runs)": "/alerts",
             "alerts, second page (dead letters only)": f"/alerts?page={found.group(1)}",
             "run page with the force-bless block": f"/runs/{seeded.blessable}",
             "baseline: run page, no evaluation": f"/runs/{seeded.plain}",

@@ -108,6 +108,7 @@ locals {
       contains(local.job_submitters, name) ? {
         CASCADE_TRAINER_IMAGE        = local.trainer_image
         CASCADE_JOBS_SERVICE_ACCOUNT = google_service_account.vertex_jobs.email
+        CASCADE_VERTEX_TENSORBOARD   = local.vertex_tensorboard
       } : {},
       # Only the functions that manage endpoints learn the serving container's image.
       contains(local.function_access[name].apis, "vertex-ai-endpoints") ? {

@@ -5,7 +5,7 @@ terraform {
   required_providers {
     google = {
       source  = "hashicorp/google"
-      version = ">= 6.20.0, < 8.0.0"
+      version = ">= 6.31.0, < 8.0.0"
     }
   }
 

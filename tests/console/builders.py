@@ -56,7 +56,10 @@ class ConsoleUnderTest:
 
 
 def console_under_test(
-    page_size: int = 25, *, allowed_hosts: list[str] | None = None
+    page_size: int = 25,
+    *,
+    allowed_hosts: list[str] | None = None,
+    vertex_tensorboard: str | None = None,
 ) -> ConsoleUnderTest:
     artifacts = MemoryArtifactStore("cascade-artifacts")
     bus = RecordingBus()
@@ -67,6 +70,7 @@ def console_under_test(
         caller_of=lambda request: Caller(LOCAL_USER),
         page_size=page_size,
         poll_ms=500,
+        vertex_tensorboard=vertex_tensorboard,
     )
     if allowed_hosts is not None:
         config.allowed_hosts = allowed_hosts

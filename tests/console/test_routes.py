@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterator
+from html import escape
 
 import httpx
 import pytest
 
 from cascade.console.security import CONTENT_SECURITY_POLICY, CSRF_COOKIE
+from cascade.console.vertex_links import vertex_run_links
 from cascade.core.messages import TrainRequest
 from cascade.core.runs import run_id_for_request
 from tests.console.builders import LOCAL_USER, ConsoleUnderTest, console_under_test, step
@@ -160,6 +162,25 @@ def test_a_run_page_shows_trigger_steps_errors_and_links(
     assert "column &lt;b&gt;age&lt;/b&gt; missing" in html
     assert f'href="/runs/{run.run_id}/report"' in html
     assert f'href="/runs/{run.run_id}/artifacts"' in html
+
+
+def test_in_the_cloud_a_run_page_links_to_its_vertex_ai_experiment_run() -> None:
+    tensorboard = "projects/proj-1/locations/europe-west4/tensorboards/77"
+    local = console_under_test()
+    cloud = console_under_test(vertex_tensorboard=tensorboard)
+    runs = [console.add_run("credit", 1) for console in (local, cloud)]
+
+    with serving(local.app) as url:
+        assert 'id="vertex-links"' not in httpx.get(f"{url}/runs/{runs[0].run_id}").text
+    with serving(cloud.app) as url:
+        html = httpx.get(f"{url}/runs/{runs[1].run_id}").text
+
+    links = vertex_run_links(tensorboard, dataset="credit", run_id=runs[1].run_id)
+    assert links is not None
+    assert 'id="vertex-links"' in html
+    assert f'href="{escape(links.experiment_run_url)}"' in html
+    assert f'href="{escape(links.tensorboard_url)}"' in html
+    assert "experiments/cascade-credit/" in links.experiment_run_url
 
 
 def test_the_report_and_artifacts_of_a_run(console: ConsoleUnderTest, client: httpx.Client) -> None:

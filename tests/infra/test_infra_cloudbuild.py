@@ -98,12 +98,13 @@ def test_the_whole_suite_with_its_emulators_runs_before_anything_is_applied(
         assert test_step in _depends_on(steps, later), later
 
 
-def test_both_images_are_built_pushed_and_passed_to_terraform(
+def test_the_images_are_built_pushed_and_passed_to_terraform(
     steps: dict[str, dict[str, Any]],
 ) -> None:
     for step_id, dockerfile, output in (
         ("trainer-image", "shared/Dockerfile.trainer", "trainer_image.txt"),
         ("serving-image", "shared/Dockerfile.serving", "serving_image.txt"),
+        ("console-image", "shared/Dockerfile.console", "console_image.txt"),
     ):
         script = _script(steps[step_id])
         assert f"docker build -f {dockerfile}" in script, step_id
@@ -113,6 +114,7 @@ def test_both_images_are_built_pushed_and_passed_to_terraform(
     plan = _script(steps["plan"])
     assert '-var="serving_image=$(cat /workspace/serving_image.txt)"' in plan
     assert '-var="trainer_image=$(cat /workspace/trainer_image.txt)"' in plan
+    assert '-var="console_image=$(cat /workspace/console_image.txt)"' in plan
 
 
 def test_the_images_repository_exists_before_the_first_push(
@@ -178,6 +180,7 @@ def test_the_docker_build_context_leaves_out_venvs_state_and_caches() -> None:
         "shared/src/cascade/trainer/task.py",
         "shared/Dockerfile.trainer",
         "shared/Dockerfile.serving",
+        "shared/Dockerfile.console",
     ]
     for path in left_out:
         assert _ignored(path, patterns), path

@@ -73,9 +73,11 @@ class CountingStore(MemoryArtifactStore):
             self.mutations[name] += 1
         return deleted
 
-    def list_objects(self, prefix: str) -> Iterator[ObjectInfo]:
+    def list_objects(
+        self, prefix: str, *, start_offset: str | None = None, max_results: int | None = None
+    ) -> Iterator[ObjectInfo]:
         self.listed.append(prefix)
-        return super().list_objects(prefix)
+        return super().list_objects(prefix, start_offset=start_offset, max_results=max_results)
 
     def step_writes(self, step: str) -> tuple[int, int, int]:
         """(run.json, the step's claim, the step's result) mutations."""
@@ -199,7 +201,9 @@ def test_a_step_that_ends_the_run_writes_run_json_once(
 
     assert store.step_writes("deploy") == (1, 1, 1)
     assert store.mutations[PATHS.report] == 1
-    assert sum(store.mutations.values()) == 4
+    ended = [name for name in store.mutations if name.startswith("index/run-states/succeeded/")]
+    assert len(ended) == 2  # the run's end in the state index: all runs, its dataset
+    assert sum(store.mutations.values()) == 4 + len(ended)  # each object written once
     assert _stored_run_json(store).state == "succeeded"
 
 

@@ -17,6 +17,7 @@ from cascade.core.run_index import (
     ensure_run_indexed,
     entry_names,
     record_run_created,
+    record_run_state,
     trigger_kind_of,
 )
 from cascade.core.runs import RunRecord, Trigger, run_id_for_object, run_id_for_request
@@ -123,13 +124,16 @@ def test_filters_by_trigger_kind_and_state() -> None:
 
 def test_a_state_filter_stops_after_its_scan_limit_with_a_token_to_go_on() -> None:
     store = MemoryArtifactStore("artifacts")
-    records = [_record("credit", 0, state="failed")]
-    records += [_record("credit", number) for number in range(1, 10)]
-    _store_runs(store, records)
+    records = [_record("credit", 0)]  # still running
+    records += [_record("credit", number, state="succeeded") for number in range(1, 10)]
+    for record in records:  # created running, then ended: their running entries stay
+        store.create(RunPaths(record.run_id).record, record.model_dump_json().encode())
+        record_run_created(store, record.model_copy(update={"state": "running"}))
+        record_run_state(store, record)
     index = RunIndex(store, StoreLister(store), scan_limit=4)
 
-    first = index.page(size=5, state="failed")
-    rest = _all_pages(index, state="failed")
+    first = index.page(size=5, state="running")
+    rest = _all_pages(index, state="running")
 
     assert first.runs == []
     assert first.scanned == 4

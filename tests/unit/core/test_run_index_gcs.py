@@ -89,5 +89,5 @@ def test_the_index_is_written_only_under_its_prefix(client: storage.Client, buck
     record_run_created(store, _record(1))
 
     names = sorted(blob.name for blob in client.list_blobs(bucket))
-    assert all(name.startswith("index/runs/") for name in names)
-    assert len(names) == 2
+    assert all(name.startswith(("index/runs/", "index/run-states/running/")) for name in names)
+    assert len(names) == 4  # the run's two entries and its running state's two

@@ -132,6 +132,23 @@ def test_a_training_job_is_a_custom_job_with_chief_and_worker_pools(client: Any)
     client.create_hyperparameter_tuning_job.assert_not_called()
 
 
+def test_with_a_vertex_tensorboard_every_pool_is_told_where_experiments_log(
+    client: Any,
+) -> None:
+    tensorboard = "projects/proj-1/locations/europe-west4/tensorboards/123"
+    settings = SETTINGS.model_copy(update={"vertex_tensorboard": tensorboard})
+
+    VertexJobRunner(settings, lambda: client, timeout_s=3600).submit(SPEC, request_id="credit-abc")
+
+    job = client.create_custom_job.call_args.kwargs["custom_job"]
+    expected = [
+        *_expected_job_spec().worker_pool_specs[0].container_spec.env,
+        vertex.EnvVar(name="CASCADE_VERTEX_TENSORBOARD", value=tensorboard),
+    ]
+    for pool in job.job_spec.worker_pool_specs:
+        assert list(pool.container_spec.env) == expected
+
+
 def test_a_tuning_job_carries_the_study_spec_and_the_trial_job_spec(client: Any) -> None:
     spec = SPEC.model_copy(update={"tuning": TUNING, "display_name": "cascade-tune-credit-abc"})
 

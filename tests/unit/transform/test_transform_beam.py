@@ -474,12 +474,14 @@ def test_a_finished_job_finishes_transform_as_the_function_would(
     store: MemoryArtifactStore,
     landing: MemoryLanding,
     runner: FakeSplitRunner,
+    clock: Clock,
 ) -> None:
     _two_files(store, landing)
     _configure(store, "")
     in_function = _transform(step_context, runner, run_id="credit-function")
     assert in_function is not None
     _configure(store, "{always: true}")
+    clock.advance(1)  # a later snapshot of the same files: not one to hand over to
     job_id = _launched(step_context, runner)
     runner.finish(job_id)
 

@@ -138,12 +138,22 @@ class FakeStorageClient:
         with self.lock:
             return self.buckets.setdefault(name, FakeBucket(self, name))
 
-    def list_blobs(self, bucket: StorageBucket, prefix: str = "") -> Iterator[FakeBlob]:
+    def list_blobs(
+        self,
+        bucket: StorageBucket,
+        prefix: str = "",
+        start_offset: str | None = None,
+        max_results: int | None = None,
+    ) -> Iterator[FakeBlob]:
         assert isinstance(bucket, FakeBucket), "the fake lists only its own buckets"
+        listed = 0
         for name in sorted(bucket.objects):
-            if name.startswith(prefix):
+            if name.startswith(prefix) and (start_offset is None or name >= start_offset):
+                if max_results is not None and listed >= max_results:
+                    return
                 blob = bucket.blob(name)
                 blob.reload()  # a listing carries each object's generation, size, time
+                listed += 1
                 yield blob
 
     def put(self, bucket: str, name: str, data: bytes) -> int:

@@ -9,7 +9,8 @@
 3. A retrain request: a model trained on all data accepted so far is evaluated against
    the production model, and deployed or not.
 
-Then a prediction from the endpoint and where to look next. Every file name and request
+Then a prediction from the endpoint and where to look next, ending with the web
+console's address and the command that serves it. Every file name and request
 id is new (a timestamp), so the demo runs again on a running local cloud with earlier
 runs; the baseline holds accepted data only, so the drifted file is quarantined again.
 """
@@ -27,6 +28,7 @@ from rich.markup import escape
 from rich.rule import Rule
 from rich.table import Table
 
+from cascade.cli.console import DEFAULT_PORT, LOOPBACK
 from cascade.cli.demo_acts import ActOutcome, DemoSession, drift_act, retrain_act, upload_act
 from cascade.cli.demo_explain import show_prediction
 from cascade.cli.demo_follow import RunFollower
@@ -37,10 +39,12 @@ from cascade.localcloud import control
 from cascade.localcloud.client import LocalCloudClient
 from cascade.localcloud.local_settings import LocalCloudSettings
 
-__all__ = ["DEMO_DATASET", "run_demo"]
+__all__ = ["CONSOLE_ADDRESS", "DEMO_DATASET", "run_demo"]
 
 DEMO_DATASET = "credit"
 RUN_TIMEOUT_S = 900.0
+CONSOLE_ADDRESS = f"http://{LOOPBACK}:{DEFAULT_PORT}/"
+"""Where ``cascade console`` serves by default (127.0.0.1 only)."""
 
 
 @dataclass(frozen=True)
@@ -138,8 +142,19 @@ def _summary(console: Console, outcomes: list[ActOutcome]) -> bool:
     return ok
 
 
+def _console_address(console: Console) -> None:
+    """The demo's last lines: the web console's address and the command that serves it
+    (a separate process: the demo's runs stay in the local cloud after it exits)."""
+    console.print(
+        f"web console: {CONSOLE_ADDRESS}  (serve it with [bold].venv/bin/cascade console"
+        "[/bold]; runs, alerts and models, on 127.0.0.1 only)",
+        soft_wrap=True,
+    )
+
+
 def run_demo(local: LocalCloudSettings, *, rows: int, console: Console) -> int:
-    """The process exit code: 0 when every act ended as expected."""
+    """The process exit code: 0 when every act ended as expected; the console's address
+    is the last thing printed either way (it shows what stopped a failed act)."""
     if not _start_local_cloud(local, console):
         return 1
     client = LocalCloudClient(local.runtime_settings())
@@ -157,4 +172,6 @@ def run_demo(local: LocalCloudSettings, *, rows: int, console: Console) -> int:
     if outcomes and outcomes[0].ok:
         _prediction(local, session)
     _where_next(console, outcomes)
-    return 0 if _summary(console, outcomes) else 1
+    ok = _summary(console, outcomes)
+    _console_address(console)
+    return 0 if ok else 1

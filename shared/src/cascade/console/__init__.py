@@ -6,7 +6,16 @@
 the same application is meant to run on Cloud Run. See docs/console.md.
 """
 
-from cascade.console.actions import Caller, RetrainRequested, request_retrain
+from cascade.console.actions import Caller, RetrainRequested, RoleRequiredError, request_retrain
 from cascade.console.app import ConsoleConfig, create_app
+from cascade.console.roles import Role
 
-__all__ = ["Caller", "ConsoleConfig", "RetrainRequested", "create_app", "request_retrain"]
+__all__ = [
+    "Caller",
+    "ConsoleConfig",
+    "RetrainRequested",
+    "Role",
+    "RoleRequiredError",
+    "create_app",
+    "request_retrain",
+]

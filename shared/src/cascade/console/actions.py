@@ -1,9 +1,10 @@
 """The console's actions: each calls the same code as the CLI, as a named caller, with a
 reason that is recorded on the run.
 
-The caller is passed in (``Caller``): locally the console acts as the local user; on
-Cloud Run a later slice derives it from the signed-in identity and checks its role here,
-before anything is published.
+The caller is passed in (``Caller``): locally the console acts as the local user, who
+may do everything; on Cloud Run it is the signed-in caller (``cascade.console.iap``) with
+the roles its IAP identity holds (``cascade.console.roles``), and each action checks its
+role first, before anything is read, published or recorded.
 """
 
 from __future__ import annotations
@@ -13,6 +14,9 @@ import re
 from dataclasses import dataclass
 from datetime import datetime
 
+from starlette.exceptions import HTTPException
+
+from cascade.console.roles import ROLE_VARIABLES, Role
 from cascade.core.bus import MessageBus
 from cascade.core.errors import BadRequestError
 from cascade.core.messages import MAX_REASON_CHARS, TrainRequest
@@ -24,9 +28,12 @@ from cascade.evaluation.override import force_bless
 from cascade.evaluation.record import EvaluationRecord
 
 __all__ = [
+    "ALL_ROLES",
     "MAX_WHY_CHARS",
     "Caller",
     "RetrainRequested",
+    "Role",
+    "RoleRequiredError",
     "RolledBack",
     "force_bless_run",
     "promote_version",
@@ -41,15 +48,40 @@ MIN_BLESS_WHY_CHARS = 3
 """``Override.reason``'s minimum: a force-bless needs a reason that says something."""
 
 
+ALL_ROLES = frozenset(Role)
+
+
+class RoleRequiredError(HTTPException):
+    """403: the caller lacks the action's role. Raised before the action does anything,
+    so a refused action is recorded nowhere (the page says which role it needs)."""
+
+    def __init__(self, role: Role, caller: str, detail: str = "") -> None:
+        message = detail or (
+            f"this action needs the {role.value} role: {caller} is not listed in the "
+            f"Terraform variable {ROLE_VARIABLES[role]}"
+        )
+        super().__init__(403, message)
+        self.role = role
+
+
 @dataclass(frozen=True)
 class Caller:
-    """Who acts: ``name`` is recorded on the run (``user@host`` locally)."""
+    """Who acts: ``name`` is recorded on the run (``user@host`` locally, the IAP email on
+    Cloud Run); ``roles`` is what it may do. A caller built without roles is the local
+    user, who may do everything (``cascade console``); the Cloud Run console always
+    passes the roles its identity holds."""
 
     name: str
+    roles: frozenset[Role] = ALL_ROLES
 
     def __post_init__(self) -> None:
         if not self.name or len(self.name) > MAX_CALLER_CHARS or not self.name.isprintable():
             raise BadRequestError("a caller is named by 1 to 200 printable characters")
+
+    def require(self, role: Role) -> None:
+        """RoleRequiredError (403) unless the caller holds ``role``."""
+        if role not in self.roles:
+            raise RoleRequiredError(role, self.name)
 
 
 @dataclass(frozen=True)
@@ -80,6 +112,7 @@ def request_retrain(
     ``form_id`` identifies the submitted form (a random value the page rendered): it is
     hashed into the request id, so a form submitted twice asks for one run.
     """
+    caller.require(Role.RETRAIN)
     check_dataset_name(dataset)
     why = _why(reason)
     if not 16 <= len(form_id) <= 128:
@@ -105,6 +138,7 @@ def roll_back_serving(deployer: Deployer, caller: Caller, dataset: str, reason: 
     rolled back and the previous deployed one takes all traffic; serving.json's history
     records who and why. Refused (BadRequestError, the CLI's message) when nothing or
     only one version is deployed."""
+    caller.require(Role.DEPLOY)
     check_dataset_name(dataset)
     why = _why(reason, "the serving version should be rolled back")
     rolled_back, serving = deployer.restore_previous(dataset, actor=caller.name, reason=why)
@@ -120,6 +154,7 @@ def promote_version(
     """What the deploy step's rollout does once a canary passes (``Deployer.promote``):
     all traffic to ``version``, the other deployed versions stand by; serving.json's
     history records who and why. BadRequestError when ``version`` is not deployed."""
+    caller.require(Role.DEPLOY)
     check_dataset_name(dataset)
     if not _VERSION.fullmatch(version):
         raise BadRequestError("version: a version number (1, 2, ...)")
@@ -139,6 +174,7 @@ def force_bless_run(
     """``cascade bless``'s call (``cascade.evaluation.override.force_bless``) with
     ``via="console"``: refused with its messages (``CannotBlessError``) when the run has no
     evaluation, is already blessed or its model cannot be served."""
+    caller.require(Role.BLESS)
     check_system_run_id(run_id)
     why = _why(reason, "this model may ship")
     if len(why) < MIN_BLESS_WHY_CHARS:

@@ -1,12 +1,17 @@
 """The console's alerts page: dead letters, and the runs whose steps raised alerts.
 
 Dead letters are what the dead-letter recorder keeps (``dead-letters/<message id>.json``,
-``cascade.steps.dead_letter``): a page is one listing of that prefix (``startOffset`` is
-the page token, as the run index's pages are) and one read of each listed letter.
+``cascade.steps.dead_letter``) and indexes newest first (``index/dead-letters/``,
+``cascade.core.dead_letter_index``): a page is one listing of the index (``startOffset``
+is the page token, as the run index's pages are) and one read of each listed letter, so
+every page, the first and the hundredth, is newest first across all letters. A bucket
+whose letters were all recorded before the index (``cascade console --reindex`` indexes
+them) has an empty index: its pages are listings of ``dead-letters/`` itself, each page
+sorted by time, as before the index.
 Alerts themselves are only published to the ``alerts`` topic (for people's and on-call
 tooling's subscriptions; nothing in the system stores them), so the page shows what
-raised them: the failed and rejected runs, newest first, with their errors, from the
-run index.
+raised them: the newest failed and rejected runs, with their errors, from the run
+index's state entries (one listing and a few reads each).
 """
 
 from __future__ import annotations
@@ -26,6 +31,11 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from cascade.console.views import run_row, when
+from cascade.core.dead_letter_index import (
+    DEAD_LETTER_INDEX_PREFIX,
+    DEAD_LETTER_PREFIX,
+    record_of_entry,
+)
 from cascade.core.errors import BadRequestError
 from cascade.core.run_index import READ_WORKERS, RunIndex
 from cascade.core.runs import check_system_run_id
@@ -44,13 +54,13 @@ __all__ = [
     "dead_letter_page",
 ]
 
-DEAD_LETTER_PREFIX = "dead-letters/"
 MAX_DATA_CHARS = 2_000
 ALERTING_STATES = ("failed", "rejected")
 RUNS_PER_STATE = 10
 RUNS_EXAMINED = 50
-"""The newest runs examined for failed and rejected ones (one index page, each run.json
-read once): the page stays fast with 1,000 runs; the filtered runs list goes further."""
+"""At most this many of a state's index entries are examined for its newest runs (each
+listed run.json read once): the page stays fast however many runs there are; the
+filtered runs list goes further."""
 
 PageRenderer = Callable[..., Response]
 
@@ -87,13 +97,17 @@ def _encode_token(name: str) -> str:
 
 
 def _decode_token(token: str) -> str:
+    """The name a page starts at: an index entry, or a record (a page of a bucket whose
+    letters predate the index); a 400 for anything else."""
     if len(token) > 400:
         raise BadRequestError("page: invalid page token")
     try:
         name = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)).decode()
     except (binascii.Error, UnicodeDecodeError, ValueError) as error:
         raise BadRequestError("page: invalid page token") from error
-    if not name.startswith(DEAD_LETTER_PREFIX) or not name.isprintable():
+    if not name.startswith((DEAD_LETTER_INDEX_PREFIX, DEAD_LETTER_PREFIX)):
+        raise BadRequestError("page: the page token belongs to another listing")
+    if not name.isprintable():
         raise BadRequestError("page: the page token belongs to another listing")
     return name
 
@@ -134,15 +148,31 @@ def _is_system_run_id(run_id: str) -> bool:
 
 
 def dead_letter_page(config: ConsoleConfig, size: int, token: str | None) -> DeadLetterPage:
-    """One listing of ``dead-letters/`` (``size`` + 1 names, from the token on) and one read
-    of each letter shown (in parallel); the page's letters newest first by their recorded
-    time."""
+    """``size`` letters newest first: one listing of the index (``size`` + 1 entries, from
+    the token on) and one read of each letter shown, in parallel. With an empty index
+    (letters recorded before it, not reindexed yet) the first page and its followers are
+    listings of ``dead-letters/`` itself, each page sorted by the letters' times."""
     start = _decode_token(token) if token else None
-    names = list(islice(config.lister.list_from(DEAD_LETTER_PREFIX, start, size + 1), size + 1))
+    if start is None or start.startswith(DEAD_LETTER_INDEX_PREFIX):
+        page = _page_of(config, DEAD_LETTER_INDEX_PREFIX, size, start)
+        if page.letters or page.next_token or start is not None:
+            return page
+    page = _page_of(config, DEAD_LETTER_PREFIX, size, start)
+    page.letters.sort(key=lambda letter: letter.sort_key, reverse=True)
+    return page
+
+
+def _page_of(config: ConsoleConfig, prefix: str, size: int, start: str | None) -> DeadLetterPage:
+    """A page of the listing under ``prefix``: index entries (each naming its record)
+    or the records themselves."""
+    names = list(islice(config.lister.list_from(prefix, start, size + 1), size + 1))
     shown, following = names[:size], names[size:]
+    if prefix == DEAD_LETTER_INDEX_PREFIX:
+        records = [record for record in map(record_of_entry, shown) if record is not None]
+    else:
+        records = shown
     with ThreadPoolExecutor(READ_WORKERS) as pool:  # the reads overlap, as the index's do
-        letters = list(pool.map(lambda name: _view(name, config.artifacts.read(name)), shown))
-    letters.sort(key=lambda letter: letter.sort_key, reverse=True)
+        letters = list(pool.map(lambda name: _view(name, config.artifacts.read(name)), records))
     next_token = _encode_token(following[0]) if following else None
     return DeadLetterPage(letters, next_token)
 
@@ -150,17 +180,16 @@ def dead_letter_page(config: ConsoleConfig, size: int, token: str | None) -> Dea
 def alert_routes(console: ConsoleParts, page: PageRenderer) -> list[Route]:
     """``/alerts`` (registered by ``create_app``)."""
     config = console.config
-    index = RunIndex(config.artifacts, config.lister)
+    index = RunIndex(config.artifacts, config.lister, scan_limit=RUNS_EXAMINED)
 
     def alerts(request: Request) -> Response:
         token = request.query_params.get("page") or None
         letters = dead_letter_page(config, config.page_size, token)
         alerting: dict[str, list[dict[str, Any]]] = {}
         if token is None:  # on the first page only; the filtered runs list goes further
-            newest = [run_row(run) for run in index.page(size=RUNS_EXAMINED).runs]
             for state in ALERTING_STATES:
-                rows = [row for row in newest if row["state"] == state]
-                alerting[state] = rows[:RUNS_PER_STATE]
+                runs = index.page(size=RUNS_PER_STATE, state=state).runs
+                alerting[state] = [run_row(run) for run in runs]
         return page(
             request,
             "alerts.html.j2",

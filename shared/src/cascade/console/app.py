@@ -30,6 +30,7 @@ from starlette.staticfiles import StaticFiles
 from cascade.console.actions import MAX_WHY_CHARS, Caller, request_retrain
 from cascade.console.alerts import alert_routes
 from cascade.console.datasets import dataset_routes
+from cascade.console.experiments import experiment_routes
 from cascade.console.models import bless_view, model_routes
 from cascade.console.security import (
     CSRF_COOKIE,
@@ -40,6 +41,7 @@ from cascade.console.security import (
     new_csrf_token,
 )
 from cascade.console.timeline import timeline
+from cascade.console.vertex_links import vertex_run_links
 from cascade.console.views import RUN_STATES, TRIGGER_KINDS, run_row, when
 from cascade.core.bus import MessageBus
 from cascade.core.context import StepContext
@@ -82,6 +84,9 @@ class ConsoleConfig:
     tensorboard: Callable[[str], str] | None = None
     """Starts TensorBoard on a run's logs and answers its address (``cascade console``
     fills it locally with what ``cascade tensorboard`` does). None: no such action."""
+    vertex_tensorboard: str | None = None
+    """The Vertex AI TensorBoard the trainer logs experiments to (``Settings.vertex_tensorboard``,
+    in the cloud): a run's page links to its experiment run. None locally."""
 
 
 @cache
@@ -224,6 +229,9 @@ class _Console:
             max_why=MAX_WHY_CHARS,
             bless=bless_view(self.config.artifacts, run_id),
             tensorboard=self.config.tensorboard is not None,
+            vertex=vertex_run_links(
+                self.config.vertex_tensorboard, dataset=report.dataset, run_id=run_id
+            ),
         )
 
     def _reason(self, run_id: str) -> str:
@@ -334,6 +342,7 @@ def create_app(config: ConsoleConfig) -> Starlette:
         Route("/runs/{run_id}/report", console.run_report),
         Route("/runs/{run_id}/artifacts", console.run_artifacts),
         *dataset_routes(console, _page, _form),
+        *experiment_routes(config, _page),
         *model_routes(console, _page, _form),
         *alert_routes(console, _page),
         Route("/datasets/{dataset}/retrain", console.retrain, methods=["POST"]),

@@ -44,6 +44,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, RedirectResponse, Response
 from starlette.routing import BaseRoute, Route
 
+from cascade.console.roles import Role
 from cascade.console.security import CSRF_FIELD, csrf_valid
 from cascade.console.views import when
 from cascade.core.context import StepContext
@@ -565,6 +566,7 @@ class DatasetPages:
         if text is None:
             raise BadRequestError("schema: the form has no schema text")
         caller = self.config.caller_of(request)
+        caller.require(Role.REVIEW)  # the data stewards: review_http_invokers
         try:
             await run_in_threadpool(
                 save_schema,
@@ -603,6 +605,7 @@ class DatasetPages:
         if ctx is None:
             raise HTTPException(503, "this console reviews no quarantine (no step context)")
         caller = self.config.caller_of(request)
+        caller.require(Role.REVIEW)  # the data stewards: review_http_invokers
         reason = form.get("reason", "")
 
         def act() -> None:

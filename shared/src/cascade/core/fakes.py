@@ -146,12 +146,16 @@ class MemoryArtifactStore(ArtifactStore):
             del self.objects[name]
             return True
 
-    def list_objects(self, prefix: str) -> Iterator[ObjectInfo]:
+    def list_objects(
+        self, prefix: str, *, start_offset: str | None = None, max_results: int | None = None
+    ) -> Iterator[ObjectInfo]:
         with self._lock:
             found = sorted(
-                (name, version) for name, version in self.objects.items() if name.startswith(prefix)
+                (name, version)
+                for name, version in self.objects.items()
+                if name.startswith(prefix) and (start_offset is None or name >= start_offset)
             )
-        for name, version in found:
+        for name, version in found[:max_results]:
             yield ObjectInfo(name, version.generation, len(version.data), version.updated)
 
 

@@ -93,6 +93,15 @@ class StorageBucket(Protocol):
 class StorageClient(Protocol):
     def bucket(self, bucket_name: str, /) -> StorageBucket: ...
 
-    def list_blobs(self, bucket: StorageBucket, /, *, prefix: str = ...) -> Iterable[StorageBlob]:
-        """The bucket's objects under ``prefix``, with their metadata loaded."""
+    def list_blobs(
+        self,
+        bucket: StorageBucket,
+        /,
+        *,
+        prefix: str = ...,
+        start_offset: str | None = ...,
+        max_results: int | None = ...,
+    ) -> Iterable[StorageBlob]:
+        """The bucket's objects under ``prefix`` in lexicographic order, with their
+        metadata loaded: from ``start_offset`` on (inclusive), at most ``max_results``."""
         ...

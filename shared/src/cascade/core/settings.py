@@ -57,6 +57,13 @@ class Settings(BaseSettings):
     job_timeout_s: int = Field(
         7 * 24 * 3600, gt=0, description="Longest a training job may run (Vertex AI timeout)."
     )
+    vertex_tensorboard: str | None = Field(
+        None,
+        pattern=r"^projects/[a-z0-9.:-]+/locations/[a-z0-9-]+/tensorboards/[a-z0-9-]+$",
+        description="The Vertex AI TensorBoard (projects/P/locations/R/tensorboards/ID) that "
+        "backs the trainer's Vertex AI Experiments; only a cloud deployment sets it (Terraform), "
+        "the Vertex AI runner passes it to the jobs. Unset: the trainer logs nothing to Vertex AI.",
+    )
     deploy_target: Literal["vertex", "local"] = Field(
         "vertex", description="Where deploy puts models: a Vertex AI endpoint, or the local server."
     )

@@ -226,13 +226,24 @@ class ArtifactStore:
 
         return reader()
 
-    def list_names(self, prefix: str) -> Iterator[str]:
-        for info in self.list_objects(prefix):
+    def list_names(
+        self, prefix: str, *, start_offset: str | None = None, max_results: int | None = None
+    ) -> Iterator[str]:
+        for info in self.list_objects(prefix, start_offset=start_offset, max_results=max_results):
             yield info.name
 
-    def list_objects(self, prefix: str) -> Iterator[ObjectInfo]:
+    def list_objects(
+        self, prefix: str, *, start_offset: str | None = None, max_results: int | None = None
+    ) -> Iterator[ObjectInfo]:
+        """Objects under ``prefix`` in lexicographic order (``objects.list``): from
+        ``start_offset`` on (inclusive) when given, at most ``max_results`` of them."""
+        options: dict[str, Any] = {}
+        if start_offset is not None:
+            options["start_offset"] = start_offset
+        if max_results is not None:
+            options["max_results"] = max_results
         with transient_errors(f"listing {self.uri(prefix)}"):
-            for blob in self._bucket.client.list_blobs(self._bucket, prefix=prefix):
+            for blob in self._bucket.client.list_blobs(self._bucket, prefix=prefix, **options):
                 yield ObjectInfo(
                     name=blob.name,
                     generation=int(blob.generation or 0),

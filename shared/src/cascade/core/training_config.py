@@ -8,6 +8,8 @@ transform:
   bucketize: {age: [25, 35, 50, 65]}
   exclude: [customer_id]
   beam: {above_rows: 50000000, always: false}  # the split as a Beam job (docs/beam.md)
+  handover_within_s: 600         # bursts: a later transform covering a run's files does its
+                                 # work, while the latest transform is younger than this
 training:
   model: boosted_trees           # network | boosted_trees | auto | custom (docs/trainer.md)
   model_module: models/churn.py  # model: custom — datasets/<dataset>/models/churn.py
@@ -129,6 +131,14 @@ class TransformConfig(_Section):
     bucketize: dict[str, list[float]] = Field(default_factory=dict)
     exclude: list[str] = Field(default_factory=list)
     beam: TransformBeamRouting = Field(default_factory=TransformBeamRouting)
+    handover_within_s: StrictInt = Field(
+        600,
+        ge=0,
+        le=86_400,
+        description="A run's transform is handed over to a later one that covers its files "
+        "(a burst of files) only while the dataset's latest transform is younger than this; "
+        "0: every run transforms its own snapshot (cascade.transform.coalesce).",
+    )
 
 
 class TrainingConfig(_Section):

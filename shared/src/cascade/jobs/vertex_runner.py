@@ -48,6 +48,7 @@ from cascade.core.job_spec import (
 )
 from cascade.core.settings import Settings
 from cascade.jobs.records import RUN_ID_LABEL, label_value
+from cascade.jobs.spec_builder import experiments_environment
 
 __all__ = [
     "TRAINER_COMMAND",
@@ -102,6 +103,7 @@ def _runtime_environment(settings: Settings) -> list[vertex.EnvVar]:
         "CASCADE_LANDING_BUCKET": settings.landing_bucket,
         "CASCADE_ARTIFACTS_BUCKET": settings.artifacts_bucket,
         "CASCADE_TOPIC_PREFIX": settings.topic_prefix,
+        **experiments_environment(settings),
     }
     return [vertex.EnvVar(name=name, value=value) for name, value in values.items()]
 

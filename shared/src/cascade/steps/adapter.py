@@ -33,7 +33,7 @@ from cascade.core.paths import DatasetPaths, check_dataset_name
 from cascade.core.runs import run_id_for_request
 from cascade.core.settings import load_settings
 from cascade.steps.runner import StepOutcome
-from cascade.transform.catalog import latest_transform_name
+from cascade.transform.catalog import latest_transform
 
 __all__ = [
     "context",
@@ -196,7 +196,7 @@ def dataset_is_known(ctx: StepContext, dataset: str) -> bool:
     paths = DatasetPaths(dataset)
     if ctx.artifacts.stat(paths.pipeline_config) is not None:
         return True
-    if ctx.artifacts.stat(latest_transform_name(dataset)) is not None:
+    if latest_transform(ctx.artifacts, dataset) is not None:
         return True
     return next(iter(ctx.artifacts.list_names(paths.accepted_prefix)), None) is not None
 

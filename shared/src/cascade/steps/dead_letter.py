@@ -5,8 +5,10 @@ failed deliveries, adding ``CloudPubSubDeadLetterSource*`` attributes. The messa
 its own attributes, so a step message still names its run (``run_id``) and a storage
 notification still names its object (``bucketId``/``objectId``/``objectGeneration``).
 This step keeps the dead letter under ``dead-letters/<message id>.json`` (create-only:
-a duplicate delivery does nothing), marks a still-running run failed with the reason,
-and publishes an ERROR alert. The topic's review subscription keeps the message for
+a duplicate delivery does nothing more than make sure the letter is indexed), indexes it
+for the alerts page's newest-first pages (``cascade.core.dead_letter_index``), marks a
+still-running run failed with the reason (and indexes the run as failed), and publishes
+an ERROR alert. The topic's review subscription keeps the message for
 people and replay; nothing here re-delivers it.
 """
 
@@ -16,13 +18,15 @@ import logging
 from datetime import datetime
 from typing import Any
 
-from pydantic import BaseModel
+from pydantic import BaseModel, ValidationError
 
 from cascade.core.context import StepContext
+from cascade.core.dead_letter_index import index_dead_letter
 from cascade.core.errors import BadRequestError
 from cascade.core.events import PubSubEnvelope
 from cascade.core.messages import Alert
 from cascade.core.paths import check_dataset_name, dead_letter_record
+from cascade.core.run_index import record_run_state
 from cascade.core.runs import RunRecord, run_id_for_object
 from cascade.steps.runner import ATTEMPT_ERROR_PREFIX
 
@@ -61,12 +65,15 @@ def handle_dead_letter_data(ctx: StepContext, attributes: dict[str, Any], data: 
 
 
 def record_dead_letter(ctx: StepContext, envelope: PubSubEnvelope) -> DeadLetter | None:
-    """Keep, fail the run, alert; None when this dead letter was already recorded."""
+    """Keep, index, fail the run, alert; None when this dead letter was already recorded
+    (then only its index entry is made sure of, by the time the record holds)."""
     letter = _describe(envelope, ctx.clock())
     path = dead_letter_record(letter.message_id)
     if ctx.artifacts.create(path, letter.model_dump_json(indent=2).encode()) is None:
         _log.info("dead letter %s already recorded", letter.message_id)
+        _index_recorded(ctx, path)
         return None
+    index_dead_letter(ctx.artifacts, letter.message_id, letter.recorded_at)
     if letter.run_id is not None:
         _fail_run(ctx, letter.run_id, letter)
     if letter.dataset is not None:
@@ -87,6 +94,20 @@ def record_dead_letter(ctx: StepContext, envelope: PubSubEnvelope) -> DeadLetter
         )
     _log.error(letter.reason(), extra={"labels": {"run_id": letter.run_id or ""}})
     return letter
+
+
+def _index_recorded(ctx: StepContext, path: str) -> None:
+    """Index the letter already kept at ``path`` (a redelivery: its first delivery may
+    have died between the record and its entry), by the record's own time."""
+    stored = ctx.artifacts.read(path)
+    if stored is None:
+        return
+    try:
+        kept = DeadLetter.model_validate_json(stored.data)
+    except ValidationError:
+        _log.warning("the dead letter kept at %s is unreadable: not indexed", path)
+        return
+    index_dead_letter(ctx.artifacts, kept.message_id, kept.recorded_at)
 
 
 def _describe(envelope: PubSubEnvelope, now: datetime) -> DeadLetter:
@@ -163,4 +184,8 @@ def _fail_run(ctx: StepContext, run_id: str, letter: DeadLetter) -> None:
                 step.error = error
                 step.finished_at = letter.recorded_at
 
-    ctx.ledger.update(run_id, mutate)
+    written = ctx.ledger.update(run_id, mutate)
+    try:
+        record_run_state(ctx.artifacts, written)  # the failed entry (create-only)
+    except BadRequestError as error:  # a run id the system would not derive: not indexed
+        _log.warning("run %s is not indexed as %s: %s", run_id, written.state, error)

@@ -17,7 +17,9 @@ make at-least-once delivery safe:
 4. the body's messages are published before the step's result is created (one
    create-only write: the step is done), so a crash in between is redelivered and
    republished (the next step's claim absorbs duplicates);
-5. a step that ends the run writes run.json once (state, error); a crash before that
+5. a step that ends the run writes run.json once (state, error), then the run-index
+   entries of that end state (create-only; a crash before them is healed by the
+   redelivery's step 1, which finds run.json ended); a crash before the run.json
    write is repaired by the next delivery, which finds the result. Then the run's HTML
    report is written (best effort: a report that cannot be written is logged, never a
    reason to redo the step).
@@ -45,7 +47,7 @@ from cascade.core.context import StepContext
 from cascade.core.errors import BadRequestError, PermanentError
 from cascade.core.messages import Alert, StepMessage
 from cascade.core.observability import RunLogger, run_logger
-from cascade.core.run_index import ensure_run_indexed
+from cascade.core.run_index import ensure_run_indexed, record_run_state
 from cascade.core.runs import RunRecord, RunState
 
 __all__ = ["ATTEMPT_ERROR_PREFIX", "StepOutcome", "execute_step"]
@@ -154,8 +156,18 @@ def _end_run(ctx: StepContext, result: StepResult, log: RunLogger) -> None:
         record.ends_recorded.append(result.step)
         record.updated_at = max(record.updated_at, result.finished_at)
 
-    ctx.ledger.update(result.run_id, mutate)
+    written = ctx.ledger.update(result.run_id, mutate)
+    _index_state(ctx, written, log)
     _write_report(ctx, result.run_id, log)
+
+
+def _index_state(ctx: StepContext, run: RunRecord, log: RunLogger) -> None:
+    """The run's entries under the state its end wrote (the console's state filters),
+    create-only: the end is written once, so are they."""
+    try:
+        record_run_state(ctx.artifacts, run)
+    except BadRequestError as error:
+        log.warning("run %s is not indexed as %s: %s", run.run_id, run.state, error)
 
 
 def _release(ctx: StepContext, handle: ClaimHandle, error: Exception, log: RunLogger) -> None:

@@ -73,9 +73,20 @@ from cascade.transform.catalog import (
     transform_folder,
     transform_spec_name,
 )
-from cascade.transform.materialize import SplitShards, write_split_shards
+from cascade.transform.coalesce import (
+    HandOverWatch,
+    covering_run,
+    hand_over_open,
+    record_decision,
+)
+from cascade.transform.materialize import SplitShards, SplitStopped, write_split_shards
 from cascade.transform.newest import newest_files
-from cascade.transform.snapshot import GcsObjectOpener, ObjectOpener, load_or_create_snapshot
+from cascade.transform.snapshot import (
+    DataSnapshot,
+    GcsObjectOpener,
+    ObjectOpener,
+    load_or_create_snapshot,
+)
 from cascade.transform.spec import SnapshotFile, TransformSpec
 from cascade.transform.spec_fitting import FittedTransform, dataset_schema, fit_transform
 from cascade.validation.baseline_store import BaselineStore
@@ -143,7 +154,6 @@ def transform_run(
     if claim is not None and claim.claim.submitted.get("beam_job"):
         log.info("resumed after launching Beam job %s", claim.claim.submitted["beam_job"])
         return waiting_outcome(claim.claim.submitted)
-    fitted = _fit(ctx, run.dataset, config)
     snapshot = load_or_create_snapshot(
         ctx.artifacts,
         snapshot_name(run.run_id),
@@ -154,28 +164,75 @@ def transform_run(
     )
     if not snapshot.files:
         raise BadInputError(f"dataset {run.dataset} has no readable accepted files to train on")
+    record_decision(ctx.artifacts, snapshot)
+    watch = None
+    if _may_hand_over(ctx, run, config):
+        covering = covering_run(ctx.artifacts, snapshot)
+        if covering is not None:
+            log.info("run %s's transform covers this snapshot: not materialised", covering)
+            return _handed_over(snapshot, covering)
+        watch = HandOverWatch(ctx.artifacts, snapshot)
+    fitted = _fit(ctx, run.dataset, config)
     newest = newest_files(snapshot.files, _production_snapshot(ctx, run.dataset))
     request = split_request(run, snapshot.files, fitted, newest, config.validation)
     if claim is not None and config.transform.beam.routes(snapshot.rows):
         runner = beam_runner if beam_runner is not None else beam_runner_for(ctx.settings)
         return launch_split_job(ctx, runner, claim, run, request, fitted.skipped, log)
-    shards = write_split_shards(
-        ctx.artifacts,
-        request.files,
-        opener,
-        schema=request.row_schema(),
-        split=request.split,
-        folder=transform_folder(run.run_id),
-        config=request.validation,
-        newest=request.newest,
-        newest_column=request.newest_column,
-    )
+    try:
+        shards = write_split_shards(
+            ctx.artifacts,
+            request.files,
+            opener,
+            schema=request.row_schema(),
+            split=request.split,
+            folder=transform_folder(run.run_id),
+            config=request.validation,
+            newest=request.newest,
+            newest_column=request.newest_column,
+            stop=watch,
+        )
+    except SplitStopped as stopped:
+        covering = watch.covering if watch is not None else None
+        if covering is None:  # only the watch stops a split
+            raise
+        log.info("run %s's transform covers this snapshot: split abandoned", covering)
+        for name in stopped.names:
+            ctx.artifacts.delete(name)
+        return _handed_over(snapshot, covering)
     shards = replace(
         shards,
         train_names=[ctx.artifacts.uri(name) for name in shards.train_names],
         eval_names=[ctx.artifacts.uri(name) for name in shards.eval_names],
     )
     return split_outcome(ctx, run, request, shards, skipped=fitted.skipped, config=config, log=log)
+
+
+def _may_hand_over(ctx: StepContext, run: RunRecord, config: PipelineConfig) -> bool:
+    """Whether a later transform may train on this run's file in its place: only while
+    the dataset's latest transform is younger than ``transform.handover_within_s``, and
+    not when the file's value skews are what asks for training (``retrain_on:
+    value_skew``), as the later run's request would not name them, or not be made."""
+    within_s = config.transform.handover_within_s
+    if not hand_over_open(ctx.artifacts, run.dataset, ctx.clock(), within_s):
+        return False
+    if config.training.retrain_on != "value_skew":
+        return True
+    manifest = _run_manifest(ctx, run)
+    return manifest is None or not manifest.value_skews
+
+
+def _handed_over(snapshot: DataSnapshot, covering: str) -> StepOutcome:
+    """This run's file is in run ``covering``'s snapshot, decided after this one's
+    (``cascade.transform.coalesce``): that run transforms and asks for training."""
+    return StepOutcome(
+        summary=(
+            f"the transform of run {covering} covers this run's {len(snapshot.files)} "
+            "accepted file(s) and more: not transformed twice; that run asks for training"
+        ),
+        outputs={"transform_coalesced_into": covering, "snapshot_files": len(snapshot.files)},
+        run_state="succeeded",
+        lineage={"transform_coalesced_into": covering},
+    )
 
 
 def split_outcome(

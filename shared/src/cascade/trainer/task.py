@@ -9,6 +9,10 @@ metric (tuning runs) → load-and-probe check in a fresh process (chief) → pos
 the model dir has ``saved_model.pb`` → ``model-trained`` (chief; not for tuning trials,
 whose best one the tuner picks).
 
+In the cloud the chief also logs the run to Vertex AI Experiments (hyperparameters at the
+start, per-epoch curves and eval metrics at the end: ``cascade.trainer.vertex_experiments``,
+best effort, never failing the run); locally it does not.
+
 The worker and ps tasks of parameter-server training only run a TensorFlow server for the
 chief, the coordinator, which does everything above (``cascade.trainer.parameter_servers``);
 they serve until the job service stops them.
@@ -93,6 +97,7 @@ from cascade.trainer.user_module import (
     load_user_module,
     make_context,
 )
+from cascade.trainer.vertex_experiments import VertexExperiments
 from cascade.transform.spec import TransformSpec
 
 __all__ = ["OutputLocations", "TrainingResult", "main", "output_locations", "read_specs", "run"]
@@ -190,9 +195,11 @@ def run(
     bus: MessageBus | None,
     probe: ProbeRunner = run_probe_in_subprocess,
     work_dir: Path | None = None,
+    experiments: VertexExperiments | None = None,
 ) -> TrainingResult:
     """One training run. ``bus`` may be None when nothing is to be published (trials,
-    non-chief workers); ``probe`` runs the infra check on the local export directory."""
+    non-chief workers); ``probe`` runs the infra check on the local export directory;
+    ``experiments`` (cloud only) is where the chief also logs to Vertex AI Experiments."""
     if args.cluster is not None and args.cluster.serves_only:
         raise InvalidConfigError(
             f"task {args.cluster.task_type}:{args.cluster.task_index} of parameter-server "
@@ -221,6 +228,8 @@ def run(
             choice.kind,
             choice.replicas,
         )
+        if experiments is not None and args.is_chief:
+            _start_experiment_run(ctx, experiments)
         candidates = _train(ctx, choice)
         if not args.is_chief:
             only = candidates[0]
@@ -231,8 +240,12 @@ def run(
         _write_history(ctx, chosen.fit)
         report = _evaluate(ctx, chosen, table, comparison)
         tuning_metric = _report_tuning_metric(ctx, report, chosen.fit)
+        if experiments is not None:
+            _log_experiment_results(experiments, chosen.fit, report)
         check = _probe(ctx, probe, chosen.export_dir)
     _check_postcondition(storage, locations)
+    if experiments is not None:
+        experiments.end()
     message_id = None
     if bus is not None and not args.is_tuning_trial:
         message = ModelTrained(
@@ -614,6 +627,33 @@ def _report_tuning_metric(
     return tag, value
 
 
+def _start_experiment_run(ctx: _Run, experiments: VertexExperiments) -> None:
+    """The run's (or trial's) experiment run, with the hyperparameters it trains with."""
+    family = ctx.job_spec.model
+    params: dict[str, HyperparameterValue] = {
+        "model": family,
+        "epochs": ctx.job_spec.epochs,
+        **family_hyperparameters(ctx.hparams, family),
+        **ctx.params,
+    }
+    experiments.start(
+        dataset=ctx.spec.dataset,
+        run_id=ctx.job_spec.run_id,
+        trial_id=ctx.args.trial_id,
+        params=params,
+    )
+
+
+def _log_experiment_results(
+    experiments: VertexExperiments, fitted: FitResult, report: EvaluationReport
+) -> None:
+    """The kept model's per-epoch curves and its overall eval metrics."""
+    experiments.log_history(fitted.history)
+    experiments.log_metrics(
+        {**report.candidate.overall.metrics, "epochs_trained": float(fitted.epochs_trained)}
+    )
+
+
 def _probe(ctx: _Run, probe: ProbeRunner, export_dir: Path) -> InfraCheck:
     check = probe(export_dir, ctx.work / "infra_check.json")
     check = check.model_copy(update={"model_dir": ctx.locations.model_dir})
@@ -658,6 +698,12 @@ def record_failure(
     return uri
 
 
+def _end_failed(experiments: VertexExperiments | None) -> None:
+    """A failed run's experiment run ends FAILED (nothing when none was started)."""
+    if experiments is not None:
+        experiments.end(failed=True)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """The entry point, and the only place that reads the environment."""
     from cascade.core.clients import make_publisher, make_storage_client
@@ -667,6 +713,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     log = logging.getLogger("cascade.trainer")
     args: TrainerArgs | None = None
     storage: TrainerStorage | None = None
+    experiments: VertexExperiments | None = None
     try:
         settings = load_settings()
         configure_logging(function_name="trainer", project=settings.project)
@@ -679,7 +726,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         bus = None
         if args.is_chief and not args.is_tuning_trial:
             bus = MessageBus(make_publisher(settings), settings)
-        result = run(args, storage=storage, bus=bus)
+        experiments = VertexExperiments.from_settings(settings)
+        result = run(args, storage=storage, bus=bus, experiments=experiments)
     except CascadeError as error:
         kind: Literal["permanent", "transient"] = (
             "permanent" if isinstance(error, PermanentError) else "transient"
@@ -687,12 +735,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         log.error("training failed (%s): %s", kind, error)
         sys.stderr.write(f"trainer: training failed ({kind}): {error}\n")
         record_failure(storage, args, kind, str(error))
+        _end_failed(experiments)
         return 1
     except Exception as error:
         log.exception("training failed unexpectedly")
         reason = f"{type(error).__name__}: {error}"
         sys.stderr.write(f"trainer: training failed: {reason}\n")
         record_failure(storage, args, "unexpected", reason)
+        _end_failed(experiments)
         return 1
     log.info("training finished: model at %s", result.locations.model_dir)
     return 0

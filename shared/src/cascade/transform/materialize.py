@@ -19,7 +19,7 @@ is decided, so it never changes which side a row is on.
 
 from __future__ import annotations
 
-from collections.abc import Collection, Iterator
+from collections.abc import Callable, Collection, Iterator
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -43,6 +43,7 @@ from cascade.validation.widening import ColumnWidening
 __all__ = [
     "DEFAULT_ROWS_PER_SHARD",
     "SplitShards",
+    "SplitStopped",
     "file_batches",
     "split_file",
     "write_split_shards",
@@ -207,6 +208,14 @@ def split_file(
     return sides.eval_rows
 
 
+class SplitStopped(Exception):  # noqa: N818 - a signal, not an error
+    """The split was abandoned when its ``stop`` said so; ``names``: the shards written."""
+
+    def __init__(self, names: list[str]) -> None:
+        super().__init__(f"split abandoned after {len(names)} shard(s)")
+        self.names = names
+
+
 def write_split_shards(
     store: ArtifactStore,
     files: list[SnapshotFile],
@@ -219,8 +228,12 @@ def write_split_shards(
     rows_per_shard: int = DEFAULT_ROWS_PER_SHARD,
     newest: Collection[SnapshotFile] = (),
     newest_column: str | None = None,
+    stop: Callable[[], bool] | None = None,
 ) -> SplitShards:
-    """Write ``folder``/train/part-*.parquet and ``folder``/eval/part-*.parquet."""
+    """Write ``folder``/train/part-*.parquet and ``folder``/eval/part-*.parquet.
+
+    ``stop`` is asked before each file; when it answers True the split is abandoned
+    (``SplitStopped``, the shards written so far named on it)."""
     shard_schema = schema
     if newest_column is not None:
         shard_schema = schema.append(pa.field(newest_column, pa.bool_()))
@@ -231,6 +244,8 @@ def write_split_shards(
     newest_eval_rows = 0
     duplicates = MessageIdFilter()  # across every stream file of the snapshot, in order
     for file in files:
+        if stop is not None and stop():
+            raise SplitStopped([*train.names, *evaluation.names])  # uploaded so far
         is_newest = (file.uri, file.generation) in newest_pins
         eval_rows = split_file(
             file,
