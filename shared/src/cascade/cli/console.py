@@ -113,8 +113,9 @@ def console_command(port: int, reindex: bool, from_env: bool) -> None:
         return
     config.deployer = lambda: serving_deployer(config.artifacts, settings, from_env)
     config.step_context = lambda: StepContext.from_settings(settings)  # reviews, as the CLI
+    config.vertex_tensorboard = settings.vertex_tensorboard  # a project's: links, not a server
     launcher = None
-    if not from_env:  # a project's training records no Vertex AI TensorBoard (no link yet)
+    if not from_env:
         state_dir = LocalCloudSettings().absolute().state_dir
         launcher = TensorBoardLauncher(config.artifacts, state_dir / "tensorboard")
         config.tensorboard = launcher
