@@ -245,13 +245,13 @@ def test_a_read_across_a_compaction_reads_again(
     original_list = artifacts.list_objects
     moved: list[Any] = []
 
-    def compact_before_listing(prefix: str) -> Iterator[ObjectInfo]:
+    def compact_before_listing(prefix: str, **options: Any) -> Iterator[ObjectInfo]:
         if not moved:  # two compactions: c merged, then its object deleted
             moved.append(None)
             moved[0] = _compact(_store(artifacts, clock))
             clock.advance()
             moved.append(_compact(_store(artifacts, clock)))
-        return original_list(prefix)
+        return original_list(prefix, **options)
 
     artifacts.list_objects = compact_before_listing  # type: ignore[method-assign]
     counted = _count(store)
@@ -271,14 +271,14 @@ def test_a_read_gives_up_when_head_never_settles(
     counter = iter(range(1_000))
     inside = threading.local()
 
-    def always_compacting(prefix: str) -> Iterator[ObjectInfo]:
+    def always_compacting(prefix: str, **options: Any) -> Iterator[ObjectInfo]:
         if not getattr(inside, "compacting", False):
             inside.compacting = True
             clock.advance()
             _merge(store, f"n{next(counter)}", [1.0])
             _compact(_store(artifacts, clock))
             inside.compacting = False
-        return original_list(prefix)
+        return original_list(prefix, **options)
 
     artifacts.list_objects = always_compacting  # type: ignore[method-assign]
     with pytest.raises(ConcurrentUpdateError, match="HEAD kept moving"):

@@ -269,8 +269,8 @@ def test_concurrent_accepts_do_not_lose_each_others_statistics(storage: FakeStor
     original_list = artifacts.list_objects
     raced = []
 
-    def list_then_lose_a_race(prefix):  # type: ignore[no-untyped-def]
-        listed = list(original_list(prefix))
+    def list_then_lose_a_race(prefix, **options):  # type: ignore[no-untyped-def]
+        listed = list(original_list(prefix, **options))
         if not raced:
             raced.append(True)
             _baselines(storage).merge_file("file-3", summary_of({"x": [6]}), config, schema=schema)
