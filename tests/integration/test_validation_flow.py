@@ -113,8 +113,9 @@ def test_a_schema_broken_file_is_rejected_with_its_anomalies_and_nothing_runs_af
     value_skews = run.steps["validate"].outputs["value_skews"]
     assert "income" in {skew["feature"] for skew in value_skews}
     assert not any("'income'" in error for error in run.steps["validate"].outputs["errors"])
-    # Nothing is on its way: whatever validate published would have been delivered.
-    local_cloud.wait_until_router_idle()
+    # Nothing is on its way: whatever validate published would have been delivered. The
+    # cloud is shared with the tests before (a retrain's chain may still be delivering).
+    local_cloud.wait_until_router_idle(timeout=180)
     settled = local_cloud.ledger.get(run.run_id)
     assert settled is not None
     assert set(settled.steps) == {"validate"}
