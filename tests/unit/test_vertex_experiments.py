@@ -25,7 +25,7 @@ from pydantic import ValidationError
 
 from cascade.core.fakes import RecordingBus
 from cascade.core.settings import Settings
-from cascade.jobs.spec_builder import VERTEX_TENSORBOARD_ENV, experiments_environment
+from cascade.jobs.vertex_runner import VERTEX_TENSORBOARD_ENV, experiments_environment
 from cascade.trainer.args import TrainerArgs
 from cascade.trainer.probe import InfraCheck, probe_model
 from cascade.trainer.storage import TrainerStorage

@@ -13,25 +13,18 @@ from cascade.core.job_spec import (
     WorkerPool,
 )
 from cascade.core.pipeline_config import PipelineConfig
-from cascade.core.settings import Settings
 from cascade.core.store import ArtifactStore
 from cascade.jobs.records import DATASET_LABEL, RUN_ID_LABEL, display_name_for, label_value
 from cascade.transform.catalog import latest_transform, read_transform, transform_spec_name
 from cascade.transform.spec import HashTransform, TransformSpec, VocabularyTransform
 
 __all__ = [
-    "VERTEX_TENSORBOARD_ENV",
     "build_job_spec",
     "check_tuning",
     "embedding_table_rows",
-    "experiments_environment",
     "read_run_transform",
     "resolve_transform_uri",
 ]
-
-VERTEX_TENSORBOARD_ENV = "CASCADE_VERTEX_TENSORBOARD"
-"""Names the Vertex AI TensorBoard in a job's environment (``Settings.vertex_tensorboard``):
-the trainer logs to Vertex AI Experiments exactly when it is there."""
 
 
 def resolve_transform_uri(store: ArtifactStore, *, run_id: str, dataset: str) -> str:
@@ -167,13 +160,3 @@ def build_job_spec(
         baseline_model_uri=baseline_model_uri,
         labels={RUN_ID_LABEL: label_value(run_id), DATASET_LABEL: label_value(dataset)},
     )
-
-
-def experiments_environment(settings: Settings) -> dict[str, str]:
-    """What a Vertex AI job's worker pools add to their environment so the trainer logs to
-    Vertex AI Experiments (``cascade.trainer.vertex_experiments``): the TensorBoard a cloud
-    deployment names. Empty when the setting is unset (the local cloud never sets it), so a
-    job spec without it is exactly what it was before."""
-    if settings.vertex_tensorboard is None:
-        return {}
-    return {VERTEX_TENSORBOARD_ENV: settings.vertex_tensorboard}

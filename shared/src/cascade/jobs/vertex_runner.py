@@ -48,12 +48,13 @@ from cascade.core.job_spec import (
 )
 from cascade.core.settings import Settings
 from cascade.jobs.records import RUN_ID_LABEL, label_value
-from cascade.jobs.spec_builder import experiments_environment
 
 __all__ = [
     "TRAINER_COMMAND",
+    "VERTEX_TENSORBOARD_ENV",
     "VertexJobRunner",
     "custom_job_spec",
+    "experiments_environment",
     "study_spec",
 ]
 
@@ -93,6 +94,21 @@ _REFUSED = (
     gexc.FailedPrecondition,
     gexc.Unauthenticated,
 )
+
+
+VERTEX_TENSORBOARD_ENV = "CASCADE_VERTEX_TENSORBOARD"
+"""Names the Vertex AI TensorBoard in a job's environment (``Settings.vertex_tensorboard``):
+the trainer logs to Vertex AI Experiments exactly when it is there."""
+
+
+def experiments_environment(settings: Settings) -> dict[str, str]:
+    """What a Vertex AI job's worker pools add to their environment so the trainer logs to
+    Vertex AI Experiments (``cascade.trainer.vertex_experiments``): the TensorBoard a cloud
+    deployment names. Empty when the setting is unset (the local cloud never sets it), so a
+    job spec without it is exactly what it was before."""
+    if settings.vertex_tensorboard is None:
+        return {}
+    return {VERTEX_TENSORBOARD_ENV: settings.vertex_tensorboard}
 
 
 def _runtime_environment(settings: Settings) -> list[vertex.EnvVar]:
