@@ -25,7 +25,10 @@ second run of any step a no-op):
   (``cascade.jobs.lost_request.lost_train_request``: its train step never started, or its
   owner died, ``lost_request_after`` — two claim leases — or ``stale_after`` if shorter,
   after the reservation) gets that request published again. Releasing the lock instead
-  would drop the requests coalesced into that run.
+  would drop the requests coalesced into that run;
+- a dataset's transform history (pointers, coalescing decisions) is pruned of what no
+  reader needs any more (``cascade.transform.history``), so that a stream's datasets do
+  not gather one object of each per file for ever.
 
 It runs on a schedule (``handle_reconcile_request``: the ``reconcile`` function, fed by
 the topology's ``schedules.reconcile`` through Cloud Scheduler in the cloud and the local
@@ -35,6 +38,7 @@ cloud's scheduler on a laptop), and on demand (``cascade reconcile``).
 from __future__ import annotations
 
 import logging
+from collections import defaultdict
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from datetime import timedelta
@@ -63,6 +67,7 @@ from cascade.steps.validate import (
     finish_beam_job,
     handle_object_finalized,
 )
+from cascade.transform.history import prunable_history
 from cascade.validation.names import INVALID_NAMES_DATASET, normalised_alias
 
 __all__ = ["ReconcileReport", "handle_reconcile_request", "reconcile"]
@@ -85,6 +90,8 @@ class ReconcileReport:
     train_requests_republished: list[str] = field(default_factory=list)
     beam_jobs_polled: list[str] = field(default_factory=list)
     """Beam jobs (statistics, splits) of stalled runs whose state was asked for."""
+    history_pruned: int = 0
+    """Transform pointers and decisions deleted (``cascade.transform.history``)."""
 
 
 def reconcile(
@@ -104,7 +111,7 @@ def reconcile(
         if not stalled or _poll_beam_job(ctx, run, report, beam_runner):
             continue
         _resume(ctx, run, report, start_upload)
-    _republish_lost_train_requests(ctx, report, stale_after, dataset)
+    _sweep_datasets(ctx, report, stale_after, dataset)
     return report
 
 
@@ -136,27 +143,41 @@ def handle_reconcile_request(
     return report
 
 
-def _republish_lost_train_requests(
+def _sweep_datasets(
     ctx: StepContext, report: ReconcileReport, stale_after: timedelta, dataset: str | None
 ) -> None:
-    after = min(stale_after, lost_request_after(ctx.settings))
+    """One listing of ``datasets/`` (or one dataset's folder): each dataset's lost train
+    request is published again, and its transform history pruned."""
     prefix = f"datasets/{dataset}/" if dataset else "datasets/"
+    per_dataset: defaultdict[str, list[str]] = defaultdict(list)
     for name in ctx.artifacts.list_names(prefix):
-        parts = name.split("/")
-        if len(parts) != 3 or parts[2] != "training_lock.json":
-            continue
-        locks = TrainingLockStore(ctx.artifacts, parts[1])
-        current, _ = locks.read()
-        if lost_train_request(ctx, current.active, after=after) is None:
-            continue
-        assert current.active is not None
-        holder = locks.update(partial(_mark_republished, ctx, current.active))
-        if holder is None:
-            continue  # the lock changed meanwhile: the next reconcile looks again
-        ctx.bus.publish(follow_up_request(locks.dataset, holder))
-        report.train_requests_republished.append(holder.run_id)
-        report.runs_resumed.append(holder.run_id)
-        report.messages_republished += 1
+        parts = name.split("/", 2)
+        if len(parts) == 3 and parts[1]:
+            per_dataset[parts[1]].append(name)
+    for name, names in per_dataset.items():
+        if f"datasets/{name}/training_lock.json" in names:
+            _republish_lost_train_request(ctx, report, stale_after, name)
+        for pruned in prunable_history(names, name, ctx.clock()):
+            if ctx.artifacts.delete(pruned):
+                report.history_pruned += 1
+
+
+def _republish_lost_train_request(
+    ctx: StepContext, report: ReconcileReport, stale_after: timedelta, dataset: str
+) -> None:
+    after = min(stale_after, lost_request_after(ctx.settings))
+    locks = TrainingLockStore(ctx.artifacts, dataset)
+    current, _ = locks.read()
+    if lost_train_request(ctx, current.active, after=after) is None:
+        return
+    assert current.active is not None
+    holder = locks.update(partial(_mark_republished, ctx, current.active))
+    if holder is None:
+        return  # the lock changed meanwhile: the next reconcile looks again
+    ctx.bus.publish(follow_up_request(locks.dataset, holder))
+    report.train_requests_republished.append(holder.run_id)
+    report.runs_resumed.append(holder.run_id)
+    report.messages_republished += 1
 
 
 def _mark_republished(ctx: StepContext, checked: ActiveRun, lock: TrainingLock) -> ActiveRun | None:

@@ -60,6 +60,7 @@ __all__ = [
     "TransformDecision",
     "covering_run",
     "decision_name",
+    "decision_time",
     "decisions_prefix",
     "hand_over_open",
     "record_decision",
@@ -74,6 +75,8 @@ CHECK_EVERY_S = 1.0
 """How often a materialising run asks whether a later decision covers it."""
 _LISTED = 1000
 """Later decisions listed (one page): past it, the newest of the listed are read."""
+_MILLIS_DIGITS = 14
+"""A decision name's leading digits: its snapshot's time in milliseconds, zero-padded."""
 
 
 class TransformDecision(BaseModel):
@@ -91,7 +94,7 @@ def decisions_prefix(dataset: str) -> str:
 
 def decision_name(dataset: str, snapshot: DataSnapshot) -> str:
     millis = int(snapshot.created_at.timestamp() * 1000)
-    return f"{decisions_prefix(dataset)}{millis:014d}-{snapshot.run_id}.json"
+    return f"{decisions_prefix(dataset)}{millis:0{_MILLIS_DIGITS}d}-{snapshot.run_id}.json"
 
 
 def record_decision(store: ArtifactStore, snapshot: DataSnapshot) -> str:
@@ -146,10 +149,12 @@ def _candidate(store: ArtifactStore, name: str, files: int) -> str | None:
     return found[0].run_id
 
 
-def _decision_time(name: str) -> datetime | None:
+def decision_time(name: str) -> datetime | None:
+    """The snapshot time a decision's name carries; None for a name this code did not
+    write (no ``<14 ASCII digits>-`` at the start of its last segment)."""
     stem = name.rsplit("/", 1)[-1]
-    millis, _, _ = stem.partition("-")
-    if not millis.isdigit():
+    millis, dash, _ = stem.partition("-")
+    if not dash or len(millis) != _MILLIS_DIGITS or not (millis.isascii() and millis.isdigit()):
         return None
     return datetime.fromtimestamp(int(millis) / 1000, tz=UTC)
 
@@ -163,7 +168,7 @@ def hand_over_open(store: ArtifactStore, dataset: str, now: datetime, within_s: 
     since = latest.created_at if latest is not None else None
     if since is None:
         oldest = next(iter(store.list_names(decisions_prefix(dataset), max_results=1)), None)
-        since = _decision_time(oldest) if oldest is not None else None
+        since = decision_time(oldest) if oldest is not None else None
     return since is None or now - since < timedelta(seconds=within_s)
 
 
