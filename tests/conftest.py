@@ -23,7 +23,7 @@ from cascade.jobs.local_runner import LocalJob
 from cascade.localcloud import control
 from cascade.localcloud.client import LocalCloudClient
 from cascade.localcloud.local_settings import LOOPBACK, LocalCloudSettings
-from cascade.localcloud.processes import pid_alive, port_accepts
+from cascade.localcloud.processes import free_loopback_port, pid_alive, port_accepts
 from cascade.localcloud.router import function_ports
 from cascade.localcloud.state_file import CloudState
 
@@ -271,6 +271,8 @@ def running_test_cloud(
         # (tests/unit/test_gcs_write_limit.py, the baseline's compaction tests) and by
         # every `cascade up`. docs/fidelity.md, "Storage".
         "gcs_object_writes_per_s": 5.0,
+        # No web console unless a test asks for one (the session's cloud serves one).
+        "console_port": 0,
     }
     local = LocalCloudSettings(**{**settings, **overrides}).absolute()
     record_dir = root / "records"
@@ -289,5 +291,8 @@ def running_test_cloud(
 
 @pytest.fixture(scope="session")
 def local_cloud(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCloud]:
-    with running_test_cloud(tmp_path_factory.mktemp("local-cloud")) as cloud:
+    """The session's local cloud, with the web console as `cascade up` serves it."""
+    with running_test_cloud(
+        tmp_path_factory.mktemp("local-cloud"), console_port=free_loopback_port()
+    ) as cloud:
         yield cloud

@@ -1,24 +1,20 @@
-"""The console over a running local cloud, in headless Chromium: a dataset's page shows
-an upload's run as it is processed, without a reload, and a file whose column is named
-``<script>`` is rejected and shown as text."""
+"""The console the local cloud serves (`cascade up` starts it, as the console's service
+account), in headless Chromium: a dataset's page shows an upload's run as it is
+processed, without a reload, and a file whose column is named ``<script>`` is rejected
+and shown as text."""
 
 from __future__ import annotations
 
 import csv
 import io
 import uuid
-from collections.abc import Iterator
 
 import pytest
 from playwright.sync_api import Page, expect
 
 from cascade.cli.sample_data import sample_csv
-from cascade.console import Caller
-from cascade.console.app import create_app
-from cascade.console.wiring import console_config
 from tests.conftest import LocalCloud
 from tests.console.conftest import DialogLog, screenshot
-from tests.console.server import serving
 
 pytestmark = pytest.mark.integration
 
@@ -34,11 +30,13 @@ def _with_column_renamed(data: bytes, old: str, new: str) -> bytes:
 
 
 @pytest.fixture
-def console_url(local_cloud: LocalCloud) -> Iterator[str]:
-    config = console_config(local_cloud.settings, caller_of=lambda request: Caller("tester@ci"))
-    config.poll_ms = 500
-    with serving(create_app(config)) as url:
-        yield url
+def console_url(local_cloud: LocalCloud) -> str:
+    """The console the local cloud serves (`cascade up`), as the console's account."""
+    url = local_cloud.local.console_url
+    assert url is not None
+    component = local_cloud.refresh_state().components["console"]
+    assert component.status == "running"
+    return url.rstrip("/")
 
 
 def test_a_datasets_runs_appear_and_change_state_live_and_hostile_columns_are_text(
@@ -61,7 +59,9 @@ def test_a_datasets_runs_appear_and_change_state_live_and_hostile_columns_are_te
     data = _with_column_renamed(sample_csv(600, seed=2), "term_months", HOSTILE_COLUMN)
     broken_run = local_cloud.run_id_for(broken, local_cloud.upload(broken, data))
     broken_row = page.locator(f'tr[data-run-id="{broken_run}"]')
-    expect(page.locator("#runs-body tr").first).to_have_attribute("data-run-id", broken_run)
+    expect(page.locator("#runs-body tr").first).to_have_attribute(
+        "data-run-id", broken_run, timeout=60_000
+    )
     expect(broken_row.locator("td.state")).to_have_text("rejected", timeout=60_000)
     expect(broken_row.locator("td.error-text")).to_contain_text("term_months")
     screenshot(page, "dataset-live")

@@ -145,6 +145,19 @@ def test_the_service_account_holds_exactly_what_the_actions_do(
     )
 
 
+def test_the_local_clouds_console_holds_what_terraform_grants_the_console(
+    evaluated: EvaluatedInfra, topology: Topology
+) -> None:
+    granted = evaluated.locals["console_access"]
+    local = topology.console_access()
+
+    assert list(local.publish) == granted["publish"]
+    assert list(local.read) == granted["read"]
+    assert list(local.write) == granted["write"]
+    assert [role for api in local.apis for role in topology.apis[api].roles] == granted["roles"]
+    assert (local.create, local.tables_read, local.tables_write, local.act_as) == ((),) * 4
+
+
 def test_the_service_learns_the_same_invoker_lists_as_its_roles(evaluated: EvaluatedInfra) -> None:
     environment = _environment(evaluated)
 

@@ -22,7 +22,11 @@ class _Client:
 
 
 def _demo_output(
-    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, outcomes: list[ActOutcome]
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+    outcomes: list[ActOutcome],
+    *,
+    console_port: int = 8090,
 ) -> tuple[int, list[str]]:
     monkeypatch.setattr(control, "up", lambda local: None)
     monkeypatch.setattr(demo, "LocalCloudClient", _Client)
@@ -35,7 +39,7 @@ def _demo_output(
     monkeypatch.setattr(demo, "_play", play)
     out = io.StringIO()
     console = Console(file=out, width=200, color_system=None)
-    local = LocalCloudSettings(state_dir=tmp_path / "state")
+    local = LocalCloudSettings(state_dir=tmp_path / "state", console_port=console_port)
     code = demo.run_demo(local, rows=10, console=console)
     return code, [line for line in out.getvalue().splitlines() if line.strip()]
 
@@ -49,6 +53,21 @@ def test_a_finished_demo_ends_with_the_console_address_and_its_command(
     ]
 
     code, lines = _demo_output(monkeypatch, tmp_path, outcomes)
+
+    assert code == 0
+    assert "http://127.0.0.1:8090/" in lines[-1]
+    assert "served by the local cloud" in lines[-1]
+
+
+def test_a_local_cloud_without_a_console_names_the_command_that_serves_one(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    outcomes = [
+        ActOutcome(act, True, f"credit-{n:016x}", "ok")
+        for n, act in enumerate(("upload", "drift", "retrain"))
+    ]
+
+    code, lines = _demo_output(monkeypatch, tmp_path, outcomes, console_port=0)
 
     assert code == 0
     assert "http://127.0.0.1:8090/" in lines[-1]

@@ -21,6 +21,7 @@ from cascade.console.wiring import console_config
 from cascade.core.context import StepContext
 from cascade.core.errors import BadRequestError
 from cascade.core.run_index import backfill_run_index
+from cascade.core.settings import load_settings
 from cascade.core.store import ArtifactStore
 from cascade.localcloud.local_settings import LocalCloudSettings
 from cascade.report.tensorboard_logs import download_tensorboard_logs, tensorboard_command
@@ -101,10 +102,19 @@ class TensorBoardLauncher:
     help="Add the run index's entries for runs made before it existed, then exit.",
 )
 @click.option("--from-env", is_flag=True, help="Use CASCADE_* settings (a real project).")
-def console_command(port: int, reindex: bool, from_env: bool) -> None:
+@click.option(
+    "--local-cloud-child",
+    is_flag=True,
+    hidden=True,
+    help="Started by `cascade up`: the local cloud's settings from the environment its "
+    "supervisor gives its children (the cloud is not ready yet), its identity included.",
+)
+def console_command(port: int, reindex: bool, from_env: bool, local_cloud_child: bool) -> None:
     """Serve the web console (runs, a run's steps and report, retrain) on 127.0.0.1."""
     printer = Console()
-    settings = command_settings(from_env, printer)
+    if local_cloud_child and from_env:
+        raise click.UsageError("--local-cloud-child serves the local cloud, not --from-env")
+    settings = load_settings() if local_cloud_child else command_settings(from_env, printer)
     local_user = Caller(f"{getpass.getuser()}@{socket.gethostname()}")
     config = console_config(settings, caller_of=lambda request: local_user)
     if reindex:

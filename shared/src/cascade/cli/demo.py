@@ -44,7 +44,7 @@ __all__ = ["CONSOLE_ADDRESS", "DEMO_DATASET", "run_demo"]
 DEMO_DATASET = "credit"
 RUN_TIMEOUT_S = 900.0
 CONSOLE_ADDRESS = f"http://{LOOPBACK}:{DEFAULT_PORT}/"
-"""Where ``cascade console`` serves by default (127.0.0.1 only)."""
+"""Where ``cascade console`` serves by default (127.0.0.1 only), and so the local cloud."""
 
 
 @dataclass(frozen=True)
@@ -142,9 +142,17 @@ def _summary(console: Console, outcomes: list[ActOutcome]) -> bool:
     return ok
 
 
-def _console_address(console: Console) -> None:
-    """The demo's last lines: the web console's address and the command that serves it
-    (a separate process: the demo's runs stay in the local cloud after it exits)."""
+def _console_address(console: Console, local: LocalCloudSettings) -> None:
+    """The demo's last line: the web console's address (the local cloud serves it unless
+    its ``console_port`` is 0: then the command that serves it). The demo's runs stay in
+    the local cloud after it exits."""
+    if local.console_url:
+        console.print(
+            f"web console: {local.console_url}  (served by the local cloud until "
+            "[bold]make down[/bold]; runs, alerts and models, on 127.0.0.1 only)",
+            soft_wrap=True,
+        )
+        return
     console.print(
         f"web console: {CONSOLE_ADDRESS}  (serve it with [bold].venv/bin/cascade console"
         "[/bold]; runs, alerts and models, on 127.0.0.1 only)",
@@ -173,5 +181,5 @@ def run_demo(local: LocalCloudSettings, *, rows: int, console: Console) -> int:
         _prediction(local, session)
     _where_next(console, outcomes)
     ok = _summary(console, outcomes)
-    _console_address(console)
+    _console_address(console, local)
     return 0 if ok else 1

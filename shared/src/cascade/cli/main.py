@@ -64,6 +64,8 @@ def up() -> None:
         console.print(f"[red]cascade up failed:[/red] {escape(str(error))}")
         sys.exit(1)
     _print_components(state)
+    if (url := _local().console_url) is not None:
+        console.print(f"web console: {url}")
 
 
 @cli.command()
@@ -296,3 +298,7 @@ cli.add_command(console_command)
 
 def main() -> None:
     cli()
+
+
+if __name__ == "__main__":
+    main()

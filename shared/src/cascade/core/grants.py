@@ -34,6 +34,7 @@ if TYPE_CHECKING:
     from cascade.core.topology import Access, Topology
 
 __all__ = [
+    "CONSOLE_ACCOUNT",
     "IDENTITY_ENV",
     "JOBS_IDENTITY_ENV",
     "PUBSUB_DENIED_MESSAGE",
@@ -41,6 +42,7 @@ __all__ = [
     "GrpcPermissionDenied",
     "LocalIdentity",
     "UnaryGuard",
+    "console_identity",
     "forbidden_response",
     "guard_channel",
     "guard_session",
@@ -100,7 +102,19 @@ def service_account_email(name: str, settings: Settings) -> str:
 
 def identity_for(topology: Topology, name: str, settings: Settings) -> LocalIdentity:
     """The identity of function or service account ``name`` of ``topology``."""
-    access: Access = topology.identities()[name]
+    return _identity(topology, name, topology.identities()[name], settings)
+
+
+CONSOLE_ACCOUNT = "console"
+"""The web console's service account (infra/console.tf: ``<name_prefix>console``)."""
+
+
+def console_identity(topology: Topology, settings: Settings) -> LocalIdentity:
+    """The web console's identity: ``Topology.console_access``, as Terraform grants it."""
+    return _identity(topology, CONSOLE_ACCOUNT, topology.console_access(), settings)
+
+
+def _identity(topology: Topology, name: str, access: Access, settings: Settings) -> LocalIdentity:
     return LocalIdentity(
         principal=service_account_email(name, settings),
         name=name,

@@ -260,6 +260,22 @@ class Topology(_Strict):
         }
         return {**{name: spec.access for name, spec in self.functions.items()}, **accounts}
 
+    def console_access(self) -> Access:
+        """What the web console's account holds (infra/console.tf, ``console_access``),
+        derived from the code its actions share: a retrain publishes the TrainRequest
+        train-http does (and submits nothing), a force-bless is evaluate-http's, a release
+        or discard review-http's, a rollback or promote calls the endpoints API."""
+        evaluate, review = (
+            spec.access if (spec := self.functions.get(name)) is not None else Access()
+            for name in ("evaluate-http", "review-http")
+        )
+        return Access(
+            publish=tuple(sorted({"train-requests", *evaluate.publish, *review.publish})),
+            read=tuple(sorted(set(review.read))),
+            write=tuple(sorted({*evaluate.write, *review.write})),
+            apis=("vertex-ai-endpoints",) if "vertex-ai-endpoints" in self.apis else (),
+        )
+
     def _check_access(self, who: str, access: Access) -> None:
         references = (
             ("topic", access.publish, self.topics),

@@ -12,7 +12,13 @@ from pathlib import Path
 
 import requests
 
-from cascade.core.grants import IDENTITY_ENV, JOBS_IDENTITY_ENV, LocalIdentity, identity_for
+from cascade.core.grants import (
+    IDENTITY_ENV,
+    JOBS_IDENTITY_ENV,
+    LocalIdentity,
+    console_identity,
+    identity_for,
+)
 from cascade.core.topology import Topology
 from cascade.localcloud.bigquery_emulator import MissingBigQueryEmulatorError, emulator_binary
 from cascade.localcloud.bigtable_emulator import bigtable_emulator_problem
@@ -314,6 +320,27 @@ def scheduler_spec(local: LocalCloudSettings, env: dict[str, str]) -> ProcessSpe
         env={k: v for k, v in env.items() if k != IDENTITY_ENV},
         log_path=local.state_dir / "logs" / "scheduler.log",
         ready=state.is_file,
+    )
+
+
+def console_spec(local: LocalCloudSettings, topology: Topology, env: dict[str, str]) -> ProcessSpec:
+    """The web console (``cascade console``) on ``console_port``, as the console's service
+    account holds it on Cloud Run (``console_identity``): the clients refuse the rest."""
+    identity = console_identity(topology, local.runtime_settings())
+    return ProcessSpec(
+        name="console",
+        argv=[
+            sys.executable,
+            "-m",
+            "cascade.cli.main",
+            "console",
+            "--local-cloud-child",
+            "--port",
+            str(local.console_port),
+        ],
+        env={**env, IDENTITY_ENV: identity.to_env()},
+        log_path=local.state_dir / "logs" / "console.log",
+        ready=lambda: _http_ok(f"http://{LOOPBACK}:{local.console_port}/healthz"),
     )
 
 

@@ -72,6 +72,13 @@ class LocalCloudSettings(BaseSettings):
         0, ge=0, lt=65536, description="The Bigtable emulator; 0: a free port at start."
     )
     model_server_workers: int = Field(2, ge=1, le=16, description="Its gunicorn workers.")
+    console_port: int = Field(
+        8090,
+        ge=0,
+        lt=65536,
+        description="The web console (`cascade console`, as the console's service account);"
+        " 0: not started.",
+    )
     claim_lease_s: int = Field(
         60, gt=0, description="CASCADE_CLAIM_LEASE_S of every process (crashed-step takeover)."
     )
@@ -102,6 +109,11 @@ class LocalCloudSettings(BaseSettings):
     @property
     def pubsub_host(self) -> str:
         return f"{LOOPBACK}:{self.pubsub_port}"
+
+    @property
+    def console_url(self) -> str | None:
+        """The web console the local cloud serves; None when it starts none."""
+        return f"http://{LOOPBACK}:{self.console_port}/" if self.console_port else None
 
     @property
     def job_service_url(self) -> str | None:

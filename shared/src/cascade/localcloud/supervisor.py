@@ -38,6 +38,7 @@ from cascade.localcloud.bigtable_emulator import (
 )
 from cascade.localcloud.components import (
     check_prerequisites,
+    console_spec,
     function_specs,
     gcs_front_spec,
     gcs_spec,
@@ -102,6 +103,9 @@ class Supervisor:
         self.job_service = ManagedProcess(job_service_spec(local, env, jobs_identity))
         self.model_server = ManagedProcess(model_server_spec(local, env))
         self.vertex_endpoint = ManagedProcess(vertex_endpoint_spec(local, env))
+        self.console = (
+            ManagedProcess(console_spec(local, topology, env)) if local.console_port else None
+        )
         self.state = CloudState(
             supervisor_pid=os.getpid(),
             environment=local.runtime_environment(),
@@ -125,6 +129,7 @@ class Supervisor:
             self.router,
             self.gcs_subscriber,
             self.scheduler,
+            *([self.console] if self.console is not None else []),
         ]
 
     def start(self) -> None:
@@ -157,6 +162,8 @@ class Supervisor:
         self._start(self.gcs_subscriber)
         (self.local.state_dir / SCHEDULER_STATE).unlink(missing_ok=True)  # a previous run's
         self._start(self.scheduler)
+        if self.console is not None:
+            self._start(self.console)
         self.state.status = "ready"
         self.save()
 
