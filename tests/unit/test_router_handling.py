@@ -294,3 +294,92 @@ def test_streams_lease_messages_for_the_short_ack_deadline(tmp_path: Path) -> No
         assert flow.max_duration_per_lease_extension == STREAM_ACK_DEADLINE_S <= 10
         train = TOPOLOGY.functions["train"]
         assert flow.max_lease_duration >= train.retry.max_delivery_attempts * train.timeout_s
+
+
+def _copy_of(message: _Message, ack_id: str) -> _Message:
+    """The emulator's redelivery of ``message``: the same message id, a new ack id."""
+    copy = _Message(message.data, dict(message.attributes))
+    copy.ack_id = ack_id
+    return copy
+
+
+def _blocked_posts(router: EventRouter, answer: str = "") -> tuple[list[str], threading.Event]:
+    posted: list[str] = []
+    release = threading.Event()
+
+    def post(spec: Any, request: Any) -> str:
+        posted.append(spec.name)
+        release.wait(5)
+        return answer
+
+    router._post = post  # type: ignore[method-assign]
+    return posted, release
+
+
+def test_a_copy_redelivered_during_a_delivery_is_held_and_acknowledged_with_it(
+    tmp_path: Path,
+) -> None:
+    router, _ = _router(tmp_path)
+    posted, release = _blocked_posts(router)
+    route = _route(router, "transform")
+    first = _Message(b'{"dataset": "credit"}', {"dataset": "credit"})
+    handling = _in_thread(lambda: router.handle(route, first))
+    assert wait_until(lambda: bool(posted), timeout=5, interval=0.01)
+
+    copies = [_copy_of(first, f"ack-{n}") for n in (2, 3)]
+    for copy in copies:
+        router.handle(route, copy)  # returns at once: held, not posted
+    assert [(copy.acks, copy.nacks) for copy in copies] == [(0, 0), (0, 0)]
+    release.set()
+    handling.join(5)
+
+    assert posted == ["transform"]
+    assert (first.acks, first.nacks) == (1, 0)
+    assert [(copy.acks, copy.nacks) for copy in copies] == [(1, 0), (1, 0)]
+    assert router.stats["transform.copies_held"] == 2
+    assert router.stats["transform.delivered"] == 1
+
+    later = _copy_of(first, "ack-4")  # after the delivery: a delivery of its own
+    release.set()
+    router.handle(route, later)
+    assert posted == ["transform", "transform"]
+    assert (later.acks, later.nacks) == (1, 0)
+
+
+def test_copies_held_during_a_delivery_that_is_nacked_are_nacked_with_it(
+    tmp_path: Path,
+) -> None:
+    router, _ = _router(tmp_path, backoff_scale=1.0)  # 10 s before a 2nd attempt
+    posted, release = _blocked_posts(router, answer="HTTP 503: busy")
+    route = _route(router, "train")
+    subscriber = router._subscriber
+    assert isinstance(subscriber, _Subscriber)
+    first = _Message(b'{"dataset": "credit"}', {"dataset": "credit"})
+    handling = _in_thread(lambda: router.handle(route, first))
+    assert wait_until(lambda: bool(posted), timeout=5, interval=0.01)
+    copy = _copy_of(first, "ack-2")
+    router.handle(route, copy)
+    release.set()
+
+    router.stop(grace_s=5)  # during the backoff: the delivery is nacked
+    handling.join(5)
+
+    assert posted == ["train"]
+    assert sorted((ack_id, deadline) for _, ack_id, deadline in subscriber.settled) == [
+        ("ack-1", 0),
+        ("ack-2", 0),
+    ]
+    assert router._copies == {}
+
+
+def test_copies_of_different_subscriptions_are_delivered_each(tmp_path: Path) -> None:
+    router, _ = _router(tmp_path)
+    posted, release = _blocked_posts(router)
+    release.set()
+    first = _Message(b'{"dataset": "credit"}', {"dataset": "credit"})
+
+    router.handle(_route(router, "transform"), first)
+    router.handle(_route(router, "monitor"), _copy_of(first, "ack-2"))
+
+    assert sorted(posted) == ["monitor", "transform"]
+    assert router.stats["transform.copies_held"] == router.stats["monitor.copies_held"] == 0

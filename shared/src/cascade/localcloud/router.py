@@ -18,6 +18,15 @@ message being handled for as long as its delivery may take), so what a killed ro
 held reaches its successor within seconds. A router told to stop (SIGTERM) nacks what it
 has not delivered yet, so its successor gets it at once.
 
+A copy of a message that this router is still delivering (the emulator redelivers it when
+a lease extension comes late, as on a loaded machine: the leases are short, see above) is
+not posted again: it is held and settled with the delivery under way, acknowledged or
+nacked with it. Each copy has its own ack id and the emulator honours only the newest, so
+settling every copy is what removes the message. Google's push holds a message while its
+request is outstanding, up to the subscription's ack deadline (infra/pubsub.tf sets it to
+the function's timeout), so posting such copies would add duplicates that Google does
+not send, and on two shared cores each one lengthens the queue that made the lease late.
+
 A message that cannot be turned into a request (a storage notification whose data is not
 an object resource) is dead-lettered at once with the reason: no redelivery can fix it.
 The callback never raises: the client library nacks a message whose callback raised, and
@@ -164,6 +173,10 @@ class EventRouter:
         self._stopping = threading.Event()
         self._in_flight = 0
         self._in_flight_changed = threading.Condition()
+        self._copies: dict[tuple[str, str], tuple[Message, list[Message]]] = {}
+        """Per (subscription, message id) being delivered: that delivery's message and the
+        copies received meanwhile."""
+        self._copies_lock = threading.Lock()
 
     def start(self) -> None:
         for route in self.routes:
@@ -226,16 +239,42 @@ class EventRouter:
                 stream.result(timeout=max(deadline - time.monotonic(), 0.0))
 
     def _ack(self, route: Route, message: Message) -> None:
-        if self._stopping.is_set():
-            self._settle_directly(route, message, ack=True)
-        else:
-            message.ack()
+        for copy in self._settled_copies(route, message):
+            if self._stopping.is_set():
+                self._settle_directly(route, copy, ack=True)
+            else:
+                copy.ack()
 
     def _nack(self, route: Route, message: Message) -> None:
-        if self._stopping.is_set():
-            self._settle_directly(route, message, ack=False)
-        else:
-            message.nack()
+        for copy in self._settled_copies(route, message):
+            if self._stopping.is_set():
+                self._settle_directly(route, copy, ack=False)
+            else:
+                copy.nack()
+
+    def _hold_if_delivering(self, route: Route, message: Message) -> bool:
+        """True when a copy of ``message`` is being delivered here: this one is held, to
+        be settled with it. Else this delivery is the one copies wait for."""
+        key = (route.subscription_id, message.message_id)
+        with self._copies_lock:
+            delivering = self._copies.get(key)
+            if delivering is None:
+                self._copies[key] = (message, [])
+                return False
+            delivering[1].append(message)
+        self.count(f"{route.function_name}.copies_held")
+        return True
+
+    def _settled_copies(self, route: Route, message: Message) -> list[Message]:
+        """``message`` and, when its delivery is the one copies wait for, the copies held
+        meanwhile (none is held after)."""
+        key = (route.subscription_id, message.message_id)
+        with self._copies_lock:
+            delivering = self._copies.get(key)
+            if delivering is None or delivering[0] is not message:
+                return [message]
+            del self._copies[key]
+        return [message, *delivering[1]]
 
     def _settle_directly(self, route: Route, message: Message, *, ack: bool) -> None:
         """Ack or nack with a unary call: a cancelled stream's own acks are never sent."""
@@ -272,6 +311,8 @@ class EventRouter:
         Never raises (see the module's docstring): what cannot be delivered for a reason
         no retry fixes is dead-lettered at once.
         """
+        if self._hold_if_delivering(route, message):
+            return
         with self._in_flight_changed:
             self._in_flight += 1
         try:
@@ -279,6 +320,10 @@ class EventRouter:
         except Exception as error:  # noqa: BLE001 - a raise here would nack into a busy loop
             self._undeliverable(route, message, f"router error: {type(error).__name__}: {error}")
         finally:
+            # Every path above settles the delivery; should one not, its copies are
+            # nacked (redelivered), never held for ever.
+            for copy in self._settled_copies(route, message)[1:]:
+                copy.nack()
             with self._in_flight_changed:
                 self._in_flight -= 1
                 self._in_flight_changed.notify_all()
