@@ -222,3 +222,50 @@ def test_a_dead_lettered_run_leaves_no_step_running_and_keeps_finished_steps(
         None,
         started,
     )
+
+
+def _held(step_context: StepContext, clock: Clock, run_id: str, step: str) -> None:
+    """Another delivery is working on ``step``: it holds the claim, its lease renewed."""
+    claim = step_context.claims.acquire(
+        run_id, step, owner=f"{step}-owner", now=clock.now, lease=step_context.claim_lease
+    )
+    assert claim is not None
+
+
+def test_a_duplicate_dead_lettered_while_its_step_is_in_progress_leaves_the_run_running(
+    step_context: StepContext, clock: Clock
+) -> None:
+    _running(step_context, clock, "credit-run1")
+    _held(step_context, clock, "credit-run1", "transform")
+    clock.advance(1)
+
+    letter = record_dead_letter(
+        step_context,
+        _envelope({"dataset": "credit", "run_id": "credit-run1", "message_type": "DataValidated"}),
+    )
+
+    assert letter is not None  # kept and alerted all the same
+    run = step_context.ledger.get("credit-run1")
+    assert run is not None
+    assert (run.state, run.error) == ("running", None)
+    assert run.steps["transform"].state == "running"
+    [alert] = _alerts(step_context)
+    assert alert.run_id == "credit-run1"
+
+
+def test_a_dead_letter_after_the_owners_lease_lapsed_fails_the_run(
+    step_context: StepContext, clock: Clock
+) -> None:
+    _running(step_context, clock, "credit-run1")
+    _held(step_context, clock, "credit-run1", "transform")
+    clock.advance(step_context.claim_lease.total_seconds() + 1)  # the owner died
+
+    record_dead_letter(
+        step_context,
+        _envelope({"dataset": "credit", "run_id": "credit-run1", "message_type": "DataValidated"}),
+    )
+
+    run = step_context.ledger.get("credit-run1")
+    assert run is not None
+    assert run.state == "failed"
+    assert run.steps["transform"].state == "failed"

@@ -161,6 +161,23 @@ def _last_attempt_errors(record: RunRecord) -> str:
     return f"; last attempt: {'; '.join(errors)}" if errors else ""
 
 
+def _steps_in_progress(ctx: StepContext, record: RunRecord, now: datetime) -> list[str]:
+    """The run's running steps whose claim is live: held, not given up, lease unexpired."""
+    live = []
+    for name, step in record.steps.items():
+        if step.state != "running":
+            continue
+        claim = ctx.claims.get(record.run_id, name)
+        if (
+            claim is not None
+            and claim.state == "in_progress"
+            and not claim.released
+            and claim.lease_expires_at > now
+        ):
+            live.append(name)
+    return live
+
+
 def _fail_run(ctx: StepContext, run_id: str, letter: DeadLetter) -> None:
     """Fail a still-running run: run.json's run-level fields only. Its steps without a
     result then read as failed with this error (``cascade.core.runs.assemble_run``)."""
@@ -169,6 +186,19 @@ def _fail_run(ctx: StepContext, run_id: str, letter: DeadLetter) -> None:
         _log.warning("dead letter %s names run %s, which has no record", letter.message_id, run_id)
         return
     if record.state != "running":
+        return
+    if live := _steps_in_progress(ctx, record, letter.recorded_at):
+        # A copy of a message whose step another delivery is still working on (a live,
+        # renewed claim: each attempt of this copy was answered "in progress"). The owner
+        # ends the run one way or the other; if it dies, its lease lapses and reconcile
+        # resumes the step. Failing the run now would fail a run that is about to succeed.
+        _log.warning(
+            "dead letter %s: run %s is not failed: its %s step is in progress under a live "
+            "claim (the dead-lettered message was a duplicate of the one being handled)",
+            letter.message_id,
+            run_id,
+            ", ".join(live),
+        )
         return
     error = f"dead-lettered: {letter.reason()}{_last_attempt_errors(record)}"
 
