@@ -44,15 +44,17 @@ def _demo_output(
     return code, [line for line in out.getvalue().splitlines() if line.strip()]
 
 
-def test_a_finished_demo_ends_with_the_console_address_and_its_command(
-    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
-) -> None:
-    outcomes = [
+def _every_act_ok() -> list[ActOutcome]:
+    return [
         ActOutcome(act, True, f"credit-{n:016x}", "ok")
         for n, act in enumerate(("upload", "drift", "retrain"))
     ]
 
-    code, lines = _demo_output(monkeypatch, tmp_path, outcomes)
+
+def test_a_finished_demo_ends_with_the_console_address_and_its_command(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    code, lines = _demo_output(monkeypatch, tmp_path, _every_act_ok())
 
     assert code == 0
     assert "http://127.0.0.1:8090/" in lines[-1]
@@ -62,12 +64,7 @@ def test_a_finished_demo_ends_with_the_console_address_and_its_command(
 def test_a_local_cloud_without_a_console_names_the_command_that_serves_one(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
-    outcomes = [
-        ActOutcome(act, True, f"credit-{n:016x}", "ok")
-        for n, act in enumerate(("upload", "drift", "retrain"))
-    ]
-
-    code, lines = _demo_output(monkeypatch, tmp_path, outcomes, console_port=0)
+    code, lines = _demo_output(monkeypatch, tmp_path, _every_act_ok(), console_port=0)
 
     assert code == 0
     assert "http://127.0.0.1:8090/" in lines[-1]

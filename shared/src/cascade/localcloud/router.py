@@ -239,16 +239,18 @@ class EventRouter:
                 stream.result(timeout=max(deadline - time.monotonic(), 0.0))
 
     def _ack(self, route: Route, message: Message) -> None:
-        for copy in self._settled_copies(route, message):
-            if self._stopping.is_set():
-                self._settle_directly(route, copy, ack=True)
-            else:
-                copy.ack()
+        self._settle(route, message, ack=True)
 
     def _nack(self, route: Route, message: Message) -> None:
+        self._settle(route, message, ack=False)
+
+    def _settle(self, route: Route, message: Message, *, ack: bool) -> None:
+        """Ack or nack ``message`` and the copies held while it was delivered."""
         for copy in self._settled_copies(route, message):
             if self._stopping.is_set():
-                self._settle_directly(route, copy, ack=False)
+                self._settle_directly(route, copy, ack=ack)
+            elif ack:
+                copy.ack()
             else:
                 copy.nack()
 
