@@ -92,7 +92,7 @@ e2e: setup
 # The tests without a local cloud run on every core (pytest-xdist); the local clouds'
 # tests run one at a time (each starts its own emulators and function processes).
 test: lint typecheck checkov
-	$(BIN)/pytest -c shared/pyproject.toml --rootdir . -m "not integration" -n $(TEST_WORKERS) tests
+	$(BIN)/pytest -c shared/pyproject.toml --rootdir . -m "not integration" -n $(TEST_WORKERS) --durations=20 tests
 	$(BIN)/pytest -c shared/pyproject.toml --rootdir . -m integration --durations=30 tests
 
 bench: setup

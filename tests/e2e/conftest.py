@@ -5,7 +5,7 @@ the **real** trainer (TensorFlow) behind the local job service and the model ser
 place of the endpoint. Some settings differ from the defaults so faults resolve within
 a test: retry backoff scaled to 0.2 (10 s -> 2 s; five deliveries span ~30 s), a 5 s
 claim lease (a crashed step is taken over 5 s after its last heartbeat), and the
-scheduled reconcile sweep every 3 s for work without progress for 20 s (the topology
+scheduled reconcile sweep every 15 s for work without progress for 20 s (the topology
 says every 10 minutes, 600 s): nothing here runs `cascade reconcile` by hand.
 
 Each test gets its own dataset (uuid name). At teardown the test's counts (events the
@@ -31,8 +31,11 @@ from cascade.jobs.local_runner import LocalJob, LocalJobRunner
 from cascade.serving.state import ServingState, read_serving_state
 from tests.conftest import LocalCloud, running_test_cloud
 
-RECONCILE_PERIOD_S = 5
-"""The local scheduler's period for every schedule here (the topology's cron: 10 min)."""
+RECONCILE_PERIOD_S = 15
+"""The local scheduler's period for every schedule here (the topology's cron: 10 min).
+Not shorter: a sweep lists every dataset's objects, and as the suite's buckets fill
+(fake-gcs-server lists by walking its folder) sweeps every 5 s ran back to back and kept
+the machine's two cores busy for the rest of the suite."""
 RECONCILE_STALE_AFTER_S = 20
 """The scheduled sweep resumes work without progress for this long (topology: 600 s)."""
 COUNTS_KEY = pytest.StashKey[list[tuple[str, dict[str, int]]]]()

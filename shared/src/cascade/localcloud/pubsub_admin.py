@@ -16,10 +16,8 @@ from cascade.core.topology import StorageTrigger, TopicTrigger, Topology
 
 __all__ = ["ACK_DEADLINE_S", "ARCHIVED_TOPICS", "Route", "provision_pubsub", "routes_of"]
 
-# The subscriptions' ack deadline, Pub/Sub's minimum; the router's streams ask the same
+# The subscriptions' ack deadline, Pub/Sub's minimum; the router's streams ask their own
 # (router.STREAM_ACK_DEADLINE_S) and extend the lease of a message while they deliver it.
-# A message leased to a router that was killed is redelivered this long after its last
-# extension, so a restarted router gets it within seconds, not after a minute.
 ACK_DEADLINE_S = 10
 ARCHIVED_TOPICS = ("alerts", "dead-letter")  # kept for people and tests to read
 

@@ -15,7 +15,7 @@ A message is acknowledged only after it was delivered or dead-lettered, so a rou
 that dies mid-retry loses nothing: the emulator redelivers after the ack deadline. That
 deadline is short (``STREAM_ACK_DEADLINE_S``; the client library extends the lease of a
 message being handled for as long as its delivery may take), so what a killed router
-held reaches its successor within seconds. A router told to stop (SIGTERM) nacks what it
+held reaches its successor within half a minute. A router told to stop (SIGTERM) nacks what it
 has not delivered yet, so its successor gets it at once.
 
 A copy of a message that this router is still delivering (the emulator redelivers it when
@@ -80,11 +80,15 @@ _log = logging.getLogger("cascade.localcloud.router")
 # What Pub/Sub push (and so Eventarc, which pushes through Pub/Sub) counts as an ack.
 ACK_STATUS_CODES = frozenset({102, 200, 201, 202, 204})
 
-# The ack deadline of the router's streams, and of each lease extension: the
-# subscriptions' own, Pub/Sub's minimum. A message leased to a router that was killed is
-# redelivered this long after the router's last extension (the client library's default
-# stream deadline, 60 s, held train requests back for minutes after a router restart).
-STREAM_ACK_DEADLINE_S = ACK_DEADLINE_S
+# The ack deadline of the router's streams, and of each lease extension (the library's
+# minimum and maximum both, so that it never shortens it). The client library renews a
+# lease at a random moment within 90% of it: a 10 s lease (the subscriptions' own,
+# Pub/Sub's minimum) left a second to spare, which a router juggling every subscription
+# on two loaded cores missed, and each missed renewal redelivered a message mid-delivery.
+# A message leased to a router that was killed is redelivered this long after its last
+# extension (the library's default stream deadline, 60 s, held train requests back for
+# minutes after a router restart).
+STREAM_ACK_DEADLINE_S = 3 * ACK_DEADLINE_S
 
 
 class MalformedMessageError(ValueError):
@@ -191,6 +195,7 @@ class EventRouter:
                 max_messages=16,
                 # Lease extensions of STREAM_ACK_DEADLINE_S each (so the stream's deadline
                 # too), for as long as a delivery with all its retries may take.
+                min_duration_per_lease_extension=STREAM_ACK_DEADLINE_S,
                 max_duration_per_lease_extension=STREAM_ACK_DEADLINE_S,
                 max_lease_duration=self._longest_handling_s(),
             ),
