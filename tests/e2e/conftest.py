@@ -153,11 +153,12 @@ class Scenario:
 
     def settle(self, timeout: float = 300) -> list[RunRecord]:
         """Wait until every run of the dataset (follow-ups too) and every job has ended,
-        twice in a row half a second apart; the runs."""
+        twice in a row a second apart; the runs. (A look lists the dataset's runs and
+        reads each: not more often.)"""
         deadline, quiet = time.monotonic() + timeout, 0
         while quiet < 2:
             assert time.monotonic() < deadline, f"still busy: {self.runs()}"
-            time.sleep(0.5)
+            time.sleep(1.0)
             runs = self.runs()
             idle = all(
                 run.state != "running" and all(s.state != "running" for s in run.steps.values())

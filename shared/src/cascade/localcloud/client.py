@@ -15,7 +15,10 @@ from cascade.core.settings import Settings
 from cascade.core.store import ArtifactStore
 from cascade.steps.validate import dataset_of_object
 
-__all__ = ["LocalCloudClient", "RunTimeoutError"]
+__all__ = ["WAIT_MAX_INTERVAL_S", "LocalCloudClient", "RunTimeoutError"]
+
+WAIT_MAX_INTERVAL_S = 1.0
+"""The longest pause between two polls of a run record while waiting for it."""
 
 
 class RunTimeoutError(TimeoutError):
@@ -61,13 +64,24 @@ class LocalCloudClient:
         until: Callable[[RunRecord], bool] = lambda run: run.state != "running",
         timeout: float = 60,
         interval: float = 0.1,
+        max_interval: float = WAIT_MAX_INTERVAL_S,
     ) -> RunRecord:
-        """Poll the run record until ``until(record)`` holds."""
+        """Poll the run record until ``until(record)`` holds: after ``interval`` at first,
+        then half as long again after each poll, up to ``max_interval``.
+
+        A poll is not free: it reads run.json, lists the run's claims and results and
+        reads each (``RunLedger.get``), and a listing on the local storage emulator walks
+        the whole bucket. Polled every 0.1 s through a minute-long wait, the waits of the
+        test suites kept the storage emulator and its front busy on a full core of the
+        machine, slowing the very steps they waited for."""
         deadline = time.monotonic() + timeout
-        record = None
-        while time.monotonic() < deadline:
+        pause = interval
+        while True:
             record = self.ledger.get(run_id)
             if record is not None and until(record):
                 return record
-            time.sleep(interval)
-        raise RunTimeoutError(f"run {run_id} not done after {timeout}s: {record}", record)
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise RunTimeoutError(f"run {run_id} not done after {timeout}s: {record}", record)
+            time.sleep(min(pause, left))
+            pause = min(pause * 1.5, max(interval, max_interval))

@@ -126,7 +126,7 @@ class ModelServer:
         artifacts: Callable[[], ArtifactStore],
         storage: Callable[[], UriReader],
         cache_dir: Path,
-        poll_interval_s: float = 0.5,
+        poll_interval_s: float = 5.0,
         loader: ServableLoader = _default_loader,
         static_model: tuple[str, str] | None = None,
         static_run_id: str | None = None,

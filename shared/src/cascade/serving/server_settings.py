@@ -86,7 +86,13 @@ class ModelServerSettings(BaseSettings):
         2, ge=1, le=64, description="Threads per worker (gthread, keep-alive, when > 1)."
     )
     cache_dir: Path = Field(Path(".cascade/model-cache"), description="Downloaded models.")
-    poll_interval_s: float = Field(0.5, gt=0, description="How often serving.json is checked.")
+    poll_interval_s: float = Field(
+        5.0,
+        gt=0,
+        description="How often every serving.json is checked, a backstop: deployers tell "
+        "the server of their changes (POST /v1/models/<name>:reload), and a request for a "
+        "model or version not loaded yet syncs at once. Each check lists models/.",
+    )
     tf_threads: int = Field(1, ge=1, description="TensorFlow intra/inter-op threads per worker.")
     timeout_s: int = Field(120, ge=10, description="gunicorn worker timeout (model loads).")
     request_log_table: str | None = Field(
