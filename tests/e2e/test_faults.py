@@ -7,6 +7,7 @@ import json
 import os
 import signal
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime
 
 import pytest
@@ -206,17 +207,26 @@ def test_a_burst_of_uploads_survives_killing_validate_the_router_and_each_emulat
     assert sweeps["sweeps"] > 0
 
 
-def _alerts_for(cloud: LocalCloud, run_id: str, timeout: float = 60) -> list[Alert]:
+def _alerts_for(
+    cloud: LocalCloud, run_id: str, until: Callable[[list[Alert]], bool], timeout: float = 60
+) -> list[Alert]:
+    """The alerts of ``run_id`` pulled from the alerts topic's archive subscription until
+    ``until`` holds for them (other runs' alerts are acknowledged and passed over)."""
     subscriber = make_subscriber(cloud.settings)
     subscription = subscriber.subscription_path(
         cloud.settings.project, archive_subscription_id(cloud.settings, "alerts")
     )
     found: list[Alert] = []
     deadline = time.monotonic() + timeout
-    while not found and time.monotonic() < deadline:
+    while not until(found) and time.monotonic() < deadline:
         response = subscriber.pull(subscription=subscription, max_messages=100, timeout=5)
+        if not response.received_messages:
+            continue
+        subscriber.acknowledge(
+            subscription=subscription,
+            ack_ids=[received.ack_id for received in response.received_messages],
+        )
         for received in response.received_messages:
-            subscriber.acknowledge(subscription=subscription, ack_ids=[received.ack_id])
             alert = Alert.model_validate_json(received.message.data)
             if alert.run_id == run_id:
                 found.append(alert)
@@ -251,7 +261,7 @@ def test_a_poison_message_is_dead_lettered_after_the_maximum_attempts_and_alerte
     scenario.sent += 1
 
     run = scenario.wait(run_id, timeout=120)
-    alerts = _alerts_for(cloud, run_id)
+    alerts = _alerts_for(cloud, run_id, lambda got: any(a.step == "dead-letter" for a in got))
 
     attempts = (cloud.record_dir / "flaky" / f"{message_id}.jsonl").read_text().splitlines()
     assert len(attempts) == 5  # the topology's max_delivery_attempts, each reaching it
