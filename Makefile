@@ -39,7 +39,9 @@ $(BQ_STAMP): requirements-bqemulator.txt
 # Apache Beam has its own venv (docs/beam.md): Beam 2.77 needs protobuf<7 and pyarrow<26,
 # the project pins 7 and 26. cascade goes on top with --no-deps: the pipeline runs the
 # functions' validation and transform code. The local job service runs Beam jobs in it.
-$(BEAM_STAMP): requirements-beam.txt shared/pyproject.toml
+# After .venv (order only): two editable installs of shared/ at once would race on its
+# egg-info, and `make -j` builds the venvs side by side.
+$(BEAM_STAMP): requirements-beam.txt shared/pyproject.toml | $(STAMP)
 	$(PYTHON) -m venv .venv-beam
 	.venv-beam/bin/python -m pip install --quiet --disable-pip-version-check -r requirements-beam.txt
 	.venv-beam/bin/python -m pip install --quiet --disable-pip-version-check --no-deps -e shared
