@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from unittest import mock
 
+import google.cloud.storage as storage
 import pytest
 
 from cascade.core.runs import RunRecord
@@ -51,7 +52,9 @@ class _Ledger:
 def clock(monkeypatch: pytest.MonkeyPatch) -> _Clock:
     found = _Clock()
     monkeypatch.setattr(client_module, "time", found)
-    monkeypatch.setattr(client_module, "make_storage_client", lambda settings: mock.Mock())
+    # the run records come from _Ledger: the storage client is never called
+    unused = mock.create_autospec(storage.Client, instance=True)
+    monkeypatch.setattr(client_module, "make_storage_client", lambda settings: unused)
     return found
 
 
