@@ -21,6 +21,7 @@ from cascade.core.runs import RunRecord, run_id_for_request
 from cascade.jobs.lock import TrainingLock, TrainingLockStore
 from cascade.localcloud import control
 from cascade.localcloud.fingerprint import code_fingerprint
+from cascade.localcloud.message_ids import recorded_floor
 from cascade.localcloud.processes import pid_alive, wait_until
 from cascade.localcloud.router import STREAM_ACK_DEADLINE_S
 from tests.conftest import LocalCloud, running_test_cloud
@@ -221,3 +222,23 @@ def test_train_requests_reach_a_restarted_router_within_the_ack_deadline(
     assert wait_until(lock_free_or_submitted, timeout=30, interval=0.2), (
         f"training lock held without a job: {_train_lock(cloud, dataset)}"
     )
+
+
+def test_message_ids_do_not_come_round_again_after_a_pubsub_emulator_restart(
+    cloud: LocalCloud,
+) -> None:
+    """The emulator numbers messages from 1 again after a restart; the supervisor moves
+    its counter past every id the router acted on before the topology's topics exist,
+    so a message published after the restart never carries an id already delivered."""
+    name = f"ds{uuid.uuid4().hex[:8]}/before-restart.csv"
+    cloud.upload(name, sample_csv(10))  # its notification reaches the router
+    state_dir = cloud.local.state_dir
+    assert wait_until(lambda: recorded_floor(state_dir) > 0, timeout=60, interval=0.2), (
+        "the router recorded no message id"
+    )
+    delivered_before = recorded_floor(state_dir)
+
+    _kill_and_wait_for_restart(cloud, "pubsub-emulator")
+
+    after = cloud.publish(TrainRequest(dataset=f"ds{uuid.uuid4().hex[:8]}", request_id="after"))
+    assert int(after) > delivered_before

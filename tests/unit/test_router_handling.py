@@ -15,6 +15,7 @@ import pytest
 
 from cascade.core.topology import Topology, load_topology
 from cascade.localcloud.local_settings import LocalCloudSettings
+from cascade.localcloud.message_ids import recorded_floor
 from cascade.localcloud.processes import wait_until
 from cascade.localcloud.pubsub_admin import Route
 from cascade.localcloud.router import STREAM_ACK_DEADLINE_S, EventRouter
@@ -385,3 +386,23 @@ def test_copies_of_different_subscriptions_are_delivered_each(tmp_path: Path) ->
 
     assert sorted(posted) == ["monitor", "transform"]
     assert router.stats["transform.copies_held"] == router.stats["monitor.copies_held"] == 0
+
+
+def test_a_message_id_is_recorded_before_its_delivery(tmp_path: Path) -> None:
+    """The emulator's ids must not come round again after its restart: the router has a
+    message's id on disk (cascade.localcloud.message_ids) before the function sees it."""
+    router, _ = _router(tmp_path)
+    floor_at_post: list[int] = []
+
+    def post(spec: Any, request: Any) -> str:
+        floor_at_post.append(recorded_floor(tmp_path))
+        return ""
+
+    router._post = post  # type: ignore[method-assign]
+    message = _Message(b'{"dataset": "credit"}', {"dataset": "credit"})
+    message.message_id = "7031"
+
+    router.handle(_route(router, "train"), message)
+
+    assert len(floor_at_post) == 1
+    assert floor_at_post[0] >= 7031

@@ -505,3 +505,46 @@ def test_objects_that_are_no_union_branch_are_still_split_out(value: Any) -> Non
     row, reason = record_problem(json.dumps({"f": value}).encode())
     assert row is None
     assert "a column holds scalars" in reason
+
+
+class PullingSubscriber(FakeSubscriber):
+    """Answers the first pull with two messages, numbered as the emulator numbers them."""
+
+    def pull(self, request: dict[str, Any], timeout: float) -> Any:
+        self.pulls += 1
+        if self.pulls > 1:
+            return pubsub_types.PullResponse()
+        return pubsub_types.PullResponse(
+            received_messages=[
+                pubsub_types.ReceivedMessage(
+                    ack_id=f"ack{n}",
+                    message=pubsub_types.PubsubMessage(
+                        data=b'{"a": 1}', message_id=str(n), publish_time=WHEN
+                    ),
+                )
+                for n in (41, 42)
+            ]
+        )
+
+
+def test_pulled_ids_are_recorded_before_their_file_is_written() -> None:
+    """The emulator's ids must not come round again after its restart: the writer hands
+    them to ``seen`` (cascade.localcloud.message_ids) before they are in a landed file."""
+    seen: list[str] = []
+    recorded_at_write: list[list[str]] = []
+
+    def write(name: str, data: bytes) -> None:
+        recorded_at_write.append(list(seen))
+
+    writer = StreamWriter(
+        _spec(),
+        stream_names("credit", "cascade-"),
+        "p",
+        PullingSubscriber(),
+        write,
+        wall_clock=lambda: WHEN,
+        seen=seen.extend,
+    )
+    assert writer.poll() == 2
+    writer.flush()
+    assert recorded_at_write == [["41", "42"]]

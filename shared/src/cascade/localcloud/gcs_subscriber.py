@@ -75,6 +75,7 @@ from cascade.core.streams import (
 )
 from cascade.core.topology import Topology, load_topology
 from cascade.localcloud.local_settings import LocalCloudSettings
+from cascade.localcloud.message_ids import SeenIds, ids_file
 
 __all__ = [
     "ACTIVE",
@@ -232,6 +233,7 @@ class StreamWriter:
         duration_scale: float = 1.0,
         clock: Callable[[], float] = time.monotonic,
         wall_clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        seen: Callable[[list[str]], None] = lambda message_ids: None,
     ) -> None:
         self.spec = spec
         self.names = names
@@ -241,6 +243,7 @@ class StreamWriter:
         self._scale = duration_scale
         self._clock = clock
         self._wall_clock = wall_clock
+        self._seen = seen
         self.batch = Batch(opened_at=clock())
         self.files_written: list[str] = []
         self.messages_written = 0
@@ -359,6 +362,9 @@ class StreamWriter:
             )
             for received in response.received_messages
         ]
+        # Recorded before they are written into a file, so that the emulator's ids do
+        # not come round again after its restart (cascade.localcloud.message_ids).
+        self._seen([message.message_id for message in messages])
         self.receive(messages)
         return len(messages)
 
@@ -521,6 +527,7 @@ def main() -> int:
     def write(name: str, data: bytes) -> None:
         landing.blob(name).upload_from_string(data, content_type="application/avro")
 
+    seen_ids = SeenIds(ids_file(local.state_dir, "gcs-subscriber"))
     writers = [
         StreamWriter(
             spec,
@@ -529,6 +536,7 @@ def main() -> int:
             subscriber,
             write,
             duration_scale=local.stream_duration_scale,
+            seen=seen_ids.saw,
         )
         for spec, names in streams
     ]

@@ -64,6 +64,7 @@ from cascade.localcloud.eventarc import (
     pubsub_push_request,
 )
 from cascade.localcloud.local_settings import LOOPBACK, LocalCloudSettings
+from cascade.localcloud.message_ids import SeenIds, ids_file
 from cascade.localcloud.pubsub_admin import ACK_DEADLINE_S, Route, routes_of
 
 __all__ = [
@@ -164,6 +165,7 @@ class EventRouter:
     ) -> None:
         self._local = local
         self._settings: Settings = local.runtime_settings()
+        self._seen_ids = SeenIds(ids_file(local.state_dir, "router"))
         self._topology = topology
         self._subscriber = subscriber
         self._publisher = publisher
@@ -323,6 +325,9 @@ class EventRouter:
         with self._in_flight_changed:
             self._in_flight += 1
         try:
+            # Before any effect: the emulator's ids must not come round again after its
+            # restart (cascade.localcloud.message_ids).
+            self._seen_ids.saw(message.message_id)
             self._handle(route, message)
         except Exception as error:  # noqa: BLE001 - a raise here would nack into a busy loop
             self._undeliverable(route, message, f"router error: {type(error).__name__}: {error}")

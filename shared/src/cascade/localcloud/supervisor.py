@@ -54,6 +54,7 @@ from cascade.localcloud.components import (
 from cascade.localcloud.fingerprint import code_fingerprint
 from cascade.localcloud.gcs_subscriber import GCS_SUBSCRIBER_STATE
 from cascade.localcloud.local_settings import LocalCloudSettings
+from cascade.localcloud.message_ids import advance_past, recorded_floor
 from cascade.localcloud.processes import ManagedProcess, free_loopback_port, stop_process_groups
 from cascade.localcloud.pubsub_admin import provision_pubsub
 from cascade.localcloud.scheduler import SCHEDULER_STATE
@@ -134,6 +135,7 @@ class Supervisor:
 
     def start(self) -> None:
         self._start(self.pubsub)
+        self.advance_message_ids()
         self.provision_pubsub()
         sweep_partial_objects(self.local.state_dir / "gcs")
         self._start(self.gcs)
@@ -172,6 +174,13 @@ class Supervisor:
         process.start()
         process.wait_ready(self.local.ready_timeout_s)
         self._record(process, "running")
+
+    def advance_message_ids(self) -> None:
+        """Past every id the router and the streams' writer acted on, before any topic
+        of the topology exists to publish to (``cascade.localcloud.message_ids``)."""
+        advance_past(
+            self.local.pubsub_host, self.local.project, recorded_floor(self.local.state_dir)
+        )
 
     def provision_pubsub(self) -> None:
         provision_pubsub(
@@ -243,6 +252,7 @@ class Supervisor:
             process.start()
             process.wait_ready(self.local.ready_timeout_s)
             if process is self.pubsub:
+                self.advance_message_ids()
                 self.provision_pubsub()
                 self.router.stop()  # its streams died with the emulator; it reconnects
                 # The streams' topics and subscriptions died with it: the gcs-subscriber

@@ -1,0 +1,78 @@
+"""The supervisor's move of the real Pub/Sub emulator's message ids past a floor.
+
+The emulator numbers messages with one counter for all topics, from 1 after every start
+(``cascade.localcloud.message_ids``); ``advance_past`` must leave every later message,
+on any topic, numbered above the floor, and cost one message when it already is.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import grpc
+import pytest
+from google.pubsub_v1 import PublisherClient, PubsubMessage
+from google.pubsub_v1.services.publisher.transports import PublisherGrpcTransport
+
+from cascade.core.grants import IDENTITY_ENV
+from cascade.localcloud.components import check_prerequisites, pubsub_spec
+from cascade.localcloud.local_settings import LocalCloudSettings
+from cascade.localcloud.message_ids import advance_past
+from cascade.localcloud.processes import ManagedProcess
+from tests.conftest import free_port_block
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(scope="module")
+def emulator(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCloudSettings]:
+    try:
+        check_prerequisites(REPO_ROOT)
+    except Exception as error:
+        pytest.skip(str(error))
+    local = LocalCloudSettings(
+        state_dir=tmp_path_factory.mktemp("message-id-floor"),
+        repo_root=REPO_ROOT,
+        pubsub_port=free_port_block(1),
+    ).absolute()
+    env = {k: v for k, v in os.environ.items() if k != IDENTITY_ENV}
+    process = ManagedProcess(pubsub_spec(local, env))
+    try:
+        process.start()
+        process.wait_ready(local.ready_timeout_s)
+        yield local
+    finally:
+        process.stop()
+
+
+def _publish(local: LocalCloudSettings, topic_id: str) -> int:
+    client = PublisherClient(
+        transport=PublisherGrpcTransport(channel=grpc.insecure_channel(local.pubsub_host))
+    )
+    topic = f"projects/{local.project}/topics/{topic_id}"
+    client.create_topic(name=topic)
+    [message_id] = client.publish(topic=topic, messages=[PubsubMessage(data=b"x")]).message_ids
+    return int(message_id)
+
+
+def test_every_later_message_on_any_topic_is_numbered_above_the_floor(
+    emulator: LocalCloudSettings,
+) -> None:
+    first = _publish(emulator, "before-the-advance")
+    assert first < 2_500  # a fresh emulator numbers from 1
+
+    last = advance_past(emulator.pubsub_host, emulator.project, 2_500)
+
+    assert last > 2_500
+    assert _publish(emulator, "after-the-advance") == last + 1
+
+
+def test_a_counter_already_past_the_floor_costs_one_message(
+    emulator: LocalCloudSettings,
+) -> None:
+    before = _publish(emulator, "already-past")
+    assert advance_past(emulator.pubsub_host, emulator.project, 10) == before + 1
