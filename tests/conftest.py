@@ -17,13 +17,20 @@ import requests
 import yaml
 
 from cascade.cli.sample_data import SAMPLE_PIPELINE_CONFIG
+from cascade.core.grants import IDENTITY_ENV
 from cascade.core.pipeline_config import push_pipeline_config
 from cascade.core.topology import RetryPolicy, load_topology
 from cascade.jobs.local_runner import LocalJob
 from cascade.localcloud import control
 from cascade.localcloud.client import LocalCloudClient
+from cascade.localcloud.components import check_prerequisites, gcs_spec, pubsub_spec
 from cascade.localcloud.local_settings import LOOPBACK, LocalCloudSettings
-from cascade.localcloud.processes import free_loopback_port, pid_alive, port_accepts
+from cascade.localcloud.processes import (
+    ManagedProcess,
+    free_loopback_port,
+    pid_alive,
+    port_accepts,
+)
 from cascade.localcloud.router import function_ports
 from cascade.localcloud.state_file import CloudState
 
@@ -241,6 +248,33 @@ def _http_ok(url: str) -> bool:
         return requests.get(url, timeout=1).status_code == 200
     except requests.RequestException:
         return False
+
+
+@contextlib.contextmanager
+def started_emulators(
+    state_dir: Path, names: tuple[str, ...] = ("pubsub", "gcs")
+) -> Iterator[LocalCloudSettings]:
+    """The named emulators alone (``pubsub``, ``gcs``) on free ports, run as the local
+    user (no topology identity), stopped after; skips when their tools are missing."""
+    try:
+        check_prerequisites(REPO_ROOT)
+    except Exception as error:
+        pytest.skip(str(error))
+    base = free_port_block(2)
+    local = LocalCloudSettings(
+        state_dir=state_dir, repo_root=REPO_ROOT, pubsub_port=base, gcs_port=base + 1
+    ).absolute()
+    env = {k: v for k, v in os.environ.items() if k != IDENTITY_ENV}
+    specs = {"pubsub": pubsub_spec, "gcs": gcs_spec}
+    processes = [ManagedProcess(specs[name](local, env)) for name in names]
+    try:
+        for process in processes:
+            process.start()
+            process.wait_ready(local.ready_timeout_s)
+        yield local
+    finally:
+        for process in reversed(processes):
+            process.stop()
 
 
 @contextlib.contextmanager

@@ -9,7 +9,6 @@ Settings with the identity the local cloud gives the ``train`` function.
 from __future__ import annotations
 
 import contextlib
-import os
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -19,15 +18,13 @@ from google.api_core import exceptions as gexc
 from cascade.core.bus import MessageBus
 from cascade.core.clients import make_publisher, make_storage_client, make_subscriber
 from cascade.core.errors import TransientError
-from cascade.core.grants import IDENTITY_ENV, identity_for
+from cascade.core.grants import identity_for
 from cascade.core.messages import ModelTrained, TrainRequest
 from cascade.core.settings import Settings
 from cascade.core.topology import load_topology
-from cascade.localcloud.components import check_prerequisites, gcs_spec, pubsub_spec
 from cascade.localcloud.local_settings import LocalCloudSettings
-from cascade.localcloud.processes import ManagedProcess
 from cascade.localcloud.pubsub_admin import provision_pubsub
-from tests.conftest import free_port_block
+from tests.conftest import started_emulators
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
@@ -36,23 +33,7 @@ pytestmark = pytest.mark.integration
 
 @pytest.fixture(scope="module")
 def emulators(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCloudSettings]:
-    try:
-        check_prerequisites(REPO_ROOT)
-    except Exception as error:
-        pytest.skip(str(error))
-    base = free_port_block(2)
-    local = LocalCloudSettings(
-        state_dir=tmp_path_factory.mktemp("emulators"),
-        repo_root=REPO_ROOT,
-        pubsub_port=base,
-        gcs_port=base + 1,
-    ).absolute()
-    env = {k: v for k, v in os.environ.items() if k != IDENTITY_ENV}
-    processes = [ManagedProcess(pubsub_spec(local, env)), ManagedProcess(gcs_spec(local, env))]
-    try:
-        for process in processes:
-            process.start()
-            process.wait_ready(local.ready_timeout_s)
+    with started_emulators(tmp_path_factory.mktemp("emulators")) as local:
         admin = local.runtime_settings()
         provision_pubsub(
             load_topology(REPO_ROOT / "infra" / "topology.yaml"),
@@ -66,9 +47,6 @@ def emulators(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCloudSe
             with contextlib.suppress(gexc.Conflict):
                 storage.create_bucket(bucket)
         yield local
-    finally:
-        for process in reversed(processes):
-            process.stop()
 
 
 def _as(local: LocalCloudSettings, function: str) -> Settings:

@@ -7,46 +7,24 @@ on any topic, numbered above the floor, and cost one message when it already is.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
-from pathlib import Path
 
 import grpc
 import pytest
 from google.pubsub_v1 import PublisherClient, PubsubMessage
 from google.pubsub_v1.services.publisher.transports import PublisherGrpcTransport
 
-from cascade.core.grants import IDENTITY_ENV
-from cascade.localcloud.components import check_prerequisites, pubsub_spec
 from cascade.localcloud.local_settings import LocalCloudSettings
 from cascade.localcloud.message_ids import advance_past
-from cascade.localcloud.processes import ManagedProcess
-from tests.conftest import free_port_block
-
-REPO_ROOT = Path(__file__).resolve().parents[2]
+from tests.conftest import started_emulators
 
 pytestmark = pytest.mark.integration
 
 
 @pytest.fixture(scope="module")
 def emulator(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCloudSettings]:
-    try:
-        check_prerequisites(REPO_ROOT)
-    except Exception as error:
-        pytest.skip(str(error))
-    local = LocalCloudSettings(
-        state_dir=tmp_path_factory.mktemp("message-id-floor"),
-        repo_root=REPO_ROOT,
-        pubsub_port=free_port_block(1),
-    ).absolute()
-    env = {k: v for k, v in os.environ.items() if k != IDENTITY_ENV}
-    process = ManagedProcess(pubsub_spec(local, env))
-    try:
-        process.start()
-        process.wait_ready(local.ready_timeout_s)
+    with started_emulators(tmp_path_factory.mktemp("message-id-floor"), ("pubsub",)) as local:
         yield local
-    finally:
-        process.stop()
 
 
 def _publish(local: LocalCloudSettings, topic_id: str) -> int:

@@ -24,13 +24,11 @@ from cascade.cli.publish_records import publish_records, stream_publisher
 from cascade.cli.sample_data import sample_csv
 from cascade.core.clients import make_publisher, make_storage_client, make_subscriber
 from cascade.core.errors import InvalidConfigError
-from cascade.core.grants import IDENTITY_ENV
 from cascade.core.settings import Settings
 from cascade.core.store import ArtifactStore
 from cascade.core.streams import StreamSpec, stream_names
 from cascade.core.topology import load_topology
 from cascade.core.validation_config import ValidationConfig
-from cascade.localcloud.components import check_prerequisites, gcs_spec, pubsub_spec
 from cascade.localcloud.gcs_subscriber import (
     StreamWriter,
     _schema_client,
@@ -38,12 +36,11 @@ from cascade.localcloud.gcs_subscriber import (
     subscription_request,
 )
 from cascade.localcloud.local_settings import LocalCloudSettings
-from cascade.localcloud.processes import ManagedProcess
 from cascade.localcloud.pubsub_admin import provision_pubsub
 from cascade.validation.avro_reader import read_avro_batches, stream_records
 from cascade.validation.names import FileFormat
 from cascade.validation.source import DataSource
-from tests.conftest import free_port_block
+from tests.conftest import started_emulators
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 TOPOLOGY = REPO_ROOT / "infra" / "topology.yaml"
@@ -60,23 +57,7 @@ class Emulators:
 
 @pytest.fixture(scope="module")
 def emulators(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Emulators]:
-    try:
-        check_prerequisites(REPO_ROOT)
-    except Exception as error:
-        pytest.skip(str(error))
-    base = free_port_block(2)
-    local = LocalCloudSettings(
-        state_dir=tmp_path_factory.mktemp("stream-emulators"),
-        repo_root=REPO_ROOT,
-        pubsub_port=base,
-        gcs_port=base + 1,
-    ).absolute()
-    env = {k: v for k, v in os.environ.items() if k != IDENTITY_ENV}
-    processes = [ManagedProcess(pubsub_spec(local, env)), ManagedProcess(gcs_spec(local, env))]
-    try:
-        for process in processes:
-            process.start()
-            process.wait_ready(local.ready_timeout_s)
+    with started_emulators(tmp_path_factory.mktemp("stream-emulators")) as local:
         settings = local.runtime_settings()
         topology = load_topology(TOPOLOGY)
         provision_pubsub(
@@ -100,9 +81,6 @@ def emulators(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Emulators]:
             subscriber,
         )
         yield Emulators(local, settings, subscriber)
-    finally:
-        for process in reversed(processes):
-            process.stop()
 
 
 def _publisher(settings: Settings) -> Any:
