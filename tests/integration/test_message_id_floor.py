@@ -7,6 +7,7 @@ on any topic, numbered above the floor, and cost one message when it already is.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator
 
 import grpc
@@ -15,7 +16,7 @@ from google.pubsub_v1 import PublisherClient, PubsubMessage
 from google.pubsub_v1.services.publisher.transports import PublisherGrpcTransport
 
 from cascade.localcloud.local_settings import LocalCloudSettings
-from cascade.localcloud.message_ids import advance_past
+from cascade.localcloud.message_ids import PUBLISH_MAX, advance_past
 from tests.conftest import started_emulators
 
 pytestmark = pytest.mark.integration
@@ -54,3 +55,18 @@ def test_a_counter_already_past_the_floor_costs_one_message(
 ) -> None:
     before = _publish(emulator, "already-past")
     assert advance_past(emulator.pubsub_host, emulator.project, 10) == before + 1
+
+
+def test_a_floor_past_the_limit_is_logged_not_waited_on(
+    emulator: LocalCloudSettings, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A record claiming more ids than one start moves (a corrupt file, say 10^17) must
+    not hold ``cascade up`` for ever: the move stops at the limit and says so."""
+    before = _publish(emulator, "past-the-limit")
+
+    with caplog.at_level(logging.ERROR, logger="cascade.localcloud.message_ids"):
+        last = advance_past(emulator.pubsub_host, emulator.project, 10**17, limit=2_500)
+
+    assert before + 2_500 < last <= before + 2_500 + PUBLISH_MAX
+    [record] = caplog.records
+    assert "reach 100000000000000000" in record.getMessage()

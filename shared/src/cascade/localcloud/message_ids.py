@@ -36,6 +36,7 @@ from google.pubsub_v1.services.publisher.transports import PublisherGrpcTranspor
 __all__ = [
     "BLOCK",
     "FLOOR_TOPIC",
+    "MAX_ADVANCE",
     "SeenIds",
     "advance_past",
     "ids_file",
@@ -50,6 +51,9 @@ FLOOR_TOPIC = "cascade-local-message-id-floor"
 """The supervisor's own topic, with no subscription: what is published there is dropped."""
 PUBLISH_MAX = 1000
 """Messages per publish request, the service's own limit."""
+MAX_ADVANCE = 2_000_000
+"""The most ids one start moves the counter by (about 30 s here): a record claiming more
+(a state folder of millions of messages, or a corrupt file) is logged, never waited on."""
 _PREFIX = "pubsub-ids-"
 
 
@@ -123,19 +127,32 @@ def _published(publisher: PublisherClient, topic: str, count: int) -> int | None
     return _number(response.message_ids[-1])
 
 
-def advance_past(host: str, project: str, floor: int) -> int:
+def advance_past(host: str, project: str, floor: int, *, limit: int = MAX_ADVANCE) -> int:
     """Publish to :data:`FLOOR_TOPIC` until the emulator at ``host`` assigns ids above
-    ``floor``; the last id assigned."""
+    ``floor``, or until ``limit`` ids are spent; the last id assigned."""
     publisher = _publisher(host)
     topic = f"projects/{project}/topics/{FLOOR_TOPIC}"
     with contextlib.suppress(gexc.AlreadyExists):
         publisher.create_topic(name=topic)
     start = current = _published(publisher, topic, 1)
-    while current is not None and current <= floor:
-        current = _published(publisher, topic, min(PUBLISH_MAX, floor - current + 1))
-    if start is None or current is None:
+    if start is None:
         _log.warning("the emulator's message ids are not numbers: nothing to advance")
         return 0
-    if current > start:
+    target = min(floor, start + limit)
+    while current is not None and current <= target:
+        current = _published(publisher, topic, min(PUBLISH_MAX, target - current + 1))
+    if current is None:
+        _log.warning("the emulator's message ids are not numbers: nothing to advance")
+        return 0
+    if floor > target:
+        _log.error(
+            "the recorded message ids reach %d, past what one start moves (%d ids): ids "
+            "above %d may repeat ones already delivered; remove the state folder's "
+            "pubsub-ids-*.json files only together with its buckets",
+            floor,
+            limit,
+            current,
+        )
+    elif current > start:
         _log.info("advanced the emulator's message ids from %d past %d", start, floor)
     return current
