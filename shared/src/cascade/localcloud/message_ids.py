@@ -130,18 +130,18 @@ def _published(publisher: PublisherClient, topic: str, count: int) -> int | None
 def advance_past(host: str, project: str, floor: int, *, limit: int = MAX_ADVANCE) -> int:
     """Publish to :data:`FLOOR_TOPIC` until the emulator at ``host`` assigns ids above
     ``floor``, or until ``limit`` ids are spent; the last id assigned."""
-    publisher = _publisher(host)
     topic = f"projects/{project}/topics/{FLOOR_TOPIC}"
-    with contextlib.suppress(gexc.AlreadyExists):
-        publisher.create_topic(name=topic)
-    start = current = _published(publisher, topic, 1)
-    if start is None:
-        _log.warning("the emulator's message ids are not numbers: nothing to advance")
-        return 0
-    target = min(floor, start + limit)
-    while current is not None and current <= target:
-        current = _published(publisher, topic, min(PUBLISH_MAX, target - current + 1))
-    if current is None:
+    publisher = _publisher(host)
+    try:
+        with contextlib.suppress(gexc.AlreadyExists):
+            publisher.create_topic(name=topic)
+        start = current = _published(publisher, topic, 1)
+        target = floor if start is None else min(floor, start + limit)
+        while current is not None and current <= target:
+            current = _published(publisher, topic, min(PUBLISH_MAX, target - current + 1))
+    finally:
+        publisher.transport.close()  # type: ignore[no-untyped-call]
+    if start is None or current is None:
         _log.warning("the emulator's message ids are not numbers: nothing to advance")
         return 0
     if floor > target:
