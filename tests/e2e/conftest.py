@@ -26,6 +26,7 @@ import requests
 
 from cascade.cli.sample_data import sample_csv, sample_instance
 from cascade.core.messages import StepMessage
+from cascade.core.paths import RunPaths
 from cascade.core.runs import RunRecord
 from cascade.jobs.local_runner import LocalJob, LocalJobRunner
 from cascade.serving.state import ServingState, read_serving_state
@@ -166,6 +167,15 @@ class Scenario:
             ) and all(job.finished for job in self.jobs())
             quiet = quiet + 1 if idle else 0
         return runs
+
+    def report(self, run_id: str, timeout: float = 60) -> str:
+        """The run's HTML report, once the report function has written it (it renders
+        the report from the run's announced end, run-ended)."""
+        deadline = time.monotonic() + timeout
+        while (stored := self.cloud.artifacts.read(RunPaths(run_id).report)) is None:
+            assert time.monotonic() < deadline, f"no report for {run_id} after {timeout} s"
+            time.sleep(0.2)
+        return stored.data.decode("utf-8")
 
     def jobs(self) -> list[LocalJob]:
         runner = LocalJobRunner(self.cloud.state.environment["CASCADE_JOB_SERVICE_URL"])

@@ -55,6 +55,9 @@ def test_a_good_upload_becomes_a_served_model_that_answers(scenario: Scenario) -
     [prediction] = answer.json()["predictions"]
     assert sum(prediction["probabilities"]) == pytest.approx(1.0, abs=1e-5)
     assert len(scenario.jobs()) == 1
+    report = scenario.report(run_id)  # rendered by the report function from run-ended
+    assert run_id in report
+    assert "blessed" in report
 
 
 def test_twenty_files_at_once_train_one_job_at_a_time_on_all_accepted_data(

@@ -139,7 +139,8 @@ def test_the_service_account_holds_exactly_what_the_actions_do(
     }
 
     assert held == expected
-    assert publish == {"train-requests", "model-blessed", "data-validated", "alerts"}
+    # run-ended: a release re-validates, and a validation may end the run (review-http's)
+    assert publish == {"train-requests", "model-blessed", "data-validated", "alerts", "run-ended"}
     assert _service(evaluated)["template"][0]["service_account"] == ref(
         "google_service_account.console", "email"
     )

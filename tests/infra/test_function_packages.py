@@ -153,6 +153,24 @@ def test_a_function_names_function_vertex_only_when_it_calls_vertex_ai(
     assert lacking <= _distributions("function-vertex")
 
 
+DATA_DISTRIBUTIONS = frozenset({"pyarrow", "numpy", "fastavro", "tensorflow-metadata"})
+"""What the `function-data` group adds: the data path, statistics and reports (their
+Jinja2 templates come with flask, in every group)."""
+
+
+@pytest.mark.parametrize("spec", _functions(), ids=lambda spec: spec.name)
+def test_a_function_installs_the_data_libraries_only_when_it_imports_them(
+    spec: FunctionSpec, tree: SourceTree
+) -> None:
+    imported = set(_needed(tree, spec)) & DATA_DISTRIBUTIONS
+    installed = _distributions(_group(spec)) & DATA_DISTRIBUTIONS
+
+    # A step that ends a run announces it (run-ended) and the report function renders
+    # the report: nothing else about ending a run reads statistics.
+    assert bool(imported) == bool(installed), (spec.name, sorted(imported), sorted(installed))
+    assert (spec.dependencies or "").endswith(("-data", "-beam")) == bool(installed), spec.name
+
+
 @pytest.mark.parametrize(
     "spec",
     [spec for spec in _functions() if spec.dependencies == "function-batch"],
@@ -184,7 +202,7 @@ def test_a_function_names_function_warehouse_only_when_it_runs_bigquery_jobs(
 
 @pytest.mark.parametrize(
     ("group", "base"),
-    [("function-beam", "function"), ("function-vertex-beam", "function-vertex")],
+    [("function-beam", "function-data"), ("function-vertex-beam", "function-vertex-data")],
 )
 def test_a_function_names_a_beam_group_only_when_it_reaches_dataflow(
     group: str, base: str, tree: SourceTree
@@ -215,7 +233,10 @@ def test_every_requirement_of_a_function_group_is_imported_by_one_of_its_functio
 def test_function_groups_bring_in_no_trainer_server_or_local_cloud_distribution() -> None:
     for group in (
         "function",
+        "function-data",
         "function-vertex",
+        "function-vertex-data",
+        "function-batch",
         "function-warehouse",
         "function-beam",
         "function-vertex-beam",

@@ -38,8 +38,10 @@ pytestmark = pytest.mark.infra
 
 MESSAGE_TOPICS = {
     cls.__name__: cls.TOPIC
-    for cls in (*messages.MESSAGE_TYPES.values(), messages.BatchPredictRequest)
+    for cls in vars(messages).values()
+    if isinstance(cls, type) and isinstance(getattr(cls, "TOPIC", None), str)
 }
+"""Every message model with a topic (the run chain's, BatchPredictRequest, RunEnded...)."""
 REPUBLISHED_TOPICS = frozenset(cls.TOPIC for cls in messages.MESSAGE_TYPES.values())
 """What reconcile may republish by type name: the run chain's messages."""
 # The trainer (cascade.trainer.task.main) runs as the Vertex AI jobs' account.
@@ -304,5 +306,13 @@ def test_tuning_best_trial_and_follow_up_requests_are_granted(topology: Topology
     assert "model-trained" in topology.functions["evaluate-job-events"].access.publish
     for name in ("train", "train-http", "evaluate-job-events"):
         assert "train-requests" in topology.functions[name].access.publish, name
-    assert set(topology.functions["train"].access.publish) == {"train-requests", "alerts"}
-    assert set(topology.functions["evaluate"].access.publish) == {"model-blessed", "alerts"}
+    assert set(topology.functions["train"].access.publish) == {
+        "train-requests",
+        "alerts",
+        "run-ended",
+    }
+    assert set(topology.functions["evaluate"].access.publish) == {
+        "model-blessed",
+        "alerts",
+        "run-ended",
+    }

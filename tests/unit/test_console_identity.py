@@ -26,7 +26,7 @@ def test_the_console_publishes_retrains_blessings_and_releases_and_nothing_else(
     )
     assert identity.publish == {
         settings.topic_path(topic)
-        for topic in ("train-requests", "model-blessed", "data-validated", "alerts")
+        for topic in ("train-requests", "model-blessed", "data-validated", "alerts", "run-ended")
     }
     assert settings.topic_path("model-trained") not in identity.publish
     assert settings.topic_path("job-events") not in identity.publish

@@ -9,7 +9,7 @@ from cascade.core.context import StepContext
 from cascade.core.errors import TransientError
 from cascade.core.events import PubSubEnvelope
 from cascade.core.fakes import RecordingBus
-from cascade.core.messages import Alert
+from cascade.core.messages import Alert, RunEnded, StepMessage
 from cascade.core.observability import RunLogger
 from cascade.core.paths import dead_letter_record
 from cascade.core.runs import RunRecord, Trigger, run_id_for_object
@@ -126,6 +126,40 @@ def test_a_duplicate_delivery_records_and_alerts_once(
     assert first is not None
     assert again is None
     assert len(_alerts(step_context)) == 1
+    assert _ends(step_context) == [RunEnded(dataset="credit", run_id="credit-run1", state="failed")]
+
+
+def _ends(step_context: StepContext) -> list[RunEnded]:
+    assert isinstance(step_context.bus, RecordingBus)
+    return [m for m in step_context.bus.published if isinstance(m, RunEnded)]
+
+
+class _StateAtPublish(RecordingBus):
+    """Keeps what run.json says when each RunEnded is published."""
+
+    def __init__(self, step_context: StepContext) -> None:
+        super().__init__()
+        self.ledger = step_context.ledger
+        self.states: list[str] = []
+
+    def publish(self, message: StepMessage) -> str:
+        if isinstance(message, RunEnded):
+            record = self.ledger.get(message.run_id)
+            self.states.append("none" if record is None else record.state)
+        return super().publish(message)
+
+
+def test_a_failed_run_is_announced_once_run_json_says_failed(
+    step_context: StepContext, clock: Clock
+) -> None:
+    bus = _StateAtPublish(step_context)
+    step_context.bus = bus
+    _running(step_context, clock, "credit-run1")
+
+    record_dead_letter(step_context, _envelope({"dataset": "credit", "run_id": "credit-run1"}))
+
+    assert _ends(step_context) == [RunEnded(dataset="credit", run_id="credit-run1", state="failed")]
+    assert bus.states == ["failed"]  # the report function renders the failed run
 
 
 def test_a_finished_run_is_left_as_it_was(step_context: StepContext, clock: Clock) -> None:
@@ -135,6 +169,7 @@ def test_a_finished_run_is_left_as_it_was(step_context: StepContext, clock: Cloc
     record_dead_letter(step_context, _envelope({"dataset": "credit", "run_id": "credit-run1"}))
 
     assert step_context.ledger.get("credit-run1").state == "succeeded"  # type: ignore[union-attr]
+    assert _ends(step_context) == []  # its end was announced by the step that ended it
 
 
 def test_a_letter_naming_no_dataset_is_kept_without_an_alert(step_context: StepContext) -> None:

@@ -26,6 +26,7 @@ from cascade.core.messages import (
     JobEvent,
     ModelBlessed,
     ModelTrained,
+    RunEnded,
     StepMessage,
     TrainRequest,
 )
@@ -75,6 +76,7 @@ STEP_MESSAGES: dict[str, tuple[StepMessage, str]] = {
         JobEvent(dataset="credit", run_id="credit-r1", job_name="jobs/1", state="failed"),
         "handle_job_event",
     ),
+    "report": (RunEnded(dataset="credit", run_id="credit-r1", state="failed"), "render_ended_run"),
 }
 
 
@@ -120,6 +122,7 @@ def test_deliveries_are_what_terraform_sets_up() -> None:
         "deploy": "push",
         "batch-predict": "push",
         "dead-letters": "eventarc",
+        "report": "push",
         "reconcile": "eventarc",
         "batch-collect": "eventarc",
         "extract": "push",

@@ -20,7 +20,7 @@ from cascade.core.claims import (
 from cascade.core.context import StepContext
 from cascade.core.errors import BadInputError, TransientError
 from cascade.core.fakes import MemoryArtifactStore, RecordingBus
-from cascade.core.messages import DataValidated, ObjectRef
+from cascade.core.messages import DataValidated, ObjectRef, RunEnded
 from cascade.core.observability import RunLogger
 from cascade.core.paths import RunPaths
 from cascade.core.runs import RunLedger, RunRecord, StepRecord, Trigger
@@ -200,10 +200,10 @@ def test_a_step_that_ends_the_run_writes_run_json_once(
     _step(ctx, clock, "deploy", run_state="succeeded")
 
     assert store.step_writes("deploy") == (1, 1, 1)
-    assert store.mutations[PATHS.report] == 1
+    assert PATHS.report not in store.mutations  # the report function's (run-ended)
     ended = [name for name in store.mutations if name.startswith("index/run-states/succeeded/")]
     assert len(ended) == 2  # the run's end in the state index: all runs, its dataset
-    assert sum(store.mutations.values()) == 4 + len(ended)  # each object written once
+    assert sum(store.mutations.values()) == 3 + len(ended)  # each object written once
     assert _stored_run_json(store).state == "succeeded"
 
 
@@ -315,7 +315,7 @@ def test_a_crash_between_the_result_and_run_json_is_repaired_by_the_redelivery(
     assert _stored_run_json(store).state == "running"
     assert _record(ctx).state == "rejected"  # the result already says how the run ended
     assert _record(ctx).error == "deploy: deploy ok"
-    assert store.read(PATHS.report) is None
+    assert not [m for m in ctx.bus.published if isinstance(m, RunEnded)]  # type: ignore[attr-defined]
     store.mutations.clear()
 
     assert _step(ctx, clock, "deploy", owner="redelivery", run_state="rejected") is None
@@ -327,7 +327,8 @@ def test_a_crash_between_the_result_and_run_json_is_repaired_by_the_redelivery(
         ["deploy"],
     )
     assert store.mutations[PATHS.record] == 1
-    assert store.read(PATHS.report) is not None
+    ended = [m for m in ctx.bus.published if isinstance(m, RunEnded)]  # type: ignore[attr-defined]
+    assert ended == [RunEnded(dataset="credit", run_id=RUN_ID, state="rejected")]
     _step(ctx, clock, "deploy", owner="third", run_state="rejected")
     assert store.mutations[PATHS.record] == 1  # repaired once
 

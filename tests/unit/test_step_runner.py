@@ -16,7 +16,7 @@ from cascade.core.errors import (
     TransientError,
 )
 from cascade.core.fakes import MemoryArtifactStore, RecordingBus
-from cascade.core.messages import Alert, DataValidated, ObjectRef
+from cascade.core.messages import Alert, DataValidated, ObjectRef, RunEnded, StepMessage
 from cascade.core.paths import RunPaths
 from cascade.core.runs import RunLedger, RunRecord, Trigger
 from cascade.core.settings import Settings
@@ -167,10 +167,11 @@ def test_permanent_error_is_recorded_alerted_and_acknowledged(
     assert record.state == "failed"
     assert record.steps["validate"].error == "gs://b/credit/a.csv row 7: ragged row"
     assert isinstance(step_context.bus, RecordingBus)
-    [alert] = step_context.bus.published
+    [alert, ended] = step_context.bus.published
     assert isinstance(alert, Alert)
     assert alert.severity == "ERROR"
     assert "row 7" in alert.summary
+    assert ended == RunEnded(dataset="credit", run_id=RUN_ID, state="failed")
     again = execute_step(
         step_context, run=_run(clock), step="validate", owner="event-1b", body=body
     )
@@ -247,7 +248,7 @@ def test_failure_to_publish_the_alert_is_retried_not_lost(
 
     assert outcome is not None
     assert outcome.state == "failed"
-    assert [type(m) for m in step_context.bus.published] == [Alert]
+    assert [type(m) for m in step_context.bus.published] == [Alert, RunEnded]
 
 
 def _claim_of(step_context: StepContext) -> Claim:
@@ -298,25 +299,93 @@ def test_a_renewal_after_a_takeover_is_refused(step_context: StepContext, clock:
     assert _claim_of(step_context).owner == "redelivery"
 
 
-def test_a_step_that_ends_the_run_writes_its_report(
+class _StateAtPublish(RecordingBus):
+    """Keeps what run.json says at the moment each message is published."""
+
+    def __init__(self, ledger: RunLedger) -> None:
+        super().__init__()
+        self.ledger = ledger
+        self.states: list[str | None] = []
+
+    def publish(self, message: StepMessage) -> str:
+        record = self.ledger.get(RUN_ID)
+        self.states.append(None if record is None else record.state)
+        return super().publish(message)
+
+
+def test_a_step_that_ends_the_run_announces_its_end_once_run_json_holds_it(
     step_context: StepContext, clock: Clock
 ) -> None:
+    bus = _StateAtPublish(step_context.ledger)
+    step_context.bus = bus
+
     def last_step(claim, log):  # type: ignore[no-untyped-def]
         return StepOutcome(summary="deployed", run_state="succeeded")
 
     execute_step(step_context, run=_run(clock), step="deploy", owner="event-1", body=last_step)
 
-    report = step_context.artifacts.read(RunPaths(RUN_ID).report)
-    assert report is not None
-    assert RUN_ID.encode() in report.data
-    assert b"succeeded" in report.data
+    assert bus.published == [RunEnded(dataset="credit", run_id=RUN_ID, state="succeeded")]
+    assert bus.states == ["succeeded"]  # the report function reads the ended run
+    # The report is the report function's work (cascade.steps.report), not the step's.
+    assert step_context.artifacts.read(RunPaths(RUN_ID).report) is None
 
 
-def test_a_step_that_does_not_end_the_run_writes_no_report(
+def test_a_step_that_does_not_end_the_run_announces_nothing(
     step_context: StepContext, clock: Clock
 ) -> None:
     execute_step(
         step_context, run=_run(clock), step="validate", owner="e", body=_succeeding_body([])
     )
 
-    assert step_context.artifacts.read(RunPaths(RUN_ID).report) is None
+    assert [type(m) for m in step_context.bus.published] == [DataValidated]  # type: ignore[attr-defined]
+
+
+def test_a_repaired_end_is_announced(step_context: StepContext, clock: Clock) -> None:
+    """The delivery that finished the step died before run.json's end: the redelivery
+    writes the end and announces it."""
+
+    def last_step(claim, log):  # type: ignore[no-untyped-def]
+        return StepOutcome(summary="deployed", run_state="succeeded")
+
+    def fail_once(*args: object) -> None:
+        raise ConcurrentUpdateError("died")
+
+    real_update = step_context.ledger.update
+    step_context.ledger.update = fail_once  # type: ignore[method-assign,assignment]
+    with pytest.raises(ConcurrentUpdateError):
+        execute_step(step_context, run=_run(clock), step="deploy", owner="e1", body=last_step)
+    step_context.ledger.update = real_update  # type: ignore[method-assign]
+    assert step_context.bus.published == []  # type: ignore[attr-defined]
+
+    assert (
+        execute_step(step_context, run=_run(clock), step="deploy", owner="e2", body=last_step)
+        is None
+    )
+
+    assert step_context.bus.published == [  # type: ignore[attr-defined]
+        RunEnded(dataset="credit", run_id=RUN_ID, state="succeeded")
+    ]
+
+
+def test_an_announcement_that_cannot_be_published_leaves_the_step_done(
+    step_context: StepContext, clock: Clock
+) -> None:
+    class DownBus(RecordingBus):
+        def publish(self, message: StepMessage) -> str:
+            if isinstance(message, RunEnded):
+                raise TransientError("503 Pub/Sub unavailable")
+            return super().publish(message)
+
+    step_context.bus = DownBus()
+
+    def last_step(claim, log):  # type: ignore[no-untyped-def]
+        return StepOutcome(summary="deployed", run_state="succeeded")
+
+    outcome = execute_step(
+        step_context, run=_run(clock), step="deploy", owner="event-1", body=last_step
+    )
+
+    assert outcome is not None  # not raised: a redelivery would not announce it either
+    record = step_context.ledger.get(RUN_ID)
+    assert record is not None
+    assert record.state == "succeeded"

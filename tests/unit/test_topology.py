@@ -35,6 +35,7 @@ def test_repository_topology_wires_the_event_chain() -> None:
     assert triggers["evaluate-job-events"] == TopicTrigger(type="topic", topic="job-events")
     assert triggers["deploy"] == TopicTrigger(type="topic", topic="model-blessed")
     assert triggers["dead-letters"] == TopicTrigger(type="topic", topic="dead-letter")
+    assert triggers["report"] == TopicTrigger(type="topic", topic="run-ended")
 
 
 def test_the_dead_letter_consumer_never_dead_letters_into_its_own_topic() -> None:
@@ -98,11 +99,12 @@ def test_every_repository_function_names_its_dependency_group() -> None:
 
     groups = {name: spec.dependencies for name, spec in topology.functions.items()}
 
-    # Vertex AI's client only where the step calls Vertex AI (and iam.tf grants it a role).
+    # Vertex AI's client only where the step calls Vertex AI (and iam.tf grants it a role);
+    # the data libraries (pyarrow, numpy...) only where the step reads data or reports.
     assert groups == {
         "validate": "function-beam",
         "transform": "function-beam",
-        "monitor": "function-vertex",
+        "monitor": "function-vertex-data",
         "train": "function-vertex",
         "train-http": "function-vertex",
         "evaluate": "function",
@@ -113,6 +115,7 @@ def test_every_repository_function_names_its_dependency_group() -> None:
         "batch-predict": "function-vertex",
         "batch-collect": "function-batch",
         "dead-letters": "function",
+        "report": "function-data",
         "reconcile": "function-beam",
         "extract": "function-warehouse",
     }
@@ -140,7 +143,9 @@ def test_the_function_groups_are_defined_in_the_shared_pyproject() -> None:
     assert set(FUNCTION_DEPENDENCY_GROUPS) <= set(groups)
     assert FUNCTION_DEPENDENCY_GROUPS == (
         "function",
+        "function-data",
         "function-vertex",
+        "function-vertex-data",
         "function-batch",
         "function-warehouse",
         "function-beam",

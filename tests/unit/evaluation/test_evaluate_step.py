@@ -12,7 +12,7 @@ import pytest
 from cascade.core.context import StepContext
 from cascade.core.errors import BadRequestError
 from cascade.core.fakes import RecordingBus
-from cascade.core.messages import Alert, ModelBlessed
+from cascade.core.messages import Alert, ModelBlessed, RunEnded
 from cascade.core.paths import DatasetPaths
 from cascade.core.runs import RunLedger
 from cascade.evaluation.override import CannotBlessError, force_bless
@@ -110,7 +110,8 @@ def test_a_warning_blesses_with_an_alert_shown_on_the_run(ctx: StepContext) -> N
 def test_a_blocking_failure_rejects_the_run_and_blesses_nothing(ctx: StepContext) -> None:
     evaluate(ctx, auc=0.6)
 
-    [alert] = published(ctx)
+    [alert, ended] = published(ctx)
+    assert ended == RunEnded(dataset=DATASET, run_id=RUN_ID, state="rejected")
     assert isinstance(alert, Alert)
     assert alert.severity == "ERROR"
     assert alert.details["failed_checks"][0]["name"] == "auc >= 0.7 (overall)"
@@ -185,7 +186,8 @@ def test_no_model_or_no_metrics_fails_the_run_with_a_clear_error(ctx: StepContex
     assert run.state == "failed"
     assert run.error is not None
     assert "names no model" in run.error
-    [alert] = published(ctx)
+    [alert, ended] = published(ctx)
+    assert ended == RunEnded(dataset=DATASET, run_id=RUN_ID, state="failed")
     assert isinstance(alert, Alert)
 
 

@@ -11,7 +11,7 @@ from cascade.core.context import StepContext
 from cascade.core.errors import BadRequestError, StepInProgressError, TransientError
 from cascade.core.fakes import MemoryArtifactStore, RecordingBus
 from cascade.core.job_spec import TRAINING_FAILURE_FILE, TrainingFailure
-from cascade.core.messages import Alert, JobEvent, ModelTrained, TrainRequest
+from cascade.core.messages import Alert, JobEvent, ModelTrained, RunEnded, TrainRequest
 from cascade.core.paths import RunPaths
 from cascade.core.runs import RunRecord, Trigger, run_id_for_request
 from cascade.jobs.job_events import parse_job_event
@@ -222,9 +222,12 @@ def test_a_failed_job_fails_its_run_and_still_starts_the_follow_up(
     assert run.state == "failed"
     assert "status 3" in (run.error or "")
     published = _bus(step_context).published
-    assert [type(m) for m in published] == [Alert, TrainRequest]
-    assert isinstance(published[1], TrainRequest)
-    assert published[1].run_id == follow_up_run_id(DATASET, _run_id("a"))
+    # b's request was coalesced into the pending follow-up: its run ended at once.
+    assert published[0] == RunEnded(dataset=DATASET, run_id=_run_id("b"), state="succeeded")
+    assert [type(m) for m in published[1:]] == [Alert, TrainRequest, RunEnded]
+    assert isinstance(published[2], TrainRequest)
+    assert published[2].run_id == follow_up_run_id(DATASET, _run_id("a"))
+    assert published[3] == RunEnded(dataset=DATASET, run_id=_run_id("a"), state="failed")
 
 
 def test_a_request_without_data_fails_and_leaves_the_lock_free(

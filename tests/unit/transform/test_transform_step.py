@@ -13,7 +13,7 @@ from cascade.cli.sample_data import sample_csv
 from cascade.core.context import StepContext
 from cascade.core.fakes import MemoryArtifactStore, RecordingBus
 from cascade.core.job_spec import TrainingJobSpec
-from cascade.core.messages import Alert, DataValidated, ObjectRef, TrainRequest
+from cascade.core.messages import Alert, DataValidated, ObjectRef, RunEnded, TrainRequest
 from cascade.core.paths import DatasetPaths
 from cascade.core.runs import RunRecord, Trigger
 from cascade.jobs.records import job_spec_name
@@ -223,7 +223,7 @@ def test_missing_label_fails_the_run_with_an_alert_and_no_request(
     assert run is not None
     assert run.state == "failed"
     assert "needs `label` and `problem_type`" in (run.error or "")
-    assert [type(m) for m in _bus(step_context).published] == [Alert]
+    assert [type(m) for m in _bus(step_context).published] == [Alert, RunEnded]
 
 
 def test_bad_values_in_a_numeric_feature_are_bad_input_naming_file_and_column(

@@ -34,6 +34,7 @@ __all__ = [
     "ModelBlessed",
     "ModelTrained",
     "ReconcileRequest",
+    "RunEnded",
     "StepMessage",
     "TrainRequest",
 ]
@@ -179,6 +180,22 @@ class Alert(StepMessage):
     summary: str
     details: dict[str, Any] = Field(default_factory=dict)
     at: datetime
+
+
+class RunEnded(StepMessage):
+    """A run reached its end (``state``): run.json says so. The report function renders
+    the run's report from it (``cascade.steps.report``), so the steps that end runs need
+    none of the report's libraries. Published after run.json's end is written, by the
+    step that ended the run or by the dead-letters function that failed it."""
+
+    TOPIC: ClassVar[str] = "run-ended"
+    run_id: str
+    state: Literal["succeeded", "rejected", "failed"]
+
+    @field_validator("run_id")
+    @classmethod
+    def _run_id_name(cls, value: str) -> str:
+        return check_run_id_name(value)
 
 
 # The messages of a run's chain, which reconcile may republish by name (BatchPredictRequest

@@ -40,14 +40,19 @@ STORAGE_FINALIZED = "google.cloud.storage.object.v1.finalized"
 PUBSUB_PUBLISHED = "google.cloud.pubsub.topic.v1.messagePublished"
 
 # The optional-dependency groups of shared/pyproject.toml that a function may install
-# (`dependencies:` of a topology entry): `function` for every step, `function-vertex`
-# for the ones that call Vertex AI, `function-batch` for the one that also loads the
-# precomputed store (Bigtable), `function-warehouse` for the one that runs BigQuery jobs
-# without Vertex AI (extract), `function-beam` / `function-vertex-beam` for the ones that
-# launch or follow Beam jobs on Dataflow. A unit test keeps this list and pyproject in step.
+# (`dependencies:` of a topology entry): `function` for every step (the adapter, the
+# Google clients of cascade.core); `function-data` adds what reads data files,
+# statistics and reports (pyarrow, numpy, fastavro, TensorFlow Metadata, Jinja2);
+# `function-vertex` adds Vertex AI's client, `function-vertex-data` both;
+# `function-batch` also loads the precomputed store (Bigtable); `function-warehouse`
+# runs BigQuery jobs without Vertex AI (extract); `function-beam` /
+# `function-vertex-beam` launch or follow Beam jobs on Dataflow (and read data). A unit
+# test keeps this list and pyproject in step.
 FunctionDependencies = Literal[
     "function",
+    "function-data",
     "function-vertex",
+    "function-vertex-data",
     "function-batch",
     "function-warehouse",
     "function-beam",

@@ -7,9 +7,9 @@ notification still names its object (``bucketId``/``objectId``/``objectGeneratio
 This step keeps the dead letter under ``dead-letters/<message id>.json`` (create-only:
 a duplicate delivery does nothing more than make sure the letter is indexed), indexes it
 for the alerts page's newest-first pages (``cascade.core.dead_letter_index``), marks a
-still-running run failed with the reason (and indexes the run as failed), and publishes
-an ERROR alert. The topic's review subscription keeps the message for
-people and replay; nothing here re-delivers it.
+still-running run failed with the reason (indexes the run as failed and announces its
+end on ``run-ended``, for its report), and publishes an ERROR alert. The topic's review
+subscription keeps the message for people and replay; nothing here re-delivers it.
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ from cascade.core.messages import Alert
 from cascade.core.paths import check_dataset_name, dead_letter_record
 from cascade.core.run_index import record_run_state
 from cascade.core.runs import RunRecord, run_id_for_object
-from cascade.steps.runner import ATTEMPT_ERROR_PREFIX
+from cascade.steps.runner import ATTEMPT_ERROR_PREFIX, announce_end
 
 __all__ = ["DeadLetter", "handle_dead_letter_data", "record_dead_letter"]
 
@@ -219,3 +219,4 @@ def _fail_run(ctx: StepContext, run_id: str, letter: DeadLetter) -> None:
         record_run_state(ctx.artifacts, written)  # the failed entry (create-only)
     except BadRequestError as error:  # a run id the system would not derive: not indexed
         _log.warning("run %s is not indexed as %s: %s", run_id, written.state, error)
+    announce_end(ctx, written, _log)  # its report (the report function renders it)

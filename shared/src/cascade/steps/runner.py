@@ -20,9 +20,10 @@ make at-least-once delivery safe:
 5. a step that ends the run writes run.json once (state, error), then the run-index
    entries of that end state (create-only; a crash before them is healed by the
    redelivery's step 1, which finds run.json ended); a crash before the run.json
-   write is repaired by the next delivery, which finds the result. Then the run's HTML
-   report is written (best effort: a report that cannot be written is logged, never a
-   reason to redo the step).
+   write is repaired by the next delivery, which finds the result. Then the end is
+   announced on ``run-ended`` (``RunEnded``), from which the report function renders the
+   run's HTML report (best effort: an announcement that cannot be published is logged,
+   never a reason to redo the step; ``cascade report`` renders any run's report).
 
 So a step writes each object once (its claim, its result, run.json only when it
 creates or ends the run): never the same object twice within Cloud Storage's one
@@ -31,6 +32,7 @@ mutation per second of one name.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -45,12 +47,12 @@ from cascade.core.claims import (
 )
 from cascade.core.context import StepContext
 from cascade.core.errors import BadRequestError, PermanentError
-from cascade.core.messages import Alert, StepMessage
+from cascade.core.messages import Alert, RunEnded, StepMessage
 from cascade.core.observability import RunLogger, run_logger
 from cascade.core.run_index import ensure_run_indexed, record_run_state
 from cascade.core.runs import RunRecord, RunState
 
-__all__ = ["ATTEMPT_ERROR_PREFIX", "StepOutcome", "execute_step"]
+__all__ = ["ATTEMPT_ERROR_PREFIX", "StepOutcome", "announce_end", "execute_step"]
 
 
 @dataclass
@@ -144,7 +146,7 @@ def _ends_run_unrecorded(stored: RunRecord, result: StepResult) -> bool:
 
 
 def _end_run(ctx: StepContext, result: StepResult, log: RunLogger) -> None:
-    """run.json's one write for a step that ends the run; then the run's report."""
+    """run.json's one write for a step that ends the run; then its announcement."""
 
     def mutate(record: RunRecord) -> None:
         if result.step in record.ends_recorded:
@@ -158,7 +160,7 @@ def _end_run(ctx: StepContext, result: StepResult, log: RunLogger) -> None:
 
     written = ctx.ledger.update(result.run_id, mutate)
     _index_state(ctx, written, log)
-    _write_report(ctx, result.run_id, log)
+    announce_end(ctx, written, log)
 
 
 def _index_state(ctx: StepContext, run: RunRecord, log: RunLogger) -> None:
@@ -177,13 +179,15 @@ def _release(ctx: StepContext, handle: ClaimHandle, error: Exception, log: RunLo
         log.warning("could not release the claim (its lease expires instead): %s", release_error)
 
 
-def _write_report(ctx: StepContext, run_id: str, log: RunLogger) -> None:
+def announce_end(ctx: StepContext, run: RunRecord, log: logging.Logger | RunLogger) -> None:
+    """Publish ``RunEnded`` for ``run`` (as run.json now holds it), best effort: the
+    report it leads to is a view that ``cascade report`` can always render again."""
+    if run.state == "running":
+        return
     try:
-        from cascade.report import write_run_report  # rendering: only at a run's end
-
-        log.info("run report: %s", write_run_report(ctx.artifacts, run_id))
-    except Exception as error:  # noqa: BLE001 - `cascade report` can always rebuild it
-        log.warning("could not write the run report: %s", error)
+        ctx.bus.publish(RunEnded(dataset=run.dataset, run_id=run.run_id, state=run.state))
+    except Exception as error:  # noqa: BLE001 - the run's end is recorded; only its report waits
+        log.warning("could not announce the end of run %s: %s", run.run_id, error)
 
 
 def _failure_outcome(
