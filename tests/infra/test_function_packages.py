@@ -386,6 +386,9 @@ def test_packaged_functions_import_with_only_their_own_requirements(
         installed = _installed(python)
         assert installed & NOT_FOR_FUNCTIONS == set(), group
         assert "cascade" not in installed, group  # the functions run the vendored copy
+        # pyarrow (170 MB) and numpy only where a function reads data or renders reports
+        reads_data = group.endswith(("-data", "-beam"))
+        assert bool(installed & {"pyarrow", "numpy"}) == reads_data, group
 
     failures = {}
     for spec in topology.functions.values():
@@ -413,3 +416,18 @@ def test_a_vertex_function_does_not_import_without_vertex_ai(
 
     last_line = error.strip().splitlines()[-1] if error else "it imported"
     assert re.match(r"(ImportError|ModuleNotFoundError): .*aiplatform", last_line), error
+
+
+def test_the_report_function_does_not_import_without_the_data_group(
+    topology: Topology,
+    tree: SourceTree,
+    packaged: tuple[dict[str, Path], dict[str, Path]],
+) -> None:
+    staging, pythons = packaged
+    spec = topology.functions["report"]
+    modules = sorted(_entry_closure(tree, spec).local_modules)
+
+    error = _import_in(pythons["function"], staging[spec.name], spec, modules)
+
+    last_line = error.strip().splitlines()[-1] if error else "it imported"
+    assert re.match(r"(ImportError|ModuleNotFoundError): .*(pyarrow|numpy)", last_line), error
