@@ -333,6 +333,27 @@ def test_a_crash_between_the_result_and_run_json_is_repaired_by_the_redelivery(
     assert store.mutations[PATHS.record] == 1  # repaired once
 
 
+def test_a_crash_before_the_end_is_announced_is_announced_by_the_redelivery(
+    ctx: StepContext, clock: Clock, store: CountingStore
+) -> None:
+    class DiesOnAnnouncement(RecordingBus):
+        def publish(self, message: Any) -> str:
+            if isinstance(message, RunEnded):
+                raise _Crash
+            return super().publish(message)
+
+    _step(ctx, clock, "validate")
+    ctx.bus = DiesOnAnnouncement()
+    with pytest.raises(_Crash):
+        _step(ctx, clock, "deploy", run_state="succeeded")
+    assert _stored_run_json(store).state == "succeeded"
+    ctx.bus = RecordingBus()
+
+    assert _step(ctx, clock, "deploy", owner="redelivery", run_state="succeeded") is None
+
+    assert ctx.bus.published == [RunEnded(dataset="credit", run_id=RUN_ID, state="succeeded")]
+
+
 def test_an_expired_claim_is_taken_over_and_resumes_what_it_submitted(
     ctx: StepContext, clock: Clock
 ) -> None:

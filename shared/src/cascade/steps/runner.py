@@ -22,8 +22,10 @@ make at-least-once delivery safe:
    redelivery's step 1, which finds run.json ended); a crash before the run.json
    write is repaired by the next delivery, which finds the result. Then the end is
    announced on ``run-ended`` (``RunEnded``), from which the report function renders the
-   run's HTML report (best effort: an announcement that cannot be published is logged,
-   never a reason to redo the step; ``cascade report`` renders any run's report).
+   run's HTML report. A redelivery of a step that ended the run announces it again (its
+   last delivery may have died before the announcement; a second render is harmless).
+   An announcement that cannot be published is logged, never a reason to redo the step
+   (``cascade report`` renders any run's report).
 
 So a step writes each object once (its claim, its result, run.json only when it
 creates or ends the run): never the same object twice within Cloud Storage's one
@@ -82,8 +84,11 @@ def execute_step(
     )
     if isinstance(acquired, Claim):
         log.info("duplicate delivery: %s already %s", step, acquired.outcome)
-        if acquired.result is not None and _ends_run_unrecorded(stored, acquired.result):
-            _end_run(ctx, acquired.result, log)  # the last delivery died before it
+        if acquired.result is not None and acquired.result.run_state is not None:
+            if _ends_run_unrecorded(stored, acquired.result):
+                _end_run(ctx, acquired.result, log)  # the last delivery died before it
+            else:
+                announce_end(ctx, stored, log)  # it may have died before announcing it
         return None
     try:
         with LeaseHeartbeat(acquired, lease=ctx.claim_lease, clock=ctx.clock):
