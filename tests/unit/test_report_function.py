@@ -88,7 +88,7 @@ def test_a_run_end_writes_the_run_report_beside_the_run(
     assert ctx.bus.published == []  # type: ignore[attr-defined]
 
 
-def test_a_redelivered_end_renders_the_same_report_again(
+def test_a_redelivered_end_of_an_unchanged_run_writes_nothing(
     report: tuple[FunctionUnderTest, StepContext],
 ) -> None:
     function, ctx = report
@@ -96,13 +96,39 @@ def test_a_redelivered_end_renders_the_same_report_again(
     message = RunEnded(dataset="credit", run_id=RUN_ID, state="rejected")
 
     assert _announce(function, message) == 200
-    first = ctx.artifacts.read(RunPaths(RUN_ID).report)
+    first = ctx.artifacts.stat(RunPaths(RUN_ID).report)
     assert _announce(function, message) == 200
-    again = ctx.artifacts.read(RunPaths(RUN_ID).report)
+    again = ctx.artifacts.stat(RunPaths(RUN_ID).report)
 
     assert first is not None
     assert again is not None
-    assert again.data == first.data
+    assert again.generation == first.generation
+
+
+@pytest.mark.parametrize("changed", ["run.json", "a step's result"])
+def test_the_end_of_a_run_that_changed_since_its_report_renders_it_again(
+    report: tuple[FunctionUnderTest, StepContext], changed: str
+) -> None:
+    function, ctx = report
+    _ended_run(ctx)
+    message = RunEnded(dataset="credit", run_id=RUN_ID, state="rejected")
+    assert _announce(function, message) == 200
+    first = ctx.artifacts.stat(RunPaths(RUN_ID).report)
+    assert first is not None
+
+    if changed == "run.json":
+        ctx.ledger.update(RUN_ID, lambda run: setattr(run, "error", "failed from outside"))
+    else:
+        result = ctx.artifacts.read(RunPaths(RUN_ID).result("evaluate"))
+        assert result is not None
+        ctx.artifacts.write(RunPaths(RUN_ID).result("evaluate"), result.data)
+    assert _announce(function, message) == 200
+
+    again = ctx.artifacts.read(RunPaths(RUN_ID).report)
+    assert again is not None
+    assert again.generation != first.generation
+    if changed == "run.json":
+        assert "failed from outside" in again.data.decode()
 
 
 def test_the_end_of_a_run_without_a_record_is_acknowledged_and_alerted(

@@ -6,11 +6,13 @@ run's artifacts (``cascade.report``). Rendering reads the run's statistics and
 monitoring series (pyarrow, numpy) and fills a Jinja2 template, so it lives here, alone
 with those libraries, and the steps install none of them.
 
-Idempotent: a redelivery, or the announcement of a run that ended twice (a step and a
-dead letter), renders the report again from what is stored, which is the same report or a
-newer one. A run without a record is a permanent error (acknowledged, alerted); a
-transient storage error propagates, so the message is redelivered and, after its
-attempts, dead-lettered with the reason.
+Idempotent: a redelivery, or an announcement repeated by a redelivered step, writes
+nothing when the run has not changed since its report was rendered (``refresh_run_report``
+compares the report's fingerprint of the run's record); a run that did change since (it
+ended twice: a step and a dead letter) has its report rendered again. A run without a
+record is a permanent error (acknowledged, alerted); a transient storage error
+propagates, so the message is redelivered and, after its attempts, dead-lettered with
+the reason.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ import logging
 
 from cascade.core.context import StepContext
 from cascade.core.messages import RunEnded
-from cascade.report import write_run_report
+from cascade.report import refresh_run_report
 
 __all__ = ["render_ended_run"]
 
@@ -28,11 +30,14 @@ _log = logging.getLogger("cascade.steps.report")
 
 def render_ended_run(ctx: StepContext, message: RunEnded, *, event_id: str = "") -> None:
     """Write the report of the run ``message`` announces (``RunPaths.report``)."""
-    uri = write_run_report(ctx.artifacts, message.run_id)
-    _log.info(
-        "run report of %s (%s): %s",
-        message.run_id,
-        message.state,
-        uri,
-        extra={"labels": {"run_id": message.run_id, "event_id": event_id}},
-    )
+    uri = refresh_run_report(ctx.artifacts, message.run_id)
+    labels = {"labels": {"run_id": message.run_id, "event_id": event_id}}
+    if uri is None:
+        _log.info(
+            "run report of %s (%s) already shows the run as it is; nothing written",
+            message.run_id,
+            message.state,
+            extra=labels,
+        )
+        return
+    _log.info("run report of %s (%s): %s", message.run_id, message.state, uri, extra=labels)
