@@ -35,6 +35,7 @@ import requests
 from cascade.cli.sample_data import sample_csv
 from cascade.core.clients import make_subscriber
 from cascade.core.deployment_config import DeploymentConfig
+from cascade.core.paths import RunPaths
 from cascade.core.runs import RunRecord
 from cascade.core.topology import load_topology
 from cascade.deploy.deployer import Candidate
@@ -200,6 +201,15 @@ class Arena:
         assert seeded.steps["validate"].state == "succeeded", seeded
         assert "label" in (seeded.steps["transform"].error or ""), seeded
         assert cloud.artifacts.stat(f"datasets/{dataset}/schema.pbtxt") is not None
+        requested = cloud.wait_for_run(answer.json()["run_id"], timeout=90)
+        for run_id in (seed_run, requested.run_id):
+            # each end is announced on run-ended and the report function renders the
+            # run's report: the snapshots below must see it, not see it appear
+            poll(
+                lambda run_id=run_id: cloud.artifacts.stat(RunPaths(run_id).report),
+                f"the report of {run_id}",
+                timeout=60,
+            )
         arena = cls(
             cloud=cloud,
             sentinel=sentinel,
@@ -208,7 +218,7 @@ class Arena:
             seed_name=seed,
             seed_generation=seed_generation,
             urls=urls,
-            references={"upload": seed_run, "request": answer.json()["run_id"]},
+            references={"upload": seed_run, "request": requested.run_id},
             alerts=AlertInbox(cloud),
             export=export,
             exclude=(cloud.local.state_dir, cloud.record_dir),
