@@ -23,7 +23,8 @@ make at-least-once delivery safe:
    write is repaired by the next delivery, which finds the result. Then the end is
    announced on ``run-ended`` (``RunEnded``), from which the report function renders the
    run's HTML report. A redelivery of a step that ended the run announces it again (its
-   last delivery may have died before the announcement; a second render is harmless).
+   last delivery may have died before the announcement; the report function writes
+   nothing for a run that has not changed since its report).
    An announcement that cannot be published is logged, never a reason to redo the step
    (``cascade report`` renders any run's report).
 
