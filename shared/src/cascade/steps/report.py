@@ -8,8 +8,8 @@ with those libraries, and the steps install none of them.
 
 Idempotent: a redelivery, or an announcement repeated by a redelivered step, writes
 nothing when the run has not changed since its report was rendered (``refresh_run_report``
-compares the report's fingerprint of the run's record); a run that did change since (it
-ended twice: a step and a dead letter) has its report rendered again. A run without a
+compares the report's fingerprint of the run's record); a run whose run.json, claims or
+results changed since has its report rendered again. A run without a
 record is a permanent error (acknowledged, alerted); a transient storage error
 propagates, so the message is redelivered and, after its attempts, dead-lettered with
 the reason.
