@@ -39,7 +39,7 @@ from google.api_core import exceptions as gexc
 
 from cascade.beam.materialize_request import MaterializeRequest, MaterializeResult
 from cascade.core.errors import BadInputError, TransientError
-from cascade.core.store import ArtifactStore
+from cascade.core.store import ArtifactStore, new_storage_client
 from cascade.transform.materialize import file_batches, split_file
 from cascade.transform.shards import ShardWriter
 from cascade.transform.snapshot import GcsObjectOpener, split_gs_uri
@@ -98,9 +98,7 @@ def retried(action: Callable[[], ResultT]) -> ResultT:
 
 
 def _storage_client() -> Any:
-    from google.cloud import storage  # type: ignore[attr-defined,unused-ignore]
-
-    return storage.Client()
+    return new_storage_client()
 
 
 def _gone(file: SnapshotFile) -> BadInputError:

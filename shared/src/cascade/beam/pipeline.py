@@ -88,10 +88,10 @@ class BeamStatisticsJob:
     def _blob(self) -> Any:
         """The pinned generation of a gs:// object, through the storage client (Beam's
         GCS filesystem reads the live generation only)."""
-        from google.cloud import storage  # type: ignore[attr-defined,unused-ignore]
+        from cascade.core.store import new_storage_client
 
         bucket, _, name = self.input.removeprefix("gs://").partition("/")
-        return storage.Client().bucket(bucket).blob(name, generation=self.generation)
+        return new_storage_client().bucket(bucket).blob(name, generation=self.generation)
 
     def open_raw(self) -> Any:
         """The object's bytes as stored (gzip is undone by the readers, not by Beam)."""

@@ -17,6 +17,7 @@ from google.pubsub_v1.services.subscriber.transports import SubscriberGrpcTransp
 
 from cascade.core.grants import guard_channel, guard_session
 from cascade.core.settings import Settings
+from cascade.core.store import new_storage_client
 
 __all__ = ["make_publisher", "make_storage_client", "make_subscriber"]
 
@@ -24,13 +25,13 @@ __all__ = ["make_publisher", "make_storage_client", "make_subscriber"]
 def make_storage_client(settings: Settings) -> storage.Client:
     if settings.storage_emulator_host:
         identity = settings.local_identity
-        return storage.Client(
+        return new_storage_client(
             project=settings.project,
             credentials=AnonymousCredentials(),  # type: ignore[no-untyped-call]
             client_options={"api_endpoint": settings.storage_emulator_host},
             _http=None if identity is None else guard_session(requests.Session(), identity),
         )
-    return storage.Client(project=settings.project)
+    return new_storage_client(project=settings.project)
 
 
 def _emulator_channel(settings: Settings, host: str) -> grpc.Channel:

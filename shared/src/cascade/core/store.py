@@ -35,6 +35,7 @@ __all__ = [
     "Payload",
     "StoredObject",
     "Updated",
+    "new_storage_client",
 ]
 
 DEFAULT_UPDATE_ATTEMPTS = 20
@@ -60,6 +61,25 @@ written) and a broken connection (at worst the same bytes are written twice to t
 name by the same writer) only, with the client's exponential backoff; a conditional
 write keeps the client's default policy, which retries both among other transient
 errors."""
+
+
+def new_storage_client(**kwargs: Any) -> storage.Client:
+    """``storage.Client(**kwargs)`` without the client's background bucket probe.
+
+    Since 3.11 the client looks up every bucket it touches (``buckets.get``, on a
+    background thread, on first use and again after each object 404) to label
+    OpenTelemetry spans Cascade does not emit. A function's service account holds object
+    permissions only, so each probe is refused: an ERROR in the Data Access audit log for
+    every missing object a step checks for, and a request of its own
+    (googleapis/google-cloud-python#17650; the constructor option proposed in #18203 is
+    not released). The client checks ``_bucket_metadata_cache`` before each probe; with
+    it unset, none is made (``tests/integration/test_storage_client_requests.py``).
+    """
+    client = storage.Client(**kwargs)
+    if getattr(client, "_bucket_metadata_cache", None) is not None:
+        client._bucket_metadata_cache = None
+    return client
+
 
 ModelT = TypeVar("ModelT", bound=BaseModel)
 ValueT = TypeVar("ValueT")
