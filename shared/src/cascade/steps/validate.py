@@ -58,6 +58,7 @@ from cascade.core.observability import RunLogger
 from cascade.core.paths import DatasetPaths, RunPaths
 from cascade.core.pipeline_config import load_pipeline_config
 from cascade.core.runs import VALIDATE_STATISTICS_STEP, RunRecord, Trigger, run_id_for_object
+from cascade.core.store import READ_CHUNK_BYTES
 from cascade.core.validation_config import Check, Severity, ValidationConfig
 from cascade.jobs.beam_records import (
     RESULT_NAME,
@@ -602,14 +603,26 @@ def _duplicate_outcome(
 
 
 def _landed_source(ctx: StepContext, ref: ObjectRef) -> DataSource:
-    """The exact generation ``ref`` names, streamed in chunks from its bucket."""
+    """The exact generation ``ref`` names, streamed in chunks from its bucket.
+
+    The step reads a file several times (its digest, its header, its rows); an object
+    no larger than one streaming request (``READ_CHUNK_BYTES``, what a stream holds at
+    once anyway) is fetched whole, once, and every read is served from memory.
+    """
     landing = ctx.store(ref.bucket)
+    gone = BadInputError("the object no longer exists (deleted or overwritten)", uri=ref.uri)
     info = landing.stat(ref.name, generation=ref.generation)
     if info is None:
-        raise BadInputError("the object no longer exists (deleted or overwritten)", uri=ref.uri)
+        raise gone
+    file_format = file_format_of(ref.name, uri=ref.uri)
+    if info.size <= READ_CHUNK_BYTES:
+        stored = landing.read(ref.name, generation=ref.generation)
+        if stored is None:
+            raise gone
+        return DataSource.in_memory(ref.uri, file_format, stored.data)
     return DataSource(
         uri=ref.uri,
-        file_format=file_format_of(ref.name, uri=ref.uri),
+        file_format=file_format,
         size=info.size,
         open=lambda: landing.open_read(ref.name, generation=ref.generation),
     )

@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
+from io import BytesIO
 from typing import Any, BinaryIO
 
 import pyarrow as pa  # type: ignore[import-untyped,unused-ignore]
@@ -55,6 +56,12 @@ class DataSource:
         return cls(
             uri=uri or path, file_format=file_format, size=os.path.getsize(path), open=opener
         )
+
+    @classmethod
+    def in_memory(cls, uri: str, file_format: FileFormat, data: bytes) -> DataSource:
+        """Bytes already read (a small object, fetched whole once): every ``open``
+        reads them again from memory."""
+        return cls(uri=uri, file_format=file_format, size=len(data), open=lambda: BytesIO(data))
 
 
 class ByteStream:
