@@ -48,6 +48,7 @@ from typing import Any
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 RESULTS = REPO_ROOT / "bench" / "results" / "scale.json"
+REQUESTS_RESULTS = REPO_ROOT / "bench" / "results" / "scale_requests.json"
 LANDING, ARTIFACTS = "cascade-landing", "cascade-artifacts"
 MAX_DELIVERIES = 5
 REDELIVERY_BACKOFF_S = 0.5
@@ -205,6 +206,7 @@ def _decode(data: bytes) -> Any:
 # -- the workers: the validate step, one process per function instance --------------------
 
 _CONTEXT: Any = None
+_CLIENT: Any = None
 
 
 def _worker_start(storage_url: str, mode: str) -> None:
@@ -230,7 +232,8 @@ def _worker_start(storage_url: str, mode: str) -> None:
     )
     client = make_storage_client(settings)
     artifacts = ArtifactStore(client, ARTIFACTS)
-    global _CONTEXT
+    global _CONTEXT, _CLIENT
+    _CLIENT = client
     _CONTEXT = StepContext(
         settings=settings,
         artifacts=artifacts,
@@ -523,12 +526,101 @@ def front_overhead(requests_each: int = 300) -> dict[str, Any]:
     return figures
 
 
+def _object_kind(method: str, url: str) -> str:
+    """``GET runs/<run>/claims/validate.json``: one kind of request per object kind."""
+    from urllib.parse import unquote, urlsplit
+
+    path = unquote(urlsplit(url).path)
+    path = re.sub(r"^/(upload|download)?/?storage/v1/b/", "", path)
+    path = re.sub(r"scale(old)?-[0-9a-f]{16}", "<run>", path)
+    path = re.sub(r"\b[0-9]{16}-<run>", "<key>-<run>", path)
+    path = re.sub(r"part-[0-9]{5}\.csv", "<file>.csv", path)
+    path = re.sub(r"accepted-content/[0-9a-f]{64}", "accepted-content/<digest>", path)
+    path = re.sub(r"compactions/[0-9]{12}-[0-9a-f]{8}", "compactions/<n>", path)
+    path = re.sub(r"/scale/", "/<dataset>/", path)
+    return f"{method.upper()} {path}"
+
+
+def requests_per_file(files: int = 100, rows: int = 20) -> dict[str, Any]:
+    """The validate step one file at a time through the front (no contention): every
+    request its storage client sends, from any thread, per accepted file; and the
+    step's wall time and CPU per file (this process: the step and its client)."""
+    import google.cloud.storage as storage
+    from google.auth.credentials import AnonymousCredentials
+
+    from cascade.core.events import StorageObjectEvent
+    from cascade.steps.validate import handle_object_finalized
+
+    with (
+        tempfile.TemporaryDirectory(prefix="scale-requests-") as folder,
+        limited_storage(Path(folder), 1000.0) as (url, _log, _backend),
+    ):
+        os.environ["STORAGE_EMULATOR_HOST"] = url
+        client = storage.Client(project="bench", credentials=AnonymousCredentials())
+        for bucket in (LANDING, ARTIFACTS):
+            client.create_bucket(bucket)
+        landing = client.bucket(LANDING)
+        events = []
+        for index in range(files + 5):
+            blob = landing.blob(f"scale/part-{index:05d}.csv")
+            blob.upload_from_string(_csv(index, rows), content_type="text/csv")
+            events.append(
+                StorageObjectEvent(
+                    event_id=f"e{index}",
+                    bucket=LANDING,
+                    name=blob.name,
+                    generation=int(blob.generation),
+                    size=int(blob.size or 0),
+                )
+            )
+        _worker_start(url, "compacted")
+        for event in events[:5]:  # the dataset's first files: schema, first compaction
+            handle_object_finalized(_CONTEXT, event)
+        sent: list[str] = []
+        session = _CLIENT._http
+        send = session.request
+
+        def recording(method: str, url: str, *args: Any, **kwargs: Any) -> Any:
+            sent.append(_object_kind(method, url))
+            return send(method, url, *args, **kwargs)
+
+        session.request = recording
+        began, cpu = time.perf_counter(), time.process_time()
+        for event in events[5:]:
+            outcome = handle_object_finalized(_CONTEXT, event)
+            assert outcome is not None
+            assert outcome.state == "succeeded", outcome.summary
+        wall, cpu = time.perf_counter() - began, time.process_time() - cpu
+        session.request = send
+    kinds: dict[str, int] = {}
+    for kind in sent:
+        kinds[kind] = kinds.get(kind, 0) + 1
+    return {
+        "files": files,
+        "requests_per_file": round(len(sent) / files, 1),
+        "by_method": {
+            method: round(sum(n for k, n in kinds.items() if k.startswith(method)) / files, 2)
+            for method in ("GET", "POST", "DELETE")
+        },
+        "by_kind": {
+            kind: round(count / files, 2)
+            for kind, count in sorted(kinds.items(), key=lambda item: -item[1])
+        },
+        "wall_ms_per_file": round(1000 * wall / files, 1),
+        "cpu_ms_per_file": round(1000 * cpu / files, 1),
+    }
+
+
 # -- the sections ---------------------------------------------------------------------------
 
 
 def files_section(args: argparse.Namespace) -> dict[str, Any]:
     results: dict[str, Any] = {"front_overhead": front_overhead()}
     print(json.dumps(results["front_overhead"], indent=2))
+    results["requests_per_file"] = requests_per_file(rows=args.rows)
+    print(json.dumps(results["requests_per_file"], indent=2))
+    if args.requests_only:
+        return results
     for scope in args.scopes.split(","):
         for mode in args.modes.split(","):
             if mode not in MODES or scope not in SCOPES:
@@ -570,6 +662,11 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=6, help="validate step processes")
     parser.add_argument("--rows", type=int, default=20, help="rows per file")
     parser.add_argument("--writes-per-s", type=float, default=1.0, help="per object name")
+    parser.add_argument(
+        "--requests-only",
+        action="store_true",
+        help="with --files: only the requests one validate step sends per file",
+    )
     parser.add_argument("--modes", default=",".join(MODES))
     parser.add_argument(
         "--scopes",
@@ -585,9 +682,10 @@ def main() -> None:
     }
     if args.files:
         record["files"] = files_section(args)
-        RESULTS.parent.mkdir(parents=True, exist_ok=True)
-        RESULTS.write_text(json.dumps(record, indent=2) + "\n")
-        print(f"wrote {RESULTS.relative_to(REPO_ROOT)}")
+        out = REQUESTS_RESULTS if args.requests_only else RESULTS
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(record, indent=2) + "\n")
+        print(f"wrote {out.relative_to(REPO_ROOT)}")
     if args.streaming:
         _external_section("streaming", rest)
     if args.beam:
