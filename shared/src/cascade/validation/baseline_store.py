@@ -153,6 +153,7 @@ class BaselineStore:
         self._root = f"{self._paths.root}/baseline"
         self._clock = clock
         self.head_name = f"{self._root}/HEAD.json"
+        self._loaded_head: _Head | None = None
         self.files_prefix = f"{self._root}/files/"
         self.uri = artifacts.uri(f"{self._root}/")
 
@@ -168,7 +169,7 @@ class BaselineStore:
         before the first file is accepted. With ``schema``, only its columns; ``config``
         bounds the values tracked per column (the dataset's validation config)."""
         for _ in range(LOAD_ATTEMPTS):
-            head = self._head()
+            head = self._loaded_head = self._head()
             base = self._compaction_summary(head.value.compaction)
             if isinstance(base, _Moved):
                 continue
@@ -194,6 +195,12 @@ class BaselineStore:
         except ValidationError as error:
             raise TransientError(f"{self._artifacts.uri(self.head_name)}: {error}") from error
         return _Head(value, stored.generation)
+
+    def _legacy_recent(self) -> list[str]:
+        """The files the old layout's code merged last. Fixed once the old code stopped
+        (every HEAD carries its predecessor's list), so the one ``load`` read serves."""
+        head = self._loaded_head if self._loaded_head is not None else self._head()
+        return list(head.value.legacy_recent)
 
     def _head_generation(self) -> int:
         info = self._artifacts.stat(self.head_name)
@@ -275,7 +282,7 @@ class BaselineStore:
         baseline. Returns whether this call recorded them (False: a resumed step whose
         file was recorded already).
         """
-        if file_id in self._head().value.legacy_recent:
+        if file_id in self._legacy_recent():
             return False  # merged by the old layout's code before this step resumed
         proto = statistics_proto(restricted_to_schema(summary, schema), config, name=file_id)
         created = self._artifacts.create(
