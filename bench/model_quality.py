@@ -65,6 +65,7 @@ import pyarrow.parquet as pq
 from model_quality_data import TASKS, Task, missing_archives, tasks
 
 from cascade.core.pipeline_config import PipelineConfig
+from cascade.core.store import ObjectInfo
 from cascade.core.training_config import TrainingConfig, TransformConfig
 from cascade.core.validation_config import ValidationConfig
 from cascade.jobs.spec_builder import build_job_spec
@@ -108,8 +109,8 @@ class _LocalOpener:
     def __init__(self, paths: dict[str, Path]) -> None:
         self._paths = paths
 
-    def size(self, uri: str, generation: int) -> int | None:
-        return self._paths[uri].stat().st_size
+    def stat(self, uri: str, generation: int) -> ObjectInfo | None:
+        return ObjectInfo(uri, generation, self._paths[uri].stat().st_size, None)
 
     def open(self, uri: str, generation: int) -> AbstractContextManager[BinaryIO]:
         return self._paths[uri].open("rb")

@@ -8,6 +8,7 @@ outputs go back to the bucket (Beam's own GCS filesystem).
 
 from __future__ import annotations
 
+import gzip
 import json
 import os
 import subprocess
@@ -122,3 +123,48 @@ def test_an_overwritten_generation_is_refused_by_name_never_read_live(
         "message": f"gs://landing/shop/orders.csv#{gone}: the object no longer exists "
         "(deleted or overwritten)",
     }
+
+
+def test_a_gzip_encoded_object_is_read_as_stored_and_decompressed_once(
+    gcs: tuple[str, storage.Client], tmp_path: Path
+) -> None:
+    """``gcloud storage cp -Z``: the object is stored gzip-compressed under
+    ``Content-Encoding: gzip``. The pipeline reads the stored bytes (the client would
+    otherwise decompress them whole, unbounded) as one stream, since byte ranges of the
+    compressed bytes are not lines, and its statistics equal the plain file's."""
+    endpoint, client = gcs
+    data = _csv(3000, 0)
+    blob = client.bucket("landing").blob("shop/orders.csv")
+    blob.content_encoding = "gzip"
+    blob.upload_from_string(gzip.compress(data), content_type="text/csv")
+    uri = f"gs://landing/shop/orders.csv#{blob.generation}"
+
+    _run(
+        endpoint,
+        "--input=gs://landing/shop/orders.csv",
+        f"--generation={blob.generation}",
+        f"--uri={uri}",
+        "--file_format=csv",
+        "--output=gs://artifacts/dataflow/outputs/r3/validate",
+        "--block_bytes=4096",
+    )
+
+    outputs = client.bucket("artifacts")
+    result = json.loads(
+        outputs.blob("dataflow/outputs/r3/validate/result.json").download_as_bytes()
+    )
+    assert result["status"] == "ok", result
+    assert (result["num_examples"], result["blocks"]) == (3000, 1)
+    beam = statistics_pb2.DatasetFeatureStatisticsList()
+    beam.ParseFromString(
+        outputs.blob("dataflow/outputs/r3/validate/statistics.pb").download_as_bytes()
+    )
+    local = tmp_path / "orders.csv"
+    local.write_bytes(data)
+    config = ValidationConfig()
+    expected = statistics_proto(
+        compute_statistics(DataSource.local_file(str(local), FileFormat.CSV, uri=uri), config),
+        config,
+        name=uri,
+    )
+    assert rounded(beam) == rounded(expected)

@@ -14,7 +14,7 @@ from datetime import UTC, datetime, timedelta
 from typing import BinaryIO
 
 from cascade.core.paths import DatasetPaths
-from cascade.core.store import ArtifactStore
+from cascade.core.store import ArtifactStore, ObjectInfo
 from cascade.core.validation_config import ValidationConfig
 from cascade.transform.snapshot import split_gs_uri
 from cascade.validation.manifest import AcceptedFile
@@ -42,9 +42,9 @@ class MemoryLanding:
         self.objects[(uri, generation)] = data
         return uri
 
-    def size(self, uri: str, generation: int) -> int | None:
+    def stat(self, uri: str, generation: int) -> ObjectInfo | None:
         data = self.objects.get((uri, generation))
-        return None if data is None else len(data)
+        return None if data is None else ObjectInfo(uri, generation, len(data), None)
 
     def open(self, uri: str, generation: int) -> AbstractContextManager[BinaryIO]:
         self.opened.append((uri, generation))

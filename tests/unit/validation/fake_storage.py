@@ -14,6 +14,7 @@ checked against the same protocols by ``tests/unit/test_protocols.py``.
 
 from __future__ import annotations
 
+import gzip
 import io
 import itertools
 import threading
@@ -32,6 +33,7 @@ class _Version:
     generation: int
     content_type: str
     metadata: dict[str, str] = field(default_factory=dict)
+    content_encoding: str | None = None
     updated: datetime = field(default_factory=lambda: datetime.now(UTC))
 
 
@@ -41,6 +43,7 @@ class FakeBlob:
         self.name = name
         self.generation = generation
         self.metadata: dict[str, str] | None = None
+        self.content_encoding: str | None = None
         self.size: int | None = None
         self.updated: datetime | None = None
 
@@ -55,16 +58,23 @@ class FakeBlob:
         version = self._current()
         self.generation, self.size = version.generation, len(version.data)
         self.metadata, self.updated = dict(version.metadata), version.updated
+        self.content_encoding = version.content_encoding
 
-    def download_as_bytes(self) -> bytes:
+    def download_as_bytes(self, raw_download: bool = False) -> bytes:
+        """As the client: a gzip ``Content-Encoding`` is undone, whole, unless
+        ``raw_download``."""
         version = self._current()
         self.generation = version.generation
         self.bucket.client.downloads.append(self.name)
+        if version.content_encoding == "gzip" and not raw_download:
+            return gzip.decompress(version.data)
         return version.data
 
-    def open(self, mode: str = "rb", chunk_size: int | None = None) -> io.BytesIO:
+    def open(
+        self, mode: str = "rb", chunk_size: int | None = None, raw_download: bool = False
+    ) -> io.BytesIO:
         assert mode == "rb", "the fake only streams reads"
-        return io.BytesIO(self.download_as_bytes())
+        return io.BytesIO(self.download_as_bytes(raw_download=raw_download))
 
     def upload_from_string(
         self,
@@ -81,7 +91,11 @@ class FakeBlob:
                 raise gexc.PreconditionFailed(f"{self.name}: generation {current_generation}")
             generation = next(self.bucket.client.generations)
             self.bucket.objects[self.name] = _Version(
-                payload, generation, content_type, dict(self.metadata or {})
+                payload,
+                generation,
+                content_type,
+                dict(self.metadata or {}),
+                self.content_encoding,
             )
             self.generation = generation
 
@@ -156,9 +170,10 @@ class FakeStorageClient:
                 listed += 1
                 yield blob
 
-    def put(self, bucket: str, name: str, data: bytes) -> int:
+    def put(self, bucket: str, name: str, data: bytes, *, content_encoding: str = "") -> int:
         """Upload ``data`` and return the new generation (what an upload event carries)."""
         blob = self.bucket(bucket).blob(name)
+        blob.content_encoding = content_encoding or None
         blob.upload_from_string(data)
         assert blob.generation is not None
         return blob.generation

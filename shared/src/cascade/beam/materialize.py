@@ -207,7 +207,7 @@ class _SplitFile(_WorkerDoFn):
         pins = {(newest.uri, newest.generation) for newest in request.newest}
         is_newest = (file.uri, file.generation) in pins
         try:
-            if self.opener().size(file.uri, file.generation) is None:
+            if self.opener().stat(file.uri, file.generation) is None:
                 raise _gone(file)
             eval_rows = split_file(
                 file,

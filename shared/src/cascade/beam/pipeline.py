@@ -84,6 +84,9 @@ class BeamStatisticsJob:
         self.string_features = frozenset(json.loads(arguments.string_features))
         self.output: str = arguments.output.rstrip("/")
         self.block_bytes: int = arguments.block_bytes
+        self.content_encoding = ""
+        """The object's ``Content-Encoding``, known once ``size`` has read its metadata
+        (before the pipeline is built, so every worker has it)."""
 
     def _blob(self) -> Any:
         """The pinned generation of a gs:// object, through the storage client (Beam's
@@ -94,13 +97,16 @@ class BeamStatisticsJob:
         return new_storage_client().bucket(bucket).blob(name, generation=self.generation)
 
     def open_raw(self) -> Any:
-        """The object's bytes as stored (gzip is undone by the readers, not by Beam)."""
+        """The object's bytes as stored (gzip, a file's own or a gzip
+        ``Content-Encoding``, is undone by the readers, bounded; not by Beam or the
+        storage client)."""
         if self.generation and self.input.startswith("gs://"):
-            return self._blob().open("rb")
+            return self._blob().open("rb", raw_download=True)
         return FileSystems.open(self.input, compression_type=CompressionTypes.UNCOMPRESSED)
 
     def size(self) -> int:
-        """The object's size; BadInputError when the generation is gone."""
+        """The object's size (and ``content_encoding``); BadInputError when the
+        generation is gone."""
         if self.generation and self.input.startswith("gs://"):
             from google.api_core import exceptions as gexc
 
@@ -111,8 +117,20 @@ class BeamStatisticsJob:
                 raise BadInputError(
                     "the object no longer exists (deleted or overwritten)", uri=self.uri
                 ) from None
+            self.content_encoding = blob.content_encoding or ""
             return int(blob.size)
         return int(FileSystems.match([self.input])[0].metadata_list[0].size_in_bytes)
+
+    def source(self, size: int) -> DataSource:
+        """The object as a whole file to read (its first ``size`` bytes)."""
+        return DataSource(
+            self.uri, self.file_format, size, self.open_raw, content_encoding=self.content_encoding
+        )
+
+    def splittable(self) -> bool:
+        """Read in ranges: a format cut at lines or row groups, stored as it is (a
+        gzip ``Content-Encoding`` is one stream, read whole)."""
+        return is_splittable(self.file_format, self.config) and not self.source(0).gzip_encoded
 
     def column_types(self) -> dict[str, Any]:
         import pyarrow as pa  # type: ignore[import-untyped,unused-ignore]
@@ -125,8 +143,8 @@ class BeamStatisticsJob:
 def _ranges(job: BeamStatisticsJob) -> tuple[list[ByteRange], int]:
     """The ranges to read in parallel and where the data lines start; checks the size."""
     size = job.size()
-    check_size(DataSource(job.uri, job.file_format, size, job.open_raw), job.config)
-    if not is_splittable(job.file_format, job.config):
+    check_size(job.source(size), job.config)
+    if not job.splittable():
         return [ByteRange(0, 0, size)], 0
     with job.open_raw() as raw:
         if job.file_format is FileFormat.PARQUET:
@@ -144,9 +162,8 @@ class _SummarizeRange(beam.DoFn):  # type: ignore[misc,unused-ignore]
 
     def _reader(self, block: ByteRange) -> BatchReader | None:
         job = self._job
-        if not is_splittable(job.file_format, job.config):
-            source = DataSource(job.uri, job.file_format, block.end, job.open_raw)
-            return source_reader(source, job.config)
+        if not job.splittable():
+            return source_reader(job.source(block.end), job.config)
         if job.file_format is FileFormat.PARQUET:
             return lambda _: parquet_range_batches(job.open_raw, block, job.config, uri=job.uri)
         with job.open_raw() as raw:

@@ -26,6 +26,8 @@ class StorageBlob(Protocol):
 
     # Settable: the metadata given here is written with the next upload.
     metadata: dict[str, str] | None
+    # Settable too; after a read or reload, the object's (``gzip``: stored compressed).
+    content_encoding: str | None
 
     @property
     def name(self) -> str: ...
@@ -45,9 +47,13 @@ class StorageBlob(Protocol):
         """Fetch the object's metadata; ``NotFound`` when it (or its generation) is gone."""
         ...
 
-    def download_as_bytes(self) -> bytes: ...
+    def download_as_bytes(self, *, raw_download: bool = False) -> bytes:
+        """``raw_download``: the bytes as stored (a gzip ``Content-Encoding`` kept)."""
+        ...
 
-    def open(self, mode: str, *, chunk_size: int | None = None) -> BinaryIO:
+    def open(
+        self, mode: str, *, chunk_size: int | None = None, raw_download: bool = False
+    ) -> BinaryIO:
         """A streaming reader (``mode="rb"``)."""
         ...
 

@@ -105,6 +105,9 @@ class ObjectInfo:
     updated: datetime | None
     metadata: Mapping[str, str] = field(default_factory=dict)
     """Custom metadata; filled by ``stat`` (a listing leaves it empty)."""
+    content_encoding: str = ""
+    """The object's ``Content-Encoding`` (``gzip``: stored compressed, and Cloud
+    Storage would decompress it while serving it; ``read`` and ``open_read`` do not)."""
 
 
 @dataclass(frozen=True)
@@ -178,7 +181,12 @@ class ArtifactStore:
     def read(
         self, name: str, *, generation: int | None = None, metadata: bool = False
     ) -> StoredObject | None:
-        """The object's bytes and generation, or None if it does not exist.
+        """The object's bytes as stored, and its generation; None if it does not exist.
+
+        Bytes as stored: an object with ``Content-Encoding: gzip`` comes back compressed
+        (``raw_download``). The client would otherwise undo the encoding itself, with no
+        limit on what it expands to; readers of landed files decompress it bounded
+        (``ObjectInfo.content_encoding``).
 
         ``generation`` pins the read to that generation (None if it is gone).
         ``metadata=True`` also reads the custom metadata, consistently with the bytes
@@ -189,7 +197,7 @@ class ArtifactStore:
         blob = self._bucket.blob(name, generation=generation)
         try:
             with transient_errors(f"reading {self.uri(name)}"):
-                data = blob.download_as_bytes()
+                data = blob.download_as_bytes(raw_download=True)
         except gexc.NotFound:
             return None
         return StoredObject(name=name, data=data, generation=int(blob.generation or 0))
@@ -228,12 +236,14 @@ class ArtifactStore:
             size=int(blob.size or 0),
             updated=blob.updated,
             metadata=dict(blob.metadata or {}),
+            content_encoding=blob.content_encoding or "",
         )
 
     def open_read(
         self, name: str, *, generation: int | None = None, chunk_size: int = READ_CHUNK_BYTES
     ) -> AbstractContextManager[BinaryIO]:
-        """Stream the object's bytes (``chunk_size`` per request), never holding them all.
+        """Stream the object's bytes as stored (``chunk_size`` per request), never
+        holding them all; a gzip ``Content-Encoding`` is not undone (as ``read``).
 
         Errors surface while reading (NotFound once a pinned generation is gone).
         """
@@ -241,7 +251,7 @@ class ArtifactStore:
 
         @contextmanager
         def reader() -> Iterator[BinaryIO]:
-            with blob.open("rb", chunk_size=chunk_size) as stream:
+            with blob.open("rb", chunk_size=chunk_size, raw_download=True) as stream:
                 yield stream
 
         return reader()
@@ -269,6 +279,7 @@ class ArtifactStore:
                     generation=int(blob.generation or 0),
                     size=int(blob.size or 0),
                     updated=blob.updated,
+                    content_encoding=blob.content_encoding or "",
                 )
 
     # -- writing --------------------------------------------------------------------------

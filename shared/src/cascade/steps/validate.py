@@ -603,7 +603,8 @@ def _duplicate_outcome(
 
 
 def _landed_source(ctx: StepContext, ref: ObjectRef) -> DataSource:
-    """The exact generation ``ref`` names, streamed in chunks from its bucket.
+    """The exact generation ``ref`` names, streamed in chunks from its bucket, as
+    stored (a gzip ``Content-Encoding`` is undone by the readers, bounded).
 
     The step reads a file several times (its digest, its header, its rows); an object
     no larger than one streaming request (``READ_CHUNK_BYTES``, what a stream holds at
@@ -619,12 +620,15 @@ def _landed_source(ctx: StepContext, ref: ObjectRef) -> DataSource:
         stored = landing.read(ref.name, generation=ref.generation)
         if stored is None:
             raise gone
-        return DataSource.in_memory(ref.uri, file_format, stored.data)
+        return DataSource.in_memory(
+            ref.uri, file_format, stored.data, content_encoding=info.content_encoding
+        )
     return DataSource(
         uri=ref.uri,
         file_format=file_format,
         size=info.size,
         open=lambda: landing.open_read(ref.name, generation=ref.generation),
+        content_encoding=info.content_encoding,
     )
 
 

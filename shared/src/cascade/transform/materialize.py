@@ -69,11 +69,13 @@ class SplitShards:
 def _source(file: SnapshotFile, opener: ObjectOpener) -> DataSource:
     _, name = split_gs_uri(file.uri)
     uri = f"{file.uri}#{file.generation}"
+    info = opener.stat(file.uri, file.generation)
     return DataSource(
         uri=uri,
         file_format=file_format_of(name, uri=uri),
-        size=opener.size(file.uri, file.generation),
+        size=None if info is None else info.size,
         open=lambda: opener.open(file.uri, file.generation),
+        content_encoding="" if info is None else info.content_encoding,
     )
 
 

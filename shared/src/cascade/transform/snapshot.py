@@ -19,7 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from cascade.core.errors import BadInputError
 from cascade.core.paths import DatasetPaths
-from cascade.core.store import ArtifactStore
+from cascade.core.store import ArtifactStore, ObjectInfo
 from cascade.transform.spec import SnapshotFile
 from cascade.validation.manifest import AcceptedFile
 
@@ -60,8 +60,9 @@ class DataSnapshot(BaseModel):
 class ObjectOpener(Protocol):
     """Reads one generation of an object (the landing bucket's, in production)."""
 
-    def size(self, uri: str, generation: int) -> int | None:
-        """The object's size in bytes, or None when that generation does not exist."""
+    def stat(self, uri: str, generation: int) -> ObjectInfo | None:
+        """The object's size and ``Content-Encoding``, or None when that generation
+        does not exist."""
         ...
 
     def open(self, uri: str, generation: int) -> AbstractContextManager[BinaryIO]: ...
@@ -81,10 +82,9 @@ class GcsObjectOpener:
     def __init__(self, stores: Callable[[str], ArtifactStore]) -> None:
         self._stores = stores
 
-    def size(self, uri: str, generation: int) -> int | None:
+    def stat(self, uri: str, generation: int) -> ObjectInfo | None:
         bucket, name = split_gs_uri(uri)
-        info = self._stores(bucket).stat(name, generation=generation)
-        return None if info is None else info.size
+        return self._stores(bucket).stat(name, generation=generation)
 
     def open(self, uri: str, generation: int) -> AbstractContextManager[BinaryIO]:
         bucket, name = split_gs_uri(uri)
@@ -108,7 +108,7 @@ def build_snapshot(
     files: list[SnapshotFile] = []
     skipped: list[SkippedFile] = []
     for manifest in accepted_files(store, dataset):
-        if opener.size(manifest.uri, manifest.generation) is None:
+        if opener.stat(manifest.uri, manifest.generation) is None:
             skipped.append(
                 SkippedFile(
                     uri=manifest.uri,

@@ -40,7 +40,16 @@ __all__ = ["check_size", "read_batches"]
 
 
 def check_size(source: DataSource, config: ValidationConfig) -> None:
-    """Refuse a file over ``max_file_size_bytes`` (or of size 0) before reading it."""
+    """Refuse a file over ``max_file_size_bytes`` (or of size 0), or a Parquet or Avro
+    file stored gzip-encoded, before reading it."""
+    if source.gzip_encoded and source.file_format in (FileFormat.PARQUET, FileFormat.AVRO):
+        raise BadInputError(
+            f"the object is stored with Content-Encoding: {source.content_encoding} "
+            f"({source.file_format.value} compresses inside the file and is read by byte "
+            "ranges, which a gzip-encoded object does not serve): upload the file as it is, "
+            "without Content-Encoding (no -Z or -j on `gcloud storage cp`)",
+            uri=source.uri,
+        )
     if source.size is None:
         return
     if source.size == 0:

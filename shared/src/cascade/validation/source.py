@@ -6,6 +6,7 @@ a local path named after the object); tests and benchmarks open local files.
 
 from __future__ import annotations
 
+import io
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
@@ -36,14 +37,31 @@ NETWORK_ERRORS = (ConnectionError, TimeoutError, requests.RequestException)
 ByteOpener = Callable[[], AbstractContextManager[BinaryIO]]
 
 
+GZIP_MAGIC = b"\x1f\x8b"
+_PEEK_BUFFER_BYTES = 64 * 1024
+
+
 @dataclass(frozen=True)
 class DataSource:
-    """``open`` may be called more than once (a read restarts when a column widens)."""
+    """``open`` may be called more than once (a read restarts when a column widens).
+
+    ``open`` gives the bytes as stored; ``content_encoding`` is the stored object's
+    ``Content-Encoding``. ``gzip`` (``gsutil cp -Z``, ``gcloud storage cp -Z``) means
+    the stored bytes are gzip of the file the name describes: Cloud Storage would
+    decompress them while serving them, with no limit on what they expand to, so they
+    are read as stored and decompressed here, bounded like a ``.csv.gz``.
+    """
 
     uri: str
     file_format: FileFormat
     size: int | None
     open: ByteOpener
+    content_encoding: str = ""
+
+    @property
+    def gzip_encoded(self) -> bool:
+        """Stored gzip-compressed under ``Content-Encoding: gzip``."""
+        return self.content_encoding.strip().lower() in ("gzip", "x-gzip")
 
     @classmethod
     def local_file(cls, path: str, file_format: FileFormat, *, uri: str = "") -> DataSource:
@@ -58,31 +76,63 @@ class DataSource:
         )
 
     @classmethod
-    def in_memory(cls, uri: str, file_format: FileFormat, data: bytes) -> DataSource:
+    def in_memory(
+        cls, uri: str, file_format: FileFormat, data: bytes, *, content_encoding: str = ""
+    ) -> DataSource:
         """Bytes already read (a small object, fetched whole once): every ``open``
         reads them again from memory."""
-        return cls(uri=uri, file_format=file_format, size=len(data), open=lambda: BytesIO(data))
+        return cls(
+            uri=uri,
+            file_format=file_format,
+            size=len(data),
+            open=lambda: BytesIO(data),
+            content_encoding=content_encoding,
+        )
 
 
 class ByteStream:
-    """Reads a source's bytes, decompressing gzip, refusing more than ``max_bytes``."""
+    """Reads a source's bytes, decompressing gzip, refusing more than ``max_bytes``.
 
-    def __init__(self, raw: BinaryIO, *, gzipped: bool, max_bytes: int, uri: str) -> None:
+    ``gzip_encoded``: the stored bytes are gzip under ``Content-Encoding`` and are
+    decompressed first. A ``.gz`` name stored that way is either compressed twice
+    (``gsutil cp -Z`` of a ``.csv.gz``) or, as often, compressed once and labelled
+    both ways (Cloud Storage's transcoding page warns of it): the name's gzip is
+    undone only when the decoded bytes start as gzip does.
+    """
+
+    def __init__(
+        self,
+        raw: BinaryIO,
+        *,
+        gzipped: bool,
+        max_bytes: int,
+        uri: str,
+        gzip_encoded: bool = False,
+    ) -> None:
         self._uri = uri
         self._max_bytes = max_bytes
         self._total = 0
-        self._stream: Any = raw
+        stream: Any = raw
+        if gzip_encoded:
+            stream = pa.CompressedInputStream(pa.PythonFile(raw, mode="r"), "gzip")
+            if gzipped:
+                stream = io.BufferedReader(stream, _PEEK_BUFFER_BYTES)
+                gzipped = self._guarded(lambda: stream.peek(2)[:2]) == GZIP_MAGIC
         if gzipped:
-            self._stream = pa.CompressedInputStream(pa.PythonFile(raw, mode="r"), "gzip")
+            stream = pa.CompressedInputStream(pa.PythonFile(stream, mode="r"), "gzip")
+        self._stream = stream
 
-    def readinto(self, target: memoryview) -> int:
-        """Fill ``target`` with the next bytes; 0 at the end of the data."""
+    def _guarded(self, read: Callable[[], Any]) -> Any:
         try:
-            count = int(self._stream.readinto(target))
+            return read()
         except NETWORK_ERRORS:
             raise
         except (OSError, pa.ArrowException) as error:
             raise BadInputError(f"cannot decompress the file: {error}", uri=self._uri) from error
+
+    def readinto(self, target: memoryview) -> int:
+        """Fill ``target`` with the next bytes; 0 at the end of the data."""
+        count = int(self._guarded(lambda: self._stream.readinto(target)))
         self._total += count
         if self._total > self._max_bytes:
             raise BadInputError(
@@ -97,7 +147,11 @@ class ByteStream:
 def open_byte_stream(source: DataSource, max_bytes: int) -> Iterator[ByteStream]:
     with source.open() as raw:
         yield ByteStream(
-            raw, gzipped=source.file_format.gzipped, max_bytes=max_bytes, uri=source.uri
+            raw,
+            gzipped=source.file_format.gzipped,
+            max_bytes=max_bytes,
+            uri=source.uri,
+            gzip_encoded=source.gzip_encoded,
         )
 
 
