@@ -19,7 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from cascade.core.errors import BadInputError
 from cascade.core.paths import DatasetPaths
-from cascade.core.store import ArtifactStore, ObjectInfo
+from cascade.core.store import ArtifactStore, ObjectInfo, read_concurrently
 from cascade.transform.spec import SnapshotFile
 from cascade.validation.manifest import AcceptedFile
 
@@ -92,23 +92,41 @@ class GcsObjectOpener:
 
 
 def accepted_files(store: ArtifactStore, dataset: str) -> list[AcceptedFile]:
-    """Every accepted-file manifest of ``dataset``, in order of acceptance."""
-    manifests = []
-    for name in store.list_names(DatasetPaths(dataset).accepted_prefix):
-        if name.endswith(".json"):
-            found = store.read_model(name, AcceptedFile)
-            if found is not None:
-                manifests.append(found[0])
+    """Every accepted-file manifest of ``dataset``, in order of acceptance (read
+    concurrently: one round trip each)."""
+    names = [
+        name
+        for name in store.list_names(DatasetPaths(dataset).accepted_prefix)
+        if name.endswith(".json")
+    ]
+
+    def read(name: str) -> AcceptedFile | None:
+        found = store.read_model(name, AcceptedFile)
+        return None if found is None else found[0]
+
+    manifests = [
+        manifest
+        for manifest in read_concurrently(read, names, name="accepted-read")
+        if manifest is not None
+    ]
     return sorted(manifests, key=lambda manifest: (manifest.accepted_at, manifest.file_id))
 
 
 def build_snapshot(
     store: ArtifactStore, opener: ObjectOpener, *, dataset: str, run_id: str, now: datetime
 ) -> DataSnapshot:
+    """The accepted files whose generation still exists (each looked up concurrently),
+    and those whose generation is gone, with why."""
+    manifests = accepted_files(store, dataset)
+    found = read_concurrently(
+        lambda manifest: opener.stat(manifest.uri, manifest.generation),
+        manifests,
+        name="landed-stat",
+    )
     files: list[SnapshotFile] = []
     skipped: list[SkippedFile] = []
-    for manifest in accepted_files(store, dataset):
-        if opener.stat(manifest.uri, manifest.generation) is None:
+    for manifest, info in zip(manifests, found, strict=True):
+        if info is None:
             skipped.append(
                 SkippedFile(
                     uri=manifest.uri,

@@ -47,7 +47,6 @@ import time
 import weakref
 from collections import OrderedDict
 from collections.abc import Callable, Iterable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -56,7 +55,7 @@ from pydantic import BaseModel, Field, ValidationError
 
 from cascade.core.errors import ConcurrentUpdateError, TransientError
 from cascade.core.paths import DatasetPaths
-from cascade.core.store import ArtifactStore
+from cascade.core.store import ArtifactStore, read_concurrently
 from cascade.core.validation_config import ValidationConfig
 from cascade.validation.anomalies import Baseline
 from cascade.validation.schema import restricted_to_schema
@@ -82,7 +81,6 @@ CACHED_SUMMARIES = 512
 """Decoded statistics objects a store keeps (``_SummaryCache``)."""
 LOAD_ATTEMPTS = 20
 """How many times ``load`` reads again when HEAD moved while it read."""
-_READ_THREADS = 8
 LEGACY_FILES_KEY = "cascade-files"
 LEGACY_RECENT_KEY = "cascade-recent-files"
 
@@ -262,11 +260,7 @@ class BaselineStore:
             cache.put(key, summary)
             return summary
 
-        if len(file_ids) <= 2:
-            found = [read(file_id) for file_id in file_ids]
-        else:
-            with ThreadPoolExecutor(min(_READ_THREADS, len(file_ids))) as pool:
-                found = list(pool.map(read, file_ids))
+        found = read_concurrently(read, file_ids, name="baseline-read")
         if any(summary is None for summary in found):
             return None
         return [summary for summary in found if summary is not None]
