@@ -24,6 +24,7 @@ from cascade.jobs.local_runner import LocalJob
 from cascade.localcloud import control
 from cascade.localcloud.client import LocalCloudClient
 from cascade.localcloud.components import check_prerequisites, gcs_spec, pubsub_spec
+from cascade.localcloud.id_tokens import LOCAL_OPERATOR, bearer_header
 from cascade.localcloud.local_settings import LOOPBACK, LocalCloudSettings
 from cascade.localcloud.processes import (
     ManagedProcess,
@@ -31,7 +32,7 @@ from cascade.localcloud.processes import (
     pid_alive,
     port_accepts,
 )
-from cascade.localcloud.router import function_ports
+from cascade.localcloud.router import function_ports, function_urls
 from cascade.localcloud.state_file import CloudState
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -115,6 +116,21 @@ class LocalCloud(LocalCloudClient):
             SAMPLE_PIPELINE_CONFIG.encode(),
             where="sample config",
         )
+
+    def function_url(self, function: str) -> str:
+        return function_urls(self.local, load_topology(self.local.topology_file))[function]
+
+    def call_http_function(
+        self, function: str, *, email: str = LOCAL_OPERATOR, timeout: float = 60, **kwargs: Any
+    ) -> requests.Response:
+        """POST to an HTTP function as ``email`` would, with an ID token of the local
+        issuer (the functions have no public invoker)."""
+        url = self.function_url(function)
+        headers = {
+            **kwargs.pop("headers", {}),
+            **bearer_header(self.local.id_token_key_file, url, email),
+        }
+        return requests.post(url, headers=headers, timeout=timeout, **kwargs)
 
     def router_stats(self) -> dict[str, int]:
         """Delivery counters of the event router (delivered, failed attempts, dead letters)."""

@@ -30,8 +30,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
-import requests
-
 from cascade.cli.sample_data import sample_csv
 from cascade.core.clients import make_subscriber
 from cascade.core.deployment_config import DeploymentConfig
@@ -190,8 +188,8 @@ class Arena:
         seed_generation = cloud.upload(seed, sample_csv(SEED_ROWS, seed=7))
         seed_run = cloud.run_id_for(seed, seed_generation)
         urls = function_urls(cloud.local, load_topology(cloud.local.topology_file))
-        answer = requests.post(
-            urls["train-http"],
+        answer = cloud.call_http_function(
+            "train-http",
             json={"dataset": dataset, "request_id": "reference", "reason": "reference run"},
             timeout=60,
         )

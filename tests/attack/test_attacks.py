@@ -30,6 +30,7 @@ from cascade.core.clients import make_publisher
 from cascade.core.messages import ModelBlessed, ModelTrained, TrainRequest
 from cascade.core.runs import run_id_for_object
 from cascade.core.topology import PUBSUB_PUBLISHED, STORAGE_FINALIZED
+from cascade.localcloud.id_tokens import bearer_header
 from cascade.validation.names import INVALID_NAMES_DATASET, normalised_alias
 from tests.attack.arena import Arena, poll
 from tests.attack.conftest import Attack
@@ -1263,13 +1264,15 @@ def test_a_hostile_http_request_gets_a_json_4xx_naming_the_problem(
     arena: Arena, served_model: str, attack: Attack, case: HttpCase
 ) -> None:
     attack.category, attack.shows = case.surface, case.shows
+    headers = dict(case.headers)
     if case.surface == "model":
         url = arena.model_server + case.path.format(model=served_model)
-    else:
+    else:  # an invoker's hostile request: Cloud Run's token check lets it through
         url = arena.urls[case.surface]
+        headers.update(bearer_header(arena.cloud.local.id_token_key_file, url))
 
     response = requests.request(
-        case.method, url, data=case.body(arena), headers=case.headers, timeout=120
+        case.method, url, data=case.body(arena), headers=headers, timeout=120
     )
 
     answer = response.json()

@@ -10,13 +10,10 @@ trains.
 from __future__ import annotations
 
 import pytest
-import requests
 
 from cascade.cli.sample_data import sample_csv
 from cascade.core.runs import run_id_for_request
-from cascade.core.topology import load_topology
 from cascade.evaluation.monitoring import read_series
-from cascade.localcloud.router import function_urls
 from cascade.steps.quarantine_review import release_run_id
 from cascade.transform.catalog import latest_transform, read_transform
 from tests.e2e.conftest import NO_THRESHOLDS, Scenario
@@ -109,12 +106,8 @@ def test_a_quarantined_file_released_with_a_reason_over_http_trains(scenario: Sc
     broken = scenario.upload(rows=1000, seed=8, name="2026-02", drift=True)  # unseen regions
     quarantined = scenario.wait(broken)
     assert quarantined.state == "rejected"
-    url = function_urls(scenario.cloud.local, load_topology(scenario.cloud.local.topology_file))[
-        "review-http"
-    ]
-
-    answer = requests.post(
-        url,
+    answer = scenario.cloud.call_http_function(
+        "review-http",
         json={
             "action": "release",
             "run_id": broken,
@@ -123,8 +116,8 @@ def test_a_quarantined_file_released_with_a_reason_over_http_trains(scenario: Sc
         },
         timeout=120,
     )
-    again = requests.post(
-        url,
+    again = scenario.cloud.call_http_function(
+        "review-http",
         json={"action": "release", "run_id": broken, "reason": "twice", "actor": "a@example.com"},
         timeout=60,
     )

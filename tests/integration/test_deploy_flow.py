@@ -16,8 +16,6 @@ import requests
 from cascade.core.messages import ModelTrained
 from cascade.core.paths import DatasetPaths
 from cascade.core.runs import RunRecord, Trigger
-from cascade.core.topology import load_topology
-from cascade.localcloud.router import function_ports
 from cascade.serving.state import read_serving_state
 from tests.conftest import LocalCloud
 from tests.unit.evaluation.builders import infra_check, metrics_report, model_metrics
@@ -136,12 +134,8 @@ def test_the_http_override_deploys_a_rejected_model_with_an_audit_trail(
 ) -> None:
     run_id = train(local_cloud, dataset, tmp_path, auc=0.6)
     local_cloud.wait_for_run(run_id, timeout=120)
-    port = function_ports(local_cloud.local, load_topology(local_cloud.local.topology_file))[
-        "evaluate-http"
-    ]
-
-    answer = requests.post(
-        f"http://127.0.0.1:{port}/",
+    answer = local_cloud.call_http_function(
+        "evaluate-http",
         timeout=30,
         json={"run_id": run_id, "reason": "auc dips on the new segment; accepted", "actor": "ana"},
     )

@@ -34,10 +34,13 @@ from cascade.core.messages import TrainRequest
 from cascade.core.pipeline_config import load_pipeline_config, push_pipeline_config
 from cascade.core.runs import RunRecord
 from cascade.core.settings import load_settings
+from cascade.core.topology import load_topology
 from cascade.localcloud import control
 from cascade.localcloud.client import LocalCloudClient
+from cascade.localcloud.id_tokens import LOCAL_OPERATOR, LocalIdTokens
 from cascade.localcloud.local_settings import LocalCloudSettings
 from cascade.localcloud.logs import run_log_entries
+from cascade.localcloud.router import function_urls
 from cascade.localcloud.state_file import CloudState
 from cascade.steps.reconcile import reconcile as reconcile_runs
 
@@ -66,6 +69,32 @@ def up() -> None:
     _print_components(state)
     if (url := _local().console_url) is not None:
         console.print(f"web console: {url}")
+
+
+@cli.command("id-token")
+@click.argument("function")
+@click.option(
+    "--as",
+    "email",
+    default=LOCAL_OPERATOR,
+    show_default=True,
+    help="The principal the token names (the local invoker groups hold "
+    "operator@cascade.local unless CASCADE_LOCAL_*_HTTP_INVOKERS say otherwise).",
+)
+@click.option("--url", "url_only", is_flag=True, help="Print the function's URL instead.")
+def id_token(function: str, email: str, url_only: bool) -> None:
+    """Print an ID token for calling a local HTTP function (train-http, evaluate-http,
+    review-http): `curl -H "Authorization: Bearer $(cascade id-token train-http)" ...`,
+    as `gcloud auth print-identity-token --audiences=<url>` on Google Cloud."""
+    local = _local()
+    urls = function_urls(local, load_topology(local.topology_file))
+    if function not in urls:
+        console.print(f"[red]no function {escape(function)!r}[/red]: {', '.join(sorted(urls))}")
+        sys.exit(2)
+    if url_only:
+        click.echo(urls[function])
+        return
+    click.echo(LocalIdTokens(local.id_token_key_file).mint(email, urls[function]))
 
 
 @cli.command()

@@ -25,7 +25,7 @@ from cascade.localcloud.bigtable_emulator import bigtable_emulator_problem
 from cascade.localcloud.gcs_subscriber import GCS_SUBSCRIBER_STATE
 from cascade.localcloud.local_settings import LOOPBACK, LocalCloudSettings
 from cascade.localcloud.processes import ProcessSpec, port_accepts
-from cascade.localcloud.router import function_ports
+from cascade.localcloud.router import function_ports, function_urls
 from cascade.localcloud.scheduler import SCHEDULER_STATE
 from cascade.localcloud.tls_front import local_certificates
 
@@ -261,28 +261,43 @@ def function_specs(
     local: LocalCloudSettings, topology: Topology, env: dict[str, str]
 ) -> list[ProcessSpec]:
     ports = function_ports(local, topology)
+    urls = function_urls(local, topology)
     settings = local.runtime_settings()
     specs = []
     for name, function in topology.functions.items():
         port = ports[name]
+        source = str(local.repo_root / function.source / "main.py")
+        argv = [
+            sys.executable,
+            "-m",
+            "functions_framework",
+            "--target",
+            function.entry_point,
+            "--signature-type",
+            function.signature,
+            "--source",
+            source,
+            "--host",
+            LOOPBACK,
+            "--port",
+            str(port),
+        ]
+        if function.invokers is not None:
+            # No public invoker: Cloud Run's ID-token check in front (localcloud.id_tokens).
+            argv = [
+                sys.executable,
+                "-m",
+                "cascade.localcloud.function_host",
+                *("--target", function.entry_point, "--source", source),
+                *("--host", LOOPBACK, "--port", str(port), "--function", name),
+                *("--audience", urls[name]),
+                *("--key-file", str(local.id_token_key_file)),
+                *("--invokers", ",".join(local.invokers(function.invokers))),
+            ]
         specs.append(
             ProcessSpec(
                 name=f"function:{name}",
-                argv=[
-                    sys.executable,
-                    "-m",
-                    "functions_framework",
-                    "--target",
-                    function.entry_point,
-                    "--signature-type",
-                    function.signature,
-                    "--source",
-                    str(local.repo_root / function.source / "main.py"),
-                    "--host",
-                    LOOPBACK,
-                    "--port",
-                    str(port),
-                ],
+                argv=argv,
                 env={
                     **env,
                     "CASCADE_FUNCTION_NAME": name,

@@ -88,6 +88,17 @@ class LocalCloudSettings(BaseSettings):
         description="Tests and demos: every topology schedule fires this often instead of "
         "on its cron; 0 follows the cron, as Cloud Scheduler does.",
     )
+    train_http_invokers: str = Field(
+        "user:operator@cascade.local",
+        description="Comma-separated IAM members who may call train-http (the Terraform "
+        "variable of the same name); `cascade id-token` speaks for operator@cascade.local.",
+    )
+    bless_http_invokers: str = Field(
+        "user:operator@cascade.local", description="Who may call evaluate-http (force-bless)."
+    )
+    review_http_invokers: str = Field(
+        "user:operator@cascade.local", description="Who may call review-http."
+    )
     stream_duration_scale: float = Field(
         1.0,
         gt=0,
@@ -96,6 +107,22 @@ class LocalCloudSettings(BaseSettings):
         "max_duration times this (the subscription keeps its legal 60-600 s value); 1 "
         "times it as the service does.",
     )
+
+    @property
+    def id_token_key_file(self) -> Path:
+        """The local issuer's signing key (``cascade.localcloud.id_tokens``)."""
+        state = self.state_dir if self.state_dir.is_absolute() else Path.cwd() / self.state_dir
+        return state / "id-token-key.pem"
+
+    def invokers(self, group: str) -> tuple[str, ...]:
+        """The IAM members of a topology invoker group (``retrain``, ``bless``,
+        ``review``), as the Terraform variables list them."""
+        listed = {
+            "retrain": self.train_http_invokers,
+            "bless": self.bless_http_invokers,
+            "review": self.review_http_invokers,
+        }[group]
+        return tuple(member.strip() for member in listed.split(",") if member.strip())
 
     @property
     def gcs_url(self) -> str:
