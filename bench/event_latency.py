@@ -28,10 +28,12 @@ from typing import Any
 import requests
 import yaml
 
+from cascade.core.grants import INVOKER_ACCOUNT, service_account_email
 from cascade.core.topology import load_topology
 from cascade.localcloud import control
 from cascade.localcloud.client import LocalCloudClient
 from cascade.localcloud.eventarc import message_published_event
+from cascade.localcloud.id_tokens import bearer_header
 from cascade.localcloud.local_settings import LocalCloudSettings
 from cascade.localcloud.router import function_urls
 
@@ -81,6 +83,12 @@ def measure(
     topic = client.settings.topic_path("bench-probe")
     url = function_urls(local, load_topology(local.topology_file))["probe-topic"]
     session = requests.Session()
+    # As the router posts: the invoker account's ID token, which the function's check wants.
+    session.headers.update(
+        bearer_header(
+            local.id_token_key_file, url, service_account_email(INVOKER_ACCOUNT, client.settings)
+        )
+    )
     upload, publish, direct = [], [], []
     for index in range(events + 5):  # the first 5 warm up and are not counted
         name = f"bench/{uuid.uuid4().hex}.csv"

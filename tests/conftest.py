@@ -17,7 +17,7 @@ import requests
 import yaml
 
 from cascade.cli.sample_data import SAMPLE_PIPELINE_CONFIG
-from cascade.core.grants import IDENTITY_ENV
+from cascade.core.grants import IDENTITY_ENV, INVOKER_ACCOUNT, service_account_email
 from cascade.core.pipeline_config import push_pipeline_config
 from cascade.core.topology import RetryPolicy, load_topology
 from cascade.jobs.local_runner import LocalJob
@@ -131,6 +131,12 @@ class LocalCloud(LocalCloudClient):
             **bearer_header(self.local.id_token_key_file, url, email),
         }
         return requests.post(url, headers=headers, timeout=timeout, **kwargs)
+
+    def event_source_auth(self, function: str) -> dict[str, str]:
+        """``Authorization`` as Eventarc and Pub/Sub push send it to an event function:
+        the invoker account's ID token for the function's URL."""
+        invoker = service_account_email(INVOKER_ACCOUNT, self.local.runtime_settings())
+        return bearer_header(self.local.id_token_key_file, self.function_url(function), invoker)
 
     def router_stats(self) -> dict[str, int]:
         """Delivery counters of the event router (delivered, failed attempts, dead letters)."""

@@ -625,6 +625,7 @@ def test_a_forged_cloudevent_is_acknowledged_and_alerted_never_retried(
     attack.category, attack.shows = f"event→{case.function}", case.shows
     event_id = f"forged-{uuid.uuid4().hex[:12]}"
     headers, body = case.request(arena, event_id)
+    headers = {**headers, **arena.cloud.event_source_auth(case.function)}  # as Eventarc sends
 
     response = requests.request(
         case.method, arena.urls[case.function], headers=headers, data=body, timeout=120

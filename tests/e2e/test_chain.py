@@ -118,7 +118,8 @@ def test_duplicate_object_events_and_retrain_requests_run_one_job_each(
 
     def deliver_again() -> int:
         start.wait()
-        return requests.post(url, headers=event.headers, data=event.body, timeout=120).status_code
+        headers = {**event.headers, **scenario.cloud.event_source_auth("validate")}
+        return requests.post(url, headers=headers, data=event.body, timeout=120).status_code
 
     with ThreadPoolExecutor(max_workers=2) as pool:  # Eventarc's own delivery is a third
         list(pool.map(lambda _: deliver_again(), range(2)))  # 2xx, or 5xx while in progress

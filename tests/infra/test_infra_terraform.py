@@ -16,7 +16,8 @@ from typing import Any
 import hcl2
 import pytest
 
-from cascade.cli.verify_deployment import INVOKER_ACCOUNT, DeploymentTarget, delivery_for
+from cascade.cli.verify_deployment import DeploymentTarget, delivery_for
+from cascade.core.grants import INVOKER_ACCOUNT
 from cascade.core.settings import Settings
 from cascade.core.topology import Topology, load_topology
 

@@ -45,7 +45,7 @@ def _finalize_event_for(local_cloud: LocalCloud, name: str) -> tuple[dict[str, s
         object_resource=resource,
         fallback_time=datetime.now(UTC),
     )
-    return event.headers, event.body
+    return {**event.headers, **local_cloud.event_source_auth("validate")}, event.body
 
 
 def _assert_each_step_ran_once(run: RunRecord) -> None:

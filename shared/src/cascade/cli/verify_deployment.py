@@ -26,6 +26,7 @@ from google.api_core.exceptions import NotFound
 from google.cloud.functions_v2 import EventTrigger, Function, FunctionServiceClient
 from google.pubsub_v1 import PublisherClient, SubscriberClient, Subscription
 
+from cascade.core.grants import INVOKER_ACCOUNT
 from cascade.core.topology import (
     Delivery,
     FunctionSpec,
@@ -42,9 +43,6 @@ __all__ = [
     "delivery_for",
     "verify_deployment",
 ]
-
-
-INVOKER_ACCOUNT = "invoker"
 
 
 def delivery_for(spec: FunctionSpec) -> Delivery:

@@ -36,6 +36,7 @@ if TYPE_CHECKING:
 __all__ = [
     "CONSOLE_ACCOUNT",
     "IDENTITY_ENV",
+    "INVOKER_ACCOUNT",
     "JOBS_IDENTITY_ENV",
     "PUBSUB_DENIED_MESSAGE",
     "GrpcGuard",
@@ -92,6 +93,11 @@ class LocalIdentity(BaseModel):
 
     def to_env(self) -> str:
         return self.model_dump_json()
+
+
+INVOKER_ACCOUNT = "invoker"
+"""The account Eventarc triggers and Pub/Sub push subscriptions call event functions as
+(infra/iam.tf ``google_service_account.invoker``): their only invoker."""
 
 
 def service_account_email(name: str, settings: Settings) -> str:

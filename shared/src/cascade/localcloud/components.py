@@ -14,10 +14,12 @@ import requests
 
 from cascade.core.grants import (
     IDENTITY_ENV,
+    INVOKER_ACCOUNT,
     JOBS_IDENTITY_ENV,
     LocalIdentity,
     console_identity,
     identity_for,
+    service_account_email,
 )
 from cascade.core.topology import Topology
 from cascade.localcloud.bigquery_emulator import MissingBigQueryEmulatorError, emulator_binary
@@ -266,34 +268,22 @@ def function_specs(
     specs = []
     for name, function in topology.functions.items():
         port = ports[name]
-        source = str(local.repo_root / function.source / "main.py")
+        # No public invoker: Cloud Run's ID-token check in front (localcloud.id_tokens).
+        invokers = (
+            local.invokers(function.invokers)
+            if function.invokers is not None
+            else (f"serviceAccount:{service_account_email(INVOKER_ACCOUNT, settings)}",)
+        )
         argv = [
             sys.executable,
             "-m",
-            "functions_framework",
-            "--target",
-            function.entry_point,
-            "--signature-type",
-            function.signature,
-            "--source",
-            source,
-            "--host",
-            LOOPBACK,
-            "--port",
-            str(port),
+            "cascade.localcloud.function_host",
+            *("--target", function.entry_point, "--signature-type", function.signature),
+            *("--source", str(local.repo_root / function.source / "main.py")),
+            *("--host", LOOPBACK, "--port", str(port), "--function", name),
+            *("--audience", urls[name], "--key-file", str(local.id_token_key_file)),
+            *("--invokers", ",".join(invokers)),
         ]
-        if function.invokers is not None:
-            # No public invoker: Cloud Run's ID-token check in front (localcloud.id_tokens).
-            argv = [
-                sys.executable,
-                "-m",
-                "cascade.localcloud.function_host",
-                *("--target", function.entry_point, "--source", source),
-                *("--host", LOOPBACK, "--port", str(port), "--function", name),
-                *("--audience", urls[name]),
-                *("--key-file", str(local.id_token_key_file)),
-                *("--invokers", ",".join(local.invokers(function.invokers))),
-            ]
         specs.append(
             ProcessSpec(
                 name=f"function:{name}",

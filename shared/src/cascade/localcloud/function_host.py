@@ -1,11 +1,11 @@
-"""An HTTP function of the local cloud behind Cloud Run's invoker check.
+"""A function of the local cloud behind Cloud Run's invoker check.
 
 ``python -m cascade.localcloud.function_host`` serves one function as
 ``python -m functions_framework`` does (its own app and server), with
 ``id_tokens.InvokerCheck`` in front: only an ID token of the local issuer, for the
-function's URL, naming a member of the function's invoker group, reaches the function.
-Event functions are served by functions-framework alone (the event router is their only
-caller, as Eventarc is).
+function's URL, naming one of the function's invokers, reaches the function. An HTTP
+function's invokers are its topology group's members; an event function's, the invoker
+account alone (the event router delivers as it, as Eventarc and Pub/Sub push do).
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--source", required=True)
     parser.add_argument("--host", required=True)
     parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--signature-type", choices=("http", "cloudevent"), default="http")
     parser.add_argument("--function", required=True, help="The function's topology name.")
     parser.add_argument("--audience", required=True, help="The function's URL.")
     parser.add_argument("--key-file", type=Path, required=True)
@@ -36,7 +37,9 @@ def main(argv: Sequence[str] | None = None) -> None:
 
     from cascade.localcloud.id_tokens import InvokerCheck, LocalIdTokens
 
-    app = create_app(arguments.target, arguments.source, "http")  # type: ignore[no-untyped-call]
+    app = create_app(  # type: ignore[no-untyped-call]
+        arguments.target, arguments.source, arguments.signature_type
+    )
     app.wsgi_app = InvokerCheck(
         app.wsgi_app,
         LocalIdTokens(arguments.key_file),

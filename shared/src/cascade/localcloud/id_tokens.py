@@ -65,6 +65,8 @@ class LocalIdTokens:
     def __init__(self, key_file: Path) -> None:
         self.key_file = key_file
         self._private_pem: bytes | None = None
+        self._public_pem: str | None = None
+        self._signer: Any = None
 
     def _private_key(self) -> bytes:
         if self._private_pem is None:
@@ -94,23 +96,27 @@ class LocalIdTokens:
         return self.key_file.read_bytes()
 
     def _public_key(self) -> str:
-        key = serialization.load_pem_private_key(self._private_key(), password=None)
-        return (
-            key.public_key()
-            .public_bytes(
-                serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+        if self._public_pem is None:
+            key = serialization.load_pem_private_key(self._private_key(), password=None)
+            self._public_pem = (
+                key.public_key()
+                .public_bytes(
+                    serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+                )
+                .decode()
             )
-            .decode()
-        )
+        return self._public_pem
 
     def mint(
         self, email: str, audience: str, *, lifetime_s: int = TOKEN_LIFETIME_S, now: float = 0
     ) -> str:
         """An ID token for ``email`` to call ``audience`` (a function's URL)."""
         issued = int(now or time.time())
-        signer = crypt.RSASigner.from_string(  # type: ignore[no-untyped-call]
-            self._private_key(), key_id=KEY_ID
-        )
+        if self._signer is None:
+            self._signer = crypt.RSASigner.from_string(  # type: ignore[no-untyped-call]
+                self._private_key(), key_id=KEY_ID
+            )
+        signer = self._signer
         payload = {
             "iss": ISSUER,
             "aud": audience,

@@ -55,6 +55,7 @@ from google.cloud.pubsub_v1.subscriber.message import Message
 from google.cloud.pubsub_v1.subscriber.scheduler import ThreadScheduler
 
 from cascade.core.clients import make_publisher, make_subscriber
+from cascade.core.grants import INVOKER_ACCOUNT, service_account_email
 from cascade.core.settings import Settings
 from cascade.core.topology import FunctionSpec, StorageTrigger, Topology, load_topology
 from cascade.localcloud.eventarc import (
@@ -63,6 +64,7 @@ from cascade.localcloud.eventarc import (
     object_finalized_event,
     pubsub_push_request,
 )
+from cascade.localcloud.id_tokens import TOKEN_LIFETIME_S, LocalIdTokens
 from cascade.localcloud.local_settings import LOOPBACK, LocalCloudSettings
 from cascade.localcloud.message_ids import SeenIds, ids_file
 from cascade.localcloud.pubsub_admin import ACK_DEADLINE_S, Route, routes_of
@@ -170,6 +172,10 @@ class EventRouter:
         self._subscriber = subscriber
         self._publisher = publisher
         self._http = requests.Session()
+        self._tokens = LocalIdTokens(local.id_token_key_file)
+        self._invoker = service_account_email(INVOKER_ACCOUNT, self._settings)
+        self._bearers: dict[str, tuple[str, float]] = {}
+        self._bearers_lock = threading.Lock()
         self._streams: dict[str, Any] = {}
         self.stats: Counter[str] = Counter(_load_stats(local))
         self._stats_lock = threading.Lock()
@@ -416,7 +422,7 @@ class EventRouter:
             try:
                 response = self._http.post(
                     self.urls[spec.name].rstrip("/") + request.path,
-                    headers=request.headers,
+                    headers={**request.headers, "Authorization": self._bearer(spec.name)},
                     data=request.body,
                     timeout=spec.timeout_s + 5,
                 )
@@ -429,6 +435,17 @@ class EventRouter:
         if response.status_code in ACK_STATUS_CODES:
             return ""
         return f"HTTP {response.status_code}: {response.text[:300]}"
+
+    def _bearer(self, function: str) -> str:
+        """The invoker account's ID token for ``function``'s URL, as Eventarc and Pub/Sub
+        push send it (``oidc_token``): minted again once half its hour is gone."""
+        now = time.time()
+        with self._bearers_lock:
+            token, minted = self._bearers.get(function, ("", 0.0))
+            if now - minted > TOKEN_LIFETIME_S / 2:
+                token = self._tokens.mint(self._invoker, self.urls[function], now=now)
+                self._bearers[function] = (token, now)
+        return f"Bearer {token}"
 
     def _dead_letter(
         self, route: Route, spec: FunctionSpec, message: Message, attempts: int, error: str
