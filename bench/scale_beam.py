@@ -248,32 +248,12 @@ def _materialize(args: argparse.Namespace, cap: int, workers: list[int]) -> dict
     import pyarrow.csv as pacsv
     from validation import generate_table
 
-    from cascade.localcloud.components import fake_gcs_binary
-    from cascade.localcloud.processes import free_loopback_port, port_accepts
+    from cascade.localcloud.components import standalone_fake_gcs
     from cascade.transform.spec import SnapshotFile
 
     root = args.workdir / f"gcs-{time.monotonic_ns()}"
-    for bucket in ("landing", "artifacts"):
-        (root / bucket).mkdir(parents=True)
-    port = free_loopback_port()
-    host = f"127.0.0.1:{port}"
-    server = subprocess.Popen(
-        [
-            str(fake_gcs_binary()),
-            *("-scheme", "http", "-host", "127.0.0.1", "-port", str(port)),
-            *("-backend", "filesystem", "-filesystem-root", str(root)),
-            *("-public-host", host, "-external-url", f"http://{host}"),
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
-        deadline = time.monotonic() + 30
-        while not port_accepts("127.0.0.1", port):
-            if server.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError("fake-gcs-server did not start")
-            time.sleep(0.05)  # polling a condition with a deadline
-        os.environ["STORAGE_EMULATOR_HOST"] = f"http://{host}"  # the children's client
+    with standalone_fake_gcs(root, ("landing", "artifacts")) as url:
+        os.environ["STORAGE_EMULATOR_HOST"] = url  # the children's client
         client = _emulated_client()
         files = []
         per_file = max(args.rows // args.files, 1)
@@ -310,9 +290,6 @@ def _materialize(args: argparse.Namespace, cap: int, workers: list[int]) -> dict
             )
             for count in workers
         }
-    finally:
-        server.terminate()
-        server.wait(timeout=30)
     return {
         "when": datetime.now(UTC).isoformat(timespec="seconds"),
         "load_average": os.getloadavg()[0],

