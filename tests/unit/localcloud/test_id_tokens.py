@@ -207,7 +207,7 @@ def test_processes_starting_together_share_one_key(tmp_path: Path) -> None:
     [
         ("user:ana@example.com", "ANA@example.com", True),
         ("user:ana@example.com", "ana@example.com.evil", False),
-        ("domain:example.com", "ana@example.com", True),
+        ("domain:example.com", "ana@example.com", False),  # IAM: the Workspace, not the address
         ("domain:example.com", "ana@notexample.com", False),
         ("group:team@example.com", "team@example.com", False),  # IAM expands groups
         ("allUsers", "ana@example.com", False),

@@ -153,16 +153,15 @@ def bearer_header(key_file: Path, audience: str, email: str = LOCAL_OPERATOR) ->
 
 
 def member_matches(member: str, email: str) -> bool:
-    """Whether IAM member ``member`` names the principal ``email`` (``user:`` and
-    ``serviceAccount:`` by email, case-insensitive; ``domain:`` by the email's domain)."""
+    """Whether IAM member ``member`` names the principal ``email``: ``user:`` and
+    ``serviceAccount:`` by email, case-insensitive. ``domain:`` never matches here: IAM
+    matches it by the account's Google Workspace domain (the token's ``hd``), not by the
+    address, and local tokens name no Workspace; ``group:`` never either (IAM expands
+    groups). Stricter than IAM, never more lenient."""
     kind, _, value = member.partition(":")
     if not value or not email:
         return False
-    if kind in ("user", "serviceAccount"):
-        return value.lower() == email.lower()
-    if kind == "domain":
-        return email.lower().rpartition("@")[2] == value.lower()
-    return False
+    return kind in ("user", "serviceAccount") and value.lower() == email.lower()
 
 
 WsgiApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
