@@ -13,6 +13,7 @@ import json
 import os
 import subprocess
 from pathlib import Path
+from typing import Any
 
 import pytest
 from google.cloud import storage
@@ -52,6 +53,24 @@ def _csv(rows: int, offset: int) -> bytes:
     return ("\n".join(lines) + "\n").encode()
 
 
+def _outputs(client: storage.Client, folder: str) -> tuple[dict[str, Any], object]:
+    """The pipeline's result.json and its statistics (rounded for comparison)."""
+    outputs = client.bucket("artifacts")
+    result = json.loads(outputs.blob(f"{folder}/result.json").download_as_bytes())
+    beam = statistics_pb2.DatasetFeatureStatisticsList()
+    beam.ParseFromString(outputs.blob(f"{folder}/statistics.pb").download_as_bytes())
+    return result, rounded(beam)
+
+
+def _in_function_statistics(tmp_path: Path, data: bytes, uri: str) -> object:
+    """The statistics the function's own path computes of ``data`` (rounded)."""
+    local = tmp_path / "orders.csv"
+    local.write_bytes(data)
+    config = ValidationConfig()
+    source = DataSource.local_file(str(local), FileFormat.CSV, uri=uri)
+    return rounded(statistics_proto(compute_statistics(source, config), config, name=uri))
+
+
 def test_the_pipeline_reads_the_event_s_generation_and_writes_to_the_bucket(
     gcs: tuple[str, storage.Client], tmp_path: Path
 ) -> None:
@@ -71,26 +90,11 @@ def test_the_pipeline_reads_the_event_s_generation_and_writes_to_the_bucket(
         "--block_bytes=4096",
     )
 
-    outputs = client.bucket("artifacts")
-    result = json.loads(
-        outputs.blob("dataflow/outputs/r1/validate/result.json").download_as_bytes()
-    )
+    result, beam = _outputs(client, "dataflow/outputs/r1/validate")
     assert result["status"] == "ok"
     assert result["num_examples"] == 3000
     assert result["blocks"] > 3
-    beam = statistics_pb2.DatasetFeatureStatisticsList()
-    beam.ParseFromString(
-        outputs.blob("dataflow/outputs/r1/validate/statistics.pb").download_as_bytes()
-    )
-    local = tmp_path / "orders.csv"
-    local.write_bytes(_csv(3000, 0))
-    config = ValidationConfig()
-    expected = statistics_proto(
-        compute_statistics(DataSource.local_file(str(local), FileFormat.CSV, uri=uri), config),
-        config,
-        name=uri,
-    )
-    assert rounded(beam) == rounded(expected)
+    assert beam == _in_function_statistics(tmp_path, _csv(3000, 0), uri)
 
 
 def test_an_overwritten_generation_is_refused_by_name_never_read_live(
@@ -149,22 +153,7 @@ def test_a_gzip_encoded_object_is_read_as_stored_and_decompressed_once(
         "--block_bytes=4096",
     )
 
-    outputs = client.bucket("artifacts")
-    result = json.loads(
-        outputs.blob("dataflow/outputs/r3/validate/result.json").download_as_bytes()
-    )
+    result, beam = _outputs(client, "dataflow/outputs/r3/validate")
     assert result["status"] == "ok", result
     assert (result["num_examples"], result["blocks"]) == (3000, 1)
-    beam = statistics_pb2.DatasetFeatureStatisticsList()
-    beam.ParseFromString(
-        outputs.blob("dataflow/outputs/r3/validate/statistics.pb").download_as_bytes()
-    )
-    local = tmp_path / "orders.csv"
-    local.write_bytes(data)
-    config = ValidationConfig()
-    expected = statistics_proto(
-        compute_statistics(DataSource.local_file(str(local), FileFormat.CSV, uri=uri), config),
-        config,
-        name=uri,
-    )
-    assert rounded(beam) == rounded(expected)
+    assert beam == _in_function_statistics(tmp_path, data, uri)
