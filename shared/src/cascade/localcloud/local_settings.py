@@ -109,10 +109,16 @@ class LocalCloudSettings(BaseSettings):
     )
 
     @property
+    def _absolute_state_dir(self) -> Path:
+        return (
+            self.state_dir if self.state_dir.is_absolute() else Path.cwd() / self.state_dir
+        ).resolve()
+
+    @property
     def id_token_key_file(self) -> Path:
-        """The local issuer's signing key (``cascade.localcloud.id_tokens``)."""
-        state = self.state_dir if self.state_dir.is_absolute() else Path.cwd() / self.state_dir
-        return state / "id-token-key.pem"
+        """The local issuer's signing key (``cascade.localcloud.id_tokens``): one path
+        for every process, whatever its working directory."""
+        return self._absolute_state_dir / "id-token-key.pem"
 
     def invokers(self, group: str) -> tuple[str, ...]:
         """The IAM members of a topology invoker group (``retrain``, ``bless``,
@@ -195,9 +201,7 @@ class LocalCloudSettings(BaseSettings):
         return self.model_copy(
             update={
                 "repo_root": root,
-                "state_dir": (
-                    self.state_dir if self.state_dir.is_absolute() else Path.cwd() / self.state_dir
-                ).resolve(),
+                "state_dir": self._absolute_state_dir,
                 "topology_file": (
                     self.topology_file
                     if self.topology_file.is_absolute()
