@@ -49,6 +49,20 @@ resource "google_pubsub_schema" "stream" {
   definition = file("${local.stream_schema_dir}/${each.value.schema}")
 }
 
+# The same schema in the artifacts bucket, where validate reads it
+# (cascade.core.streams.read_stream_fields, DatasetPaths.stream_schema): a record naming
+# a field the schema does not (the topic accepts one) is split out as a dead letter
+# rather than quarantining the whole batch. The local cloud's provisioning writes the
+# same object (cascade.localcloud.gcs_subscriber.publish_stream_schemas).
+resource "google_storage_bucket_object" "stream_schema" {
+  for_each = local.streams
+
+  bucket       = google_storage_bucket.artifacts.name
+  name         = "datasets/${each.key}/stream_schema.avsc"
+  content      = file("${local.stream_schema_dir}/${each.value.schema}")
+  content_type = "application/json"
+}
+
 resource "google_pubsub_topic" "stream" {
   for_each = local.streams
 

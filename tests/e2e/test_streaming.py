@@ -3,8 +3,9 @@ in batches as Avro files, are validated, deduplicated, trained on and served.
 
 5,030 rows are published with ``publish_records`` (what ``cascade publish-records`` runs)
 to the stream of the topology's ``credit`` dataset: 4,980 good rows, 20 rows the topic's
-schema takes but that are no usable row (a nested value in a field the schema does not
-name), and 30 the topic refuses at publish (not JSON, a wrong type, a missing field).
+schema takes but that are no usable row (a field the schema does not name: validate
+reads the stream's schema that provisioning deployed, and splits them out), and 30 the
+topic refuses at publish (not JSON, a wrong type, a missing field).
 The local cloud's gcs-subscriber writes the 5,000 published messages as five files of
 ``max_messages`` (1,000) each. Then one message batch is delivered twice, as the
 service's at-least-once delivery does after a lost acknowledgement: a sixth file with
@@ -28,7 +29,7 @@ import pytest
 from cascade.cli.publish_records import publish_records, stream_publisher
 from cascade.cli.sample_data import sample_csv
 from cascade.core.runs import RunRecord
-from cascade.core.streams import stream_names
+from cascade.core.streams import StreamDeadLetter, stream_names
 from cascade.localcloud.gcs_subscriber import Message, avro_file_bytes, object_name
 from tests.conftest import LocalCloud
 from tests.e2e.conftest import NO_THRESHOLDS, Scenario
@@ -146,6 +147,9 @@ def test_published_records_land_in_batches_and_train_a_served_model(
     assert report.dead_lettered == REFUSED
     assert all("the topic refused" in letter.reason for letter in report.dead_letters)
     assert last.steps["validate"].outputs["records_rejected"] == 0
+    assert _split_out_reasons(e2e_cloud, validated) == {
+        "field 'note' is not in the stream's schema": SPLIT_OUT
+    }
     assert all(run.state == "succeeded" for run in runs), [_why(run) for run in runs]
     assert all(t["train_rows"] + t["eval_rows"] == GOOD for t in complete)
     serving = scenario.serving()
@@ -155,6 +159,21 @@ def test_published_records_land_in_batches_and_train_a_served_model(
     assert answer.status_code == 200, answer.text
     [prediction] = answer.json()["predictions"]
     assert sum(prediction["probabilities"]) == pytest.approx(1.0, abs=1e-5)
+
+
+def _split_out_reasons(cloud: LocalCloud, validated: list[dict[str, object]]) -> dict[str, int]:
+    """The reasons of every record validate split out of the stream's files, counted."""
+    reasons: dict[str, int] = {}
+    for outputs in validated:
+        if not outputs.get("dead_letters"):
+            continue
+        name = str(outputs["dead_letters"]).removeprefix(f"gs://{cloud.settings.artifacts_bucket}/")
+        stored = cloud.artifacts.read(name)
+        assert stored is not None, name
+        for line in stored.data.splitlines():
+            reason = StreamDeadLetter.model_validate_json(line).reason
+            reasons[reason] = reasons.get(reason, 0) + 1
+    return reasons
 
 
 def _why(run: RunRecord) -> str:

@@ -9,6 +9,7 @@ the pipeline's arguments, exactly.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 from pathlib import Path
@@ -154,7 +155,12 @@ def test_the_template_parameters_are_the_pipeline_arguments_exactly() -> None:
         request_uri="gs://arts/dataflow/inputs/credit-r1/materialize.json",
         output_uri="gs://arts/dataflow/outputs/credit-r1/transform",
     )
-    launched = set(pipeline_parameters(SPEC)) | set(materialize_parameters(materialize))
+    stream_file = dataclasses.replace(SPEC, file_format="avro", record_fields=("amount",))
+    launched = (
+        set(pipeline_parameters(SPEC))
+        | set(pipeline_parameters(stream_file))
+        | set(materialize_parameters(materialize))
+    )
 
     assert declared == launched == flags
 

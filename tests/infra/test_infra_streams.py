@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 import yaml
 
+from cascade.core.paths import DatasetPaths
 from cascade.core.settings import Settings
 from cascade.core.streams import StreamSpec, stream_names
 from cascade.core.topology import load_topology, parse_topology
@@ -32,6 +33,7 @@ ADDRESSES = (
     "google_storage_bucket_iam_member.stream_writer",
     "google_pubsub_subscription_iam_member.stream_dead_letter_forwarding",
     "google_pubsub_topic_iam_member.stream_publisher",
+    "google_storage_bucket_object.stream_schema",
 )
 
 pytestmark = pytest.mark.infra
@@ -130,6 +132,20 @@ def test_the_topic_enforces_the_schema_file_as_json(evaluated: EvaluatedInfra) -
         "schema": ref("google_pubsub_schema.stream", "id", "credit"),
         "encoding": "JSON",
     }
+
+
+@pytest.mark.parametrize("dataset", ["credit", "clicks"])
+def test_validate_finds_the_topic_schema_where_it_reads_it(
+    evaluated: EvaluatedInfra, topology_path: Path, dataset: str
+) -> None:
+    """The object Terraform writes is the one ``read_stream_fields`` reads, holding the
+    schema the topic enforces."""
+    spec = load_topology(topology_path).streams[dataset]
+    stored = evaluated.instances("google_storage_bucket_object.stream_schema")[dataset]
+    assert stored["bucket"] == ref("google_storage_bucket.artifacts", "name")
+    assert stored["name"] == DatasetPaths(dataset).stream_schema
+    assert stored["content"] == (INFRA_DIR / spec.schema_file).read_text()
+    assert stored["content_type"] == "application/json"
 
 
 def test_the_service_agent_writes_the_landing_bucket_and_nothing_broader(

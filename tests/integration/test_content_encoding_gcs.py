@@ -21,6 +21,7 @@ from pathlib import Path
 import pytest
 from google.cloud import storage
 
+from cascade.core.pipeline_config import load_pipeline_config
 from cascade.core.store import ArtifactStore
 from tests.integration.fake_gcs import gcs_fixture  # noqa: F401 - the `gcs` fixture
 
@@ -48,7 +49,8 @@ def test_the_store_reads_the_bytes_as_stored_and_reports_the_encoding(
     store = ArtifactStore(client, "landing")
 
     info = store.stat("shop/orders.csv", generation=generation)
-    read = store.read("shop/orders.csv", generation=generation)
+    read = store.read("shop/orders.csv", generation=generation, raw=True)
+    decoded = store.read("shop/orders.csv", generation=generation)
     with store.open_read("shop/orders.csv", generation=generation, chunk_size=4096) as stream:
         streamed = stream.read()
 
@@ -56,8 +58,24 @@ def test_the_store_reads_the_bytes_as_stored_and_reports_the_encoding(
     assert (info.size, info.content_encoding) == (len(stored), "gzip")
     assert read is not None
     assert read.data == streamed == stored
+    assert read.content_encoding == "gzip"  # from the download's own response header
+    assert decoded is not None
+    assert (decoded.data, decoded.generation) == (DATA, generation)
     # The control: the stock download undoes the encoding itself, whole.
     assert client.bucket("landing").blob("shop/orders.csv").download_as_bytes() == DATA
+
+
+def test_a_config_uploaded_with_z_is_read_as_its_text(gcs: tuple[str, storage.Client]) -> None:
+    """An operator's ``gcloud storage cp -Z pipeline.yaml``: the config reader sees YAML."""
+    _, client = gcs
+    text = b"validation:\n  max_file_size_bytes: 12345\n"
+    blob = client.bucket("landing").blob("datasets/shop/pipeline.yaml")
+    blob.content_encoding = "gzip"
+    blob.upload_from_string(gzip.compress(text), content_type="application/yaml")
+
+    config = load_pipeline_config(ArtifactStore(client, "landing"), "shop")
+
+    assert config.validation.max_file_size_bytes == 12345
 
 
 _MEASURE = textwrap.dedent(

@@ -20,11 +20,13 @@ from pydantic import ValidationError
 from cascade.cli.publish_records import publish_records, schema_fields, stream_record_schema
 from cascade.core.errors import InvalidConfigError
 from cascade.core.fakes import MemoryArtifactStore
+from cascade.core.paths import DatasetPaths
 from cascade.core.settings import Settings
 from cascade.core.streams import (
     StreamSpec,
     check_cloud_storage_config,
     load_record_schema,
+    read_stream_fields,
     stream_names,
 )
 from cascade.core.topology import load_topology, parse_topology
@@ -36,6 +38,7 @@ from cascade.localcloud.gcs_subscriber import (
     StreamWriter,
     avro_file_bytes,
     object_name,
+    publish_stream_schemas,
     subscription_request,
     write_state,
 )
@@ -548,3 +551,34 @@ def test_pulled_ids_are_recorded_before_their_file_is_written() -> None:
     assert writer.poll() == 2
     writer.flush()
     assert recorded_at_write == [["41", "42"]]
+
+
+def test_provisioning_deploys_each_stream_schema_where_validate_reads_it(tmp_path: Path) -> None:
+    """As Terraform's ``stream_schema`` objects: the file's text, read back by
+    ``read_stream_fields``; an unchanged file is not written again, a changed one is."""
+    topology = load_topology(TOPOLOGY)
+    artifacts = MemoryArtifactStore("cascade-artifacts")
+    infra = tmp_path / "infra"
+    (infra / "schemas").mkdir(parents=True)
+    schema_file = infra / topology.streams["credit"].schema_file
+    schema_file.write_bytes(
+        (REPO_ROOT / "infra" / topology.streams["credit"].schema_file).read_bytes()
+    )
+
+    publish_stream_schemas(topology, infra, artifacts)
+    first = artifacts.stat(DatasetPaths("credit").stream_schema)
+    publish_stream_schemas(topology, infra, artifacts)
+    again = artifacts.stat(DatasetPaths("credit").stream_schema)
+    document = json.loads(schema_file.read_text())
+    document["fields"].append({"name": "channel", "type": ["null", "string"]})
+    schema_file.write_text(json.dumps(document))
+    publish_stream_schemas(topology, infra, artifacts)
+    fields = read_stream_fields(artifacts, "credit")
+
+    assert first is not None
+    assert again is not None
+    assert again.generation == first.generation
+    assert fields is not None
+    assert fields.names == {field["name"] for field in document["fields"]}
+    assert fields.uri.startswith("gs://cascade-artifacts/datasets/credit/stream_schema.avsc#")
+    assert read_stream_fields(artifacts, "other") is None  # no stream: any field

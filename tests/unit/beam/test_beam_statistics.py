@@ -10,8 +10,11 @@ from __future__ import annotations
 
 import csv
 import gzip
+import json
 import random
 import subprocess
+from dataclasses import replace
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +25,7 @@ import pytest
 
 from cascade.core.errors import BadInputError
 from cascade.core.validation_config import ValidationConfig
+from cascade.localcloud.gcs_subscriber import Message, avro_file_bytes
 from cascade.validation.names import FileFormat
 from cascade.validation.source import DataSource
 from cascade.validation.statistics import compute_statistics, statistics_proto
@@ -253,3 +257,41 @@ def test_on_dataflow_the_workers_run_the_image_that_launched_them(tmp_path: Path
     )
 
     assert completed.returncode == 0, completed.stderr
+
+
+def test_a_stream_file_leaves_out_the_records_its_schema_does_not_allow(tmp_path: Path) -> None:
+    """``--record_fields``: the job splits out the records validate does (a field the
+    stream's schema does not name), so its statistics equal the function path's."""
+    records = [json.dumps({"amount": i * 0.5, "city": f"c{i % 5}"}).encode() for i in range(400)]
+    for position in (3, 150, 151):
+        records[position] = json.dumps({"amount": 9e9, "city": "x", "channel": "web"}).encode()
+    when = datetime(2026, 12, 1, tzinfo=UTC)
+    data = tmp_path / "batch.avro"
+    data.write_bytes(
+        avro_file_bytes(
+            "projects/p/subscriptions/s",
+            [Message(f"m{i}", when, {}, body) for i, body in enumerate(records)],
+        )
+    )
+    output = tmp_path / "beam"
+    fields = ["amount", "city"]
+
+    result = run_statistics_pipeline(
+        data,
+        output,
+        uri=URI,
+        file_format="avro",
+        config=CONFIG,
+        extra=[f"--record_fields={json.dumps(fields)}"],
+    )
+
+    assert result["status"] == "ok"
+    assert result["num_examples"] == 397
+    validation = ValidationConfig.model_validate(CONFIG)
+    source = DataSource.local_file(str(data), FileFormat.AVRO, uri=URI)
+    expected = statistics_proto(
+        compute_statistics(replace(source, record_fields=frozenset(fields)), validation),
+        validation,
+        name=URI,
+    )
+    assert rounded(read_statistics(output / "statistics.pb")) == rounded(expected)

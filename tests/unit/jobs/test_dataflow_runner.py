@@ -8,6 +8,7 @@ reference and the Flex Template samples: docs/beam.md).
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 from unittest.mock import create_autospec
@@ -19,7 +20,7 @@ from google.cloud import dataflow_v1beta3 as dataflow
 from cascade.core.errors import InvalidConfigError, TransientError
 from cascade.core.settings import Settings
 from cascade.jobs.beam_jobs import launch_refusal
-from cascade.jobs.beam_spec import BeamMaterializeSpec
+from cascade.jobs.beam_spec import BeamMaterializeSpec, pipeline_parameters
 from cascade.jobs.dataflow_runner import (
     BeamStatisticsSpec,
     DataflowBeamRunner,
@@ -106,6 +107,21 @@ def test_the_launch_request_is_exactly_the_flex_template_launch() -> None:
             ),
         )
     )
+
+
+def test_a_stream_file_s_launch_adds_its_record_fields_and_nothing_else() -> None:
+    runner, templates, _ = _runner()
+    templates.launch_flex_template.return_value = dataflow.LaunchFlexTemplateResponse(
+        job=dataflow.Job(id="2026-12-01_00_44_00-1234567891", name=dataflow_job_name(RUN_ID))
+    )
+    stream = dataclasses.replace(SPEC, file_format="avro", record_fields=("city", "amount"))
+
+    runner.submit(stream)
+
+    request = templates.launch_flex_template.call_args.kwargs["request"]
+    parameters = dict(request.launch_parameter.parameters)
+    assert parameters.pop("record_fields") == json.dumps(["amount", "city"])
+    assert parameters == {**pipeline_parameters(SPEC), "file_format": "avro"}
 
 
 @pytest.mark.parametrize(

@@ -65,6 +65,7 @@ class FakeBlob:
         ``raw_download``."""
         version = self._current()
         self.generation = version.generation
+        self.content_encoding = version.content_encoding  # the response's header, as stored
         self.bucket.client.downloads.append(self.name)
         if version.content_encoding == "gzip" and not raw_download:
             return gzip.decompress(version.data)

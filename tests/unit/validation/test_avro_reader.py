@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+from dataclasses import replace
 from datetime import UTC, datetime
 
 import fastavro
@@ -113,6 +114,31 @@ def test_unicode_missing_and_extra_fields_are_rows() -> None:
     assert rows[1] == {"age": 41, "income": None, "region": None, "extra": None}
     assert rows[2]["extra"] == "x"
     assert rejected_records(source, ValidationConfig()) == []
+
+
+def test_with_the_stream_s_fields_a_record_naming_another_is_split_out() -> None:
+    """A field the stream's schema does not name costs its record (a missing one is a
+    null, as without the schema: Pub/Sub refuses those at publish)."""
+    source = replace(
+        _source(
+            [
+                _json(GOOD),
+                _json({**GOOD, "extra": "x"}),
+                _json({"age": 41}),
+                _json({**GOOD, "a": 1, "b": 2}),
+            ]
+        ),
+        record_fields=frozenset(GOOD),
+    )
+
+    rejected = rejected_records(source, ValidationConfig())
+
+    assert [(r.position, r.reason) for r in rejected] == [
+        (2, "field 'extra' is not in the stream's schema"),
+        (4, "field 'a' is not in the stream's schema (and 1 more)"),
+    ]
+    assert [row["age"] for row in _rows(source)] == [40, 41]
+    assert "extra" not in _rows(source)[0]
 
 
 def test_a_huge_reason_is_cut() -> None:

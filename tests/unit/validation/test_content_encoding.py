@@ -117,6 +117,21 @@ def test_a_parquet_file_stored_gzip_encoded_fails_the_run(clock: Clock) -> None:
     assert stats == b""
 
 
+@pytest.mark.parametrize("encoding", ["br", "zstd"])
+def test_a_file_stored_under_another_compression_fails_the_run_naming_it(
+    clock: Clock, encoding: str
+) -> None:
+    """Cloud Storage decompresses only gzip: a ``br`` object's bytes are served as stored
+    and would otherwise fail as binary, with no word of the encoding."""
+    outcome, stats = _validate(clock, f"{DATASET}/day-1.csv", b"\x1b\x8b\x05\x80" * 40, encoding)
+
+    assert outcome.run_state == "failed"  # type: ignore[attr-defined]
+    summary = outcome.summary  # type: ignore[attr-defined]
+    assert f"Content-Encoding: {encoding}" in summary
+    assert f"gs://{LANDING}/{DATASET}/day-1.csv" in summary
+    assert stats == b""
+
+
 @pytest.mark.parametrize("encoding", ["", "identity", "utf-8"])
 def test_other_encodings_are_read_as_stored(encoding: str) -> None:
     """Only gzip is transcoded by Cloud Storage; a label such as ``utf-8`` (a common

@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 import random
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from pydantic import ValidationError
@@ -44,6 +44,7 @@ from cascade.jobs.beam_records import (
 )
 from cascade.jobs.beam_spec import BeamStatisticsSpec, dataflow_job_name
 from cascade.jobs.job_events import JobLogEntry, parse_job_event
+from cascade.localcloud.gcs_subscriber import Message, avro_file_bytes
 from cascade.steps.quarantine_review import quarantined_runs
 from cascade.steps.reconcile import reconcile
 from cascade.steps.runner import StepOutcome
@@ -110,6 +111,7 @@ class FakeBeamRunner:
             file_format=FileFormat(spec.file_format),
             size=None,
             open=lambda: landing.open_read(name, generation=spec.generation),
+            record_fields=None if spec.record_fields is None else frozenset(spec.record_fields),
         )
         out_bucket, _, folder = spec.output_uri.removeprefix("gs://").partition("/")
         outputs = ArtifactStore(self.storage, out_bucket)  # type: ignore[arg-type]
@@ -430,6 +432,40 @@ def test_a_finished_job_finishes_validate_as_the_function_would(
     run = ctx.ledger.get(big)
     assert run is not None
     assert run.steps[BEAM_STEP].state == "succeeded"
+
+
+def test_a_stream_file_s_job_and_its_end_split_out_the_same_records(
+    ctx: StepContext, storage: FakeStorageClient, runner: FakeBeamRunner
+) -> None:
+    """The job is given the stream schema's fields read at launch, and the end splits
+    out records by those, not by a schema object changed while the job ran."""
+    _configure(ctx, BIG, "{always: true}")
+    stream_schema = {
+        "type": "record",
+        "name": "R",
+        "fields": [{"name": "amount", "type": "double"}, {"name": "city", "type": "string"}],
+    }
+    ctx.artifacts.write(DatasetPaths(BIG).stream_schema, json.dumps(stream_schema).encode())
+    records = [json.dumps({"amount": i * 1.5, "city": f"c{i % 4}"}).encode() for i in range(80)]
+    records[9] = json.dumps({"amount": 1.0, "city": "x", "channel": "web"}).encode()
+    data = avro_file_bytes(
+        "projects/p/subscriptions/s",
+        [Message(f"m{i}", datetime(2026, 12, 1, tzinfo=UTC), {}, r) for i, r in enumerate(records)],
+    )
+    run_id, job_id = _launched(ctx, runner, f"{BIG}/stream-2026-12-01/00_00_00Z_0b7e.avro", data)
+    assert runner.jobs[job_id].spec.record_fields == ("amount", "city")
+    stream_schema["fields"].append({"name": "channel", "type": ["null", "string"]})
+    ctx.artifacts.write(DatasetPaths(BIG).stream_schema, json.dumps(stream_schema).encode())
+    runner.finish(job_id)
+
+    outcome = _job_ended(ctx, runner, job_id)
+
+    assert outcome is not None
+    assert outcome.state == "succeeded"
+    assert (outcome.outputs["records_landed"], outcome.outputs["records_rejected"]) == (80, 1)
+    manifest = ctx.artifacts.read_model(DatasetPaths(BIG).accepted_manifest(run_id), AcceptedFile)
+    assert manifest is not None
+    assert (manifest[0].num_examples, manifest[0].record_fields) == (79, ["amount", "city"])
 
 
 def test_a_duplicate_end_event_is_a_no_op(ctx: StepContext, runner: FakeBeamRunner) -> None:

@@ -8,7 +8,9 @@ import csv
 import io
 import json
 from datetime import UTC, datetime
+from pathlib import Path
 
+import pyarrow as pa
 import pytest
 
 from cascade.cli.sample_data import sample_csv
@@ -17,10 +19,16 @@ from cascade.core.events import StorageObjectEvent
 from cascade.core.fakes import RecordingBus
 from cascade.core.messages import Alert, DataValidated
 from cascade.core.observability import run_logger
+from cascade.core.paths import DatasetPaths
+from cascade.core.pipeline_config import push_pipeline_config
 from cascade.core.streams import StreamDeadLetter
+from cascade.core.validation_config import ValidationConfig
 from cascade.localcloud.gcs_subscriber import Message, avro_file_bytes
 from cascade.steps import stream_records
 from cascade.steps.validate import handle_object_finalized, validate_landed_object
+from cascade.transform.materialize import file_batches
+from cascade.transform.snapshot import GcsObjectOpener, build_snapshot
+from cascade.validation.manifest import AcceptedFile
 from tests.unit.conftest import Clock
 from tests.unit.validation.fake_storage import FakeStorageClient
 from tests.unit.validation.step_context import validate_step_context
@@ -165,3 +173,97 @@ def test_a_step_resumed_after_acceptance_reports_the_same_counts(
     assert resumed.outputs["records_landed"] == first.outputs["records_landed"] == 120
     assert resumed.outputs["records_rejected"] == first.outputs["records_rejected"] == 1
     assert resumed.outputs["dead_letters"] == first.outputs["dead_letters"]
+
+
+STREAM_SCHEMA = Path(__file__).resolve().parents[3] / "infra" / "schemas" / "credit.avsc"
+STRICT_COLUMNS = b"validation:\n  severities:\n    unexpected_feature: error\n"
+
+
+def _with_field(record: bytes, name: str, value: object) -> bytes:
+    return json.dumps({**json.loads(record), name: value}).encode()
+
+
+@pytest.mark.parametrize("deployed", [True, False], ids=["stream-schema", "no-stream-schema"])
+def test_another_producers_field_splits_out_its_records_not_the_batch(
+    ctx: StepContext, storage: FakeStorageClient, deployed: bool
+) -> None:
+    """A producer that adds a field (the topic accepts it) costs its own records, with
+    the field named, not every other producer's records of the batch. Without the
+    stream's schema deployed, the field is a new column, which this dataset's config
+    makes an error: the whole batch would be quarantined."""
+    push_pipeline_config(ctx.artifacts, "credit", STRICT_COLUMNS, where="pipeline.yaml")
+    if deployed:
+        ctx.artifacts.write(DatasetPaths("credit").stream_schema, STREAM_SCHEMA.read_bytes())
+    first = handle_object_finalized(ctx, _land(storage, _records(300)))  # the schema's origin
+    assert first is not None
+    assert first.state == "succeeded"
+    records = _records(300)
+    for position in (7, 8):
+        records[position] = _with_field(records[position], "channel", "web")
+
+    outcome = handle_object_finalized(ctx, _land(storage, records))
+
+    assert outcome is not None
+    if not deployed:
+        assert outcome.run_state == "rejected"  # the whole batch, into quarantine
+        assert "channel" in outcome.summary
+        return
+    assert outcome.state == "succeeded"
+    assert (outcome.outputs["records_landed"], outcome.outputs["records_rejected"]) == (300, 2)
+    assert "298 examples" in outcome.summary
+    name = outcome.outputs["dead_letters"].removeprefix("gs://cascade-artifacts/")
+    stored = ctx.artifacts.read(name)
+    assert stored is not None
+    letters = [StreamDeadLetter.model_validate_json(line) for line in stored.data.splitlines()]
+    assert [(x.location, x.message_id) for x in letters] == [("record 8", "m8"), ("record 9", "m9")]
+    assert letters[0].reason == "field 'channel' is not in the stream's schema"
+    manifest = ctx.artifacts.read_model(outcome.outputs["manifest"].split("/", 3)[3], AcceptedFile)
+    assert manifest is not None
+    assert manifest[0].record_fields == sorted(
+        field["name"] for field in json.loads(STREAM_SCHEMA.read_text())["fields"]
+    )
+
+
+def test_transform_leaves_out_the_records_validate_split_out(
+    ctx: StepContext, storage: FakeStorageClient, clock: Clock
+) -> None:
+    """The manifest's fields, not the schema object read later, decide: a schema that
+    since admitted the field changes nothing for a file already judged."""
+    ctx.artifacts.write(DatasetPaths("credit").stream_schema, STREAM_SCHEMA.read_bytes())
+    records = _records(50)
+    records[3] = _with_field(records[3], "channel", "web")
+    outcome = handle_object_finalized(ctx, _land(storage, records))
+    assert outcome is not None
+    assert outcome.state == "succeeded"
+    widened = json.loads(STREAM_SCHEMA.read_text())
+    widened["fields"].append({"name": "channel", "type": ["null", "string"]})
+    ctx.artifacts.write(DatasetPaths("credit").stream_schema, json.dumps(widened).encode())
+
+    snapshot = build_snapshot(
+        ctx.artifacts,
+        GcsObjectOpener(ctx.store),
+        dataset="credit",
+        run_id="transform-run",
+        now=clock(),
+    )
+    [file] = snapshot.files
+    schema = pa.schema([("age", pa.int64()), ("income", pa.float64())])
+    rows = sum(
+        table.num_rows
+        for table in file_batches(file, GcsObjectOpener(ctx.store), schema, ValidationConfig())
+    )
+
+    assert file.rows == rows == 49
+
+
+def test_a_stored_stream_schema_that_is_no_record_fails_the_run_naming_it(
+    ctx: StepContext, storage: FakeStorageClient
+) -> None:
+    ctx.artifacts.write(DatasetPaths("credit").stream_schema, b'{"type": "enum"}')
+
+    outcome = handle_object_finalized(ctx, _land(storage, _records(20)))
+
+    assert outcome is not None
+    assert outcome.run_state == "failed"
+    assert "gs://cascade-artifacts/datasets/credit/stream_schema.avsc#" in outcome.summary
+    assert "not an Avro record schema" in outcome.summary

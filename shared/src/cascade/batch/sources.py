@@ -61,6 +61,9 @@ FORMATS: dict[str, FileFormat] = {
 }
 PAGE_SIZE = 1000
 """Rows turned into Python values at a time (a slice of an Arrow record batch)."""
+MAX_DECODED_INPUT_BYTES = 4 * 1024 * 1024 * 1024
+"""The most an input file stored gzip-encoded (``gcloud storage cp -Z``) may expand to:
+a batch task holds each file whole, on a machine sized for its inputs."""
 READ_SESSION_HINT = (
     "reading a table needs bigquery.readsessions.create on the project "
     "(roles/bigquery.readSessionUser: the topology's `bigquery-read-sessions` api) and "
@@ -259,7 +262,11 @@ class FileSource:
     def rows(self) -> Iterator[SourceRow]:
         number = 0
         for name in self.names:
-            stored = self.store.read(name, generation=self._generations[name])
+            stored = self.store.read(
+                name,
+                generation=self._generations[name],
+                max_decoded_bytes=MAX_DECODED_INPUT_BYTES,
+            )
             if stored is None:
                 raise BadInputError(
                     "the object changed or vanished while the batch ran", uri=self.store.uri(name)

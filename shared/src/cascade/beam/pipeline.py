@@ -84,6 +84,12 @@ class BeamStatisticsJob:
         self.string_features = frozenset(json.loads(arguments.string_features))
         self.output: str = arguments.output.rstrip("/")
         self.block_bytes: int = arguments.block_bytes
+        self.record_fields: frozenset[str] | None = (
+            None
+            if arguments.record_fields is None
+            else frozenset(json.loads(arguments.record_fields))
+        )
+        """A stream file: the fields its records may hold (``DataSource.record_fields``)."""
         self.content_encoding = ""
         """The object's ``Content-Encoding``, known once ``size`` has read its metadata
         (before the pipeline is built, so every worker has it)."""
@@ -124,7 +130,12 @@ class BeamStatisticsJob:
     def source(self, size: int) -> DataSource:
         """The object as a whole file to read (its first ``size`` bytes)."""
         return DataSource(
-            self.uri, self.file_format, size, self.open_raw, content_encoding=self.content_encoding
+            self.uri,
+            self.file_format,
+            size,
+            self.open_raw,
+            content_encoding=self.content_encoding,
+            record_fields=self.record_fields,
         )
 
     def splittable(self) -> bool:
@@ -316,6 +327,7 @@ def _arguments(argv: Sequence[str] | None) -> tuple[argparse.Namespace, list[str
     parser.add_argument("--string_features", default="[]", help="JSON list: BYTES in the schema")
     parser.add_argument("--output", required=True, help="folder for statistics.pb, result.json")
     parser.add_argument("--block_bytes", type=int, default=DEFAULT_BLOCK_BYTES)
+    parser.add_argument("--record_fields", default=None, help="JSON list: stream fields")
     return parser.parse_known_args(argv)
 
 

@@ -12,7 +12,7 @@ import itertools
 import threading
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import AbstractContextManager, contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import BinaryIO
 
@@ -21,10 +21,12 @@ from cascade.core.context import utc_now
 from cascade.core.messages import StepMessage
 from cascade.core.store import (
     DEFAULT_UPDATE_ATTEMPTS,
+    MAX_DECODED_BYTES,
     READ_CHUNK_BYTES,
     ArtifactStore,
     ObjectInfo,
     StoredObject,
+    decoded,
 )
 
 __all__ = ["MemoryArtifactStore", "RecordingBus"]
@@ -37,6 +39,7 @@ class _Version:
     content_type: str
     updated: datetime
     metadata: dict[str, str] = field(default_factory=dict)
+    content_encoding: str = ""
 
 
 class MemoryArtifactStore(ArtifactStore):
@@ -68,24 +71,46 @@ class MemoryArtifactStore(ArtifactStore):
         return version
 
     def read(
-        self, name: str, *, generation: int | None = None, metadata: bool = False
+        self,
+        name: str,
+        *,
+        generation: int | None = None,
+        metadata: bool = False,
+        raw: bool = False,
+        max_decoded_bytes: int = MAX_DECODED_BYTES,
     ) -> StoredObject | None:
         version = self._version(name, generation)
         if version is None:
             return None
-        return StoredObject(
+        stored = StoredObject(
             name=name,
             data=version.data,
             generation=version.generation,
             metadata=dict(version.metadata) if metadata else {},
+            content_encoding=version.content_encoding,
         )
+        return stored if raw else decoded(stored, max_decoded_bytes, self.uri(name))
+
+    def upload_encoded(self, name: str, data: bytes, content_encoding: str = "gzip") -> int:
+        """Store ``data`` as ``gcloud storage cp -Z`` does: the bytes as given (gzip for
+        ``-Z``), under ``content_encoding``; returns the generation."""
+        generation = self.write(name, data)
+        assert generation is not None
+        with self._lock:
+            self.objects[name] = replace(self.objects[name], content_encoding=content_encoding)
+        return generation
 
     def stat(self, name: str, *, generation: int | None = None) -> ObjectInfo | None:
         version = self._version(name, generation)
         if version is None:
             return None
         return ObjectInfo(
-            name, version.generation, len(version.data), version.updated, dict(version.metadata)
+            name,
+            version.generation,
+            len(version.data),
+            version.updated,
+            dict(version.metadata),
+            version.content_encoding,
         )
 
     def open_read(
@@ -156,7 +181,13 @@ class MemoryArtifactStore(ArtifactStore):
                 if name.startswith(prefix) and (start_offset is None or name >= start_offset)
             )
         for name, version in found[:max_results]:
-            yield ObjectInfo(name, version.generation, len(version.data), version.updated)
+            yield ObjectInfo(
+                name,
+                version.generation,
+                len(version.data),
+                version.updated,
+                content_encoding=version.content_encoding,
+            )
 
 
 class RecordingBus(MessageBus):

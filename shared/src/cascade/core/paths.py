@@ -106,6 +106,12 @@ class DatasetPaths:
         return f"{self.root}/schema.pbtxt"
 
     @property
+    def stream_schema(self) -> str:
+        """The Avro schema of the dataset's stream topic, as deployed (Terraform's
+        ``google_storage_bucket_object``; the local cloud's provisioning)."""
+        return f"{self.root}/stream_schema.avsc"
+
+    @property
     def baseline_stats(self) -> str:
         return f"{self.root}/baseline_stats.pb"
 

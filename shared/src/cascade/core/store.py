@@ -11,10 +11,11 @@ Object names are data: they are never joined into local filesystem paths.
 from __future__ import annotations
 
 import json
+import zlib
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import AbstractContextManager, contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any, BinaryIO, Generic, Protocol, TypeVar, overload
 
@@ -23,10 +24,11 @@ import requests
 from google.api_core import exceptions as gexc
 from pydantic import BaseModel
 
-from cascade.core.errors import ConcurrentUpdateError, transient_errors
+from cascade.core.errors import BadInputError, ConcurrentUpdateError, transient_errors
 
 __all__ = [
     "DEFAULT_UPDATE_ATTEMPTS",
+    "MAX_DECODED_BYTES",
     "RATE_LIMITED_RETRY",
     "READ_CHUNK_BYTES",
     "READ_CONCURRENCY",
@@ -37,6 +39,9 @@ __all__ = [
     "Payload",
     "StoredObject",
     "Updated",
+    "decoded",
+    "encoding_problem",
+    "is_gzip_encoding",
     "new_storage_client",
     "read_concurrently",
 ]
@@ -46,6 +51,10 @@ DEFAULT_UPDATE_ATTEMPTS = 20
 
 READ_CHUNK_BYTES = 8 * 1024 * 1024
 """How much ``open_read`` fetches per request while streaming."""
+
+MAX_DECODED_BYTES = 64 * 1024 * 1024
+"""The most an object stored gzip-encoded may expand to in ``read`` (configs, schemas,
+model code: a few KiB; a gzip bomb of a few hundred KiB would expand to gigabytes)."""
 
 READ_CONCURRENCY = 8
 """Reads ``read_concurrently`` keeps in flight: under the storage client's connection
@@ -115,6 +124,78 @@ class StoredObject:
     generation: int
     metadata: Mapping[str, str] = field(default_factory=dict)
     """Custom metadata; read only when asked for (``read(..., metadata=True)``)."""
+    content_encoding: str = ""
+    """The ``Content-Encoding`` of ``data``: empty once ``read`` decoded it; as stored for
+    ``read(..., raw=True)``."""
+
+
+def is_gzip_encoding(encoding: str) -> bool:
+    """``Content-Encoding`` names gzip (what ``gcloud storage cp -Z`` stores)."""
+    return encoding.strip().lower() in ("gzip", "x-gzip")
+
+
+def encoding_problem(encoding: str) -> str:
+    """Why bytes stored under ``encoding`` cannot be read ('' when they can).
+
+    Cloud Storage decompresses only gzip when serving (decompressive transcoding); an
+    object stored under another compression (``br``, ``zstd``, ``deflate``,
+    ``compress``) is served as stored, so its bytes are not what its name says. Any
+    other label (``identity``, or a slip such as ``utf-8``) leaves the bytes as they are.
+    """
+    compressions = [
+        token.strip().lower()
+        for token in encoding.split(",")
+        if token.strip().lower() in _OTHER_COMPRESSIONS
+    ]
+    if not compressions:
+        return ""
+    return (
+        f"the object is stored with Content-Encoding: {encoding.strip()}, which Cloud "
+        "Storage serves as stored (it decompresses only gzip): upload it without "
+        "Content-Encoding, or gzip-encoded (`gcloud storage cp -Z`)"
+    )
+
+
+_OTHER_COMPRESSIONS = frozenset({"br", "zstd", "deflate", "compress", "x-compress", "x-bzip2"})
+
+
+def decoded(stored: StoredObject, max_bytes: int, uri: str) -> StoredObject:
+    """``stored`` with its gzip ``Content-Encoding`` undone, expanding to at most
+    ``max_bytes``; BadInputError naming ``uri`` beyond that, for corrupt gzip, or for an
+    encoding Cloud Storage does not decompress either."""
+    problem = encoding_problem(stored.content_encoding)
+    if problem:
+        raise BadInputError(problem, uri=uri)
+    if not is_gzip_encoding(stored.content_encoding):
+        return replace(stored, content_encoding="")
+    parts: list[bytes] = []
+    size = 0
+    rest = stored.data
+    try:
+        while rest:  # members one after another, as gzip allows
+            member = zlib.decompressobj(16 + zlib.MAX_WBITS)
+            part = member.decompress(rest, max_bytes - size + 1)
+            size += len(part)
+            if size > max_bytes:
+                raise BadInputError(
+                    f"the object is stored with Content-Encoding: gzip and expands to more "
+                    f"than {max_bytes} bytes",
+                    uri=uri,
+                )
+            if not member.eof:
+                raise BadInputError(
+                    "the object is stored with Content-Encoding: gzip but its gzip data "
+                    "is truncated",
+                    uri=uri,
+                )
+            parts.append(part)
+            rest = member.unused_data
+    except zlib.error as error:
+        raise BadInputError(
+            f"the object is stored with Content-Encoding: gzip but is not valid gzip ({error})",
+            uri=uri,
+        ) from None
+    return replace(stored, data=b"".join(parts), content_encoding="")
 
 
 @dataclass(frozen=True)
@@ -201,37 +282,56 @@ class ArtifactStore:
     # -- reading --------------------------------------------------------------------------
 
     def read(
-        self, name: str, *, generation: int | None = None, metadata: bool = False
+        self,
+        name: str,
+        *,
+        generation: int | None = None,
+        metadata: bool = False,
+        raw: bool = False,
+        max_decoded_bytes: int = MAX_DECODED_BYTES,
     ) -> StoredObject | None:
-        """The object's bytes as stored, and its generation; None if it does not exist.
+        """The object's bytes and its generation; None if it does not exist.
 
-        Bytes as stored: an object with ``Content-Encoding: gzip`` comes back compressed
-        (``raw_download``). The client would otherwise undo the encoding itself, with no
-        limit on what it expands to; readers of landed files decompress it bounded
-        (``ObjectInfo.content_encoding``).
+        An object stored with ``Content-Encoding: gzip`` (``gcloud storage cp -Z`` of a
+        config, a schema, model code) is decompressed here, to at most
+        ``max_decoded_bytes`` (``decoded``: BadInputError naming the object beyond it,
+        or for an encoding Cloud Storage does not decompress). The bytes are always
+        fetched as stored (``raw_download``): the client would otherwise undo the
+        encoding itself, with no limit on what it expands to.
 
+        ``raw=True`` returns the bytes as stored, with their ``content_encoding``, for
+        readers of landed files that decompress bounded themselves.
         ``generation`` pins the read to that generation (None if it is gone).
         ``metadata=True`` also reads the custom metadata, consistently with the bytes
         (two requests: the metadata, then the bytes of that very generation).
         """
         if metadata:
-            return self._read_with_metadata(name, generation)
-        blob = self._bucket.blob(name, generation=generation)
-        try:
-            with transient_errors(f"reading {self.uri(name)}"):
-                data = blob.download_as_bytes(raw_download=True)
-        except gexc.NotFound:
-            return None
-        return StoredObject(name=name, data=data, generation=int(blob.generation or 0))
+            stored = self._read_with_metadata(name, generation)
+        else:
+            blob = self._bucket.blob(name, generation=generation)
+            try:
+                with transient_errors(f"reading {self.uri(name)}"):
+                    data = blob.download_as_bytes(raw_download=True)
+            except gexc.NotFound:
+                return None
+            stored = StoredObject(
+                name=name,
+                data=data,
+                generation=int(blob.generation or 0),
+                content_encoding=blob.content_encoding or "",  # the response's header
+            )
+        if stored is None or raw:
+            return stored
+        return decoded(stored, max_decoded_bytes, self.uri(name))
 
     def _read_with_metadata(self, name: str, generation: int | None) -> StoredObject | None:
         for _ in range(self.update_attempts):
             info = self.stat(name, generation=generation)
             if info is None:
                 return None
-            stored = self.read(name, generation=info.generation)
+            stored = self.read(name, generation=info.generation, raw=True)
             if stored is not None:
-                return StoredObject(name, stored.data, info.generation, info.metadata)
+                return replace(stored, metadata=info.metadata)
             if generation is not None:
                 return None  # the pinned generation is gone
             # replaced between the metadata and the bytes: read the newer one

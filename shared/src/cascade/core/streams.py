@@ -25,6 +25,8 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from cascade.core.errors import InvalidConfigError
+from cascade.core.paths import DatasetPaths
+from cascade.core.store import ArtifactStore
 
 __all__ = [
     "AVRO_SCALARS",
@@ -34,11 +36,14 @@ __all__ = [
     "MAX_DURATION_RANGE_S",
     "MIN_MAX_MESSAGES",
     "StreamDeadLetter",
+    "StreamFields",
     "StreamNames",
     "StreamSpec",
     "check_cloud_storage_config",
     "dead_letter_data",
     "load_record_schema",
+    "parse_record_schema",
+    "read_stream_fields",
     "stream_dead_letters_name",
     "stream_names",
 ]
@@ -170,19 +175,57 @@ def load_record_schema(infra_dir: Path, spec: StreamSpec, *, dataset: str) -> di
     (a column each), nullable as a union with ``"null"``."""
     path = infra_dir / spec.schema_file
     try:
-        document = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as error:
+        text = path.read_text(encoding="utf-8")
+    except OSError as error:
         raise InvalidConfigError(f"stream {dataset}: cannot read {path}: {error}") from error
+    return parse_record_schema(text, where=f"stream {dataset}: {path}")
+
+
+def parse_record_schema(text: str | bytes, *, where: str) -> dict[str, Any]:
+    """``text`` as a flat Avro record schema; InvalidConfigError naming ``where``."""
+    try:
+        document = json.loads(text)
+    except ValueError as error:
+        raise InvalidConfigError(f"{where}: not JSON: {error}") from error
     if not isinstance(document, dict) or document.get("type") != "record":
-        raise InvalidConfigError(f"stream {dataset}: {path} is not an Avro record schema")
+        raise InvalidConfigError(f"{where} is not an Avro record schema")
     fields = document.get("fields")
     if not isinstance(fields, list) or not fields:
-        raise InvalidConfigError(f"stream {dataset}: {path} has no fields")
+        raise InvalidConfigError(f"{where} has no fields")
     for position, field in enumerate(fields, start=1):
         problem = _field_problem(field)
         if problem:
-            raise InvalidConfigError(f"stream {dataset}: {path} field {position}: {problem}")
+            raise InvalidConfigError(f"{where} field {position}: {problem}")
     return document
+
+
+@dataclass(frozen=True)
+class StreamFields:
+    """The fields a stream's records may name: its topic's Avro schema, as deployed.
+
+    Pub/Sub refuses at publish a record that lacks a field or has a wrong type; a field
+    the schema does not name is accepted (by the emulator, and as far as documented by
+    the service), so the record lands with a column the dataset never had. validate
+    splits such a record out (a dead letter naming the field) instead of letting it
+    quarantine every other producer's records of the batch, and records the names in
+    the file's manifest, so transform leaves out exactly the same records.
+    """
+
+    names: frozenset[str]
+    uri: str
+    """The stored schema read (``gs://.../stream_schema.avsc#<generation>``)."""
+
+
+def read_stream_fields(artifacts: ArtifactStore, dataset: str) -> StreamFields | None:
+    """The dataset's stream schema's field names; None when none is deployed (every
+    field is then judged by the dataset's schema, as a file's columns are)."""
+    name = DatasetPaths(dataset).stream_schema
+    stored = artifacts.read(name)
+    if stored is None:
+        return None
+    uri = f"{artifacts.uri(name)}#{stored.generation}"
+    document = parse_record_schema(stored.data, where=uri)
+    return StreamFields(frozenset(field["name"] for field in document["fields"]), uri)
 
 
 def _field_problem(field: object) -> str:

@@ -92,6 +92,10 @@ class BeamJobRecord(BaseModel):
     output: str
     """Name (in the artifacts bucket) of the folder the job writes its outputs to."""
     submitted_at: datetime
+    record_fields: list[str] | None = None
+    """A statistics job of a stream file: the fields its records may hold, as given to
+    the job (``BeamStatisticsSpec.record_fields``), so the end splits out the same
+    records."""
 
 
 class BeamResult(BaseModel):

@@ -46,12 +46,14 @@ class BeamStatisticsSpec:
     float_features: tuple[str, ...] = ()
     string_features: tuple[str, ...] = ()
     block_bytes: int = 64 * 1024 * 1024
+    record_fields: tuple[str, ...] | None = None
+    """A stream file: the fields its records may hold (``DataSource.record_fields``)."""
 
 
 def pipeline_parameters(spec: BeamStatisticsSpec) -> dict[str, str]:
     """The pipeline's arguments: Flex Template parameters in the cloud, command-line
     flags (``--name=value``) in the local job service."""
-    return {
+    parameters = {
         "input": spec.input_uri,
         "generation": str(spec.generation),
         "uri": spec.uri,
@@ -62,6 +64,9 @@ def pipeline_parameters(spec: BeamStatisticsSpec) -> dict[str, str]:
         "output": spec.output_uri,
         "block_bytes": str(spec.block_bytes),
     }
+    if spec.record_fields is not None:  # only a stream file's job has the parameter
+        parameters["record_fields"] = json.dumps(sorted(spec.record_fields))
+    return parameters
 
 
 @dataclass(frozen=True)

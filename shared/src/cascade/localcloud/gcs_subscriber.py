@@ -64,7 +64,9 @@ from google.pubsub_v1 import types as pubsub_types
 
 from cascade.core.clients import make_publisher, make_storage_client, make_subscriber
 from cascade.core.errors import InvalidConfigError
+from cascade.core.paths import DatasetPaths
 from cascade.core.settings import Settings
+from cascade.core.store import ArtifactStore
 from cascade.core.streams import (
     DATETIME_FORMAT,
     StreamNames,
@@ -441,6 +443,19 @@ def provision_streams(
             )
         streams.append((spec, names))
     return streams
+
+
+def publish_stream_schemas(topology: Topology, infra_dir: Path, artifacts: ArtifactStore) -> None:
+    """Each stream's schema file into the artifacts bucket, where validate reads it
+    (``DatasetPaths.stream_schema``), as Terraform's ``google_storage_bucket_object``
+    ``stream_schema`` does: the file's text as it is, rewritten only when it changed."""
+    for dataset, spec in topology.streams.items():
+        load_record_schema(infra_dir, spec, dataset=dataset)  # a flat record, or refused
+        text = (infra_dir / spec.schema_file).read_bytes()
+        name = DatasetPaths(dataset).stream_schema
+        stored = artifacts.read(name)
+        if stored is None or stored.data != text:
+            artifacts.write(name, text, content_type="application/json")
 
 
 def _schema_client(settings: Settings) -> Any:

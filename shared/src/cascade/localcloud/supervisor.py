@@ -52,7 +52,7 @@ from cascade.localcloud.components import (
     vertex_endpoint_spec,
 )
 from cascade.localcloud.fingerprint import code_fingerprint
-from cascade.localcloud.gcs_subscriber import GCS_SUBSCRIBER_STATE
+from cascade.localcloud.gcs_subscriber import GCS_SUBSCRIBER_STATE, publish_stream_schemas
 from cascade.localcloud.local_settings import LocalCloudSettings
 from cascade.localcloud.message_ids import advance_past, recorded_floor
 from cascade.localcloud.processes import ManagedProcess, free_loopback_port, stop_process_groups
@@ -199,6 +199,11 @@ class Supervisor:
         for name in (settings.landing_bucket, settings.artifacts_bucket):
             with contextlib.suppress(gexc.Conflict):
                 client.create_bucket(name)
+        publish_stream_schemas(  # as Terraform's stream_schema objects
+            self.topology,
+            self.local.repo_root / "infra",
+            ArtifactStore(client, settings.artifacts_bucket),
+        )
 
     def provision_warehouse(self) -> None:
         """The topology's warehouse datasets, as Terraform creates them in the cloud."""

@@ -55,6 +55,7 @@ from cascade.core.claims import Claim, ClaimHandle, LeaseHeartbeat
 from cascade.core.clients import make_storage_client
 from cascade.core.context import StepContext
 from cascade.core.errors import (
+    BadInputError,
     ConcurrentUpdateError,
     PermanentError,
     StepInProgressError,
@@ -237,7 +238,11 @@ def datasets_with_sources(artifacts: ArtifactStore) -> Iterator[str]:
         dataset = name[len(prefix) : -len(suffix)] if name.endswith(suffix) else ""
         if not DATASET_NAME_PATTERN.fullmatch(dataset):
             continue
-        stored = artifacts.read(name)
+        try:
+            stored = artifacts.read(name)
+        except BadInputError:  # stored encoded and unreadable: its extraction says why
+            yield dataset
+            continue
         if stored is not None and re.search(rb"(?m)^bigquery_source\s*:", stored.data):
             yield dataset
 

@@ -292,7 +292,12 @@ def _labelled_rows(
     numeric = {f.name for f in spec.features if isinstance(f, NumericTransform)}
     key = spec.passthrough_key or "key"
     rows.slice_values = {name: [] for name in slice_features}
-    file = SnapshotFile(uri=accepted.uri, generation=accepted.generation, rows=0)
+    file = SnapshotFile(
+        uri=accepted.uri,
+        generation=accepted.generation,
+        rows=0,
+        record_fields=accepted.record_fields,  # the records validate judged
+    )
     for table in file_batches(file, opener, schema, config.validation):
         for index, record in _records(table, rows.read):
             value = record.get(label)

@@ -66,7 +66,7 @@ def split_out_records(
     records = 0
     for record in stream_records(source, config):
         records += 1
-        row, reason = record_problem(record.data)
+        row, reason = record_problem(record.data, source.record_fields)
         if row is None:
             writer.add(
                 StreamDeadLetter(

@@ -59,6 +59,7 @@ from cascade.core.paths import DatasetPaths, RunPaths
 from cascade.core.pipeline_config import load_pipeline_config
 from cascade.core.runs import VALIDATE_STATISTICS_STEP, RunRecord, Trigger, run_id_for_object
 from cascade.core.store import READ_CHUNK_BYTES
+from cascade.core.streams import read_stream_fields
 from cascade.core.validation_config import Check, Severity, ValidationConfig
 from cascade.jobs.beam_records import (
     RESULT_NAME,
@@ -208,7 +209,7 @@ def validate_landed_object(
         return waiting_outcome(claim.claim.submitted)
     pipeline = load_pipeline_config(ctx.artifacts, run.dataset)
     config = pipeline.validation
-    source = _landed_source(ctx, source_ref)
+    source = _landed_source(ctx, source_ref, _stream_fields(ctx, run.dataset, source_ref))
     digest = content_digest(source.open)
     original = _accepted_content(ctx, run.dataset, digest)
     if original is not None and original.file_id != file_id:
@@ -267,7 +268,8 @@ def _resumed_outcome(
     if file_format_of(source_ref.name) is not FileFormat.AVRO:
         return outcome
     config = load_pipeline_config(ctx.artifacts, run.dataset).validation
-    split = split_out_records(ctx, run, _landed_source(ctx, source_ref), config)
+    source = _landed_source(ctx, source_ref, already[0].record_fields)  # as judged
+    split = split_out_records(ctx, run, source, config)
     return with_split(ctx, run, outcome, split)  # a stream file's counts, again
 
 
@@ -329,6 +331,7 @@ def _judged(
         warnings=[str(finding) for finding in validation.result.warnings],
         value_skews=value_skews_of(validation.result),
         content_digest=digest,
+        record_fields=None if source.record_fields is None else sorted(source.record_fields),
     )
     ctx.artifacts.create(
         paths.accepted_manifest(file_id), manifest.model_dump_json(indent=2).encode()
@@ -395,7 +398,7 @@ def _finish_statistics(
     statistics = _beam_statistics(ctx, record)
     pipeline = load_pipeline_config(ctx.artifacts, run.dataset)
     config = pipeline.validation
-    source = _landed_source(ctx, ref)
+    source = _landed_source(ctx, ref, record.record_fields)  # the fields the job was given
     schema, schema_generation = _stored_schema(ctx, DatasetPaths(run.dataset))
     baselines = BaselineStore(ctx.artifacts, run.dataset)
     stored = baselines.load(schema, config)
@@ -602,9 +605,21 @@ def _duplicate_outcome(
     )
 
 
-def _landed_source(ctx: StepContext, ref: ObjectRef) -> DataSource:
+def _stream_fields(ctx: StepContext, dataset: str, ref: ObjectRef) -> list[str] | None:
+    """A stream file's allowed fields (its stream's schema as deployed), or None: not a
+    stream file, or no stream schema deployed."""
+    if file_format_of(ref.name, uri=ref.uri) is not FileFormat.AVRO:
+        return None
+    fields = read_stream_fields(ctx.artifacts, dataset)
+    return None if fields is None else sorted(fields.names)
+
+
+def _landed_source(
+    ctx: StepContext, ref: ObjectRef, record_fields: list[str] | None = None
+) -> DataSource:
     """The exact generation ``ref`` names, streamed in chunks from its bucket, as
-    stored (a gzip ``Content-Encoding`` is undone by the readers, bounded).
+    stored (a gzip ``Content-Encoding`` is undone by the readers, bounded);
+    ``record_fields``: a stream file's allowed fields (``DataSource.record_fields``).
 
     The step reads a file several times (its digest, its header, its rows); an object
     no larger than one streaming request (``READ_CHUNK_BYTES``, what a stream holds at
@@ -617,19 +632,22 @@ def _landed_source(ctx: StepContext, ref: ObjectRef) -> DataSource:
         raise gone
     file_format = file_format_of(ref.name, uri=ref.uri)
     if info.size <= READ_CHUNK_BYTES:
-        stored = landing.read(ref.name, generation=ref.generation)
+        stored = landing.read(ref.name, generation=ref.generation, raw=True)
         if stored is None:
             raise gone
-        return DataSource.in_memory(
+        source = DataSource.in_memory(
             ref.uri, file_format, stored.data, content_encoding=info.content_encoding
         )
-    return DataSource(
-        uri=ref.uri,
-        file_format=file_format,
-        size=info.size,
-        open=lambda: landing.open_read(ref.name, generation=ref.generation),
-        content_encoding=info.content_encoding,
-    )
+    else:
+        source = DataSource(
+            uri=ref.uri,
+            file_format=file_format,
+            size=info.size,
+            open=lambda: landing.open_read(ref.name, generation=ref.generation),
+            content_encoding=info.content_encoding,
+        )
+    fields = None if record_fields is None else frozenset(record_fields)
+    return replace(source, record_fields=fields)
 
 
 def _acknowledge(

@@ -64,6 +64,7 @@ def statistics_job_spec(
         float_features=tuple(sorted(float_features)),
         string_features=tuple(sorted(string_features)),
         block_bytes=config.beam.block_bytes,
+        record_fields=None if source.record_fields is None else tuple(sorted(source.record_fields)),
     )
 
 
@@ -95,6 +96,7 @@ def launch_statistics_job(
             content_digest=digest,
             output=output,
             submitted_at=ctx.clock(),
+            record_fields=None if spec.record_fields is None else list(spec.record_fields),
         ),
     )
     details = {

@@ -76,6 +76,7 @@ def _source(file: SnapshotFile, opener: ObjectOpener) -> DataSource:
         size=None if info is None else info.size,
         open=lambda: opener.open(file.uri, file.generation),
         content_encoding="" if info is None else info.content_encoding,
+        record_fields=None if file.record_fields is None else frozenset(file.record_fields),
     )
 
 

@@ -137,7 +137,10 @@ def build_snapshot(
             continue
         files.append(
             SnapshotFile(
-                uri=manifest.uri, generation=manifest.generation, rows=manifest.num_examples
+                uri=manifest.uri,
+                generation=manifest.generation,
+                rows=manifest.num_examples,
+                record_fields=manifest.record_fields,
             )
         )
     return DataSnapshot(

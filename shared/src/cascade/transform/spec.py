@@ -105,6 +105,9 @@ class SnapshotFile(_Frozen):
     uri: str
     generation: int
     rows: int = Field(ge=0)
+    record_fields: list[str] | None = None
+    """A stream file: the fields its records may hold, as validate judged it
+    (``AcceptedFile.record_fields``); a record naming another is left out."""
 
 
 class TransformSpec(_Frozen):

@@ -455,8 +455,11 @@ def _check_writer_schema(schema: Any, uri: str) -> None:
         )
 
 
-def record_problem(data: bytes) -> tuple[dict[str, Any] | None, str]:
-    """The row a message holds, or None and why it is not one."""
+def record_problem(
+    data: bytes, fields: frozenset[str] | None = None
+) -> tuple[dict[str, Any] | None, str]:
+    """The row a message holds, or None and why it is not one; ``fields``: the names
+    the stream's schema allows (``DataSource.record_fields``), None for any."""
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError as error:
@@ -473,6 +476,11 @@ def record_problem(data: bytes) -> tuple[dict[str, Any] | None, str]:
         return None, "a field has an empty name (a column needs a name)"
     if MESSAGE_ID_COLUMN in value:
         return None, f"field {MESSAGE_ID_COLUMN!r} is reserved for the message's Pub/Sub id"
+    if fields is not None:
+        unknown = [name for name in value if name not in fields]
+        if unknown:
+            more = f" (and {len(unknown) - 1} more)" if len(unknown) > 1 else ""
+            return None, _short(f"field {unknown[0]!r} is not in the stream's schema{more}")
     value = {name: _union_branch(item) for name, item in value.items()}
     for name, item in value.items():
         problem = _value_problem(name, item)
@@ -511,7 +519,7 @@ def rejected_records(source: DataSource, config: ValidationConfig) -> list[Rejec
     """Every record ``read_avro_batches`` leaves out, and why."""
     rejected = []
     for record in stream_records(source, config):
-        row, reason = record_problem(record.data)
+        row, reason = record_problem(record.data, source.record_fields)
         if row is None:
             rejected.append(RejectedRecord(record.position, record.message_id, reason))
     return rejected
@@ -537,7 +545,7 @@ def read_avro_batches(
     held = 0
     first_rejection = ""
     for record in stream_records(source, config):
-        row, reason = record_problem(record.data)
+        row, reason = record_problem(record.data, source.record_fields)
         if row is None:
             first_rejection = first_rejection or f"record {record.position}: {reason}"
             continue

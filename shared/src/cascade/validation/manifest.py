@@ -80,6 +80,10 @@ class AcceptedFile(BaseModel):
     duplicate_of: str | None = None
     """The file id whose statistics the baseline holds for this content, when this file is
     an identical re-upload that stands in for it (the earlier generation is gone)."""
+    record_fields: list[str] | None = None
+    """A stream file: the field names its stream's schema allowed when it was validated
+    (records naming another were split out); transform leaves out the same records.
+    None: any field (not a stream file, or no stream schema deployed)."""
 
 
 class ContentEntry(BaseModel):

@@ -16,6 +16,7 @@ import pyarrow as pa  # type: ignore[import-untyped,unused-ignore]
 import pyarrow.json as pajson  # type: ignore[import-untyped,unused-ignore]
 
 from cascade.core.errors import BadInputError
+from cascade.core.store import encoding_problem
 from cascade.core.validation_config import ValidationConfig
 from cascade.validation.avro_reader import read_avro_batches
 from cascade.validation.csv_reader import read_csv_batches
@@ -40,8 +41,12 @@ __all__ = ["check_size", "read_batches"]
 
 
 def check_size(source: DataSource, config: ValidationConfig) -> None:
-    """Refuse a file over ``max_file_size_bytes`` (or of size 0), or a Parquet or Avro
-    file stored gzip-encoded, before reading it."""
+    """Refuse a file over ``max_file_size_bytes`` (or of size 0), a file stored under an
+    encoding Cloud Storage does not decompress, or a Parquet or Avro file stored
+    gzip-encoded, before reading it."""
+    problem = encoding_problem(source.content_encoding)
+    if problem:
+        raise BadInputError(problem, uri=source.uri)
     if source.gzip_encoded and source.file_format in (FileFormat.PARQUET, FileFormat.AVRO):
         raise BadInputError(
             f"the object is stored with Content-Encoding: {source.content_encoding} "

@@ -17,6 +17,7 @@ import pyarrow as pa  # type: ignore[import-untyped,unused-ignore]
 import requests
 
 from cascade.core.errors import BadInputError
+from cascade.core.store import is_gzip_encoding
 from cascade.validation.names import FileFormat
 
 __all__ = [
@@ -57,11 +58,15 @@ class DataSource:
     size: int | None
     open: ByteOpener
     content_encoding: str = ""
+    record_fields: frozenset[str] | None = None
+    """A stream file: the field names its records may hold (the stream's schema,
+    ``cascade.core.streams.StreamFields``); a record naming another is split out.
+    None: any (a file's columns are judged by the dataset's schema)."""
 
     @property
     def gzip_encoded(self) -> bool:
         """Stored gzip-compressed under ``Content-Encoding: gzip``."""
-        return self.content_encoding.strip().lower() in ("gzip", "x-gzip")
+        return is_gzip_encoding(self.content_encoding)
 
     @classmethod
     def local_file(cls, path: str, file_format: FileFormat, *, uri: str = "") -> DataSource:
