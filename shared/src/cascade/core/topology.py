@@ -165,11 +165,16 @@ class HttpTrigger(_Strict):
 Trigger = Annotated[StorageTrigger | TopicTrigger | HttpTrigger, Field(discriminator="type")]
 
 
+MEMORY_QUANTITY = r"^([1-9][0-9]*)(k|M|G|Mi|Gi)?$"
+"""A function's memory: Terraform's ``available_memory`` ("Supported units are k, M, G, Mi,
+Gi. If no unit is supplied the value is interpreted as bytes")."""
+
+
 class FunctionDefaults(_Strict):
     retry: RetryPolicy = RetryPolicy()
     dead_letter_topic: str = "dead-letter"
     timeout_s: int = Field(540, gt=0, le=3600)
-    memory: str = "512Mi"
+    memory: str = Field("512Mi", pattern=MEMORY_QUANTITY)
     cpu: str = "1"
     max_instances: int = Field(10, gt=0)
     max_event_age_s: int = Field(86400, gt=0)
@@ -184,7 +189,7 @@ class FunctionSpec(_Strict):
     retry: RetryPolicy
     dead_letter_topic: str
     timeout_s: int
-    memory: str
+    memory: str = Field(pattern=MEMORY_QUANTITY)
     cpu: str
     max_instances: int
     max_event_age_s: int

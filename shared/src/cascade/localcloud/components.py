@@ -319,6 +319,8 @@ def function_specs(
             *("--host", LOOPBACK, "--port", str(port), "--function", name),
             *("--audience", urls[name], "--key-file", str(local.id_token_key_file)),
             *("--invokers", ",".join(invokers)),
+            # Cloud Run's request timeout and memory limit, from the function's entry.
+            *("--timeout-s", str(function.timeout_s), "--memory", function.memory),
         ]
         specs.append(
             ProcessSpec(

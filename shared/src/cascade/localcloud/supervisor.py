@@ -52,6 +52,7 @@ from cascade.localcloud.components import (
     vertex_endpoint_spec,
 )
 from cascade.localcloud.fingerprint import code_fingerprint
+from cascade.localcloud.function_host import MEMORY_LIMIT_EXIT
 from cascade.localcloud.gcs_subscriber import GCS_SUBSCRIBER_STATE, publish_stream_schemas
 from cascade.localcloud.local_settings import LocalCloudSettings
 from cascade.localcloud.message_ids import advance_past, recorded_floor
@@ -242,15 +243,20 @@ class Supervisor:
         now = time.monotonic()
         process.restarts = [t for t in process.restarts if now - t < RESTART_WINDOW_S]
         name = process.spec.name
-        if len(process.restarts) >= self.local.max_restarts:
+        code = process.process and process.process.returncode
+        if code == MEMORY_LIMIT_EXIT and name.startswith("function:"):
+            # Cloud Run starts a new instance after every memory kill: the events that
+            # caused it are retried and dead-lettered by their own policy, never by a
+            # restart budget that would take the function down for every other event.
+            _log.warning("%s was terminated for its memory limit; starting it again", name)
+        elif len(process.restarts) >= self.local.max_restarts:
             _log.error("%s keeps exiting; not restarting it again", name)
             self.failed.add(name)
             self._record(process, "failed")
             return
-        _log.warning(
-            "%s exited with %s; restarting", name, process.process and process.process.returncode
-        )
-        process.restarts.append(now)
+        else:
+            _log.warning("%s exited with %s; restarting", name, code)
+            process.restarts.append(now)
         self._record(process, "restarting")
         try:
             if process is self.gcs:

@@ -1,0 +1,215 @@
+"""Cloud Run's request timeout and memory limit around each local function.
+
+A function that runs past its ``timeout_s`` is answered 504 with Cloud Run's text and
+keeps running; one whose memory goes over its ``memory`` is terminated with Cloud Run's
+log line, and the supervisor starts it again. The last two tests run the real host
+(functions-framework's app and server) in a process of its own.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import requests
+
+from cascade.core.topology import FunctionDefaults
+from cascade.localcloud.function_host import (
+    MEMORY_LIMIT_EXIT,
+    TIMEOUT_BODY,
+    MemoryLimit,
+    RequestTimeout,
+    memory_bytes,
+    resident_bytes,
+)
+from cascade.localcloud.id_tokens import LocalIdTokens, bearer_header
+from cascade.localcloud.processes import free_loopback_port, port_accepts
+
+DEADLINE_S = 30
+
+
+@pytest.mark.parametrize(
+    ("quantity", "expected"),
+    [("512Mi", 512 << 20), ("2Gi", 2 << 30), ("1G", 10**9), ("256M", 256 * 10**6), ("4096", 4096)],
+)
+def test_memory_quantities_are_terraform_s(quantity: str, expected: int) -> None:
+    assert memory_bytes(quantity) == expected
+
+
+@pytest.mark.parametrize(
+    "quantity", ["", "0", "0Mi", "-1Mi", "1.5Gi", "512MB", "512mi", "1Ti", "Mi", "512 Mi\n1"]
+)
+def test_other_memory_quantities_are_refused_here_and_in_the_topology(quantity: str) -> None:
+    with pytest.raises(ValueError, match="memory"):
+        memory_bytes(quantity)
+    with pytest.raises(ValueError, match="memory"):
+        FunctionDefaults(memory=quantity)
+
+
+def _call(app: Callable[..., Any]) -> tuple[str, list[Any], bytes]:
+    seen: dict[str, Any] = {}
+
+    def start_response(status: str, headers: list[Any]) -> None:
+        seen["status"], seen["headers"] = status, headers
+
+    body = b"".join(app({"PATH_INFO": "/"}, start_response))
+    return seen["status"], seen["headers"], body
+
+
+def test_a_request_past_the_timeout_is_answered_504_and_goes_on_running() -> None:
+    release, finished = threading.Event(), threading.Event()
+
+    def slow(environ: dict[str, Any], start_response: Callable[..., Any]) -> list[bytes]:
+        release.wait(DEADLINE_S)
+        finished.set()
+        start_response("200 OK", [])
+        return [b"late"]
+
+    status, headers, body = _call(RequestTimeout(slow, 0.05, function="validate"))
+
+    assert status == "504 Gateway Timeout"
+    assert body == TIMEOUT_BODY
+    assert ("Connection", "close") in headers
+    assert not finished.is_set()  # still running, as on Cloud Run
+    release.set()
+    assert finished.wait(DEADLINE_S)
+
+
+def test_an_answer_within_the_timeout_passes_through_unchanged() -> None:
+    def quick(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterator[bytes]:
+        write = start_response("201 Created", [("X-Step", "validate")])
+        write(b"a")
+        yield b"b"
+
+    assert _call(RequestTimeout(quick, DEADLINE_S)) == (
+        "201 Created",
+        [("X-Step", "validate")],
+        b"ab",
+    )
+
+
+def test_an_error_within_the_timeout_is_the_server_s_to_answer() -> None:
+    def broken(environ: dict[str, Any], start_response: Callable[..., Any]) -> list[bytes]:
+        raise RuntimeError("boom")
+
+    with pytest.raises(RuntimeError, match="boom"):
+        _call(RequestTimeout(broken, DEADLINE_S))
+
+
+def test_memory_over_the_limit_terminates_with_cloud_run_s_line(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    terminated: list[bool] = []
+    used = [100 << 20]
+    limit = MemoryLimit(
+        512 << 20, measure=lambda: used[0], terminate=lambda: terminated.append(True)
+    )
+
+    assert limit.check()
+    used[0] = 512 << 20
+    assert limit.check()  # at the limit is within it
+    used[0] = 600 << 20
+    assert not limit.check()
+
+    assert terminated == [True]
+    assert "Memory limit of 512 MiB exceeded with 600 MiB used." in capsys.readouterr().err
+
+
+def test_resident_memory_is_measured_as_it_grows() -> None:
+    before = resident_bytes()
+    ballast = bytearray(64 << 20)
+    ballast[::4096] = b"x" * len(ballast[::4096])  # touch every page
+    assert resident_bytes() - before > 48 << 20
+    del ballast
+
+
+_FUNCTION = textwrap.dedent(
+    """
+    import threading
+    import functions_framework
+
+    held = []
+    finished = threading.Event()
+
+    @functions_framework.http
+    def grow(request):
+        held.append(bytearray(int(request.args["mib"]) << 20))
+        held[-1][::4096] = b"x" * len(held[-1][::4096])
+        return "grown"
+
+    @functions_framework.http
+    def wait(request):
+        finished.wait(float(request.args["s"]))
+        return "done"
+    """
+)
+
+
+def _host(
+    tmp_path: Path, target: str, *extra: str
+) -> tuple[subprocess.Popen[bytes], str, dict[str, str]]:
+    source = tmp_path / "main.py"
+    source.write_text(_FUNCTION)
+    key = tmp_path / "key.pem"
+    LocalIdTokens(key)
+    port = free_loopback_port()
+    url = f"http://127.0.0.1:{port}"
+    account = "caller@cascade-local.iam.gserviceaccount.com"
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "cascade.localcloud.function_host",
+            *("--target", target, "--source", str(source), "--host", "127.0.0.1"),
+            *("--port", str(port), "--function", "f", "--audience", url),
+            *("--key-file", str(key), "--invokers", f"serviceAccount:{account}"),
+            *extra,
+        ],
+        stderr=subprocess.PIPE,
+        cwd=tmp_path,
+    )
+    deadline = time.monotonic() + DEADLINE_S
+    while not port_accepts("127.0.0.1", port):
+        assert process.poll() is None, process.stderr.read() if process.stderr else b""
+        assert time.monotonic() < deadline, "the function host did not start"
+        time.sleep(0.05)  # polling a condition with a deadline
+    return process, url, bearer_header(key, url, account)
+
+
+def test_the_host_terminates_an_instance_that_outgrows_its_memory(tmp_path: Path) -> None:
+    """The whole instance goes (gunicorn's arbiter with its worker, where the function
+    runs), killed as the OOM killer kills, and the request that outgrew it never gets
+    its answer."""
+    process, url, auth = _host(tmp_path, "grow", "--memory", "256Mi")
+    try:
+        assert requests.get(f"{url}/?mib=16", headers=auth, timeout=DEADLINE_S).text == "grown"
+        with pytest.raises(requests.ConnectionError):
+            requests.get(f"{url}/?mib=400", headers=auth, timeout=DEADLINE_S)
+        assert process.wait(DEADLINE_S) == MEMORY_LIMIT_EXIT
+        assert process.stderr is not None
+        assert b"Memory limit of 256 MiB exceeded with" in process.stderr.read()
+    finally:
+        process.kill()
+        process.wait(DEADLINE_S)
+
+
+def test_the_host_answers_504_past_the_function_s_timeout(tmp_path: Path) -> None:
+    process, url, auth = _host(tmp_path, "wait", "--timeout-s", "1")
+    try:
+        late = requests.get(f"{url}/?s=20", headers=auth, timeout=DEADLINE_S)
+        quick = requests.get(f"{url}/?s=0", headers=auth, timeout=DEADLINE_S)
+        unauthenticated = requests.get(f"{url}/?s=0", timeout=DEADLINE_S)
+
+        assert (late.status_code, late.content) == (504, TIMEOUT_BODY)
+        assert (quick.status_code, quick.text) == (200, "done")
+        assert unauthenticated.status_code == 403  # the invoker check still comes first
+    finally:
+        process.kill()
+        process.wait(DEADLINE_S)
