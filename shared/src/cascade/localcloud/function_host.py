@@ -218,10 +218,7 @@ class RequestTimeout:
                 self.function,
                 self.timeout_s,
             )
-            start_response(
-                "504 Gateway Timeout",
-                [("Content-Type", "text/plain; charset=utf-8"), ("Connection", "close")],
-            )
+            start_response("504 Gateway Timeout", [("Content-Type", "text/plain; charset=utf-8")])
             return [TIMEOUT_BODY]
         if "error" in answer:
             raise answer["error"]
