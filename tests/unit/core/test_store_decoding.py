@@ -76,9 +76,9 @@ def test_an_encoded_object_that_expands_past_the_limit_is_bad_input_naming_it() 
 @pytest.mark.parametrize(
     ("stored", "problem"),
     [
-        (gzip.compress(CONFIG)[:-12], "truncated"),
-        (b"\x1f\x8b\x08\x00 not gzip at all", "not valid gzip"),
-        (CONFIG, "not valid gzip"),  # labelled gzip, stored plain
+        pytest.param(gzip.compress(CONFIG)[:-12], "truncated", id="truncated"),
+        pytest.param(b"\x1f\x8b\x08\x00 not gzip at all", "not valid gzip", id="corrupt"),
+        pytest.param(CONFIG, "not valid gzip", id="labelled-gzip-stored-plain"),
     ],
 )
 def test_corrupt_encoded_bytes_are_bad_input(stored: bytes, problem: str) -> None:

@@ -162,22 +162,23 @@ def _host(
     port = free_loopback_port()
     url = f"http://127.0.0.1:{port}"
     account = "caller@cascade-local.iam.gserviceaccount.com"
-    process = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "cascade.localcloud.function_host",
-            *("--target", target, "--source", str(source), "--host", "127.0.0.1"),
-            *("--port", str(port), "--function", "f", "--audience", url),
-            *("--key-file", str(key), "--invokers", f"serviceAccount:{account}"),
-            *extra,
-        ],
-        stderr=subprocess.PIPE,
-        cwd=tmp_path,
-    )
+    with (tmp_path / "host.log").open("wb") as log:  # the child keeps its own copy
+        process = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "cascade.localcloud.function_host",
+                *("--target", target, "--source", str(source), "--host", "127.0.0.1"),
+                *("--port", str(port), "--function", "f", "--audience", url),
+                *("--key-file", str(key), "--invokers", f"serviceAccount:{account}"),
+                *extra,
+            ],
+            stderr=log,
+            cwd=tmp_path,
+        )
     deadline = time.monotonic() + DEADLINE_S
     while not port_accepts("127.0.0.1", port):
-        assert process.poll() is None, process.stderr.read() if process.stderr else b""
+        assert process.poll() is None, (tmp_path / "host.log").read_text()
         assert time.monotonic() < deadline, "the function host did not start"
         time.sleep(0.05)  # polling a condition with a deadline
     return process, url, bearer_header(key, url, account)
@@ -193,8 +194,7 @@ def test_the_host_terminates_an_instance_that_outgrows_its_memory(tmp_path: Path
         with pytest.raises(requests.ConnectionError):
             requests.get(f"{url}/?mib=400", headers=auth, timeout=DEADLINE_S)
         assert process.wait(DEADLINE_S) == MEMORY_LIMIT_EXIT
-        assert process.stderr is not None
-        assert b"Memory limit of 256 MiB exceeded with" in process.stderr.read()
+        assert "Memory limit of 256 MiB exceeded with" in (tmp_path / "host.log").read_text()
     finally:
         process.kill()
         process.wait(DEADLINE_S)
