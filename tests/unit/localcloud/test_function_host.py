@@ -28,6 +28,7 @@ from cascade.localcloud.function_host import (
     RequestTimeout,
     memory_bytes,
     resident_bytes,
+    terminated_for_memory,
 )
 from cascade.localcloud.id_tokens import LocalIdTokens, bearer_header
 from cascade.localcloud.processes import free_loopback_port, port_accepts
@@ -195,6 +196,7 @@ def test_the_host_terminates_an_instance_that_outgrows_its_memory(tmp_path: Path
             requests.get(f"{url}/?mib=400", headers=auth, timeout=DEADLINE_S)
         assert process.wait(DEADLINE_S) == MEMORY_LIMIT_EXIT
         assert "Memory limit of 256 MiB exceeded with" in (tmp_path / "host.log").read_text()
+        assert terminated_for_memory(process.returncode, tmp_path / "host.log")  # supervisor
     finally:
         process.kill()
         process.wait(DEADLINE_S)

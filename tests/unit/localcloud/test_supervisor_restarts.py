@@ -32,10 +32,13 @@ def supervisor(tmp_path: Path) -> Supervisor:
 
 
 def _exits_with(
-    process: ManagedProcess, returncode: int, monkeypatch: pytest.MonkeyPatch
+    process: ManagedProcess, returncode: int, monkeypatch: pytest.MonkeyPatch, last_line: str = ""
 ) -> list[int]:
-    """``process`` as one that has exited with ``returncode``, whose restarts are counted."""
+    """``process`` as one that has exited with ``returncode`` after logging
+    ``last_line``, whose restarts are counted."""
     started: list[int] = []
+    process.spec.log_path.parent.mkdir(parents=True, exist_ok=True)
+    process.spec.log_path.write_text(f"booting\n{last_line}\n" if last_line else "booting\n")
 
     def start() -> None:
         started.append(1)
@@ -47,20 +50,28 @@ def _exits_with(
     return started
 
 
+MEMORY_KILLED = "Memory limit of 2048 MiB exceeded with 2100 MiB used. Consider increasing it"
+
+
 @pytest.mark.parametrize(
-    ("returncode", "restarted", "state"),
-    [(MEMORY_LIMIT_EXIT, 10, "running"), (1, 3, "failed")],
-    ids=["memory-kill", "crash"],
+    ("returncode", "last_line", "restarted", "state"),
+    [
+        (MEMORY_LIMIT_EXIT, MEMORY_KILLED, 10, "running"),
+        (MEMORY_LIMIT_EXIT, "", 3, "failed"),  # killed by someone else: a crash
+        (1, MEMORY_KILLED, 3, "failed"),
+    ],
+    ids=["memory-kill", "sigkill-without-the-line", "crash"],
 )
 def test_a_function_killed_for_memory_is_always_replaced_a_crash_loop_is_not(
     supervisor: Supervisor,
     monkeypatch: pytest.MonkeyPatch,
     returncode: int,
+    last_line: str,
     restarted: int,
     state: str,
 ) -> None:
     [validate] = [p for p in supervisor.functions if p.spec.name == "function:validate"]
-    started = _exits_with(validate, returncode, monkeypatch)
+    started = _exits_with(validate, returncode, monkeypatch, last_line)
 
     for _ in range(10):
         supervisor.restart(validate)
@@ -72,7 +83,7 @@ def test_a_function_killed_for_memory_is_always_replaced_a_crash_loop_is_not(
 def test_another_process_killed_the_same_way_keeps_its_restart_budget(
     supervisor: Supervisor, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    started = _exits_with(supervisor.router, MEMORY_LIMIT_EXIT, monkeypatch)
+    started = _exits_with(supervisor.router, MEMORY_LIMIT_EXIT, monkeypatch, MEMORY_KILLED)
 
     for _ in range(10):
         supervisor.restart(supervisor.router)

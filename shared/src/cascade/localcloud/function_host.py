@@ -47,6 +47,7 @@ __all__ = [
     "memory_bytes",
     "peak_resident_bytes",
     "resident_bytes",
+    "terminated_for_memory",
 ]
 
 _log = logging.getLogger(__name__)
@@ -60,8 +61,28 @@ TIMEOUT_BODY = (
 
 MEMORY_LIMIT_EXIT = -signal.SIGKILL
 """How the supervisor sees an instance terminated for its memory: killed, as by the
-kernel's OOM killer (``Popen.returncode`` -9). It starts a new one without counting it
-as a crash loop."""
+kernel's OOM killer (``Popen.returncode`` -9), with Cloud Run's line last in its log
+(``terminated_for_memory``)."""
+
+MEMORY_LINE = "Memory limit of "
+_LOG_TAIL_BYTES = 8192
+
+
+def terminated_for_memory(returncode: int | None, log_path: Path) -> bool:
+    """Whether a host that exited with ``returncode`` was terminated for its memory:
+    killed, and Cloud Run's memory line is among the last lines of its log (a SIGKILL
+    from anyone else leaves no such line)."""
+    if returncode != MEMORY_LIMIT_EXIT:
+        return False
+    try:
+        with log_path.open("rb") as log:
+            log.seek(max(0, log.seek(0, os.SEEK_END) - _LOG_TAIL_BYTES))
+            tail = log.read().decode("utf-8", errors="replace")
+    except OSError:
+        return False
+    last = [line for line in tail.splitlines() if line.strip()][-3:]
+    return any(line.startswith(MEMORY_LINE) for line in last)
+
 
 _QUANTITY = re.compile(MEMORY_QUANTITY)
 _UNITS = {None: 1, "k": 10**3, "M": 10**6, "G": 10**9, "Mi": 2**20, "Gi": 2**30}
@@ -127,12 +148,11 @@ class MemoryLimit:
         if used <= self.limit:
             return True
         line = (
-            f"Memory limit of {self.limit >> 20} MiB exceeded with {used >> 20} MiB used. "
+            f"{MEMORY_LINE}{self.limit >> 20} MiB exceeded with {used >> 20} MiB used. "
             "Consider increasing the memory limit, see "
             "https://cloud.google.com/run/docs/configuring/memory-limits"
         )
-        _log.error(line)
-        print(line, file=sys.stderr, flush=True)
+        print(line, file=sys.stderr, flush=True)  # the platform's line, last in the log
         self._terminate()
         return False
 

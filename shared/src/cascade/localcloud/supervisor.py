@@ -52,7 +52,7 @@ from cascade.localcloud.components import (
     vertex_endpoint_spec,
 )
 from cascade.localcloud.fingerprint import code_fingerprint
-from cascade.localcloud.function_host import MEMORY_LIMIT_EXIT
+from cascade.localcloud.function_host import terminated_for_memory
 from cascade.localcloud.gcs_subscriber import GCS_SUBSCRIBER_STATE, publish_stream_schemas
 from cascade.localcloud.local_settings import LocalCloudSettings
 from cascade.localcloud.message_ids import advance_past, recorded_floor
@@ -243,8 +243,8 @@ class Supervisor:
         now = time.monotonic()
         process.restarts = [t for t in process.restarts if now - t < RESTART_WINDOW_S]
         name = process.spec.name
-        code = process.process and process.process.returncode
-        if code == MEMORY_LIMIT_EXIT and name.startswith("function:"):
+        code = None if process.process is None else process.process.returncode
+        if name.startswith("function:") and terminated_for_memory(code, process.spec.log_path):
             # Cloud Run starts a new instance after every memory kill: the events that
             # caused it are retried and dead-lettered by their own policy, never by a
             # restart budget that would take the function down for every other event.
