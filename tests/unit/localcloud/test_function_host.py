@@ -12,7 +12,6 @@ import subprocess
 import sys
 import textwrap
 import threading
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -31,7 +30,7 @@ from cascade.localcloud.function_host import (
     terminated_for_memory,
 )
 from cascade.localcloud.id_tokens import LocalIdTokens, bearer_header
-from cascade.localcloud.processes import free_loopback_port, port_accepts
+from cascade.localcloud.processes import free_loopback_port, port_accepts, wait_until
 
 DEADLINE_S = 30
 
@@ -177,11 +176,11 @@ def _host(
             stderr=log,
             cwd=tmp_path,
         )
-    deadline = time.monotonic() + DEADLINE_S
-    while not port_accepts("127.0.0.1", port):
-        assert process.poll() is None, (tmp_path / "host.log").read_text()
-        assert time.monotonic() < deadline, "the function host did not start"
-        time.sleep(0.05)  # polling a condition with a deadline
+    started = wait_until(
+        lambda: process.poll() is not None or port_accepts("127.0.0.1", port), DEADLINE_S
+    )
+    assert started, "the function host did not start"
+    assert process.poll() is None, (tmp_path / "host.log").read_text()
     return process, url, bearer_header(key, url, account)
 
 
