@@ -1,9 +1,11 @@
-"""Cloud Run's request timeout and memory limit around each local function.
+"""Cloud Run's instance limit, request timeout and memory limit around each local function.
 
-A function that runs past its ``timeout_s`` is answered 504 with Cloud Run's text and
-keeps running; one whose memory goes over its ``memory`` is terminated with Cloud Run's
-log line, and the supervisor starts it again. The last two tests run the real host
-(functions-framework's app and server) in a process of its own.
+At most ``max_instances`` requests of a function run at once, one per instance; one that
+finds them all busy waits for an instance and, past the pending window, is answered 429
+with Cloud Run's text. A function that runs past its ``timeout_s`` is answered 504 with
+Cloud Run's text and keeps running; one whose memory goes over its ``memory`` is
+terminated with Cloud Run's log line, and the supervisor starts it again. The last tests
+run the real host (functions-framework's app and server) in a process of its own.
 """
 
 from __future__ import annotations
@@ -21,8 +23,10 @@ import requests
 
 from cascade.core.topology import FunctionDefaults
 from cascade.localcloud.function_host import (
+    INSTANCE_BUSY_BODY,
     MEMORY_LIMIT_EXIT,
     TIMEOUT_BODY,
+    InstanceLimit,
     MemoryLimit,
     RequestTimeout,
     memory_bytes,
@@ -101,6 +105,91 @@ def test_an_error_within_the_timeout_is_the_server_s_to_answer() -> None:
 
     with pytest.raises(RuntimeError, match="boom"):
         _call(RequestTimeout(broken, DEADLINE_S))
+
+
+class _Held:
+    """A WSGI app whose requests wait for ``release``, counting those inside it."""
+
+    def __init__(self) -> None:
+        self.release = threading.Event()
+        self.inside = 0
+        self.most_inside = 0
+        self.calls = 0
+        self._lock = threading.Lock()
+
+    def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> list[bytes]:
+        with self._lock:
+            self.calls += 1
+            self.inside += 1
+            self.most_inside = max(self.most_inside, self.inside)
+        try:
+            if environ.get("QUERY_STRING") == "fail":
+                raise RuntimeError("boom")
+            self.release.wait(DEADLINE_S)
+            start_response("200 OK", [])
+            return [b"served"]
+        finally:
+            with self._lock:
+                self.inside -= 1
+
+
+def _in_thread(app: Callable[..., Any], results: list[Any]) -> threading.Thread:
+    thread = threading.Thread(target=lambda: results.append(_call(app)), daemon=True)
+    thread.start()
+    return thread
+
+
+def test_a_request_that_finds_every_instance_busy_is_answered_429_after_the_window() -> None:
+    held = _Held()
+    limit = InstanceLimit(held, 2, pending_s=0.05, function="deploy")
+    results: list[Any] = []
+    running = [_in_thread(limit, results) for _ in range(2)]
+    assert wait_until(lambda: held.inside == 2, DEADLINE_S)
+
+    status, headers, body = _call(limit)
+
+    assert (status, body) == ("429 Too Many Requests", INSTANCE_BUSY_BODY)
+    assert headers == [("Content-Type", "text/plain; charset=utf-8")]
+    assert held.calls == 2  # it never reached the function
+    held.release.set()
+    for thread in running:
+        thread.join(DEADLINE_S)
+    assert [result[2] for result in results] == [b"served", b"served"]
+    assert _call(limit)[2] == b"served"  # both instances free again
+
+
+def test_a_waiting_request_takes_the_first_instance_that_frees() -> None:
+    held = _Held()
+    limit = InstanceLimit(held, 1, pending_s=DEADLINE_S)
+    results: list[Any] = []
+    first = _in_thread(limit, results)
+    assert wait_until(lambda: held.inside == 1, DEADLINE_S)
+    second = _in_thread(limit, results)
+    assert wait_until(lambda: limit.pending == 1, DEADLINE_S)  # waiting, not inside
+
+    assert held.calls == 1
+    held.release.set()
+    first.join(DEADLINE_S)
+    second.join(DEADLINE_S)
+
+    assert [result[0] for result in results] == ["200 OK", "200 OK"]
+    assert (held.calls, held.most_inside, limit.pending) == (2, 1, 0)
+
+
+def test_a_request_that_fails_frees_its_instance() -> None:
+    held = _Held()
+    held.release.set()
+    limit = InstanceLimit(held, 1, pending_s=0.05)
+
+    with pytest.raises(RuntimeError, match="boom"):
+        limit({"QUERY_STRING": "fail"}, lambda status, headers: None)
+
+    assert _call(limit)[2] == b"served"
+
+
+def test_an_instance_limit_below_one_is_refused() -> None:
+    with pytest.raises(ValueError, match="at least 1"):
+        InstanceLimit(_Held(), 0)
 
 
 def test_memory_over_the_limit_terminates_with_cloud_run_s_line(
@@ -211,6 +300,39 @@ def test_the_host_answers_504_past_the_function_s_timeout(tmp_path: Path) -> Non
         assert (late.status_code, late.content) == (504, TIMEOUT_BODY)
         assert (quick.status_code, quick.text) == (200, "done")
         assert unauthenticated.status_code == 403  # the invoker check still comes first
+    finally:
+        process.kill()
+        process.wait(DEADLINE_S)
+
+
+def test_the_host_runs_at_most_max_instances_requests_at_once(tmp_path: Path) -> None:
+    """One instance: a second request while the first runs waits out the pending window
+    and is answered 429; a caller without a token is refused 403 before any instance is
+    taken."""
+    process, url, auth = _host(tmp_path, "wait", "--max-instances", "1", "--pending-s", "1")
+    try:
+        first: list[requests.Response] = []
+        thread = threading.Thread(
+            target=lambda: first.append(
+                requests.get(f"{url}/?s=5", headers=auth, timeout=DEADLINE_S)
+            ),
+            daemon=True,
+        )
+        thread.start()
+        busy = wait_until(
+            lambda: (
+                requests.get(f"{url}/?s=0", headers=auth, timeout=DEADLINE_S).status_code == 429
+            ),
+            DEADLINE_S,
+        )
+        unauthenticated = requests.get(f"{url}/?s=0", timeout=DEADLINE_S)
+        thread.join(DEADLINE_S)
+        after = requests.get(f"{url}/?s=0", headers=auth, timeout=DEADLINE_S)
+
+        assert busy, "no 429 while the only instance was busy"
+        assert unauthenticated.status_code == 403
+        assert [(answer.status_code, answer.text) for answer in first] == [(200, "done")]
+        assert (after.status_code, after.text) == (200, "done")
     finally:
         process.kill()
         process.wait(DEADLINE_S)

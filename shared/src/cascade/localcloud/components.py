@@ -319,8 +319,10 @@ def function_specs(
             *("--host", LOOPBACK, "--port", str(port), "--function", name),
             *("--audience", urls[name], "--key-file", str(local.id_token_key_file)),
             *("--invokers", ",".join(invokers)),
-            # Cloud Run's request timeout and memory limit, from the function's entry.
+            # Cloud Run's request timeout, memory limit and instances (one request each),
+            # from the function's entry.
             *("--timeout-s", str(function.timeout_s), "--memory", function.memory),
+            *("--max-instances", str(function.max_instances)),
         ]
         specs.append(
             ProcessSpec(

@@ -1,5 +1,5 @@
-"""A function of the local cloud behind Cloud Run's invoker check, request timeout and
-memory limit.
+"""A function of the local cloud behind Cloud Run's invoker check, instance limit, request
+timeout and memory limit.
 
 ``python -m cascade.localcloud.function_host`` serves one function as
 ``python -m functions_framework`` does (its own app and server), with what Cloud Run
@@ -39,8 +39,11 @@ from typing import Any
 from cascade.core.topology import MEMORY_QUANTITY
 
 __all__ = [
+    "INSTANCE_BUSY_BODY",
     "MEMORY_LIMIT_EXIT",
+    "PENDING_S",
     "TIMEOUT_BODY",
+    "InstanceLimit",
     "MemoryLimit",
     "RequestTimeout",
     "main",
@@ -58,6 +61,22 @@ TIMEOUT_BODY = (
     b"https://cloud.google.com/run/docs/configuring/request-timeout"
 )
 """Cloud Run's 504 text for a request past the service's timeout."""
+
+INSTANCE_BUSY_BODY = (
+    b"The request was aborted because there was no available instance.\n"
+    b"Additional troubleshooting documentation can be found at: "
+    b"https://cloud.google.com/run/docs/troubleshooting#abort-request"
+)
+"""Cloud Run's 429 text for a request no instance took within the pending window."""
+
+PENDING_S = 10.0
+"""How long a request waits for a free instance once every instance is busy: Cloud Run
+holds it "for up to 10 seconds" when no new instance can start (the service is at its
+maximum instances), then answers 429."""
+
+PENDING_THREADS = 32
+"""Server threads beyond ``max_instances``: each holds a request waiting (timed) for an
+instance. The event router sends at most 16 at once per subscription."""
 
 MEMORY_LIMIT_EXIT = -signal.SIGKILL
 """How the supervisor sees an instance terminated for its memory: killed, as by the
@@ -160,13 +179,7 @@ class MemoryLimit:
         """``app`` with a look at the memory after it answered, before the answer goes."""
 
         def checked(environ: dict[str, Any], start_response: Callable[..., Any]) -> list[bytes]:
-            body = app(environ, start_response)
-            try:
-                parts = list(body)
-            finally:
-                close = getattr(body, "close", None)
-                if close is not None:
-                    close()
+            parts = _drained(app(environ, start_response))
             self.check()
             return parts
 
@@ -194,6 +207,70 @@ def _end_instance(host_pid: int) -> Callable[[], None]:
     return end
 
 
+def _drained(body: Iterable[bytes]) -> list[bytes]:
+    """A WSGI body read whole, and closed."""
+    try:
+        return list(body)
+    finally:
+        close = getattr(body, "close", None)
+        if close is not None:
+            close()
+
+
+class InstanceLimit:
+    """At most ``max_instances`` requests of ``app`` at once, each on an instance of its
+    own (concurrency 1); one that finds them all busy waits ``pending_s`` for an instance
+    and is then answered 429 with Cloud Run's text, never reaching ``app``.
+
+    The instances here are threads of one process: what is limited is how many requests
+    run at once, not what they share (Cloud Run's instances share no memory)."""
+
+    def __init__(
+        self,
+        app: WsgiApp,
+        max_instances: int,
+        *,
+        pending_s: float = PENDING_S,
+        function: str = "",
+    ) -> None:
+        if max_instances < 1:
+            raise ValueError(f"max_instances must be at least 1, not {max_instances}")
+        self.app = app
+        self.max_instances = max_instances
+        self.pending_s = pending_s
+        self.function = function
+        self._free = threading.BoundedSemaphore(max_instances)
+        self._counting = threading.Lock()
+        self.pending = 0
+        """Requests waiting for an instance now."""
+
+    def _take(self) -> bool:
+        with self._counting:
+            self.pending += 1
+        try:
+            return self._free.acquire(timeout=self.pending_s)
+        finally:
+            with self._counting:
+                self.pending -= 1
+
+    def __call__(
+        self, environ: dict[str, Any], start_response: Callable[..., Any]
+    ) -> Iterable[bytes]:
+        if not self._take():
+            _log.warning(
+                "%s: all %d instances busy for %ss: 429, no available instance",
+                self.function,
+                self.max_instances,
+                self.pending_s,
+            )
+            start_response("429 Too Many Requests", [("Content-Type", "text/plain; charset=utf-8")])
+            return [INSTANCE_BUSY_BODY]
+        try:  # the instance is busy until its answer is whole
+            return _drained(self.app(environ, start_response))
+        finally:
+            self._free.release()
+
+
 class RequestTimeout:
     """Answers 504 with Cloud Run's text when ``app`` has not answered within
     ``timeout_s``; the request's code keeps running in its thread, as on Cloud Run."""
@@ -217,13 +294,7 @@ class RequestTimeout:
                 return parts.append  # WSGI's write()
 
             try:
-                body = self.app(environ, capture)
-                try:
-                    parts.extend(body)
-                finally:
-                    close = getattr(body, "close", None)
-                    if close is not None:
-                        close()
+                parts.extend(_drained(self.app(environ, capture)))
                 answer["body"] = b"".join(parts)
             except BaseException as error:  # noqa: BLE001 - handed to the serving thread
                 answer["error"] = error
@@ -261,6 +332,10 @@ def main(argv: Sequence[str] | None = None) -> None:
     )
     parser.add_argument("--timeout-s", type=float, default=0, help="0: no request timeout")
     parser.add_argument("--memory", default="", help="Cloud Run quantity; empty: no limit")
+    parser.add_argument(
+        "--max-instances", type=int, default=0, help="0: no limit on requests at once"
+    )
+    parser.add_argument("--pending-s", type=float, default=PENDING_S)
     arguments = parser.parse_args(argv)
     limit = MemoryLimit(memory_bytes(arguments.memory)) if arguments.memory else None
 
@@ -272,8 +347,24 @@ def main(argv: Sequence[str] | None = None) -> None:
     app = create_app(  # type: ignore[no-untyped-call]
         arguments.target, arguments.source, arguments.signature_type
     )
+    # From the inside out: the memory looked at before each answer, the request timeout
+    # (timed from when an instance takes the request), the instances, and outermost the
+    # invoker check, which refuses a caller before any instance is taken.
     if limit is not None:
         app.wsgi_app = limit.wrap(app.wsgi_app)
+    if arguments.timeout_s > 0:
+        app.wsgi_app = RequestTimeout(
+            app.wsgi_app, arguments.timeout_s, function=arguments.function
+        )
+    options: dict[str, Any] = {}
+    if arguments.max_instances > 0:
+        app.wsgi_app = InstanceLimit(
+            app.wsgi_app,
+            arguments.max_instances,
+            pending_s=arguments.pending_s,
+            function=arguments.function,
+        )
+        options["threads"] = arguments.max_instances + PENDING_THREADS
     app.wsgi_app = InvokerCheck(
         app.wsgi_app,
         LocalIdTokens(arguments.key_file),
@@ -281,11 +372,6 @@ def main(argv: Sequence[str] | None = None) -> None:
         members=tuple(member for member in arguments.invokers.split(",") if member),
         function=arguments.function,
     )
-    if arguments.timeout_s > 0:  # outermost, as Cloud Run's front
-        app.wsgi_app = RequestTimeout(
-            app.wsgi_app, arguments.timeout_s, function=arguments.function
-        )
-    options: dict[str, Any] = {}
     if limit is not None:  # watched where the function runs: gunicorn's worker
         options["post_fork"] = lambda server, worker: limit.start()
     create_server(app, False, **options).run(  # type: ignore[no-untyped-call]
