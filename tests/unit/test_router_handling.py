@@ -14,6 +14,8 @@ from typing import Any
 import pytest
 
 from cascade.core.topology import Topology, load_topology
+from cascade.localcloud.eventarc import CloudEventRequest
+from cascade.localcloud.function_host import PENDING_S
 from cascade.localcloud.local_settings import LocalCloudSettings
 from cascade.localcloud.message_ids import recorded_floor
 from cascade.localcloud.processes import wait_until
@@ -406,3 +408,27 @@ def test_a_message_id_is_recorded_before_its_delivery(tmp_path: Path) -> None:
 
     assert len(floor_at_post) == 1
     assert floor_at_post[0] >= 7031
+
+
+def test_a_delivery_waits_for_an_instance_and_then_the_function_s_timeout(
+    tmp_path: Path,
+) -> None:
+    """A function whose instances are all busy holds a request up to the pending window
+    before its own timeout starts; the router waits out both, so a slow answer is not
+    counted as a failed delivery (and delivered again) while the function still runs."""
+    router, _ = _router(tmp_path)
+    sent: list[float] = []
+
+    class _Answer:
+        status_code = 200
+        text = ""
+
+    def post(url: str, **options: Any) -> _Answer:
+        sent.append(options["timeout"])
+        return _Answer()
+
+    router._http.post = post  # type: ignore[method-assign]
+    validate = TOPOLOGY.functions["validate"]
+
+    assert router._post(validate, CloudEventRequest(path="/", headers={}, body=b"{}")) == ""
+    assert sent == [PENDING_S + validate.timeout_s + 5]

@@ -46,6 +46,7 @@ __all__ = [
     "InstanceLimit",
     "MemoryLimit",
     "RequestTimeout",
+    "answer_within_s",
     "main",
     "memory_bytes",
     "peak_resident_bytes",
@@ -73,6 +74,13 @@ PENDING_S = 10.0
 """How long a request waits for a free instance once every instance is busy: Cloud Run
 holds it "for up to 10 seconds" when no new instance can start (the service is at its
 maximum instances), then answers 429."""
+
+
+def answer_within_s(timeout_s: float) -> float:
+    """The longest a request to a function waits for its answer: the pending window for an
+    instance, then the function's timeout (after which the answer is a 504)."""
+    return PENDING_S + timeout_s
+
 
 PENDING_THREADS = 32
 """Server threads beyond ``max_instances``: each holds a request waiting (timed) for an

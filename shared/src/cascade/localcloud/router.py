@@ -64,6 +64,7 @@ from cascade.localcloud.eventarc import (
     object_finalized_event,
     pubsub_push_request,
 )
+from cascade.localcloud.function_host import answer_within_s
 from cascade.localcloud.id_tokens import TOKEN_LIFETIME_S, LocalIdTokens
 from cascade.localcloud.local_settings import LOOPBACK, LocalCloudSettings
 from cascade.localcloud.message_ids import SeenIds, ids_file
@@ -219,7 +220,8 @@ class EventRouter:
         for route in self.routes:
             spec = self._topology.functions[route.function_name]
             attempts = spec.retry.max_delivery_attempts
-            posts = attempts * 2 * (spec.timeout_s + 5)  # a connection error posts twice
+            # A connection error posts twice.
+            posts = attempts * 2 * (answer_within_s(spec.timeout_s) + 5)
             backoff = sum(spec.retry.backoff_s(n) for n in range(1, attempts))
             longest = max(longest, posts + backoff * self._local.backoff_scale)
         return max(longest + 60.0, 3600.0)
@@ -424,7 +426,8 @@ class EventRouter:
                     self.urls[spec.name].rstrip("/") + request.path,
                     headers={**request.headers, "Authorization": self._bearer(spec.name)},
                     data=request.body,
-                    timeout=spec.timeout_s + 5,
+                    # Waiting for an instance, then the function's own timeout.
+                    timeout=answer_within_s(spec.timeout_s) + 5,
                 )
                 break
             except requests.ConnectionError as error:
